@@ -1,0 +1,69 @@
+//! accelrt-candle: the `Backend` built on candle. CPU always; CUDA behind the `cuda` feature.
+
+mod convert;
+mod device_info;
+mod executable;
+mod ops;
+
+pub use executable::CandleExecutable;
+
+use accelrt_core::{
+    Backend, DeviceInfo, DeviceSpec, Error, Executable, Graph, PrepareOptions, Result, WeightSource,
+};
+use candle_core::Device;
+
+/// A candle device opened from a device string.
+pub struct CandleBackend {
+    spec: DeviceSpec,
+    device: Device,
+}
+
+impl CandleBackend {
+    /// Opens `spec`. Only devices this build can really use are accepted: asking for a GPU in a
+    /// build without CUDA, or for a device candle does not drive, is an error that says why.
+    pub fn new(spec: &DeviceSpec) -> Result<CandleBackend> {
+        let device = match spec {
+            DeviceSpec::Cpu => Device::Cpu,
+            DeviceSpec::Cuda(_) => {
+                return Err(Error::Unavailable {
+                    device: spec.to_string(),
+                    reason: "this build of accelrt has no CUDA support (rebuild with `--features cuda`)".into(),
+                })
+            }
+            DeviceSpec::Neuron { .. } => {
+                return Err(Error::Unavailable {
+                    device: spec.to_string(),
+                    reason: "NeuronCores are driven by the Neuron backend, not candle".into(),
+                })
+            }
+        };
+        Ok(CandleBackend { spec: spec.clone(), device })
+    }
+
+    pub fn cpu() -> CandleBackend {
+        CandleBackend { spec: DeviceSpec::Cpu, device: Device::Cpu }
+    }
+}
+
+impl Backend for CandleBackend {
+    fn name(&self) -> &'static str {
+        convert::BACKEND
+    }
+
+    fn device(&self) -> &DeviceSpec {
+        &self.spec
+    }
+
+    fn device_info(&self) -> Result<DeviceInfo> {
+        Ok(device_info::cpu_info())
+    }
+
+    fn prepare(
+        &self,
+        graph: &Graph,
+        weights: &dyn WeightSource,
+        options: &PrepareOptions,
+    ) -> Result<Box<dyn Executable>> {
+        Ok(Box::new(CandleExecutable::prepare(graph, weights, self.device.clone(), options.compute_dtype)?))
+    }
+}

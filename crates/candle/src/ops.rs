@@ -1,0 +1,225 @@
+//! Each graph op as candle tensor operations.
+
+use accelrt_core::reference::reshape_target;
+use accelrt_core::{BinaryOp, Op, RopeStyle, UnaryOp, ValueId};
+use candle_core::{DType, Device, Result, Tensor, D};
+use std::collections::HashMap;
+
+/// Per-run state shared by the ops of one run.
+pub(crate) struct RunContext<'a> {
+    pub device: &'a Device,
+    /// The dtype all floating-point work runs in when the caller chose one (`PrepareOptions`);
+    /// `None` follows the graph's own dtypes.
+    pub compute_override: Option<DType>,
+    /// Additive attention biases already built in this run, keyed by (mask, causal, q_len, kv_len):
+    /// every layer of a model shares the same mask, so it is built once.
+    pub attention_bias: HashMap<(Option<ValueId>, bool, usize, usize), Option<Tensor>>,
+}
+
+/// A finite "minus infinity" for masked attention scores. It must stay finite in the compute dtype
+/// (f32::MIN becomes −inf in f16, and the masked mean of a fully padded row would be NaN).
+fn masked_score(dtype: DType) -> f64 {
+    match dtype {
+        DType::F16 => -65504.0,
+        _ => -1.0e30,
+    }
+}
+
+/// Evaluates `op` on already-evaluated operand values.
+pub(crate) fn eval(op: &Op, val: &dyn Fn(ValueId) -> Tensor, ctx: &mut RunContext<'_>) -> Result<Tensor> {
+    match op {
+        Op::Input { .. } | Op::Weight { .. } => unreachable!("inputs and weights are bound before ops run"),
+        Op::Embedding { table, ids } => {
+            let ids = val(*ids);
+            let table = val(*table);
+            let mut shape = ids.dims().to_vec();
+            shape.push(table.dim(1)?);
+            table.index_select(&ids.flatten_all()?, 0)?.reshape(shape)
+        }
+        Op::MatMul { a, b, transpose_b } => {
+            let b = val(*b);
+            let b = if *transpose_b { b.t()? } else { b };
+            val(*a).broadcast_matmul(&b)
+        }
+        Op::Linear { x, weight, bias } => {
+            let x = val(*x);
+            let w = val(*weight);
+            let mut out_shape = x.dims().to_vec();
+            let features = *out_shape.last().expect("rank ≥ 1");
+            *out_shape.last_mut().expect("rank ≥ 1") = w.dim(0)?;
+            // One large GEMM over all rows is faster than a batched one per leading index.
+            let rows = x.contiguous()?.reshape(((), features))?;
+            let mut y = rows.matmul(&w.t()?)?;
+            if let Some(b) = bias {
+                y = y.broadcast_add(&val(*b))?;
+            }
+            y.reshape(out_shape)
+        }
+        Op::Binary { op, a, b } => {
+            let (a, b) = (val(*a), val(*b));
+            match op {
+                BinaryOp::Add => a.broadcast_add(&b),
+                BinaryOp::Sub => a.broadcast_sub(&b),
+                BinaryOp::Mul => a.broadcast_mul(&b),
+                BinaryOp::Div => a.broadcast_div(&b),
+            }
+        }
+        Op::Unary { op, x } => {
+            let x = val(*x);
+            match op {
+                UnaryOp::Gelu => x.gelu_erf(),
+                UnaryOp::GeluTanh => x.gelu(),
+                UnaryOp::Silu => x.silu(),
+                UnaryOp::Relu => x.relu(),
+                UnaryOp::Tanh => x.tanh(),
+                UnaryOp::Exp => x.exp(),
+            }
+        }
+        Op::Affine { x, mul, add } => val(*x).affine(*mul, *add),
+        Op::LayerNorm { x, gamma, beta, eps } => {
+            let x = val(*x).contiguous()?;
+            let gamma = val(*gamma);
+            let beta = match beta {
+                Some(b) => val(*b),
+                None => gamma.zeros_like()?,
+            };
+            candle_nn::ops::layer_norm(&x, &gamma, &beta, *eps as f32)
+        }
+        Op::RmsNorm { x, gamma, eps } => candle_nn::ops::rms_norm(&val(*x).contiguous()?, &val(*gamma), *eps as f32),
+        Op::Softmax { x } => candle_nn::ops::softmax_last_dim(&val(*x).contiguous()?),
+        Op::Attention { q, k, v, mask, causal, scale } => {
+            let (q, k, v) = (val(*q), val(*k), val(*v));
+            let (_, hq, q_len, _) = q.dims4()?;
+            let (_, hkv, kv_len, _) = k.dims4()?;
+            if hkv == 0 || hq % hkv != 0 {
+                candle_core::bail!("q heads ({hq}) must be a multiple of kv heads ({hkv})");
+            }
+            if *causal && q_len > kv_len {
+                candle_core::bail!("causal attention needs kv length ({kv_len}) ≥ query length ({q_len})");
+            }
+            let (k, v) = (repeat_kv(&k, hq / hkv)?, repeat_kv(&v, hq / hkv)?);
+            let scores = q.contiguous()?.matmul(&k.contiguous()?.t()?)?.affine(*scale, 0.0)?;
+            let key = (*mask, *causal, q_len, kv_len);
+            if !ctx.attention_bias.contains_key(&key) {
+                let bias = attention_bias(mask.map(&val), *causal, q_len, kv_len, scores.dtype(), ctx.device)?;
+                ctx.attention_bias.insert(key, bias);
+            }
+            let scores = match &ctx.attention_bias[&key] {
+                Some(bias) => scores.broadcast_add(bias)?,
+                None => scores,
+            };
+            candle_nn::ops::softmax_last_dim(&scores)?.matmul(&v.contiguous()?)
+        }
+        Op::Rope { x, positions, base, style } => {
+            let x = val(*x).contiguous()?;
+            let (_, _, _, head) = x.dims4()?;
+            let (cos, sin) = rope_tables(&val(*positions), head, *base, x.dtype(), ctx.device)?;
+            match style {
+                RopeStyle::HalfSplit => candle_nn::rotary_emb::rope(&x, &cos, &sin),
+                RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(&x, &cos, &sin),
+            }
+        }
+        Op::Reshape { x, dims } => {
+            let x = val(*x);
+            let target = reshape_target(x.dims(), dims).map_err(candle_core::Error::msg)?;
+            x.reshape(target)
+        }
+        Op::Permute { x, perm } => val(*x).permute(perm.as_slice()),
+        Op::Slice { x, axis, start, end } => {
+            let x = val(*x);
+            let end = end.unwrap_or(x.dim(*axis)?);
+            if end < *start {
+                candle_core::bail!("slice {start}..{end} is empty-reversed");
+            }
+            x.narrow(*axis, *start, end - start)
+        }
+        Op::Concat { xs, axis } => {
+            let parts: Vec<Tensor> = xs.iter().map(|x| val(*x)).collect();
+            Tensor::cat(&parts, *axis)
+        }
+        Op::MeanPool { x, mask } => {
+            let x = val(*x);
+            let m = val(*mask).to_dtype(x.dtype())?;
+            let summed = x.broadcast_mul(&m.unsqueeze(2)?)?.sum(1)?;
+            let count = m.sum_keepdim(1)?.clamp(1e-9, f64::INFINITY)?;
+            summed.broadcast_div(&count)
+        }
+        Op::L2Normalize { x, eps } => {
+            let x = val(*x);
+            let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?.clamp(*eps, f64::INFINITY)?;
+            x.broadcast_div(&norm)
+        }
+        Op::Cast { x, dtype } => {
+            let target = match ctx.compute_override {
+                Some(compute) if dtype.is_float() => compute,
+                _ => crate::convert::to_candle_dtype(*dtype).map_err(candle_core::Error::wrap)?,
+            };
+            val(*x).to_dtype(target)
+        }
+        Op::Positions { like, axis } => {
+            let n = val(*like).dim(*axis)?;
+            Tensor::arange(0u32, n as u32, ctx.device)
+        }
+    }
+}
+
+/// Repeats each kv head `groups` times so grouped-query attention becomes plain multi-head attention.
+fn repeat_kv(x: &Tensor, groups: usize) -> Result<Tensor> {
+    if groups == 1 {
+        return Ok(x.clone());
+    }
+    let (b, h, t, d) = x.dims4()?;
+    x.unsqueeze(2)?.expand((b, h, groups, t, d))?.reshape((b, h * groups, t, d))
+}
+
+/// The additive bias (0 where a key is visible, a large negative number where not) for attention
+/// scores [batch, heads, q_len, kv_len], or `None` when nothing is hidden.
+fn attention_bias(
+    mask: Option<Tensor>,
+    causal: bool,
+    q_len: usize,
+    kv_len: usize,
+    dtype: DType,
+    device: &Device,
+) -> Result<Option<Tensor>> {
+    let neg = masked_score(dtype);
+    let mut bias: Option<Tensor> = None;
+    if let Some(mask) = mask {
+        let (b, t) = mask.dims2()?;
+        // keep ∈ {0, 1}; bias = (1 − keep) · neg, computed as keep · (−neg) + neg (exactly 0 for keep = 1).
+        let keep = mask.ne(0f64)?.to_dtype(dtype)?;
+        bias = Some(keep.affine(-neg, neg)?.reshape((b, 1, 1, t))?);
+    }
+    if causal {
+        let offset = kv_len - q_len;
+        let values: Vec<f32> = (0..q_len)
+            .flat_map(|i| (0..kv_len).map(move |j| if j > offset + i { neg as f32 } else { 0.0 }))
+            .collect();
+        let c = Tensor::from_vec(values, (1, 1, q_len, kv_len), device)?.to_dtype(dtype)?;
+        bias = Some(match bias {
+            Some(b) => b.broadcast_add(&c)?,
+            None => c,
+        });
+    }
+    Ok(bias)
+}
+
+/// cos/sin tables for the given positions: [seq, head/2], or [batch, seq, head/2] for per-row positions.
+fn rope_tables(positions: &Tensor, head: usize, base: f64, dtype: DType, device: &Device) -> Result<(Tensor, Tensor)> {
+    let pos: Vec<i64> = positions.to_dtype(DType::I64)?.flatten_all()?.to_vec1()?;
+    let half = head / 2;
+    let mut cos = Vec::with_capacity(pos.len() * half);
+    let mut sin = Vec::with_capacity(pos.len() * half);
+    for &p in &pos {
+        for i in 0..half {
+            let theta = p as f64 * base.powf(-2.0 * i as f64 / head as f64);
+            cos.push(theta.cos() as f32);
+            sin.push(theta.sin() as f32);
+        }
+    }
+    let mut shape = positions.dims().to_vec();
+    shape.push(half);
+    let cos = Tensor::from_vec(cos, shape.as_slice(), device)?.to_dtype(dtype)?;
+    let sin = Tensor::from_vec(sin, shape.as_slice(), device)?.to_dtype(dtype)?;
+    Ok((cos, sin))
+}

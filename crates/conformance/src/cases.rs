@@ -1,0 +1,419 @@
+//! The cases: small graphs with seeded random weights and inputs. Inputs use symbolic batch and
+//! sequence dimensions, as real models do.
+
+use accelrt_core::{
+    BinaryOp, DType, Dim, Graph, GraphBuilder, HostTensor, HostWeights, Op, ReshapeDim, RopeStyle, Shape, UnaryOp,
+    ValueId,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
+
+/// One conformance case: a graph, its weights and one set of inputs.
+pub struct Case {
+    pub name: &'static str,
+    pub graph: Graph,
+    pub weights: HostWeights,
+    pub inputs: Vec<(String, HostTensor)>,
+}
+
+/// Builds a case; every random draw comes from one seeded generator, so cases are reproducible.
+struct Maker {
+    name: &'static str,
+    b: GraphBuilder,
+    weights: HostWeights,
+    inputs: Vec<(String, HostTensor)>,
+    rng: StdRng,
+}
+
+impl Maker {
+    fn new(name: &'static str) -> Maker {
+        let seed = name.bytes().fold(0u64, |h, c| h.wrapping_mul(31).wrapping_add(c as u64));
+        Maker { name, b: GraphBuilder::new(name), weights: HostWeights::new(), inputs: vec![], rng: StdRng::seed_from_u64(seed) }
+    }
+
+    fn normal(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| StandardNormal.sample(&mut self.rng)).map(|x: f32| x * scale).collect()
+    }
+
+    /// A random f32 input declared with `dims` (symbols allowed) and run at `sizes`.
+    fn input(&mut self, name: &str, dims: &[Dim], sizes: &[usize]) -> ValueId {
+        let data = self.normal(sizes.iter().product(), 1.0);
+        self.inputs.push((name.into(), HostTensor::f32(sizes.to_vec(), data).unwrap()));
+        self.b.input(name, DType::F32, Shape(dims.to_vec())).unwrap()
+    }
+
+    fn input_tensor(&mut self, name: &str, dims: &[Dim], t: HostTensor) -> ValueId {
+        let dtype = t.dtype();
+        self.inputs.push((name.into(), t));
+        self.b.input(name, dtype, Shape(dims.to_vec())).unwrap()
+    }
+
+    /// Random token ids below `vocab`.
+    fn ids(&mut self, name: &str, dims: &[Dim], sizes: &[usize], vocab: u32) -> ValueId {
+        let n = sizes.iter().product();
+        let data = (0..n).map(|_| self.rng.gen_range(0..vocab)).collect();
+        self.input_tensor(name, dims, HostTensor::u32(sizes.to_vec(), data).unwrap())
+    }
+
+    /// A padding mask [batch, len]: each row keeps a random prefix of at least one position.
+    fn mask(&mut self, name: &str, dims: &[Dim], batch: usize, len: usize) -> ValueId {
+        let mut data = Vec::with_capacity(batch * len);
+        for row in 0..batch {
+            // The first row is unpadded, so both the padded and the full paths are covered.
+            let keep = if row == 0 { len } else { self.rng.gen_range(1..=len) };
+            data.extend((0..len).map(|j| (j < keep) as u32));
+        }
+        self.input_tensor(name, dims, HostTensor::u32(vec![batch, len], data).unwrap())
+    }
+
+    fn weight(&mut self, name: &str, shape: &[usize], scale: f32) -> ValueId {
+        let data = self.normal(shape.iter().product(), scale);
+        self.weights.insert(name, HostTensor::f32(shape.to_vec(), data).unwrap());
+        self.b.weight(name, DType::F32, Shape::new(shape.iter().copied())).unwrap()
+    }
+
+    /// A norm gain near 1.
+    fn gain(&mut self, name: &str, n: usize) -> ValueId {
+        let data = self.normal(n, 0.1).into_iter().map(|x| 1.0 + x).collect();
+        self.weights.insert(name, HostTensor::f32(vec![n], data).unwrap());
+        self.b.weight(name, DType::F32, Shape::new([n])).unwrap()
+    }
+
+    fn op(&mut self, name: &str, op: Op) -> ValueId {
+        self.b.add(name, op).unwrap_or_else(|e| panic!("case {}: {e}", self.name))
+    }
+
+    fn finish(mut self, outputs: &[(&str, ValueId)]) -> Case {
+        for (name, id) in outputs {
+            self.b.output(name, *id);
+        }
+        Case { name: self.name, graph: self.b.build().unwrap(), weights: self.weights, inputs: self.inputs }
+    }
+}
+
+fn sym(s: &str) -> Dim {
+    Dim::sym(s)
+}
+
+fn fixed(n: usize) -> Dim {
+    Dim::Fixed(n)
+}
+
+pub fn embedding() -> Case {
+    let mut m = Maker::new("embedding");
+    let table = m.weight("table", &[50, 8], 1.0);
+    let ids = m.ids("ids", &[sym("batch"), sym("seq")], &[3, 5], 50);
+    let out = m.op("emb", Op::Embedding { table, ids });
+    m.finish(&[("out", out)])
+}
+
+pub fn matmul_batched_broadcast() -> Case {
+    let mut m = Maker::new("matmul_batched_broadcast");
+    let a = m.input("a", &[sym("batch"), fixed(2), sym("m"), fixed(16)], &[3, 2, 7, 16]);
+    let b = m.input("b", &[fixed(2), fixed(16), fixed(9)], &[2, 16, 9]);
+    let out = m.op("mm", Op::MatMul { a, b, transpose_b: false });
+    m.finish(&[("out", out)])
+}
+
+pub fn matmul_transposed() -> Case {
+    let mut m = Maker::new("matmul_transposed");
+    let a = m.input("a", &[sym("batch"), sym("m"), fixed(24)], &[2, 5, 24]);
+    let b = m.input("b", &[sym("batch"), sym("n"), fixed(24)], &[2, 6, 24]);
+    let out = m.op("mm", Op::MatMul { a, b, transpose_b: true });
+    m.finish(&[("out", out)])
+}
+
+pub fn linear() -> Case {
+    let mut m = Maker::new("linear");
+    let x = m.input("x", &[sym("batch"), sym("seq"), fixed(32)], &[2, 5, 32]);
+    let weight = m.weight("w", &[48, 32], 0.2);
+    let bias = Some(m.weight("b", &[48], 1.0));
+    let out = m.op("lin", Op::Linear { x, weight, bias });
+    m.finish(&[("out", out)])
+}
+
+pub fn linear_no_bias() -> Case {
+    let mut m = Maker::new("linear_no_bias");
+    let x = m.input("x", &[sym("rows"), fixed(40)], &[7, 40]);
+    let weight = m.weight("w", &[24, 40], 0.2);
+    let out = m.op("lin", Op::Linear { x, weight, bias: None });
+    m.finish(&[("out", out)])
+}
+
+pub fn binary_broadcast() -> Case {
+    let mut m = Maker::new("binary_broadcast");
+    let a = m.input("a", &[sym("batch"), sym("seq"), fixed(8)], &[2, 3, 8]);
+    let b = m.input("b", &[sym("seq"), fixed(8)], &[3, 8]);
+    // Divisors kept away from zero, so the division is well conditioned.
+    let d = m.weight("d", &[8], 1.0);
+    let d = m.op("d_pos", Op::Unary { op: UnaryOp::Exp, x: d });
+    let add = m.op("add", Op::Binary { op: BinaryOp::Add, a, b });
+    let sub = m.op("sub", Op::Binary { op: BinaryOp::Sub, a: b, b: a });
+    let mul = m.op("mul", Op::Binary { op: BinaryOp::Mul, a, b });
+    let div = m.op("div", Op::Binary { op: BinaryOp::Div, a, b: d });
+    m.finish(&[("add", add), ("sub", sub), ("mul", mul), ("div", div)])
+}
+
+pub fn unary() -> Case {
+    let mut m = Maker::new("unary");
+    let x = m.input("x", &[sym("batch"), fixed(64)], &[4, 64]);
+    let ops = [
+        ("gelu", UnaryOp::Gelu),
+        ("gelu_tanh", UnaryOp::GeluTanh),
+        ("silu", UnaryOp::Silu),
+        ("relu", UnaryOp::Relu),
+        ("tanh", UnaryOp::Tanh),
+        ("exp", UnaryOp::Exp),
+    ];
+    let outs: Vec<(&str, ValueId)> = ops.iter().map(|(n, op)| (*n, m.op(n, Op::Unary { op: *op, x }))).collect();
+    m.finish(&outs)
+}
+
+pub fn affine() -> Case {
+    let mut m = Maker::new("affine");
+    let x = m.input("x", &[sym("batch"), fixed(10)], &[3, 10]);
+    let out = m.op("aff", Op::Affine { x, mul: 0.125, add: -1.5 });
+    m.finish(&[("out", out)])
+}
+
+pub fn layer_norm() -> Case {
+    let mut m = Maker::new("layer_norm");
+    let x = m.input("x", &[sym("batch"), sym("seq"), fixed(48)], &[2, 3, 48]);
+    let gamma = m.gain("g", 48);
+    let beta = Some(m.weight("b", &[48], 0.5));
+    let out = m.op("ln", Op::LayerNorm { x, gamma, beta, eps: 1e-12 });
+    m.finish(&[("out", out)])
+}
+
+pub fn layer_norm_no_beta() -> Case {
+    let mut m = Maker::new("layer_norm_no_beta");
+    let x = m.input("x", &[sym("batch"), fixed(20)], &[3, 20]);
+    let gamma = m.gain("g", 20);
+    let out = m.op("ln", Op::LayerNorm { x, gamma, beta: None, eps: 1e-5 });
+    m.finish(&[("out", out)])
+}
+
+pub fn rms_norm() -> Case {
+    let mut m = Maker::new("rms_norm");
+    let x = m.input("x", &[sym("batch"), sym("seq"), fixed(36)], &[2, 4, 36]);
+    let gamma = m.gain("g", 36);
+    let out = m.op("rms", Op::RmsNorm { x, gamma, eps: 1e-5 });
+    m.finish(&[("out", out)])
+}
+
+pub fn softmax() -> Case {
+    let mut m = Maker::new("softmax");
+    let x = m.input("x", &[sym("batch"), fixed(3), fixed(17)], &[2, 3, 17]);
+    let out = m.op("sm", Op::Softmax { x });
+    m.finish(&[("out", out)])
+}
+
+fn attention_case(name: &'static str, hq: usize, hkv: usize, q_len: usize, kv_len: usize, masked: bool, causal: bool) -> Case {
+    let mut m = Maker::new(name);
+    let (batch, d) = (3, 16);
+    let q = m.input("q", &[sym("batch"), fixed(hq), sym("q_len"), fixed(d)], &[batch, hq, q_len, d]);
+    let k = m.input("k", &[sym("batch"), fixed(hkv), sym("kv_len"), fixed(d)], &[batch, hkv, kv_len, d]);
+    let v = m.input("v", &[sym("batch"), fixed(hkv), sym("kv_len"), fixed(d)], &[batch, hkv, kv_len, d]);
+    let mask = masked.then(|| m.mask("mask", &[sym("batch"), sym("kv_len")], batch, kv_len));
+    let scale = 1.0 / (d as f64).sqrt();
+    let out = m.op("attn", Op::Attention { q, k, v, mask, causal, scale });
+    m.finish(&[("out", out)])
+}
+
+pub fn attention_padding_mask() -> Case {
+    attention_case("attention_padding_mask", 4, 4, 6, 6, true, false)
+}
+
+pub fn attention_causal() -> Case {
+    attention_case("attention_causal", 2, 2, 5, 5, false, true)
+}
+
+/// Grouped-query heads, a query block appended after a cache (q_len < kv_len), causal and padded.
+pub fn attention_gqa_cached_causal() -> Case {
+    attention_case("attention_gqa_cached_causal", 6, 2, 3, 8, true, true)
+}
+
+pub fn rope_half_split() -> Case {
+    let mut m = Maker::new("rope_half_split");
+    let x = m.input("x", &[sym("batch"), fixed(2), sym("seq"), fixed(16)], &[2, 2, 5, 16]);
+    let positions = m.op("pos", Op::Positions { like: x, axis: 2 });
+    let out = m.op("rope", Op::Rope { x, positions, base: 10000.0, style: RopeStyle::HalfSplit });
+    m.finish(&[("out", out)])
+}
+
+/// Each batch row at its own offset, as in batched decoding.
+pub fn rope_interleaved_per_row() -> Case {
+    let mut m = Maker::new("rope_interleaved_per_row");
+    let x = m.input("x", &[sym("batch"), fixed(3), sym("seq"), fixed(8)], &[2, 3, 4, 8]);
+    let pos = HostTensor::u32(vec![2, 4], vec![0, 1, 2, 3, 17, 18, 19, 20]).unwrap();
+    let positions = m.input_tensor("positions", &[sym("batch"), sym("seq")], pos);
+    let out = m.op("rope", Op::Rope { x, positions, base: 100000.0, style: RopeStyle::Interleaved });
+    m.finish(&[("out", out)])
+}
+
+pub fn reshape_permute() -> Case {
+    let mut m = Maker::new("reshape_permute");
+    let x = m.input("x", &[sym("batch"), sym("seq"), fixed(12)], &[2, 5, 12]);
+    let heads = m.op(
+        "split_heads",
+        Op::Reshape { x, dims: vec![ReshapeDim::Keep(0), ReshapeDim::Keep(1), ReshapeDim::Fixed(3), ReshapeDim::Infer] },
+    );
+    let perm = m.op("perm", Op::Permute { x: heads, perm: vec![0, 2, 1, 3] });
+    // A consumer of the permuted (non-contiguous) value, then the merge back.
+    let scaled = m.op("scaled", Op::Affine { x: perm, mul: 2.0, add: 0.0 });
+    let back = m.op("unperm", Op::Permute { x: scaled, perm: vec![0, 2, 1, 3] });
+    let merged = m.op("merge", Op::Reshape { x: back, dims: vec![ReshapeDim::Keep(0), ReshapeDim::Keep(1), ReshapeDim::Infer] });
+    m.finish(&[("heads", perm), ("merged", merged)])
+}
+
+pub fn slice_concat() -> Case {
+    let mut m = Maker::new("slice_concat");
+    let x = m.input("x", &[sym("batch"), sym("seq"), fixed(10)], &[2, 6, 10]);
+    let y = m.input("y", &[sym("batch"), sym("other"), fixed(10)], &[2, 3, 10]);
+    let first = m.op("first", Op::Slice { x, axis: 1, start: 0, end: Some(1) });
+    let tail = m.op("tail", Op::Slice { x, axis: 2, start: 4, end: None });
+    let cat = m.op("cat", Op::Concat { xs: vec![x, y, first], axis: 1 });
+    m.finish(&[("first", first), ("tail", tail), ("cat", cat)])
+}
+
+pub fn mean_pool() -> Case {
+    let mut m = Maker::new("mean_pool");
+    let x = m.input("x", &[sym("batch"), sym("seq"), fixed(12)], &[4, 7, 12]);
+    let mask = m.mask("mask", &[sym("batch"), sym("seq")], 4, 7);
+    let out = m.op("pool", Op::MeanPool { x, mask });
+    m.finish(&[("out", out)])
+}
+
+pub fn l2_normalize() -> Case {
+    let mut m = Maker::new("l2_normalize");
+    let x = m.input("x", &[sym("batch"), fixed(30)], &[5, 30]);
+    let out = m.op("norm", Op::L2Normalize { x, eps: 1e-12 });
+    m.finish(&[("out", out)])
+}
+
+pub fn cast() -> Case {
+    let mut m = Maker::new("cast");
+    let x = m.input("x", &[sym("batch"), fixed(16)], &[3, 16]);
+    let ids = m.ids("ids", &[sym("batch"), fixed(4)], &[3, 4], 1000);
+    let half = m.op("to_f16", Op::Cast { x, dtype: DType::F16 });
+    let back = m.op("to_f32", Op::Cast { x: half, dtype: DType::F32 });
+    let ids_f = m.op("ids_f32", Op::Cast { x: ids, dtype: DType::F32 });
+    let ids_i = m.op("ids_i64", Op::Cast { x: ids, dtype: DType::I64 });
+    m.finish(&[("round_trip", back), ("ids_f32", ids_f), ("ids_i64", ids_i)])
+}
+
+pub fn positions() -> Case {
+    let mut m = Maker::new("positions");
+    let ids = m.ids("ids", &[sym("batch"), sym("seq")], &[2, 9], 10);
+    let table = m.weight("pos_table", &[16, 4], 1.0);
+    let pos = m.op("pos", Op::Positions { like: ids, axis: 1 });
+    let emb = m.op("pos_emb", Op::Embedding { table, ids: pos });
+    m.finish(&[("positions", pos), ("emb", emb)])
+}
+
+/// A BERT-style encoder layer with embeddings, padding mask, mean pooling and normalisation.
+pub fn encoder_block() -> Case {
+    let mut m = Maker::new("encoder_block");
+    let (batch, seq, hidden, heads, ffn) = (3, 7, 32, 4, 64);
+    let ids = m.ids("input_ids", &[sym("batch"), sym("seq")], &[batch, seq], 100);
+    let mask = m.mask("attention_mask", &[sym("batch"), sym("seq")], batch, seq);
+    let word = m.weight("word", &[100, hidden], 1.0);
+    let pos_table = m.weight("pos_table", &[16, hidden], 0.5);
+    let e = m.op("word_emb", Op::Embedding { table: word, ids });
+    let pos = m.op("pos", Op::Positions { like: ids, axis: 1 });
+    let pe = m.op("pos_emb", Op::Embedding { table: pos_table, ids: pos });
+    let e = m.op("emb_sum", Op::Binary { op: BinaryOp::Add, a: e, b: pe });
+    let g = m.gain("emb_ln_g", hidden);
+    let bta = Some(m.weight("emb_ln_b", &[hidden], 0.1));
+    let x = m.op("emb_ln", Op::LayerNorm { x: e, gamma: g, beta: bta, eps: 1e-12 });
+    let split = |m: &mut Maker, name: &str, v: ValueId| {
+        let r = m.op(&format!("{name}_r"), Op::Reshape {
+            x: v,
+            dims: vec![ReshapeDim::Keep(0), ReshapeDim::Keep(1), ReshapeDim::Fixed(heads), ReshapeDim::Infer],
+        });
+        m.op(&format!("{name}_t"), Op::Permute { x: r, perm: vec![0, 2, 1, 3] })
+    };
+    let proj = |m: &mut Maker, name: &str, input: ValueId, out: usize, inp: usize| {
+        let w = m.weight(&format!("{name}.w"), &[out, inp], (1.0 / inp as f32).sqrt());
+        let b = m.weight(&format!("{name}.b"), &[out], 0.1);
+        m.op(name, Op::Linear { x: input, weight: w, bias: Some(b) })
+    };
+    let q = proj(&mut m, "q", x, hidden, hidden);
+    let k = proj(&mut m, "k", x, hidden, hidden);
+    let v = proj(&mut m, "v", x, hidden, hidden);
+    let (q, k, v) = (split(&mut m, "q", q), split(&mut m, "k", k), split(&mut m, "v", v));
+    let scale = 1.0 / ((hidden / heads) as f64).sqrt();
+    let a = m.op("attn", Op::Attention { q, k, v, mask: Some(mask), causal: false, scale });
+    let a = m.op("attn_t", Op::Permute { x: a, perm: vec![0, 2, 1, 3] });
+    let a = m.op("attn_merge", Op::Reshape { x: a, dims: vec![ReshapeDim::Keep(0), ReshapeDim::Keep(1), ReshapeDim::Infer] });
+    let o = proj(&mut m, "o", a, hidden, hidden);
+    let r = m.op("res1", Op::Binary { op: BinaryOp::Add, a: o, b: x });
+    let g1 = m.gain("ln1_g", hidden);
+    let b1 = Some(m.weight("ln1_b", &[hidden], 0.1));
+    let x1 = m.op("ln1", Op::LayerNorm { x: r, gamma: g1, beta: b1, eps: 1e-12 });
+    let h = proj(&mut m, "ffn_in", x1, ffn, hidden);
+    let h = m.op("gelu", Op::Unary { op: UnaryOp::Gelu, x: h });
+    let h = proj(&mut m, "ffn_out", h, hidden, ffn);
+    let r2 = m.op("res2", Op::Binary { op: BinaryOp::Add, a: h, b: x1 });
+    let g2 = m.gain("ln2_g", hidden);
+    let b2 = Some(m.weight("ln2_b", &[hidden], 0.1));
+    let x2 = m.op("ln2", Op::LayerNorm { x: r2, gamma: g2, beta: b2, eps: 1e-12 });
+    let pooled = m.op("pool", Op::MeanPool { x: x2, mask });
+    let emb = m.op("normalize", Op::L2Normalize { x: pooled, eps: 1e-12 });
+    m.finish(&[("hidden", x2), ("embedding", emb)])
+}
+
+/// A Llama-style decoder layer: RMSNorm, rotary embeddings, grouped-query causal attention over a
+/// longer key/value block, SiLU-gated MLP.
+pub fn decoder_block() -> Case {
+    let mut m = Maker::new("decoder_block");
+    let (batch, seq, hidden, hq, hkv, ffn) = (2, 5, 24, 6, 2, 48);
+    let head = hidden / hq;
+    let x = m.input("x", &[sym("batch"), sym("seq"), fixed(hidden)], &[batch, seq, hidden]);
+    let g = m.gain("attn_norm", hidden);
+    let h = m.op("norm1", Op::RmsNorm { x, gamma: g, eps: 1e-5 });
+    let proj = |m: &mut Maker, name: &str, input: ValueId, out: usize, inp: usize| {
+        let w = m.weight(name, &[out, inp], (1.0 / inp as f32).sqrt());
+        m.op(&format!("{name}_out"), Op::Linear { x: input, weight: w, bias: None })
+    };
+    let q = proj(&mut m, "wq", h, hq * head, hidden);
+    let k = proj(&mut m, "wk", h, hkv * head, hidden);
+    let v = proj(&mut m, "wv", h, hkv * head, hidden);
+    let split = |m: &mut Maker, name: &str, v: ValueId, heads: usize| {
+        let r = m.op(&format!("{name}_r"), Op::Reshape {
+            x: v,
+            dims: vec![ReshapeDim::Keep(0), ReshapeDim::Keep(1), ReshapeDim::Fixed(heads), ReshapeDim::Fixed(head)],
+        });
+        m.op(&format!("{name}_t"), Op::Permute { x: r, perm: vec![0, 2, 1, 3] })
+    };
+    let (q, k, v) = (split(&mut m, "q", q, hq), split(&mut m, "k", k, hkv), split(&mut m, "v", v, hkv));
+    let positions = m.op("pos", Op::Positions { like: x, axis: 1 });
+    let q = m.op("q_rope", Op::Rope { x: q, positions, base: 10000.0, style: RopeStyle::HalfSplit });
+    let k = m.op("k_rope", Op::Rope { x: k, positions, base: 10000.0, style: RopeStyle::HalfSplit });
+    let a = m.op("attn", Op::Attention { q, k, v, mask: None, causal: true, scale: 1.0 / (head as f64).sqrt() });
+    let a = m.op("attn_t", Op::Permute { x: a, perm: vec![0, 2, 1, 3] });
+    let a = m.op("attn_merge", Op::Reshape { x: a, dims: vec![ReshapeDim::Keep(0), ReshapeDim::Keep(1), ReshapeDim::Infer] });
+    let o = proj(&mut m, "wo", a, hidden, hidden);
+    let r = m.op("res1", Op::Binary { op: BinaryOp::Add, a: o, b: x });
+    let g2 = m.gain("ffn_norm", hidden);
+    let h2 = m.op("norm2", Op::RmsNorm { x: r, gamma: g2, eps: 1e-5 });
+    let gate = proj(&mut m, "w_gate", h2, ffn, hidden);
+    let up = proj(&mut m, "w_up", h2, ffn, hidden);
+    let gate = m.op("silu", Op::Unary { op: UnaryOp::Silu, x: gate });
+    let act = m.op("gated", Op::Binary { op: BinaryOp::Mul, a: gate, b: up });
+    let down = proj(&mut m, "w_down", act, hidden, ffn);
+    let out = m.op("res2", Op::Binary { op: BinaryOp::Add, a: down, b: r });
+    m.finish(&[("out", out)])
+}
+
+/// Every case, for tools that iterate (e.g. a device check that reports each by name).
+pub fn all() -> Vec<Case> {
+    vec![
+        embedding(), matmul_batched_broadcast(), matmul_transposed(), linear(), linear_no_bias(),
+        binary_broadcast(), unary(), affine(), layer_norm(), layer_norm_no_beta(), rms_norm(), softmax(),
+        attention_padding_mask(), attention_causal(), attention_gqa_cached_causal(), rope_half_split(),
+        rope_interleaved_per_row(), reshape_permute(), slice_concat(), mean_pool(), l2_normalize(), cast(),
+        positions(), encoder_block(), decoder_block(),
+    ]
+}

@@ -1,0 +1,45 @@
+//! The conformance suite: every backend runs the same op-level and graph-level cases, with seeded
+//! random inputs and weights, against the reference evaluator (`accelrt_core::reference`).
+//!
+//! A backend's test file expands `conformance_tests!` once per device/dtype it supports:
+//! ```ignore
+//! mod cpu_f32 {
+//!     accelrt_conformance::conformance_tests!(
+//!         accelrt_candle::CandleBackend::cpu(),
+//!         accelrt_core::PrepareOptions::default()
+//!     );
+//! }
+//! ```
+//!
+//! Tolerances (|got − want| ≤ abs + rel·|want|, element-wise) depend on the dtype the backend
+//! computes in; see [`Tolerance::for_compute`].
+
+pub mod cases;
+mod compare;
+
+pub use cases::Case;
+pub use compare::{assert_case, run_case, Tolerance};
+
+/// Expands to one `#[test]` per conformance case, each preparing the case on `$backend` with
+/// `$options` and comparing every output with the reference evaluator.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($backend:expr, $options:expr) => {
+        $crate::conformance_tests!(@cases $backend, $options;
+            embedding, matmul_batched_broadcast, matmul_transposed, linear, linear_no_bias,
+            binary_broadcast, unary, affine, layer_norm, layer_norm_no_beta, rms_norm, softmax,
+            attention_padding_mask, attention_causal, attention_gqa_cached_causal,
+            rope_half_split, rope_interleaved_per_row, reshape_permute, slice_concat,
+            mean_pool, l2_normalize, cast, positions, encoder_block, decoder_block
+        );
+    };
+    (@cases $backend:expr, $options:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $case() {
+                let backend = $backend;
+                $crate::assert_case(&backend, &$crate::cases::$case(), &$options);
+            }
+        )*
+    };
+}

@@ -1,0 +1,77 @@
+//! The Backend trait: prepare a graph and its weights for one device, then run it on host tensors.
+//!
+//! The split follows compiled runtimes: `Backend::prepare` does everything that can be done once
+//! (upload weights, compile, load programs), and the `Executable` it returns only moves inputs in and
+//! outputs out. A static-shape backend (Neuron) compiles or loads per-shape programs in `prepare` and
+//! refuses, with `Error::Unsupported`, the input shapes it has no program for.
+
+use crate::{DType, DeviceInfo, DeviceSpec, Graph, HostTensor, Result, WeightSource};
+
+/// Choices a caller makes when preparing a graph.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PrepareOptions {
+    /// Run floating-point work in this dtype instead of the graph's own (e.g. f16 on a GPU).
+    /// Outputs are still returned in the graph's declared dtypes. `None` keeps the graph's dtypes.
+    pub compute_dtype: Option<DType>,
+}
+
+/// A backend bound to one device.
+pub trait Backend: Send + Sync {
+    /// A short backend name for results, e.g. `candle`.
+    fn name(&self) -> &'static str;
+
+    /// The device this backend was opened on.
+    fn device(&self) -> &DeviceSpec;
+
+    /// Facts about the device (name, memory, versions).
+    fn device_info(&self) -> Result<DeviceInfo>;
+
+    /// Prepares `graph` with `weights` for this device. Weights are read (and uploaded) here, once.
+    fn prepare(&self, graph: &Graph, weights: &dyn WeightSource, options: &PrepareOptions)
+        -> Result<Box<dyn Executable>>;
+}
+
+/// A graph prepared for one device.
+pub trait Executable: Send + Sync {
+    /// The graph this was prepared from.
+    fn graph(&self) -> &Graph;
+
+    /// Runs the graph on named host inputs and returns every graph output on the host.
+    /// Returns only after the device has finished (outputs are read back).
+    fn run(&self, inputs: &[(&str, &HostTensor)]) -> Result<Outputs>;
+
+    /// Waits until all work queued on the device has finished (a no-op on synchronous devices).
+    fn synchronize(&self) -> Result<()>;
+}
+
+/// Named output tensors, in the graph's output order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outputs(Vec<(String, HostTensor)>);
+
+impl Outputs {
+    pub fn new(outputs: Vec<(String, HostTensor)>) -> Outputs {
+        Outputs(outputs)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&HostTensor> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, t)| t)
+    }
+
+    /// Removes and returns the output called `name`.
+    pub fn take(&mut self, name: &str) -> Option<HostTensor> {
+        let i = self.0.iter().position(|(n, _)| n == name)?;
+        Some(self.0.remove(i).1)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &HostTensor)> {
+        self.0.iter().map(|(n, t)| (n.as_str(), t))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}

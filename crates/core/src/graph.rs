@@ -1,0 +1,218 @@
+//! The model graph: typed SSA nodes, named inputs/outputs, weights referenced by name.
+
+use crate::infer::infer;
+use crate::{Bindings, DType, Dim, Error, HostTensor, Op, Result, Shape, ValueId};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+
+/// Version of the serialised form; part of the content hash.
+pub const GRAPH_FORMAT_VERSION: u32 = 1;
+
+/// One node: an operation and the (inferred) type of the value it produces.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    /// Unique within the graph. For inputs and weights it is the input's or weight's name.
+    pub name: String,
+    pub op: Op,
+    pub dtype: DType,
+    pub shape: Shape,
+}
+
+/// A validated model graph.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Graph {
+    format: u32,
+    name: String,
+    nodes: Vec<Node>,
+    outputs: Vec<(String, ValueId)>,
+}
+
+/// The serialised form, re-validated on load.
+#[derive(Deserialize)]
+struct RawGraph {
+    format: u32,
+    name: String,
+    nodes: Vec<Node>,
+    outputs: Vec<(String, ValueId)>,
+}
+
+impl<'de> Deserialize<'de> for Graph {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> std::result::Result<Self, D::Error> {
+        let raw = RawGraph::deserialize(de)?;
+        if raw.format != GRAPH_FORMAT_VERSION {
+            return Err(serde::de::Error::custom(format!(
+                "graph format {} is not supported (this build reads {GRAPH_FORMAT_VERSION})",
+                raw.format
+            )));
+        }
+        let graph = Graph { format: raw.format, name: raw.name, nodes: raw.nodes, outputs: raw.outputs };
+        graph.validate().map_err(serde::de::Error::custom)?;
+        Ok(graph)
+    }
+}
+
+impl Graph {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    pub fn node(&self, id: ValueId) -> &Node {
+        &self.nodes[id.index()]
+    }
+
+    /// Graph inputs in declaration order.
+    pub fn inputs(&self) -> impl Iterator<Item = (ValueId, &Node)> {
+        self.with_op(|op| matches!(op, Op::Input { .. }))
+    }
+
+    /// Weights in declaration order.
+    pub fn weights(&self) -> impl Iterator<Item = (ValueId, &Node)> {
+        self.with_op(|op| matches!(op, Op::Weight { .. }))
+    }
+
+    pub fn outputs(&self) -> &[(String, ValueId)] {
+        &self.outputs
+    }
+
+    fn with_op(&self, pred: impl Fn(&Op) -> bool) -> impl Iterator<Item = (ValueId, &Node)> {
+        self.nodes.iter().enumerate().filter(move |(_, n)| pred(&n.op)).map(|(i, n)| (ValueId(i as u32), n))
+    }
+
+    /// Checks every invariant: operands precede their users, inferred types match the stored ones,
+    /// names are unique, outputs exist.
+    pub fn validate(&self) -> Result<()> {
+        let mut names = BTreeSet::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            if !names.insert(node.name.as_str()) {
+                return Err(Error::node(&node.name, "name used by more than one node"));
+            }
+            let (dtype, shape) = infer(&node.name, &node.op, &self.nodes[..i])?;
+            if dtype != node.dtype || shape != node.shape {
+                return Err(Error::node(
+                    &node.name,
+                    format!("declared {} {} but the operands give {dtype} {shape}", node.dtype, node.shape),
+                ));
+            }
+        }
+        if self.outputs.is_empty() {
+            return Err(Error::Graph("a graph needs at least one output".into()));
+        }
+        let mut out_names = BTreeSet::new();
+        for (name, id) in &self.outputs {
+            if id.index() >= self.nodes.len() {
+                return Err(Error::Graph(format!("output `{name}` refers to node {} which does not exist", id.0)));
+            }
+            if !out_names.insert(name) {
+                return Err(Error::Graph(format!("output name `{name}` used twice")));
+            }
+        }
+        Ok(())
+    }
+
+    /// A stable hex SHA-256 of the serialised graph (format version included). Compiled backends
+    /// key their artifacts by it; weights' values are not part of it, only their names and types.
+    pub fn content_hash(&self) -> String {
+        let bytes = serde_json::to_vec(self).expect("a graph always serialises");
+        hex::encode(Sha256::digest(bytes))
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a graph always serialises")
+    }
+
+    pub fn from_json(text: &str) -> Result<Graph> {
+        Ok(serde_json::from_str(text)?)
+    }
+
+    /// Checks named inputs against the declared inputs (names, dtypes, ranks, fixed sizes, and
+    /// that each symbol gets one size) and returns the symbol bindings.
+    pub fn bind_inputs<'a>(&self, inputs: &[(&'a str, &'a HostTensor)]) -> Result<Bindings> {
+        let mut bindings = Bindings::default();
+        for (name, _) in inputs {
+            if !self.inputs().any(|(_, n)| n.name == *name) {
+                let expected = self.inputs().map(|(_, n)| n.name.as_str()).collect::<Vec<_>>().join(", ");
+                return Err(Error::UnknownInput { name: name.to_string(), expected });
+            }
+        }
+        for (_, node) in self.inputs() {
+            let tensor = inputs
+                .iter()
+                .find(|(n, _)| *n == node.name)
+                .map(|(_, t)| *t)
+                .ok_or_else(|| Error::MissingInput(node.name.clone()))?;
+            let bad = |message: String| Error::Input { name: node.name.clone(), message };
+            if tensor.dtype() != node.dtype {
+                return Err(bad(format!("expected dtype {}, got {}", node.dtype, tensor.dtype())));
+            }
+            if tensor.shape().len() != node.shape.rank() {
+                return Err(bad(format!("expected shape {}, got {:?}", node.shape, tensor.shape())));
+            }
+            for (dim, &size) in node.shape.0.iter().zip(tensor.shape()) {
+                match dim {
+                    Dim::Fixed(n) if *n != size => {
+                        return Err(bad(format!("expected shape {}, got {:?}", node.shape, tensor.shape())))
+                    }
+                    Dim::Fixed(_) => {}
+                    Dim::Sym(s) => bindings.bind(s, size).map_err(|old| {
+                        bad(format!("`{s}` is {size} here but {old} in an earlier input"))
+                    })?,
+                }
+            }
+        }
+        Ok(bindings)
+    }
+}
+
+/// Builds a graph node by node, inferring and checking types as it goes.
+#[derive(Debug)]
+pub struct GraphBuilder {
+    name: String,
+    nodes: Vec<Node>,
+    outputs: Vec<(String, ValueId)>,
+}
+
+impl GraphBuilder {
+    pub fn new(name: impl Into<String>) -> GraphBuilder {
+        GraphBuilder { name: name.into(), nodes: Vec::new(), outputs: Vec::new() }
+    }
+
+    /// Adds a node named `name` (which must be unique) and returns its value.
+    pub fn add(&mut self, name: impl Into<String>, op: Op) -> Result<ValueId> {
+        let name = name.into();
+        if self.nodes.iter().any(|n| n.name == name) {
+            return Err(Error::node(&name, "name used by more than one node"));
+        }
+        let (dtype, shape) = infer(&name, &op, &self.nodes)?;
+        self.nodes.push(Node { name, op, dtype, shape });
+        Ok(ValueId(self.nodes.len() as u32 - 1))
+    }
+
+    pub fn input(&mut self, name: &str, dtype: DType, shape: Shape) -> Result<ValueId> {
+        self.add(name, Op::Input { dtype, shape })
+    }
+
+    pub fn weight(&mut self, name: &str, dtype: DType, shape: Shape) -> Result<ValueId> {
+        self.add(name, Op::Weight { dtype, shape })
+    }
+
+    pub fn node(&self, id: ValueId) -> &Node {
+        &self.nodes[id.index()]
+    }
+
+    pub fn output(&mut self, name: &str, id: ValueId) -> &mut Self {
+        self.outputs.push((name.to_string(), id));
+        self
+    }
+
+    pub fn build(self) -> Result<Graph> {
+        let graph =
+            Graph { format: GRAPH_FORMAT_VERSION, name: self.name, nodes: self.nodes, outputs: self.outputs };
+        graph.validate()?;
+        Ok(graph)
+    }
+}

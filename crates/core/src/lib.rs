@@ -1,0 +1,24 @@
+//! accelrt-core: the model graph every backend runs, host tensors, weights by name, the reference
+//! evaluator used as the test oracle, and the `Backend` trait.
+
+mod backend;
+mod device;
+mod dtype;
+mod error;
+mod graph;
+mod infer;
+mod op;
+pub mod reference;
+mod shape;
+mod tensor;
+mod weights;
+
+pub use backend::{Backend, Executable, Outputs, PrepareOptions};
+pub use device::{DeviceInfo, DeviceKind, DeviceSpec};
+pub use dtype::{DType, QuantType};
+pub use error::{Error, Result};
+pub use graph::{Graph, GraphBuilder, Node, GRAPH_FORMAT_VERSION};
+pub use op::{BinaryOp, Op, ReshapeDim, RopeStyle, UnaryOp, ValueId};
+pub use shape::{Bindings, Dim, Shape};
+pub use tensor::{HostTensor, TensorData};
+pub use weights::{load_weight, HostWeights, WeightSource, WeightView};

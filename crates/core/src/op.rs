@@ -1,0 +1,167 @@
+//! The operations a graph is made of, at the granularity a transformer needs.
+
+use crate::{DType, Shape};
+use serde::{Deserialize, Serialize};
+
+/// Index of a node (and of the one value it produces) in its graph. Graphs are SSA: every node
+/// produces exactly one value, and operands always refer to earlier nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ValueId(pub u32);
+
+impl ValueId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnaryOp {
+    /// GELU, exact (erf) form: x · Φ(x).
+    Gelu,
+    /// GELU, tanh approximation.
+    GeluTanh,
+    Silu,
+    Relu,
+    Tanh,
+    Exp,
+}
+
+/// How rotary embeddings pair up the features of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RopeStyle {
+    /// Feature i is rotated with feature i + d/2 (GPT-NeoX, Hugging Face Llama).
+    HalfSplit,
+    /// Feature 2i is rotated with feature 2i + 1 (original Llama, GGUF checkpoints).
+    Interleaved,
+}
+
+/// One output dimension of a reshape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReshapeDim {
+    /// The size of the input's dimension at this index (keeps symbolic dims symbolic).
+    Keep(usize),
+    /// A fixed size.
+    Fixed(usize),
+    /// Whatever is left (at most one per reshape).
+    Infer,
+}
+
+/// A graph operation. Operands are `ValueId`s of earlier nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Op {
+    /// A named graph input, supplied at every run.
+    Input { dtype: DType, shape: Shape },
+    /// A weight, looked up by the node's name in the weight source when the graph is prepared.
+    Weight { dtype: DType, shape: Shape },
+    /// Rows of `table` ([vocab, hidden]) selected by integer `ids` (any shape): ids.shape + [hidden].
+    Embedding { table: ValueId, ids: ValueId },
+    /// Batched matrix product of the last two axes; leading axes broadcast.
+    /// With `transpose_b`, `b` is given as [..., n, k].
+    MatMul { a: ValueId, b: ValueId, transpose_b: bool },
+    /// x · weightᵀ + bias, with `weight` as [out, in] (the PyTorch layout); x is [..., in].
+    Linear { x: ValueId, weight: ValueId, bias: Option<ValueId> },
+    /// Element-wise with NumPy broadcasting.
+    Binary { op: BinaryOp, a: ValueId, b: ValueId },
+    Unary { op: UnaryOp, x: ValueId },
+    /// x · mul + add.
+    Affine { x: ValueId, mul: f64, add: f64 },
+    /// Normalises the last axis: (x − mean) / sqrt(var + eps) · gamma + beta.
+    LayerNorm { x: ValueId, gamma: ValueId, beta: Option<ValueId>, eps: f64 },
+    /// x / sqrt(mean(x²) + eps) · gamma over the last axis.
+    RmsNorm { x: ValueId, gamma: ValueId, eps: f64 },
+    /// Softmax over the last axis.
+    Softmax { x: ValueId },
+    /// Scaled dot-product attention.
+    ///
+    /// q: [batch, q_heads, q_len, d]; k: [batch, kv_heads, kv_len, d]; v: [batch, kv_heads, kv_len, dv];
+    /// q_heads must be a multiple of kv_heads (grouped-query attention). Output: [batch, q_heads, q_len, dv].
+    /// `mask` ([batch, kv_len], non-zero = attend) hides padding keys. With `causal`, query i sits at
+    /// position kv_len − q_len + i and sees keys at positions ≤ its own (so a query block appended to a
+    /// cache works). A query that sees no key at all gets an unspecified (finite) row.
+    Attention { q: ValueId, k: ValueId, v: ValueId, mask: Option<ValueId>, causal: bool, scale: f64 },
+    /// Rotary position embedding of x: [batch, heads, seq, d] at integer `positions`
+    /// ([seq], or [batch, seq] for rows at different offsets); frequencies base^(−2i/d).
+    Rope { x: ValueId, positions: ValueId, base: f64, style: RopeStyle },
+    Reshape { x: ValueId, dims: Vec<ReshapeDim> },
+    /// Output axis i is input axis perm[i].
+    Permute { x: ValueId, perm: Vec<usize> },
+    /// x[start..end] along `axis` (`end: None` means to the end).
+    Slice { x: ValueId, axis: usize, start: usize, end: Option<usize> },
+    Concat { xs: Vec<ValueId>, axis: usize },
+    /// Mean over the sequence axis of x: [batch, seq, hidden] counting only positions where
+    /// mask ([batch, seq]) is non-zero: Σ x·m / max(Σ m, 1e-9).
+    MeanPool { x: ValueId, mask: ValueId },
+    /// x / max(‖x‖₂, eps) over the last axis.
+    L2Normalize { x: ValueId, eps: f64 },
+    Cast { x: ValueId, dtype: DType },
+    /// The u32 vector 0..n, n = the size of `like`'s axis `axis` (position ids).
+    Positions { like: ValueId, axis: usize },
+}
+
+impl Op {
+    /// The operands, in a fixed order.
+    pub fn operands(&self) -> Vec<ValueId> {
+        match self {
+            Op::Input { .. } | Op::Weight { .. } => vec![],
+            Op::Embedding { table, ids } => vec![*table, *ids],
+            Op::MatMul { a, b, .. } | Op::Binary { a, b, .. } => vec![*a, *b],
+            Op::Linear { x, weight, bias } => [Some(*x), Some(*weight), *bias].into_iter().flatten().collect(),
+            Op::Unary { x, .. }
+            | Op::Affine { x, .. }
+            | Op::Softmax { x }
+            | Op::Reshape { x, .. }
+            | Op::Permute { x, .. }
+            | Op::Slice { x, .. }
+            | Op::L2Normalize { x, .. }
+            | Op::Cast { x, .. } => vec![*x],
+            Op::LayerNorm { x, gamma, beta, .. } => [Some(*x), Some(*gamma), *beta].into_iter().flatten().collect(),
+            Op::RmsNorm { x, gamma, .. } => vec![*x, *gamma],
+            Op::Attention { q, k, v, mask, .. } => [Some(*q), Some(*k), Some(*v), *mask].into_iter().flatten().collect(),
+            Op::Rope { x, positions, .. } => vec![*x, *positions],
+            Op::Concat { xs, .. } => xs.clone(),
+            Op::MeanPool { x, mask } => vec![*x, *mask],
+            Op::Positions { like, .. } => vec![*like],
+        }
+    }
+
+    /// A short name of the operation kind, for messages and statistics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::Input { .. } => "input",
+            Op::Weight { .. } => "weight",
+            Op::Embedding { .. } => "embedding",
+            Op::MatMul { .. } => "matmul",
+            Op::Linear { .. } => "linear",
+            Op::Binary { .. } => "binary",
+            Op::Unary { .. } => "unary",
+            Op::Affine { .. } => "affine",
+            Op::LayerNorm { .. } => "layer_norm",
+            Op::RmsNorm { .. } => "rms_norm",
+            Op::Softmax { .. } => "softmax",
+            Op::Attention { .. } => "attention",
+            Op::Rope { .. } => "rope",
+            Op::Reshape { .. } => "reshape",
+            Op::Permute { .. } => "permute",
+            Op::Slice { .. } => "slice",
+            Op::Concat { .. } => "concat",
+            Op::MeanPool { .. } => "mean_pool",
+            Op::L2Normalize { .. } => "l2_normalize",
+            Op::Cast { .. } => "cast",
+            Op::Positions { .. } => "positions",
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! The reference evaluator: a plain, obviously-correct interpretation of a graph on the host, in f64,
+//! used as the oracle that every backend is tested against. Speed is not a goal here.
+
+use crate::infer::broadcast;
+use crate::{
+    load_weight, BinaryOp, DType, Error, Graph, HostTensor, Op, Outputs, ReshapeDim, Result, RopeStyle, Shape,
+    UnaryOp, WeightSource,
+};
+use ndarray::{concatenate, s, Array2, ArrayD, Axis, IxDyn};
+
+/// A value during evaluation: floats as f64, integers as i64.
+#[derive(Debug, Clone)]
+enum Val {
+    F(ArrayD<f64>),
+    I(ArrayD<i64>),
+}
+
+impl Val {
+    fn shape(&self) -> &[usize] {
+        match self {
+            Val::F(a) => a.shape(),
+            Val::I(a) => a.shape(),
+        }
+    }
+}
+
+/// Evaluates `graph` on `inputs` with weights from `weights`.
+pub fn evaluate(graph: &Graph, weights: &dyn WeightSource, inputs: &[(&str, &HostTensor)]) -> Result<Outputs> {
+    graph.bind_inputs(inputs)?;
+    let mut vals: Vec<Val> = Vec::with_capacity(graph.nodes().len());
+    for node in graph.nodes() {
+        let fail = |m: String| Error::node(&node.name, m);
+        let f = |id: crate::ValueId| -> Result<&ArrayD<f64>> {
+            match &vals[id.index()] {
+                Val::F(a) => Ok(a),
+                Val::I(_) => Err(fail("expected a floating-point operand".into())),
+            }
+        };
+        let i = |id: crate::ValueId| -> Result<&ArrayD<i64>> {
+            match &vals[id.index()] {
+                Val::I(a) => Ok(a),
+                Val::F(_) => Err(fail("expected an integer operand".into())),
+            }
+        };
+        let value = match &node.op {
+            Op::Input { .. } => {
+                let t = inputs.iter().find(|(n, _)| *n == node.name).expect("bound above").1;
+                to_val(t)?
+            }
+            Op::Weight { .. } => {
+                let view = load_weight(weights, node)?;
+                if let DType::Quant(q) = view.dtype {
+                    return Err(Error::UnsupportedDType {
+                        dtype: DType::Quant(q),
+                        context: format!("the reference evaluator has no dequantiser yet (weight `{}`)", node.name),
+                    });
+                }
+                to_val(&view.to_host()?)?
+            }
+            Op::Embedding { table, ids } => {
+                let (t, ids) = (f(*table)?, i(*ids)?);
+                let (vocab, hidden) = (t.shape()[0], t.shape()[1]);
+                let mut out = Vec::with_capacity(ids.len() * hidden);
+                for &id in ids.iter() {
+                    if id < 0 || id as usize >= vocab {
+                        return Err(fail(format!("id {id} out of range for a table of {vocab} rows")));
+                    }
+                    out.extend(t.slice(s![id as usize, ..]).iter());
+                }
+                let mut shape = ids.shape().to_vec();
+                shape.push(hidden);
+                Val::F(ArrayD::from_shape_vec(shape, out).expect("sizes match"))
+            }
+            Op::MatMul { a, b, transpose_b } => {
+                let b = f(*b)?;
+                let b = if *transpose_b { swap_last(b) } else { b.clone() };
+                Val::F(matmul(f(*a)?, &b).map_err(fail)?)
+            }
+            Op::Linear { x, weight, bias } => {
+                let (x, w) = (f(*x)?, f(*weight)?);
+                let mut y = matmul(x, &w.t().into_dyn().to_owned()).map_err(fail)?;
+                if let Some(b) = bias {
+                    y = &y + f(*b)?;
+                }
+                Val::F(y)
+            }
+            Op::Binary { op, a, b } => {
+                // ndarray panics on shapes that do not broadcast; check first.
+                broadcast(&concrete(vals[a.index()].shape()), &concrete(vals[b.index()].shape())).map_err(fail)?;
+                match (&vals[a.index()], &vals[b.index()]) {
+                    (Val::F(x), Val::F(y)) => Val::F(match op {
+                        BinaryOp::Add => x + y,
+                        BinaryOp::Sub => x - y,
+                        BinaryOp::Mul => x * y,
+                        BinaryOp::Div => x / y,
+                    }),
+                    (Val::I(x), Val::I(y)) => Val::I(match op {
+                        BinaryOp::Add => x + y,
+                        BinaryOp::Sub => x - y,
+                        BinaryOp::Mul => x * y,
+                        BinaryOp::Div => {
+                            if y.iter().any(|&v| v == 0) {
+                                return Err(fail("integer division by zero".into()));
+                            }
+                            x / y
+                        }
+                    }),
+                    _ => return Err(fail("operand kinds differ".into())),
+                }
+            }
+            Op::Unary { op, x } => Val::F(f(*x)?.mapv(|v| unary(*op, v))),
+            Op::Affine { x, mul, add } => Val::F(f(*x)?.mapv(|v| v * mul + add)),
+            Op::LayerNorm { x, gamma, beta, eps } => {
+                let (g, b) = (f(*gamma)?, beta.map(&f).transpose()?);
+                Val::F(map_last_axis(f(*x)?, |lane| {
+                    let n = lane.len() as f64;
+                    let mean = lane.iter().sum::<f64>() / n;
+                    let var = lane.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+                    let inv = 1.0 / (var + eps).sqrt();
+                    for (k, v) in lane.iter_mut().enumerate() {
+                        *v = (*v - mean) * inv * g[k] + b.map_or(0.0, |b| b[k]);
+                    }
+                }))
+            }
+            Op::RmsNorm { x, gamma, eps } => {
+                let g = f(*gamma)?;
+                Val::F(map_last_axis(f(*x)?, |lane| {
+                    let ms = lane.iter().map(|v| v * v).sum::<f64>() / lane.len() as f64;
+                    let inv = 1.0 / (ms + eps).sqrt();
+                    for (k, v) in lane.iter_mut().enumerate() {
+                        *v *= inv * g[k];
+                    }
+                }))
+            }
+            Op::Softmax { x } => Val::F(map_last_axis(f(*x)?, softmax_in_place)),
+            Op::L2Normalize { x, eps } => Val::F(map_last_axis(f(*x)?, |lane| {
+                let norm = lane.iter().map(|v| v * v).sum::<f64>().sqrt().max(*eps);
+                lane.iter_mut().for_each(|v| *v /= norm);
+            })),
+            Op::Attention { q, k, v, mask, causal, scale } => {
+                let mask = mask.map(|m| vals[m.index()].clone());
+                Val::F(attention(f(*q)?, f(*k)?, f(*v)?, mask.as_ref(), *causal, *scale).map_err(fail)?)
+            }
+            Op::Rope { x, positions, base, style } => {
+                let pos = i(*positions)?;
+                Val::F(rope(f(*x)?, pos, *base, *style).map_err(fail)?)
+            }
+            Op::Reshape { x, dims } => {
+                let src = vals[x.index()].shape().to_vec();
+                let target = reshape_target(&src, dims).map_err(fail)?;
+                map_val(&vals[x.index()], |a| a.as_standard_layout().into_owned().into_shape_with_order(target.clone()).expect("sizes checked"), |a| {
+                    a.as_standard_layout().into_owned().into_shape_with_order(target.clone()).expect("sizes checked")
+                })
+            }
+            Op::Permute { x, perm } => map_val(
+                &vals[x.index()],
+                |a| a.clone().permuted_axes(IxDyn(perm)).as_standard_layout().into_owned(),
+                |a| a.clone().permuted_axes(IxDyn(perm)).as_standard_layout().into_owned(),
+            ),
+            Op::Slice { x, axis, start, end } => {
+                let size = vals[x.index()].shape()[*axis];
+                let end = end.unwrap_or(size);
+                if *start > end || end > size {
+                    return Err(fail(format!("slice {start}..{end} out of range for size {size}")));
+                }
+                map_val(
+                    &vals[x.index()],
+                    |a| a.slice_axis(Axis(*axis), (*start..end).into()).to_owned(),
+                    |a| a.slice_axis(Axis(*axis), (*start..end).into()).to_owned(),
+                )
+            }
+            Op::Concat { xs, axis } => {
+                let shapes: Vec<&[usize]> = xs.iter().map(|x| vals[x.index()].shape()).collect();
+                for s in &shapes {
+                    let same = s.iter().zip(shapes[0]).enumerate().all(|(k, (p, q))| k == *axis || p == q);
+                    if !same {
+                        return Err(fail(format!("cannot concatenate shapes {shapes:?} along axis {axis}")));
+                    }
+                }
+                match &vals[xs[0].index()] {
+                    Val::F(_) => {
+                        let parts = xs.iter().map(|x| f(*x).map(|a| a.view())).collect::<Result<Vec<_>>>()?;
+                        Val::F(concatenate(Axis(*axis), &parts).expect("shapes checked"))
+                    }
+                    Val::I(_) => {
+                        let parts = xs.iter().map(|x| i(*x).map(|a| a.view())).collect::<Result<Vec<_>>>()?;
+                        Val::I(concatenate(Axis(*axis), &parts).expect("shapes checked"))
+                    }
+                }
+            }
+            Op::MeanPool { x, mask } => {
+                let x = f(*x)?;
+                let m = as_f64(&vals[mask.index()]);
+                let (b, s, h) = (x.shape()[0], x.shape()[1], x.shape()[2]);
+                if m.shape() != [b, s] {
+                    return Err(fail(format!("mask shape {:?} does not match x {:?}", m.shape(), x.shape())));
+                }
+                let mut out = Array2::<f64>::zeros((b, h));
+                for bi in 0..b {
+                    let count: f64 = (0..s).map(|si| m[[bi, si]]).sum();
+                    for si in 0..s {
+                        for hi in 0..h {
+                            out[[bi, hi]] += x[[bi, si, hi]] * m[[bi, si]];
+                        }
+                    }
+                    out.row_mut(bi).mapv_inplace(|v| v / count.max(1e-9));
+                }
+                Val::F(out.into_dyn())
+            }
+            Op::Cast { x, dtype } => match (&vals[x.index()], dtype.is_float()) {
+                (v, true) => Val::F(as_f64(v)),
+                (Val::F(a), false) => Val::I(a.mapv(|v| v.trunc() as i64)),
+                (Val::I(a), false) => Val::I(a.clone()),
+            },
+            Op::Positions { like, axis } => {
+                let n = vals[like.index()].shape()[*axis];
+                Val::I(ArrayD::from_shape_fn(IxDyn(&[n]), |ix| ix[0] as i64))
+            }
+        };
+        vals.push(round_to(value, node.dtype));
+    }
+    let mut outputs = Vec::with_capacity(graph.outputs().len());
+    for (name, id) in graph.outputs() {
+        let node = graph.node(*id);
+        let (shape, values) = match &vals[id.index()] {
+            Val::F(a) => (a.shape().to_vec(), a.iter().copied().collect::<Vec<_>>()),
+            Val::I(a) => (a.shape().to_vec(), a.iter().map(|&v| v as f64).collect()),
+        };
+        outputs.push((name.clone(), HostTensor::from_f64(node.dtype, shape, &values)?));
+    }
+    Ok(Outputs::new(outputs))
+}
+
+fn concrete(shape: &[usize]) -> Shape {
+    Shape::new(shape.iter().copied())
+}
+
+fn to_val(t: &HostTensor) -> Result<Val> {
+    let shape = IxDyn(t.shape());
+    Ok(match t.to_i64_vec() {
+        Some(ints) => Val::I(ArrayD::from_shape_vec(shape, ints).expect("sizes match")),
+        None => Val::F(ArrayD::from_shape_vec(shape, t.to_f64_vec()).expect("sizes match")),
+    })
+}
+
+fn as_f64(v: &Val) -> ArrayD<f64> {
+    match v {
+        Val::F(a) => a.clone(),
+        Val::I(a) => a.mapv(|x| x as f64),
+    }
+}
+
+fn map_val(
+    v: &Val,
+    on_f: impl Fn(&ArrayD<f64>) -> ArrayD<f64>,
+    on_i: impl Fn(&ArrayD<i64>) -> ArrayD<i64>,
+) -> Val {
+    match v {
+        Val::F(a) => Val::F(on_f(a)),
+        Val::I(a) => Val::I(on_i(a)),
+    }
+}
+
+/// Rounds a value to what its dtype can hold, so the oracle follows the graph's declared types.
+fn round_to(v: Val, dtype: DType) -> Val {
+    match (v, dtype) {
+        (Val::F(a), DType::F32) => Val::F(a.mapv(|x| x as f32 as f64)),
+        (Val::F(a), DType::F16) => Val::F(a.mapv(|x| half::f16::from_f64(x).to_f64())),
+        (Val::F(a), DType::BF16) => Val::F(a.mapv(|x| half::bf16::from_f64(x).to_f64())),
+        (Val::I(a), DType::U32) => Val::I(a.mapv(|x| x as u32 as i64)),
+        (Val::I(a), DType::U8) => Val::I(a.mapv(|x| x as u8 as i64)),
+        (v, _) => v,
+    }
+}
+
+fn unary(op: UnaryOp, x: f64) -> f64 {
+    match op {
+        UnaryOp::Gelu => 0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2)),
+        UnaryOp::GeluTanh => {
+            let c = (2.0 / std::f64::consts::PI).sqrt();
+            0.5 * x * (1.0 + (c * (x + 0.044715 * x.powi(3))).tanh())
+        }
+        UnaryOp::Silu => x / (1.0 + (-x).exp()),
+        UnaryOp::Relu => x.max(0.0),
+        UnaryOp::Tanh => x.tanh(),
+        UnaryOp::Exp => x.exp(),
+    }
+}
+
+fn softmax_in_place(lane: &mut [f64]) {
+    let max = lane.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    lane.iter_mut().for_each(|v| *v = (*v - max).exp());
+    let sum: f64 = lane.iter().sum();
+    lane.iter_mut().for_each(|v| *v /= sum);
+}
+
+/// Applies `f` to every lane along the last axis of a copy of `x`.
+fn map_last_axis(x: &ArrayD<f64>, f: impl Fn(&mut [f64])) -> ArrayD<f64> {
+    let mut out = x.as_standard_layout().into_owned();
+    let last = out.ndim() - 1;
+    for mut lane in out.lanes_mut(Axis(last)) {
+        f(lane.as_slice_mut().expect("standard layout lanes are contiguous"));
+    }
+    out
+}
+
+fn swap_last(a: &ArrayD<f64>) -> ArrayD<f64> {
+    let mut v = a.view();
+    let r = v.ndim();
+    v.swap_axes(r - 2, r - 1);
+    v.as_standard_layout().into_owned()
+}
+
+/// Batched matmul over the last two axes with broadcast leading axes.
+fn matmul(a: &ArrayD<f64>, b: &ArrayD<f64>) -> Result<ArrayD<f64>, String> {
+    let (ra, rb) = (a.ndim(), b.ndim());
+    let (m, k) = (a.shape()[ra - 2], a.shape()[ra - 1]);
+    let (kb, n) = (b.shape()[rb - 2], b.shape()[rb - 1]);
+    if k != kb {
+        return Err(format!("contraction sizes differ: {:?} × {:?}", a.shape(), b.shape()));
+    }
+    let batch = broadcast(&concrete(&a.shape()[..ra - 2]), &concrete(&b.shape()[..rb - 2]))?
+        .concrete()
+        .expect("concrete in, concrete out");
+    let nb: usize = batch.iter().product();
+    let full = |x: &ArrayD<f64>, r: usize, c: usize| -> Result<ndarray::Array3<f64>, String> {
+        let mut shape = batch.clone();
+        shape.extend([r, c]);
+        let view = x.broadcast(IxDyn(&shape)).ok_or_else(|| format!("cannot broadcast {:?} to {shape:?}", x.shape()))?;
+        Ok(ndarray::Array3::from_shape_vec((nb, r, c), view.iter().copied().collect()).expect("sizes match"))
+    };
+    let (a3, b3) = (full(a, m, k)?, full(b, k, n)?);
+    let mut out = Vec::with_capacity(nb * m * n);
+    for bi in 0..nb {
+        out.extend(a3.index_axis(Axis(0), bi).dot(&b3.index_axis(Axis(0), bi)).iter());
+    }
+    let mut shape = batch;
+    shape.extend([m, n]);
+    Ok(ArrayD::from_shape_vec(shape, out).expect("sizes match"))
+}
+
+fn attention(
+    q: &ArrayD<f64>,
+    k: &ArrayD<f64>,
+    v: &ArrayD<f64>,
+    mask: Option<&Val>,
+    causal: bool,
+    scale: f64,
+) -> Result<ArrayD<f64>, String> {
+    let (b, hq, sq, d) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
+    let (hkv, t, dv) = (k.shape()[1], k.shape()[2], v.shape()[3]);
+    if k.shape() != [b, hkv, t, d] || v.shape()[..3] != [b, hkv, t] || hkv == 0 || hq % hkv != 0 {
+        return Err(format!("incompatible q {:?}, k {:?}, v {:?}", q.shape(), k.shape(), v.shape()));
+    }
+    if causal && sq > t {
+        return Err(format!("causal attention needs kv length ({t}) ≥ query length ({sq})"));
+    }
+    let mask = mask.map(as_f64);
+    if let Some(m) = &mask {
+        if m.shape() != [b, t] {
+            return Err(format!("mask shape {:?}, expected [{b}, {t}]", m.shape()));
+        }
+    }
+    let group = hq / hkv;
+    let mut out = ArrayD::<f64>::zeros(IxDyn(&[b, hq, sq, dv]));
+    let mut scores = vec![0.0; t];
+    for bi in 0..b {
+        for h in 0..hq {
+            let kh = h / group;
+            for i in 0..sq {
+                let pos = t - sq + i;
+                let mut visible = Vec::with_capacity(t);
+                for j in 0..t {
+                    let seen = !(causal && j > pos) && mask.as_ref().is_none_or(|m| m[[bi, j]] != 0.0);
+                    if seen {
+                        scores[j] = (0..d).map(|c| q[[bi, h, i, c]] * k[[bi, kh, j, c]]).sum::<f64>() * scale;
+                        visible.push(j);
+                    }
+                }
+                let mut w: Vec<f64> = visible.iter().map(|&j| scores[j]).collect();
+                softmax_in_place(&mut w);
+                for (&j, &wj) in visible.iter().zip(&w) {
+                    for c in 0..dv {
+                        out[[bi, h, i, c]] += wj * v[[bi, kh, j, c]];
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn rope(x: &ArrayD<f64>, pos: &ArrayD<i64>, base: f64, style: RopeStyle) -> Result<ArrayD<f64>, String> {
+    let (b, h, s, d) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let position = |bi: usize, si: usize| -> i64 {
+        if pos.ndim() == 1 { pos[[si]] } else { pos[[bi, si]] }
+    };
+    if pos.shape().last() != Some(&s) || (pos.ndim() == 2 && pos.shape()[0] != b) {
+        return Err(format!("positions {:?} do not match x {:?}", pos.shape(), x.shape()));
+    }
+    let mut out = x.clone();
+    let half = d / 2;
+    for bi in 0..b {
+        for hi in 0..h {
+            for si in 0..s {
+                let p = position(bi, si) as f64;
+                for i in 0..half {
+                    let theta = p * base.powf(-2.0 * i as f64 / d as f64);
+                    let (sin, cos) = theta.sin_cos();
+                    let (a, c) = match style {
+                        RopeStyle::HalfSplit => (i, i + half),
+                        RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                    };
+                    let (x0, x1) = (x[[bi, hi, si, a]], x[[bi, hi, si, c]]);
+                    out[[bi, hi, si, a]] = x0 * cos - x1 * sin;
+                    out[[bi, hi, si, c]] = x1 * cos + x0 * sin;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The concrete output shape of a reshape of `src`.
+pub fn reshape_target(src: &[usize], dims: &[ReshapeDim]) -> Result<Vec<usize>, String> {
+    let total: usize = src.iter().product();
+    let mut out = Vec::with_capacity(dims.len());
+    for d in dims {
+        out.push(match d {
+            ReshapeDim::Keep(i) => *src.get(*i).ok_or_else(|| format!("input {src:?} has no axis {i}"))?,
+            ReshapeDim::Fixed(n) => *n,
+            ReshapeDim::Infer => 0,
+        });
+    }
+    let known: usize = dims.iter().zip(&out).filter(|(d, _)| !matches!(d, ReshapeDim::Infer)).map(|(_, n)| n).product();
+    if let Some(axis) = dims.iter().position(|d| matches!(d, ReshapeDim::Infer)) {
+        if known == 0 || total % known != 0 {
+            return Err(format!("cannot reshape {src:?} to {dims:?}"));
+        }
+        out[axis] = total / known;
+    } else if known != total {
+        return Err(format!("cannot reshape {src:?} ({total} elements) to {out:?}"));
+    }
+    Ok(out)
+}

@@ -1,0 +1,77 @@
+//! Weights by name: the source a backend reads when it prepares a graph.
+
+use crate::{DType, Error, HostTensor, Node, Op, Result};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+/// The raw little-endian bytes of one weight, with its stored type and shape.
+#[derive(Debug, Clone)]
+pub struct WeightView<'a> {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub bytes: Cow<'a, [u8]>,
+}
+
+impl WeightView<'_> {
+    /// Decodes into a host tensor (plain element types only).
+    pub fn to_host(&self) -> Result<HostTensor> {
+        HostTensor::from_le_bytes(self.dtype, self.shape.clone(), &self.bytes)
+    }
+}
+
+/// Something that holds weights by name: a memory-mapped safetensors file, a GGUF file, a map.
+pub trait WeightSource: Sync {
+    /// The weight called `name`, or `Error::Weight` if there is none.
+    fn get(&self, name: &str) -> Result<WeightView<'_>>;
+}
+
+/// Reads the weight a `Weight` node names and checks it has the declared dtype, shape and size.
+/// Every backend loads weights through this, so a mismatched file fails the same way everywhere.
+pub fn load_weight<'a>(source: &'a dyn WeightSource, node: &Node) -> Result<WeightView<'a>> {
+    if !matches!(node.op, Op::Weight { .. }) {
+        return Err(Error::node(&node.name, "is not a weight"));
+    }
+    let view = source.get(&node.name)?;
+    let bad = |message: String| Error::Weight { name: node.name.clone(), message };
+    let declared = node.shape.concrete().expect("weights have fixed shapes (checked by inference)");
+    if view.dtype != node.dtype || view.shape != declared {
+        return Err(bad(format!(
+            "the graph expects {} {:?} but the source holds {} {:?}",
+            node.dtype, declared, view.dtype, view.shape
+        )));
+    }
+    let elements: usize = declared.iter().product();
+    let expected = view.dtype.storage_bytes(elements).ok_or_else(|| bad("size not a whole number of blocks".into()))?;
+    if view.bytes.len() != expected {
+        return Err(bad(format!("holds {} bytes, {expected} expected (truncated or corrupt file?)", view.bytes.len())));
+    }
+    Ok(view)
+}
+
+/// Weights held in memory, for tests and programmatically built models.
+#[derive(Debug, Clone, Default)]
+pub struct HostWeights(BTreeMap<String, HostTensor>);
+
+impl HostWeights {
+    pub fn new() -> HostWeights {
+        HostWeights::default()
+    }
+
+    pub fn insert(&mut self, name: impl Into<String>, tensor: HostTensor) {
+        self.0.insert(name.into(), tensor);
+    }
+
+    pub fn get_tensor(&self, name: &str) -> Option<&HostTensor> {
+        self.0.get(name)
+    }
+}
+
+impl WeightSource for HostWeights {
+    fn get(&self, name: &str) -> Result<WeightView<'_>> {
+        let t = self
+            .0
+            .get(name)
+            .ok_or_else(|| Error::Weight { name: name.to_string(), message: "not found".into() })?;
+        Ok(WeightView { dtype: t.dtype(), shape: t.shape().to_vec(), bytes: Cow::Owned(t.to_le_bytes()) })
+    }
+}
