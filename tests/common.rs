@@ -1,0 +1,46 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use accelrt::models::{registry, ModelStore};
+use std::path::PathBuf;
+
+/// The verified all-MiniLM-L6-v2 directory in the user's cache, fetched on first use (CI fetches it
+/// through the same code path). A missing model fails the test: it is never skipped.
+pub fn minilm_dir() -> PathBuf {
+    ModelStore::from_env()
+        .ensure(&registry::ALL_MINILM_L6_V2)
+        .unwrap_or_else(|e| panic!("all-MiniLM-L6-v2 is needed by this test: {e}"))
+}
+
+/// Devices to run the device-generic tests on: `ACCELRT_TEST_DEVICES` (comma-separated), default `cpu`.
+pub fn test_devices() -> Vec<String> {
+    std::env::var("ACCELRT_TEST_DEVICES")
+        .unwrap_or_else(|_| "cpu".into())
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+#[derive(serde::Deserialize)]
+pub struct Reference {
+    pub texts: Vec<String>,
+    pub token_counts: Vec<usize>,
+    pub embeddings: Vec<Vec<f64>>,
+}
+
+pub fn minilm_reference() -> Reference {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/all-minilm-l6-v2.json");
+    serde_json::from_str(&std::fs::read_to_string(path).expect("fixture present")).expect("fixture parses")
+}
+
+pub fn cosine(a: &[f32], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * y).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|y| y * y).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (*x as f64 - y).abs()).fold(0.0, f64::max)
+}
