@@ -1,0 +1,29 @@
+use accelrt_core::DeviceSpec;
+
+#[test]
+fn device_strings_parse() {
+    let p = |s: &str| s.parse::<DeviceSpec>();
+    assert_eq!(p("cpu").unwrap(), DeviceSpec::Cpu);
+    assert_eq!(p("cuda").unwrap(), DeviceSpec::Cuda(0));
+    assert_eq!(p("cuda:3").unwrap(), DeviceSpec::Cuda(3));
+    assert_eq!(p("neuron:2").unwrap(), DeviceSpec::Neuron { first: 2, count: 1 });
+    assert_eq!(p("neuron:0-23").unwrap(), DeviceSpec::Neuron { first: 0, count: 24 });
+    for s in ["cpu", "cuda:1", "neuron:4", "neuron:0-1"] {
+        assert_eq!(p(s).unwrap().to_string(), s);
+    }
+}
+
+#[test]
+fn bad_device_strings_say_why() {
+    for (s, why) in [
+        ("gpu:0", "expected `cpu`"),
+        ("cuda:x", "non-negative integer"),
+        ("cuda:-1", "non-negative integer"),
+        ("cpu:0", "takes no index"),
+        ("neuron:3-1", "A ≤ B"),
+        ("", "expected `cpu`"),
+    ] {
+        let err = s.parse::<DeviceSpec>().unwrap_err().to_string();
+        assert!(err.contains(why), "{s:?}: {err}");
+    }
+}

@@ -1,0 +1,105 @@
+//! The oracle itself, checked against values worked out by hand.
+
+use accelrt_core::*;
+
+fn run1(op: impl FnOnce(&mut GraphBuilder, ValueId) -> Op, x: HostTensor) -> Vec<f64> {
+    let mut b = GraphBuilder::new("t");
+    let dims = Shape::new(x.shape().iter().copied());
+    let xi = b.input("x", x.dtype(), dims).unwrap();
+    let op = op(&mut b, xi);
+    let y = b.add("y", op).unwrap();
+    b.output("y", y);
+    let g = b.build().unwrap();
+    reference::evaluate(&g, &HostWeights::new(), &[("x", &x)]).unwrap().get("y").unwrap().to_f64_vec()
+}
+
+fn close(a: &[f64], b: &[f64]) {
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(b) {
+        assert!((x - y).abs() < 1e-6, "{a:?} vs {b:?}");
+    }
+}
+
+#[test]
+fn softmax_and_gelu_by_hand() {
+    let x = HostTensor::f32(vec![2], vec![0.0, 3f32.ln()]).unwrap();
+    close(&run1(|_, x| Op::Softmax { x }, x), &[0.25, 0.75]);
+    let x = HostTensor::f32(vec![3], vec![-1.0, 0.0, 1.0]).unwrap();
+    close(&run1(|_, x| Op::Unary { op: UnaryOp::Gelu, x }, x), &[-0.158655254, 0.0, 0.841344746]);
+}
+
+#[test]
+fn layer_norm_and_l2_by_hand() {
+    let mut w = HostWeights::new();
+    w.insert("g", HostTensor::f32(vec![2], vec![1.0, 1.0]).unwrap());
+    let mut b = GraphBuilder::new("ln");
+    let x = b.input("x", DType::F32, Shape::new([2])).unwrap();
+    let g = b.weight("g", DType::F32, Shape::new([2])).unwrap();
+    let y = b.add("ln", Op::LayerNorm { x, gamma: g, beta: None, eps: 0.0 }).unwrap();
+    let n = b.add("n", Op::L2Normalize { x, eps: 1e-12 }).unwrap();
+    b.output("ln", y).output("n", n);
+    let graph = b.build().unwrap();
+    let input = HostTensor::f32(vec![2], vec![1.0, 3.0]).unwrap();
+    let out = reference::evaluate(&graph, &w, &[("x", &input)]).unwrap();
+    close(&out.get("ln").unwrap().to_f64_vec(), &[-1.0, 1.0]);
+    close(&out.get("n").unwrap().to_f64_vec(), &[1.0 / 10f64.sqrt(), 3.0 / 10f64.sqrt()]);
+}
+
+#[test]
+fn rope_rotates_pairs_by_position() {
+    // One head of size 2: the pair rotates by angle = position (frequency base^0 = 1).
+    let x = HostTensor::f32(vec![1, 1, 2, 2], vec![1.0, 0.0, 1.0, 0.0]).unwrap();
+    let out = run1(
+        |b, x| {
+            let positions = b.add("pos", Op::Positions { like: x, axis: 2 }).unwrap();
+            Op::Rope { x, positions, base: 10000.0, style: RopeStyle::HalfSplit }
+        },
+        x,
+    );
+    close(&out, &[1.0, 0.0, 1f64.cos(), 1f64.sin()]);
+}
+
+#[test]
+fn causal_attention_by_hand() {
+    // Two positions, one head, d = 1; q·k = 0 everywhere, so visible keys get equal weight.
+    let mut b = GraphBuilder::new("attn");
+    let q = b.input("q", DType::F32, Shape::new([1, 1, 2, 1])).unwrap();
+    let v = b.input("v", DType::F32, Shape::new([1, 1, 2, 1])).unwrap();
+    let y = b.add("a", Op::Attention { q, k: q, v, mask: None, causal: true, scale: 1.0 }).unwrap();
+    b.output("y", y);
+    let g = b.build().unwrap();
+    let zeros = HostTensor::f32(vec![1, 1, 2, 1], vec![0.0, 0.0]).unwrap();
+    let vals = HostTensor::f32(vec![1, 1, 2, 1], vec![2.0, 4.0]).unwrap();
+    let out = reference::evaluate(&g, &HostWeights::new(), &[("q", &zeros), ("v", &vals)]).unwrap();
+    // Position 0 sees only v0 = 2; position 1 averages 2 and 4.
+    close(&out.get("y").unwrap().to_f64_vec(), &[2.0, 3.0]);
+}
+
+#[test]
+fn mean_pool_ignores_padding() {
+    let mut b = GraphBuilder::new("pool");
+    let x = b.input("x", DType::F32, Shape::new([1, 3, 1])).unwrap();
+    let m = b.input("m", DType::U32, Shape::new([1, 3])).unwrap();
+    let y = b.add("p", Op::MeanPool { x, mask: m }).unwrap();
+    b.output("y", y);
+    let g = b.build().unwrap();
+    let xs = HostTensor::f32(vec![1, 3, 1], vec![1.0, 3.0, 100.0]).unwrap();
+    let ms = HostTensor::u32(vec![1, 3], vec![1, 1, 0]).unwrap();
+    let out = reference::evaluate(&g, &HostWeights::new(), &[("x", &xs), ("m", &ms)]).unwrap();
+    close(&out.get("y").unwrap().to_f64_vec(), &[2.0]);
+}
+
+#[test]
+fn out_of_range_ids_are_an_error_naming_the_node() {
+    let mut w = HostWeights::new();
+    w.insert("t", HostTensor::f32(vec![2, 1], vec![0.0, 1.0]).unwrap());
+    let mut b = GraphBuilder::new("emb");
+    let ids = b.input("ids", DType::U32, Shape::new([1])).unwrap();
+    let t = b.weight("t", DType::F32, Shape::new([2, 1])).unwrap();
+    let y = b.add("lookup", Op::Embedding { table: t, ids }).unwrap();
+    b.output("y", y);
+    let g = b.build().unwrap();
+    let bad = HostTensor::u32(vec![1], vec![5]).unwrap();
+    let err = reference::evaluate(&g, &w, &[("ids", &bad)]).unwrap_err().to_string();
+    assert!(err.contains("node `lookup`") && err.contains("out of range"), "{err}");
+}
