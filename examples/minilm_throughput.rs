@@ -62,7 +62,8 @@ fn main() -> Result<()> {
     let backend = accelrt::open_backend("cpu")?;
     let ours = SentenceEmbedder::load(&dir, backend.as_ref(), &PrepareOptions::default())?;
     let config: Config = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json"))?)?;
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[dir.join("model.safetensors")], DType::F32, &Device::Cpu)? };
+    let vb =
+        unsafe { VarBuilder::from_mmaped_safetensors(&[dir.join("model.safetensors")], DType::F32, &Device::Cpu)? };
     let theirs = CandleBert { model: BertModel::load(vb, &config)? };
 
     println!("{} sentences, {} tokens; {} threads", texts.len(), ours.tokenize(&texts)?.tokens, rayon_threads());

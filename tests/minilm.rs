@@ -67,6 +67,6 @@ fn results_do_not_depend_on_batch_size() {
 
 #[test]
 fn empty_batch_is_an_error() {
-    let err = embedder("cpu").embed(&[]).err().expect("an empty batch must fail");
+    let err = embedder("cpu").embed(&[]).expect_err("an empty batch must fail");
     assert!(err.to_string().contains("empty batch"), "{err}");
 }

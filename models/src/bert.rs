@@ -2,9 +2,7 @@
 //! sentence-transformers head (pooling, optional L2 normalisation).
 
 use crate::{ModelError, Result};
-use accelrt_core::{
-    BinaryOp, DType, Dim, Graph, GraphBuilder, Op, ReshapeDim, Shape, UnaryOp, ValueId,
-};
+use accelrt_core::{BinaryOp, DType, Dim, Graph, GraphBuilder, Op, ReshapeDim, Shape, UnaryOp, ValueId};
 use serde::Deserialize;
 use std::path::Path;
 
@@ -59,7 +57,7 @@ impl BertConfig {
         if self.position_embedding_type != "absolute" {
             return Err(format!("position_embedding_type `{}` is not supported", self.position_embedding_type));
         }
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0 || !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Err(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
@@ -124,7 +122,12 @@ impl SentenceHead {
             .ok_or_else(|| ModelError::config(&modules_path, "no Pooling module"))?;
         let pooling_path = dir.join(&pooling_module.path).join("config.json");
         let p: PoolingConfig = read_json(&pooling_path)?;
-        let pooling = match (p.pooling_mode_mean_tokens, p.pooling_mode_cls_token, p.pooling_mode_max_tokens, p.pooling_mode_mean_sqrt_len_tokens) {
+        let pooling = match (
+            p.pooling_mode_mean_tokens,
+            p.pooling_mode_cls_token,
+            p.pooling_mode_max_tokens,
+            p.pooling_mode_mean_sqrt_len_tokens,
+        ) {
             (true, false, false, false) => Pooling::Mean,
             (false, true, false, false) => Pooling::Cls,
             _ => return Err(ModelError::config(&pooling_path, "only exactly one of mean or CLS pooling is supported")),
@@ -214,10 +217,9 @@ impl BertBuilder<'_> {
             let q = self.split_heads(&format!("{p}.q"), q)?;
             let k = self.split_heads(&format!("{p}.k"), k)?;
             let v = self.split_heads(&format!("{p}.v"), v)?;
-            let a = self.b.add(
-                format!("{p}.attention"),
-                Op::Attention { q, k, v, mask: Some(mask), causal: false, scale },
-            )?;
+            let a = self
+                .b
+                .add(format!("{p}.attention"), Op::Attention { q, k, v, mask: Some(mask), causal: false, scale })?;
             let a = self.b.add(format!("{p}.attention.merge_t"), Op::Permute { x: a, perm: vec![0, 2, 1, 3] })?;
             let dims = vec![ReshapeDim::Keep(0), ReshapeDim::Keep(1), ReshapeDim::Fixed(h)];
             let a = self.b.add(format!("{p}.attention.merge"), Op::Reshape { x: a, dims })?;

@@ -37,7 +37,10 @@ impl SentenceEmbedder {
         } else if weights.contains("bert.embeddings.word_embeddings.weight") {
             "bert."
         } else {
-            return Err(ModelError::config(weights.path(), "no BERT embedding weights (embeddings.word_embeddings.weight)"));
+            return Err(ModelError::config(
+                weights.path(),
+                "no BERT embedding weights (embeddings.word_embeddings.weight)",
+            ));
         };
         let graph = bert::build_graph(&cfg, head, prefix)?;
         let exe = backend.prepare(&graph, &weights, options)?;
@@ -72,10 +75,8 @@ impl SentenceEmbedder {
         if texts.is_empty() {
             return Err(ModelError::InvalidInput("an empty batch has nothing to embed".into()));
         }
-        let encodings = self
-            .tokenizer
-            .encode_batch(texts.to_vec(), true)
-            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        let encodings =
+            self.tokenizer.encode_batch(texts.to_vec(), true).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
         let len = encodings.iter().map(|e| e.len()).max().unwrap_or(0);
         let shape = vec![texts.len(), len];
         let (mut ids, mut mask, mut types) = (Vec::new(), Vec::new(), Vec::new());

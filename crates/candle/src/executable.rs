@@ -32,9 +32,7 @@ impl CandleExecutable {
         let compute_override = match compute_dtype {
             None => None,
             Some(d) if d.is_float() => Some(to_candle_dtype(d)?),
-            Some(d) => {
-                return Err(Error::Unsupported { backend: BACKEND.into(), what: format!("compute dtype {d}") })
-            }
+            Some(d) => return Err(Error::Unsupported { backend: BACKEND.into(), what: format!("compute dtype {d}") }),
         };
         let mut uploaded = HashMap::new();
         for (id, node) in graph.weights() {
@@ -91,8 +89,11 @@ impl Executable for CandleExecutable {
     fn run(&self, inputs: &[(&str, &HostTensor)]) -> Result<Outputs> {
         self.graph.bind_inputs(inputs)?;
         self.check_ids(inputs)?;
-        let mut ctx =
-            RunContext { device: &self.device, compute_override: self.compute_override, attention_bias: HashMap::new() };
+        let mut ctx = RunContext {
+            device: &self.device,
+            compute_override: self.compute_override,
+            attention_bias: HashMap::new(),
+        };
         let mut vals: Vec<Option<Tensor>> = vec![None; self.graph.nodes().len()];
         for (i, node) in self.graph.nodes().iter().enumerate() {
             let value = match &node.op {

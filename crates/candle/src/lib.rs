@@ -7,9 +7,7 @@ mod ops;
 
 pub use executable::CandleExecutable;
 
-use accelrt_core::{
-    Backend, DeviceInfo, DeviceSpec, Error, Executable, Graph, PrepareOptions, Result, WeightSource,
-};
+use accelrt_core::{Backend, DeviceInfo, DeviceSpec, Error, Executable, Graph, PrepareOptions, Result, WeightSource};
 use candle_core::Device;
 
 /// A candle device opened from a device string.

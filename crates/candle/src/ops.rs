@@ -192,9 +192,8 @@ fn attention_bias(
     }
     if causal {
         let offset = kv_len - q_len;
-        let values: Vec<f32> = (0..q_len)
-            .flat_map(|i| (0..kv_len).map(move |j| if j > offset + i { neg as f32 } else { 0.0 }))
-            .collect();
+        let values: Vec<f32> =
+            (0..q_len).flat_map(|i| (0..kv_len).map(move |j| if j > offset + i { neg as f32 } else { 0.0 })).collect();
         let c = Tensor::from_vec(values, (1, 1, q_len, kv_len), device)?.to_dtype(dtype)?;
         bias = Some(match bias {
             Some(b) => b.broadcast_add(&c)?,

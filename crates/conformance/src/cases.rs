@@ -29,7 +29,13 @@ struct Maker {
 impl Maker {
     fn new(name: &'static str) -> Maker {
         let seed = name.bytes().fold(0u64, |h, c| h.wrapping_mul(31).wrapping_add(c as u64));
-        Maker { name, b: GraphBuilder::new(name), weights: HostWeights::new(), inputs: vec![], rng: StdRng::seed_from_u64(seed) }
+        Maker {
+            name,
+            b: GraphBuilder::new(name),
+            weights: HostWeights::new(),
+            inputs: vec![],
+            rng: StdRng::seed_from_u64(seed),
+        }
     }
 
     fn normal(&mut self, n: usize, scale: f32) -> Vec<f32> {
@@ -209,7 +215,15 @@ pub fn softmax() -> Case {
     m.finish(&[("out", out)])
 }
 
-fn attention_case(name: &'static str, hq: usize, hkv: usize, q_len: usize, kv_len: usize, masked: bool, causal: bool) -> Case {
+fn attention_case(
+    name: &'static str,
+    hq: usize,
+    hkv: usize,
+    q_len: usize,
+    kv_len: usize,
+    masked: bool,
+    causal: bool,
+) -> Case {
     let mut m = Maker::new(name);
     let (batch, d) = (3, 16);
     let q = m.input("q", &[sym("batch"), fixed(hq), sym("q_len"), fixed(d)], &[batch, hq, q_len, d]);
@@ -257,13 +271,17 @@ pub fn reshape_permute() -> Case {
     let x = m.input("x", &[sym("batch"), sym("seq"), fixed(12)], &[2, 5, 12]);
     let heads = m.op(
         "split_heads",
-        Op::Reshape { x, dims: vec![ReshapeDim::Keep(0), ReshapeDim::Keep(1), ReshapeDim::Fixed(3), ReshapeDim::Infer] },
+        Op::Reshape {
+            x,
+            dims: vec![ReshapeDim::Keep(0), ReshapeDim::Keep(1), ReshapeDim::Fixed(3), ReshapeDim::Infer],
+        },
     );
     let perm = m.op("perm", Op::Permute { x: heads, perm: vec![0, 2, 1, 3] });
     // A consumer of the permuted (non-contiguous) value, then the merge back.
     let scaled = m.op("scaled", Op::Affine { x: perm, mul: 2.0, add: 0.0 });
     let back = m.op("unperm", Op::Permute { x: scaled, perm: vec![0, 2, 1, 3] });
-    let merged = m.op("merge", Op::Reshape { x: back, dims: vec![ReshapeDim::Keep(0), ReshapeDim::Keep(1), ReshapeDim::Infer] });
+    let merged =
+        m.op("merge", Op::Reshape { x: back, dims: vec![ReshapeDim::Keep(0), ReshapeDim::Keep(1), ReshapeDim::Infer] });
     m.finish(&[("heads", perm), ("merged", merged)])
 }
 
@@ -328,10 +346,13 @@ pub fn encoder_block() -> Case {
     let bta = Some(m.weight("emb_ln_b", &[hidden], 0.1));
     let x = m.op("emb_ln", Op::LayerNorm { x: e, gamma: g, beta: bta, eps: 1e-12 });
     let split = |m: &mut Maker, name: &str, v: ValueId| {
-        let r = m.op(&format!("{name}_r"), Op::Reshape {
-            x: v,
-            dims: vec![ReshapeDim::Keep(0), ReshapeDim::Keep(1), ReshapeDim::Fixed(heads), ReshapeDim::Infer],
-        });
+        let r = m.op(
+            &format!("{name}_r"),
+            Op::Reshape {
+                x: v,
+                dims: vec![ReshapeDim::Keep(0), ReshapeDim::Keep(1), ReshapeDim::Fixed(heads), ReshapeDim::Infer],
+            },
+        );
         m.op(&format!("{name}_t"), Op::Permute { x: r, perm: vec![0, 2, 1, 3] })
     };
     let proj = |m: &mut Maker, name: &str, input: ValueId, out: usize, inp: usize| {
@@ -346,7 +367,10 @@ pub fn encoder_block() -> Case {
     let scale = 1.0 / ((hidden / heads) as f64).sqrt();
     let a = m.op("attn", Op::Attention { q, k, v, mask: Some(mask), causal: false, scale });
     let a = m.op("attn_t", Op::Permute { x: a, perm: vec![0, 2, 1, 3] });
-    let a = m.op("attn_merge", Op::Reshape { x: a, dims: vec![ReshapeDim::Keep(0), ReshapeDim::Keep(1), ReshapeDim::Infer] });
+    let a = m.op(
+        "attn_merge",
+        Op::Reshape { x: a, dims: vec![ReshapeDim::Keep(0), ReshapeDim::Keep(1), ReshapeDim::Infer] },
+    );
     let o = proj(&mut m, "o", a, hidden, hidden);
     let r = m.op("res1", Op::Binary { op: BinaryOp::Add, a: o, b: x });
     let g1 = m.gain("ln1_g", hidden);
@@ -381,10 +405,13 @@ pub fn decoder_block() -> Case {
     let k = proj(&mut m, "wk", h, hkv * head, hidden);
     let v = proj(&mut m, "wv", h, hkv * head, hidden);
     let split = |m: &mut Maker, name: &str, v: ValueId, heads: usize| {
-        let r = m.op(&format!("{name}_r"), Op::Reshape {
-            x: v,
-            dims: vec![ReshapeDim::Keep(0), ReshapeDim::Keep(1), ReshapeDim::Fixed(heads), ReshapeDim::Fixed(head)],
-        });
+        let r = m.op(
+            &format!("{name}_r"),
+            Op::Reshape {
+                x: v,
+                dims: vec![ReshapeDim::Keep(0), ReshapeDim::Keep(1), ReshapeDim::Fixed(heads), ReshapeDim::Fixed(head)],
+            },
+        );
         m.op(&format!("{name}_t"), Op::Permute { x: r, perm: vec![0, 2, 1, 3] })
     };
     let (q, k, v) = (split(&mut m, "q", q, hq), split(&mut m, "k", k, hkv), split(&mut m, "v", v, hkv));
@@ -393,7 +420,10 @@ pub fn decoder_block() -> Case {
     let k = m.op("k_rope", Op::Rope { x: k, positions, base: 10000.0, style: RopeStyle::HalfSplit });
     let a = m.op("attn", Op::Attention { q, k, v, mask: None, causal: true, scale: 1.0 / (head as f64).sqrt() });
     let a = m.op("attn_t", Op::Permute { x: a, perm: vec![0, 2, 1, 3] });
-    let a = m.op("attn_merge", Op::Reshape { x: a, dims: vec![ReshapeDim::Keep(0), ReshapeDim::Keep(1), ReshapeDim::Infer] });
+    let a = m.op(
+        "attn_merge",
+        Op::Reshape { x: a, dims: vec![ReshapeDim::Keep(0), ReshapeDim::Keep(1), ReshapeDim::Infer] },
+    );
     let o = proj(&mut m, "wo", a, hidden, hidden);
     let r = m.op("res1", Op::Binary { op: BinaryOp::Add, a: o, b: x });
     let g2 = m.gain("ffn_norm", hidden);
@@ -410,10 +440,30 @@ pub fn decoder_block() -> Case {
 /// Every case, for tools that iterate (e.g. a device check that reports each by name).
 pub fn all() -> Vec<Case> {
     vec![
-        embedding(), matmul_batched_broadcast(), matmul_transposed(), linear(), linear_no_bias(),
-        binary_broadcast(), unary(), affine(), layer_norm(), layer_norm_no_beta(), rms_norm(), softmax(),
-        attention_padding_mask(), attention_causal(), attention_gqa_cached_causal(), rope_half_split(),
-        rope_interleaved_per_row(), reshape_permute(), slice_concat(), mean_pool(), l2_normalize(), cast(),
-        positions(), encoder_block(), decoder_block(),
+        embedding(),
+        matmul_batched_broadcast(),
+        matmul_transposed(),
+        linear(),
+        linear_no_bias(),
+        binary_broadcast(),
+        unary(),
+        affine(),
+        layer_norm(),
+        layer_norm_no_beta(),
+        rms_norm(),
+        softmax(),
+        attention_padding_mask(),
+        attention_causal(),
+        attention_gqa_cached_causal(),
+        rope_half_split(),
+        rope_interleaved_per_row(),
+        reshape_permute(),
+        slice_concat(),
+        mean_pool(),
+        l2_normalize(),
+        cast(),
+        positions(),
+        encoder_block(),
+        decoder_block(),
     ]
 }

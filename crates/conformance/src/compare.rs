@@ -42,15 +42,12 @@ pub fn run_case(backend: &dyn Backend, case: &Case, options: &PrepareOptions) ->
         let mut worst: Option<(usize, f64)> = None;
         for (i, (a, b)) in gv.iter().zip(&wv).enumerate() {
             let excess = (a - b).abs() - (tol.abs + tol.rel * b.abs());
-            if !(excess <= 0.0) && worst.is_none_or(|(_, e)| excess > e || e.is_nan()) {
+            if (excess > 0.0 || excess.is_nan()) && worst.is_none_or(|(_, e)| excess > e || e.is_nan()) {
                 worst = Some((i, excess));
             }
         }
         if let Some((i, _)) = worst {
-            return Err(format!(
-                "output `{name}` element {i}: got {}, want {} (tolerance {:?})",
-                gv[i], wv[i], tol
-            ));
+            return Err(format!("output `{name}` element {i}: got {}, want {} (tolerance {:?})", gv[i], wv[i], tol));
         }
     }
     Ok(())

@@ -27,8 +27,12 @@ pub trait Backend: Send + Sync {
     fn device_info(&self) -> Result<DeviceInfo>;
 
     /// Prepares `graph` with `weights` for this device. Weights are read (and uploaded) here, once.
-    fn prepare(&self, graph: &Graph, weights: &dyn WeightSource, options: &PrepareOptions)
-        -> Result<Box<dyn Executable>>;
+    fn prepare(
+        &self,
+        graph: &Graph,
+        weights: &dyn WeightSource,
+        options: &PrepareOptions,
+    ) -> Result<Box<dyn Executable>>;
 }
 
 /// A graph prepared for one device.

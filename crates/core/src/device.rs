@@ -12,7 +12,10 @@ pub enum DeviceSpec {
     /// An NVIDIA GPU by ordinal.
     Cuda(usize),
     /// A contiguous range of NeuronCores: `neuron:N` is one core, `neuron:A-B` cores A to B inclusive.
-    Neuron { first: u32, count: u32 },
+    Neuron {
+        first: u32,
+        count: u32,
+    },
 }
 
 impl DeviceSpec {

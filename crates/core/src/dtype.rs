@@ -79,7 +79,7 @@ impl DType {
         match self {
             DType::Quant(q) => {
                 let (per_block, bytes) = q.block_layout();
-                (elements % per_block == 0).then_some(elements / per_block * bytes)
+                elements.is_multiple_of(per_block).then_some(elements / per_block * bytes)
             }
             other => other.size_in_bytes().map(|s| s * elements),
         }

@@ -158,9 +158,9 @@ impl Graph {
                         return Err(bad(format!("expected shape {}, got {:?}", node.shape, tensor.shape())))
                     }
                     Dim::Fixed(_) => {}
-                    Dim::Sym(s) => bindings.bind(s, size).map_err(|old| {
-                        bad(format!("`{s}` is {size} here but {old} in an earlier input"))
-                    })?,
+                    Dim::Sym(s) => bindings
+                        .bind(s, size)
+                        .map_err(|old| bad(format!("`{s}` is {size} here but {old} in an earlier input")))?,
                 }
             }
         }
@@ -210,8 +210,7 @@ impl GraphBuilder {
     }
 
     pub fn build(self) -> Result<Graph> {
-        let graph =
-            Graph { format: GRAPH_FORMAT_VERSION, name: self.name, nodes: self.nodes, outputs: self.outputs };
+        let graph = Graph { format: GRAPH_FORMAT_VERSION, name: self.name, nodes: self.nodes, outputs: self.outputs };
         graph.validate()?;
         Ok(graph)
     }

@@ -96,11 +96,8 @@ pub(crate) fn infer(name: &str, op: &Op, earlier: &[Node]) -> Result<(DType, Sha
                 (&sb.0[sb.rank() - 2], &sb.0[sb.rank() - 1])
             };
             same_dim(k, kb, "contraction sizes differ")?;
-            let batch = broadcast(
-                &Shape(sa.0[..sa.rank() - 2].to_vec()),
-                &Shape(sb.0[..sb.rank() - 2].to_vec()),
-            )
-            .map_err(|m| fail(format!("batch axes: {m}")))?;
+            let batch = broadcast(&Shape(sa.0[..sa.rank() - 2].to_vec()), &Shape(sb.0[..sb.rank() - 2].to_vec()))
+                .map_err(|m| fail(format!("batch axes: {m}")))?;
             let mut shape = batch.0;
             shape.push(m.clone());
             shape.push(n.clone());
@@ -134,9 +131,7 @@ pub(crate) fn infer(name: &str, op: &Op, earlier: &[Node]) -> Result<(DType, Sha
             let shape = broadcast(&na.shape, &nb.shape).map_err(fail)?;
             (na.dtype, shape)
         }
-        Op::Unary { x, .. } | Op::Affine { x, .. } | Op::Softmax { x } => {
-            (float_of(*x, "x")?, get(*x).shape.clone())
-        }
+        Op::Unary { x, .. } | Op::Affine { x, .. } | Op::Softmax { x } => (float_of(*x, "x")?, get(*x).shape.clone()),
         Op::LayerNorm { x, gamma, beta, eps } => {
             let d = float_of(*x, "x")?;
             let xs = &get(*x).shape;
@@ -215,9 +210,12 @@ pub(crate) fn infer(name: &str, op: &Op, earlier: &[Node]) -> Result<(DType, Sha
             let mut out = Vec::with_capacity(dims.len());
             for (axis, d) in dims.iter().enumerate() {
                 out.push(match d {
-                    ReshapeDim::Keep(i) => n.shape.0.get(*i).cloned().ok_or_else(|| {
-                        fail(format!("keeps input axis {i} but input has shape {}", n.shape))
-                    })?,
+                    ReshapeDim::Keep(i) => n
+                        .shape
+                        .0
+                        .get(*i)
+                        .cloned()
+                        .ok_or_else(|| fail(format!("keeps input axis {i} but input has shape {}", n.shape)))?,
                     ReshapeDim::Fixed(s) => Dim::Fixed(*s),
                     ReshapeDim::Infer => derived(axis),
                 });
@@ -243,7 +241,9 @@ pub(crate) fn infer(name: &str, op: &Op, earlier: &[Node]) -> Result<(DType, Sha
         Op::Permute { x, perm } => {
             let n = get(*x);
             let mut seen = vec![false; n.shape.rank()];
-            if perm.len() != n.shape.rank() || !perm.iter().all(|&p| p < seen.len() && !std::mem::replace(&mut seen[p], true)) {
+            if perm.len() != n.shape.rank()
+                || !perm.iter().all(|&p| p < seen.len() && !std::mem::replace(&mut seen[p], true))
+            {
                 return Err(fail(format!("{perm:?} is not a permutation of the axes of {}", n.shape)));
             }
             (n.dtype, Shape(perm.iter().map(|&p| n.shape.0[p].clone()).collect()))
@@ -273,8 +273,10 @@ pub(crate) fn infer(name: &str, op: &Op, earlier: &[Node]) -> Result<(DType, Sha
             for id in xs {
                 let n = get(*id);
                 if n.dtype != first.dtype || n.shape.rank() != first.shape.rank() {
-                    return Err(fail(format!("operand `{}` ({} {}) differs from `{}` ({} {})",
-                        n.name, n.dtype, n.shape, first.name, first.dtype, first.shape)));
+                    return Err(fail(format!(
+                        "operand `{}` ({} {}) differs from `{}` ({} {})",
+                        n.name, n.dtype, n.shape, first.name, first.dtype, first.shape
+                    )));
                 }
                 for (i, (a, b)) in n.shape.0.iter().zip(&first.shape.0).enumerate() {
                     if i != *axis {
@@ -297,7 +299,9 @@ pub(crate) fn infer(name: &str, op: &Op, earlier: &[Node]) -> Result<(DType, Sha
         }
         Op::Cast { x, dtype } => {
             if matches!(dtype, DType::Quant(_)) || matches!(get(*x).dtype, DType::Quant(_)) {
-                return Err(fail("cast to or from block-quantised types is not an op; weights are dequantised by backends".into()));
+                return Err(fail(
+                    "cast to or from block-quantised types is not an op; weights are dequantised by backends".into(),
+                ));
             }
             (*dtype, get(*x).shape.clone())
         }
@@ -322,7 +326,11 @@ pub(crate) fn broadcast(a: &Shape, b: &Shape) -> Result<Shape, String> {
     let rank = a.rank().max(b.rank());
     let at = |s: &Shape, i: usize| -> Dim {
         let offset = rank - s.rank();
-        if i < offset { Dim::Fixed(1) } else { s.0[i - offset].clone() }
+        if i < offset {
+            Dim::Fixed(1)
+        } else {
+            s.0[i - offset].clone()
+        }
     };
     let mut out = Vec::with_capacity(rank);
     for i in 0..rank {

@@ -64,27 +64,66 @@ pub enum ReshapeDim {
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Op {
     /// A named graph input, supplied at every run.
-    Input { dtype: DType, shape: Shape },
+    Input {
+        dtype: DType,
+        shape: Shape,
+    },
     /// A weight, looked up by the node's name in the weight source when the graph is prepared.
-    Weight { dtype: DType, shape: Shape },
+    Weight {
+        dtype: DType,
+        shape: Shape,
+    },
     /// Rows of `table` ([vocab, hidden]) selected by integer `ids` (any shape): ids.shape + [hidden].
-    Embedding { table: ValueId, ids: ValueId },
+    Embedding {
+        table: ValueId,
+        ids: ValueId,
+    },
     /// Batched matrix product of the last two axes; leading axes broadcast.
     /// With `transpose_b`, `b` is given as [..., n, k].
-    MatMul { a: ValueId, b: ValueId, transpose_b: bool },
+    MatMul {
+        a: ValueId,
+        b: ValueId,
+        transpose_b: bool,
+    },
     /// x · weightᵀ + bias, with `weight` as [out, in] (the PyTorch layout); x is [..., in].
-    Linear { x: ValueId, weight: ValueId, bias: Option<ValueId> },
+    Linear {
+        x: ValueId,
+        weight: ValueId,
+        bias: Option<ValueId>,
+    },
     /// Element-wise with NumPy broadcasting.
-    Binary { op: BinaryOp, a: ValueId, b: ValueId },
-    Unary { op: UnaryOp, x: ValueId },
+    Binary {
+        op: BinaryOp,
+        a: ValueId,
+        b: ValueId,
+    },
+    Unary {
+        op: UnaryOp,
+        x: ValueId,
+    },
     /// x · mul + add.
-    Affine { x: ValueId, mul: f64, add: f64 },
+    Affine {
+        x: ValueId,
+        mul: f64,
+        add: f64,
+    },
     /// Normalises the last axis: (x − mean) / sqrt(var + eps) · gamma + beta.
-    LayerNorm { x: ValueId, gamma: ValueId, beta: Option<ValueId>, eps: f64 },
+    LayerNorm {
+        x: ValueId,
+        gamma: ValueId,
+        beta: Option<ValueId>,
+        eps: f64,
+    },
     /// x / sqrt(mean(x²) + eps) · gamma over the last axis.
-    RmsNorm { x: ValueId, gamma: ValueId, eps: f64 },
+    RmsNorm {
+        x: ValueId,
+        gamma: ValueId,
+        eps: f64,
+    },
     /// Softmax over the last axis.
-    Softmax { x: ValueId },
+    Softmax {
+        x: ValueId,
+    },
     /// Scaled dot-product attention.
     ///
     /// q: [batch, q_heads, q_len, d]; k: [batch, kv_heads, kv_len, d]; v: [batch, kv_heads, kv_len, dv];
@@ -92,24 +131,62 @@ pub enum Op {
     /// `mask` ([batch, kv_len], non-zero = attend) hides padding keys. With `causal`, query i sits at
     /// position kv_len − q_len + i and sees keys at positions ≤ its own (so a query block appended to a
     /// cache works). A query that sees no key at all gets an unspecified (finite) row.
-    Attention { q: ValueId, k: ValueId, v: ValueId, mask: Option<ValueId>, causal: bool, scale: f64 },
+    Attention {
+        q: ValueId,
+        k: ValueId,
+        v: ValueId,
+        mask: Option<ValueId>,
+        causal: bool,
+        scale: f64,
+    },
     /// Rotary position embedding of x: [batch, heads, seq, d] at integer `positions`
     /// ([seq], or [batch, seq] for rows at different offsets); frequencies base^(−2i/d).
-    Rope { x: ValueId, positions: ValueId, base: f64, style: RopeStyle },
-    Reshape { x: ValueId, dims: Vec<ReshapeDim> },
+    Rope {
+        x: ValueId,
+        positions: ValueId,
+        base: f64,
+        style: RopeStyle,
+    },
+    Reshape {
+        x: ValueId,
+        dims: Vec<ReshapeDim>,
+    },
     /// Output axis i is input axis perm[i].
-    Permute { x: ValueId, perm: Vec<usize> },
+    Permute {
+        x: ValueId,
+        perm: Vec<usize>,
+    },
     /// x[start..end] along `axis` (`end: None` means to the end).
-    Slice { x: ValueId, axis: usize, start: usize, end: Option<usize> },
-    Concat { xs: Vec<ValueId>, axis: usize },
+    Slice {
+        x: ValueId,
+        axis: usize,
+        start: usize,
+        end: Option<usize>,
+    },
+    Concat {
+        xs: Vec<ValueId>,
+        axis: usize,
+    },
     /// Mean over the sequence axis of x: [batch, seq, hidden] counting only positions where
     /// mask ([batch, seq]) is non-zero: Σ x·m / max(Σ m, 1e-9).
-    MeanPool { x: ValueId, mask: ValueId },
+    MeanPool {
+        x: ValueId,
+        mask: ValueId,
+    },
     /// x / max(‖x‖₂, eps) over the last axis.
-    L2Normalize { x: ValueId, eps: f64 },
-    Cast { x: ValueId, dtype: DType },
+    L2Normalize {
+        x: ValueId,
+        eps: f64,
+    },
+    Cast {
+        x: ValueId,
+        dtype: DType,
+    },
     /// The u32 vector 0..n, n = the size of `like`'s axis `axis` (position ids).
-    Positions { like: ValueId, axis: usize },
+    Positions {
+        like: ValueId,
+        axis: usize,
+    },
 }
 
 impl Op {
@@ -130,7 +207,9 @@ impl Op {
             | Op::Cast { x, .. } => vec![*x],
             Op::LayerNorm { x, gamma, beta, .. } => [Some(*x), Some(*gamma), *beta].into_iter().flatten().collect(),
             Op::RmsNorm { x, gamma, .. } => vec![*x, *gamma],
-            Op::Attention { q, k, v, mask, .. } => [Some(*q), Some(*k), Some(*v), *mask].into_iter().flatten().collect(),
+            Op::Attention { q, k, v, mask, .. } => {
+                [Some(*q), Some(*k), Some(*v), *mask].into_iter().flatten().collect()
+            }
             Op::Rope { x, positions, .. } => vec![*x, *positions],
             Op::Concat { xs, .. } => xs.clone(),
             Op::MeanPool { x, mask } => vec![*x, *mask],

@@ -3,8 +3,8 @@
 
 use crate::infer::broadcast;
 use crate::{
-    load_weight, BinaryOp, DType, Error, Graph, HostTensor, Op, Outputs, ReshapeDim, Result, RopeStyle, Shape,
-    UnaryOp, WeightSource,
+    load_weight, BinaryOp, DType, Error, Graph, HostTensor, Op, Outputs, ReshapeDim, Result, RopeStyle, Shape, UnaryOp,
+    WeightSource,
 };
 use ndarray::{concatenate, s, Array2, ArrayD, Axis, IxDyn};
 
@@ -148,9 +148,21 @@ pub fn evaluate(graph: &Graph, weights: &dyn WeightSource, inputs: &[(&str, &Hos
             Op::Reshape { x, dims } => {
                 let src = vals[x.index()].shape().to_vec();
                 let target = reshape_target(&src, dims).map_err(fail)?;
-                map_val(&vals[x.index()], |a| a.as_standard_layout().into_owned().into_shape_with_order(target.clone()).expect("sizes checked"), |a| {
-                    a.as_standard_layout().into_owned().into_shape_with_order(target.clone()).expect("sizes checked")
-                })
+                map_val(
+                    &vals[x.index()],
+                    |a| {
+                        a.as_standard_layout()
+                            .into_owned()
+                            .into_shape_with_order(target.clone())
+                            .expect("sizes checked")
+                    },
+                    |a| {
+                        a.as_standard_layout()
+                            .into_owned()
+                            .into_shape_with_order(target.clone())
+                            .expect("sizes checked")
+                    },
+                )
             }
             Op::Permute { x, perm } => map_val(
                 &vals[x.index()],
@@ -250,11 +262,7 @@ fn as_f64(v: &Val) -> ArrayD<f64> {
     }
 }
 
-fn map_val(
-    v: &Val,
-    on_f: impl Fn(&ArrayD<f64>) -> ArrayD<f64>,
-    on_i: impl Fn(&ArrayD<i64>) -> ArrayD<i64>,
-) -> Val {
+fn map_val(v: &Val, on_f: impl Fn(&ArrayD<f64>) -> ArrayD<f64>, on_i: impl Fn(&ArrayD<i64>) -> ArrayD<i64>) -> Val {
     match v {
         Val::F(a) => Val::F(on_f(a)),
         Val::I(a) => Val::I(on_i(a)),
@@ -326,7 +334,8 @@ fn matmul(a: &ArrayD<f64>, b: &ArrayD<f64>) -> Result<ArrayD<f64>, String> {
     let full = |x: &ArrayD<f64>, r: usize, c: usize| -> Result<ndarray::Array3<f64>, String> {
         let mut shape = batch.clone();
         shape.extend([r, c]);
-        let view = x.broadcast(IxDyn(&shape)).ok_or_else(|| format!("cannot broadcast {:?} to {shape:?}", x.shape()))?;
+        let view =
+            x.broadcast(IxDyn(&shape)).ok_or_else(|| format!("cannot broadcast {:?} to {shape:?}", x.shape()))?;
         Ok(ndarray::Array3::from_shape_vec((nb, r, c), view.iter().copied().collect()).expect("sizes match"))
     };
     let (a3, b3) = (full(a, m, k)?, full(b, k, n)?);
@@ -393,7 +402,11 @@ fn attention(
 fn rope(x: &ArrayD<f64>, pos: &ArrayD<i64>, base: f64, style: RopeStyle) -> Result<ArrayD<f64>, String> {
     let (b, h, s, d) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
     let position = |bi: usize, si: usize| -> i64 {
-        if pos.ndim() == 1 { pos[[si]] } else { pos[[bi, si]] }
+        if pos.ndim() == 1 {
+            pos[[si]]
+        } else {
+            pos[[bi, si]]
+        }
     };
     if pos.shape().last() != Some(&s) || (pos.ndim() == 2 && pos.shape()[0] != b) {
         return Err(format!("positions {:?} do not match x {:?}", pos.shape(), x.shape()));
@@ -434,7 +447,7 @@ pub fn reshape_target(src: &[usize], dims: &[ReshapeDim]) -> Result<Vec<usize>, 
     }
     let known: usize = dims.iter().zip(&out).filter(|(d, _)| !matches!(d, ReshapeDim::Infer)).map(|(_, n)| n).product();
     if let Some(axis) = dims.iter().position(|d| matches!(d, ReshapeDim::Infer)) {
-        if known == 0 || total % known != 0 {
+        if known == 0 || !total.is_multiple_of(known) {
             return Err(format!("cannot reshape {src:?} to {dims:?}"));
         }
         out[axis] = total / known;

@@ -138,10 +138,7 @@ impl HostTensor {
             DType::U32 => TensorData::U32(values.iter().map(|&x| x as u32).collect()),
             DType::U8 => TensorData::U8(values.iter().map(|&x| x as u8).collect()),
             DType::Quant(_) => {
-                return Err(Error::UnsupportedDType {
-                    dtype,
-                    context: "host tensors hold plain element types".into(),
-                })
+                return Err(Error::UnsupportedDType { dtype, context: "host tensors hold plain element types".into() })
             }
         };
         HostTensor::new(shape, data)

@@ -68,10 +68,8 @@ impl HostWeights {
 
 impl WeightSource for HostWeights {
     fn get(&self, name: &str) -> Result<WeightView<'_>> {
-        let t = self
-            .0
-            .get(name)
-            .ok_or_else(|| Error::Weight { name: name.to_string(), message: "not found".into() })?;
+        let t =
+            self.0.get(name).ok_or_else(|| Error::Weight { name: name.to_string(), message: "not found".into() })?;
         Ok(WeightView { dtype: t.dtype(), shape: t.shape().to_vec(), bytes: Cow::Owned(t.to_le_bytes()) })
     }
 }
