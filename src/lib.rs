@@ -7,6 +7,7 @@
 //! # Ok::<(), accelrt::Error>(())
 //! ```
 
+pub use accelrt_bench as bench;
 pub use accelrt_candle as candle;
 pub use accelrt_core as core;
 pub use accelrt_models as models;

@@ -1,11 +1,17 @@
 //! The `accelrt` command line.
 
+use accelrt::bench::catalog::{resolve_price, Catalog, PriceOverrides};
+use accelrt::bench::{self, BenchConfig, Pricing, RunRules, ScenarioKind};
 use accelrt::models::{self, ModelStore};
 use accelrt::{DType, PrepareOptions};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use std::io::{BufWriter, Read, Write};
 use std::path::PathBuf;
+use std::time::Duration;
+
+/// The default input set: 64 English sentences (benches/data/sentences.txt).
+const DEFAULT_TEXTS: &str = include_str!("../benches/data/sentences.txt");
 
 #[derive(Parser)]
 #[command(
@@ -57,6 +63,100 @@ enum Command {
         #[arg(long)]
         dtype: Option<DType>,
     },
+    /// Measure throughput, latency and cost per 1M inferences (MLPerf-style scenarios) and write
+    /// one JSON result per scenario
+    Bench(BenchArgs),
+    /// Merge result files from several instances/backends into DIR/report.md with SVG charts
+    Report {
+        /// Result files written by `accelrt bench`
+        #[arg(required = true)]
+        results: Vec<PathBuf>,
+        /// Output directory
+        #[arg(long, default_value = "report")]
+        out: PathBuf,
+        /// Name the cheapest measured setup whose p99 latency is at most this
+        #[arg(long)]
+        p99_ms: Option<f64>,
+    },
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Model name or path to a sentence-transformers directory
+    #[arg(long, default_value = "all-minilm-l6-v2")]
+    model: String,
+    /// Device to run on: cpu, cuda:N, neuron:N
+    #[arg(long, default_value = "cpu")]
+    backend: String,
+    /// Scenarios, comma-separated: offline, single-stream, server
+    #[arg(long, value_delimiter = ',', default_values_t = [ScenarioKind::Offline, ScenarioKind::SingleStream])]
+    scenario: Vec<ScenarioKind>,
+    /// Samples per query offline; the largest dynamic batch in the server scenario
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Unmeasured warm-up before each scenario, in seconds
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// A run is valid only if it lasts at least this many seconds…
+    #[arg(long, default_value_t = 10.0)]
+    min_duration: f64,
+    /// …and completes at least this many queries
+    #[arg(long, default_value_t = 64)]
+    min_queries: usize,
+    /// Use MLPerf Inference's minimums instead (600 s; 24,576 / 1,024 / 270,336 queries)
+    #[arg(long, conflicts_with_all = ["warmup", "min_duration", "min_queries"])]
+    mlperf: bool,
+    /// Server scenario: Poisson arrival rate, queries per second
+    #[arg(long)]
+    qps: Option<f64>,
+    /// Server scenario: the run is valid only if p99 latency ≤ this (ms); cost then uses the highest valid load
+    #[arg(long)]
+    p99_ms: Option<f64>,
+    /// Server scenario: search for the highest arrival rate that stays valid
+    #[arg(long)]
+    find_max_qps: bool,
+    /// Server runs in the --find-max-qps search
+    #[arg(long, default_value_t = 6)]
+    search_steps: usize,
+    /// Input set, one text per line [default: the built-in 64 sentences]
+    #[arg(long)]
+    texts: Option<PathBuf>,
+    /// This machine's EC2 instance type [default: $ACCELRT_INSTANCE_TYPE]
+    #[arg(long)]
+    instance_type: Option<String>,
+    /// Ask the EC2 instance metadata service (IMDSv2) for the instance type (opt-in)
+    #[arg(long)]
+    imds: bool,
+    /// Metadata service address (for testing)
+    #[arg(long, hide = true, default_value = accelrt::bench::imds::IMDS_BASE)]
+    imds_endpoint: String,
+    /// Price per hour in US$, overriding every catalog price
+    #[arg(long)]
+    price_per_hour: Option<f64>,
+    /// JSON file of prices that override the catalog's (see docs/bench.md)
+    #[arg(long)]
+    prices: Option<PathBuf>,
+    /// Price basis to read from the catalog: on-demand, reserved-1yr, …
+    #[arg(long, default_value = "on-demand")]
+    price_basis: String,
+    /// Also run peers through the same scenarios: pytorch, onnxruntime (see benches/peers/)
+    #[arg(long, value_delimiter = ',')]
+    peers: Vec<String>,
+    /// Folder holding the peer runner scripts
+    #[arg(long, default_value = "benches/peers")]
+    peers_dir: PathBuf,
+    /// Compute dtype: f32 (default), bf16 or f16
+    #[arg(long)]
+    dtype: Option<DType>,
+    /// Seed of the server scenario's arrival times
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Directory for the JSON results
+    #[arg(long, default_value = "results")]
+    out: PathBuf,
+    /// No progress bar
+    #[arg(long)]
+    no_progress: bool,
 }
 
 fn main() {
@@ -84,6 +184,13 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Embed { model, backend, batch_size, dtype } => embed(&store, &model, &backend, batch_size, dtype),
+        Command::Bench(args) => run_bench(&store, args),
+        Command::Report { results, out, p99_ms } => {
+            let loaded = results.iter().map(|p| bench::BenchResult::load(p)).collect::<Result<Vec<_>, _>>()?;
+            let path = bench::report::write_report(&loaded, &out, p99_ms)?;
+            println!("{}", path.display());
+            Ok(())
+        }
     }
 }
 
@@ -110,6 +217,72 @@ fn devices(json: bool) -> Result<()> {
                 println!("{:<10} unavailable {}", d.device, reason.as_deref().unwrap_or("unknown reason"))
             }
         }
+    }
+    Ok(())
+}
+
+fn run_bench(store: &ModelStore, a: BenchArgs) -> Result<()> {
+    let (instance_type, instance_type_source) = match (&a.instance_type, std::env::var("ACCELRT_INSTANCE_TYPE")) {
+        (Some(t), _) => (Some(t.clone()), "--instance-type"),
+        (None, Ok(t)) if !t.is_empty() => (Some(t), "ACCELRT_INSTANCE_TYPE"),
+        _ if a.imds => {
+            let t = bench::imds::instance_type(&a.imds_endpoint, Duration::from_secs(2))
+                .context("--imds: could not read the instance type (is this an EC2 instance with IMDSv2?)")?;
+            (Some(t), "imds")
+        }
+        _ => (None, "unknown"),
+    };
+    if let Some(p) = a.price_per_hour {
+        if !(p.is_finite() && p > 0.0) {
+            bail!("--price-per-hour must be a positive number");
+        }
+    }
+    let overrides = a.prices.as_deref().map(PriceOverrides::load).transpose()?;
+    let catalog = Catalog::builtin();
+    let price = resolve_price(&catalog, overrides.as_ref(), a.price_per_hour, instance_type.as_deref(), &a.price_basis);
+    let texts = match &a.texts {
+        Some(path) => bench::run::read_texts(path)?,
+        None => DEFAULT_TEXTS.lines().map(str::to_string).collect(),
+    };
+    let peers = a
+        .peers
+        .iter()
+        .map(|name| {
+            let script = a.peers_dir.join(format!("{name}_runner.py"));
+            if script.is_file() {
+                Ok((name.clone(), script))
+            } else {
+                bail!("unknown peer `{name}`: no runner {} (peers: pytorch, onnxruntime)", script.display())
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let rules = (!a.mlperf).then(|| RunRules {
+        warmup: Duration::from_secs_f64(a.warmup.max(0.0)),
+        min_duration: Duration::from_secs_f64(a.min_duration.max(0.0)),
+        min_queries: a.min_queries,
+    });
+    let config = BenchConfig {
+        model: a.model,
+        scenarios: a.scenario,
+        batch_size: a.batch_size,
+        rules,
+        qps: a.qps,
+        p99_ms: a.p99_ms,
+        find_max_qps: a.find_max_qps,
+        search_steps: a.search_steps,
+        texts,
+        peers,
+        pricing: Pricing { instance_type, instance_type_source: instance_type_source.into(), price },
+        options: PrepareOptions { compute_dtype: a.dtype },
+        progress: !a.no_progress,
+        seed: a.seed,
+    };
+    let backend = accelrt::open_backend(&a.backend)?;
+    let results = bench::run(&config, backend.as_ref(), store)?;
+    print!("{}", bench::summary(&results, &catalog));
+    println!();
+    for r in &results {
+        println!("wrote {}", r.save(&a.out)?.display());
     }
     Ok(())
 }

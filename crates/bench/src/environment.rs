@@ -1,0 +1,67 @@
+//! What a result was measured on: captured into every result file.
+
+use accelrt_core::DeviceInfo;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Environment {
+    pub backend: String,
+    pub device: String,
+    pub device_name: String,
+    pub device_memory_total_bytes: Option<u64>,
+    pub cpu_model: String,
+    pub cpu_threads: usize,
+    pub host_memory_bytes: Option<u64>,
+    pub os: String,
+    pub accelrt_version: String,
+    pub git_commit: String,
+    pub rustc: String,
+    /// Further device/runtime facts (driver, runtime, library versions …).
+    pub details: Vec<(String, String)>,
+    /// When the run finished, RFC 3339 UTC.
+    pub date: String,
+}
+
+impl Environment {
+    pub fn capture(backend: &str, device: &DeviceInfo) -> Environment {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string())
+            })
+            .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let host_memory_bytes = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+            .map(|k| k * 1024);
+        Environment {
+            backend: backend.into(),
+            device: device.spec.clone(),
+            device_name: device.name.clone(),
+            device_memory_total_bytes: device.memory_total_bytes,
+            cpu_model,
+            cpu_threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            host_memory_bytes,
+            os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+            accelrt_version: env!("CARGO_PKG_VERSION").into(),
+            git_commit: env!("ACCELRT_GIT_COMMIT").into(),
+            rustc: env!("ACCELRT_RUSTC_VERSION").into(),
+            details: device.details.clone(),
+            date: now_rfc3339(),
+        }
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// Peak resident memory of this process so far (Linux `VmHWM`), in bytes.
+pub fn peak_host_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib =
+        status.lines().find_map(|l| l.strip_prefix("VmHWM:")?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())?;
+    Some(kib * 1024)
+}

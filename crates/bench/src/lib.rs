@@ -1,0 +1,23 @@
+//! accelrt-bench: the benchmark harness. MLPerf LoadGen-style scenarios over a workload, the
+//! environment of every run, the instance catalog and cost per 1M inferences, versioned result
+//! files, merged reports with charts, and peers driven through an external-runner protocol.
+
+pub mod catalog;
+mod chart;
+pub mod clock;
+pub mod environment;
+mod error;
+pub mod imds;
+pub mod peers;
+pub mod progress;
+pub mod report;
+pub mod result;
+pub mod run;
+pub mod scenario;
+pub mod stats;
+pub mod workload;
+
+pub use error::{BenchError, Result};
+pub use result::{BenchResult, Pricing};
+pub use run::{run, summary, BenchConfig};
+pub use scenario::{Measurement, RunRules, ScenarioKind};

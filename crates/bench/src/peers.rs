@@ -1,0 +1,138 @@
+//! Peers driven by the same harness: an external runner process (benches/peers/*.py) that loads the
+//! model itself and answers one JSON line per query. Protocol (one JSON object per line):
+//!
+//! - runner → harness, once, after loading: `{"ready": true, "system": "pytorch", "versions": {…}, "dtype": "f32"}`
+//!   (or `{"error": "…"}` and exit)
+//! - harness → runner, per query: `{"texts": ["…", …]}`
+//! - runner → harness, per query, after the embeddings are computed: `{"n": <count>}` or `{"error": "…"}`
+//! - harness closes the runner's stdin to end it.
+//!
+//! The harness times each query around that exchange, so a peer's latency includes a few tens of
+//! microseconds of pipe and JSON overhead that accelrt's in-process runs do not have.
+
+use crate::workload::{cycle, Workload};
+use crate::{BenchError, Result};
+use serde::Deserialize;
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+/// What a runner says about itself when it is ready.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PeerInfo {
+    pub system: String,
+    #[serde(default)]
+    pub versions: serde_json::Map<String, serde_json::Value>,
+    #[serde(default)]
+    pub dtype: Option<String>,
+    #[serde(default)]
+    pub device: Option<String>,
+}
+
+pub struct ExternalRunner {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    texts: Vec<String>,
+    pub info: PeerInfo,
+}
+
+#[derive(Deserialize)]
+struct Reply {
+    #[serde(default)]
+    ready: bool,
+    #[serde(default)]
+    n: Option<usize>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ExternalRunner {
+    /// Starts `script` (a Python runner) on `model_dir` and waits until it has loaded the model.
+    pub fn spawn(
+        name: &str,
+        script: &Path,
+        model_dir: &Path,
+        threads: usize,
+        texts: Vec<String>,
+    ) -> Result<ExternalRunner> {
+        let fail = |message: String| BenchError::Peer { peer: name.into(), message };
+        if !script.is_file() {
+            return Err(fail(format!("runner script {} not found", script.display())));
+        }
+        let python = std::env::var("ACCELRT_PYTHON").unwrap_or_else(|_| "python3".into());
+        let mut child = Command::new(&python)
+            .arg(script)
+            .arg("--model-dir")
+            .arg(model_dir)
+            .arg("--threads")
+            .arg(threads.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| fail(format!("could not start `{python} {}`: {e}", script.display())))?;
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let mut runner = ExternalRunner {
+            name: name.into(),
+            child,
+            stdin,
+            stdout,
+            texts,
+            info: PeerInfo { system: name.into(), versions: Default::default(), dtype: None, device: None },
+        };
+        let reply = runner.read_reply()?;
+        if !reply.ready {
+            return Err(fail("the runner's first line was not `ready`".into()));
+        }
+        runner.info = serde_json::from_value(serde_json::Value::Object(reply.rest))
+            .map_err(|e| fail(format!("ready line: {e}")))?;
+        Ok(runner)
+    }
+
+    fn read_reply(&mut self) -> Result<Reply> {
+        let mut line = String::new();
+        let n = self.stdout.read_line(&mut line).map_err(|e| self.fail(format!("reading its output: {e}")))?;
+        if n == 0 {
+            let status = self.child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+            return Err(self.fail(format!("the runner exited ({status}); see its messages above")));
+        }
+        let reply: Reply = serde_json::from_str(&line).map_err(|e| self.fail(format!("bad reply {line:?}: {e}")))?;
+        if let Some(e) = reply.error {
+            return Err(self.fail(e));
+        }
+        Ok(reply)
+    }
+
+    fn fail(&self, message: String) -> BenchError {
+        BenchError::Peer { peer: self.name.clone(), message }
+    }
+}
+
+impl Workload for ExternalRunner {
+    fn run(&mut self, first: usize, count: usize) -> Result<()> {
+        let texts: Vec<&String> = cycle(&self.texts, first, count).collect();
+        let mut msg = serde_json::to_vec(&serde_json::json!({ "texts": texts })).expect("serialisable");
+        msg.push(b'\n');
+        let stdin = self.stdin.as_mut().expect("open until drop");
+        if let Err(e) = stdin.write_all(&msg).and_then(|_| stdin.flush()) {
+            return Err(self.fail(format!("sending a query: {e}")));
+        }
+        let reply = self.read_reply()?;
+        match reply.n {
+            Some(n) if n == count => Ok(()),
+            other => Err(self.fail(format!("answered {other:?} embeddings for {count} texts"))),
+        }
+    }
+}
+
+impl Drop for ExternalRunner {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}

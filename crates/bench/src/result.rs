@@ -1,0 +1,179 @@
+//! The versioned result file (docs/bench-results.md documents the schema).
+
+use crate::catalog::Price;
+use crate::environment::Environment;
+use crate::scenario::{Measurement, ScenarioKind};
+use crate::stats::Latency;
+use crate::{BenchError, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Dollars per million inferences at `usd_per_hour` and `throughput_per_s` inferences per second.
+pub fn usd_per_million(usd_per_hour: f64, throughput_per_s: f64) -> Option<f64> {
+    (throughput_per_s > 0.0 && usd_per_hour.is_finite()).then(|| usd_per_hour * 1e6 / (3600.0 * throughput_per_s))
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SweepPoint {
+    pub target_qps: f64,
+    pub throughput_per_s: f64,
+    pub p99_ms: f64,
+    pub valid: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Memory {
+    pub peak_host_bytes: Option<u64>,
+    /// Device memory in use, where the backend can report it.
+    pub device_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchResult {
+    pub schema_version: u32,
+    pub scenario: ScenarioKind,
+    pub model: String,
+    /// What ran the model: `accelrt`, or a peer (`pytorch`, `onnxruntime`).
+    pub system: String,
+    /// The device string (`cpu`, `cuda:0`, `neuron:0`).
+    pub backend: String,
+    pub batch_size: usize,
+    pub valid: bool,
+    pub invalid_reasons: Vec<String>,
+    /// Inferences (samples) per second.
+    pub throughput_per_s: f64,
+    pub latency_ms: Latency,
+    pub queries: usize,
+    pub samples: usize,
+    pub duration_s: f64,
+    pub instance_type: Option<String>,
+    /// Where the instance type came from: `--instance-type`, `ACCELRT_INSTANCE_TYPE`, `imds`, or `unknown`.
+    pub instance_type_source: String,
+    pub price_usd_per_hour: Option<f64>,
+    pub price: Option<Price>,
+    pub usd_per_million_inferences: Option<f64>,
+    /// Which throughput the cost uses, in words.
+    pub cost_basis: String,
+    /// Server scenario: the offered load, the bound, and every load tried by `--find-max-qps`.
+    pub target_qps: Option<f64>,
+    pub p99_bound_ms: Option<f64>,
+    pub sweep: Vec<SweepPoint>,
+    pub memory: Memory,
+    pub environment: Environment,
+}
+
+/// Where this run's instance type and price come from.
+#[derive(Debug, Clone)]
+pub struct Pricing {
+    pub instance_type: Option<String>,
+    pub instance_type_source: String,
+    pub price: Option<Price>,
+}
+
+impl BenchResult {
+    pub fn new(
+        m: &Measurement,
+        model: &str,
+        system: &str,
+        pricing: &Pricing,
+        sweep: &[Measurement],
+        environment: Environment,
+        device_bytes: Option<u64>,
+    ) -> BenchResult {
+        let cost_basis = match (m.scenario, m.p99_bound_ms) {
+            (ScenarioKind::Server, Some(b)) if !sweep.is_empty() => {
+                format!("highest valid server load found (p99 ≤ {b} ms)")
+            }
+            (ScenarioKind::Server, Some(b)) => {
+                format!("server throughput at {:.1} queries/s (p99 ≤ {b} ms)", m.target_qps.unwrap_or(0.0))
+            }
+            (ScenarioKind::Offline, _) => "offline throughput".into(),
+            _ => "single-stream throughput (one query at a time)".into(),
+        };
+        let price_usd_per_hour = pricing.price.as_ref().map(|p| p.usd_per_hour);
+        BenchResult {
+            schema_version: SCHEMA_VERSION,
+            scenario: m.scenario,
+            model: model.into(),
+            system: system.into(),
+            backend: environment.device.clone(),
+            batch_size: m.batch_size,
+            valid: m.valid,
+            invalid_reasons: m.invalid_reasons.clone(),
+            throughput_per_s: m.throughput_per_s,
+            latency_ms: m.latency_ms,
+            queries: m.queries,
+            samples: m.samples,
+            duration_s: m.duration_s,
+            instance_type: pricing.instance_type.clone(),
+            instance_type_source: pricing.instance_type_source.clone(),
+            price_usd_per_hour,
+            price: pricing.price.clone(),
+            usd_per_million_inferences: price_usd_per_hour.and_then(|p| usd_per_million(p, m.throughput_per_s)),
+            cost_basis,
+            target_qps: m.target_qps,
+            p99_bound_ms: m.p99_bound_ms,
+            sweep: sweep
+                .iter()
+                .map(|s| SweepPoint {
+                    target_qps: s.target_qps.unwrap_or(0.0),
+                    throughput_per_s: s.throughput_per_s,
+                    p99_ms: s.latency_ms.p99,
+                    valid: s.valid,
+                })
+                .collect(),
+            memory: Memory { peak_host_bytes: crate::environment::peak_host_memory_bytes(), device_bytes },
+            environment,
+        }
+    }
+
+    /// A file name that says what the result is.
+    pub fn file_name(&self) -> String {
+        let clean = |s: &str| {
+            s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' }).collect::<String>()
+        };
+        format!(
+            "{}-{}-{}-{}-b{}-{}-{}.json",
+            clean(&self.system),
+            clean(&self.model),
+            clean(&self.backend),
+            self.scenario,
+            self.batch_size,
+            clean(self.instance_type.as_deref().unwrap_or("unknown-instance")),
+            clean(&self.environment.date.replace(':', ""))
+        )
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<std::path::PathBuf> {
+        std::fs::create_dir_all(dir).map_err(|e| BenchError::io(dir, e))?;
+        let path = dir.join(self.file_name());
+        let text = serde_json::to_string_pretty(self).expect("results serialise");
+        std::fs::write(&path, text + "\n").map_err(|e| BenchError::io(&path, e))?;
+        Ok(path)
+    }
+
+    /// Reads a result file, refusing other schema versions with a clear message.
+    pub fn load(path: &Path) -> Result<BenchResult> {
+        let text = std::fs::read_to_string(path).map_err(|e| BenchError::io(path, e))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| BenchError::File { path: path.into(), message: e.to_string() })?;
+        match value.get("schema_version").and_then(|v| v.as_u64()) {
+            Some(v) if v == SCHEMA_VERSION as u64 => {}
+            Some(v) => {
+                return Err(BenchError::File {
+                    path: path.into(),
+                    message: format!("result schema {v} is not supported (this build reads {SCHEMA_VERSION})"),
+                })
+            }
+            None => {
+                return Err(BenchError::File {
+                    path: path.into(),
+                    message: "no schema_version: not an accelrt result".into(),
+                })
+            }
+        }
+        serde_json::from_value(value).map_err(|e| BenchError::File { path: path.into(), message: e.to_string() })
+    }
+}

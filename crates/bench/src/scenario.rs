@@ -1,0 +1,294 @@
+//! The MLPerf LoadGen scenarios: offline, single-stream and server (Poisson arrivals with a p99
+//! bound), and the search for the highest valid server load.
+
+use crate::clock::Clock;
+use crate::progress::Progress;
+use crate::stats::Latency;
+use crate::workload::Workload;
+use crate::Result;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rand_distr::{Distribution, Exp};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScenarioKind {
+    Offline,
+    SingleStream,
+    Server,
+}
+
+impl std::str::FromStr for ScenarioKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "offline" => Ok(ScenarioKind::Offline),
+            "single-stream" => Ok(ScenarioKind::SingleStream),
+            "server" => Ok(ScenarioKind::Server),
+            _ => Err(format!("unknown scenario `{s}` (offline, single-stream, server)")),
+        }
+    }
+}
+
+impl std::fmt::Display for ScenarioKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ScenarioKind::Offline => "offline",
+            ScenarioKind::SingleStream => "single-stream",
+            ScenarioKind::Server => "server",
+        })
+    }
+}
+
+/// How long to run and what makes a run valid.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RunRules {
+    /// Unrecorded time before measuring.
+    pub warmup: Duration,
+    /// A valid run lasts at least this long…
+    pub min_duration: Duration,
+    /// …and completes at least this many queries.
+    pub min_queries: usize,
+}
+
+impl RunRules {
+    /// Short defaults for a laptop-sized run.
+    pub fn quick() -> RunRules {
+        RunRules { warmup: Duration::from_secs(2), min_duration: Duration::from_secs(10), min_queries: 64 }
+    }
+
+    /// MLPerf Inference's minimums (600 s; 24,576 samples offline, 1,024 queries single-stream,
+    /// 270,336 queries server).
+    pub fn mlperf(kind: ScenarioKind) -> RunRules {
+        let min_queries = match kind {
+            ScenarioKind::Offline => 24_576,
+            ScenarioKind::SingleStream => 1_024,
+            ScenarioKind::Server => 270_336,
+        };
+        RunRules { warmup: Duration::from_secs(10), min_duration: Duration::from_secs(600), min_queries }
+    }
+}
+
+/// What one scenario run measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Measurement {
+    pub scenario: ScenarioKind,
+    /// Samples (inferences) per query issued by the harness (the maximum batch for the server).
+    pub batch_size: usize,
+    pub queries: usize,
+    pub samples: usize,
+    pub duration_s: f64,
+    /// Samples per second over the measured part of the run.
+    pub throughput_per_s: f64,
+    /// Per query (offline, single-stream) or per sample from arrival to completion (server).
+    pub latency_ms: Latency,
+    pub valid: bool,
+    pub invalid_reasons: Vec<String>,
+    /// Server scenario only: the offered load and the latency bound.
+    pub target_qps: Option<f64>,
+    pub p99_bound_ms: Option<f64>,
+}
+
+fn warm_up(w: &mut dyn Workload, clock: &dyn Clock, rules: &RunRules, batch: usize) -> Result<()> {
+    let end = clock.now() + rules.warmup;
+    let mut i = 0;
+    while clock.now() < end {
+        w.run(i * batch, batch)?;
+        i += 1;
+    }
+    Ok(())
+}
+
+fn check_rules(rules: &RunRules, duration: Duration, queries: usize, reasons: &mut Vec<String>) {
+    if duration < rules.min_duration {
+        reasons.push(format!(
+            "ran {:.2} s, below the minimum duration of {:.0} s",
+            duration.as_secs_f64(),
+            rules.min_duration.as_secs_f64()
+        ));
+    }
+    if queries < rules.min_queries {
+        reasons.push(format!("completed {queries} queries, below the minimum of {}", rules.min_queries));
+    }
+}
+
+/// Back-to-back queries of `batch` samples: everything is available at once. Metric: samples/s.
+pub fn offline(
+    w: &mut dyn Workload,
+    clock: &dyn Clock,
+    rules: &RunRules,
+    batch: usize,
+    progress: &Progress,
+) -> Result<Measurement> {
+    closed_loop(ScenarioKind::Offline, w, clock, rules, batch, progress)
+}
+
+/// One sample at a time, each issued when the previous one finished. Metric: latency percentiles.
+pub fn single_stream(
+    w: &mut dyn Workload,
+    clock: &dyn Clock,
+    rules: &RunRules,
+    progress: &Progress,
+) -> Result<Measurement> {
+    closed_loop(ScenarioKind::SingleStream, w, clock, rules, 1, progress)
+}
+
+fn closed_loop(
+    scenario: ScenarioKind,
+    w: &mut dyn Workload,
+    clock: &dyn Clock,
+    rules: &RunRules,
+    batch: usize,
+    progress: &Progress,
+) -> Result<Measurement> {
+    if batch == 0 {
+        return Err(crate::BenchError::Invalid("batch size must be at least 1".into()));
+    }
+    warm_up(w, clock, rules, batch)?;
+    let start = clock.now();
+    let mut latencies = Vec::new();
+    while clock.now() - start < rules.min_duration || latencies.len() < rules.min_queries {
+        let t = clock.now();
+        w.run(latencies.len() * batch, batch)?;
+        latencies.push(clock.now() - t);
+        progress.update(clock.now() - start, latencies.len());
+    }
+    progress.finish();
+    let duration = clock.now() - start;
+    let mut reasons = Vec::new();
+    check_rules(rules, duration, latencies.len(), &mut reasons);
+    let samples = latencies.len() * batch;
+    Ok(Measurement {
+        scenario,
+        batch_size: batch,
+        queries: latencies.len(),
+        samples,
+        duration_s: duration.as_secs_f64(),
+        throughput_per_s: samples as f64 / duration.as_secs_f64().max(f64::MIN_POSITIVE),
+        latency_ms: Latency::from_samples(&latencies),
+        valid: reasons.is_empty(),
+        invalid_reasons: reasons,
+        target_qps: None,
+        p99_bound_ms: None,
+    })
+}
+
+/// Poisson arrivals of single-sample queries at `qps`, served in dynamic batches of up to `batch`
+/// (everything that has arrived when the device frees up). Latency runs from a query's scheduled
+/// arrival to its completion. Valid only if p99 ≤ `p99_bound_ms` (and the run rules hold).
+#[allow(clippy::too_many_arguments)]
+pub fn server(
+    w: &mut dyn Workload,
+    clock: &dyn Clock,
+    rules: &RunRules,
+    batch: usize,
+    qps: f64,
+    p99_bound_ms: f64,
+    seed: u64,
+    progress: &Progress,
+) -> Result<Measurement> {
+    if !(qps.is_finite() && qps > 0.0) || batch == 0 {
+        return Err(crate::BenchError::Invalid(format!("server needs qps > 0 and batch ≥ 1 (got {qps}, {batch})")));
+    }
+    warm_up(w, clock, rules, batch)?;
+    // Enough arrivals to cover the minimum duration and the minimum query count.
+    let planned = rules.min_queries.max((qps * rules.min_duration.as_secs_f64()).ceil() as usize).max(1);
+    let mut rng = StdRng::seed_from_u64(seed);
+    let gap = Exp::new(qps).expect("qps > 0");
+    let start = clock.now();
+    let mut t = 0.0f64;
+    let arrivals: Vec<Duration> = (0..planned)
+        .map(|_| {
+            t += gap.sample(&mut rng);
+            start + Duration::from_secs_f64(t)
+        })
+        .collect();
+    // An overloaded system would take forever to drain its queue: stop at twice the planned time.
+    let give_up = start + Duration::from_secs_f64(2.0 * t + rules.min_duration.as_secs_f64());
+    let mut latencies = Vec::with_capacity(planned);
+    let mut next = 0;
+    let mut reasons = Vec::new();
+    while next < planned {
+        let now = clock.now();
+        if now > give_up {
+            reasons.push(format!("could not keep up with {qps:.1} queries/s ({next} of {planned} served)"));
+            break;
+        }
+        if arrivals[next] > now {
+            clock.sleep_until(arrivals[next]);
+            continue;
+        }
+        let ready = arrivals[next..].iter().take(batch).take_while(|&&a| a <= now).count();
+        w.run(next, ready)?;
+        let done = clock.now();
+        latencies.extend(arrivals[next..next + ready].iter().map(|&a| done - a));
+        next += ready;
+        progress.update(done - start, next);
+    }
+    progress.finish();
+    let duration = clock.now() - start;
+    check_rules(rules, duration, latencies.len(), &mut reasons);
+    let latency_ms = Latency::from_samples(&latencies);
+    if latency_ms.p99 > p99_bound_ms {
+        reasons.push(format!("p99 latency {:.2} ms exceeds the bound of {p99_bound_ms} ms", latency_ms.p99));
+    }
+    Ok(Measurement {
+        scenario: ScenarioKind::Server,
+        batch_size: batch,
+        queries: latencies.len(),
+        samples: latencies.len(),
+        duration_s: duration.as_secs_f64(),
+        throughput_per_s: latencies.len() as f64 / duration.as_secs_f64().max(f64::MIN_POSITIVE),
+        latency_ms,
+        valid: reasons.is_empty(),
+        invalid_reasons: reasons,
+        target_qps: Some(qps),
+        p99_bound_ms: Some(p99_bound_ms),
+    })
+}
+
+/// The search for the highest arrival rate whose server run is valid: starting at `upper` (e.g. the
+/// offline throughput), doubling while runs stay valid, then bisecting between the best valid and the
+/// lowest invalid load, `steps` runs in all. Every tried load is
+/// kept, for latency-vs-load curves.
+#[allow(clippy::too_many_arguments)]
+pub fn find_max_qps(
+    w: &mut dyn Workload,
+    clock: &dyn Clock,
+    rules: &RunRules,
+    batch: usize,
+    upper: f64,
+    p99_bound_ms: f64,
+    steps: usize,
+    seed: u64,
+) -> Result<(Option<Measurement>, Vec<Measurement>)> {
+    if !(upper.is_finite() && upper > 0.0) {
+        return Err(crate::BenchError::Invalid(format!("the search needs a positive starting load, got {upper}")));
+    }
+    // `hi`: the lowest load seen to fail; until one fails, the load doubles.
+    let (mut lo, mut hi) = (0.0f64, None::<f64>);
+    let mut best: Option<Measurement> = None;
+    let mut sweep = Vec::new();
+    let mut qps = upper;
+    for _ in 0..steps.max(1) {
+        let m = server(w, clock, rules, batch, qps, p99_bound_ms, seed, &Progress::hidden())?;
+        if m.valid {
+            lo = qps;
+            if best.as_ref().is_none_or(|b| m.throughput_per_s > b.throughput_per_s) {
+                best = Some(m.clone());
+            }
+        } else {
+            hi = Some(hi.map_or(qps, |h| h.min(qps)));
+        }
+        sweep.push(m);
+        qps = match hi {
+            None => qps * 2.0,
+            Some(h) if lo == 0.0 => h / 2.0,
+            Some(h) => (lo + h) / 2.0,
+        };
+    }
+    sweep.sort_by(|a, b| a.target_qps.partial_cmp(&b.target_qps).expect("finite loads"));
+    Ok((best, sweep))
+}
