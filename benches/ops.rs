@@ -1,12 +1,9 @@
-//! Criterion benchmarks of single graph ops on the candle CPU backend, at MiniLM's shapes
-//! (hidden 384, 12 heads of 32, FFN 1536) for a batch of 8 sentences of 32 tokens.
+//! Criterion benchmarks of single graph ops at MiniLM's shapes (hidden 384, 12 heads of 32, FFN 1536)
+//! for a batch of 8 sentences of 32 tokens, on every device available here (`accelrt devices`).
 //!
 //!     cargo bench --bench ops
 
-use accelrt::candle::CandleBackend;
-use accelrt::core::{
-    Backend, DType, GraphBuilder, HostTensor, HostWeights, Op, PrepareOptions, Shape, UnaryOp, ValueId,
-};
+use accelrt::core::{DType, GraphBuilder, HostTensor, HostWeights, Op, PrepareOptions, Shape, UnaryOp, ValueId};
 use criterion::{criterion_group, criterion_main, Criterion};
 
 const B: usize = 8;
@@ -47,13 +44,27 @@ fn bench_op(
     let y = b.add("op", op(&ins, &ws)).unwrap();
     b.output("y", y);
     let graph = b.build().unwrap();
-    let exe = CandleBackend::cpu().prepare(&graph, &w, &PrepareOptions::default()).unwrap();
     let feed: Vec<(&str, &HostTensor)> = host_inputs.iter().map(|(n, t)| (*n, t)).collect();
-    c.bench_function(name, |bench| bench.iter(|| exe.run(&feed).unwrap()));
+    for device in available_devices() {
+        let backend = accelrt::open_backend(&device).unwrap();
+        let exe = backend.prepare(&graph, &w, &PrepareOptions::default()).unwrap();
+        c.bench_function(&format!("{name}/{device}"), |bench| bench.iter(|| exe.run(&feed).unwrap()));
+    }
+}
+
+fn available_devices() -> Vec<String> {
+    accelrt::list_devices().into_iter().filter(|d| d.available).map(|d| d.device).collect()
 }
 
 fn ops(c: &mut Criterion) {
     let x = vec![B, S, H];
+    bench_op(
+        c,
+        "matmul_batched_32x32x32",
+        &[("a", vec![B, HEADS, S, 32]), ("b", vec![B, HEADS, 32, S])],
+        &[],
+        |i, _| Op::MatMul { a: i[0], b: i[1], transpose_b: false },
+    );
     bench_op(c, "linear_384x1536", &[("x", x.clone())], &[("w", vec![FFN, H]), ("b", vec![FFN])], |i, w| Op::Linear {
         x: i[0],
         weight: w[0],

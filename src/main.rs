@@ -65,7 +65,7 @@ enum Command {
     },
     /// Measure throughput, latency and cost per 1M inferences (MLPerf-style scenarios) and write
     /// one JSON result per scenario
-    Bench(BenchArgs),
+    Bench(Box<BenchArgs>),
     /// Merge result files from several instances/backends into DIR/report.md with SVG charts
     Report {
         /// Result files written by `accelrt bench`
@@ -184,7 +184,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Embed { model, backend, batch_size, dtype } => embed(&store, &model, &backend, batch_size, dtype),
-        Command::Bench(args) => run_bench(&store, args),
+        Command::Bench(args) => run_bench(&store, *args),
         Command::Report { results, out, p99_ms } => {
             let loaded = results.iter().map(|p| bench::BenchResult::load(p)).collect::<Result<Vec<_>, _>>()?;
             let path = bench::report::write_report(&loaded, &out, p99_ms)?;
@@ -278,11 +278,15 @@ fn run_bench(store: &ModelStore, a: BenchArgs) -> Result<()> {
         seed: a.seed,
     };
     let backend = accelrt::open_backend(&a.backend)?;
-    let results = bench::run(&config, backend.as_ref(), store)?;
-    print!("{}", bench::summary(&results, &catalog));
+    let outcome = bench::run(&config, backend.as_ref(), store)?;
+    print!("{}", bench::summary(&outcome.results, &catalog));
     println!();
-    for r in &results {
+    for r in &outcome.results {
         println!("wrote {}", r.save(&a.out)?.display());
+    }
+    if !outcome.peer_failures.is_empty() {
+        let list: Vec<String> = outcome.peer_failures.iter().map(|e| e.to_string()).collect();
+        bail!("{} peer(s) could not be measured (the results above were kept):\n  {}", list.len(), list.join("\n  "));
     }
     Ok(())
 }

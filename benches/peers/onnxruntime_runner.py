@@ -15,7 +15,18 @@ def export(model_dir, path):
     import torch
     from transformers import AutoModel
 
-    model = AutoModel.from_pretrained(model_dir).eval()
+    class LastHidden(torch.nn.Module):
+        """Named arguments only: the positional order of BertModel.forward differs between versions."""
+
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+            return out.last_hidden_state
+
+    model = LastHidden(AutoModel.from_pretrained(model_dir).eval())
     ids = torch.ones((1, 8), dtype=torch.int64)
     axes = {0: "batch", 1: "seq"}
     os.makedirs(os.path.dirname(path), exist_ok=True)

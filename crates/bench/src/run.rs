@@ -37,8 +37,16 @@ pub struct BenchConfig {
     pub seed: u64,
 }
 
-/// Runs the benchmark; returns one result per (system, scenario).
-pub fn run(config: &BenchConfig, backend: &dyn Backend, store: &ModelStore) -> Result<Vec<BenchResult>> {
+/// What a benchmark run produced. A failing peer does not discard what was measured.
+pub struct Outcome {
+    /// One result per (system, scenario).
+    pub results: Vec<BenchResult>,
+    /// Peers that could not be measured, with why.
+    pub peer_failures: Vec<BenchError>,
+}
+
+/// Runs the benchmark on accelrt, then on each peer.
+pub fn run(config: &BenchConfig, backend: &dyn Backend, store: &ModelStore) -> Result<Outcome> {
     validate(config)?;
     let dir = accelrt_models::resolve_model_dir(&config.model, store)?;
     let model_name = accelrt_models::lookup(&config.model).map(|s| s.id.to_string()).unwrap_or_else(|_| {
@@ -60,12 +68,31 @@ pub fn run(config: &BenchConfig, backend: &dyn Backend, store: &ModelStore) -> R
         }
     }
     drop(embedder);
+    let mut peer_failures = Vec::new();
     for (name, script) in &config.peers {
+        match run_peer(config, name, script, &dir, &model_name, &device) {
+            Ok(r) => results.extend(r),
+            Err(e) => peer_failures.push(e),
+        }
+    }
+    Ok(Outcome { results, peer_failures })
+}
+
+fn run_peer(
+    config: &BenchConfig,
+    name: &str,
+    script: &Path,
+    dir: &Path,
+    model_name: &str,
+    device: &accelrt_core::DeviceInfo,
+) -> Result<Vec<BenchResult>> {
+    let mut results = Vec::new();
+    {
         let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        let mut runner = ExternalRunner::spawn(name, script, &dir, threads, config.texts.clone())?;
+        let mut runner = ExternalRunner::spawn(name, script, dir, threads, config.texts.clone())?;
         let info = runner.info.clone();
         for (m, sweep) in run_scenarios(config, &mut runner, name)? {
-            let mut env = Environment::capture(&info.system, &device);
+            let mut env = Environment::capture(&info.system, device);
             env.details = info
                 .versions
                 .iter()
@@ -75,7 +102,7 @@ pub fn run(config: &BenchConfig, backend: &dyn Backend, store: &ModelStore) -> R
                 env.details.push(("dtype".into(), d.clone()));
             }
             // A peer's own memory is not this process's; leave it out rather than misreport it.
-            let mut r = BenchResult::new(&m, &model_name, &info.system, &config.pricing, &sweep, env, None);
+            let mut r = BenchResult::new(&m, model_name, &info.system, &config.pricing, &sweep, env, None);
             r.memory.peak_host_bytes = None;
             results.push(r);
         }

@@ -193,18 +193,17 @@ pub fn server(
         return Err(crate::BenchError::Invalid(format!("server needs qps > 0 and batch ≥ 1 (got {qps}, {batch})")));
     }
     warm_up(w, clock, rules, batch)?;
-    // Enough arrivals to cover the minimum duration and the minimum query count.
-    let planned = rules.min_queries.max((qps * rules.min_duration.as_secs_f64()).ceil() as usize).max(1);
+    // Arrivals until both the minimum duration and the minimum query count are covered.
     let mut rng = StdRng::seed_from_u64(seed);
     let gap = Exp::new(qps).expect("qps > 0");
     let start = clock.now();
     let mut t = 0.0f64;
-    let arrivals: Vec<Duration> = (0..planned)
-        .map(|_| {
-            t += gap.sample(&mut rng);
-            start + Duration::from_secs_f64(t)
-        })
-        .collect();
+    let mut arrivals: Vec<Duration> = Vec::new();
+    while arrivals.len() < rules.min_queries.max(1) || t < rules.min_duration.as_secs_f64() {
+        t += gap.sample(&mut rng);
+        arrivals.push(start + Duration::from_secs_f64(t));
+    }
+    let planned = arrivals.len();
     // An overloaded system would take forever to drain its queue: stop at twice the planned time.
     let give_up = start + Duration::from_secs_f64(2.0 * t + rules.min_duration.as_secs_f64());
     let mut latencies = Vec::with_capacity(planned);

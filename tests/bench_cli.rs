@@ -1,0 +1,122 @@
+//! `accelrt bench` and `accelrt report` as a user runs them: a real, short MiniLM benchmark on the CPU.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn accelrt(args: &[&str]) -> Output {
+    let cache = common::minilm_dir().parent().unwrap().parent().unwrap().to_path_buf();
+    Command::new(env!("CARGO_BIN_EXE_accelrt"))
+        .args(args)
+        .env("ACCELRT_CACHE", cache)
+        .env_remove("ACCELRT_INSTANCE_TYPE")
+        .output()
+        .unwrap()
+}
+
+fn results_in(dir: &Path) -> Vec<serde_json::Value> {
+    let mut files: Vec<_> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    files.iter().map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()).collect()
+}
+
+const SHORT: &[&str] = &["--min-duration", "1", "--warmup", "0.2", "--min-queries", "4", "--no-progress"];
+
+#[test]
+fn a_short_real_benchmark_writes_results_with_cost() {
+    let out = tempfile::tempdir().unwrap();
+    let mut args =
+        vec!["bench", "--batch-size", "8", "--instance-type", "c7i.xlarge", "--out", out.path().to_str().unwrap()];
+    args.extend_from_slice(SHORT);
+    let o = accelrt(&args);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        stdout.contains("inferences/s") && stdout.contains("offline") && stdout.contains("single-stream"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("What-if, NOT measured there"), "{stdout}");
+
+    let results = results_in(out.path());
+    assert_eq!(results.len(), 2);
+    for r in &results {
+        assert_eq!(r["schema_version"], 1);
+        assert_eq!(r["model"], "all-minilm-l6-v2");
+        assert_eq!(r["backend"], "cpu");
+        assert_eq!(r["instance_type"], "c7i.xlarge");
+        assert_eq!(r["price_usd_per_hour"], 0.1785);
+        assert_eq!(r["valid"], true);
+        let t = r["throughput_per_s"].as_f64().unwrap();
+        assert!(t > 0.0);
+        let cost = r["usd_per_million_inferences"].as_f64().unwrap();
+        assert!((cost - 0.1785e6 / (3600.0 * t)).abs() < 1e-9);
+        assert!(r["latency_ms"]["p99"].as_f64().unwrap() >= r["latency_ms"]["p50"].as_f64().unwrap());
+        assert!(r["environment"]["cpu_model"].as_str().is_some_and(|s| !s.is_empty()));
+        assert!(r["environment"]["git_commit"].as_str().is_some());
+        assert!(r["memory"]["peak_host_bytes"].as_u64().unwrap() > 10 << 20);
+    }
+    let scenarios: Vec<&str> = results.iter().map(|r| r["scenario"].as_str().unwrap()).collect();
+    assert!(scenarios.contains(&"offline") && scenarios.contains(&"single-stream"));
+
+    // The report merges them.
+    let report = tempfile::tempdir().unwrap();
+    let mut args: Vec<String> = vec!["report".into()];
+    for e in std::fs::read_dir(out.path()).unwrap() {
+        args.push(e.unwrap().path().to_string_lossy().into_owned());
+    }
+    args.extend(["--out".into(), report.path().to_string_lossy().into_owned(), "--p99-ms".into(), "100000".into()]);
+    let o = accelrt(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let md = std::fs::read_to_string(report.path().join("report.md")).unwrap();
+    assert!(md.contains("| c7i.xlarge | accelrt | cpu | offline | 8 | yes |"), "{md}");
+    assert!(md.contains("Cheapest measured setup"), "{md}");
+}
+
+#[test]
+fn a_server_run_at_a_fixed_load() {
+    let out = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "bench",
+        "--scenario",
+        "server",
+        "--qps",
+        "10",
+        "--p99-ms",
+        "60000",
+        "--batch-size",
+        "4",
+        "--price-per-hour",
+        "1.0",
+        "--out",
+        out.path().to_str().unwrap(),
+    ];
+    args.extend_from_slice(SHORT);
+    let o = accelrt(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r = &results_in(out.path())[0];
+    assert_eq!(r["scenario"], "server");
+    assert_eq!(r["target_qps"], 10.0);
+    assert_eq!(r["instance_type"], serde_json::Value::Null);
+    assert_eq!(r["price"]["source"], "--price-per-hour");
+}
+
+#[test]
+fn bad_bench_arguments_are_clear_errors() {
+    for (args, needle) in [
+        (vec!["bench", "--scenario", "server"], "needs --p99-ms"),
+        (vec!["bench", "--scenario", "server", "--p99-ms", "10"], "needs --qps or --find-max-qps"),
+        (vec!["bench", "--scenario", "warp"], "unknown scenario `warp`"),
+        (vec!["bench", "--batch-size", "0"], "at least 1"),
+        (vec!["bench", "--peers", "tensorflow"], "unknown peer `tensorflow`"),
+        (vec!["bench", "--price-per-hour=-3"], "positive"),
+        (vec!["bench", "--backend", "cuda:0"], "not available"),
+        (vec!["report", "/nonexistent/result.json"], "/nonexistent/result.json"),
+    ] {
+        let o = accelrt(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} should fail");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
