@@ -3,6 +3,7 @@
 mod convert;
 mod device_info;
 mod executable;
+pub mod kernels;
 mod ops;
 
 pub use executable::CandleExecutable;

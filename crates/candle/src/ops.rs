@@ -67,6 +67,9 @@ pub(crate) fn eval(op: &Op, val: &dyn Fn(ValueId) -> Tensor, ctx: &mut RunContex
         Op::Unary { op, x } => {
             let x = val(*x);
             match op {
+                UnaryOp::Gelu if x.dtype() == DType::F32 && x.device().is_cpu() => {
+                    x.contiguous()?.apply_op1_no_bwd(&crate::kernels::GeluErf)
+                }
                 UnaryOp::Gelu => x.gelu_erf(),
                 UnaryOp::GeluTanh => x.gelu(),
                 UnaryOp::Silu => x.silu(),

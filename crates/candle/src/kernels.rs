@@ -1,0 +1,123 @@
+//! CPU kernels that candle's own ops make slow. candle evaluates erf one element at a time with no
+//! SIMD, which made GELU cost a fifth of MiniLM's forward pass; this GELU is branch-free so the
+//! compiler vectorises it, is compiled for AVX-512 and AVX2 and chosen at run time, and splits large
+//! tensors across the thread pool.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape};
+use rayon::prelude::*;
+
+/// erf by Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7), written without branches.
+#[inline(always)]
+fn erf(x: f32) -> f32 {
+    const P: f32 = 0.327_591_1;
+    const A: [f32; 5] = [0.254_829_6, -0.284_496_74, 1.421_413_7, -1.453_152_1, 1.061_405_4];
+    let ax = x.abs();
+    let t = 1.0 / (1.0 + P * ax);
+    let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
+    let y = 1.0 - poly * exp_neg(ax * ax);
+    y.copysign(x)
+}
+
+/// e^(−v) for v ≥ 0, branch-free: 2^n by building the exponent bits, 2^f by a degree-7 polynomial.
+/// Relative error below 1e-7 over the range that matters (results under 1e-38 flush to 0).
+#[inline(always)]
+fn exp_neg(v: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2: f32 = std::f32::consts::LN_2;
+    // Rounding by adding and subtracting 1.5·2^23 keeps this free of library calls.
+    const ROUND: f32 = 12_582_912.0;
+    let y = (-v).max(-87.0) * LOG2E;
+    let n = (y + ROUND) - ROUND;
+    let z = (y - n) * LN2; // |z| ≤ ln2 / 2
+    let p = 1.0
+        + z * (1.0
+            + z * (0.5
+                + z * (1.0 / 6.0 + z * (1.0 / 24.0 + z * (1.0 / 120.0 + z * (1.0 / 720.0 + z * (1.0 / 5040.0)))))));
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    p * scale
+}
+
+#[inline(always)]
+fn gelu_erf_slice(src: &[f32], dst: &mut [f32]) {
+    for (d, &x) in dst.iter_mut().zip(src) {
+        *d = 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn gelu_erf_avx512(src: &[f32], dst: &mut [f32]) {
+    gelu_erf_slice(src, dst)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gelu_erf_avx2(src: &[f32], dst: &mut [f32]) {
+    gelu_erf_slice(src, dst)
+}
+
+/// GELU (erf form) of `src` into `dst`, with the widest vector unit this CPU has.
+pub fn gelu_erf_f32(src: &[f32], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+            // Safety: the features the function is compiled for were just detected.
+            return unsafe { gelu_erf_avx512(src, dst) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // Safety: as above.
+            return unsafe { gelu_erf_avx2(src, dst) };
+        }
+    }
+    gelu_erf_slice(src, dst)
+}
+
+/// GELU (erf form) as a candle op on contiguous f32 CPU tensors.
+pub struct GeluErf;
+
+/// Elements per parallel task: large enough that splitting pays for itself.
+const CHUNK: usize = 1 << 15;
+
+impl CustomOp1 for GeluErf {
+    fn name(&self) -> &'static str {
+        "accelrt-gelu-erf"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else {
+            candle_core::bail!("accelrt-gelu-erf takes f32 (got {:?})", storage.dtype());
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("accelrt-gelu-erf takes a contiguous tensor");
+        };
+        let src = &data[start..end];
+        let mut out = vec![0f32; src.len()];
+        out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(d, s)| gelu_erf_f32(s, d));
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gelu_matches_the_exact_erf_form() {
+        let xs: Vec<f32> = (-20_000..=20_000).map(|i| i as f32 * 0.0007).collect();
+        let mut fast = vec![0.0; xs.len()];
+        gelu_erf_f32(&xs, &mut fast);
+        let mut baseline = vec![0.0; xs.len()];
+        gelu_erf_slice(&xs, &mut baseline);
+        for ((&x, &f), &b) in xs.iter().zip(&fast).zip(&baseline) {
+            let exact = 0.5 * x as f64 * (1.0 + libm::erf(x as f64 / std::f64::consts::SQRT_2));
+            assert!((f as f64 - exact).abs() <= 1e-6 * (1.0 + exact.abs()), "x={x}: {f} vs {exact}");
+            assert_eq!(f.to_bits(), b.to_bits(), "every SIMD width gives the same bits at x={x}");
+        }
+        let mut extreme = [0.0f32; 4];
+        gelu_erf_f32(&[-1e30, 1e30, f32::MIN_POSITIVE, -0.0], &mut extreme);
+        assert_eq!(extreme[0], -0.0);
+        assert_eq!(extreme[1], 1e30);
+        assert!(extreme[2] >= 0.0 && extreme[3] == 0.0);
+    }
+}
