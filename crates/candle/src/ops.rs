@@ -3,7 +3,7 @@
 use accelrt_core::reference::reshape_target;
 use accelrt_core::{BinaryOp, Op, RopeStyle, UnaryOp, ValueId};
 use candle_core::{DType, Device, Result, Tensor, D};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Per-run state shared by the ops of one run.
 pub(crate) struct RunContext<'a> {
@@ -11,6 +11,8 @@ pub(crate) struct RunContext<'a> {
     /// The dtype all floating-point work runs in when the caller chose one (`PrepareOptions`);
     /// `None` follows the graph's own dtypes.
     pub compute_override: Option<DType>,
+    /// Weight nodes stored transposed ([in, out]) for linear layers.
+    pub transposed: &'a HashSet<usize>,
     /// Additive attention biases already built in this run, keyed by (mask, causal, q_len, kv_len):
     /// every layer of a model shares the same mask, so it is built once.
     pub attention_bias: HashMap<(Option<ValueId>, bool, usize, usize), Option<Tensor>>,
@@ -44,12 +46,13 @@ pub(crate) fn eval(op: &Op, val: &dyn Fn(ValueId) -> Tensor, ctx: &mut RunContex
         Op::Linear { x, weight, bias } => {
             let x = val(*x);
             let w = val(*weight);
+            let w_t = if ctx.transposed.contains(&weight.index()) { w } else { w.t()? };
             let mut out_shape = x.dims().to_vec();
             let features = *out_shape.last().expect("rank ≥ 1");
-            *out_shape.last_mut().expect("rank ≥ 1") = w.dim(0)?;
+            *out_shape.last_mut().expect("rank ≥ 1") = w_t.dim(1)?;
             // One large GEMM over all rows is faster than a batched one per leading index.
             let rows = x.contiguous()?.reshape(((), features))?;
-            let mut y = rows.matmul(&w.t()?)?;
+            let mut y = rows.matmul(&w_t)?;
             if let Some(b) = bias {
                 y = y.broadcast_add(&val(*b))?;
             }
