@@ -142,6 +142,12 @@ struct BenchArgs {
     /// Also run peers through the same scenarios: pytorch, onnxruntime (see benches/peers/)
     #[arg(long, value_delimiter = ',')]
     peers: Vec<String>,
+    /// Device the peers run on: cpu or cuda
+    #[arg(long, default_value = "cpu")]
+    peer_device: String,
+    /// Dtype the peers run in: f32 or f16
+    #[arg(long, default_value = "f32")]
+    peer_dtype: String,
     /// Folder holding the peer runner scripts
     #[arg(long, default_value = "benches/peers")]
     peers_dir: PathBuf,
@@ -272,6 +278,8 @@ fn run_bench(store: &ModelStore, a: BenchArgs) -> Result<()> {
         search_steps: a.search_steps,
         texts,
         peers,
+        peer_device: a.peer_device,
+        peer_dtype: a.peer_dtype,
         pricing: Pricing { instance_type, instance_type_source: instance_type_source.into(), price },
         options: PrepareOptions { compute_dtype: a.dtype },
         progress: !a.no_progress,

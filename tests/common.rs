@@ -29,9 +29,17 @@ pub struct Reference {
     pub embeddings: Vec<Vec<f64>>,
 }
 
+/// The repository root: `ACCELRT_REPO_ROOT` (for test binaries run elsewhere, e.g. by
+/// scripts/gpu-check.sh), else where the tests were built.
+pub fn repo_root() -> PathBuf {
+    std::env::var_os("ACCELRT_REPO_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 pub fn minilm_reference() -> Reference {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/models/tests/fixtures/all-minilm-l6-v2.json");
-    serde_json::from_str(&std::fs::read_to_string(path).expect("fixture present")).expect("fixture parses")
+    let path = repo_root().join("models/tests/fixtures/all-minilm-l6-v2.json");
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture present")).expect("fixture parses")
 }
 
 pub fn cosine(a: &[f32], b: &[f64]) -> f64 {

@@ -44,7 +44,11 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--model-dir", required=True)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="f32")
     a = p.parse_args()
+    if a.device != "cpu" or a.dtype != "f32":
+        fail("the onnxruntime runner runs f32 on the CPU only")
     try:
         import numpy as np
         import onnxruntime as ort

@@ -14,6 +14,8 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--model-dir", required=True)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--dtype", default="f32", choices=["f32", "f16"])
     a = p.parse_args()
     try:
         import sentence_transformers
@@ -22,16 +24,26 @@ def main():
         fail(f"{e}; install the peers with benches/peers/install.sh")
     if a.threads > 0:
         torch.set_num_threads(a.threads)
-    model = sentence_transformers.SentenceTransformer(a.model_dir, device="cpu")
+    if a.device.startswith("cuda") and not torch.cuda.is_available():
+        fail("--device cuda, but PyTorch sees no GPU")
+    model = sentence_transformers.SentenceTransformer(a.model_dir, device=a.device)
+    if a.dtype == "f16":
+        model = model.half()
     model.eval()
 
     def embed(texts):
         with torch.inference_mode():
             # One batch per query, as the harness sent it (no re-sorting across queries).
-            return model.encode(texts, batch_size=len(texts), convert_to_numpy=True, normalize_embeddings=False)
+            out = model.encode(texts, batch_size=len(texts), convert_to_numpy=True, normalize_embeddings=False)
+            if a.device.startswith("cuda"):
+                torch.cuda.synchronize()  # encode() copies to the host already; keep timing honest anyway
+            return out
 
     embed(["warm up"])
-    serve("pytorch", {"torch": torch.__version__, "sentence_transformers": sentence_transformers.__version__}, "f32", embed)
+    versions = {"torch": torch.__version__, "sentence_transformers": sentence_transformers.__version__}
+    if a.device.startswith("cuda"):
+        versions["gpu"] = torch.cuda.get_device_name(0)
+    serve("pytorch", versions, a.dtype, embed, device=a.device)
 
 
 if __name__ == "__main__":

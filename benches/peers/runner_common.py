@@ -4,10 +4,10 @@ import json
 import sys
 
 
-def serve(system, versions, dtype, embed):
+def serve(system, versions, dtype, embed, device="cpu"):
     """Announces readiness, then answers every {"texts": [...]} line with {"n": len(texts)}."""
     out = sys.stdout
-    out.write(json.dumps({"ready": True, "system": system, "versions": versions, "dtype": dtype, "device": "cpu"}) + "\n")
+    out.write(json.dumps({"ready": True, "system": system, "versions": versions, "dtype": dtype, "device": device}) + "\n")
     out.flush()
     for line in sys.stdin:
         try:

@@ -29,6 +29,14 @@ pub struct PeerInfo {
     pub device: Option<String>,
 }
 
+/// How a peer runs: threads, device (`cpu`, `cuda`) and dtype (`f32`, `f16`), passed to the runner.
+#[derive(Debug, Clone)]
+pub struct PeerOptions {
+    pub threads: usize,
+    pub device: String,
+    pub dtype: String,
+}
+
 pub struct ExternalRunner {
     name: String,
     child: Child,
@@ -56,7 +64,7 @@ impl ExternalRunner {
         name: &str,
         script: &Path,
         model_dir: &Path,
-        threads: usize,
+        options: &PeerOptions,
         texts: Vec<String>,
     ) -> Result<ExternalRunner> {
         let fail = |message: String| BenchError::Peer { peer: name.into(), message };
@@ -69,7 +77,11 @@ impl ExternalRunner {
             .arg("--model-dir")
             .arg(model_dir)
             .arg("--threads")
-            .arg(threads.to_string())
+            .arg(options.threads.to_string())
+            .arg("--device")
+            .arg(&options.device)
+            .arg("--dtype")
+            .arg(&options.dtype)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

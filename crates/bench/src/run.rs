@@ -4,7 +4,7 @@
 use crate::catalog::{Catalog, Price};
 use crate::clock::RealClock;
 use crate::environment::Environment;
-use crate::peers::ExternalRunner;
+use crate::peers::{ExternalRunner, PeerOptions};
 use crate::progress::Progress;
 use crate::result::{usd_per_million, BenchResult, Pricing};
 use crate::scenario::{self, Measurement, RunRules, ScenarioKind};
@@ -29,8 +29,10 @@ pub struct BenchConfig {
     pub find_max_qps: bool,
     pub search_steps: usize,
     pub texts: Vec<String>,
-    /// Peer runners: (name, script path).
+    /// Peer runners: (name, script path), and how they run.
     pub peers: Vec<(String, PathBuf)>,
+    pub peer_device: String,
+    pub peer_dtype: String,
     pub pricing: Pricing,
     pub options: PrepareOptions,
     pub progress: bool,
@@ -88,11 +90,16 @@ fn run_peer(
 ) -> Result<Vec<BenchResult>> {
     let mut results = Vec::new();
     {
-        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        let mut runner = ExternalRunner::spawn(name, script, dir, threads, config.texts.clone())?;
+        let options = PeerOptions {
+            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            device: config.peer_device.clone(),
+            dtype: config.peer_dtype.clone(),
+        };
+        let mut runner = ExternalRunner::spawn(name, script, dir, &options, config.texts.clone())?;
         let info = runner.info.clone();
         for (m, sweep) in run_scenarios(config, &mut runner, name)? {
             let mut env = Environment::capture(&info.system, device);
+            env.device = info.device.clone().unwrap_or_else(|| config.peer_device.clone());
             env.details = info
                 .versions
                 .iter()

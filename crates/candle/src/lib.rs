@@ -15,6 +15,7 @@ use candle_core::Device;
 pub struct CandleBackend {
     spec: DeviceSpec,
     device: Device,
+    info: DeviceInfo,
 }
 
 impl CandleBackend {
@@ -23,6 +24,12 @@ impl CandleBackend {
     pub fn new(spec: &DeviceSpec) -> Result<CandleBackend> {
         let device = match spec {
             DeviceSpec::Cpu => Device::Cpu,
+            #[cfg(feature = "cuda")]
+            DeviceSpec::Cuda(ordinal) => Device::new_cuda(*ordinal).map_err(|e| Error::Unavailable {
+                device: spec.to_string(),
+                reason: format!("the CUDA driver could not open GPU {ordinal}: {e}"),
+            })?,
+            #[cfg(not(feature = "cuda"))]
             DeviceSpec::Cuda(_) => {
                 return Err(Error::Unavailable {
                     device: spec.to_string(),
@@ -36,11 +43,12 @@ impl CandleBackend {
                 })
             }
         };
-        Ok(CandleBackend { spec: spec.clone(), device })
+        let info = device_info::describe(spec, &device)?;
+        Ok(CandleBackend { spec: spec.clone(), device, info })
     }
 
     pub fn cpu() -> CandleBackend {
-        CandleBackend { spec: DeviceSpec::Cpu, device: Device::Cpu }
+        CandleBackend { spec: DeviceSpec::Cpu, device: Device::Cpu, info: device_info::cpu_info() }
     }
 }
 
@@ -54,7 +62,7 @@ impl Backend for CandleBackend {
     }
 
     fn device_info(&self) -> Result<DeviceInfo> {
-        Ok(device_info::cpu_info())
+        device_info::refresh(&self.info, &self.device)
     }
 
     fn prepare(
@@ -63,6 +71,9 @@ impl Backend for CandleBackend {
         weights: &dyn WeightSource,
         options: &PrepareOptions,
     ) -> Result<Box<dyn Executable>> {
+        if let Some(dtype) = options.compute_dtype {
+            device_info::check_compute_dtype(&self.info, dtype)?;
+        }
         Ok(Box::new(CandleExecutable::prepare(graph, weights, self.device.clone(), options.compute_dtype)?))
     }
 }
