@@ -27,7 +27,11 @@ impl CandleBackend {
             #[cfg(feature = "cuda")]
             DeviceSpec::Cuda(ordinal) => Device::new_cuda(*ordinal).map_err(|e| Error::Unavailable {
                 device: spec.to_string(),
-                reason: format!("the CUDA driver could not open GPU {ordinal}: {e}"),
+                // candle appends a backtrace to its errors; the first line is the driver's answer.
+                reason: format!(
+                    "the CUDA driver could not open GPU {ordinal}: {}",
+                    e.to_string().lines().next().unwrap_or_default()
+                ),
             })?,
             #[cfg(not(feature = "cuda"))]
             DeviceSpec::Cuda(_) => {
