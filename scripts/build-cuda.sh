@@ -6,6 +6,7 @@
 # shipped: on a GPU machine the real driver's libcuda.so.1 is loaded.
 #
 # Usage: scripts/build-cuda.sh [extra cargo args]     e.g. scripts/build-cuda.sh --tests
+# Output: target/cuda/release/ (or $CARGO_TARGET_DIR)
 # Env:   CUDA_COMPUTE_CAP (default 90: H100/H200; V100 70, T4 75, A100 80, A10G 86, L4/L40S 89)
 #        ACCELRT_CUDA_TOOLKIT (default target/cuda-toolkit)
 set -euo pipefail
@@ -41,7 +42,9 @@ grep -ohE '^\s+fn (cu[A-Za-z0-9_]+)\(' "$cudarc/src/driver/sys/mod.rs" | sed -E 
   awk '{ printf "int %s(void) { return 34; /* CUDA_ERROR_STUB_LIBRARY */ }\n", $1 }' > "$CUDA_HOME/lib/stubs/libcuda_stub.c"
 gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$CUDA_HOME/lib/stubs/libcuda.so" "$CUDA_HOME/lib/stubs/libcuda_stub.c"
 
-echo "== cargo build --release --features cuda (compute capability $CUDA_COMPUTE_CAP)"
+# A target folder of its own, so CPU and CUDA builds do not rebuild each other.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target/cuda}
+echo "== cargo build --release --features cuda (compute capability $CUDA_COMPUTE_CAP) into $CARGO_TARGET_DIR"
 export PATH=$CUDA_HOME/bin:$PATH
 export LIBRARY_PATH=$CUDA_HOME/lib:$CUDA_HOME/lib/stubs${LIBRARY_PATH:+:$LIBRARY_PATH}
 cargo build --release --features cuda "$@"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The GPU check, in one step, on a GPU machine without Rust or network (see docs/cuda.md):
-# device info, the conformance suite on cuda:0 (f32, f16, bf16), MiniLM on cuda:0 against the
-# sentence-transformers reference, and `accelrt bench` on cuda:0 beside PyTorch on the same GPU.
-# Inputs: target/gpu-bundle/part1 and part2 (scripts/make-gpu-bundle.sh). Output: $OUT (or $1).
+# The GPU check in one step, on a GPU machine without Rust or network (docs/cuda.md): device info,
+# the conformance suite on cuda:0 (f32, f16, bf16), MiniLM on cuda:0 against the CPU on the same
+# weights (and against the fp32 sentence-transformers reference), and `accelrt bench` on cuda:0
+# beside PyTorch (sentence-transformers) on the same GPU, dtype and texts.
+# Input: target/gpu-bundle (scripts/make-gpu-bundle.sh). Output: $OUT (or $1).
 set -u
 OUT=${OUT:-${1:?usage: gpu-check.sh OUT_DIR}}
 mkdir -p "$OUT"
@@ -11,42 +12,69 @@ bundle=target/gpu-bundle
 work=$(mktemp -d)
 step() { echo; echo "== $*"; }
 
-step "unpack"
-for f in "$bundle"/part1/*.xz; do xz -dc "$f" > "$work/$(basename "$f" .xz)"; chmod +x "$work/$(basename "$f" .xz)"; done
-export ACCELRT_CACHE=$work/cache
-model=$ACCELRT_CACHE/models/all-minilm-l6-v2
-mkdir -p "$model"
-tar -C "$model" -xf "$bundle/part1/model-small.tar"
-cat "$bundle/part1/weights.part00" "$bundle/part2/weights.part01" > "$model/model.safetensors"
-sha256sum "$model/model.safetensors"
-
-# CUDA libraries: the toolkit's, else PyTorch's copies of cuBLAS/cuRAND/cudart/NVRTC.
 py=${ACCELRT_PYTHON:-$(command -v /opt/torch/.venv/bin/python || command -v python3)}
 export ACCELRT_PYTHON=$py
-nv=$("$py" -c 'import os, nvidia; print(os.path.dirname(nvidia.__file__))' 2>/dev/null || true)
-for d in /usr/local/cuda/lib64 $nv/cu13/lib $nv/*/lib; do [ -d "$d" ] && LD_LIBRARY_PATH=$d:${LD_LIBRARY_PATH:-}; done
+# CUDA libraries: the system's if any, else PyTorch's copies of cuBLAS/cuRAND/cudart/NVRTC.
+nv=$("$py" -c 'import os, nvidia; print(os.path.dirname(nvidia.__path__[0] if hasattr(nvidia, "__path__") else nvidia.__file__))' 2>/dev/null || true)
+for d in /usr/local/cuda/lib64 $(ls -d "$nv"/nvidia/*/lib "$nv"/nvidia/cu13/lib 2>/dev/null); do
+  [ -d "$d" ] && LD_LIBRARY_PATH=$d:${LD_LIBRARY_PATH:-}
+done
 export LD_LIBRARY_PATH
-export ACCELRT_REPO_ROOT=$PWD
+
+step "unpack"
+xz -dc "$bundle/accelrt.xz" > "$work/accelrt" && chmod +x "$work/accelrt"
+model=$work/all-minilm-l6-v2
+cp -r "$bundle/model" "$model"
+"$py" - "$model/model.f16.safetensors" "$model/model.safetensors" <<'PY'
+import sys
+import numpy as np
+from safetensors.numpy import load_file, save_file
+t = load_file(sys.argv[1])
+save_file({k: (v.astype(np.float32) if v.dtype == np.float16 else v) for k, v in t.items()}, sys.argv[2])
+PY
+rm "$model/model.f16.safetensors"
+a=$work/accelrt
 
 step "device"
 nvidia-smi | tee "$OUT/nvidia-smi.txt"
-ldd "$work/accelrt" | tee "$OUT/ldd.txt"
-"$work/accelrt" devices --json | tee "$OUT/devices.json"
+ldd "$a" | tee "$OUT/ldd.txt"
+"$a" devices --json | tee "$OUT/devices.json"
 
 step "conformance suite on cuda:0"
-"$work/conformance" cuda:: --test-threads 1 2>&1 | tee "$OUT/conformance-cuda.txt" | tail -n 5
+for dtype in f32 f16 bf16; do
+  "$a" conformance --backend cuda:0 --dtype "$dtype" > "$OUT/conformance-cuda-$dtype.txt" 2>&1
+  tail -n 1 "$OUT/conformance-cuda-$dtype.txt"; grep FAILED "$OUT/conformance-cuda-$dtype.txt"
+done
 
-step "MiniLM on cpu and cuda:0 vs sentence-transformers"
-ACCELRT_TEST_DEVICES=cpu,cuda:0 "$work/minilm" --nocapture --test-threads 1 2>&1 | tee "$OUT/minilm.txt" | tail -n 8
+step "MiniLM: cuda:0 vs cpu on the same (f16-rounded) weights, and vs the fp32 reference"
+"$py" -c 'import json; print("\n".join(json.load(open("models/tests/fixtures/all-minilm-l6-v2.json"))["texts"]))' > "$work/texts.txt"
+"$a" embed --model "$model" --backend cpu < "$work/texts.txt" > "$OUT/minilm-cpu.jsonl"
+for dtype in f32 f16; do
+  "$a" embed --model "$model" --backend cuda:0 --dtype "$dtype" < "$work/texts.txt" > "$OUT/minilm-cuda-$dtype.jsonl"
+done
+"$py" - "$OUT" <<'PY' | tee "$OUT/minilm-compare.txt"
+import json, sys
+import numpy as np
+out = sys.argv[1]
+ref = np.array(json.load(open("models/tests/fixtures/all-minilm-l6-v2.json"))["embeddings"])
+load = lambda n: np.array([json.loads(l) for l in open(f"{out}/{n}")])
+cpu = load("minilm-cpu.jsonl")
+for name in ["minilm-cuda-f32.jsonl", "minilm-cuda-f16.jsonl"]:
+    g = load(name)
+    cos = (g * cpu).sum(1) / np.linalg.norm(g, axis=1) / np.linalg.norm(cpu, axis=1)
+    print(f"{name} vs cpu: worst cosine {cos.min():.9f}, max abs diff {np.abs(g - cpu).max():.3e}")
+cos = (cpu * ref).sum(1) / np.linalg.norm(cpu, axis=1) / np.linalg.norm(ref, axis=1)
+print(f"cpu (f16-rounded weights) vs fp32 reference: worst cosine {cos.min():.9f}, max abs diff {np.abs(cpu - ref).max():.3e}")
+PY
 
 step "bench on cuda:0 (f32, f16) with PyTorch on the same GPU"
 for dtype in f32 f16; do
   for batch in 32 128; do
-    "$work/accelrt" bench --backend cuda:0 --dtype "$dtype" --batch-size "$batch" --scenario offline \
+    "$a" bench --model "$model" --backend cuda:0 --dtype "$dtype" --batch-size "$batch" --scenario offline \
       --min-duration 5 --warmup 1 --peers pytorch --peer-device cuda --peer-dtype "$dtype" --no-progress \
-      --out "$OUT/results" 2>&1 | tee -a "$OUT/bench.txt" | grep -E "^(system|accelrt|pytorch)"
+      --instance-type p5.48xlarge --out "$OUT/results" 2>&1 | tee -a "$OUT/bench.txt" | grep -E "^(system|accelrt|pytorch|error)"
   done
 done
-"$work/accelrt" bench --backend cuda:0 --scenario single-stream --min-duration 5 --warmup 1 --no-progress \
-  --out "$OUT/results" 2>&1 | tee -a "$OUT/bench.txt" | grep -E "^(system|accelrt)"
+"$a" bench --model "$model" --backend cuda:0 --scenario single-stream --min-duration 5 --warmup 1 --no-progress \
+  --out "$OUT/results" 2>&1 | tee -a "$OUT/bench.txt" | grep -E "^(system|accelrt|error)"
 echo; echo "done: $OUT"

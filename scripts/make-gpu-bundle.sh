@@ -1,33 +1,30 @@
 #!/usr/bin/env bash
-# Prepares target/gpu-bundle/ for scripts/gpu-check.sh on a GPU machine that has no Rust and no
-# network: the `cuda` build of accelrt and of the GPU test binaries (xz-compressed), the
-# all-MiniLM-L6-v2 files (the weights split in two, so that each transfer stays under 64 MiB).
-# Run scripts/build-cuda.sh first (it builds the same targets this script asks cargo for).
+# Prepares target/gpu-bundle/ (under 64 MiB, one device transfer) for scripts/gpu-check.sh on a GPU
+# machine without Rust or network: the `cuda` build of accelrt (stripped, xz) and all-MiniLM-L6-v2
+# with its weights stored as f16 (the check widens them back to f32 there and compares the GPU with
+# the CPU on exactly those weights).
+# Needs: scripts/build-cuda.sh's toolkit (it is run here), python3 with numpy and safetensors.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 bundle=target/gpu-bundle
-rm -rf "$bundle" && mkdir -p "$bundle/part1" "$bundle/part2"
+rm -rf "$bundle" && mkdir -p "$bundle"
 
-# Test binaries: cargo prints their paths as JSON when asked to build them without running.
-build() { scripts/build-cuda.sh "$@" --message-format=json-render-diagnostics | python3 -c '
-import json, sys
-for line in sys.stdin:
-    m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m.get("executable"):
-        print(m["target"]["name"], m["executable"])'; }
-build --bin accelrt --test conformance --test minilm -p accelrt -p accelrt-candle > "$bundle/artifacts.txt"
-while read -r name exe; do
-  strip -o "$bundle/$name" "$exe"
-  xz -T0 -6 "$bundle/$name"
-  mv "$bundle/$name.xz" "$bundle/part1/"
-done < "$bundle/artifacts.txt"
+scripts/build-cuda.sh --bin accelrt
+strip -o "$bundle/accelrt" "${CARGO_TARGET_DIR:-target/cuda}/release/accelrt"
+xz -T0 -6 "$bundle/accelrt"
 
-model=$(./target/release/accelrt fetch all-minilm-l6-v2 2>/dev/null || cargo run --release -q -- fetch all-minilm-l6-v2)
-tar -C "$model" -cf "$bundle/model-small.tar" config.json tokenizer.json modules.json sentence_bert_config.json 1_Pooling
-mv "$bundle/model-small.tar" "$bundle/part1/"
-split -n 2 -d "$model/model.safetensors" "$bundle/weights.part"
-mv "$bundle/weights.part00" "$bundle/part1/"
-mv "$bundle/weights.part01" "$bundle/part2/"
-du -sh "$bundle"/part1 "$bundle"/part2
-echo "carry target/gpu-bundle/part1 in one device call and target/gpu-bundle/part2 (+ run scripts/gpu-check.sh) in the next"
+# The model from the cache (fetched and verified on first use by the CPU build).
+model=$(cargo run --release --quiet -- fetch all-minilm-l6-v2)
+mkdir -p "$bundle/model/1_Pooling"
+cp "$model"/{config.json,tokenizer.json,modules.json,sentence_bert_config.json} "$bundle/model/"
+cp "$model/1_Pooling/config.json" "$bundle/model/1_Pooling/"
+python3 - "$model/model.safetensors" "$bundle/model/model.f16.safetensors" <<'PY'
+import sys
+import numpy as np
+from safetensors.numpy import load_file, save_file
+t = load_file(sys.argv[1])
+save_file({k: (v.astype(np.float16) if v.dtype == np.float32 else v) for k, v in t.items()}, sys.argv[2])
+PY
+du -sh "$bundle"
+echo "device call: carry target/gpu-bundle, run: scripts/gpu-check.sh \"\$OUT\""

