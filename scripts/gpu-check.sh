@@ -4,7 +4,10 @@
 # weights (and against the fp32 sentence-transformers reference), and `accelrt bench` on cuda:0
 # beside PyTorch (sentence-transformers) on the same GPU, dtype and texts.
 # Input: target/gpu-bundle (scripts/make-gpu-bundle.sh). Output: $OUT (or $1).
+# ACCELRT_CHECK_DEVICE=cpu runs every step on the CPU instead: a dry run of this script without a GPU.
 set -u
+dev=${ACCELRT_CHECK_DEVICE:-cuda:0}
+case "$dev" in cuda*) peer_dev=cuda ;; *) peer_dev=cpu ;; esac
 OUT=${OUT:-${1:?usage: gpu-check.sh OUT_DIR}}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu-check.log") 2>&1
@@ -40,17 +43,17 @@ nvidia-smi | tee "$OUT/nvidia-smi.txt"
 ldd "$a" | tee "$OUT/ldd.txt"
 "$a" devices --json | tee "$OUT/devices.json"
 
-step "conformance suite on cuda:0"
+step "conformance suite on $dev"
 for dtype in f32 f16 bf16; do
-  "$a" conformance --backend cuda:0 --dtype "$dtype" > "$OUT/conformance-cuda-$dtype.txt" 2>&1
-  tail -n 1 "$OUT/conformance-cuda-$dtype.txt"; grep FAILED "$OUT/conformance-cuda-$dtype.txt"
+  "$a" conformance --backend "$dev" --dtype "$dtype" > "$OUT/conformance-$dtype.txt" 2>&1
+  tail -n 1 "$OUT/conformance-$dtype.txt"; grep FAILED "$OUT/conformance-$dtype.txt"
 done
 
-step "MiniLM: cuda:0 vs cpu on the same (f16-rounded) weights, and vs the fp32 reference"
+step "MiniLM: $dev vs cpu on the same (f16-rounded) weights, and vs the fp32 reference"
 "$py" -c 'import json; print("\n".join(json.load(open("models/tests/fixtures/all-minilm-l6-v2.json"))["texts"]))' > "$work/texts.txt"
 "$a" embed --model "$model" --backend cpu < "$work/texts.txt" > "$OUT/minilm-cpu.jsonl"
 for dtype in f32 f16; do
-  "$a" embed --model "$model" --backend cuda:0 --dtype "$dtype" < "$work/texts.txt" > "$OUT/minilm-cuda-$dtype.jsonl"
+  "$a" embed --model "$model" --backend "$dev" --dtype "$dtype" < "$work/texts.txt" > "$OUT/minilm-device-$dtype.jsonl"
 done
 "$py" - "$OUT" <<'PY' | tee "$OUT/minilm-compare.txt"
 import json, sys
@@ -59,7 +62,7 @@ out = sys.argv[1]
 ref = np.array(json.load(open("models/tests/fixtures/all-minilm-l6-v2.json"))["embeddings"])
 load = lambda n: np.array([json.loads(l) for l in open(f"{out}/{n}")])
 cpu = load("minilm-cpu.jsonl")
-for name in ["minilm-cuda-f32.jsonl", "minilm-cuda-f16.jsonl"]:
+for name in ["minilm-device-f32.jsonl", "minilm-device-f16.jsonl"]:
     g = load(name)
     cos = (g * cpu).sum(1) / np.linalg.norm(g, axis=1) / np.linalg.norm(cpu, axis=1)
     print(f"{name} vs cpu: worst cosine {cos.min():.9f}, max abs diff {np.abs(g - cpu).max():.3e}")
@@ -67,14 +70,14 @@ cos = (cpu * ref).sum(1) / np.linalg.norm(cpu, axis=1) / np.linalg.norm(ref, axi
 print(f"cpu (f16-rounded weights) vs fp32 reference: worst cosine {cos.min():.9f}, max abs diff {np.abs(cpu - ref).max():.3e}")
 PY
 
-step "bench on cuda:0 (f32, f16) with PyTorch on the same GPU"
+step "bench on $dev (f32, f16) with PyTorch on the same device"
 for dtype in f32 f16; do
   for batch in 32 128; do
-    "$a" bench --model "$model" --backend cuda:0 --dtype "$dtype" --batch-size "$batch" --scenario offline \
-      --min-duration 5 --warmup 1 --peers pytorch --peer-device cuda --peer-dtype "$dtype" --no-progress \
+    "$a" bench --model "$model" --backend "$dev" --dtype "$dtype" --batch-size "$batch" --scenario offline \
+      --min-duration 5 --warmup 1 --peers pytorch --peer-device "$peer_dev" --peer-dtype "$dtype" --no-progress \
       --instance-type p5.48xlarge --out "$OUT/results" 2>&1 | tee -a "$OUT/bench.txt" | grep -E "^(system|accelrt|pytorch|error)"
   done
 done
-"$a" bench --model "$model" --backend cuda:0 --scenario single-stream --min-duration 5 --warmup 1 --no-progress \
+"$a" bench --model "$model" --backend "$dev" --scenario single-stream --min-duration 5 --warmup 1 --no-progress \
   --out "$OUT/results" 2>&1 | tee -a "$OUT/bench.txt" | grep -E "^(system|accelrt|error)"
 echo; echo "done: $OUT"
