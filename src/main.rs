@@ -238,9 +238,15 @@ fn devices(json: bool) -> Result<()> {
     Ok(())
 }
 
+/// `--dtype`: f32 is the graph's own dtype, so asking for it means no override (an override would
+/// also turn the graph's explicit casts to other float types into f32).
+fn compute_override(dtype: Option<DType>) -> Option<DType> {
+    dtype.filter(|d| *d != DType::F32)
+}
+
 fn conformance(device: &str, dtype: Option<DType>) -> Result<()> {
     let backend = accelrt::open_backend(device)?;
-    let options = PrepareOptions { compute_dtype: dtype };
+    let options = PrepareOptions { compute_dtype: compute_override(dtype) };
     let tolerance = accelrt_conformance::Tolerance::for_compute(dtype.unwrap_or(DType::F32));
     println!(
         "conformance on {device} ({}), compute {}, tolerance {tolerance:?}",
@@ -321,7 +327,7 @@ fn run_bench(store: &ModelStore, a: BenchArgs) -> Result<()> {
         peer_device: a.peer_device,
         peer_dtype: a.peer_dtype,
         pricing: Pricing { instance_type, instance_type_source: instance_type_source.into(), price },
-        options: PrepareOptions { compute_dtype: a.dtype },
+        options: PrepareOptions { compute_dtype: compute_override(a.dtype) },
         progress: !a.no_progress,
         seed: a.seed,
     };
@@ -350,7 +356,7 @@ fn embed(store: &ModelStore, model: &str, device: &str, batch_size: usize, dtype
 
     let backend = accelrt::open_backend(device)?;
     let dir = models::resolve_model_dir(model, store)?;
-    let options = PrepareOptions { compute_dtype: dtype };
+    let options = PrepareOptions { compute_dtype: compute_override(dtype) };
     let embedder = models::SentenceEmbedder::load(&dir, backend.as_ref(), &options)
         .with_context(|| format!("loading {}", dir.display()))?;
 

@@ -198,6 +198,9 @@ fn conformance_subcommand_checks_a_device() {
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("ok      encoder_block") && out.contains("conformance: 25 passed, 0 failed"), "{out}");
+    // f32 is the graph's own dtype: asking for it explicitly must change nothing (casts included).
+    let o = accelrt(&["conformance", "--dtype", "f32"], b"", None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     let o = accelrt(&["conformance", "--backend", "cuda:0"], b"", None);
     assert_fails_with(&o, "device `cuda:0` is not available");
 }
