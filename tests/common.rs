@@ -12,6 +12,11 @@ pub fn minilm_dir() -> PathBuf {
         .unwrap_or_else(|e| panic!("all-MiniLM-L6-v2 is needed by this test: {e}"))
 }
 
+/// The cache folder that holds the verified model (the root `ACCELRT_CACHE` would name).
+pub fn cache_root() -> PathBuf {
+    minilm_dir().parent().and_then(|p| p.parent()).expect("models/<id> inside the cache").to_path_buf()
+}
+
 /// Devices to run the device-generic tests on: `ACCELRT_TEST_DEVICES` (comma-separated), default `cpu`.
 pub fn test_devices() -> Vec<String> {
     std::env::var("ACCELRT_TEST_DEVICES")

@@ -24,26 +24,14 @@ pub struct Environment {
 
 impl Environment {
     pub fn capture(backend: &str, device: &DeviceInfo) -> Environment {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let cpu_model = cpuinfo
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string())
-            })
-            .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let host_memory_bytes = meminfo
-            .lines()
-            .find_map(|l| l.strip_prefix("MemTotal:")?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
-            .map(|k| k * 1024);
         Environment {
             backend: backend.into(),
             device: device.spec.clone(),
             device_name: device.name.clone(),
             device_memory_total_bytes: device.memory_total_bytes,
-            cpu_model,
+            cpu_model: accelrt_core::host::cpu_model(),
             cpu_threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-            host_memory_bytes,
+            host_memory_bytes: accelrt_core::host::meminfo_bytes("MemTotal"),
             os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
             accelrt_version: env!("CARGO_PKG_VERSION").into(),
             git_commit: env!("ACCELRT_GIT_COMMIT").into(),
@@ -60,8 +48,5 @@ pub fn now_rfc3339() -> String {
 
 /// Peak resident memory of this process so far (Linux `VmHWM`), in bytes.
 pub fn peak_host_memory_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib =
-        status.lines().find_map(|l| l.strip_prefix("VmHWM:")?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())?;
-    Some(kib * 1024)
+    accelrt_core::host::process_status_bytes("VmHWM")
 }

@@ -6,6 +6,7 @@ mod device;
 mod dtype;
 mod error;
 mod graph;
+pub mod host;
 mod infer;
 mod op;
 pub mod reference;
