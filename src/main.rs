@@ -63,6 +63,9 @@ enum Command {
         #[arg(long)]
         dtype: Option<DType>,
     },
+    /// Generate text with a decoder model (GGUF, Llama architecture), streaming it to stdout;
+    /// timings go to stderr
+    Generate(Box<GenerateArgs>),
     /// Measure throughput, latency and cost per 1M inferences (MLPerf-style scenarios) and write
     /// one JSON result per scenario
     Bench(Box<BenchArgs>),
@@ -88,6 +91,52 @@ enum Command {
         #[arg(long)]
         p99_ms: Option<f64>,
     },
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// Model name (fetched on first use), a directory holding one .gguf file, or a .gguf file
+    #[arg(long, default_value = "smollm2-135m-instruct")]
+    model: String,
+    /// Device to run on: cpu, cuda:N, neuron:N
+    #[arg(long, default_value = "cpu")]
+    backend: String,
+    /// The prompt [default: read from stdin]
+    #[arg(long)]
+    prompt: Option<String>,
+    /// Wrap the prompt as a user message in the model's chat template
+    #[arg(long)]
+    chat: bool,
+    /// With --chat: a system message (else the template's default, if any)
+    #[arg(long, requires = "chat")]
+    system: Option<String>,
+    /// The most tokens to generate
+    #[arg(long, default_value_t = 256)]
+    max_tokens: usize,
+    /// Always take the most likely token (the default unless --temperature is given)
+    #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p"])]
+    greedy: bool,
+    /// Sample with this temperature (> 0)
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Sample only among the k most likely tokens
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Sample only among the most likely tokens that make up probability p
+    #[arg(long)]
+    top_p: Option<f32>,
+    /// Penalise tokens already present (> 1 discourages repeats)
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    /// Seed for sampling (same seed, same output)
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Positions each sequence's cache holds, prompt and output together
+    #[arg(long, default_value_t = models::generator::DEFAULT_CONTEXT)]
+    context: usize,
+    /// Compute dtype for the non-quantised work: f32 (default), bf16 or f16
+    #[arg(long)]
+    dtype: Option<DType>,
 }
 
 #[derive(clap::Args)]
@@ -200,6 +249,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Embed { model, backend, batch_size, dtype } => embed(&store, &model, &backend, batch_size, dtype),
+        Command::Generate(args) => generate(&store, *args),
         Command::Bench(args) => run_bench(&store, *args),
         Command::Conformance { backend, dtype } => conformance(&backend, dtype),
         Command::Report { results, out, p99_ms } => {
@@ -342,6 +392,87 @@ fn run_bench(store: &ModelStore, a: BenchArgs) -> Result<()> {
         let list: Vec<String> = outcome.peer_failures.iter().map(|e| e.to_string()).collect();
         bail!("{} peer(s) could not be measured (the results above were kept):\n  {}", list.len(), list.join("\n  "));
     }
+    Ok(())
+}
+
+/// A GGUF model path from a name, directory or file.
+fn resolve_gguf(store: &ModelStore, model: &str) -> Result<PathBuf> {
+    let path = std::path::Path::new(model);
+    if path.exists() {
+        return Ok(models::generator::find_gguf(path)?);
+    }
+    let spec = models::lookup(model)?;
+    if spec.kind != models::ModelKind::TextGeneration {
+        bail!("`{model}` is not a text-generation model");
+    }
+    Ok(models::generator::find_gguf(&store.ensure(spec)?)?)
+}
+
+fn generate(store: &ModelStore, a: GenerateArgs) -> Result<()> {
+    if a.max_tokens == 0 {
+        bail!("--max-tokens must be at least 1");
+    }
+    if a.temperature.is_some_and(|t| !(t > 0.0 && t.is_finite())) {
+        bail!("--temperature must be > 0 (use --greedy for deterministic output)");
+    }
+    let params = models::SamplingParams {
+        temperature: if a.greedy { 0.0 } else { a.temperature.unwrap_or(0.0) },
+        top_k: a.top_k,
+        top_p: a.top_p,
+        repetition_penalty: a.repetition_penalty,
+        seed: a.seed,
+    };
+    if params.temperature == 0.0 && (a.top_k.is_some() || a.top_p.is_some()) {
+        bail!("--top-k and --top-p need --temperature");
+    }
+    params.validate()?;
+    let prompt = match a.prompt {
+        Some(p) => p,
+        None => {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text).context("reading the prompt from stdin")?;
+            text
+        }
+    };
+    let backend = accelrt::open_backend(&a.backend)?;
+    let path = resolve_gguf(store, &a.model)?;
+    let options = PrepareOptions { compute_dtype: compute_override(a.dtype) };
+    let generator = models::TextGenerator::load(&path, backend.as_ref(), &options, a.context)
+        .with_context(|| format!("loading {}", path.display()))?;
+    let text = if a.chat {
+        let mut messages = Vec::new();
+        if let Some(system) = &a.system {
+            messages.push(models::ChatMessage::new("system", system));
+        }
+        messages.push(models::ChatMessage::new("user", &prompt));
+        generator.tokenizer().apply_chat_template(&messages)?
+    } else {
+        prompt
+    };
+    let ids = generator.tokenizer().encode(&text)?;
+    let mut out = std::io::stdout().lock();
+    let mut write_error = None;
+    let g = generator.generate(&ids, &params, a.max_tokens, |_, piece| {
+        if write_error.is_none() {
+            if let Err(e) = out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
+                write_error = Some(e);
+            }
+        }
+    })?;
+    if let Some(e) = write_error {
+        return Err(e).context("writing to stdout");
+    }
+    writeln!(out)?;
+    let decode: Duration = g.decode_times.iter().sum();
+    let per_token = (!g.decode_times.is_empty()).then(|| decode.as_secs_f64() / g.decode_times.len() as f64);
+    eprintln!(
+        "[{} prompt tokens, {} generated, stop: {:?}; time to first token {:.1} ms{}]",
+        g.prompt_tokens,
+        g.tokens.len(),
+        g.stop,
+        g.time_to_first_token.as_secs_f64() * 1e3,
+        per_token.map(|t| format!(", decode {:.1} tokens/s ({:.1} ms/token)", 1.0 / t, t * 1e3)).unwrap_or_default()
+    );
     Ok(())
 }
 

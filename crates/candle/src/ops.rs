@@ -13,10 +13,14 @@ pub(crate) struct RunContext<'a> {
     pub compute_override: Option<DType>,
     /// Weight nodes stored transposed ([in, out]) for linear layers.
     pub transposed: &'a HashSet<usize>,
-    /// Additive attention biases already built in this run, keyed by (mask, causal, q_len, kv_len):
-    /// every layer of a model shares the same mask, so it is built once.
-    pub attention_bias: HashMap<(Option<ValueId>, bool, usize, usize), Option<Tensor>>,
+    /// Additive attention biases already built in this run, keyed by (mask, causal, q_positions,
+    /// q_len, kv_len): every layer of a model shares the same mask, so it is built once.
+    pub attention_bias: HashMap<BiasKey, Option<Tensor>>,
+    /// Rotary cos/sin tables already built in this run, keyed by (positions, head size, base bits).
+    pub rope_tables: HashMap<(ValueId, usize, u64), (Tensor, Tensor)>,
 }
+
+pub(crate) type BiasKey = (Option<ValueId>, bool, Option<ValueId>, usize, usize);
 
 /// A finite "minus infinity" for masked attention scores. It must stay finite in the compute dtype
 /// (f32::MIN becomes −inf in f16, and the masked mean of a fully padded row would be NaN).
@@ -30,7 +34,17 @@ fn masked_score(dtype: DType) -> f64 {
 /// Evaluates `op` on already-evaluated operand values.
 pub(crate) fn eval(op: &Op, val: &dyn Fn(ValueId) -> Tensor, ctx: &mut RunContext<'_>) -> Result<Tensor> {
     match op {
-        Op::Input { .. } | Op::Weight { .. } => unreachable!("inputs and weights are bound before ops run"),
+        Op::Input { .. } | Op::Weight { .. } | Op::KvCache { .. } => {
+            unreachable!("inputs, weights and caches are handled by the executable")
+        }
+        Op::TakeLast { x, axis } => {
+            let x = val(*x);
+            let size = x.dim(*axis)?;
+            if size == 0 {
+                candle_core::bail!("axis {axis} is empty");
+            }
+            x.narrow(*axis, size - 1, 1)
+        }
         Op::Embedding { table, ids } => {
             let ids = val(*ids);
             let table = val(*table);
@@ -47,6 +61,8 @@ pub(crate) fn eval(op: &Op, val: &dyn Fn(ValueId) -> Tensor, ctx: &mut RunContex
             let x = val(*x);
             let w = val(*weight);
             let w_t = if ctx.transposed.contains(&weight.index()) { w } else { w.t()? };
+            // A weight stored in another float type (an f16 matrix in an f32 model) computes in x's.
+            let w_t = if w_t.dtype() != x.dtype() { w_t.to_dtype(x.dtype())? } else { w_t };
             let mut out_shape = x.dims().to_vec();
             let features = *out_shape.last().expect("rank ≥ 1");
             *out_shape.last_mut().expect("rank ≥ 1") = w_t.dim(1)?;
@@ -93,7 +109,7 @@ pub(crate) fn eval(op: &Op, val: &dyn Fn(ValueId) -> Tensor, ctx: &mut RunContex
         }
         Op::RmsNorm { x, gamma, eps } => candle_nn::ops::rms_norm(&val(*x).contiguous()?, &val(*gamma), *eps as f32),
         Op::Softmax { x } => candle_nn::ops::softmax_last_dim(&val(*x).contiguous()?),
-        Op::Attention { q, k, v, mask, causal, scale } => {
+        Op::Attention { q, k, v, mask, causal, scale, q_positions } => {
             let (q, k, v) = (val(*q), val(*k), val(*v));
             let (_, hq, q_len, _) = q.dims4()?;
             let (_, hkv, kv_len, _) = k.dims4()?;
@@ -105,9 +121,14 @@ pub(crate) fn eval(op: &Op, val: &dyn Fn(ValueId) -> Tensor, ctx: &mut RunContex
             }
             let (k, v) = (repeat_kv(&k, hq / hkv)?, repeat_kv(&v, hq / hkv)?);
             let scores = q.contiguous()?.matmul(&k.contiguous()?.t()?)?.affine(*scale, 0.0)?;
-            let key = (*mask, *causal, q_len, kv_len);
+            let key = (*mask, *causal, *q_positions, q_len, kv_len);
             if !ctx.attention_bias.contains_key(&key) {
-                let bias = attention_bias(mask.map(&val), *causal, q_len, kv_len, scores.dtype(), ctx.device)?;
+                let visibility = match q_positions {
+                    Some(p) => Visibility::Positions(val(*p)),
+                    None if *causal => Visibility::Causal,
+                    None => Visibility::All,
+                };
+                let bias = attention_bias(mask.map(&val), &visibility, q_len, kv_len, scores.dtype(), ctx.device)?;
                 ctx.attention_bias.insert(key, bias);
             }
             let scores = match &ctx.attention_bias[&key] {
@@ -119,7 +140,13 @@ pub(crate) fn eval(op: &Op, val: &dyn Fn(ValueId) -> Tensor, ctx: &mut RunContex
         Op::Rope { x, positions, base, style } => {
             let x = val(*x).contiguous()?;
             let (_, _, _, head) = x.dims4()?;
-            let (cos, sin) = rope_tables(&val(*positions), head, *base, x.dtype(), ctx.device)?;
+            let key = (*positions, head, base.to_bits());
+            if !ctx.rope_tables.contains_key(&key) {
+                let tables = rope_tables(&val(*positions), head, *base, x.dtype(), ctx.device)?;
+                ctx.rope_tables.insert(key, tables);
+            }
+            let (cos, sin) = &ctx.rope_tables[&key];
+            let (cos, sin) = (cos.to_dtype(x.dtype())?, sin.to_dtype(x.dtype())?);
             match style {
                 RopeStyle::HalfSplit => candle_nn::rotary_emb::rope(&x, &cos, &sin),
                 RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(&x, &cos, &sin),
@@ -178,11 +205,19 @@ fn repeat_kv(x: &Tensor, groups: usize) -> Result<Tensor> {
     x.unsqueeze(2)?.expand((b, h, groups, t, d))?.reshape((b, h * groups, t, d))
 }
 
+/// Which keys each query may see (besides the padding mask); see `Op::Attention`.
+enum Visibility {
+    All,
+    Causal,
+    /// Query (b, i) sits at position p[b, i].
+    Positions(Tensor),
+}
+
 /// The additive bias (0 where a key is visible, a large negative number where not) for attention
 /// scores [batch, heads, q_len, kv_len], or `None` when nothing is hidden.
 fn attention_bias(
     mask: Option<Tensor>,
-    causal: bool,
+    visibility: &Visibility,
     q_len: usize,
     kv_len: usize,
     dtype: DType,
@@ -196,11 +231,23 @@ fn attention_bias(
         let keep = mask.ne(0f64)?.to_dtype(dtype)?;
         bias = Some(keep.affine(-neg, neg)?.reshape((b, 1, 1, t))?);
     }
-    if causal {
-        let offset = kv_len - q_len;
-        let values: Vec<f32> =
-            (0..q_len).flat_map(|i| (0..kv_len).map(move |j| if j > offset + i { neg as f32 } else { 0.0 })).collect();
-        let c = Tensor::from_vec(values, (1, 1, q_len, kv_len), device)?.to_dtype(dtype)?;
+    let limits: Option<(usize, Vec<i64>)> = match visibility {
+        Visibility::All => None,
+        Visibility::Causal => Some((1, (0..q_len).map(|i| (kv_len - q_len + i) as i64).collect())),
+        Visibility::Positions(p) => {
+            let (b, n) = p.dims2()?;
+            if n != q_len {
+                candle_core::bail!("q_positions {:?} do not match the query length {q_len}", p.dims());
+            }
+            Some((b, p.to_dtype(DType::I64)?.flatten_all()?.to_vec1()?))
+        }
+    };
+    if let Some((rows, limits)) = limits {
+        let values: Vec<f32> = limits
+            .iter()
+            .flat_map(|&limit| (0..kv_len).map(move |j| if j as i64 > limit { neg as f32 } else { 0.0 }))
+            .collect();
+        let c = Tensor::from_vec(values, (rows, 1, q_len, kv_len), device)?.to_dtype(dtype)?;
         bias = Some(match bias {
             Some(b) => b.broadcast_add(&c)?,
             None => c,

@@ -231,7 +231,7 @@ fn attention_case(
     let v = m.input("v", &[sym("batch"), fixed(hkv), sym("kv_len"), fixed(d)], &[batch, hkv, kv_len, d]);
     let mask = masked.then(|| m.mask("mask", &[sym("batch"), sym("kv_len")], batch, kv_len));
     let scale = 1.0 / (d as f64).sqrt();
-    let out = m.op("attn", Op::Attention { q, k, v, mask, causal, scale });
+    let out = m.op("attn", Op::Attention { q, k, v, mask, causal, scale, q_positions: None });
     m.finish(&[("out", out)])
 }
 
@@ -365,7 +365,7 @@ pub fn encoder_block() -> Case {
     let v = proj(&mut m, "v", x, hidden, hidden);
     let (q, k, v) = (split(&mut m, "q", q), split(&mut m, "k", k), split(&mut m, "v", v));
     let scale = 1.0 / ((hidden / heads) as f64).sqrt();
-    let a = m.op("attn", Op::Attention { q, k, v, mask: Some(mask), causal: false, scale });
+    let a = m.op("attn", Op::Attention { q, k, v, mask: Some(mask), causal: false, scale, q_positions: None });
     let a = m.op("attn_t", Op::Permute { x: a, perm: vec![0, 2, 1, 3] });
     let a = m.op(
         "attn_merge",
@@ -418,7 +418,7 @@ pub fn decoder_block() -> Case {
     let positions = m.op("pos", Op::Positions { like: x, axis: 1 });
     let q = m.op("q_rope", Op::Rope { x: q, positions, base: 10000.0, style: RopeStyle::HalfSplit });
     let k = m.op("k_rope", Op::Rope { x: k, positions, base: 10000.0, style: RopeStyle::HalfSplit });
-    let a = m.op("attn", Op::Attention { q, k, v, mask: None, causal: true, scale: 1.0 / (head as f64).sqrt() });
+    let a = m.op("attn", Op::Attention { q, k, v, mask: None, causal: true, scale: 1.0 / (head as f64).sqrt(), q_positions: None });
     let a = m.op("attn_t", Op::Permute { x: a, perm: vec![0, 2, 1, 3] });
     let a = m.op(
         "attn_merge",

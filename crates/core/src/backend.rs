@@ -5,7 +5,7 @@
 //! outputs out. A static-shape backend (Neuron) compiles or loads per-shape programs in `prepare` and
 //! refuses, with `Error::Unsupported`, the input shapes it has no program for.
 
-use crate::{DType, DeviceInfo, DeviceSpec, Graph, HostTensor, Result, WeightSource};
+use crate::{DType, DeviceInfo, DeviceSpec, Graph, HostTensor, Result, SessionState, WeightSource};
 
 /// Choices a caller makes when preparing a graph.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -41,8 +41,16 @@ pub trait Executable: Send + Sync {
     fn graph(&self) -> &Graph;
 
     /// Runs the graph on named host inputs and returns every graph output on the host.
-    /// Returns only after the device has finished (outputs are read back).
+    /// Returns only after the device has finished (outputs are read back). A graph with caches
+    /// (`Op::KvCache`) runs here on empty ones, as the first step of a fresh session would.
     fn run(&self, inputs: &[(&str, &HostTensor)]) -> Result<Outputs>;
+
+    /// A fresh session state for `slots` concurrent sequences: the graph's caches live in it, on
+    /// the device, between runs (a generation's prefill, then one step per token).
+    fn new_state(&self, slots: usize) -> Result<SessionState>;
+
+    /// Runs one step of a session: like `run`, but the caches are read from and written to `state`.
+    fn run_with_state(&self, state: &mut SessionState, inputs: &[(&str, &HostTensor)]) -> Result<Outputs>;
 
     /// Waits until all work queued on the device has finished (a no-op on synchronous devices).
     fn synchronize(&self) -> Result<()>;

@@ -4,6 +4,10 @@
 use crate::graph::Node;
 use crate::{DType, Dim, Error, Op, ReshapeDim, Result, Shape, ValueId};
 
+/// The symbol for the length of the cached sequence a `KvCache` yields (shared by every cache of a
+/// graph: all are written at the same positions in a step).
+pub const KV_LEN: &str = "kv_len";
+
 /// Infers the dtype and shape a node produces from its operands (which must precede it).
 pub(crate) fn infer(name: &str, op: &Op, earlier: &[Node]) -> Result<(DType, Shape)> {
     let fail = |msg: String| Error::node(name, msg);
@@ -153,7 +157,7 @@ pub(crate) fn infer(name: &str, op: &Op, earlier: &[Node]) -> Result<(DType, Sha
             check_eps(*eps).map_err(fail)?;
             (float_of(*x, "x")?, get(*x).shape.clone())
         }
-        Op::Attention { q, k, v, mask, scale, .. } => {
+        Op::Attention { q, k, v, mask, scale, q_positions, causal } => {
             let d = float_of(*q, "q")?;
             for (id, what) in [(*k, "k"), (*v, "v")] {
                 if float_of(id, what)? != d {
@@ -177,6 +181,15 @@ pub(crate) fn infer(name: &str, op: &Op, earlier: &[Node]) -> Result<(DType, Sha
                 let ms = rank_is(*m, &[2], "mask")?;
                 same_dim(&ms.0[0], &qs.0[0], "mask batch")?;
                 same_dim(&ms.0[1], &ks.0[2], "mask length vs kv length")?;
+            }
+            if let Some(p) = q_positions {
+                int_of(*p, "q_positions")?;
+                let ps = rank_is(*p, &[2], "q_positions")?;
+                same_dim(&ps.0[0], &qs.0[0], "q_positions batch")?;
+                same_dim(&ps.0[1], &qs.0[2], "q_positions length vs query length")?;
+                if *causal {
+                    return Err(fail("`causal` and `q_positions` are two ways to mask the future; give one".into()));
+                }
             }
             if !scale.is_finite() {
                 return Err(fail(format!("scale must be finite, got {scale}")));
@@ -304,6 +317,38 @@ pub(crate) fn infer(name: &str, op: &Op, earlier: &[Node]) -> Result<(DType, Sha
                 ));
             }
             (*dtype, get(*x).shape.clone())
+        }
+        Op::KvCache { x, positions, slots, capacity } => {
+            let d = float_of(*x, "x")?;
+            let xs = rank_is(*x, &[4], "x")?;
+            int_of(*positions, "positions")?;
+            int_of(*slots, "slots")?;
+            let ps = rank_is(*positions, &[2], "positions")?;
+            let ss = rank_is(*slots, &[1], "slots")?;
+            same_dim(&ps.0[0], &xs.0[0], "positions batch")?;
+            same_dim(&ps.0[1], &xs.0[2], "positions length vs new entries")?;
+            same_dim(&ss.0[0], &xs.0[0], "slots batch")?;
+            if *capacity == 0 {
+                return Err(fail("cache capacity must be at least 1".into()));
+            }
+            if let Some(n) = xs.0[2].fixed() {
+                if n > *capacity {
+                    return Err(fail(format!("{n} new entries exceed the cache capacity {capacity}")));
+                }
+            }
+            (d, Shape(vec![xs.0[0].clone(), xs.0[1].clone(), Dim::sym(KV_LEN), xs.0[3].clone()]))
+        }
+        Op::TakeLast { x, axis } => {
+            let n = get(*x);
+            if *axis >= n.shape.rank() {
+                return Err(fail(format!("axis {axis} out of range for {}", n.shape)));
+            }
+            if matches!(n.dtype, DType::Quant(_)) {
+                return Err(fail("x cannot be block-quantised".into()));
+            }
+            let mut shape = n.shape.clone();
+            shape.0[*axis] = Dim::Fixed(1);
+            (n.dtype, shape)
         }
         Op::Positions { like, axis } => {
             let n = get(*like);

@@ -130,7 +130,10 @@ pub enum Op {
     /// q_heads must be a multiple of kv_heads (grouped-query attention). Output: [batch, q_heads, q_len, dv].
     /// `mask` ([batch, kv_len], non-zero = attend) hides padding keys. With `causal`, query i sits at
     /// position kv_len − q_len + i and sees keys at positions ≤ its own (so a query block appended to a
-    /// cache works). A query that sees no key at all gets an unspecified (finite) row.
+    /// cache works). With `q_positions` ([batch, q_len], integer) query (b, i) instead sits at position
+    /// q_positions[b, i] and sees keys 0..=that position: rows of a batch may be at different lengths
+    /// (keys past a row's position, e.g. stale cache rows, are never seen). A query that sees no key at
+    /// all gets an unspecified (finite) row.
     Attention {
         q: ValueId,
         k: ValueId,
@@ -138,6 +141,28 @@ pub enum Op {
         mask: Option<ValueId>,
         causal: bool,
         scale: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        q_positions: Option<ValueId>,
+    },
+    /// A key/value cache that persists across runs of one session (see `Executable::new_state`).
+    ///
+    /// Writes x ([batch, heads, new, d]) into the cache slot `slots[b]` ([batch], integer) of each row
+    /// at positions `positions[b, ..]` ([batch, new], integer; consecutive within a row, the first at
+    /// most the slot's current length), then yields every row's cache up to the step's longest row:
+    /// [batch, heads, kv_len, d] with kv_len = max over rows of (last position + 1). Entries past a
+    /// row's own length are unspecified; attention with `q_positions` never reads them. A slot holds
+    /// at most `capacity` positions, so compiled backends can allocate it once.
+    KvCache {
+        x: ValueId,
+        positions: ValueId,
+        slots: ValueId,
+        capacity: usize,
+    },
+    /// The last entry of x along `axis` (kept as an axis of size 1), e.g. the last position's hidden
+    /// state, from which the next token is predicted.
+    TakeLast {
+        x: ValueId,
+        axis: usize,
     },
     /// Rotary position embedding of x: [batch, heads, seq, d] at integer `positions`
     /// ([seq], or [batch, seq] for rows at different offsets); frequencies base^(−2i/d).
@@ -207,9 +232,11 @@ impl Op {
             | Op::Cast { x, .. } => vec![*x],
             Op::LayerNorm { x, gamma, beta, .. } => [Some(*x), Some(*gamma), *beta].into_iter().flatten().collect(),
             Op::RmsNorm { x, gamma, .. } => vec![*x, *gamma],
-            Op::Attention { q, k, v, mask, .. } => {
-                [Some(*q), Some(*k), Some(*v), *mask].into_iter().flatten().collect()
+            Op::Attention { q, k, v, mask, q_positions, .. } => {
+                [Some(*q), Some(*k), Some(*v), *mask, *q_positions].into_iter().flatten().collect()
             }
+            Op::KvCache { x, positions, slots, .. } => vec![*x, *positions, *slots],
+            Op::TakeLast { x, .. } => vec![*x],
             Op::Rope { x, positions, .. } => vec![*x, *positions],
             Op::Concat { xs, .. } => xs.clone(),
             Op::MeanPool { x, mask } => vec![*x, *mask],
@@ -241,6 +268,8 @@ impl Op {
             Op::L2Normalize { .. } => "l2_normalize",
             Op::Cast { .. } => "cast",
             Op::Positions { .. } => "positions",
+            Op::KvCache { .. } => "kv_cache",
+            Op::TakeLast { .. } => "take_last",
         }
     }
 }

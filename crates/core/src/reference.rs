@@ -3,9 +3,10 @@
 
 use crate::infer::broadcast;
 use crate::{
-    load_weight, BinaryOp, DType, Error, Graph, HostTensor, Op, Outputs, ReshapeDim, Result, RopeStyle, Shape, UnaryOp,
-    WeightSource,
+    load_weight, one_shot_slots, BinaryOp, DType, Error, Graph, HostTensor, Op, Outputs, ReshapeDim, Result, RopeStyle,
+    SessionState, Shape, UnaryOp, WeightSource,
 };
+use std::collections::HashMap;
 use ndarray::{concatenate, s, Array2, ArrayD, Axis, IxDyn};
 
 /// A value during evaluation: floats as f64, integers as i64.
@@ -24,8 +25,28 @@ impl Val {
     }
 }
 
-/// Evaluates `graph` on `inputs` with weights from `weights`.
+/// The reference evaluator's caches: per `KvCache` node, per slot, [heads, capacity, d].
+#[derive(Default)]
+struct Caches(HashMap<usize, Vec<Option<ArrayD<f64>>>>);
+
+/// A fresh session state for [`evaluate_with_state`].
+pub fn new_state(slots: usize) -> SessionState {
+    SessionState::new("reference", slots, Box::new(Caches::default()))
+}
+
+/// Evaluates `graph` on `inputs` with weights from `weights` (caches start empty).
 pub fn evaluate(graph: &Graph, weights: &dyn WeightSource, inputs: &[(&str, &HostTensor)]) -> Result<Outputs> {
+    let mut state = new_state(one_shot_slots(graph, inputs));
+    evaluate_with_state(graph, weights, inputs, &mut state)
+}
+
+/// Evaluates one step of a session whose caches are in `state` (from [`new_state`]).
+pub fn evaluate_with_state(
+    graph: &Graph,
+    weights: &dyn WeightSource,
+    inputs: &[(&str, &HostTensor)],
+    state: &mut SessionState,
+) -> Result<Outputs> {
     graph.bind_inputs(inputs)?;
     let mut vals: Vec<Val> = Vec::with_capacity(graph.nodes().len());
     for node in graph.nodes() {
@@ -49,13 +70,14 @@ pub fn evaluate(graph: &Graph, weights: &dyn WeightSource, inputs: &[(&str, &Hos
             }
             Op::Weight { .. } => {
                 let view = load_weight(weights, node)?;
-                if let DType::Quant(q) = view.dtype {
-                    return Err(Error::UnsupportedDType {
-                        dtype: DType::Quant(q),
-                        context: format!("the reference evaluator has no dequantiser yet (weight `{}`)", node.name),
-                    });
+                match view.dtype {
+                    DType::Quant(q) => {
+                        let values = crate::quant::dequantize(q, &view.bytes)?;
+                        let values = values.into_iter().map(f64::from).collect();
+                        Val::F(ArrayD::from_shape_vec(IxDyn(&view.shape), values).expect("whole blocks checked"))
+                    }
+                    _ => to_val(&view.to_host()?)?,
                 }
-                to_val(&view.to_host()?)?
             }
             Op::Embedding { table, ids } => {
                 let (t, ids) = (f(*table)?, i(*ids)?);
@@ -137,9 +159,52 @@ pub fn evaluate(graph: &Graph, weights: &dyn WeightSource, inputs: &[(&str, &Hos
                 let norm = lane.iter().map(|v| v * v).sum::<f64>().sqrt().max(*eps);
                 lane.iter_mut().for_each(|v| *v /= norm);
             })),
-            Op::Attention { q, k, v, mask, causal, scale } => {
+            Op::Attention { q, k, v, mask, causal, scale, q_positions } => {
                 let mask = mask.map(|m| vals[m.index()].clone());
-                Val::F(attention(f(*q)?, f(*k)?, f(*v)?, mask.as_ref(), *causal, *scale).map_err(fail)?)
+                let q_positions = q_positions.map(|p| i(p).cloned()).transpose()?;
+                let visibility = match q_positions {
+                    Some(p) => Visibility::Positions(p),
+                    None if *causal => Visibility::Causal,
+                    None => Visibility::All,
+                };
+                Val::F(attention(f(*q)?, f(*k)?, f(*v)?, mask.as_ref(), &visibility, *scale).map_err(fail)?)
+            }
+            Op::KvCache { x, positions, slots, capacity } => {
+                let x = f(*x)?;
+                let (b, h, n, d) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+                let pos: Vec<i64> = i(*positions)?.iter().copied().collect();
+                let slot_ids: Vec<i64> = i(*slots)?.iter().copied().collect();
+                if pos.len() != b * n || slot_ids.len() != b {
+                    return Err(fail(format!("positions/slots do not match x {:?}", x.shape())));
+                }
+                let index = graph.nodes().iter().position(|m| std::ptr::eq(m, node)).expect("node of this graph");
+                let plan = state.plan_cache_write(index, *capacity, &pos, &slot_ids).map_err(fail)?;
+                let n_slots = state.slots();
+                let caches = state.inner_mut::<Caches>()?;
+                let per_slot = caches.0.entry(index).or_insert_with(|| vec![None; n_slots]);
+                let mut out = ArrayD::<f64>::zeros(IxDyn(&[b, h, plan.kv_len, d]));
+                for (r, w) in plan.rows.iter().enumerate() {
+                    let cache = per_slot[w.slot].get_or_insert_with(|| ArrayD::zeros(IxDyn(&[h, *capacity, d])));
+                    if cache.shape() != [h, *capacity, d] {
+                        return Err(fail(format!("slot {} holds a cache of {:?}", w.slot, cache.shape())));
+                    }
+                    cache
+                        .slice_mut(s![.., w.start..w.start + w.count, ..])
+                        .assign(&x.slice(s![r, .., .., ..]));
+                    out.slice_mut(s![r, .., .., ..]).assign(&cache.slice(s![.., ..plan.kv_len, ..]));
+                }
+                Val::F(out)
+            }
+            Op::TakeLast { x, axis } => {
+                let size = vals[x.index()].shape()[*axis];
+                if size == 0 {
+                    return Err(fail(format!("axis {axis} is empty")));
+                }
+                map_val(
+                    &vals[x.index()],
+                    |a| a.slice_axis(Axis(*axis), (size - 1..size).into()).to_owned(),
+                    |a| a.slice_axis(Axis(*axis), (size - 1..size).into()).to_owned(),
+                )
             }
             Op::Rope { x, positions, base, style } => {
                 let pos = i(*positions)?;
@@ -348,14 +413,24 @@ fn matmul(a: &ArrayD<f64>, b: &ArrayD<f64>) -> Result<ArrayD<f64>, String> {
     Ok(ArrayD::from_shape_vec(shape, out).expect("sizes match"))
 }
 
+/// Which keys each query may see (besides the padding mask).
+enum Visibility {
+    All,
+    /// Query i sits at position kv_len − q_len + i.
+    Causal,
+    /// Query (b, i) sits at the given position.
+    Positions(ArrayD<i64>),
+}
+
 fn attention(
     q: &ArrayD<f64>,
     k: &ArrayD<f64>,
     v: &ArrayD<f64>,
     mask: Option<&Val>,
-    causal: bool,
+    visibility: &Visibility,
     scale: f64,
 ) -> Result<ArrayD<f64>, String> {
+    let causal = matches!(visibility, Visibility::Causal);
     let (b, hq, sq, d) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
     let (hkv, t, dv) = (k.shape()[1], k.shape()[2], v.shape()[3]);
     if k.shape() != [b, hkv, t, d] || v.shape()[..3] != [b, hkv, t] || hkv == 0 || hq % hkv != 0 {
@@ -377,10 +452,14 @@ fn attention(
         for h in 0..hq {
             let kh = h / group;
             for i in 0..sq {
-                let pos = t - sq + i;
+                let limit = match visibility {
+                    Visibility::All => i64::MAX,
+                    Visibility::Causal => (t - sq + i) as i64,
+                    Visibility::Positions(p) => p[[bi, i]],
+                };
                 let mut visible = Vec::with_capacity(t);
                 for j in 0..t {
-                    let seen = !(causal && j > pos) && mask.as_ref().is_none_or(|m| m[[bi, j]] != 0.0);
+                    let seen = (j as i64) <= limit && mask.as_ref().is_none_or(|m| m[[bi, j]] != 0.0);
                     if seen {
                         scores[j] = (0..d).map(|c| q[[bi, h, i, c]] * k[[bi, kh, j, c]]).sum::<f64>() * scale;
                         visible.push(j);

@@ -65,7 +65,7 @@ fn causal_attention_by_hand() {
     let mut b = GraphBuilder::new("attn");
     let q = b.input("q", DType::F32, Shape::new([1, 1, 2, 1])).unwrap();
     let v = b.input("v", DType::F32, Shape::new([1, 1, 2, 1])).unwrap();
-    let y = b.add("a", Op::Attention { q, k: q, v, mask: None, causal: true, scale: 1.0 }).unwrap();
+    let y = b.add("a", Op::Attention { q, k: q, v, mask: None, causal: true, scale: 1.0, q_positions: None }).unwrap();
     b.output("y", y);
     let g = b.build().unwrap();
     let zeros = HostTensor::f32(vec![1, 1, 2, 1], vec![0.0, 0.0]).unwrap();

@@ -1,0 +1,142 @@
+//! Session state: what persists between runs of one prepared graph (the `KvCache` contents).
+//!
+//! The bookkeeping every backend needs (which slot holds how many positions, whether a write is
+//! valid) lives here, so that all backends accept and refuse the same steps; the cache tensors
+//! themselves are backend-specific and sit behind `inner`.
+
+use crate::{Error, Result};
+use std::any::Any;
+use std::collections::HashMap;
+
+/// One row's write into a cache: positions `start..start + count` of slot `slot`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowWrite {
+    pub slot: usize,
+    pub start: usize,
+    pub count: usize,
+}
+
+/// A validated cache write of one step: one `RowWrite` per batch row, and the length of the
+/// cached sequence the step yields (the longest row's end).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheWrite {
+    pub rows: Vec<RowWrite>,
+    pub kv_len: usize,
+}
+
+/// The state of one session: `slots` sequences, each with its own cache of up to the graph's
+/// capacity positions. Made by `Executable::new_state`; only the executable that made it runs with it.
+pub struct SessionState {
+    backend: &'static str,
+    slots: usize,
+    /// Positions written so far, per cache node (by node index) and slot.
+    written: HashMap<usize, Vec<usize>>,
+    inner: Box<dyn Any + Send>,
+}
+
+impl SessionState {
+    pub fn new(backend: &'static str, slots: usize, inner: Box<dyn Any + Send>) -> SessionState {
+        SessionState { backend, slots, written: HashMap::new(), inner }
+    }
+
+    /// How many sequences this state holds at once.
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+
+    /// How many positions slot `slot` holds (the most over the graph's caches).
+    pub fn slot_len(&self, slot: usize) -> usize {
+        self.written.values().filter_map(|w| w.get(slot)).copied().max().unwrap_or(0)
+    }
+
+    /// Forgets the sequence in `slot`, so a new one can start there at position 0.
+    pub fn reset_slot(&mut self, slot: usize) {
+        for w in self.written.values_mut() {
+            if let Some(len) = w.get_mut(slot) {
+                *len = 0;
+            }
+        }
+    }
+
+    /// The backend's own part of the state.
+    pub fn inner_mut<T: 'static>(&mut self) -> Result<&mut T> {
+        let backend = self.backend;
+        self.inner.downcast_mut::<T>().ok_or_else(|| Error::Backend {
+            backend: backend.to_string(),
+            message: "this session state was made by another executable".into(),
+        })
+    }
+
+    /// Checks a cache write (`positions` [batch, count] and `slots` [batch], row-major) against
+    /// the rules of `Op::KvCache` and records it. Nothing is recorded when it is refused.
+    pub fn plan_cache_write(
+        &mut self,
+        node: usize,
+        capacity: usize,
+        positions: &[i64],
+        slots: &[i64],
+    ) -> Result<CacheWrite, String> {
+        let batch = slots.len();
+        if batch == 0 || positions.len() % batch != 0 {
+            return Err(format!("{} positions do not split over {batch} rows", positions.len()));
+        }
+        let count = positions.len() / batch;
+        let written = self.written.entry(node).or_insert_with(|| vec![0; self.slots]);
+        let mut rows = Vec::with_capacity(batch);
+        for (r, &slot) in slots.iter().enumerate() {
+            if slot < 0 || slot as usize >= self.slots {
+                return Err(format!("row {r}: slot {slot} is outside this session's {} slots", self.slots));
+            }
+            let slot = slot as usize;
+            if rows.iter().any(|w: &RowWrite| w.slot == slot) {
+                return Err(format!("row {r}: slot {slot} appears twice in one step"));
+            }
+            let row = &positions[r * count..(r + 1) * count];
+            let start = row.first().copied().unwrap_or(0);
+            if row.iter().enumerate().any(|(i, &p)| p != start + i as i64) || start < 0 {
+                return Err(format!("row {r}: positions {row:?} are not consecutive from ≥ 0"));
+            }
+            let start = start as usize;
+            if start > written[slot] {
+                return Err(format!(
+                    "row {r}: writes position {start} but slot {slot} holds only {} (positions would be skipped)",
+                    written[slot]
+                ));
+            }
+            if start + count > capacity {
+                return Err(format!(
+                    "row {r}: positions up to {} exceed the cache capacity of {capacity}",
+                    start + count - 1
+                ));
+            }
+            rows.push(RowWrite { slot, start, count });
+        }
+        for w in &rows {
+            written[w.slot] = w.start + w.count;
+        }
+        let kv_len = rows.iter().map(|w| w.start + w.count).max().unwrap_or(0);
+        Ok(CacheWrite { rows, kv_len })
+    }
+}
+
+impl std::fmt::Debug for SessionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionState").field("backend", &self.backend).field("slots", &self.slots).finish()
+    }
+}
+
+/// The number of slots a one-shot run (`Executable::run` without a session) needs: one more than
+/// the largest slot id any `KvCache` of the graph is given.
+pub fn one_shot_slots(graph: &crate::Graph, inputs: &[(&str, &crate::HostTensor)]) -> usize {
+    let mut slots = 0;
+    for node in graph.nodes() {
+        if let crate::Op::KvCache { slots: s, .. } = node.op {
+            let name = &graph.node(s).name;
+            if let Some((_, t)) = inputs.iter().find(|(n, _)| n == name) {
+                let max = t.to_i64_vec().unwrap_or_default().into_iter().max().unwrap_or(0);
+                slots = slots.max(max.max(0) as usize + 1);
+            }
+        }
+    }
+    slots
+}

@@ -1,0 +1,206 @@
+//! Llama-architecture decoders (SmolLM2, TinyLlama, Llama 2/3, …) from GGUF metadata, as a graph with
+//! key/value caches.
+//!
+//! One graph serves prefill and decode: it takes a block of new tokens per sequence, writes their
+//! keys and values into the session's caches at explicit positions, and returns the logits of each
+//! sequence's last token. The caches have a fixed capacity, so a static-shape backend can allocate
+//! them once; attention masks by position, so rows of a batch can be at different lengths.
+
+use crate::gguf::{GgufFile, GgufValue};
+use crate::{ModelError, Result};
+use accelrt_core::{BinaryOp, DType, Dim, Graph, GraphBuilder, Op, ReshapeDim, RopeStyle, Shape, UnaryOp, ValueId};
+
+/// Names of the graph's inputs and output.
+pub const TOKENS: &str = "tokens";
+pub const POSITIONS: &str = "positions";
+pub const SLOTS: &str = "slots";
+pub const LOGITS: &str = "logits";
+
+/// The hyper-parameters of a Llama-architecture model, as the GGUF metadata states them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub rms_norm_eps: f64,
+    pub rope_base: f64,
+    /// The context length the model was trained for.
+    pub context_length: usize,
+    /// Whether the output projection is the token embedding (no `output.weight`).
+    pub tied_embeddings: bool,
+}
+
+impl LlamaConfig {
+    /// Reads the `llama.*` keys. Other architectures, and rope scaling this graph does not model,
+    /// are refused with a message naming them.
+    pub fn from_gguf(file: &GgufFile) -> Result<LlamaConfig> {
+        let bad = |m: String| ModelError::config(file.path(), m);
+        let arch = file
+            .get("general.architecture")
+            .and_then(GgufValue::as_str)
+            .ok_or_else(|| bad("no general.architecture in the metadata".into()))?;
+        if arch != "llama" {
+            return Err(bad(format!("architecture `{arch}` is not supported (only `llama` is)")));
+        }
+        let int = |key: &str| -> Result<usize> {
+            file.get(&format!("llama.{key}"))
+                .and_then(GgufValue::as_u64)
+                .map(|v| v as usize)
+                .ok_or_else(|| bad(format!("missing or non-integer llama.{key}")))
+        };
+        let float = |key: &str, default: f64| -> Result<f64> {
+            match file.get(&format!("llama.{key}")) {
+                None => Ok(default),
+                Some(v) => v.as_f64().ok_or_else(|| bad(format!("llama.{key} is not a number"))),
+            }
+        };
+        if let Some(kind) = file.get("llama.rope.scaling.type").and_then(GgufValue::as_str) {
+            if kind != "none" {
+                return Err(bad(format!("rope scaling `{kind}` is not supported")));
+            }
+        }
+        let hidden_size = int("embedding_length")?;
+        let num_heads = int("attention.head_count")?;
+        let num_kv_heads = match file.get("llama.attention.head_count_kv") {
+            Some(v) => v.as_u64().ok_or_else(|| bad("llama.attention.head_count_kv is not an integer".into()))? as usize,
+            None => num_heads,
+        };
+        if num_heads == 0 || num_kv_heads == 0 || hidden_size % num_heads != 0 || num_heads % num_kv_heads != 0 {
+            return Err(bad(format!("inconsistent heads: hidden {hidden_size}, heads {num_heads}, kv heads {num_kv_heads}")));
+        }
+        let head_dim = hidden_size / num_heads;
+        if let Some(rot) = file.get("llama.rope.dimension_count").and_then(GgufValue::as_u64) {
+            if rot as usize != head_dim {
+                return Err(bad(format!("partial rotary embedding ({rot} of {head_dim} dims) is not supported")));
+            }
+        }
+        let embed = file.tensor("token_embd.weight").ok_or_else(|| bad("no token_embd.weight tensor".into()))?;
+        let vocab_size = *embed.shape.first().unwrap_or(&0);
+        Ok(LlamaConfig {
+            vocab_size,
+            hidden_size,
+            intermediate_size: int("feed_forward_length")?,
+            num_layers: int("block_count")?,
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            rms_norm_eps: float("attention.layer_norm_rms_epsilon", 1e-5)?,
+            rope_base: float("rope.freq_base", 10_000.0)?,
+            context_length: int("context_length")?,
+            tied_embeddings: file.tensor("output.weight").is_none(),
+        })
+    }
+}
+
+/// Builds the decoder graph. `dtype_of(name)` gives each weight's stored type (quantised types stay
+/// quantised: the backend runs them with quantised matmuls or refuses them by name); `capacity` is
+/// the number of positions each sequence's cache holds.
+///
+/// Inputs: `tokens` and `positions` (u32, [batch, new]; positions consecutive per row), `slots`
+/// (u32, [batch]: each row's sequence in the session). Output: `logits` (f32, [batch, vocab]) of
+/// each row's last new token.
+pub fn build_graph(
+    cfg: &LlamaConfig,
+    capacity: usize,
+    dtype_of: &dyn Fn(&str) -> Result<DType>,
+) -> Result<Graph> {
+    let mut b = LlamaBuilder { cfg, dtype_of, b: GraphBuilder::new("llama-decoder") };
+    b.build(capacity)
+}
+
+struct LlamaBuilder<'a> {
+    cfg: &'a LlamaConfig,
+    dtype_of: &'a dyn Fn(&str) -> Result<DType>,
+    b: GraphBuilder,
+}
+
+impl LlamaBuilder<'_> {
+    fn weight(&mut self, name: &str, shape: &[usize]) -> Result<ValueId> {
+        let dtype = (self.dtype_of)(name)?;
+        Ok(self.b.weight(name, dtype, Shape::new(shape.iter().copied()))?)
+    }
+
+    fn op(&mut self, name: impl Into<String>, op: Op) -> Result<ValueId> {
+        Ok(self.b.add(name, op)?)
+    }
+
+    fn linear(&mut self, name: &str, x: ValueId, out: usize, inp: usize) -> Result<ValueId> {
+        let weight = self.weight(&format!("{name}.weight"), &[out, inp])?;
+        self.op(name, Op::Linear { x, weight, bias: None })
+    }
+
+    fn rms_norm(&mut self, name: &str, x: ValueId) -> Result<ValueId> {
+        let gamma = self.weight(&format!("{name}.weight"), &[self.cfg.hidden_size])?;
+        self.op(name, Op::RmsNorm { x, gamma, eps: self.cfg.rms_norm_eps })
+    }
+
+    /// [batch, seq, heads·d] → [batch, heads, seq, d]
+    fn split_heads(&mut self, name: &str, x: ValueId, heads: usize) -> Result<ValueId> {
+        let dims = vec![ReshapeDim::Keep(0), ReshapeDim::Keep(1), ReshapeDim::Fixed(heads), ReshapeDim::Infer];
+        let r = self.op(format!("{name}.split"), Op::Reshape { x, dims })?;
+        self.op(format!("{name}.heads"), Op::Permute { x: r, perm: vec![0, 2, 1, 3] })
+    }
+
+    fn build(&mut self, capacity: usize) -> Result<Graph> {
+        let cfg = self.cfg;
+        let (h, d) = (cfg.hidden_size, cfg.head_dim);
+        let (hq, hkv) = (cfg.num_heads, cfg.num_kv_heads);
+        let rows = || Shape(vec![Dim::sym("batch"), Dim::sym("seq")]);
+        let tokens = self.b.input(TOKENS, DType::U32, rows())?;
+        let positions = self.b.input(POSITIONS, DType::U32, rows())?;
+        let slots = self.b.input(SLOTS, DType::U32, Shape(vec![Dim::sym("batch")]))?;
+
+        let embed = self.weight("token_embd.weight", &[cfg.vocab_size, h])?;
+        let mut x = self.op("embed", Op::Embedding { table: embed, ids: tokens })?;
+        // The residual stream is f32 whatever the table is stored in.
+        if self.b.node(x).dtype != DType::F32 {
+            x = self.op("embed.f32", Op::Cast { x, dtype: DType::F32 })?;
+        }
+        let scale = 1.0 / (d as f64).sqrt();
+        for l in 0..cfg.num_layers {
+            let p = format!("blk.{l}");
+            let n = self.rms_norm(&format!("{p}.attn_norm"), x)?;
+            let q = self.linear(&format!("{p}.attn_q"), n, hq * d, h)?;
+            let k = self.linear(&format!("{p}.attn_k"), n, hkv * d, h)?;
+            let v = self.linear(&format!("{p}.attn_v"), n, hkv * d, h)?;
+            let q = self.split_heads(&format!("{p}.q"), q, hq)?;
+            let k = self.split_heads(&format!("{p}.k"), k, hkv)?;
+            let v = self.split_heads(&format!("{p}.v"), v, hkv)?;
+            // GGUF's converter permutes Q and K so that rotary pairs are adjacent features.
+            let rope = |x| Op::Rope { x, positions, base: cfg.rope_base, style: RopeStyle::Interleaved };
+            let q = self.op(format!("{p}.q.rope"), rope(q))?;
+            let k = self.op(format!("{p}.k.rope"), rope(k))?;
+            let k = self.op(format!("{p}.k.cache"), Op::KvCache { x: k, positions, slots, capacity })?;
+            let v = self.op(format!("{p}.v.cache"), Op::KvCache { x: v, positions, slots, capacity })?;
+            let attention = Op::Attention { q, k, v, mask: None, causal: false, scale, q_positions: Some(positions) };
+            let a = self.op(format!("{p}.attention"), attention)?;
+            let a = self.op(format!("{p}.attention.merge_t"), Op::Permute { x: a, perm: vec![0, 2, 1, 3] })?;
+            let dims = vec![ReshapeDim::Keep(0), ReshapeDim::Keep(1), ReshapeDim::Fixed(hq * d)];
+            let a = self.op(format!("{p}.attention.merge"), Op::Reshape { x: a, dims })?;
+            let o = self.linear(&format!("{p}.attn_output"), a, h, hq * d)?;
+            x = self.op(format!("{p}.attention.residual"), Op::Binary { op: BinaryOp::Add, a: x, b: o })?;
+
+            let n = self.rms_norm(&format!("{p}.ffn_norm"), x)?;
+            let ffn = cfg.intermediate_size;
+            let gate = self.linear(&format!("{p}.ffn_gate"), n, ffn, h)?;
+            let up = self.linear(&format!("{p}.ffn_up"), n, ffn, h)?;
+            let gate = self.op(format!("{p}.ffn_gate.silu"), Op::Unary { op: UnaryOp::Silu, x: gate })?;
+            let m = self.op(format!("{p}.ffn_mul"), Op::Binary { op: BinaryOp::Mul, a: gate, b: up })?;
+            let down = self.linear(&format!("{p}.ffn_down"), m, h, ffn)?;
+            x = self.op(format!("{p}.ffn.residual"), Op::Binary { op: BinaryOp::Add, a: x, b: down })?;
+        }
+        // Only the last new token of each row predicts the next one.
+        let last = self.op("last", Op::TakeLast { x, axis: 1 })?;
+        let n = self.rms_norm("output_norm", last)?;
+        let head = if cfg.tied_embeddings { embed } else { self.weight("output.weight", &[cfg.vocab_size, h])? };
+        let logits = self.op("output", Op::Linear { x: n, weight: head, bias: None })?;
+        let dims = vec![ReshapeDim::Keep(0), ReshapeDim::Fixed(cfg.vocab_size)];
+        let logits = self.op("logits", Op::Reshape { x: logits, dims })?;
+        self.b.output(LOGITS, logits);
+        Ok(std::mem::replace(&mut self.b, GraphBuilder::new("")).build()?)
+    }
+}
