@@ -28,6 +28,27 @@ pub struct CandleExecutable {
     /// Graph inputs whose integer values index an embedding table: (input node, table rows).
     /// Checked on the host before a run, so bad ids are an input error, not a device fault.
     id_inputs: Vec<(usize, usize)>,
+    /// Time per op kind, when `ACCELRT_PROFILE` is set; printed to stderr when the executable is dropped.
+    profile: Option<std::sync::Mutex<std::collections::BTreeMap<&'static str, (std::time::Duration, u64)>>>,
+}
+
+/// Set this environment variable to print where a prepared graph's run time goes, per op kind.
+/// On a GPU the times are launch times unless the device synchronises inside the op.
+pub const PROFILE_ENV: &str = "ACCELRT_PROFILE";
+
+impl Drop for CandleExecutable {
+    fn drop(&mut self) {
+        let Some(profile) = &self.profile else { return };
+        let table = profile.lock().unwrap_or_else(|e| e.into_inner());
+        let total: f64 = table.values().map(|(d, _)| d.as_secs_f64()).sum();
+        eprintln!("accelrt profile of `{}` (time per op kind, all runs):", self.graph.name());
+        let mut rows: Vec<_> = table.iter().collect();
+        rows.sort_by(|a, b| b.1 .0.cmp(&a.1 .0));
+        for (kind, (d, n)) in rows {
+            let ms = d.as_secs_f64() * 1e3;
+            eprintln!("  {kind:<14} {ms:>10.1} ms {:>5.1} % {n:>9} calls", 100.0 * d.as_secs_f64() / total.max(1e-12));
+        }
+    }
 }
 
 impl CandleExecutable {
@@ -88,6 +109,7 @@ impl CandleExecutable {
             transposed,
             last_use,
             id_inputs,
+            profile: std::env::var_os(PROFILE_ENV).map(|_| Default::default()),
         })
     }
 
@@ -192,11 +214,28 @@ impl Executable for CandleExecutable {
         self.run_with_state(&mut state, inputs)
     }
 
+    fn synchronize(&self) -> Result<()> {
+        self.device.synchronize().map_err(candle_err)
+    }
+
     fn new_state(&self, slots: usize) -> Result<SessionState> {
         Ok(SessionState::new(BACKEND, slots, Box::new(Caches::default())))
     }
 
     fn run_with_state(&self, state: &mut SessionState, inputs: &[(&str, &HostTensor)]) -> Result<Outputs> {
+        if self.device.is_cpu() {
+            // Run every op of the step on a worker of the thread pool, not on the caller's thread:
+            // each parallel kernel is then split among workers that are still awake, instead of the
+            // caller handing work over and sleeping until it is done (a futex round trip per op,
+            // which cost more than the small kernels of a decode step).
+            return crate::kernels::pool().install(|| self.run_steps(state, inputs));
+        }
+        self.run_steps(state, inputs)
+    }
+}
+
+impl CandleExecutable {
+    fn run_steps(&self, state: &mut SessionState, inputs: &[(&str, &HostTensor)]) -> Result<Outputs> {
         self.graph.bind_inputs(inputs)?;
         self.check_ids(inputs)?;
         let mut ctx = RunContext {
@@ -208,6 +247,7 @@ impl Executable for CandleExecutable {
         };
         let mut vals: Vec<Option<Tensor>> = vec![None; self.graph.nodes().len()];
         for (i, node) in self.graph.nodes().iter().enumerate() {
+            let started = self.profile.as_ref().map(|_| std::time::Instant::now());
             let value = match &node.op {
                 Op::Input { .. } => {
                     let host = inputs.iter().find(|(n, _)| *n == node.name).expect("inputs are bound").1;
@@ -246,6 +286,12 @@ impl Executable for CandleExecutable {
                     eval(op, &get, &mut ctx).map_err(|e| Error::node(&node.name, format!("{}: {e}", op.kind())))?
                 }
             };
+            if let (Some(profile), Some(started)) = (&self.profile, started) {
+                let mut table = profile.lock().unwrap_or_else(|e| e.into_inner());
+                let entry = table.entry(node.op.kind()).or_default();
+                entry.0 += started.elapsed();
+                entry.1 += 1;
+            }
             vals[i] = Some(value);
             for operand in node.op.operands() {
                 if self.last_use[operand.index()] == i {
@@ -261,7 +307,4 @@ impl Executable for CandleExecutable {
         Ok(Outputs::new(outputs))
     }
 
-    fn synchronize(&self) -> Result<()> {
-        self.device.synchronize().map_err(candle_err)
-    }
 }

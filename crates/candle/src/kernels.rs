@@ -6,6 +6,19 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape};
 use rayon::prelude::*;
+use std::sync::OnceLock;
+
+/// The thread pool CPU graphs run in (one worker per core, or `RAYON_NUM_THREADS`): a pool of our
+/// own, so that a whole run can be installed on it (candle's and gemm's parallel loops then use it).
+pub fn pool() -> &'static rayon::ThreadPool {
+    static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("accelrt-cpu-{i}"))
+            .build()
+            .expect("the CPU thread pool starts")
+    })
+}
 
 /// erf by Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7), written without branches.
 #[inline(always)]
@@ -120,4 +133,59 @@ mod tests {
         assert_eq!(extreme[1], 1e30);
         assert!(extreme[2] >= 0.0 && extreme[3] == 0.0);
     }
+}
+
+/// Scaled dot-product attention for a few queries per sequence (decode steps), f32 on the CPU.
+///
+/// candle builds this from a dozen small tensor ops (repeat of the KV heads, two matmuls, softmax,
+/// bias), each with its own allocation and thread hand-off; for one query per head that overhead
+/// was most of the attention time. This computes each (batch, head, query) row directly, reading
+/// grouped-query KV heads in place. `bias` is the additive mask [rows, 1, q_len, kv_len] with rows
+/// 1 or batch. Layouts are row-major: q [b, hq, sq, d], k [b, hkv, t, d], v [b, hkv, t, dv].
+#[allow(clippy::too_many_arguments)]
+pub fn attention_f32(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    bias: Option<(&[f32], usize)>,
+    (b, hq, sq, d): (usize, usize, usize, usize),
+    (hkv, t, dv): (usize, usize, usize),
+    scale: f32,
+) -> Vec<f32> {
+    let group = hq / hkv;
+    let mut out = vec![0f32; b * hq * sq * dv];
+    out.par_chunks_mut(sq * dv).enumerate().for_each(|(row, out)| {
+        let (bi, h) = (row / hq, row % hq);
+        let kh = h / group;
+        let keys = &k[(bi * hkv + kh) * t * d..][..t * d];
+        let values = &v[(bi * hkv + kh) * t * dv..][..t * dv];
+        let mut scores = vec![0f32; t];
+        for i in 0..sq {
+            let query = &q[((bi * hq + h) * sq + i) * d..][..d];
+            for (j, s) in scores.iter_mut().enumerate() {
+                let key = &keys[j * d..(j + 1) * d];
+                *s = query.iter().zip(key).map(|(a, b)| a * b).sum::<f32>() * scale;
+            }
+            if let Some((bias, rows)) = bias {
+                let r = if rows == 1 { 0 } else { bi };
+                for (s, add) in scores.iter_mut().zip(&bias[(r * sq + i) * t..][..t]) {
+                    *s += add;
+                }
+            }
+            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut total = 0f32;
+            for s in scores.iter_mut() {
+                *s = (*s - max).exp();
+                total += *s;
+            }
+            let o = &mut out[i * dv..(i + 1) * dv];
+            for (j, &w) in scores.iter().enumerate() {
+                let w = w / total;
+                for (acc, &val) in o.iter_mut().zip(&values[j * dv..(j + 1) * dv]) {
+                    *acc += w * val;
+                }
+            }
+        }
+    });
+    out
 }

@@ -119,8 +119,6 @@ pub(crate) fn eval(op: &Op, val: &dyn Fn(ValueId) -> Tensor, ctx: &mut RunContex
             if *causal && q_len > kv_len {
                 candle_core::bail!("causal attention needs kv length ({kv_len}) ≥ query length ({q_len})");
             }
-            let (k, v) = (repeat_kv(&k, hq / hkv)?, repeat_kv(&v, hq / hkv)?);
-            let scores = q.contiguous()?.matmul(&k.contiguous()?.t()?)?.affine(*scale, 0.0)?;
             let key = (*mask, *causal, *q_positions, q_len, kv_len);
             if !ctx.attention_bias.contains_key(&key) {
                 let visibility = match q_positions {
@@ -128,9 +126,14 @@ pub(crate) fn eval(op: &Op, val: &dyn Fn(ValueId) -> Tensor, ctx: &mut RunContex
                     None if *causal => Visibility::Causal,
                     None => Visibility::All,
                 };
-                let bias = attention_bias(mask.map(&val), &visibility, q_len, kv_len, scores.dtype(), ctx.device)?;
+                let bias = attention_bias(mask.map(&val), &visibility, q_len, kv_len, q.dtype(), ctx.device)?;
                 ctx.attention_bias.insert(key, bias);
             }
+            if q.device().is_cpu() && q.dtype() == DType::F32 && q_len <= SMALL_QUERY {
+                return small_query_attention(&q, &k, &v, ctx.attention_bias[&key].as_ref(), *scale);
+            }
+            let (k, v) = (repeat_kv(&k, hq / hkv)?, repeat_kv(&v, hq / hkv)?);
+            let scores = q.contiguous()?.matmul(&k.contiguous()?.t()?)?.affine(*scale, 0.0)?;
             let scores = match &ctx.attention_bias[&key] {
                 Some(bias) => scores.broadcast_add(bias)?,
                 None => scores,
@@ -194,6 +197,33 @@ pub(crate) fn eval(op: &Op, val: &dyn Fn(ValueId) -> Tensor, ctx: &mut RunContex
             Tensor::arange(0u32, n as u32, ctx.device)
         }
     }
+}
+
+/// Query blocks up to this long take the direct CPU kernel (decode steps); longer ones (prefill)
+/// use candle's matmuls, which are faster for big blocks.
+const SMALL_QUERY: usize = 8;
+
+fn small_query_attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>, scale: f64) -> Result<Tensor> {
+    let (b, hq, sq, d) = q.dims4()?;
+    let (_, hkv, t, dv) = v.dims4()?;
+    let flat = |x: &Tensor| -> Result<Vec<f32>> { x.flatten_all()?.to_vec1() };
+    // Masks come as [b | 1, 1, q_len | 1, kv_len]; the kernel reads [b | 1, 1, q_len, kv_len].
+    let bias = bias
+        .map(|bias| -> Result<(Vec<f32>, usize)> {
+            let rows = bias.dim(0)?;
+            Ok((flat(&bias.broadcast_as((rows, 1, sq, t))?.contiguous()?)?, rows))
+        })
+        .transpose()?;
+    let out = crate::kernels::attention_f32(
+        &flat(q)?,
+        &flat(k)?,
+        &flat(v)?,
+        bias.as_ref().map(|(values, rows)| (values.as_slice(), *rows)),
+        (b, hq, sq, d),
+        (hkv, t, dv),
+        scale as f32,
+    );
+    Tensor::from_vec(out, (b, hq, sq, dv), q.device())
 }
 
 /// Repeats each kv head `groups` times so grouped-query attention becomes plain multi-head attention.

@@ -1,27 +1,56 @@
 //! The cases: small graphs with seeded random weights and inputs. Inputs use symbolic batch and
 //! sequence dimensions, as real models do.
 
+use crate::Tolerance;
 use accelrt_core::{
-    BinaryOp, DType, Dim, Graph, GraphBuilder, HostTensor, HostWeights, Op, ReshapeDim, RopeStyle, Shape, UnaryOp,
-    ValueId,
+    quant, BinaryOp, DType, Dim, Graph, GraphBuilder, HostTensor, HostWeights, Op, QuantType, ReshapeDim, RopeStyle,
+    Shape, UnaryOp, ValueId, WeightSource, WeightView,
 };
+use std::borrow::Cow;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
 
-/// One conformance case: a graph, its weights and one set of inputs.
+/// One conformance case: a graph, its weights and one set of inputs — or, for graphs with caches,
+/// several steps of one session.
 pub struct Case {
     pub name: &'static str,
     pub graph: Graph,
-    pub weights: HostWeights,
+    pub weights: CaseWeights,
     pub inputs: Vec<(String, HostTensor)>,
+    /// Further steps run in the same session after `inputs` (caches carry over); every step's
+    /// outputs are compared.
+    pub later_steps: Vec<Vec<(String, HostTensor)>>,
+    /// Sequences the session holds (0 for graphs without caches).
+    pub slots: usize,
+    /// A looser bound than the suite's for this case, where the backend is allowed an
+    /// approximation the reference does not make (quantised activations in quantised matmuls).
+    pub min_tolerance: Option<Tolerance>,
+}
+
+/// Weights of a case: plain tensors, plus block-quantised ones as raw GGUF-layout bytes.
+#[derive(Debug, Clone, Default)]
+pub struct CaseWeights {
+    pub plain: HostWeights,
+    pub quantised: Vec<(String, QuantType, Vec<usize>, Vec<u8>)>,
+}
+
+impl WeightSource for CaseWeights {
+    fn get(&self, name: &str) -> accelrt_core::Result<WeightView<'_>> {
+        match self.quantised.iter().find(|(n, ..)| n == name) {
+            Some((_, q, shape, bytes)) => {
+                Ok(WeightView { dtype: DType::Quant(*q), shape: shape.clone(), bytes: Cow::Borrowed(bytes) })
+            }
+            None => self.plain.get(name),
+        }
+    }
 }
 
 /// Builds a case; every random draw comes from one seeded generator, so cases are reproducible.
 struct Maker {
     name: &'static str,
     b: GraphBuilder,
-    weights: HostWeights,
+    weights: CaseWeights,
     inputs: Vec<(String, HostTensor)>,
     rng: StdRng,
 }
@@ -32,7 +61,7 @@ impl Maker {
         Maker {
             name,
             b: GraphBuilder::new(name),
-            weights: HostWeights::new(),
+            weights: CaseWeights::default(),
             inputs: vec![],
             rng: StdRng::seed_from_u64(seed),
         }
@@ -75,14 +104,14 @@ impl Maker {
 
     fn weight(&mut self, name: &str, shape: &[usize], scale: f32) -> ValueId {
         let data = self.normal(shape.iter().product(), scale);
-        self.weights.insert(name, HostTensor::f32(shape.to_vec(), data).unwrap());
+        self.weights.plain.insert(name, HostTensor::f32(shape.to_vec(), data).unwrap());
         self.b.weight(name, DType::F32, Shape::new(shape.iter().copied())).unwrap()
     }
 
     /// A norm gain near 1.
     fn gain(&mut self, name: &str, n: usize) -> ValueId {
         let data = self.normal(n, 0.1).into_iter().map(|x| 1.0 + x).collect();
-        self.weights.insert(name, HostTensor::f32(vec![n], data).unwrap());
+        self.weights.plain.insert(name, HostTensor::f32(vec![n], data).unwrap());
         self.b.weight(name, DType::F32, Shape::new([n])).unwrap()
     }
 
@@ -94,7 +123,23 @@ impl Maker {
         for (name, id) in outputs {
             self.b.output(name, *id);
         }
-        Case { name: self.name, graph: self.b.build().unwrap(), weights: self.weights, inputs: self.inputs }
+        Case {
+            name: self.name,
+            graph: self.b.build().unwrap(),
+            weights: self.weights,
+            inputs: self.inputs,
+            later_steps: vec![],
+            slots: 0,
+            min_tolerance: None,
+        }
+    }
+
+    /// A random weight stored block-quantised (the values the backend sees are the dequantised ones).
+    fn quant_weight(&mut self, name: &str, q: QuantType, shape: &[usize], scale: f32) -> ValueId {
+        let data = self.normal(shape.iter().product(), scale);
+        let bytes = quant::quantize(q, &data).unwrap();
+        self.weights.quantised.push((name.into(), q, shape.to_vec(), bytes));
+        self.b.weight(name, DType::Quant(q), Shape::new(shape.iter().copied())).unwrap()
     }
 }
 
@@ -437,6 +482,86 @@ pub fn decoder_block() -> Case {
     m.finish(&[("out", out)])
 }
 
+/// Linear layers with Q4_1 and Q8_0 weights (a quantised matmul), over 1, 3 and 4+ rows.
+pub fn quantised_linear() -> Case {
+    let mut m = Maker::new("quantised_linear");
+    let x = m.input("x", &[sym("batch"), fixed(64)], &[6, 64]);
+    let w4 = m.quant_weight("w_q4_1", QuantType::Q4_1, &[40, 64], 0.125);
+    let w8 = m.quant_weight("w_q8_0", QuantType::Q8_0, &[24, 64], 0.125);
+    let bias = m.weight("bias", &[40], 0.1);
+    let y4 = m.op("y4", Op::Linear { x, weight: w4, bias: Some(bias) });
+    let y8 = m.op("y8", Op::Linear { x, weight: w8, bias: None });
+    let one = m.op("x_last", Op::TakeLast { x, axis: 0 });
+    let y1 = m.op("y1", Op::Linear { x: one, weight: w4, bias: None });
+    let mut case = m.finish(&[("y4", y4), ("y8", y8), ("y1", y1)]);
+    // Activations are quantised to 8 bits per block of 32 (as llama.cpp does): outputs of size ≈ 1
+    // move by ≈ 0.006 (one σ); the reference uses exact activations.
+    case.min_tolerance = Some(Tolerance { abs: 3e-2, rel: 1e-2 });
+    case
+}
+
+/// An embedding table stored as Q8_0 (rows dequantised exactly).
+pub fn quantised_embedding() -> Case {
+    let mut m = Maker::new("quantised_embedding");
+    let table = m.quant_weight("table", QuantType::Q8_0, &[50, 32], 1.0);
+    let ids = m.ids("ids", &[sym("batch"), sym("seq")], &[2, 5], 50);
+    let e = m.op("emb", Op::Embedding { table, ids });
+    m.finish(&[("out", e)])
+}
+
+/// The last entry along an axis.
+pub fn take_last() -> Case {
+    let mut m = Maker::new("take_last");
+    let x = m.input("x", &[sym("batch"), sym("seq"), fixed(6)], &[3, 5, 6]);
+    let y = m.op("last", Op::TakeLast { x, axis: 1 });
+    m.finish(&[("out", y)])
+}
+
+/// Key/value caches over a session: prefill of two sequences of different lengths into two slots
+/// (one short query block, one long), batched decode of both at different positions, then a
+/// rewind that overwrites part of one sequence. Grouped-query attention masked by position.
+pub fn kv_cache_session() -> Case {
+    let (hq, hkv, d, capacity) = (4, 2, 8, 24);
+    let mut m = Maker::new("kv_cache_session");
+    let rows = [sym("batch"), sym("seq")];
+    let heads = |h: usize| [sym("batch"), fixed(h), sym("seq"), fixed(d)];
+    let q = m.b.input("q", DType::F32, Shape(heads(hq).to_vec())).unwrap();
+    let k = m.b.input("k", DType::F32, Shape(heads(hkv).to_vec())).unwrap();
+    let v = m.b.input("v", DType::F32, Shape(heads(hkv).to_vec())).unwrap();
+    let positions = m.b.input("positions", DType::U32, Shape(rows.to_vec())).unwrap();
+    let slots = m.b.input("slots", DType::U32, Shape(vec![sym("batch")])).unwrap();
+    let kc = m.op("k_cache", Op::KvCache { x: k, positions, slots, capacity });
+    let vc = m.op("v_cache", Op::KvCache { x: v, positions, slots, capacity });
+    let scale = 1.0 / (d as f64).sqrt();
+    let a = m.op("attn", Op::Attention { q, k: kc, v: vc, mask: None, causal: false, scale, q_positions: Some(positions) });
+    // (slot, first position, new tokens) per row of each step.
+    let steps: [&[(u32, u32, usize)]; 5] = [
+        &[(0, 0, 5)],
+        &[(1, 0, 11)],
+        &[(0, 5, 1), (1, 11, 1)],
+        &[(1, 12, 1), (0, 6, 1)],
+        &[(0, 3, 2)],
+    ];
+    let mut all = Vec::new();
+    for rows in steps {
+        let (b, n) = (rows.len(), rows[0].2);
+        let mut step = Vec::new();
+        for (name, h) in [("q", hq), ("k", hkv), ("v", hkv)] {
+            let data = m.normal(b * h * n * d, 1.0);
+            step.push((name.to_string(), HostTensor::f32(vec![b, h, n, d], data).unwrap()));
+        }
+        let pos = rows.iter().flat_map(|&(_, start, n)| start..start + n as u32).collect();
+        step.push(("positions".into(), HostTensor::u32(vec![b, n], pos).unwrap()));
+        step.push(("slots".into(), HostTensor::u32(vec![b], rows.iter().map(|r| r.0).collect()).unwrap()));
+        all.push(step);
+    }
+    let mut case = m.finish(&[("out", a)]);
+    case.inputs = all.remove(0);
+    case.later_steps = all;
+    case.slots = 2;
+    case
+}
+
 /// Every case, for tools that iterate (e.g. a device check that reports each by name).
 pub fn all() -> Vec<Case> {
     vec![
@@ -465,5 +590,9 @@ pub fn all() -> Vec<Case> {
         positions(),
         encoder_block(),
         decoder_block(),
+        quantised_linear(),
+        quantised_embedding(),
+        take_last(),
+        kv_cache_session(),
     ]
 }

@@ -1,5 +1,5 @@
 use crate::Case;
-use accelrt_core::{reference, Backend, DType, PrepareOptions};
+use accelrt_core::{reference, Backend, DType, HostTensor, Outputs, PrepareOptions};
 
 /// Element-wise bound: |got − want| ≤ abs + rel·|want|.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -21,12 +21,32 @@ impl Tolerance {
 }
 
 /// Runs `case` on `backend` and on the reference evaluator; describes the first mismatch.
+/// A case with several steps runs them in one session on each side and compares every step.
 pub fn run_case(backend: &dyn Backend, case: &Case, options: &PrepareOptions) -> Result<(), String> {
-    let tol = Tolerance::for_compute(options.compute_dtype.unwrap_or(DType::F32));
-    let inputs: Vec<(&str, &accelrt_core::HostTensor)> = case.inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    let want = reference::evaluate(&case.graph, &case.weights, &inputs).map_err(|e| format!("reference: {e}"))?;
+    let mut tol = Tolerance::for_compute(options.compute_dtype.unwrap_or(DType::F32));
+    if let Some(min) = case.min_tolerance {
+        tol = Tolerance { abs: tol.abs.max(min.abs), rel: tol.rel.max(min.rel) };
+    }
     let exe = backend.prepare(&case.graph, &case.weights, options).map_err(|e| format!("prepare: {e}"))?;
-    let got = exe.run(&inputs).map_err(|e| format!("run: {e}"))?;
+    if case.later_steps.is_empty() {
+        let inputs: Vec<(&str, &HostTensor)> = case.inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let want = reference::evaluate(&case.graph, &case.weights, &inputs).map_err(|e| format!("reference: {e}"))?;
+        let got = exe.run(&inputs).map_err(|e| format!("run: {e}"))?;
+        return compare(&want, &got, tol);
+    }
+    let mut want_state = reference::new_state(case.slots);
+    let mut got_state = exe.new_state(case.slots).map_err(|e| format!("new_state: {e}"))?;
+    for (i, step) in std::iter::once(&case.inputs).chain(&case.later_steps).enumerate() {
+        let inputs: Vec<(&str, &HostTensor)> = step.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let want = reference::evaluate_with_state(&case.graph, &case.weights, &inputs, &mut want_state)
+            .map_err(|e| format!("step {i}: reference: {e}"))?;
+        let got = exe.run_with_state(&mut got_state, &inputs).map_err(|e| format!("step {i}: run: {e}"))?;
+        compare(&want, &got, tol).map_err(|e| format!("step {i}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn compare(want: &Outputs, got: &Outputs, tol: Tolerance) -> Result<(), String> {
     for (name, w) in want.iter() {
         let g = got.get(name).ok_or_else(|| format!("output `{name}` missing"))?;
         if g.shape() != w.shape() || g.dtype() != w.dtype() {

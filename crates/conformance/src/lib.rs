@@ -17,7 +17,7 @@
 pub mod cases;
 mod compare;
 
-pub use cases::Case;
+pub use cases::{Case, CaseWeights};
 pub use compare::{assert_case, run_case, Tolerance};
 
 /// Expands to one `#[test]` per conformance case, each preparing the case on `$backend` with
@@ -30,7 +30,8 @@ macro_rules! conformance_tests {
             binary_broadcast, unary, affine, layer_norm, layer_norm_no_beta, rms_norm, softmax,
             attention_padding_mask, attention_causal, attention_gqa_cached_causal,
             rope_half_split, rope_interleaved_per_row, reshape_permute, slice_concat,
-            mean_pool, l2_normalize, cast, positions, encoder_block, decoder_block
+            mean_pool, l2_normalize, cast, positions, encoder_block, decoder_block,
+            quantised_linear, quantised_embedding, take_last, kv_cache_session
         );
     };
     (@cases $backend:expr, $options:expr; $($case:ident),* $(,)?) => {
