@@ -79,7 +79,15 @@ fn ops(c: &mut Criterion) {
     bench_op(c, "gelu_erf_1536", &[("x", vec![B, S, FFN])], &[], |i, _| Op::Unary { op: UnaryOp::Gelu, x: i[0] });
     let heads = vec![B, HEADS, S, H / HEADS];
     bench_op(c, "attention_12x32", &[("q", heads.clone()), ("k", heads.clone()), ("v", heads)], &[], |i, _| {
-        Op::Attention { q: i[0], k: i[1], v: i[2], mask: None, causal: false, scale: (32f64).powf(-0.5), q_positions: None }
+        Op::Attention {
+            q: i[0],
+            k: i[1],
+            v: i[2],
+            mask: None,
+            causal: false,
+            scale: (32f64).powf(-0.5),
+            q_positions: None,
+        }
     });
 }
 

@@ -217,9 +217,10 @@ impl BertBuilder<'_> {
             let q = self.split_heads(&format!("{p}.q"), q)?;
             let k = self.split_heads(&format!("{p}.k"), k)?;
             let v = self.split_heads(&format!("{p}.v"), v)?;
-            let a = self
-                .b
-                .add(format!("{p}.attention"), Op::Attention { q, k, v, mask: Some(mask), causal: false, scale, q_positions: None })?;
+            let a = self.b.add(
+                format!("{p}.attention"),
+                Op::Attention { q, k, v, mask: Some(mask), causal: false, scale, q_positions: None },
+            )?;
             let a = self.b.add(format!("{p}.attention.merge_t"), Op::Permute { x: a, perm: vec![0, 2, 1, 3] })?;
             let dims = vec![ReshapeDim::Keep(0), ReshapeDim::Keep(1), ReshapeDim::Fixed(h)];
             let a = self.b.add(format!("{p}.attention.merge"), Op::Reshape { x: a, dims })?;

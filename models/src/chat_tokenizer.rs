@@ -48,9 +48,7 @@ impl ChatTokenizer {
         let bad = |m: String| ModelError::Tokenizer(format!("{}: {m}", file.path().display()));
         let model = file.get("tokenizer.ggml.model").and_then(GgufValue::as_str).unwrap_or("");
         if model != "gpt2" {
-            return Err(bad(format!(
-                "tokenizer model `{model}` is not supported (only byte-level BPE, `gpt2`, is)"
-            )));
+            return Err(bad(format!("tokenizer model `{model}` is not supported (only byte-level BPE, `gpt2`, is)")));
         }
         let strings = |key: &str| -> Result<Vec<String>> {
             let items = file.get(key).and_then(GgufValue::as_array).ok_or_else(|| bad(format!("no {key}")))?;
@@ -63,7 +61,9 @@ impl ChatTokenizer {
         let merges: Vec<(String, String)> = strings("tokenizer.ggml.merges")?
             .into_iter()
             .map(|m| {
-                m.split_once(' ').map(|(a, b)| (a.to_string(), b.to_string())).ok_or_else(|| bad(format!("merge `{m}`")))
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(|| bad(format!("merge `{m}`")))
             })
             .collect::<Result<_>>()?;
         let types: Vec<i64> = match file.get("tokenizer.ggml.token_type").and_then(GgufValue::as_array) {
@@ -78,7 +78,8 @@ impl ChatTokenizer {
         match pre {
             "smollm" => {
                 let digits = PreTokenizerWrapper::Digits(Digits::new(true));
-                tokenizer.with_pre_tokenizer(Some(Sequence::new(vec![digits, PreTokenizerWrapper::ByteLevel(byte_level)])));
+                tokenizer
+                    .with_pre_tokenizer(Some(Sequence::new(vec![digits, PreTokenizerWrapper::ByteLevel(byte_level)])));
             }
             "gpt2" | "default" => {
                 tokenizer.with_pre_tokenizer(Some(byte_level));
@@ -148,10 +149,9 @@ impl ChatTokenizer {
     /// The prompt text for `messages` by the model's own chat template (a Jinja template in the
     /// metadata), ending with the opening of the assistant's turn.
     pub fn apply_chat_template(&self, messages: &[ChatMessage]) -> Result<String> {
-        let template = self
-            .chat_template
-            .as_deref()
-            .ok_or_else(|| ModelError::InvalidInput("this model has no chat template (tokenizer.chat_template)".into()))?;
+        let template = self.chat_template.as_deref().ok_or_else(|| {
+            ModelError::InvalidInput("this model has no chat template (tokenizer.chat_template)".into())
+        })?;
         let mut env = minijinja::Environment::new();
         env.add_template("chat", template).map_err(|e| ModelError::Tokenizer(format!("chat template: {e}")))?;
         let bos = self.bos.and_then(|b| self.tokenizer.id_to_token(b)).unwrap_or_default();

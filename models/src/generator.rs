@@ -117,7 +117,9 @@ impl TextGenerator {
     pub fn step(&self, state: &mut SessionState, rows: &[(usize, usize, &[u32])]) -> Result<Vec<Vec<f32>>> {
         let n = rows.first().map(|r| r.2.len()).unwrap_or(0);
         if n == 0 || rows.iter().any(|r| r.2.len() != n) {
-            return Err(ModelError::InvalidInput("a step needs ≥ 1 row, each with the same number (≥ 1) of tokens".into()));
+            return Err(ModelError::InvalidInput(
+                "a step needs ≥ 1 row, each with the same number (≥ 1) of tokens".into(),
+            ));
         }
         let b = rows.len();
         let tokens: Vec<u32> = rows.iter().flat_map(|r| r.2.iter().copied()).collect();
@@ -187,7 +189,8 @@ impl TextGenerator {
         let mut seqs = Vec::with_capacity(prompts.len());
         for (i, prompt) in prompts.iter().enumerate() {
             let start = Instant::now();
-            let mut sampler = Sampler::new(SamplingParams { seed: params.seed.wrapping_add(i as u64), ..params.clone() })?;
+            let mut sampler =
+                Sampler::new(SamplingParams { seed: params.seed.wrapping_add(i as u64), ..params.clone() })?;
             let logits = self.step(&mut state, &[(i, 0, prompt)])?;
             let first = sampler.sample(&logits[0], prompt);
             let mut seq = Sequence::new(prompt.clone(), sampler);
@@ -245,7 +248,13 @@ impl Sequence {
     }
 
     /// Takes a sampled token: stops on a stop token, else appends it and streams its text.
-    fn push(&mut self, id: u32, g: &TextGenerator, max_tokens: usize, on_token: &mut dyn FnMut(u32, &str)) -> Result<()> {
+    fn push(
+        &mut self,
+        id: u32,
+        g: &TextGenerator,
+        max_tokens: usize,
+        on_token: &mut dyn FnMut(u32, &str),
+    ) -> Result<()> {
         if g.tokenizer.is_stop(id) {
             self.stop = Some(StopReason::Stop);
             return Ok(());

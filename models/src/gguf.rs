@@ -279,8 +279,9 @@ fn parse(bytes: &[u8]) -> Result<Parsed, String> {
     }
     let alignment = match metadata.get("general.alignment") {
         None => 32,
-        Some(v) => v.as_u64().filter(|a| a.is_power_of_two()).ok_or("general.alignment is not a power of two")?
-            as usize,
+        Some(v) => {
+            v.as_u64().filter(|a| a.is_power_of_two()).ok_or("general.alignment is not a power of two")? as usize
+        }
     };
     let mut infos = Vec::with_capacity(n_tensors);
     for i in 0..n_tensors {

@@ -15,11 +15,11 @@ mod weights;
 
 pub use chat_tokenizer::{ChatMessage, ChatTokenizer};
 pub use embedder::{SentenceEmbedder, TokenBatch};
+pub use error::{ModelError, Result};
 pub use generator::{Generation, StopReason, TextGenerator};
 pub use gguf::GgufFile;
-pub use sampling::SamplingParams;
-pub use error::{ModelError, Result};
 pub use registry::{lookup, ModelKind, ModelSpec, MODELS};
+pub use sampling::SamplingParams;
 pub use store::ModelStore;
 pub use weights::SafetensorsWeights;
 

@@ -66,11 +66,15 @@ impl LlamaConfig {
         let hidden_size = int("embedding_length")?;
         let num_heads = int("attention.head_count")?;
         let num_kv_heads = match file.get("llama.attention.head_count_kv") {
-            Some(v) => v.as_u64().ok_or_else(|| bad("llama.attention.head_count_kv is not an integer".into()))? as usize,
+            Some(v) => {
+                v.as_u64().ok_or_else(|| bad("llama.attention.head_count_kv is not an integer".into()))? as usize
+            }
             None => num_heads,
         };
         if num_heads == 0 || num_kv_heads == 0 || hidden_size % num_heads != 0 || num_heads % num_kv_heads != 0 {
-            return Err(bad(format!("inconsistent heads: hidden {hidden_size}, heads {num_heads}, kv heads {num_kv_heads}")));
+            return Err(bad(format!(
+                "inconsistent heads: hidden {hidden_size}, heads {num_heads}, kv heads {num_kv_heads}"
+            )));
         }
         let head_dim = hidden_size / num_heads;
         if let Some(rot) = file.get("llama.rope.dimension_count").and_then(GgufValue::as_u64) {
@@ -103,11 +107,7 @@ impl LlamaConfig {
 /// Inputs: `tokens` and `positions` (u32, [batch, new]; positions consecutive per row), `slots`
 /// (u32, [batch]: each row's sequence in the session). Output: `logits` (f32, [batch, vocab]) of
 /// each row's last new token.
-pub fn build_graph(
-    cfg: &LlamaConfig,
-    capacity: usize,
-    dtype_of: &dyn Fn(&str) -> Result<DType>,
-) -> Result<Graph> {
+pub fn build_graph(cfg: &LlamaConfig, capacity: usize, dtype_of: &dyn Fn(&str) -> Result<DType>) -> Result<Graph> {
     let mut b = LlamaBuilder { cfg, dtype_of, b: GraphBuilder::new("llama-decoder") };
     b.build(capacity)
 }

@@ -65,7 +65,11 @@ impl Sampler {
             seen.dedup();
             for id in seen {
                 if let Some(l) = logits.get_mut(id as usize) {
-                    *l = if *l > 0.0 { *l / self.params.repetition_penalty } else { *l * self.params.repetition_penalty };
+                    *l = if *l > 0.0 {
+                        *l / self.params.repetition_penalty
+                    } else {
+                        *l * self.params.repetition_penalty
+                    };
                 }
             }
         }

@@ -178,25 +178,31 @@ fn kv_cache(
     let (b, h, n, d) = x.dims4().map_err(|e| e.to_string())?;
     let (pos, slot_ids) = (host_ints(positions)?, host_ints(slots)?);
     if pos.len() != b * n || slot_ids.len() != b {
-        return Err(format!("positions {:?} / slots {:?} do not match x {:?}", positions.dims(), slots.dims(), x.dims()));
+        return Err(format!(
+            "positions {:?} / slots {:?} do not match x {:?}",
+            positions.dims(),
+            slots.dims(),
+            x.dims()
+        ));
     }
     let plan = state.plan_cache_write(node, capacity, &pos, &slot_ids)?;
     let n_slots = state.slots();
     let caches = state.inner_mut::<Caches>().map_err(|e| e.to_string())?;
     let per_slot = caches.0.entry(node).or_insert_with(|| vec![None; n_slots]);
     let mut rows = Vec::with_capacity(b);
-    let run = |r: usize, w: &accelrt_core::RowWrite, per_slot: &mut Vec<Option<Tensor>>| -> candle_core::Result<Tensor> {
-        let cache = match &per_slot[w.slot] {
-            Some(c) if c.dtype() == x.dtype() => c.clone(),
-            _ => {
-                let c = Tensor::zeros((h, capacity, d), x.dtype(), device)?;
-                per_slot[w.slot] = Some(c.clone());
-                c
-            }
+    let run =
+        |r: usize, w: &accelrt_core::RowWrite, per_slot: &mut Vec<Option<Tensor>>| -> candle_core::Result<Tensor> {
+            let cache = match &per_slot[w.slot] {
+                Some(c) if c.dtype() == x.dtype() => c.clone(),
+                _ => {
+                    let c = Tensor::zeros((h, capacity, d), x.dtype(), device)?;
+                    per_slot[w.slot] = Some(c.clone());
+                    c
+                }
+            };
+            cache.slice_set(&x.get(r)?.contiguous()?, 1, w.start)?;
+            cache.narrow(1, 0, plan.kv_len)
         };
-        cache.slice_set(&x.get(r)?.contiguous()?, 1, w.start)?;
-        cache.narrow(1, 0, plan.kv_len)
-    };
     for (r, w) in plan.rows.iter().enumerate() {
         rows.push(run(r, w, per_slot).map_err(|e| e.to_string())?);
     }
@@ -306,5 +312,4 @@ impl CandleExecutable {
         }
         Ok(Outputs::new(outputs))
     }
-
 }

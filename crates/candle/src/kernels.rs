@@ -135,57 +135,164 @@ mod tests {
     }
 }
 
+/// Dot product in 16 independent lanes, so it vectorises (a plain `sum()` must add in order).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..16 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// Shapes of one attention call: q [b, hq, sq, d], k [b, hkv, t, d], v [b, hkv, t, dv].
+#[derive(Debug, Clone, Copy)]
+pub struct AttentionShape {
+    pub batch: usize,
+    pub q_heads: usize,
+    pub q_len: usize,
+    pub head_dim: usize,
+    pub kv_heads: usize,
+    pub kv_len: usize,
+    pub v_dim: usize,
+}
+
 /// Scaled dot-product attention for a few queries per sequence (decode steps), f32 on the CPU.
 ///
 /// candle builds this from a dozen small tensor ops (repeat of the KV heads, two matmuls, softmax,
 /// bias), each with its own allocation and thread hand-off; for one query per head that overhead
-/// was most of the attention time. This computes each (batch, head, query) row directly, reading
+/// was most of the attention time. This computes each (batch, head) row directly, reading
 /// grouped-query KV heads in place. `bias` is the additive mask [rows, 1, q_len, kv_len] with rows
-/// 1 or batch. Layouts are row-major: q [b, hq, sq, d], k [b, hkv, t, d], v [b, hkv, t, dv].
-#[allow(clippy::too_many_arguments)]
+/// 1 or batch. All layouts are row-major.
 pub fn attention_f32(
     q: &[f32],
     k: &[f32],
     v: &[f32],
     bias: Option<(&[f32], usize)>,
-    (b, hq, sq, d): (usize, usize, usize, usize),
-    (hkv, t, dv): (usize, usize, usize),
+    shape: AttentionShape,
     scale: f32,
 ) -> Vec<f32> {
-    let group = hq / hkv;
-    let mut out = vec![0f32; b * hq * sq * dv];
-    out.par_chunks_mut(sq * dv).enumerate().for_each(|(row, out)| {
-        let (bi, h) = (row / hq, row % hq);
-        let kh = h / group;
-        let keys = &k[(bi * hkv + kh) * t * d..][..t * d];
-        let values = &v[(bi * hkv + kh) * t * dv..][..t * dv];
-        let mut scores = vec![0f32; t];
-        for i in 0..sq {
-            let query = &q[((bi * hq + h) * sq + i) * d..][..d];
-            for (j, s) in scores.iter_mut().enumerate() {
-                let key = &keys[j * d..(j + 1) * d];
-                *s = query.iter().zip(key).map(|(a, b)| a * b).sum::<f32>() * scale;
-            }
-            if let Some((bias, rows)) = bias {
-                let r = if rows == 1 { 0 } else { bi };
-                for (s, add) in scores.iter_mut().zip(&bias[(r * sq + i) * t..][..t]) {
-                    *s += add;
-                }
-            }
-            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut total = 0f32;
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                total += *s;
-            }
-            let o = &mut out[i * dv..(i + 1) * dv];
-            for (j, &w) in scores.iter().enumerate() {
-                let w = w / total;
-                for (acc, &val) in o.iter_mut().zip(&values[j * dv..(j + 1) * dv]) {
-                    *acc += w * val;
-                }
+    let AttentionShape { batch, q_heads, q_len, head_dim, kv_len, v_dim, .. } = shape;
+    let mut out = vec![0f32; batch * q_heads * q_len * v_dim];
+    let level = simd_level();
+    // Closures are compiled without the callee's target features, so each row goes through a
+    // function compiled for the vector unit this CPU has.
+    let row = |(row, out): (usize, &mut [f32])| match level {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `simd_level` detected the features.
+        SimdLevel::Avx512 => unsafe { attention_row_avx512(q, k, v, bias, shape, scale, row, out) },
+        #[cfg(target_arch = "x86_64")]
+        SimdLevel::Avx2 => unsafe { attention_row_avx2(q, k, v, bias, shape, scale, row, out) },
+        _ => attention_row(q, k, v, bias, shape, scale, row, out),
+    };
+    // Below ~1 MFLOP, waking the pool costs more than the work.
+    if batch * q_heads * q_len * kv_len * (head_dim + v_dim) < (1 << 20) {
+        out.chunks_mut(q_len * v_dim).enumerate().for_each(row);
+    } else {
+        out.par_chunks_mut(q_len * v_dim).enumerate().for_each(row);
+    }
+    out
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SimdLevel {
+    Avx512,
+    Avx2,
+    Portable,
+}
+
+fn simd_level() -> SimdLevel {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma") {
+            return SimdLevel::Avx512;
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return SimdLevel::Avx2;
+        }
+    }
+    SimdLevel::Portable
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn attention_row_avx512(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    bias: Option<(&[f32], usize)>,
+    shape: AttentionShape,
+    scale: f32,
+    row: usize,
+    out: &mut [f32],
+) {
+    attention_row(q, k, v, bias, shape, scale, row, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn attention_row_avx2(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    bias: Option<(&[f32], usize)>,
+    shape: AttentionShape,
+    scale: f32,
+    row: usize,
+    out: &mut [f32],
+) {
+    attention_row(q, k, v, bias, shape, scale, row, out)
+}
+
+/// The queries of one (batch, head) row: out is [q_len, v_dim].
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attention_row(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    bias: Option<(&[f32], usize)>,
+    shape: AttentionShape,
+    scale: f32,
+    row: usize,
+    out: &mut [f32],
+) {
+    let AttentionShape { q_heads: hq, q_len: sq, head_dim: d, kv_heads: hkv, kv_len: t, v_dim: dv, .. } = shape;
+    let (bi, h) = (row / hq, row % hq);
+    let kh = h / (hq / hkv);
+    let keys = &k[(bi * hkv + kh) * t * d..][..t * d];
+    let values = &v[(bi * hkv + kh) * t * dv..][..t * dv];
+    let mut scores = vec![0f32; t];
+    for i in 0..sq {
+        let query = &q[((bi * hq + h) * sq + i) * d..][..d];
+        for (s, key) in scores.iter_mut().zip(keys.chunks_exact(d)) {
+            *s = dot(query, key) * scale;
+        }
+        if let Some((bias, rows)) = bias {
+            let r = if rows == 1 { 0 } else { bi };
+            for (s, add) in scores.iter_mut().zip(&bias[(r * sq + i) * t..][..t]) {
+                *s += add;
             }
         }
-    });
-    out
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut total = 0f32;
+        for s in scores.iter_mut() {
+            *s = exp_neg(max - *s);
+            total += *s;
+        }
+        let inv = 1.0 / total;
+        let o = &mut out[i * dv..(i + 1) * dv];
+        for (&w, value) in scores.iter().zip(values.chunks_exact(dv)) {
+            let w = w * inv;
+            for (acc, &x) in o.iter_mut().zip(value) {
+                *acc += w * x;
+            }
+        }
+    }
 }

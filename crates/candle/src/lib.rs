@@ -7,6 +7,7 @@ pub mod kernels;
 mod ops;
 pub mod qmatmul;
 mod quantized;
+mod team;
 
 pub use executable::CandleExecutable;
 

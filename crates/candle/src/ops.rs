@@ -219,8 +219,15 @@ fn small_query_attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tenso
         &flat(k)?,
         &flat(v)?,
         bias.as_ref().map(|(values, rows)| (values.as_slice(), *rows)),
-        (b, hq, sq, d),
-        (hkv, t, dv),
+        crate::kernels::AttentionShape {
+            batch: b,
+            q_heads: hq,
+            q_len: sq,
+            head_dim: d,
+            kv_heads: hkv,
+            kv_len: t,
+            v_dim: dv,
+        },
         scale as f32,
     );
     Tensor::from_vec(out, (b, hq, sq, dv), q.device())

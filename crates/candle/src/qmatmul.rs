@@ -8,7 +8,7 @@
 //! AVX2 `vpmaddubsw` + `vpmaddwd`. The kernel is chosen at run time, so one binary runs anywhere;
 //! the portable scalar version is the fallback and the test oracle.
 
-use rayon::prelude::*;
+use std::sync::Mutex;
 
 /// The block formats this kernel computes with directly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +35,31 @@ struct ActBlock {
     q: [i8; 32],
     d: f32,
     sum_d: f32,
+}
+
+/// Two consecutive activation blocks A, B laid out for the 512-bit Q4_1 kernel: bytes
+/// [A0..16, B0..16, A16..32, B16..32] (the order two weight blocks' nibbles unpack into), and
+/// [A.d, A.sum_d, B.d, B.sum_d].
+#[derive(Clone, Copy)]
+#[repr(C, align(16))]
+struct ActPair {
+    q: [i8; 64],
+    scales: [f32; 4],
+}
+
+fn pair_up(blocks: &[ActBlock]) -> Vec<ActPair> {
+    blocks
+        .chunks_exact(2)
+        .map(|ab| {
+            let (a, b) = (&ab[0], &ab[1]);
+            let mut q = [0i8; 64];
+            q[..16].copy_from_slice(&a.q[..16]);
+            q[16..32].copy_from_slice(&b.q[..16]);
+            q[32..48].copy_from_slice(&a.q[16..]);
+            q[48..].copy_from_slice(&b.q[16..]);
+            ActPair { q, scales: [a.d, a.sum_d, b.d, b.sum_d] }
+        })
+        .collect()
 }
 
 fn quantize_row(x: &[f32], out: &mut [ActBlock]) {
@@ -83,8 +108,11 @@ fn dot_scalar(format: QFormat, w: &[u8], a: &[ActBlock]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{ActBlock, QFormat};
+    use super::{ActBlock, ActPair, QFormat};
     use std::arch::x86_64::*;
+
+    /// How far ahead of the current block weights are prefetched.
+    const PREFETCH_BYTES: usize = 512;
 
     /// The shared body: `dot32(u, s)` sums products of 32 unsigned by 32 signed bytes into 8 i32s.
     #[inline(always)]
@@ -95,18 +123,25 @@ mod x86 {
         out: &mut [f32; R],
         dot32: impl Fn(__m256i, __m256i) -> __m256i,
     ) {
-        let blocks = w.len() / format.block_bytes();
-        let mut acc = [_mm256_setzero_ps(); R];
+        let bb = format.block_bytes();
+        let blocks = w.len() / bb;
+        // Two accumulators per row, alternating by block, so consecutive blocks' FMAs do not wait
+        // on each other.
+        let mut acc = [[_mm256_setzero_ps(); R]; 2];
         let mut min_acc = [0f32; R];
         let low = _mm_set1_epi8(0x0f);
         for b in 0..blocks {
-            let wb = w.as_ptr().add(b * format.block_bytes());
+            let wb = w.as_ptr().add(b * bb);
+            // Weights stream from memory once per token; asking for them a few blocks early keeps
+            // more loads in flight than the hardware prefetcher alone does.
+            _mm_prefetch::<_MM_HINT_T0>(wb.wrapping_add(PREFETCH_BYTES) as *const i8);
+            let lane = b & 1;
             // The block's f16 scale (and minimum) as f32, with F16C.
             let scales = _mm_cvtph_ps(_mm_cvtsi32_si128((wb as *const i32).read_unaligned()));
             let d = _mm_cvtss_f32(scales);
             match format {
                 QFormat::Q4_1 => {
-                    let m = _mm_cvtss_f32(_mm_shuffle_ps(scales, scales, 1));
+                    let m = _mm_cvtss_f32(_mm_movehdup_ps(scales));
                     let qs = _mm_loadu_si128(wb.add(4) as *const __m128i);
                     let lo = _mm_and_si128(qs, low);
                     let hi = _mm_and_si128(_mm_srli_epi16(qs, 4), low);
@@ -115,7 +150,7 @@ mod x86 {
                         let a = acts[r].get_unchecked(b);
                         let av = _mm256_load_si256(a.q.as_ptr() as *const __m256i);
                         let s = _mm256_cvtepi32_ps(dot32(levels, av));
-                        acc[r] = _mm256_fmadd_ps(s, _mm256_set1_ps(d * a.d), acc[r]);
+                        acc[lane][r] = _mm256_fmadd_ps(s, _mm256_set1_ps(d * a.d), acc[lane][r]);
                         min_acc[r] += m * a.sum_d;
                     }
                 }
@@ -127,17 +162,63 @@ mod x86 {
                         let a = acts[r].get_unchecked(b);
                         let av = _mm256_load_si256(a.q.as_ptr() as *const __m256i);
                         let s = _mm256_cvtepi32_ps(dot32(abs_w, _mm256_sign_epi8(av, wv)));
-                        acc[r] = _mm256_fmadd_ps(s, _mm256_set1_ps(d * a.d), acc[r]);
+                        acc[lane][r] = _mm256_fmadd_ps(s, _mm256_set1_ps(d * a.d), acc[lane][r]);
                     }
                 }
             }
         }
+        let acc: [__m256; R] = std::array::from_fn(|r| _mm256_add_ps(acc[0][r], acc[1][r]));
         for r in 0..R {
             let v = acc[r];
             let quad = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
             let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
             let one = _mm_add_ss(pair, _mm_shuffle_ps(pair, pair, 1));
             out[r] = _mm_cvtss_f32(one) + min_acc[r];
+        }
+    }
+
+    /// Q4_1 with 512-bit VNNI, two blocks per step: the nibbles of blocks A and B unpack into one
+    /// 64-byte vector [lo A, lo B, hi A, hi B] that meets an `ActPair` in one `vpdpbusd`.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn q4_1_pairs_vnni512<const R: usize>(w: &[u8], acts: [&[ActPair]; R], out: &mut [f32; R]) {
+        const BB: usize = 20;
+        let pairs = w.len() / (2 * BB);
+        let mut acc = [_mm512_setzero_ps(); R];
+        let mut min_acc = [_mm_setzero_ps(); R];
+        let low = _mm256_set1_epi8(0x0f);
+        let spread = _mm512_set_epi32(2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0);
+        for p in 0..pairs {
+            let wa = w.as_ptr().add(p * 2 * BB);
+            let wb = wa.add(BB);
+            _mm_prefetch::<_MM_HINT_T0>(wa.wrapping_add(PREFETCH_BYTES) as *const i8);
+            // [dA, mA, dB, mB] as f32.
+            let header = _mm_insert_epi32::<1>(
+                _mm_cvtsi32_si128((wa as *const i32).read_unaligned()),
+                (wb as *const i32).read_unaligned(),
+            );
+            let dm = _mm_cvtph_ps(header);
+            let qs = _mm256_inserti128_si256::<1>(
+                _mm256_castsi128_si256(_mm_loadu_si128(wa.add(4) as *const __m128i)),
+                _mm_loadu_si128(wb.add(4) as *const __m128i),
+            );
+            let lo = _mm256_and_si256(qs, low);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(qs), low);
+            let levels = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+            for r in 0..R {
+                let a = acts[r].get_unchecked(p);
+                // [dA·aA, mA·ΣA, dB·aB, mB·ΣB]
+                let prod = _mm_mul_ps(dm, _mm_load_ps(a.scales.as_ptr()));
+                min_acc[r] = _mm_add_ps(min_acc[r], prod);
+                let scale = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(prod));
+                let av = _mm512_loadu_si512(a.q.as_ptr() as *const __m512i);
+                let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), levels, av);
+                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[r]);
+            }
+        }
+        for r in 0..R {
+            let mut m = [0f32; 4];
+            _mm_storeu_ps(m.as_mut_ptr(), min_acc[r]);
+            out[r] = _mm512_reduce_add_ps(acc[r]) + m[1] + m[3];
         }
     }
 
@@ -165,7 +246,8 @@ pub enum Kernel {
 pub fn best_kernel() -> Kernel {
     #[cfg(target_arch = "x86_64")]
     {
-        let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
+        let avx2 =
+            is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
         if avx2
             && is_x86_feature_detected!("avx512f")
             && is_x86_feature_detected!("avx512vl")
@@ -214,14 +296,42 @@ pub fn matmul(kernel: Kernel, format: QFormat, w: &[u8], n: usize, k: usize, x: 
         quantize_row(row, out);
     }
     let row_bytes = blocks * format.block_bytes();
+    let paired = kernel == Kernel::Avx512Vnni && format == QFormat::Q4_1 && blocks.is_multiple_of(2);
+    let pairs: Vec<ActPair> = if paired { acts.chunks_exact(blocks).flat_map(pair_up).collect() } else { vec![] };
+    let half = blocks / 2;
     // Work is split over weight rows; results come out as [n, m] and are transposed at the end.
     let mut y_t = vec![0f32; n * m];
-    let rows_per_task = (n / (4 * rayon::current_num_threads()).max(1)).clamp(16, 256);
-    y_t.par_chunks_mut(rows_per_task * m).enumerate().for_each(|(task, out)| {
+    let team = crate::team::team();
+    let rows_per_task = (n / (4 * team.size())).clamp(16, 256);
+    let tasks: Vec<Mutex<&mut [f32]>> = y_t.chunks_mut(rows_per_task * m).map(Mutex::new).collect();
+    team.run(tasks.len(), &|task| {
+        let mut out = tasks[task].lock().unwrap_or_else(|e| e.into_inner());
+        let out: &mut [f32] = &mut out;
         let first = task * rows_per_task;
         for (j, out_row) in out.chunks_exact_mut(m).enumerate() {
             let wr = &w[(first + j) * row_bytes..(first + j + 1) * row_bytes];
             let act = |i: usize| &acts[i * blocks..(i + 1) * blocks];
+            #[cfg(target_arch = "x86_64")]
+            if paired {
+                let pair = |i: usize| &pairs[i * half..(i + 1) * half];
+                let mut i = 0;
+                // SAFETY: `paired` implies the AVX-512 VNNI kernel was detected.
+                unsafe {
+                    while i + ROWS <= m {
+                        let mut o = [0f32; ROWS];
+                        x86::q4_1_pairs_vnni512(wr, [pair(i), pair(i + 1), pair(i + 2), pair(i + 3)], &mut o);
+                        out_row[i..i + ROWS].copy_from_slice(&o);
+                        i += ROWS;
+                    }
+                    while i < m {
+                        let mut o = [0f32; 1];
+                        x86::q4_1_pairs_vnni512(wr, [pair(i)], &mut o);
+                        out_row[i] = o[0];
+                        i += 1;
+                    }
+                }
+                continue;
+            }
             let mut i = 0;
             while i + ROWS <= m {
                 let mut o = [0f32; ROWS];
@@ -237,6 +347,7 @@ pub fn matmul(kernel: Kernel, format: QFormat, w: &[u8], n: usize, k: usize, x: 
             }
         }
     });
+    drop(tasks);
     if m == 1 {
         return y_t;
     }
@@ -271,33 +382,35 @@ mod tests {
     /// quantisation error (8-bit: ≈ 0.4 % of the row's magnitude).
     #[test]
     fn kernels_match_dequantised_product() {
-        let (n, k) = (37, 96);
-        for (qt, format) in [(QuantType::Q4_1, QFormat::Q4_1), (QuantType::Q8_0, QFormat::Q8_0)] {
-            let w = quantize(qt, &data(n * k, 1)).unwrap();
-            let wf = dequantize(qt, &w).unwrap();
-            for m in [1, 3, 4, 9] {
-                let x = data(m * k, m as u32 + 7);
-                let mut kernels = vec![Kernel::Scalar];
-                if matches!(best_kernel(), Kernel::Avx2 | Kernel::Avx512Vnni) {
-                    kernels.push(Kernel::Avx2);
-                }
-                if best_kernel() == Kernel::Avx512Vnni {
-                    kernels.push(Kernel::Avx512Vnni);
-                }
-                let scalar = matmul(Kernel::Scalar, format, &w, n, k, &x, m);
-                for kernel in kernels {
-                    let y = matmul(kernel, format, &w, n, k, &x, m);
-                    for i in 0..m {
-                        for j in 0..n {
-                            let exact: f32 = (0..k).map(|c| x[i * k + c] * wf[j * k + c]).sum();
-                            let scale: f32 = (0..k).map(|c| (x[i * k + c] * wf[j * k + c]).abs()).sum();
-                            let got = y[i * n + j];
-                            assert!(
-                                (got - exact).abs() <= 0.01 * scale + 1e-5,
-                                "{format:?} {kernel:?} m={m} [{i},{j}]: {got} vs {exact}"
-                            );
-                            // SIMD and scalar compute the same integer sums; only f32 summation order differs.
-                            assert!((got - scalar[i * n + j]).abs() <= 1e-4 * scale + 1e-6, "{kernel:?} vs scalar");
+        // k = 96 is an odd number of blocks (per-block path), 128 an even one (block pairs).
+        for (n, k) in [(37, 96), (19, 128)] {
+            for (qt, format) in [(QuantType::Q4_1, QFormat::Q4_1), (QuantType::Q8_0, QFormat::Q8_0)] {
+                let w = quantize(qt, &data(n * k, 1)).unwrap();
+                let wf = dequantize(qt, &w).unwrap();
+                for m in [1, 3, 4, 9] {
+                    let x = data(m * k, m as u32 + 7);
+                    let mut kernels = vec![Kernel::Scalar];
+                    if matches!(best_kernel(), Kernel::Avx2 | Kernel::Avx512Vnni) {
+                        kernels.push(Kernel::Avx2);
+                    }
+                    if best_kernel() == Kernel::Avx512Vnni {
+                        kernels.push(Kernel::Avx512Vnni);
+                    }
+                    let scalar = matmul(Kernel::Scalar, format, &w, n, k, &x, m);
+                    for kernel in kernels {
+                        let y = matmul(kernel, format, &w, n, k, &x, m);
+                        for i in 0..m {
+                            for j in 0..n {
+                                let exact: f32 = (0..k).map(|c| x[i * k + c] * wf[j * k + c]).sum();
+                                let scale: f32 = (0..k).map(|c| (x[i * k + c] * wf[j * k + c]).abs()).sum();
+                                let got = y[i * n + j];
+                                assert!(
+                                    (got - exact).abs() <= 0.01 * scale + 1e-5,
+                                    "{format:?} {kernel:?} m={m} [{i},{j}]: {got} vs {exact}"
+                                );
+                                // SIMD and scalar compute the same integer sums; only f32 summation order differs.
+                                assert!((got - scalar[i * n + j]).abs() <= 1e-4 * scale + 1e-6, "{kernel:?} vs scalar");
+                            }
                         }
                     }
                 }

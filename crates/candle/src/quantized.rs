@@ -45,7 +45,10 @@ impl QuantWeight {
     /// Takes a weight already checked by `load_weight` (dtype, shape and byte size).
     pub(crate) fn upload(view: &WeightView<'_>, device: &Device) -> Result<QuantWeight> {
         let DType::Quant(qtype) = view.dtype else {
-            return Err(Error::Backend { backend: BACKEND.into(), message: format!("{} is not quantised", view.dtype) });
+            return Err(Error::Backend {
+                backend: BACKEND.into(),
+                message: format!("{} is not quantised", view.dtype),
+            });
         };
         let [rows, cols] = view.shape[..] else {
             return Err(Error::Unsupported {
@@ -61,8 +64,8 @@ impl QuantWeight {
         let matmul = match (device, cpu_format) {
             (Device::Cpu, Some(format)) => QuantMatmul::Cpu(best_kernel(), format),
             _ => {
-                let q = qtensor_from_ggml(ggml_dtype(qtype), &view.bytes, vec![rows, cols], device)
-                    .map_err(candle_err)?;
+                let q =
+                    qtensor_from_ggml(ggml_dtype(qtype), &view.bytes, vec![rows, cols], device).map_err(candle_err)?;
                 QuantMatmul::Candle(QMatMul::from_qtensor(q).map_err(candle_err)?)
             }
         };

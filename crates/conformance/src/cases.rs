@@ -6,10 +6,10 @@ use accelrt_core::{
     quant, BinaryOp, DType, Dim, Graph, GraphBuilder, HostTensor, HostWeights, Op, QuantType, ReshapeDim, RopeStyle,
     Shape, UnaryOp, ValueId, WeightSource, WeightView,
 };
-use std::borrow::Cow;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
+use std::borrow::Cow;
 
 /// One conformance case: a graph, its weights and one set of inputs — or, for graphs with caches,
 /// several steps of one session.
@@ -463,7 +463,10 @@ pub fn decoder_block() -> Case {
     let positions = m.op("pos", Op::Positions { like: x, axis: 1 });
     let q = m.op("q_rope", Op::Rope { x: q, positions, base: 10000.0, style: RopeStyle::HalfSplit });
     let k = m.op("k_rope", Op::Rope { x: k, positions, base: 10000.0, style: RopeStyle::HalfSplit });
-    let a = m.op("attn", Op::Attention { q, k, v, mask: None, causal: true, scale: 1.0 / (head as f64).sqrt(), q_positions: None });
+    let a = m.op(
+        "attn",
+        Op::Attention { q, k, v, mask: None, causal: true, scale: 1.0 / (head as f64).sqrt(), q_positions: None },
+    );
     let a = m.op("attn_t", Op::Permute { x: a, perm: vec![0, 2, 1, 3] });
     let a = m.op(
         "attn_merge",
@@ -533,15 +536,11 @@ pub fn kv_cache_session() -> Case {
     let kc = m.op("k_cache", Op::KvCache { x: k, positions, slots, capacity });
     let vc = m.op("v_cache", Op::KvCache { x: v, positions, slots, capacity });
     let scale = 1.0 / (d as f64).sqrt();
-    let a = m.op("attn", Op::Attention { q, k: kc, v: vc, mask: None, causal: false, scale, q_positions: Some(positions) });
+    let a =
+        m.op("attn", Op::Attention { q, k: kc, v: vc, mask: None, causal: false, scale, q_positions: Some(positions) });
     // (slot, first position, new tokens) per row of each step.
-    let steps: [&[(u32, u32, usize)]; 5] = [
-        &[(0, 0, 5)],
-        &[(1, 0, 11)],
-        &[(0, 5, 1), (1, 11, 1)],
-        &[(1, 12, 1), (0, 6, 1)],
-        &[(0, 3, 2)],
-    ];
+    let steps: [&[(u32, u32, usize)]; 5] =
+        [&[(0, 0, 5)], &[(1, 0, 11)], &[(0, 5, 1), (1, 11, 1)], &[(1, 12, 1), (0, 6, 1)], &[(0, 3, 2)]];
     let mut all = Vec::new();
     for rows in steps {
         let (b, n) = (rows.len(), rows[0].2);

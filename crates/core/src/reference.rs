@@ -6,8 +6,8 @@ use crate::{
     load_weight, one_shot_slots, BinaryOp, DType, Error, Graph, HostTensor, Op, Outputs, ReshapeDim, Result, RopeStyle,
     SessionState, Shape, UnaryOp, WeightSource,
 };
-use std::collections::HashMap;
 use ndarray::{concatenate, s, Array2, ArrayD, Axis, IxDyn};
+use std::collections::HashMap;
 
 /// A value during evaluation: floats as f64, integers as i64.
 #[derive(Debug, Clone)]
@@ -188,9 +188,7 @@ pub fn evaluate_with_state(
                     if cache.shape() != [h, *capacity, d] {
                         return Err(fail(format!("slot {} holds a cache of {:?}", w.slot, cache.shape())));
                     }
-                    cache
-                        .slice_mut(s![.., w.start..w.start + w.count, ..])
-                        .assign(&x.slice(s![r, .., .., ..]));
+                    cache.slice_mut(s![.., w.start..w.start + w.count, ..]).assign(&x.slice(s![r, .., .., ..]));
                     out.slice_mut(s![r, .., .., ..]).assign(&cache.slice(s![.., ..plan.kv_len, ..]));
                 }
                 Val::F(out)

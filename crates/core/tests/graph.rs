@@ -48,7 +48,9 @@ fn build_errors_name_the_node() {
 
     let q = b.input("q", DType::F32, Shape::new([1, 6, 2, 8])).unwrap();
     let k = b.input("k", DType::F32, Shape::new([1, 4, 2, 8])).unwrap();
-    let err = b.add("attn", Op::Attention { q, k, v: k, mask: None, causal: true, scale: 1.0, q_positions: None }).unwrap_err();
+    let err = b
+        .add("attn", Op::Attention { q, k, v: k, mask: None, causal: true, scale: 1.0, q_positions: None })
+        .unwrap_err();
     assert!(err.to_string().contains("multiple of kv heads"), "{err}");
 }
 
