@@ -57,3 +57,41 @@ pub fn cosine(a: &[f32], b: &[f64]) -> f64 {
 pub fn max_abs_diff(a: &[f32], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| (*x as f64 - y).abs()).fold(0.0, f64::max)
 }
+
+/// The verified SmolLM2-135M-Instruct GGUF in the user's cache, fetched on first use.
+pub fn smollm2_gguf() -> PathBuf {
+    let dir = ModelStore::from_env()
+        .ensure(&registry::SMOLLM2_135M_INSTRUCT)
+        .unwrap_or_else(|e| panic!("SmolLM2-135M-Instruct is needed by this test: {e}"));
+    dir.join(registry::SMOLLM2_135M_INSTRUCT.files[0].path)
+}
+
+#[derive(serde::Deserialize)]
+pub struct SmolText {
+    pub text: String,
+    pub llama_cpp: Vec<u32>,
+    pub transformers: Vec<u32>,
+}
+
+#[derive(serde::Deserialize)]
+pub struct SmolPrompt {
+    pub name: String,
+    pub text: String,
+    pub prompt_ids: Vec<u32>,
+    pub llama_cpp: Vec<u32>,
+    pub transformers: Vec<u32>,
+    /// llama.cpp's 50 largest logits at the prompt's last position: (token, logit).
+    pub llama_cpp_top_logits: Vec<(u32, f64)>,
+}
+
+#[derive(serde::Deserialize)]
+pub struct SmolReference {
+    pub texts: Vec<SmolText>,
+    pub prompts: Vec<SmolPrompt>,
+}
+
+/// models/tests/fixtures/smollm2.json, written by scripts/make_smollm2_reference.py.
+pub fn smollm2_reference() -> SmolReference {
+    let path = repo_root().join("models/tests/fixtures/smollm2.json");
+    serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture present")).expect("fixture parses")
+}

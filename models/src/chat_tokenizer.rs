@@ -46,12 +46,12 @@ pub struct ChatTokenizer {
 impl ChatTokenizer {
     pub fn from_gguf(file: &GgufFile) -> Result<ChatTokenizer> {
         let bad = |m: String| ModelError::Tokenizer(format!("{}: {m}", file.path().display()));
-        let model = file.get("tokenizer.ggml.model").and_then(GgufValue::as_str).unwrap_or("");
+        let model = file.value("tokenizer.ggml.model").and_then(GgufValue::as_str).unwrap_or("");
         if model != "gpt2" {
             return Err(bad(format!("tokenizer model `{model}` is not supported (only byte-level BPE, `gpt2`, is)")));
         }
         let strings = |key: &str| -> Result<Vec<String>> {
-            let items = file.get(key).and_then(GgufValue::as_array).ok_or_else(|| bad(format!("no {key}")))?;
+            let items = file.value(key).and_then(GgufValue::as_array).ok_or_else(|| bad(format!("no {key}")))?;
             items
                 .iter()
                 .map(|v| v.as_str().map(str::to_string).ok_or_else(|| bad(format!("{key} holds a non-string"))))
@@ -66,14 +66,14 @@ impl ChatTokenizer {
                     .ok_or_else(|| bad(format!("merge `{m}`")))
             })
             .collect::<Result<_>>()?;
-        let types: Vec<i64> = match file.get("tokenizer.ggml.token_type").and_then(GgufValue::as_array) {
+        let types: Vec<i64> = match file.value("tokenizer.ggml.token_type").and_then(GgufValue::as_array) {
             Some(t) => t.iter().map(|v| v.as_u64().map(|x| x as i64).unwrap_or(1)).collect(),
             None => vec![1; tokens.len()],
         };
         let vocab: Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
         let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| bad(e.to_string()))?;
         let mut tokenizer = Tokenizer::new(bpe);
-        let pre = file.get("tokenizer.ggml.pre").and_then(GgufValue::as_str).unwrap_or("default");
+        let pre = file.value("tokenizer.ggml.pre").and_then(GgufValue::as_str).unwrap_or("default");
         let byte_level = ByteLevel::new(false, true, true);
         match pre {
             "smollm" => {
@@ -97,9 +97,9 @@ impl ChatTokenizer {
             .collect();
         tokenizer.add_special_tokens(special).map_err(|e| bad(e.to_string()))?;
 
-        let id = |key: &str| file.get(key).and_then(GgufValue::as_u64).map(|v| v as u32);
+        let id = |key: &str| file.value(key).and_then(GgufValue::as_u64).map(|v| v as u32);
         let (bos, eos) = (id("tokenizer.ggml.bos_token_id"), id("tokenizer.ggml.eos_token_id"));
-        let add_bos = file.get("tokenizer.ggml.add_bos_token").and_then(GgufValue::as_bool).unwrap_or(false);
+        let add_bos = file.value("tokenizer.ggml.add_bos_token").and_then(GgufValue::as_bool).unwrap_or(false);
         let mut stop: Vec<u32> = eos.into_iter().collect();
         stop.extend(id("tokenizer.ggml.eot_token_id"));
         for name in ["<|im_end|>", "<|eot_id|>", "<|endoftext|>", "</s>"] {
@@ -109,7 +109,7 @@ impl ChatTokenizer {
         }
         stop.sort_unstable();
         stop.dedup();
-        let chat_template = file.get("tokenizer.chat_template").and_then(GgufValue::as_str).map(str::to_string);
+        let chat_template = file.value("tokenizer.chat_template").and_then(GgufValue::as_str).map(str::to_string);
         Ok(ChatTokenizer { tokenizer, bos, eos, add_bos, stop, chat_template })
     }
 

@@ -243,7 +243,7 @@ impl GgufFile {
         &self.metadata
     }
 
-    pub fn get(&self, key: &str) -> Option<&GgufValue> {
+    pub fn value(&self, key: &str) -> Option<&GgufValue> {
         self.metadata.get(key)
     }
 

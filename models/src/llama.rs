@@ -40,32 +40,32 @@ impl LlamaConfig {
     pub fn from_gguf(file: &GgufFile) -> Result<LlamaConfig> {
         let bad = |m: String| ModelError::config(file.path(), m);
         let arch = file
-            .get("general.architecture")
+            .value("general.architecture")
             .and_then(GgufValue::as_str)
             .ok_or_else(|| bad("no general.architecture in the metadata".into()))?;
         if arch != "llama" {
             return Err(bad(format!("architecture `{arch}` is not supported (only `llama` is)")));
         }
         let int = |key: &str| -> Result<usize> {
-            file.get(&format!("llama.{key}"))
+            file.value(&format!("llama.{key}"))
                 .and_then(GgufValue::as_u64)
                 .map(|v| v as usize)
                 .ok_or_else(|| bad(format!("missing or non-integer llama.{key}")))
         };
         let float = |key: &str, default: f64| -> Result<f64> {
-            match file.get(&format!("llama.{key}")) {
+            match file.value(&format!("llama.{key}")) {
                 None => Ok(default),
                 Some(v) => v.as_f64().ok_or_else(|| bad(format!("llama.{key} is not a number"))),
             }
         };
-        if let Some(kind) = file.get("llama.rope.scaling.type").and_then(GgufValue::as_str) {
+        if let Some(kind) = file.value("llama.rope.scaling.type").and_then(GgufValue::as_str) {
             if kind != "none" {
                 return Err(bad(format!("rope scaling `{kind}` is not supported")));
             }
         }
         let hidden_size = int("embedding_length")?;
         let num_heads = int("attention.head_count")?;
-        let num_kv_heads = match file.get("llama.attention.head_count_kv") {
+        let num_kv_heads = match file.value("llama.attention.head_count_kv") {
             Some(v) => {
                 v.as_u64().ok_or_else(|| bad("llama.attention.head_count_kv is not an integer".into()))? as usize
             }
@@ -77,7 +77,7 @@ impl LlamaConfig {
             )));
         }
         let head_dim = hidden_size / num_heads;
-        if let Some(rot) = file.get("llama.rope.dimension_count").and_then(GgufValue::as_u64) {
+        if let Some(rot) = file.value("llama.rope.dimension_count").and_then(GgufValue::as_u64) {
             if rot as usize != head_dim {
                 return Err(bad(format!("partial rotary embedding ({rot} of {head_dim} dims) is not supported")));
             }

@@ -7,7 +7,7 @@
 //! a millisecond without work the helpers park, so an idle process does not burn CPU.
 
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
@@ -34,6 +34,8 @@ struct Shared {
 pub struct Team {
     shared: Arc<Shared>,
     helpers: Vec<Thread>,
+    /// Held while a job runs: the team serves one caller at a time.
+    busy: Mutex<()>,
 }
 
 impl Team {
@@ -55,7 +57,7 @@ impl Team {
                     .clone()
             })
             .collect();
-        Team { shared, helpers }
+        Team { shared, helpers, busy: Mutex::new(()) }
     }
 
     /// Threads working on a job, the caller included.
@@ -63,13 +65,17 @@ impl Team {
         self.helpers.len() + 1
     }
 
-    /// Calls `f(0..parts)`, spread over the team; returns when all calls are done. Not reentrant:
-    /// `f` must not call `run` (kernels do not nest).
+    /// Calls `f(0..parts)`, spread over the team; returns when all calls are done. While another
+    /// thread's job holds the team (two models running at once), the caller runs its job alone.
     pub fn run(&self, parts: usize, f: &(dyn Fn(usize) + Sync)) {
         if self.helpers.is_empty() || parts <= 1 {
             (0..parts).for_each(f);
             return;
         }
+        let Ok(_busy) = self.busy.try_lock() else {
+            (0..parts).for_each(f);
+            return;
+        };
         // SAFETY (lifetime erasure): helpers only dereference `f` between seeing this job's
         // generation and decrementing `pending`, and this function does not return before
         // `pending` is back to zero.
@@ -78,8 +84,10 @@ impl Team {
         let shared = &self.shared;
         shared.pending.store(self.helpers.len(), Ordering::Relaxed);
         shared.job.store(&job as *const Job as *mut Job, Ordering::Relaxed);
-        shared.generation.fetch_add(1, Ordering::Release);
-        if shared.parked.load(Ordering::Acquire) > 0 {
+        // SeqCst here and in the helper's park path: each side writes one flag and then reads the
+        // other's, and only a total order guarantees that at least one of them sees the other.
+        shared.generation.fetch_add(1, Ordering::SeqCst);
+        if shared.parked.load(Ordering::SeqCst) > 0 {
             self.helpers.iter().for_each(Thread::unpark);
         }
         work(&job);
@@ -112,10 +120,10 @@ fn helper(shared: &Shared) {
             }
             spins = spins.wrapping_add(1);
             if spins % 1024 == 0 && started.elapsed() > SPIN {
-                shared.parked.fetch_add(1, Ordering::AcqRel);
+                shared.parked.fetch_add(1, Ordering::SeqCst);
                 // Re-check after announcing: a job published before the announcement is not missed,
                 // and one published after it unparks this thread (park returns at once then).
-                if shared.generation.load(Ordering::Acquire) == seen {
+                if shared.generation.load(Ordering::SeqCst) == seen {
                     std::thread::park();
                 }
                 shared.parked.fetch_sub(1, Ordering::AcqRel);
@@ -159,6 +167,20 @@ mod tests {
                 assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
             }
         }
+        // Callers on several threads at once each get their job done.
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..200 {
+                        let hits: Vec<AtomicUsize> = (0..9).map(|_| AtomicUsize::new(0)).collect();
+                        team.run(9, &|i| {
+                            hits[i].fetch_add(1, Ordering::Relaxed);
+                        });
+                        assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+                    }
+                });
+            }
+        });
         // After the helpers have parked, a job still completes.
         std::thread::sleep(Duration::from_millis(20));
         let total = AtomicUsize::new(0);
