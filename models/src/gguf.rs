@@ -185,7 +185,7 @@ impl<'a> Reader<'a> {
         let n = self.u64(what)?;
         let left = (self.bytes.len() - self.pos) as u64;
         if n.saturating_mul(min_size as u64) > left {
-            return Err(format!("corrupt: {what} is {n}, more than the {left} bytes left could hold"));
+            return Err(format!("truncated or corrupt: {what} is {n}, more than the {left} bytes left could hold"));
         }
         Ok(n as usize)
     }
