@@ -141,7 +141,8 @@ struct GenerateArgs {
 
 #[derive(clap::Args)]
 struct BenchArgs {
-    /// Model name or path to a sentence-transformers directory
+    /// Model name, a sentence-transformers directory, or a GGUF decoder (file or directory);
+    /// decoders run the text-generation workload
     #[arg(long, default_value = "all-minilm-l6-v2")]
     model: String,
     /// Device to run on: cpu, cuda:N, neuron:N
@@ -198,7 +199,14 @@ struct BenchArgs {
     /// Price basis to read from the catalog: on-demand, reserved-1yr, …
     #[arg(long, default_value = "on-demand")]
     price_basis: String,
-    /// Also run peers through the same scenarios: pytorch, onnxruntime (see benches/peers/)
+    /// Text generation: new tokens per request (every request generates exactly this many)
+    #[arg(long, default_value_t = 64)]
+    max_tokens: usize,
+    /// Text generation: positions each sequence's cache holds
+    #[arg(long, default_value_t = 1024)]
+    context: usize,
+    /// Also run peers through the same scenarios: pytorch, onnxruntime (embeddings), llamacpp
+    /// (generation) (see benches/peers/)
     #[arg(long, value_delimiter = ',')]
     peers: Vec<String>,
     /// Device the peers run on: cpu or cuda
@@ -354,7 +362,7 @@ fn run_bench(store: &ModelStore, a: BenchArgs) -> Result<()> {
             if script.is_file() {
                 Ok((name.clone(), script))
             } else {
-                bail!("unknown peer `{name}`: no runner {} (peers: pytorch, onnxruntime)", script.display())
+                bail!("unknown peer `{name}`: no runner {} (peers: pytorch, onnxruntime, llamacpp)", script.display())
             }
         })
         .collect::<Result<Vec<_>>>()?;
@@ -380,6 +388,8 @@ fn run_bench(store: &ModelStore, a: BenchArgs) -> Result<()> {
         options: PrepareOptions { compute_dtype: compute_override(a.dtype) },
         progress: !a.no_progress,
         seed: a.seed,
+        max_tokens: a.max_tokens,
+        context: a.context,
     };
     let backend = accelrt::open_backend(&a.backend)?;
     let outcome = bench::run(&config, backend.as_ref(), store)?;

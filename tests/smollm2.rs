@@ -211,7 +211,7 @@ fn batched_decode_matches_one_sequence_at_a_time() {
         .map(|t| g.tokenizer().encode(t).unwrap())
         .collect();
     let params = SamplingParams::greedy();
-    let together = g.generate_batch(&prompts, &params, 12, |_, _, _| {}).unwrap();
+    let together = g.generate_batch(&prompts, &params, accelrt::models::Limits::max_tokens(12), |_, _, _| {}).unwrap();
     for (p, t) in prompts.iter().zip(&together) {
         let alone = g.generate(p, &params, 12, |_, _| {}).unwrap();
         assert_eq!(alone.tokens, t.tokens);

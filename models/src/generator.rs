@@ -13,6 +13,21 @@ use std::time::{Duration, Instant};
 /// Cache positions per sequence when the caller does not choose (capped by the model's context).
 pub const DEFAULT_CONTEXT: usize = 2048;
 
+/// How long generations may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The most tokens to generate per sequence (≥ 1).
+    pub max_tokens: usize,
+    /// Keep generating past end-of-sequence tokens (benchmarks: every request yields `max_tokens`).
+    pub ignore_stop: bool,
+}
+
+impl Limits {
+    pub fn max_tokens(max_tokens: usize) -> Limits {
+        Limits { max_tokens, ignore_stop: false }
+    }
+}
+
 /// Why a generation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -32,7 +47,8 @@ pub struct Generation {
     pub tokens: Vec<u32>,
     pub text: String,
     pub stop: StopReason,
-    /// From the start of the request to the first generated token (prefill + first sample).
+    /// From the start of the request to the first generated token (prefill + first sample); in a
+    /// batch, from the start of the batch (prompts are prefilled one after another).
     pub time_to_first_token: Duration,
     /// The time of each decode step after the first token (one per further token).
     pub decode_times: Vec<Duration>,
@@ -162,7 +178,8 @@ impl TextGenerator {
         max_tokens: usize,
         mut on_token: impl FnMut(u32, &str),
     ) -> Result<Generation> {
-        let mut out = self.generate_batch(&[prompt.to_vec()], params, max_tokens, |_, id, text| on_token(id, text))?;
+        let limits = Limits::max_tokens(max_tokens);
+        let mut out = self.generate_batch(&[prompt.to_vec()], params, limits, |_, id, text| on_token(id, text))?;
         Ok(out.remove(0))
     }
 
@@ -173,13 +190,13 @@ impl TextGenerator {
         &self,
         prompts: &[Vec<u32>],
         params: &SamplingParams,
-        max_tokens: usize,
+        limits: Limits,
         mut on_token: impl FnMut(usize, u32, &str),
     ) -> Result<Vec<Generation>> {
         if prompts.is_empty() {
             return Err(ModelError::InvalidInput("no prompts".into()));
         }
-        if max_tokens == 0 {
+        if limits.max_tokens == 0 {
             return Err(ModelError::InvalidInput("max tokens must be at least 1".into()));
         }
         for p in prompts {
@@ -187,14 +204,14 @@ impl TextGenerator {
         }
         let mut state = self.new_session(prompts.len())?;
         let mut seqs = Vec::with_capacity(prompts.len());
+        let start = Instant::now();
         for (i, prompt) in prompts.iter().enumerate() {
-            let start = Instant::now();
             let mut sampler =
                 Sampler::new(SamplingParams { seed: params.seed.wrapping_add(i as u64), ..params.clone() })?;
             let logits = self.step(&mut state, &[(i, 0, prompt)])?;
             let first = sampler.sample(&logits[0], prompt);
             let mut seq = Sequence::new(prompt.clone(), sampler);
-            seq.push(first, self, max_tokens, &mut |id, text| on_token(i, id, text))?;
+            seq.push(first, self, limits, &mut |id, text| on_token(i, id, text))?;
             seq.ttft = start.elapsed();
             seqs.push(seq);
         }
@@ -211,7 +228,7 @@ impl TextGenerator {
             for (&i, row) in active.iter().zip(&logits) {
                 let seq = &mut seqs[i];
                 let next = seq.sampler.sample(row, &seq.history);
-                seq.push(next, self, max_tokens, &mut |id, text| on_token(i, id, text))?;
+                seq.push(next, self, limits, &mut |id, text| on_token(i, id, text))?;
             }
             let took = started.elapsed();
             for &i in &active {
@@ -248,14 +265,8 @@ impl Sequence {
     }
 
     /// Takes a sampled token: stops on a stop token, else appends it and streams its text.
-    fn push(
-        &mut self,
-        id: u32,
-        g: &TextGenerator,
-        max_tokens: usize,
-        on_token: &mut dyn FnMut(u32, &str),
-    ) -> Result<()> {
-        if g.tokenizer.is_stop(id) {
+    fn push(&mut self, id: u32, g: &TextGenerator, limits: Limits, on_token: &mut dyn FnMut(u32, &str)) -> Result<()> {
+        if !limits.ignore_stop && g.tokenizer.is_stop(id) {
             self.stop = Some(StopReason::Stop);
             return Ok(());
         }
@@ -268,7 +279,7 @@ impl Sequence {
             self.text = text;
         }
         let generated = self.history.len() - self.prompt_len;
-        if generated >= max_tokens {
+        if generated >= limits.max_tokens {
             self.stop = Some(StopReason::MaxTokens);
         } else if self.history.len() >= g.context {
             self.stop = Some(StopReason::ContextFull);

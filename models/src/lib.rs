@@ -16,7 +16,7 @@ mod weights;
 pub use chat_tokenizer::{ChatMessage, ChatTokenizer};
 pub use embedder::{SentenceEmbedder, TokenBatch};
 pub use error::{ModelError, Result};
-pub use generator::{Generation, StopReason, TextGenerator};
+pub use generator::{Generation, Limits, StopReason, TextGenerator};
 pub use gguf::GgufFile;
 pub use registry::{lookup, ModelKind, ModelSpec, MODELS};
 pub use sampling::SamplingParams;

@@ -198,7 +198,10 @@ fn a_small_llama_gguf_runs_on_the_cpu_backend_like_the_reference() {
     let positions = HostTensor::u32(vec![1, 1], vec![12]).unwrap();
     let slots = HostTensor::u32(vec![1], vec![0]).unwrap();
     let err = exe
-        .run_with_state(&mut got_state, &[(llama::TOKENS, &tokens), (llama::POSITIONS, &positions), (llama::SLOTS, &slots)])
+        .run_with_state(
+            &mut got_state,
+            &[(llama::TOKENS, &tokens), (llama::POSITIONS, &positions), (llama::SLOTS, &slots)],
+        )
         .unwrap_err()
         .to_string();
     assert!(err.contains("positions would be skipped"), "{err}");
@@ -220,12 +223,9 @@ fn truncated_and_corrupt_files_are_refused() {
     let bytes = std::fs::read(&path).unwrap();
     let cut = dir.path().join("cut.gguf");
     // Cut inside the tensor data, inside the tensor infos, inside the metadata, inside the header.
-    for (len, needle) in [
-        (bytes.len() - 100, "truncated: tensor"),
-        (bytes.len() / 3, "truncated"),
-        (40, "truncated"),
-        (10, "truncated"),
-    ] {
+    for (len, needle) in
+        [(bytes.len() - 100, "truncated: tensor"), (bytes.len() / 3, "truncated"), (40, "truncated"), (10, "truncated")]
+    {
         std::fs::write(&cut, &bytes[..len]).unwrap();
         let err = open_err(&cut);
         assert!(err.contains(needle) && err.contains("cut.gguf"), "cut at {len}: {err}");

@@ -7,15 +7,20 @@
 //! - runner → harness, per query, after the embeddings are computed: `{"n": <count>}` or `{"error": "…"}`
 //! - harness closes the runner's stdin to end it.
 //!
+//! Text generation (runners started with `--max-tokens N`): the query is `{"prompts": ["…", …]}`
+//! (each a full prompt, chat template applied) and the reply
+//! `{"n": <count>, "requests": [{"prompt_tokens": …, "output_tokens": …, "ttft_ms": …, "tpot_ms": …}, …]}`.
+//!
 //! The harness times each query around that exchange, so a peer's latency includes a few tens of
 //! microseconds of pipe and JSON overhead that accelrt's in-process runs do not have.
 
-use crate::workload::{cycle, Workload};
+use crate::workload::{cycle, RequestStats, Workload};
 use crate::{BenchError, Result};
 use serde::Deserialize;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
 
 /// What a runner says about itself when it is ready.
 #[derive(Debug, Clone, Deserialize)]
@@ -35,6 +40,8 @@ pub struct PeerOptions {
     pub threads: usize,
     pub device: String,
     pub dtype: String,
+    /// Text generation: new tokens per request (the runner then answers generation queries).
+    pub max_tokens: Option<usize>,
 }
 
 pub struct ExternalRunner {
@@ -43,6 +50,8 @@ pub struct ExternalRunner {
     stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
     texts: Vec<String>,
+    max_tokens: Option<usize>,
+    requests: Vec<RequestStats>,
     pub info: PeerInfo,
 }
 
@@ -72,8 +81,13 @@ impl ExternalRunner {
             return Err(fail(format!("runner script {} not found", script.display())));
         }
         let python = std::env::var("ACCELRT_PYTHON").unwrap_or_else(|_| "python3".into());
-        let mut child = Command::new(&python)
-            .arg(script)
+        let mut command = Command::new(&python);
+        if let Some(n) = options.max_tokens {
+            command.arg(script).arg("--max-tokens").arg(n.to_string());
+        } else {
+            command.arg(script);
+        }
+        let mut child = command
             .arg("--model-dir")
             .arg(model_dir)
             .arg("--threads")
@@ -95,6 +109,8 @@ impl ExternalRunner {
             stdin,
             stdout,
             texts,
+            max_tokens: options.max_tokens,
+            requests: Vec::new(),
             info: PeerInfo { system: name.into(), versions: Default::default(), dtype: None, device: None },
         };
         let reply = runner.read_reply()?;
@@ -128,7 +144,11 @@ impl ExternalRunner {
 impl Workload for ExternalRunner {
     fn run(&mut self, first: usize, count: usize) -> Result<()> {
         let texts: Vec<&String> = cycle(&self.texts, first, count).collect();
-        let mut msg = serde_json::to_vec(&serde_json::json!({ "texts": texts })).expect("serialisable");
+        let query = match self.max_tokens {
+            Some(_) => serde_json::json!({ "prompts": texts }),
+            None => serde_json::json!({ "texts": texts }),
+        };
+        let mut msg = serde_json::to_vec(&query).expect("serialisable");
         msg.push(b'\n');
         let stdin = self.stdin.as_mut().expect("open until drop");
         if let Err(e) = stdin.write_all(&msg).and_then(|_| stdin.flush()) {
@@ -136,10 +156,47 @@ impl Workload for ExternalRunner {
         }
         let reply = self.read_reply()?;
         match reply.n {
-            Some(n) if n == count => Ok(()),
-            other => Err(self.fail(format!("answered {other:?} embeddings for {count} texts"))),
+            Some(n) if n == count => {}
+            other => return Err(self.fail(format!("answered {other:?} results for {count} inputs"))),
         }
+        if self.max_tokens.is_some() {
+            let requests: Vec<PeerRequest> = reply
+                .rest
+                .get("requests")
+                .cloned()
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(|e| self.fail(format!("bad `requests`: {e}")))?
+                .unwrap_or_default();
+            if requests.len() != count {
+                return Err(self.fail(format!("reported {} requests for {count} prompts", requests.len())));
+            }
+            let ms = |v: f64| Duration::from_secs_f64(v.max(0.0) / 1e3);
+            self.requests.extend(requests.into_iter().map(|r| RequestStats {
+                prompt_tokens: r.prompt_tokens,
+                output_tokens: r.output_tokens,
+                time_to_first_token: ms(r.ttft_ms),
+                time_per_output_token: r.tpot_ms.map(ms),
+            }));
+        }
+        Ok(())
     }
+
+    fn start_measuring(&mut self) {
+        self.requests.clear();
+    }
+
+    fn take_requests(&mut self) -> Vec<RequestStats> {
+        std::mem::take(&mut self.requests)
+    }
+}
+
+#[derive(Deserialize)]
+struct PeerRequest {
+    prompt_tokens: usize,
+    output_tokens: usize,
+    ttft_ms: f64,
+    tpot_ms: Option<f64>,
 }
 
 impl Drop for ExternalRunner {

@@ -63,6 +63,33 @@ pub fn write_report(results: &[BenchResult], out: &Path, p99_ms: Option<f64>) ->
             )
             .unwrap();
         }
+        let generation: Vec<&&BenchResult> = sorted.iter().filter(|r| r.generation.is_some()).collect();
+        if !generation.is_empty() {
+            writeln!(md, "\nText generation (throughput above counts requests):\n").unwrap();
+            writeln!(md, "| instance | system | backend | scenario | batch | new tokens/request | output tokens/s | TTFT p50 / p99 (ms) | TPOT p50 / p99 (ms) | $/1M output tokens |").unwrap();
+            writeln!(md, "|---|---|---|---|---|---|---|---|---|---|").unwrap();
+            for r in generation {
+                let g = r.generation.as_ref().expect("filtered");
+                let cost = g.usd_per_million_output_tokens.map(|c| format!("{c:.4}")).unwrap_or_else(|| "—".into());
+                writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {} | {} | {:.1} | {:.1} / {:.1} | {:.2} / {:.2} | {} |",
+                    r.instance_type.as_deref().unwrap_or("unknown"),
+                    r.system,
+                    r.backend,
+                    r.scenario,
+                    r.batch_size,
+                    g.max_tokens,
+                    g.output_tokens_per_s,
+                    g.ttft_ms.p50,
+                    g.ttft_ms.p99,
+                    g.tpot_ms.p50,
+                    g.tpot_ms.p99,
+                    cost
+                )
+                .unwrap();
+            }
+        }
         let invalid: Vec<&&BenchResult> = sorted.iter().filter(|r| !r.valid).collect();
         if !invalid.is_empty() {
             writeln!(md, "\nInvalid runs (their numbers are shown but must not be quoted):").unwrap();

@@ -23,6 +23,48 @@ pub struct SweepPoint {
     pub valid: bool,
 }
 
+/// Text generation metrics (MLPerf LLM style), for generation workloads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerationMetrics {
+    /// New tokens per request (every request produces exactly this many).
+    pub max_tokens: usize,
+    pub requests: usize,
+    pub prompt_tokens_mean: f64,
+    pub output_tokens: usize,
+    /// Output tokens per second over the measured run (all sequences together).
+    pub output_tokens_per_s: f64,
+    /// Time to first token per request (offline: from the start of its batch).
+    pub ttft_ms: Latency,
+    /// Time per output token after the first, per request.
+    pub tpot_ms: Latency,
+    pub usd_per_million_output_tokens: Option<f64>,
+}
+
+impl GenerationMetrics {
+    pub fn new(
+        requests: &[crate::workload::RequestStats],
+        max_tokens: usize,
+        duration_s: f64,
+        usd_per_hour: Option<f64>,
+    ) -> GenerationMetrics {
+        let output_tokens: usize = requests.iter().map(|r| r.output_tokens).sum();
+        let output_tokens_per_s = output_tokens as f64 / duration_s.max(f64::MIN_POSITIVE);
+        let ttft: Vec<_> = requests.iter().map(|r| r.time_to_first_token).collect();
+        let tpot: Vec<_> = requests.iter().filter_map(|r| r.time_per_output_token).collect();
+        GenerationMetrics {
+            max_tokens,
+            requests: requests.len(),
+            prompt_tokens_mean: requests.iter().map(|r| r.prompt_tokens as f64).sum::<f64>()
+                / requests.len().max(1) as f64,
+            output_tokens,
+            output_tokens_per_s,
+            ttft_ms: Latency::from_samples(&ttft),
+            tpot_ms: Latency::from_samples(&tpot),
+            usd_per_million_output_tokens: usd_per_hour.and_then(|p| usd_per_million(p, output_tokens_per_s)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Memory {
     pub peak_host_bytes: Option<u64>,
@@ -62,6 +104,10 @@ pub struct BenchResult {
     pub sweep: Vec<SweepPoint>,
     pub memory: Memory,
     pub environment: Environment,
+    /// Text generation only: tokens, TTFT, TPOT and cost per 1M output tokens. For generation,
+    /// "inferences" above are requests (each of `max_tokens` output tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<GenerationMetrics>,
 }
 
 /// Where this run's instance type and price come from.
@@ -126,6 +172,7 @@ impl BenchResult {
                 .collect(),
             memory: Memory { peak_host_bytes: crate::environment::peak_host_memory_bytes(), device_bytes },
             environment,
+            generation: None,
         }
     }
 

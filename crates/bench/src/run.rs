@@ -6,12 +6,12 @@ use crate::clock::RealClock;
 use crate::environment::Environment;
 use crate::peers::{ExternalRunner, PeerOptions};
 use crate::progress::Progress;
-use crate::result::{usd_per_million, BenchResult, Pricing};
+use crate::result::{usd_per_million, BenchResult, GenerationMetrics, Pricing};
 use crate::scenario::{self, Measurement, RunRules, ScenarioKind};
-use crate::workload::{EmbeddingWorkload, Workload};
+use crate::workload::{EmbeddingWorkload, GenerationWorkload, RequestStats, Workload};
 use crate::{BenchError, Result};
 use accelrt_core::{Backend, PrepareOptions};
-use accelrt_models::{ModelStore, SentenceEmbedder};
+use accelrt_models::{ChatMessage, ModelKind, ModelStore, SentenceEmbedder, TextGenerator};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
@@ -37,6 +37,10 @@ pub struct BenchConfig {
     pub options: PrepareOptions,
     pub progress: bool,
     pub seed: u64,
+    /// Text generation: new tokens per request.
+    pub max_tokens: usize,
+    /// Text generation: positions each sequence's cache holds.
+    pub context: usize,
 }
 
 /// What a benchmark run produced. A failing peer does not discard what was measured.
@@ -47,32 +51,68 @@ pub struct Outcome {
     pub peer_failures: Vec<BenchError>,
 }
 
-/// Runs the benchmark on accelrt, then on each peer.
+/// Runs the benchmark on accelrt, then on each peer. Sentence-embedding models run the embedding
+/// workload; GGUF decoders the generation workload (TTFT, TPOT, output tokens/s, $/1M tokens).
 pub fn run(config: &BenchConfig, backend: &dyn Backend, store: &ModelStore) -> Result<Outcome> {
     validate(config)?;
-    let dir = accelrt_models::resolve_model_dir(&config.model, store)?;
+    let (path, kind) = resolve_model(&config.model, store)?;
     let model_name = accelrt_models::lookup(&config.model).map(|s| s.id.to_string()).unwrap_or_else(|_| {
-        dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| config.model.clone())
+        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| config.model.clone())
     });
-    let embedder = SentenceEmbedder::load(&dir, backend, &config.options)?;
+    match kind {
+        ModelKind::SentenceEmbedding => run_embedding(config, backend, &path, &model_name),
+        ModelKind::TextGeneration => run_generation(config, backend, &path, &model_name),
+    }
+}
+
+/// The model's files (a directory, or a GGUF file) and what kind of model it is.
+fn resolve_model(model: &str, store: &ModelStore) -> Result<(PathBuf, ModelKind)> {
+    let path = Path::new(model);
+    if path.exists() {
+        let is_gguf =
+            accelrt_models::generator::find_gguf(path).is_ok_and(|p| p.extension().is_some_and(|e| e == "gguf"));
+        let kind = if is_gguf { ModelKind::TextGeneration } else { ModelKind::SentenceEmbedding };
+        let path = if is_gguf { accelrt_models::generator::find_gguf(path)? } else { path.to_path_buf() };
+        return Ok((path, kind));
+    }
+    let spec = accelrt_models::lookup(model)?;
+    let dir = store.ensure(spec)?;
+    Ok(match spec.kind {
+        ModelKind::TextGeneration => (accelrt_models::generator::find_gguf(&dir)?, ModelKind::TextGeneration),
+        ModelKind::SentenceEmbedding => (dir, ModelKind::SentenceEmbedding),
+    })
+}
+
+fn device_bytes(backend: &dyn Backend) -> Option<u64> {
+    backend.device_info().ok().and_then(|d| match (d.memory_total_bytes, d.memory_free_bytes) {
+        (Some(t), Some(f)) if d.kind != accelrt_core::DeviceKind::Cpu => Some(t.saturating_sub(f)),
+        _ => None,
+    })
+}
+
+fn run_embedding(config: &BenchConfig, backend: &dyn Backend, dir: &Path, model_name: &str) -> Result<Outcome> {
+    let embedder = SentenceEmbedder::load(dir, backend, &config.options)?;
     let device = backend.device_info()?;
     let mut results = Vec::new();
     {
         let mut workload = EmbeddingWorkload::new(&embedder, config.texts.clone())?;
-        for (m, sweep) in run_scenarios(config, &mut workload, "accelrt")? {
+        for (m, sweep, _) in run_scenarios(config, &mut workload, "accelrt")? {
             let env = Environment::capture(backend.name(), &device);
-            let device_bytes =
-                backend.device_info().ok().and_then(|d| match (d.memory_total_bytes, d.memory_free_bytes) {
-                    (Some(t), Some(f)) if d.kind != accelrt_core::DeviceKind::Cpu => Some(t.saturating_sub(f)),
-                    _ => None,
-                });
-            results.push(BenchResult::new(&m, &model_name, "accelrt", &config.pricing, &sweep, env, device_bytes));
+            results.push(BenchResult::new(
+                &m,
+                model_name,
+                "accelrt",
+                &config.pricing,
+                &sweep,
+                env,
+                device_bytes(backend),
+            ));
         }
     }
     drop(embedder);
     let mut peer_failures = Vec::new();
     for (name, script) in &config.peers {
-        match run_peer(config, name, script, &dir, &model_name, &device) {
+        match run_peer(config, name, script, dir, model_name, &device, config.texts.clone(), None) {
             Ok(r) => results.extend(r),
             Err(e) => peer_failures.push(e),
         }
@@ -80,6 +120,59 @@ pub fn run(config: &BenchConfig, backend: &dyn Backend, store: &ModelStore) -> R
     Ok(Outcome { results, peer_failures })
 }
 
+fn run_generation(config: &BenchConfig, backend: &dyn Backend, gguf: &Path, model_name: &str) -> Result<Outcome> {
+    if config.scenarios.contains(&ScenarioKind::Server) {
+        return Err(BenchError::Invalid(
+            "the server scenario is not available for text generation yet (it needs continuous batching); \
+             use offline and single-stream"
+                .into(),
+        ));
+    }
+    let generator = TextGenerator::load(gguf, backend, &config.options, config.context)?;
+    // Instruct models get each text as a user message in their own chat template.
+    let prompts_text: Vec<String> = config
+        .texts
+        .iter()
+        .map(|t| match generator.tokenizer().chat_template() {
+            Some(_) => generator.tokenizer().apply_chat_template(&[ChatMessage::new("user", t)]),
+            None => Ok(t.clone()),
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    let prompts =
+        prompts_text.iter().map(|t| generator.tokenizer().encode(t)).collect::<std::result::Result<Vec<_>, _>>()?;
+    if let Some(p) = prompts.iter().find(|p| p.len() + config.max_tokens > generator.context()) {
+        return Err(BenchError::Invalid(format!(
+            "a prompt of {} tokens plus {} new tokens does not fit the context of {} (raise --context)",
+            p.len(),
+            config.max_tokens,
+            generator.context()
+        )));
+    }
+    let device = backend.device_info()?;
+    let mut results = Vec::new();
+    {
+        let mut workload = GenerationWorkload::new(&generator, prompts, config.max_tokens)?;
+        for (m, sweep, requests) in run_scenarios(config, &mut workload, "accelrt")? {
+            let env = Environment::capture(backend.name(), &device);
+            let mut r =
+                BenchResult::new(&m, model_name, "accelrt", &config.pricing, &sweep, env, device_bytes(backend));
+            r.generation =
+                Some(GenerationMetrics::new(&requests, config.max_tokens, m.duration_s, r.price_usd_per_hour));
+            results.push(r);
+        }
+    }
+    drop(generator);
+    let mut peer_failures = Vec::new();
+    for (name, script) in &config.peers {
+        match run_peer(config, name, script, gguf, model_name, &device, prompts_text.clone(), Some(config.max_tokens)) {
+            Ok(r) => results.extend(r),
+            Err(e) => peer_failures.push(e),
+        }
+    }
+    Ok(Outcome { results, peer_failures })
+}
+
+#[allow(clippy::too_many_arguments)]
 fn run_peer(
     config: &BenchConfig,
     name: &str,
@@ -87,6 +180,8 @@ fn run_peer(
     dir: &Path,
     model_name: &str,
     device: &accelrt_core::DeviceInfo,
+    inputs: Vec<String>,
+    max_tokens: Option<usize>,
 ) -> Result<Vec<BenchResult>> {
     let mut results = Vec::new();
     {
@@ -94,10 +189,11 @@ fn run_peer(
             threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             device: config.peer_device.clone(),
             dtype: config.peer_dtype.clone(),
+            max_tokens,
         };
-        let mut runner = ExternalRunner::spawn(name, script, dir, &options, config.texts.clone())?;
+        let mut runner = ExternalRunner::spawn(name, script, dir, &options, inputs)?;
         let info = runner.info.clone();
-        for (m, sweep) in run_scenarios(config, &mut runner, name)? {
+        for (m, sweep, requests) in run_scenarios(config, &mut runner, name)? {
             let mut env = Environment::capture(&info.system, device);
             env.device = info.device.clone().unwrap_or_else(|| config.peer_device.clone());
             env.details = info
@@ -111,6 +207,9 @@ fn run_peer(
             // A peer's own memory is not this process's; leave it out rather than misreport it.
             let mut r = BenchResult::new(&m, model_name, &info.system, &config.pricing, &sweep, env, None);
             r.memory.peak_host_bytes = None;
+            if let Some(n) = max_tokens {
+                r.generation = Some(GenerationMetrics::new(&requests, n, m.duration_s, r.price_usd_per_hour));
+            }
             results.push(r);
         }
     }
@@ -143,28 +242,31 @@ fn rules_for(config: &BenchConfig, kind: ScenarioKind) -> RunRules {
     config.rules.unwrap_or_else(|| RunRules::mlperf(kind))
 }
 
-/// Every requested scenario on one workload; the server's sweep comes with its result.
-fn run_scenarios(
-    config: &BenchConfig,
-    w: &mut dyn Workload,
-    system: &str,
-) -> Result<Vec<(Measurement, Vec<Measurement>)>> {
+/// What one scenario produced: its measurement, the server's sweep, and (generation) the requests.
+type ScenarioOutput = (Measurement, Vec<Measurement>, Vec<RequestStats>);
+
+/// Every requested scenario on one workload.
+fn run_scenarios(config: &BenchConfig, w: &mut dyn Workload, system: &str) -> Result<Vec<ScenarioOutput>> {
     let clock = RealClock::new();
-    let mut out: Vec<(Measurement, Vec<Measurement>)> = Vec::new();
+    let mut out: Vec<ScenarioOutput> = Vec::new();
     for &kind in &config.scenarios {
         let rules = rules_for(config, kind);
         let progress = Progress::new(&format!("{system} {kind}"), rules.warmup + rules.min_duration, config.progress);
         match kind {
             ScenarioKind::Offline => {
-                out.push((scenario::offline(w, &clock, &rules, config.batch_size, &progress)?, vec![]));
+                let m = scenario::offline(w, &clock, &rules, config.batch_size, &progress)?;
+                out.push((m, vec![], w.take_requests()));
             }
-            ScenarioKind::SingleStream => out.push((scenario::single_stream(w, &clock, &rules, &progress)?, vec![])),
+            ScenarioKind::SingleStream => {
+                let m = scenario::single_stream(w, &clock, &rules, &progress)?;
+                out.push((m, vec![], w.take_requests()));
+            }
             ScenarioKind::Server => {
                 let bound = config.p99_ms.expect("validated");
                 if config.find_max_qps {
                     // Start from the offline rate: no arrival rate above it can be sustained for long.
-                    let upper = match out.iter().find(|(m, _)| m.scenario == ScenarioKind::Offline) {
-                        Some((m, _)) => m.throughput_per_s,
+                    let upper = match out.iter().find(|(m, ..)| m.scenario == ScenarioKind::Offline) {
+                        Some((m, ..)) => m.throughput_per_s,
                         None => {
                             let quick = RunRules {
                                 min_queries: 8,
@@ -187,13 +289,11 @@ fn run_scenarios(
                     )?;
                     // With no valid load, report the lowest one tried (invalid) so the failure is visible.
                     let shown = best.or_else(|| sweep.first().cloned()).expect("at least one step");
-                    out.push((shown, sweep));
+                    out.push((shown, sweep, w.take_requests()));
                 } else {
                     let qps = config.qps.expect("validated");
-                    out.push((
-                        scenario::server(w, &clock, &rules, config.batch_size, qps, bound, config.seed, &progress)?,
-                        vec![],
-                    ));
+                    let m = scenario::server(w, &clock, &rules, config.batch_size, qps, bound, config.seed, &progress)?;
+                    out.push((m, vec![], w.take_requests()));
                 }
             }
         }
@@ -242,6 +342,39 @@ pub fn summary(results: &[BenchResult], catalog: &Catalog) -> String {
         .unwrap();
         for reason in &r.invalid_reasons {
             writeln!(s, "{:<12}   invalid: {reason}", "").unwrap();
+        }
+    }
+    let generation: Vec<&BenchResult> = results.iter().filter(|r| r.generation.is_some()).collect();
+    if !generation.is_empty() {
+        writeln!(
+            s,
+            "\ntext generation ({} new tokens per request; inferences above are requests):",
+            generation[0].generation.as_ref().map_or(0, |g| g.max_tokens)
+        )
+        .unwrap();
+        writeln!(
+            s,
+            "{:<12} {:<14} {:>5} {:>9} {:>11} {:>11} {:>11} {:>11} {:>12}",
+            "system", "scenario", "batch", "tokens/s", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "$/1M tokens"
+        )
+        .unwrap();
+        for r in generation {
+            let g = r.generation.as_ref().expect("filtered");
+            let cost = g.usd_per_million_output_tokens.map(|c| format!("{c:.4}")).unwrap_or_else(|| "—".into());
+            writeln!(
+                s,
+                "{:<12} {:<14} {:>5} {:>9.1} {:>8.1} ms {:>8.1} ms {:>8.2} ms {:>8.2} ms {:>12}",
+                r.system,
+                r.scenario.to_string(),
+                r.batch_size,
+                g.output_tokens_per_s,
+                g.ttft_ms.p50,
+                g.ttft_ms.p99,
+                g.tpot_ms.p50,
+                g.tpot_ms.p99,
+                cost
+            )
+            .unwrap();
         }
     }
     // The same measured throughput priced at the catalog's instances of this device kind. These are

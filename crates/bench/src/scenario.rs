@@ -147,6 +147,7 @@ fn closed_loop(
         return Err(crate::BenchError::Invalid("batch size must be at least 1".into()));
     }
     warm_up(w, clock, rules, batch)?;
+    w.start_measuring();
     let start = clock.now();
     let mut latencies = Vec::new();
     while clock.now() - start < rules.min_duration || latencies.len() < rules.min_queries {
@@ -193,6 +194,7 @@ pub fn server(
         return Err(crate::BenchError::Invalid(format!("server needs qps > 0 and batch ≥ 1 (got {qps}, {batch})")));
     }
     warm_up(w, clock, rules, batch)?;
+    w.start_measuring();
     // Arrivals until both the minimum duration and the minimum query count are covered.
     let mut rng = StdRng::seed_from_u64(seed);
     let gap = Exp::new(qps).expect("qps > 0");
