@@ -43,7 +43,7 @@ impl Drop for CandleExecutable {
         let total: f64 = table.values().map(|(d, _)| d.as_secs_f64()).sum();
         eprintln!("accelrt profile of `{}` (time per op kind, all runs):", self.graph.name());
         let mut rows: Vec<_> = table.iter().collect();
-        rows.sort_by(|a, b| b.1 .0.cmp(&a.1 .0));
+        rows.sort_by_key(|(_, (d, _))| std::cmp::Reverse(*d));
         for (kind, (d, n)) in rows {
             let ms = d.as_secs_f64() * 1e3;
             eprintln!("  {kind:<14} {ms:>10.1} ms {:>5.1} % {n:>9} calls", 100.0 * d.as_secs_f64() / total.max(1e-12));

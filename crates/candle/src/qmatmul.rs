@@ -90,10 +90,12 @@ fn dot_scalar(format: QFormat, w: &[u8], a: &[ActBlock]) -> f32 {
             QFormat::Q4_1 => {
                 let (d, m) = (f16_at(wb, 0), f16_at(wb, 2));
                 let qs = &wb[4..20];
-                let mut s = 0i32;
-                for i in 0..16 {
-                    s += (qs[i] & 0xf) as i32 * ab.q[i] as i32 + (qs[i] >> 4) as i32 * ab.q[i + 16] as i32;
-                }
+                let (lo, hi) = ab.q.split_at(16);
+                let s: i32 = qs
+                    .iter()
+                    .zip(lo.iter().zip(hi))
+                    .map(|(&q, (&a, &b))| (q & 0xf) as i32 * a as i32 + (q >> 4) as i32 * b as i32)
+                    .sum();
                 acc += d * ab.d * s as f32 + m * ab.sum_d;
             }
             QFormat::Q8_0 => {

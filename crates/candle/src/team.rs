@@ -119,7 +119,7 @@ fn helper(shared: &Shared) {
                 break g;
             }
             spins = spins.wrapping_add(1);
-            if spins % 1024 == 0 && started.elapsed() > SPIN {
+            if spins.is_multiple_of(1024) && started.elapsed() > SPIN {
                 shared.parked.fetch_add(1, Ordering::SeqCst);
                 // Re-check after announcing: a job published before the announcement is not missed,
                 // and one published after it unparks this thread (park returns at once then).

@@ -11,7 +11,7 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
 /// Dequantises `bytes` (whole blocks of `q`) to f32 values.
 pub fn dequantize(q: QuantType, bytes: &[u8]) -> Result<Vec<f32>> {
     let (per_block, block_bytes) = q.block_layout();
-    if bytes.len() % block_bytes != 0 {
+    if !bytes.len().is_multiple_of(block_bytes) {
         return Err(Error::Tensor(format!("{} bytes are not whole {q:?} blocks of {block_bytes}", bytes.len())));
     }
     let mut out = Vec::with_capacity(bytes.len() / block_bytes * per_block);
@@ -65,7 +65,7 @@ pub fn dequantize(q: QuantType, bytes: &[u8]) -> Result<Vec<f32>> {
 /// Quantises f32 values (a multiple of 32) to Q4_1 or Q8_0 blocks the way ggml's reference
 /// quantiser does. For tests and for building small quantised models.
 pub fn quantize(q: QuantType, values: &[f32]) -> Result<Vec<u8>> {
-    if values.len() % 32 != 0 {
+    if !values.len().is_multiple_of(32) {
         return Err(Error::Tensor(format!("{} values are not whole blocks of 32", values.len())));
     }
     let mut out = Vec::new();

@@ -77,7 +77,7 @@ impl SessionState {
         slots: &[i64],
     ) -> Result<CacheWrite, String> {
         let batch = slots.len();
-        if batch == 0 || positions.len() % batch != 0 {
+        if batch == 0 || !positions.len().is_multiple_of(batch) {
             return Err(format!("{} positions do not split over {batch} rows", positions.len()));
         }
         let count = positions.len() / batch;
