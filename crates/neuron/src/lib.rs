@@ -1,0 +1,18 @@
+//! accelrt-neuron: the AWS Neuron runtime (`libnrt.so.1`) loaded at run time through FFI, with safe
+//! wrappers. The crate builds and its tests run on machines without the Neuron SDK: the library is
+//! opened with `dlopen` when a runtime is first needed, and a missing library or symbol is an error
+//! that says which one. The declarations are written from the public documentation (the SDK headers
+//! are proprietary and are not copied here).
+//!
+//! Status: the binding and wrappers are tested against `accelrt-nrt-sim`, a test double that exports
+//! the same C functions; none of this has run on real Neuron hardware yet (docs/neuron.md).
+
+pub mod backend;
+mod ffi;
+mod runtime;
+mod status;
+
+pub use backend::{NeuronBackend, NeuronExecutable, NeuronOptions};
+pub use ffi::LIBRARY_ENV;
+pub use runtime::{Model, Runtime, RuntimeVersion, Tensor, TensorInfo, TensorSet, TensorUsage};
+pub use status::{NeuronError, NrtStatus, Result};

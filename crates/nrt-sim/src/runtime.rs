@@ -1,0 +1,450 @@
+//! The exported C functions. Every entry point catches panics (a panic must not cross the C ABI)
+//! and reports them as NRT_FAILURE.
+
+// The safety contract of every entry point is that of the documented Neuron runtime API it mirrors:
+// valid pointers of the documented types, handles from this library.
+#![allow(clippy::missing_safety_doc)]
+
+use crate::neff::SimNeff;
+use accelrt_core::{reference, HostTensor};
+use std::ffi::{c_char, c_int, c_void, CStr};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
+
+const SUCCESS: c_int = 0;
+const FAILURE: c_int = 1;
+const INVALID: c_int = 2;
+const INVALID_HANDLE: c_int = 3;
+const UNINITIALIZED: c_int = 13;
+const CLOSED: c_int = 14;
+const EXEC_BAD_INPUT: c_int = 1002;
+const EXEC_COMPLETED_WITH_NUM_ERR: c_int = 1003;
+
+/// NeuronCores the simulator pretends to have (`NRT_SIM_CORES` overrides).
+fn cores() -> u32 {
+    std::env::var("NRT_SIM_CORES").ok().and_then(|v| v.parse().ok()).unwrap_or(2)
+}
+
+#[derive(PartialEq)]
+enum State {
+    Uninitialised,
+    Open,
+    Closed,
+}
+
+struct Sim {
+    state: State,
+    /// (call name, status, remaining times)
+    failures: Vec<(String, c_int, u32)>,
+}
+
+static SIM: Mutex<Sim> = Mutex::new(Sim { state: State::Uninitialised, failures: Vec::new() });
+static LIVE_MODELS: AtomicI64 = AtomicI64::new(0);
+static LIVE_TENSORS: AtomicI64 = AtomicI64::new(0);
+static LIVE_SETS: AtomicI64 = AtomicI64::new(0);
+static LIVE_INFOS: AtomicI64 = AtomicI64::new(0);
+
+fn sim() -> std::sync::MutexGuard<'static, Sim> {
+    SIM.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs an entry point: injected failure first, then the body; panics become NRT_FAILURE.
+fn guarded(call: &str, needs_init: bool, body: impl FnOnce() -> c_int) -> c_int {
+    {
+        let mut s = sim();
+        if needs_init {
+            match s.state {
+                State::Open => {}
+                State::Uninitialised => return UNINITIALIZED,
+                State::Closed => return CLOSED,
+            }
+        }
+        if let Some(i) = s.failures.iter().position(|(c, ..)| c == call) {
+            let status = s.failures[i].1;
+            s.failures[i].2 -= 1;
+            if s.failures[i].2 == 0 {
+                s.failures.remove(i);
+            }
+            return status;
+        }
+    }
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or(FAILURE)
+}
+
+/// Test hook: the next `times` calls of `call` (e.g. "nrt_execute") return `status` and do nothing.
+#[no_mangle]
+pub unsafe extern "C" fn nrt_sim_inject_failure(call: *const c_char, status: c_int, times: u32) -> c_int {
+    if call.is_null() || times == 0 {
+        return INVALID;
+    }
+    let name = CStr::from_ptr(call).to_string_lossy().into_owned();
+    let mut s = sim();
+    s.failures.retain(|(c, ..)| *c != name);
+    s.failures.push((name, status, times));
+    SUCCESS
+}
+
+/// Test hook: live models, tensors, tensor sets and tensor-info arrays (4 counters).
+#[no_mangle]
+pub unsafe extern "C" fn nrt_sim_live_objects(out: *mut i64) {
+    if out.is_null() {
+        return;
+    }
+    for (i, c) in [&LIVE_MODELS, &LIVE_TENSORS, &LIVE_SETS, &LIVE_INFOS].iter().enumerate() {
+        *out.add(i) = c.load(Ordering::SeqCst);
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nrt_init(framework: c_int, _fw_version: *const c_char, _fal_version: *const c_char) -> c_int {
+    guarded("nrt_init", false, || {
+        let mut s = sim();
+        match s.state {
+            State::Closed => CLOSED,
+            State::Open => INVALID,
+            State::Uninitialised if framework < 1 => INVALID,
+            State::Uninitialised => {
+                s.state = State::Open;
+                SUCCESS
+            }
+        }
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nrt_close() {
+    let mut s = sim();
+    if s.state == State::Open {
+        s.state = State::Closed;
+    }
+}
+
+#[repr(C)]
+pub struct Version {
+    rt_major: u64,
+    rt_minor: u64,
+    rt_patch: u64,
+    rt_maintenance: u64,
+    rt_detail: [c_char; 128],
+    git_hash: [c_char; 64],
+}
+
+fn copy_str(dst: &mut [c_char], s: &str) {
+    for (d, b) in dst.iter_mut().zip(s.bytes().chain(std::iter::once(0))) {
+        *d = b as c_char;
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nrt_get_version(ver: *mut Version, size: usize) -> c_int {
+    guarded("nrt_get_version", false, || {
+        if ver.is_null() || size < std::mem::size_of::<Version>() {
+            return INVALID;
+        }
+        let v = &mut *ver;
+        (v.rt_major, v.rt_minor, v.rt_patch, v.rt_maintenance) = (2, 0, 0, 0);
+        copy_str(&mut v.rt_detail, "accelrt nrt simulator (TEST DOUBLE, not the Neuron runtime)");
+        copy_str(&mut v.git_hash, "0000000");
+        SUCCESS
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nrt_get_total_nc_count(count: *mut u32) -> c_int {
+    guarded("nrt_get_total_nc_count", false, || {
+        if count.is_null() {
+            return INVALID;
+        }
+        *count = cores();
+        SUCCESS
+    })
+}
+
+pub struct Model {
+    neff: SimNeff,
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nrt_load(
+    bytes: *const c_void,
+    size: usize,
+    start_nc: i32,
+    _nc_count: i32,
+    model: *mut *mut Model,
+) -> c_int {
+    guarded("nrt_load", true, || {
+        if bytes.is_null() || model.is_null() {
+            return INVALID;
+        }
+        if start_nc >= cores() as i32 {
+            return 9; // NRT_LOAD_NOT_ENOUGH_NC
+        }
+        let data = std::slice::from_raw_parts(bytes as *const u8, size);
+        match SimNeff::parse(data) {
+            Ok(neff) => {
+                LIVE_MODELS.fetch_add(1, Ordering::SeqCst);
+                *model = Box::into_raw(Box::new(Model { neff }));
+                SUCCESS
+            }
+            Err(_) => INVALID,
+        }
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nrt_unload(model: *mut Model) -> c_int {
+    if model.is_null() {
+        return INVALID_HANDLE;
+    }
+    drop(Box::from_raw(model));
+    LIVE_MODELS.fetch_sub(1, Ordering::SeqCst);
+    SUCCESS
+}
+
+#[repr(C)]
+pub struct TensorInfo {
+    name: [c_char; 256],
+    usage: u32,
+    size: usize,
+    dtype: u32,
+    shape: *mut u32,
+    ndim: u32,
+}
+
+#[repr(C)]
+pub struct TensorInfoArray {
+    count: u64,
+    infos: [TensorInfo; 0],
+}
+
+/// SDK 2.28's hardware dtype codes (a hint only; callers check sizes).
+fn dtype_code(d: accelrt_core::DType) -> u32 {
+    use accelrt_core::DType::*;
+    match d {
+        F32 => 0xA,
+        F16 => 0x7,
+        BF16 => 0x6,
+        I64 => 0xC,
+        U32 => 0x9,
+        U8 => 0x3,
+        Quant(_) => 0,
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nrt_get_model_tensor_info(model: *mut Model, info: *mut *mut TensorInfoArray) -> c_int {
+    guarded("nrt_get_model_tensor_info", true, || {
+        if model.is_null() || info.is_null() {
+            return INVALID;
+        }
+        let m = &*model;
+        let decls: Vec<(u32, &crate::neff::TensorDecl)> =
+            m.neff.inputs.iter().map(|d| (0, d)).chain(m.neff.outputs.iter().map(|d| (1, d))).collect();
+        let layout = array_layout(decls.len());
+        let array = std::alloc::alloc_zeroed(layout) as *mut TensorInfoArray;
+        (*array).count = decls.len() as u64;
+        let infos = (*array).infos.as_mut_ptr();
+        for (i, (usage, d)) in decls.iter().enumerate() {
+            let shape: Box<[u32]> = d.shape.iter().map(|&s| s as u32).collect();
+            let ndim = shape.len() as u32;
+            let entry = &mut *infos.add(i);
+            copy_str(&mut entry.name, &d.name);
+            entry.usage = *usage;
+            entry.size = d.bytes();
+            entry.dtype = dtype_code(d.dtype);
+            entry.shape = Box::into_raw(shape) as *mut u32;
+            entry.ndim = ndim;
+        }
+        LIVE_INFOS.fetch_add(1, Ordering::SeqCst);
+        *info = array;
+        SUCCESS
+    })
+}
+
+fn array_layout(n: usize) -> std::alloc::Layout {
+    let size = std::mem::size_of::<u64>() + n * std::mem::size_of::<TensorInfo>();
+    std::alloc::Layout::from_size_align(size.max(8), 8).expect("valid layout")
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nrt_free_model_tensor_info(info: *mut TensorInfoArray) -> c_int {
+    if info.is_null() {
+        return INVALID;
+    }
+    let n = (*info).count as usize;
+    for i in 0..n {
+        let entry = &*(*info).infos.as_ptr().add(i);
+        drop(Box::from_raw(std::ptr::slice_from_raw_parts_mut(entry.shape, entry.ndim as usize)));
+    }
+    std::alloc::dealloc(info as *mut u8, array_layout(n));
+    LIVE_INFOS.fetch_sub(1, Ordering::SeqCst);
+    SUCCESS
+}
+
+pub struct Tensor {
+    data: Vec<u8>,
+}
+
+pub struct TensorSet {
+    tensors: Vec<(String, *mut Tensor)>,
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nrt_tensor_allocate(
+    placement: c_int,
+    _vnc: c_int,
+    size: usize,
+    name: *const c_char,
+    tensor: *mut *mut Tensor,
+) -> c_int {
+    guarded("nrt_tensor_allocate", true, || {
+        if tensor.is_null() || placement != 0 {
+            return INVALID;
+        }
+        // The name only labels the tensor in the runtime's logs; sets bind tensors by their own names.
+        let _ = name;
+        LIVE_TENSORS.fetch_add(1, Ordering::SeqCst);
+        *tensor = Box::into_raw(Box::new(Tensor { data: vec![0; size] }));
+        SUCCESS
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nrt_tensor_free(tensor: *mut *mut Tensor) {
+    if tensor.is_null() || (*tensor).is_null() {
+        return;
+    }
+    drop(Box::from_raw(*tensor));
+    *tensor = std::ptr::null_mut();
+    LIVE_TENSORS.fetch_sub(1, Ordering::SeqCst);
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nrt_tensor_get_size(tensor: *const Tensor) -> usize {
+    if tensor.is_null() {
+        0
+    } else {
+        (*tensor).data.len()
+    }
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nrt_tensor_write(
+    tensor: *mut Tensor,
+    buf: *const c_void,
+    offset: usize,
+    size: usize,
+) -> c_int {
+    guarded("nrt_tensor_write", true, || {
+        if tensor.is_null() || buf.is_null() {
+            return INVALID;
+        }
+        let t = &mut *tensor;
+        match offset.checked_add(size).filter(|&end| end <= t.data.len()) {
+            Some(end) => {
+                t.data[offset..end].copy_from_slice(std::slice::from_raw_parts(buf as *const u8, size));
+                SUCCESS
+            }
+            None => INVALID,
+        }
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nrt_tensor_read(tensor: *const Tensor, buf: *mut c_void, offset: usize, size: usize) -> c_int {
+    guarded("nrt_tensor_read", true, || {
+        if tensor.is_null() || buf.is_null() {
+            return INVALID;
+        }
+        let t = &*tensor;
+        match offset.checked_add(size).filter(|&end| end <= t.data.len()) {
+            Some(end) => {
+                std::slice::from_raw_parts_mut(buf as *mut u8, size).copy_from_slice(&t.data[offset..end]);
+                SUCCESS
+            }
+            None => INVALID,
+        }
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nrt_allocate_tensor_set(set: *mut *mut TensorSet) -> c_int {
+    guarded("nrt_allocate_tensor_set", true, || {
+        if set.is_null() {
+            return INVALID;
+        }
+        LIVE_SETS.fetch_add(1, Ordering::SeqCst);
+        *set = Box::into_raw(Box::new(TensorSet { tensors: Vec::new() }));
+        SUCCESS
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nrt_destroy_tensor_set(set: *mut *mut TensorSet) {
+    if set.is_null() || (*set).is_null() {
+        return;
+    }
+    drop(Box::from_raw(*set));
+    *set = std::ptr::null_mut();
+    LIVE_SETS.fetch_sub(1, Ordering::SeqCst);
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nrt_add_tensor_to_tensor_set(
+    set: *mut TensorSet,
+    name: *const c_char,
+    tensor: *mut Tensor,
+) -> c_int {
+    guarded("nrt_add_tensor_to_tensor_set", true, || {
+        if set.is_null() || name.is_null() || tensor.is_null() {
+            return INVALID;
+        }
+        let name = CStr::from_ptr(name).to_string_lossy().into_owned();
+        let s = &mut *set;
+        s.tensors.retain(|(n, _)| *n != name);
+        s.tensors.push((name, tensor));
+        SUCCESS
+    })
+}
+
+#[no_mangle]
+pub unsafe extern "C" fn nrt_execute(model: *mut Model, inputs: *const TensorSet, outputs: *mut TensorSet) -> c_int {
+    guarded("nrt_execute", true, || {
+        if model.is_null() || inputs.is_null() || outputs.is_null() {
+            return INVALID;
+        }
+        let neff = &(*model).neff;
+        let find = |set: &TensorSet, name: &str| set.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| *t);
+        let mut host = Vec::with_capacity(neff.inputs.len());
+        for decl in &neff.inputs {
+            let Some(t) = find(&*inputs, &decl.name) else { return EXEC_BAD_INPUT };
+            let t = &*t;
+            if t.data.len() != decl.bytes() {
+                return EXEC_BAD_INPUT;
+            }
+            match HostTensor::from_le_bytes(decl.dtype, decl.shape.clone(), &t.data) {
+                Ok(h) => host.push((decl.name.clone(), h)),
+                Err(_) => return EXEC_BAD_INPUT,
+            }
+        }
+        let feed: Vec<(&str, &HostTensor)> = host.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let Ok(result) = reference::evaluate(&neff.graph, neff, &feed) else { return FAILURE };
+        let mut non_finite = false;
+        for decl in &neff.outputs {
+            let (Some(value), Some(t)) = (result.get(&decl.name), find(&*outputs, &decl.name)) else { return INVALID };
+            let t = &mut *t;
+            let bytes = value.to_le_bytes();
+            if bytes.len() != t.data.len() {
+                return INVALID;
+            }
+            non_finite |= value.to_f64_vec().iter().any(|v| !v.is_finite());
+            t.data.copy_from_slice(&bytes);
+        }
+        if non_finite {
+            EXEC_COMPLETED_WITH_NUM_ERR
+        } else {
+            SUCCESS
+        }
+    })
+}
