@@ -11,6 +11,8 @@ pub use accelrt_bench as bench;
 pub use accelrt_candle as candle;
 pub use accelrt_core as core;
 pub use accelrt_models as models;
+#[cfg(feature = "neuron")]
+pub use accelrt_neuron as neuron;
 
 pub use accelrt_core::{
     Backend, DType, DeviceInfo, DeviceKind, DeviceSpec, Error, Executable, Graph, GraphBuilder, HostTensor, Op,
@@ -23,9 +25,12 @@ pub fn open_backend(device: &str) -> Result<Box<dyn Backend>, Error> {
     let spec: DeviceSpec = device.parse()?;
     match spec.kind() {
         DeviceKind::Cpu | DeviceKind::Cuda => Ok(Box::new(accelrt_candle::CandleBackend::new(&spec)?)),
+        #[cfg(feature = "neuron")]
+        DeviceKind::Neuron => Ok(Box::new(accelrt_neuron::NeuronBackend::new(&spec)?)),
+        #[cfg(not(feature = "neuron"))]
         DeviceKind::Neuron => Err(Error::Unavailable {
             device: spec.to_string(),
-            reason: "this build of accelrt has no Neuron backend".into(),
+            reason: "this build of accelrt has no Neuron backend (rebuild with `--features neuron`)".into(),
         }),
     }
 }
