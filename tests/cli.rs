@@ -207,3 +207,13 @@ fn conformance_subcommand_checks_a_device() {
     let o = accelrt(&["conformance", "--backend", "cuda:0"], b"", None);
     assert_fails_with(&o, "device `cuda:0` is not available");
 }
+
+#[test]
+fn serve_refuses_what_it_cannot_serve() {
+    let o = accelrt(&["serve", "--model", "smollm2-135m-instruct", "--port", "0"], b"", None);
+    assert_fails_with(&o, "chat endpoint is not implemented yet");
+    let o = accelrt(&["serve", "--queue", "0", "--port", "0"], b"", None);
+    assert_fails_with(&o, "--queue must be at least 1");
+    let o = accelrt(&["serve", "--backend", "cuda:0", "--port", "0"], b"", None);
+    assert_fails_with(&o, "cuda:0");
+}

@@ -94,6 +94,57 @@ impl SentenceEmbedder {
         })
     }
 
+    /// Token ids the model accepts are below this.
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+
+    /// Token ids of each text (special tokens included, truncated to `max_tokens`), unpadded.
+    pub fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let encodings =
+            self.tokenizer.encode_batch(texts.to_vec(), true).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        Ok(encodings
+            .iter()
+            .map(|e| {
+                let real = e.get_attention_mask().iter().filter(|&&m| m != 0).count();
+                e.get_ids()[..real].to_vec()
+            })
+            .collect())
+    }
+
+    /// A batch of token id lists (each 1…`max_tokens` ids), padded to the longest.
+    pub fn batch_from_ids(&self, items: &[&[u32]]) -> Result<TokenBatch> {
+        if items.is_empty() {
+            return Err(ModelError::InvalidInput("an empty batch has nothing to embed".into()));
+        }
+        if let Some(bad) = items.iter().find(|i| i.is_empty() || i.len() > self.max_tokens) {
+            return Err(ModelError::InvalidInput(format!(
+                "a token list of {} ids; each must hold 1 to {} ids",
+                bad.len(),
+                self.max_tokens
+            )));
+        }
+        let len = items.iter().map(|i| i.len()).max().unwrap_or(0);
+        let shape = vec![items.len(), len];
+        let (mut ids, mut mask) = (Vec::with_capacity(items.len() * len), Vec::with_capacity(items.len() * len));
+        for item in items {
+            ids.extend_from_slice(item);
+            ids.resize(ids.len() + len - item.len(), 0);
+            mask.extend(std::iter::repeat_n(1u32, item.len()));
+            mask.resize(mask.len() + len - item.len(), 0);
+        }
+        let tokens = items.iter().map(|i| i.len()).sum();
+        Ok(TokenBatch {
+            input_ids: HostTensor::u32(shape.clone(), ids)?,
+            attention_mask: HostTensor::u32(shape.clone(), mask)?,
+            token_type_ids: HostTensor::u32(shape.clone(), vec![0; shape[0] * shape[1]])?,
+            tokens,
+        })
+    }
+
     /// Runs one tokenized batch and returns one vector per text.
     pub fn run(&self, batch: &TokenBatch) -> Result<Vec<Vec<f32>>> {
         let mut out = self.exe.run(&[
