@@ -75,23 +75,8 @@ impl SentenceEmbedder {
         if texts.is_empty() {
             return Err(ModelError::InvalidInput("an empty batch has nothing to embed".into()));
         }
-        let encodings =
-            self.tokenizer.encode_batch(texts.to_vec(), true).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-        let len = encodings.iter().map(|e| e.len()).max().unwrap_or(0);
-        let shape = vec![texts.len(), len];
-        let (mut ids, mut mask, mut types) = (Vec::new(), Vec::new(), Vec::new());
-        for e in &encodings {
-            ids.extend_from_slice(e.get_ids());
-            mask.extend_from_slice(e.get_attention_mask());
-            types.extend_from_slice(e.get_type_ids());
-        }
-        let tokens = mask.iter().filter(|&&m| m != 0).count();
-        Ok(TokenBatch {
-            input_ids: HostTensor::u32(shape.clone(), ids)?,
-            attention_mask: HostTensor::u32(shape.clone(), mask)?,
-            token_type_ids: HostTensor::u32(shape, types)?,
-            tokens,
-        })
+        let items = self.encode(texts)?;
+        self.batch_from_ids(&items.iter().map(Vec::as_slice).collect::<Vec<_>>())
     }
 
     /// Token ids the model accepts are below this.

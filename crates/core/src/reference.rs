@@ -49,7 +49,7 @@ pub fn evaluate_with_state(
 ) -> Result<Outputs> {
     graph.bind_inputs(inputs)?;
     let mut vals: Vec<Val> = Vec::with_capacity(graph.nodes().len());
-    for node in graph.nodes() {
+    for (index, node) in graph.nodes().iter().enumerate() {
         let fail = |m: String| Error::node(&node.name, m);
         let f = |id: crate::ValueId| -> Result<&ArrayD<f64>> {
             match &vals[id.index()] {
@@ -177,7 +177,6 @@ pub fn evaluate_with_state(
                 if pos.len() != b * n || slot_ids.len() != b {
                     return Err(fail(format!("positions/slots do not match x {:?}", x.shape())));
                 }
-                let index = graph.nodes().iter().position(|m| std::ptr::eq(m, node)).expect("node of this graph");
                 let plan = state.plan_cache_write(index, *capacity, &pos, &slot_ids).map_err(fail)?;
                 let n_slots = state.slots();
                 let caches = state.inner_mut::<Caches>()?;
