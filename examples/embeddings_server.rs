@@ -19,7 +19,8 @@ fn main() -> anyhow::Result<()> {
         backend: backend.name().into(),
         device: backend.device().to_string(),
         version: env!("CARGO_PKG_VERSION").into(),
-        dimensions: embedder.dimension(),
+        task: "embeddings".into(),
+        dimensions: Some(embedder.dimension()),
         max_input_tokens: embedder.max_tokens(),
     };
     let metrics = Arc::new(Metrics::default());

@@ -10,6 +10,8 @@ use std::io::{BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod serve_command;
+
 /// The default input set: 64 English sentences (benches/data/sentences.txt).
 const DEFAULT_TEXTS: &str = include_str!("../benches/data/sentences.txt");
 
@@ -79,37 +81,10 @@ enum Command {
         #[arg(long)]
         dtype: Option<DType>,
     },
-    /// Serve an embeddings model over HTTP with the OpenAI API (POST /v1/embeddings, GET /health,
-    /// /metrics, /v1/models, /info); SIGTERM or Ctrl-C drains and stops
-    Serve {
-        /// Model name (fetched on first use) or a sentence-transformers directory
-        #[arg(long, default_value = "all-minilm-l6-v2")]
-        model: String,
-        /// Device to run on: cpu, cuda:N, neuron:N
-        #[arg(long, default_value = "cpu")]
-        backend: String,
-        /// Address to listen on
-        #[arg(long, default_value = "127.0.0.1")]
-        host: String,
-        /// Port to listen on
-        #[arg(long, default_value_t = 8080)]
-        port: u16,
-        /// Largest model batch (inputs)
-        #[arg(long, default_value_t = 32)]
-        max_batch: usize,
-        /// Largest model batch in padded tokens (inputs × longest input)
-        #[arg(long, default_value_t = 8192)]
-        max_batch_tokens: usize,
-        /// Requests that may wait; beyond this they get 429 at once
-        #[arg(long, default_value_t = 256)]
-        queue: usize,
-        /// Seconds health reports 503 before the listener closes on shutdown
-        #[arg(long, default_value_t = 5.0)]
-        drain_seconds: f64,
-        /// Compute dtype: f32 (default), bf16 or f16
-        #[arg(long)]
-        dtype: Option<DType>,
-    },
+    /// Serve a model over HTTP with the OpenAI API: embeddings models at POST /v1/embeddings,
+    /// generation models at POST /v1/chat/completions (streaming too); GET /health, /metrics,
+    /// /v1/models, /info. SIGTERM or Ctrl-C drains and stops
+    Serve(Box<serve_command::ServeArgs>),
     /// Merge result files from several instances/backends into DIR/report.md with SVG charts
     Report {
         /// Result files written by `accelrt bench`
@@ -291,10 +266,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Generate(args) => generate(&store, *args),
         Command::Bench(args) => run_bench(&store, *args),
         Command::Conformance { backend, dtype } => conformance(&backend, dtype),
-        Command::Serve { model, backend, host, port, max_batch, max_batch_tokens, queue, drain_seconds, dtype } => {
-            let limits = accelrt_serve::BatchLimits { max_batch, max_batch_tokens, queue };
-            serve(&store, &model, &backend, (&host, port), limits, drain_seconds, dtype)
-        }
+        Command::Serve(args) => serve_command::serve(&store, *args),
         Command::Report { results, out, p99_ms } => {
             let loaded = results.iter().map(|p| bench::BenchResult::load(p)).collect::<Result<Vec<_>, _>>()?;
             let path = bench::report::write_report(&loaded, &out, p99_ms)?;
@@ -519,59 +491,6 @@ fn generate(store: &ModelStore, a: GenerateArgs) -> Result<()> {
         per_token.map(|t| format!(", decode {:.1} tokens/s ({:.1} ms/token)", 1.0 / t, t * 1e3)).unwrap_or_default()
     );
     Ok(())
-}
-
-fn serve(
-    store: &ModelStore,
-    model: &str,
-    device: &str,
-    (host, port): (&str, u16),
-    limits: accelrt_serve::BatchLimits,
-    drain_seconds: f64,
-    dtype: Option<DType>,
-) -> Result<()> {
-    use std::sync::Arc;
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
-    if limits.max_batch == 0 || limits.queue == 0 || limits.max_batch_tokens == 0 {
-        bail!("--max-batch, --max-batch-tokens and --queue must be at least 1");
-    }
-    let spec = models::lookup(model).ok();
-    if spec.is_some_and(|s| s.kind != models::ModelKind::SentenceEmbedding) {
-        bail!("`{model}` is a text-generation model; the chat endpoint is not implemented yet (only embeddings are served)");
-    }
-    let backend = accelrt::open_backend(device)?;
-    let dir = models::resolve_model_dir(model, store)?;
-    let options = PrepareOptions { compute_dtype: compute_override(dtype) };
-    let embedder = models::SentenceEmbedder::load(&dir, backend.as_ref(), &options)
-        .with_context(|| format!("loading {}", dir.display()))?;
-    let info = accelrt_serve::ServerInfo {
-        model: spec.map(|s| s.id.to_string()).unwrap_or_else(|| model.to_string()),
-        backend: backend.name().into(),
-        device: backend.device().to_string(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        dimensions: embedder.dimension(),
-        max_input_tokens: embedder.max_tokens(),
-    };
-    let metrics = Arc::new(accelrt_serve::Metrics::default());
-    let batcher = accelrt_serve::EmbeddingBatcher::start(embedder, limits, metrics.clone());
-    let state = Arc::new(accelrt_serve::AppState::new(batcher, metrics, info));
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind((host, port)).await.with_context(|| format!("binding {host}:{port}"))?;
-        tracing::info!(address = %listener.local_addr()?, model = %state.info.model, device = %state.info.device, "serving");
-        let shutdown = async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        };
-        accelrt_serve::serve(listener, state, shutdown, Duration::from_secs_f64(drain_seconds.max(0.0))).await?;
-        tracing::info!("stopped");
-        Ok(())
-    })
 }
 
 fn embed(store: &ModelStore, model: &str, device: &str, batch_size: usize, dtype: Option<DType>) -> Result<()> {

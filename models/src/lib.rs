@@ -19,7 +19,7 @@ pub use error::{ModelError, Result};
 pub use generator::{Generation, Limits, StopReason, TextGenerator};
 pub use gguf::GgufFile;
 pub use registry::{lookup, ModelKind, ModelSpec, MODELS};
-pub use sampling::SamplingParams;
+pub use sampling::{Sampler, SamplingParams};
 pub use store::ModelStore;
 pub use weights::SafetensorsWeights;
 

@@ -134,13 +134,60 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({
-            "error": { "message": self.message, "type": self.kind, "param": self.param, "code": self.code }
-        });
-        let mut response = (self.status, axum::Json(body)).into_response();
+        let mut response = (self.status, axum::Json(self.body())).into_response();
         if let Some(s) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         response
     }
+}
+
+impl ApiError {
+    /// The served model does not do what this route asks (e.g. chat on an embeddings model).
+    pub fn wrong_task(model: &str, is: &str, route: &str) -> ApiError {
+        ApiError::invalid(format!("the model `{model}` is {is}; use {route}"), Some("model"))
+    }
+
+    /// The request ran past the server's request timeout; its work has been cancelled.
+    pub fn timeout(after: std::time::Duration) -> ApiError {
+        ApiError {
+            status: StatusCode::GATEWAY_TIMEOUT,
+            message: format!("the request did not finish within the server's timeout of {:.0} s", after.as_secs_f64()),
+            kind: "server_error",
+            code: Some("timeout"),
+            param: None,
+            retry_after: None,
+        }
+    }
+
+    /// The JSON body of this error (also what a stream sends when it fails midway).
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": { "message": self.message, "type": self.kind, "param": self.param, "code": self.code }
+        })
+    }
+}
+
+/// A request body as `T`: 413 past the body limit, 400 for malformed JSON, 422 for JSON of the
+/// wrong shape or types.
+pub fn parse_body<T: serde::de::DeserializeOwned>(
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+    max_body_bytes: usize,
+) -> Result<T, ApiError> {
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::too_large(format!("the request body exceeds {max_body_bytes} bytes"))
+        }
+        _ => ApiError::invalid(e.body_text(), None),
+    })?;
+    serde_json::from_slice(&body).map_err(|e| {
+        if e.is_data() {
+            ApiError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                ..ApiError::invalid(format!("invalid request: {e}"), None)
+            }
+        } else {
+            ApiError::invalid(format!("the body is not valid JSON: {e}"), None)
+        }
+    })
 }

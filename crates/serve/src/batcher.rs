@@ -57,6 +57,11 @@ impl EmbeddingBatcher {
         &self.embedder
     }
 
+    /// The embedder, for work off the async executor (tokenization).
+    pub fn shared_embedder(&self) -> Arc<SentenceEmbedder> {
+        self.embedder.clone()
+    }
+
     /// Queues one request's token lists; refuses at once when the queue is full.
     pub fn submit(&self, items: Vec<Vec<u32>>) -> Result<oneshot::Receiver<Reply>, ApiError> {
         let (reply, rx) = oneshot::channel();

@@ -1,21 +1,35 @@
-//! accelrt-serve: an OpenAI-compatible embeddings server any Rust service can embed.
+//! accelrt-serve: OpenAI-compatible inference serving any Rust service can embed.
 //!
 //! - `POST /v1/embeddings` (input as a string, strings, token ids or lists of token ids;
-//!   `encoding_format` float or base64; usage counts), `GET /v1/models`, `GET /info`,
-//!   `GET /health` (200 ready, 503 while draining), `GET /metrics` (Prometheus text).
-//! - The model runs on its own thread, never on the async executor. Requests are tokenized on the
-//!   request side, queued in a bounded queue (full ⇒ 429 with Retry-After at once) and merged into
-//!   dynamic batches bounded by a token budget and a batch size; a request whose client has gone is
-//!   dropped before it is computed.
+//!   `encoding_format` float or base64; usage counts) for sentence-embedding models;
+//!   `POST /v1/chat/completions` (chat template, sampling, stop strings, `stream: true` as
+//!   server-sent events ending with `data: [DONE]`, usage, finish reasons) for generation models;
+//!   `GET /v1/models`, `GET /info`, `GET /health` (200 ready, 503 while draining), `GET /metrics`
+//!   (Prometheus text).
+//! - The model runs on its own thread, never on the async executor, behind a bounded queue (full ⇒
+//!   429 with Retry-After at once). Embeddings are merged into dynamic batches bounded by a token
+//!   budget and a batch size; chat uses continuous batching (requests join the decode batch between
+//!   steps and leave it when done). A request whose client has gone, or that timed out, is dropped.
+//! - Every request has an id (`x-request-id`) on its log lines and in its response.
 //! - Graceful shutdown: draining turns health to 503 and refuses new work; queued and running
 //!   requests finish.
 
 mod api;
 mod batcher;
+mod chat;
+mod chat_api;
+mod chat_route;
+mod embeddings_route;
 mod metrics;
+mod request_id;
 mod router;
+mod text_stream;
 
 pub use api::{ApiError, EmbeddingRequest};
 pub use batcher::{BatchLimits, EmbeddingBatcher};
+pub use chat::{ChatEvent, ChatJob, ChatLimits, ChatScheduler, FinishReason};
+pub use chat_api::ChatCompletionRequest;
 pub use metrics::Metrics;
-pub use router::{router, serve, AppState, ServerInfo};
+pub use request_id::RequestId;
+pub use router::{router, serve, AppState, Engine, ServerInfo};
+pub use text_stream::TextStream;

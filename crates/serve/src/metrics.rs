@@ -57,6 +57,14 @@ pub struct Metrics {
     queue: Histogram,
     inference: Histogram,
     request: Histogram,
+    // Chat (continuous batching).
+    active_sequences: AtomicU64,
+    generated_tokens: AtomicU64,
+    cancelled: AtomicU64,
+    decode_rows: Histogram,
+    decode_step: Histogram,
+    prefill: Histogram,
+    first_token: Histogram,
 }
 
 impl Default for Metrics {
@@ -70,6 +78,13 @@ impl Default for Metrics {
             queue: Histogram::new(SECONDS),
             inference: Histogram::new(SECONDS),
             request: Histogram::new(SECONDS),
+            active_sequences: AtomicU64::new(0),
+            generated_tokens: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
+            decode_rows: Histogram::new(SIZES),
+            decode_step: Histogram::new(SECONDS),
+            prefill: Histogram::new(SECONDS),
+            first_token: Histogram::new(SECONDS),
         }
     }
 }
@@ -101,6 +116,33 @@ impl Metrics {
         self.inference.observe(took.as_secs_f64());
     }
 
+    /// Chat: a prompt was prefilled; `first_token` runs from the request's arrival in the queue.
+    pub fn prefilled(&self, prompt_tokens: usize, took: Duration, first_token: Duration) {
+        self.tokens.fetch_add(prompt_tokens as u64, Ordering::Relaxed);
+        self.prefill.observe(took.as_secs_f64());
+        self.first_token.observe(first_token.as_secs_f64());
+    }
+
+    /// Chat: one decode step over `rows` sequences.
+    pub fn decode_step(&self, rows: usize, took: Duration) {
+        self.decode_rows.observe(rows as f64);
+        self.decode_step.observe(took.as_secs_f64());
+    }
+
+    /// Chat: tokens handed to clients.
+    pub fn generated(&self, tokens: usize) {
+        self.generated_tokens.fetch_add(tokens as u64, Ordering::Relaxed);
+    }
+
+    pub fn set_active_sequences(&self, n: usize) {
+        self.active_sequences.store(n as u64, Ordering::Relaxed);
+    }
+
+    /// Work dropped because its client went away (or timed out).
+    pub fn cancelled(&self) {
+        self.cancelled.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         out.push_str(
@@ -118,6 +160,38 @@ impl Metrics {
         self.queue.render("accelrt_queue_seconds", "Time a request waited for its batch.", &mut out);
         self.inference.render("accelrt_inference_seconds", "Model time per batch.", &mut out);
         self.request.render("accelrt_request_seconds", "Request time, end to end.", &mut out);
+        let counter = |out: &mut String, name: &str, kind: &str, help: &str, v: u64| {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"));
+        };
+        counter(
+            &mut out,
+            "accelrt_requests_cancelled_total",
+            "counter",
+            "Requests whose work was dropped because the client left or timed out.",
+            self.cancelled.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "accelrt_generated_tokens_total",
+            "counter",
+            "Chat: tokens generated (rate() of this is tokens/s).",
+            self.generated_tokens.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "accelrt_active_sequences",
+            "gauge",
+            "Chat: sequences in the running decode batch.",
+            self.active_sequences.load(Ordering::Relaxed),
+        );
+        self.decode_rows.render("accelrt_decode_batch_size", "Chat: sequences per decode step.", &mut out);
+        self.decode_step.render("accelrt_decode_step_seconds", "Chat: time per decode step.", &mut out);
+        self.prefill.render("accelrt_prefill_seconds", "Chat: prompt prefill time.", &mut out);
+        self.first_token.render(
+            "accelrt_time_to_first_token_seconds",
+            "Chat: from queueing to the first generated token.",
+            &mut out,
+        );
         out
     }
 }

@@ -1,47 +1,77 @@
-//! The HTTP routes.
+//! The server's state, its routes, and serving with graceful shutdown.
 
-use crate::api::{ApiError, EmbeddingData, EmbeddingInput, EmbeddingRequest, EmbeddingResponse, EmbeddingValue, Usage};
 use crate::batcher::EmbeddingBatcher;
+use crate::chat::ChatScheduler;
 use crate::metrics::Metrics;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use crate::{chat_route, embeddings_route, request_id};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::Engine;
 use serde::Serialize;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// What `GET /info` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerInfo {
     pub model: String,
+    /// `embeddings` or `chat`.
+    pub task: String,
     pub backend: String,
     pub device: String,
     pub version: String,
-    pub dimensions: usize,
+    /// Embeddings: the vector length.
+    pub dimensions: Option<usize>,
+    /// Embeddings: tokens per input; chat: positions per sequence (prompt and output together).
     pub max_input_tokens: usize,
 }
 
+/// The model behind the server.
+pub enum Engine {
+    Embeddings(EmbeddingBatcher),
+    Chat(ChatScheduler),
+}
+
+impl From<EmbeddingBatcher> for Engine {
+    fn from(b: EmbeddingBatcher) -> Engine {
+        Engine::Embeddings(b)
+    }
+}
+
+impl From<ChatScheduler> for Engine {
+    fn from(s: ChatScheduler) -> Engine {
+        Engine::Chat(s)
+    }
+}
+
 pub struct AppState {
-    pub batcher: EmbeddingBatcher,
+    pub engine: Engine,
     pub metrics: Arc<Metrics>,
     pub info: ServerInfo,
-    /// Inputs per request.
+    /// Inputs per embeddings request.
     pub max_inputs: usize,
     /// Request body bytes.
     pub max_body_bytes: usize,
+    /// A request still unanswered after this is cut off (504) and its work cancelled.
+    pub request_timeout: Duration,
     draining: AtomicBool,
 }
 
 impl AppState {
-    pub fn new(batcher: EmbeddingBatcher, metrics: Arc<Metrics>, info: ServerInfo) -> AppState {
-        AppState { batcher, metrics, info, max_inputs: 2048, max_body_bytes: 8 << 20, draining: AtomicBool::new(false) }
+    pub fn new(engine: impl Into<Engine>, metrics: Arc<Metrics>, info: ServerInfo) -> AppState {
+        AppState {
+            engine: engine.into(),
+            metrics,
+            info,
+            max_inputs: 2048,
+            max_body_bytes: 8 << 20,
+            request_timeout: Duration::from_secs(300),
+            draining: AtomicBool::new(false),
+        }
     }
 
     pub fn is_draining(&self) -> bool {
@@ -52,12 +82,14 @@ impl AppState {
 pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
-        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/embeddings", post(embeddings_route::embeddings))
+        .route("/v1/chat/completions", post(chat_route::chat_completions))
         .route("/v1/models", get(models))
         .route("/info", get(info))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(request_id::middleware))
         .with_state(state)
 }
 
@@ -78,144 +110,6 @@ pub async fn serve(
             tokio::time::sleep(drain).await;
         })
         .await
-}
-
-async fn embeddings(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
-    let started = Instant::now();
-    let result = embed(&state, body).await;
-    let response = match result {
-        Ok(r) => Json(r).into_response(),
-        Err(e) => {
-            if e.status.is_server_error() && e.status != StatusCode::SERVICE_UNAVAILABLE {
-                tracing::error!(error = %e, "embeddings request failed");
-            }
-            e.into_response()
-        }
-    };
-    state.metrics.request("/v1/embeddings", response.status().as_u16(), started.elapsed());
-    response
-}
-
-async fn embed(state: &Arc<AppState>, body: Result<Bytes, BytesRejection>) -> Result<EmbeddingResponse, ApiError> {
-    if state.is_draining() {
-        return Err(ApiError::unavailable("the server is shutting down"));
-    }
-    let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::too_large(format!("the request body exceeds {} bytes", state.max_body_bytes))
-        }
-        _ => ApiError::invalid(e.body_text(), None),
-    })?;
-    let request: EmbeddingRequest = serde_json::from_slice(&body).map_err(|e| {
-        if e.is_data() {
-            ApiError {
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-                ..ApiError::invalid(format!("invalid request: {e}"), None)
-            }
-        } else {
-            ApiError::invalid(format!("the body is not valid JSON: {e}"), None)
-        }
-    })?;
-    if request.model != state.info.model {
-        return Err(ApiError::unknown_model(&request.model, &state.info.model));
-    }
-    let base64 = match request.encoding_format.as_deref() {
-        None | Some("float") => false,
-        Some("base64") => true,
-        Some(other) => {
-            return Err(ApiError::invalid(
-                format!("encoding_format `{other}`: use float or base64"),
-                Some("encoding_format"),
-            ))
-        }
-    };
-    if let Some(d) = request.dimensions {
-        if d != state.info.dimensions {
-            return Err(ApiError::invalid(
-                format!("this model's embeddings have {} dimensions and cannot be shortened", state.info.dimensions),
-                Some("dimensions"),
-            ));
-        }
-    }
-    let count = match &request.input {
-        EmbeddingInput::Text(_) | EmbeddingInput::Tokens(_) => 1,
-        EmbeddingInput::Texts(t) => t.len(),
-        EmbeddingInput::TokenLists(t) => t.len(),
-    };
-    if count == 0 {
-        return Err(ApiError::invalid("`input` is empty", Some("input")));
-    }
-    if count > state.max_inputs {
-        return Err(ApiError::too_large(format!("{count} inputs; at most {} per request", state.max_inputs)));
-    }
-    let tokenize_started = Instant::now();
-    let items: Vec<Vec<u32>> = match request.input {
-        EmbeddingInput::Tokens(ids) => vec![ids],
-        EmbeddingInput::TokenLists(lists) => lists,
-        EmbeddingInput::Text(t) => tokenize(state, vec![t]).await?,
-        EmbeddingInput::Texts(t) => tokenize(state, t).await?,
-    };
-    state.metrics.tokenized(tokenize_started.elapsed());
-    let max = state.info.max_input_tokens;
-    let vocab = state.batcher.embedder().vocab_size() as u32;
-    for (i, item) in items.iter().enumerate() {
-        if item.is_empty() {
-            return Err(ApiError::invalid(format!("input {i} has no tokens"), Some("input")));
-        }
-        if item.len() > max {
-            return Err(ApiError::too_large(format!(
-                "input {i} has {} tokens; the model takes at most {max}",
-                item.len()
-            )));
-        }
-        if let Some(bad) = item.iter().find(|&&t| t >= vocab) {
-            return Err(ApiError::invalid(
-                format!("input {i}: token id {bad} is outside the vocabulary ({vocab})"),
-                Some("input"),
-            ));
-        }
-    }
-    let prompt_tokens = items.iter().map(Vec::len).sum();
-    let vectors = state
-        .batcher
-        .submit(items)?
-        .await
-        .map_err(|_| ApiError::internal("the model thread stopped"))?
-        .map_err(|e| ApiError::internal(format!("inference failed: {e}")))?;
-    let data = vectors
-        .into_iter()
-        .enumerate()
-        .map(|(index, v)| EmbeddingData {
-            object: "embedding",
-            index,
-            embedding: if base64 {
-                let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-                EmbeddingValue::Base64(base64::engine::general_purpose::STANDARD.encode(bytes))
-            } else {
-                EmbeddingValue::Float(v)
-            },
-        })
-        .collect();
-    Ok(EmbeddingResponse {
-        object: "list",
-        data,
-        model: state.info.model.clone(),
-        usage: Usage { prompt_tokens, total_tokens: prompt_tokens },
-    })
-}
-
-/// Tokenizes off the async executor. Inputs longer than the model's limit are truncated by the
-/// tokenizer exactly as the library does (sentence-transformers' behaviour); token-id inputs are
-/// checked against the limit instead.
-async fn tokenize(state: &Arc<AppState>, texts: Vec<String>) -> Result<Vec<Vec<u32>>, ApiError> {
-    let state = state.clone();
-    tokio::task::spawn_blocking(move || {
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        state.batcher.embedder().encode(&refs)
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("tokenizer task: {e}")))?
-    .map_err(|e| ApiError::invalid(e.to_string(), Some("input")))
 }
 
 async fn models(State(state): State<Arc<AppState>>) -> Response {

@@ -1,9 +1,11 @@
 //! The embeddings server over real HTTP on 127.0.0.1, with all-MiniLM-L6-v2 on the CPU.
 
-use accelrt_core::Backend;
+mod common;
+
 use accelrt_models::{registry, ModelStore, SentenceEmbedder};
 use accelrt_serve::{AppState, BatchLimits, EmbeddingBatcher, Metrics, ServerInfo};
 use base64::Engine;
+use common::{eventually, metric, raw_read, raw_send, Rng, Server};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,83 +18,23 @@ fn embedder() -> SentenceEmbedder {
     SentenceEmbedder::load(&dir, &accelrt_candle::CandleBackend::cpu(), &Default::default()).unwrap()
 }
 
-struct Server {
-    url: String,
-    state: Arc<AppState>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Server {
-    fn start(limits: BatchLimits, max_inputs: usize, max_body: usize) -> Server {
-        let embedder = embedder();
-        let backend = accelrt_candle::CandleBackend::cpu();
-        let info = ServerInfo {
-            model: MODEL.into(),
-            backend: backend.name().into(),
-            device: "cpu".into(),
-            version: "test".into(),
-            dimensions: embedder.dimension(),
-            max_input_tokens: embedder.max_tokens(),
-        };
-        let metrics = Arc::new(Metrics::default());
-        let batcher = EmbeddingBatcher::start(embedder, limits, metrics.clone());
-        let mut state = AppState::new(batcher, metrics, info);
-        state.max_inputs = max_inputs;
-        state.max_body_bytes = max_body;
-        let state = Arc::new(state);
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let s = state.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                addr_tx.send(listener.local_addr().unwrap()).unwrap();
-                accelrt_serve::serve(
-                    listener,
-                    s,
-                    async {
-                        let _ = stopped.await;
-                    },
-                    Duration::from_millis(300),
-                )
-                .await
-                .unwrap();
-            });
-        });
-        let addr = addr_rx.recv().unwrap();
-        Server { url: format!("http://{addr}"), state, stop: Some(stop), thread: Some(thread) }
-    }
-
-    fn post(&self, path: &str, body: &str) -> (u16, serde_json::Value, Option<String>) {
-        let r = ureq::post(&format!("{}{path}", self.url)).set("Content-Type", "application/json").send_string(body);
-        let resp = match r {
-            Ok(r) => r,
-            Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => panic!("{e}"),
-        };
-        let status = resp.status();
-        let retry = resp.header("Retry-After").map(str::to_string);
-        let text = resp.into_string().unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)), retry)
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        match ureq::get(&format!("{}{path}", self.url)).call() {
-            Ok(r) => (r.status(), r.into_string().unwrap()),
-            Err(ureq::Error::Status(s, r)) => (s, r.into_string().unwrap()),
-            Err(e) => panic!("{e}"),
-        }
-    }
-
-    fn shutdown(mut self) {
-        if self.stop.is_none() {
-            return;
-        }
-        self.stop.take().unwrap().send(()).unwrap();
-        self.thread.take().unwrap().join().unwrap();
-    }
+fn start(limits: BatchLimits, max_inputs: usize, max_body: usize) -> Server {
+    let embedder = embedder();
+    let info = ServerInfo {
+        model: MODEL.into(),
+        task: "embeddings".into(),
+        backend: "candle".into(),
+        device: "cpu".into(),
+        version: "test".into(),
+        dimensions: Some(embedder.dimension()),
+        max_input_tokens: embedder.max_tokens(),
+    };
+    let metrics = Arc::new(Metrics::default());
+    let batcher = EmbeddingBatcher::start(embedder, limits, metrics.clone());
+    let mut state = AppState::new(batcher, metrics, info);
+    state.max_inputs = max_inputs;
+    state.max_body_bytes = max_body;
+    Server::start(state)
 }
 
 fn floats(v: &serde_json::Value) -> Vec<f32> {
@@ -101,7 +43,7 @@ fn floats(v: &serde_json::Value) -> Vec<f32> {
 
 #[test]
 fn embeddings_over_http_equal_the_library_and_the_api_is_complete() {
-    let server = Server::start(BatchLimits::default(), 64, 1 << 20);
+    let server = start(BatchLimits::default(), 64, 1 << 20);
     let texts = ["A cat sits on the mat.", "GPUs multiply matrices.", ""];
     let want = embedder().embed(&texts).unwrap();
 
@@ -148,7 +90,7 @@ fn embeddings_over_http_equal_the_library_and_the_api_is_complete() {
 
 #[test]
 fn bad_requests_get_the_documented_status_in_the_openai_shape() {
-    let server = Server::start(BatchLimits::default(), 4, 4096);
+    let server = start(BatchLimits::default(), 4, 4096);
     let long_ids: Vec<u32> = vec![101; 300];
     for (body, status, needle) in [
         ("{not json".to_string(), 400, "not valid JSON"),
@@ -181,7 +123,7 @@ fn bad_requests_get_the_documented_status_in_the_openai_shape() {
 
 #[test]
 fn a_flood_beyond_the_queue_is_refused_with_429_and_nothing_is_lost() {
-    let server = Server::start(BatchLimits { max_batch: 2, max_batch_tokens: 512, queue: 2 }, 64, 1 << 20);
+    let server = start(BatchLimits { max_batch: 2, max_batch_tokens: 512, queue: 2 }, 64, 1 << 20);
     let body =
         serde_json::json!({ "model": MODEL, "input": vec!["a sentence of a few words to embed"; 16] }).to_string();
     let results: Vec<(u16, serde_json::Value, Option<String>)> = std::thread::scope(|scope| {
@@ -209,7 +151,7 @@ fn a_flood_beyond_the_queue_is_refused_with_429_and_nothing_is_lost() {
 
 #[test]
 fn shutdown_drains_in_flight_requests_and_turns_health_to_503() {
-    let mut server = Server::start(BatchLimits::default(), 64, 1 << 20);
+    let mut server = start(BatchLimits::default(), 64, 1 << 20);
     let body =
         serde_json::json!({ "model": MODEL, "input": vec!["text to embed while the server drains"; 32] }).to_string();
     let stop = server.stop.take().unwrap();
@@ -231,4 +173,68 @@ fn shutdown_drains_in_flight_requests_and_turns_health_to_503() {
     });
     assert!(server.state.is_draining());
     server.thread.take().unwrap().join().unwrap();
+}
+
+/// 10,000 requests from 32 concurrent clients, about a third of which hang up at a random moment
+/// after sending: every request that waits gets exactly one answer, and it is its own (the vector
+/// of the text it sent); the hang-ups leave the server healthy with an empty queue.
+#[test]
+fn ten_thousand_requests_with_random_disconnects_lose_or_duplicate_nothing() {
+    const REQUESTS: u64 = 10_000;
+    const CLIENTS: u64 = 32;
+    let server = start(BatchLimits { max_batch: 32, max_batch_tokens: 8192, queue: 1024 }, 64, 1 << 20);
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let texts: Vec<String> = (0..50).map(|i| format!("request text number {i} about {}", i * 7 % 13)).collect();
+    let want = embedder().embed(&texts.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+    let next = std::sync::atomic::AtomicU64::new(0);
+    let (answered, left) = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let (next, texts, want, addr) = (&next, &texts, &want, &addr);
+                scope.spawn(move || {
+                    let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (c + 1));
+                    let (mut answered, mut left) = (0u64, 0u64);
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        if i >= REQUESTS {
+                            return (answered, left);
+                        }
+                        let k = (i % texts.len() as u64) as usize;
+                        let body = serde_json::json!({ "model": MODEL, "input": texts[k] }).to_string();
+                        let conn = raw_send(addr, "/v1/embeddings", &body, "");
+                        if rng.below(3) == 0 {
+                            std::thread::sleep(Duration::from_micros(rng.below(3000)));
+                            drop(conn);
+                            left += 1;
+                            continue;
+                        }
+                        let r = raw_read(conn);
+                        assert_eq!(r.status, 200, "request {i}: {}", String::from_utf8_lossy(&r.body));
+                        let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+                        let data = json["data"].as_array().unwrap();
+                        assert_eq!(data.len(), 1, "request {i}");
+                        let got = floats(&data[0]["embedding"]);
+                        let diff = got.iter().zip(&want[k]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                        assert!(diff < 1e-5, "request {i} got another text's vector ({diff})");
+                        answered += 1;
+                    }
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    });
+    assert_eq!(answered + left, REQUESTS);
+    assert!(left > REQUESTS / 5 && answered > REQUESTS / 2, "{answered} answered, {left} left");
+    // Every accepted request has left the queue, and the server still answers.
+    assert!(eventually(Duration::from_secs(10), || {
+        metric(&server.get("/metrics").1, "accelrt_queue_depth") == 0.0
+    }));
+    let metrics = server.get("/metrics").1;
+    let ok = metric(&metrics, "accelrt_requests_total{route=\"/v1/embeddings\",status=\"200\"}");
+    assert!(ok >= answered as f64 && ok <= REQUESTS as f64, "{ok} answered by the server, {answered} received");
+    assert_eq!(server.get("/health").0, 200);
+    let (status, _, _) =
+        server.post("/v1/embeddings", &serde_json::json!({"model": MODEL, "input": "after"}).to_string());
+    assert_eq!(status, 200);
+    server.shutdown();
 }

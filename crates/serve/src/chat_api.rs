@@ -1,0 +1,270 @@
+//! The OpenAI chat-completions request, its checks, and the response and stream-chunk shapes.
+
+use crate::api::ApiError;
+use crate::chat::FinishReason;
+use accelrt_models::{ChatMessage, SamplingParams};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum MessageContent {
+    Text(String),
+    Parts(Vec<ContentPart>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ContentPart {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RequestMessage {
+    pub role: String,
+    #[serde(default)]
+    pub content: Option<MessageContent>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StopInput {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChatCompletionRequest {
+    pub model: String,
+    pub messages: Vec<RequestMessage>,
+    #[serde(default)]
+    pub max_tokens: Option<usize>,
+    #[serde(default)]
+    pub max_completion_tokens: Option<usize>,
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    #[serde(default)]
+    pub top_p: Option<f32>,
+    #[serde(default)]
+    pub seed: Option<i64>,
+    #[serde(default)]
+    pub stop: Option<StopInput>,
+    #[serde(default)]
+    pub stream: Option<bool>,
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    pub n: Option<usize>,
+    #[serde(default)]
+    pub frequency_penalty: Option<f32>,
+    #[serde(default)]
+    pub presence_penalty: Option<f32>,
+    #[serde(default)]
+    pub logprobs: Option<bool>,
+    #[serde(default)]
+    pub user: Option<String>,
+    /// accelrt extension: keep only the k most likely tokens.
+    #[serde(default)]
+    pub top_k: Option<usize>,
+    /// accelrt extension (as in vLLM): do not stop at end-of-sequence tokens; benchmarks use it to
+    /// get exactly `max_tokens` tokens from every request.
+    #[serde(default)]
+    pub ignore_eos: Option<bool>,
+}
+
+/// The most stop strings per request (OpenAI's limit).
+pub const MAX_STOPS: usize = 4;
+
+impl ChatCompletionRequest {
+    pub fn streaming(&self) -> bool {
+        self.stream == Some(true)
+    }
+
+    pub fn include_usage(&self) -> bool {
+        self.stream_options.as_ref().and_then(|o| o.include_usage) == Some(true)
+    }
+
+    /// The messages for the chat template; refuses roles and content it cannot take.
+    pub fn chat_messages(&self) -> Result<Vec<ChatMessage>, ApiError> {
+        if self.messages.is_empty() {
+            return Err(ApiError::invalid("`messages` is empty", Some("messages")));
+        }
+        self.messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                if !matches!(m.role.as_str(), "system" | "developer" | "user" | "assistant") {
+                    return Err(ApiError::invalid(
+                        format!(
+                            "messages[{i}]: role `{}` is not supported (system, developer, user, assistant)",
+                            m.role
+                        ),
+                        Some("messages"),
+                    ));
+                }
+                let content = match &m.content {
+                    None => String::new(),
+                    Some(MessageContent::Text(t)) => t.clone(),
+                    Some(MessageContent::Parts(parts)) => {
+                        let mut text = String::new();
+                        for p in parts {
+                            match (p.kind.as_str(), &p.text) {
+                                ("text", Some(t)) => text.push_str(t),
+                                (kind, _) => {
+                                    return Err(ApiError::invalid(
+                                        format!("messages[{i}]: content part `{kind}` is not supported (text only)"),
+                                        Some("messages"),
+                                    ))
+                                }
+                            }
+                        }
+                        text
+                    }
+                };
+                // The template knows system, user and assistant; `developer` is the newer name for system.
+                let role = if m.role == "developer" { "system" } else { m.role.as_str() };
+                Ok(ChatMessage::new(role, &content))
+            })
+            .collect()
+    }
+
+    /// Sampling parameters with OpenAI's defaults (temperature 1, top_p 1, a fresh seed).
+    pub fn sampling(&self) -> Result<SamplingParams, ApiError> {
+        let temperature = self.temperature.unwrap_or(1.0);
+        if !(temperature.is_finite() && (0.0..=2.0).contains(&temperature)) {
+            return Err(ApiError::invalid(
+                format!("temperature must be in [0, 2], got {temperature}"),
+                Some("temperature"),
+            ));
+        }
+        if let Some(p) = self.top_p {
+            if !(p > 0.0 && p <= 1.0) {
+                return Err(ApiError::invalid(format!("top_p must be in (0, 1], got {p}"), Some("top_p")));
+            }
+        }
+        if self.top_k == Some(0) {
+            return Err(ApiError::invalid("top_k must be at least 1", Some("top_k")));
+        }
+        if self.n.is_some_and(|n| n != 1) {
+            return Err(ApiError::invalid("only n = 1 is supported", Some("n")));
+        }
+        for (name, v) in [("frequency_penalty", self.frequency_penalty), ("presence_penalty", self.presence_penalty)] {
+            if v.is_some_and(|v| v != 0.0) {
+                return Err(ApiError::invalid(format!("{name} is not supported (only 0)"), Some(name)));
+            }
+        }
+        if self.logprobs == Some(true) {
+            return Err(ApiError::invalid("logprobs are not supported", Some("logprobs")));
+        }
+        let seed = match self.seed {
+            Some(s) => s as u64,
+            None => rand_seed(),
+        };
+        Ok(SamplingParams {
+            temperature,
+            top_k: self.top_k,
+            top_p: self.top_p.filter(|&p| p < 1.0),
+            repetition_penalty: 1.0,
+            seed,
+        })
+    }
+
+    /// `max_completion_tokens` (the newer name) or `max_tokens`; `None` means up to the context.
+    pub fn max_tokens(&self) -> Result<Option<usize>, ApiError> {
+        match self.max_completion_tokens.or(self.max_tokens) {
+            Some(0) => Err(ApiError::invalid("max_tokens must be at least 1", Some("max_tokens"))),
+            m => Ok(m),
+        }
+    }
+
+    pub fn stops(&self) -> Result<Vec<String>, ApiError> {
+        let stops = match &self.stop {
+            None => vec![],
+            Some(StopInput::One(s)) => vec![s.clone()],
+            Some(StopInput::Many(v)) => v.clone(),
+        };
+        if stops.len() > MAX_STOPS {
+            return Err(ApiError::invalid(format!("at most {MAX_STOPS} stop strings"), Some("stop")));
+        }
+        Ok(stops.into_iter().filter(|s| !s.is_empty()).collect())
+    }
+}
+
+/// A seed for requests that bring none: different for every request.
+fn rand_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.finish()
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+pub fn usage(prompt_tokens: usize, completion_tokens: usize) -> Value {
+    json!({
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    })
+}
+
+/// The whole answer (`stream` false).
+pub fn completion(
+    id: &str,
+    model: &str,
+    created: u64,
+    text: &str,
+    reason: FinishReason,
+    prompt_tokens: usize,
+    completion_tokens: usize,
+) -> Value {
+    json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "system_fingerprint": Value::Null,
+        "choices": [{
+            "index": 0,
+            "message": { "role": "assistant", "content": text, "refusal": Value::Null },
+            "logprobs": Value::Null,
+            "finish_reason": reason,
+        }],
+        "usage": usage(prompt_tokens, completion_tokens),
+    })
+}
+
+/// One streamed chunk: `delta` content (the first chunk also carries the role), or the finish.
+pub fn chunk(id: &str, model: &str, created: u64, delta: Value, finish: Option<FinishReason>) -> Value {
+    json!({
+        "id": id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": Value::Null,
+        "choices": [{ "index": 0, "delta": delta, "logprobs": Value::Null, "finish_reason": finish }],
+    })
+}
+
+/// The last chunk when `stream_options.include_usage` is set: no choices, the usage.
+pub fn usage_chunk(id: &str, model: &str, created: u64, prompt_tokens: usize, completion_tokens: usize) -> Value {
+    json!({
+        "id": id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": Value::Null,
+        "choices": [],
+        "usage": usage(prompt_tokens, completion_tokens),
+    })
+}

@@ -1,0 +1,135 @@
+//! `accelrt serve`: one model behind the OpenAI API on one device, until SIGTERM or Ctrl-C.
+
+use crate::{compute_override, resolve_gguf};
+use accelrt::models::{self, ModelKind, ModelStore};
+use accelrt::{DType, PrepareOptions};
+use accelrt_serve::{AppState, BatchLimits, ChatLimits, ChatScheduler, EmbeddingBatcher, Engine, Metrics, ServerInfo};
+use anyhow::{bail, Context, Result};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Model name (fetched on first use), a sentence-transformers directory, or a GGUF file
+    #[arg(long, default_value = "all-minilm-l6-v2")]
+    model: String,
+    /// Device to run on: cpu, cuda:N, neuron:N
+    #[arg(long, default_value = "cpu")]
+    backend: String,
+    /// Address to listen on
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Embeddings: largest model batch (inputs)
+    #[arg(long, default_value_t = 32)]
+    max_batch: usize,
+    /// Embeddings: largest model batch in padded tokens (inputs × longest input)
+    #[arg(long, default_value_t = 8192)]
+    max_batch_tokens: usize,
+    /// Chat: sequences decoding together (each holds --context positions of KV cache)
+    #[arg(long, default_value_t = 8)]
+    max_sequences: usize,
+    /// Chat: positions per sequence, prompt and answer together
+    #[arg(long, default_value_t = models::generator::DEFAULT_CONTEXT)]
+    context: usize,
+    /// Requests that may wait for the model; beyond this they get 429 at once
+    #[arg(long, default_value_t = 256)]
+    queue: usize,
+    /// Seconds a request may take before it is cut off (504) and its work cancelled
+    #[arg(long, default_value_t = 300.0)]
+    request_timeout: f64,
+    /// Largest request body in bytes (413 beyond)
+    #[arg(long, default_value_t = 8 << 20)]
+    max_body_bytes: usize,
+    /// Embeddings: most inputs per request (413 beyond)
+    #[arg(long, default_value_t = 2048)]
+    max_inputs: usize,
+    /// Seconds health reports 503 before the listener closes on shutdown
+    #[arg(long, default_value_t = 5.0)]
+    drain_seconds: f64,
+    /// Compute dtype: f32 (default), bf16 or f16
+    #[arg(long)]
+    dtype: Option<DType>,
+}
+
+fn is_generation_model(model: &str) -> bool {
+    match models::lookup(model) {
+        Ok(spec) => spec.kind == ModelKind::TextGeneration,
+        Err(_) => models::generator::find_gguf(std::path::Path::new(model))
+            .is_ok_and(|p| p.extension().is_some_and(|e| e == "gguf") && p.exists()),
+    }
+}
+
+pub fn serve(store: &ModelStore, a: ServeArgs) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    if a.max_batch == 0 || a.queue == 0 || a.max_batch_tokens == 0 || a.max_sequences == 0 || a.max_inputs == 0 {
+        bail!("--max-batch, --max-batch-tokens, --max-sequences, --max-inputs and --queue must be at least 1");
+    }
+    if !(a.request_timeout.is_finite() && a.request_timeout > 0.0) {
+        bail!("--request-timeout must be a positive number of seconds");
+    }
+    let backend = accelrt::open_backend(&a.backend)?;
+    let options = PrepareOptions { compute_dtype: compute_override(a.dtype) };
+    let metrics = Arc::new(Metrics::default());
+    let name = models::lookup(&a.model).map(|s| s.id.to_string()).unwrap_or_else(|_| a.model.clone());
+    let mut info = ServerInfo {
+        model: name,
+        task: String::new(),
+        backend: backend.name().into(),
+        device: backend.device().to_string(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        dimensions: None,
+        max_input_tokens: 0,
+    };
+    let engine: Engine = if is_generation_model(&a.model) {
+        let path = resolve_gguf(store, &a.model)?;
+        let generator = models::TextGenerator::load(&path, backend.as_ref(), &options, a.context)
+            .with_context(|| format!("loading {}", path.display()))?;
+        info.task = "chat".into();
+        info.max_input_tokens = generator.context();
+        let limits = ChatLimits { max_sequences: a.max_sequences, queue: a.queue };
+        ChatScheduler::start(generator, limits, metrics.clone())
+            .with_context(|| format!("allocating caches for {} sequences × {} positions", a.max_sequences, a.context))?
+            .into()
+    } else {
+        let dir = models::resolve_model_dir(&a.model, store)?;
+        let embedder = models::SentenceEmbedder::load(&dir, backend.as_ref(), &options)
+            .with_context(|| format!("loading {}", dir.display()))?;
+        info.task = "embeddings".into();
+        info.dimensions = Some(embedder.dimension());
+        info.max_input_tokens = embedder.max_tokens();
+        let limits = BatchLimits { max_batch: a.max_batch, max_batch_tokens: a.max_batch_tokens, queue: a.queue };
+        EmbeddingBatcher::start(embedder, limits, metrics.clone()).into()
+    };
+    let mut state = AppState::new(engine, metrics, info);
+    state.request_timeout = Duration::from_secs_f64(a.request_timeout);
+    state.max_body_bytes = a.max_body_bytes;
+    state.max_inputs = a.max_inputs;
+    let state = Arc::new(state);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let (host, port, drain) = (a.host, a.port, Duration::from_secs_f64(a.drain_seconds.max(0.0)));
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind((host.as_str(), port))
+            .await
+            .with_context(|| format!("binding {host}:{port}"))?;
+        tracing::info!(
+            address = %listener.local_addr()?, model = %state.info.model, task = %state.info.task,
+            device = %state.info.device, "serving"
+        );
+        let shutdown = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        accelrt_serve::serve(listener, state, shutdown, drain).await?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
