@@ -63,8 +63,11 @@ fn is_generation_model(model: &str) -> bool {
 }
 
 pub fn serve(store: &ModelStore, a: ServeArgs) -> Result<()> {
+    // Logs go to stderr, plain unless a terminal is watching (they are read by log collectors).
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if a.max_batch == 0 || a.queue == 0 || a.max_batch_tokens == 0 || a.max_sequences == 0 || a.max_inputs == 0 {
         bail!("--max-batch, --max-batch-tokens, --max-sequences, --max-inputs and --queue must be at least 1");

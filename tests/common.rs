@@ -95,3 +95,66 @@ pub fn smollm2_reference() -> SmolReference {
     let path = repo_root().join("models/tests/fixtures/smollm2.json");
     serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture present")).expect("fixture parses")
 }
+
+/// `accelrt serve …` on a free loopback port, its logs collected; SIGTERM on `stop` (or drop).
+pub struct ServeProcess {
+    pub url: String,
+    child: std::process::Child,
+    logs: std::sync::Arc<std::sync::Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServeProcess {
+    /// Starts the server and waits (up to 60 s) for its "serving" log line with the address.
+    pub fn start(args: &[&str]) -> ServeProcess {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_accelrt"))
+            .args(["serve", "--port", "0", "--drain-seconds", "0.2"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("accelrt starts");
+        let stderr = child.stderr.take().unwrap();
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let sink = logs.clone();
+        let reader = std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains(" serving ") {
+                    if let Some(addr) = line.split_whitespace().find_map(|w| w.strip_prefix("address=")) {
+                        let _ = addr_tx.send(addr.to_string());
+                    }
+                }
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let addr = addr_rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("the server did not start: {}", logs.lock().unwrap()));
+        ServeProcess { url: format!("http://{addr}"), child, logs, reader: Some(reader) }
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// SIGTERM, then the exit status and every log line.
+    pub fn stop(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = self.child.wait().unwrap();
+        self.reader.take().unwrap().join().unwrap();
+        (status, self.logs())
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
