@@ -154,6 +154,13 @@ struct BenchArgs {
     /// Device to run on: cpu, cuda:N, neuron:N
     #[arg(long, default_value = "cpu")]
     backend: String,
+    /// Measure a running `accelrt serve` at this URL over HTTP instead of the model in-process
+    /// (the model, task and device come from its /info; one sample per request)
+    #[arg(long, conflicts_with_all = ["backend", "dtype", "peers"])]
+    url: Option<String>,
+    /// With --url: clients with a request out at once in the offline scenario (saturates the server)
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
     /// Scenarios, comma-separated: offline, single-stream, server
     #[arg(long, value_delimiter = ',', default_values_t = [ScenarioKind::Offline, ScenarioKind::SingleStream])]
     scenario: Vec<ScenarioKind>,
@@ -397,9 +404,15 @@ fn run_bench(store: &ModelStore, a: BenchArgs) -> Result<()> {
         seed: a.seed,
         max_tokens: a.max_tokens,
         context: a.context,
+        concurrency: a.concurrency,
     };
-    let backend = accelrt::open_backend(&a.backend)?;
-    let outcome = bench::run(&config, backend.as_ref(), store)?;
+    let outcome = match &a.url {
+        Some(url) => bench::http_target::run(&config, url)?,
+        None => {
+            let backend = accelrt::open_backend(&a.backend)?;
+            bench::run(&config, backend.as_ref(), store)?
+        }
+    };
     print!("{}", bench::summary(&outcome.results, &catalog));
     println!();
     for r in &outcome.results {

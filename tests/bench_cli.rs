@@ -120,3 +120,89 @@ fn bad_bench_arguments_are_clear_errors() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+/// `--url`: the same scenarios against `accelrt serve` over loopback HTTP.
+#[test]
+fn the_harness_measures_a_running_server_over_http() {
+    let server = common::ServeProcess::start(&["--model", "all-minilm-l6-v2"]);
+    let out = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "bench",
+        "--url",
+        &server.url,
+        "--scenario",
+        "offline,single-stream,server",
+        "--concurrency",
+        "8",
+        "--qps",
+        "20",
+        "--p99-ms",
+        "5000",
+        "--instance-type",
+        "c7i.xlarge",
+        "--out",
+        out.path().to_str().unwrap(),
+    ];
+    args.extend_from_slice(SHORT);
+    let o = accelrt(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let results = results_in(out.path());
+    assert_eq!(results.len(), 3);
+    for r in &results {
+        assert_eq!(r["system"], "accelrt-serve", "{r}");
+        assert_eq!(r["model"], "all-minilm-l6-v2");
+        assert_eq!(r["valid"], true, "{r}");
+        assert!(r["throughput_per_s"].as_f64().unwrap() > 0.0);
+        assert!(r["usd_per_million_inferences"].as_f64().unwrap() > 0.0);
+        let details = r["environment"]["details"].to_string();
+        assert!(details.contains(&server.url), "{details}");
+    }
+    let server_run = results.iter().find(|r| r["scenario"] == "server").unwrap();
+    assert_eq!(server_run["target_qps"], 20.0);
+    // The server saw the requests.
+    let metrics = ureq::get(&format!("{}/metrics", server.url)).call().unwrap().into_string().unwrap();
+    assert!(metrics.contains("accelrt_requests_total{route=\"/v1/embeddings\",status=\"200\"}"), "{metrics}");
+    let (status, _) = server.stop();
+    assert!(status.success());
+}
+
+/// `--url` with a chat server: streamed requests, TTFT/TPOT and tokens/s in the result.
+#[test]
+fn the_harness_measures_a_chat_server_over_http() {
+    let server = common::ServeProcess::start(&["--model", "smollm2-135m-instruct", "--context", "256"]);
+    let out = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "bench",
+        "--url",
+        &server.url,
+        "--scenario",
+        "offline",
+        "--concurrency",
+        "4",
+        "--max-tokens",
+        "8",
+        "--out",
+        out.path().to_str().unwrap(),
+    ];
+    args.extend_from_slice(SHORT);
+    let o = accelrt(&args);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("tokens/s") && stdout.contains("TTFT"), "{stdout}");
+    let r = &results_in(out.path())[0];
+    let g = &r["generation"];
+    let requests = g["requests"].as_u64().unwrap();
+    assert!(requests >= 4, "{g}");
+    assert_eq!(g["output_tokens"].as_u64().unwrap(), requests * 8, "every request yields exactly --max-tokens");
+    assert!(g["ttft_ms"]["p50"].as_f64().unwrap() > 0.0 && g["tpot_ms"]["p50"].as_f64().unwrap() > 0.0, "{g}");
+}
+
+#[test]
+fn a_server_that_is_not_there_is_a_clear_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    let o = accelrt(&["bench", "--url", &url, "--no-progress"]);
+    assert!(!o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("cannot reach the server") && stderr.contains(&url), "{stderr}");
+}

@@ -7,6 +7,7 @@ mod chart;
 pub mod clock;
 pub mod environment;
 mod error;
+pub mod http_target;
 pub mod imds;
 pub mod peers;
 pub mod progress;

@@ -41,6 +41,8 @@ pub struct BenchConfig {
     pub max_tokens: usize,
     /// Text generation: positions each sequence's cache holds.
     pub context: usize,
+    /// `--url`: clients with a request out at once in the offline scenario over HTTP.
+    pub concurrency: usize,
 }
 
 /// What a benchmark run produced. A failing peer does not discard what was measured.
@@ -123,8 +125,8 @@ fn run_embedding(config: &BenchConfig, backend: &dyn Backend, dir: &Path, model_
 fn run_generation(config: &BenchConfig, backend: &dyn Backend, gguf: &Path, model_name: &str) -> Result<Outcome> {
     if config.scenarios.contains(&ScenarioKind::Server) {
         return Err(BenchError::Invalid(
-            "the server scenario is not available for text generation yet (it needs continuous batching); \
-             use offline and single-stream"
+            "the in-process server scenario is not available for text generation (it would need the harness \
+             to batch continuously); measure it against `accelrt serve` with `--url`, or use offline and single-stream"
                 .into(),
         ));
     }
@@ -216,7 +218,7 @@ fn run_peer(
     Ok(results)
 }
 
-fn validate(config: &BenchConfig) -> Result<()> {
+pub(crate) fn validate(config: &BenchConfig) -> Result<()> {
     if config.batch_size == 0 {
         return Err(BenchError::Invalid("--batch-size must be at least 1".into()));
     }

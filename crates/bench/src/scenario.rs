@@ -101,7 +101,7 @@ fn warm_up(w: &mut dyn Workload, clock: &dyn Clock, rules: &RunRules, batch: usi
     Ok(())
 }
 
-fn check_rules(rules: &RunRules, duration: Duration, queries: usize, reasons: &mut Vec<String>) {
+pub(crate) fn check_rules(rules: &RunRules, duration: Duration, queries: usize, reasons: &mut Vec<String>) {
     if duration < rules.min_duration {
         reasons.push(format!(
             "ran {:.2} s, below the minimum duration of {:.0} s",
@@ -265,31 +265,66 @@ pub fn find_max_qps(
     steps: usize,
     seed: u64,
 ) -> Result<(Option<Measurement>, Vec<Measurement>)> {
-    if !(upper.is_finite() && upper > 0.0) {
-        return Err(crate::BenchError::Invalid(format!("the search needs a positive starting load, got {upper}")));
-    }
-    // `hi`: the lowest load seen to fail; until one fails, the load doubles.
-    let (mut lo, mut hi) = (0.0f64, None::<f64>);
+    search_max_qps(upper, steps, |qps| server(w, clock, rules, batch, qps, p99_bound_ms, seed, &Progress::hidden()))
+}
+
+/// The search of `find_max_qps` over any way of running the server scenario at a given load.
+pub fn search_max_qps(
+    upper: f64,
+    steps: usize,
+    mut run_at: impl FnMut(f64) -> Result<Measurement>,
+) -> Result<(Option<Measurement>, Vec<Measurement>)> {
+    let mut search = LoadSearch::new(upper)?;
     let mut best: Option<Measurement> = None;
     let mut sweep = Vec::new();
-    let mut qps = upper;
     for _ in 0..steps.max(1) {
-        let m = server(w, clock, rules, batch, qps, p99_bound_ms, seed, &Progress::hidden())?;
-        if m.valid {
-            lo = qps;
-            if best.as_ref().is_none_or(|b| m.throughput_per_s > b.throughput_per_s) {
-                best = Some(m.clone());
-            }
-        } else {
-            hi = Some(hi.map_or(qps, |h| h.min(qps)));
+        let m = run_at(search.load())?;
+        search.record(m.valid);
+        if m.valid && best.as_ref().is_none_or(|b| m.throughput_per_s > b.throughput_per_s) {
+            best = Some(m.clone());
         }
         sweep.push(m);
-        qps = match hi {
-            None => qps * 2.0,
-            Some(h) if lo == 0.0 => h / 2.0,
-            Some(h) => (lo + h) / 2.0,
-        };
     }
     sweep.sort_by(|a, b| a.target_qps.partial_cmp(&b.target_qps).expect("finite loads"));
     Ok((best, sweep))
+}
+
+/// The arrival rates of the search for the highest valid server load: start at an upper estimate
+/// (e.g. the offline throughput), double while runs stay valid, then bisect between the best valid
+/// and the lowest invalid load.
+#[derive(Debug, Clone)]
+pub struct LoadSearch {
+    /// The highest load seen valid (0: none yet).
+    lo: f64,
+    /// The lowest load seen invalid.
+    hi: Option<f64>,
+    qps: f64,
+}
+
+impl LoadSearch {
+    pub fn new(upper: f64) -> Result<LoadSearch> {
+        if !(upper.is_finite() && upper > 0.0) {
+            return Err(crate::BenchError::Invalid(format!("the search needs a positive starting load, got {upper}")));
+        }
+        Ok(LoadSearch { lo: 0.0, hi: None, qps: upper })
+    }
+
+    /// The load to try next.
+    pub fn load(&self) -> f64 {
+        self.qps
+    }
+
+    /// Takes the outcome of a run at `load()` and picks the next load.
+    pub fn record(&mut self, valid: bool) {
+        if valid {
+            self.lo = self.qps;
+        } else {
+            self.hi = Some(self.hi.map_or(self.qps, |h| h.min(self.qps)));
+        }
+        self.qps = match self.hi {
+            None => self.qps * 2.0,
+            Some(h) if self.lo == 0.0 => h / 2.0,
+            Some(h) => (self.lo + h) / 2.0,
+        };
+    }
 }
