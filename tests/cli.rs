@@ -210,10 +210,14 @@ fn conformance_subcommand_checks_a_device() {
 
 #[test]
 fn serve_refuses_what_it_cannot_serve() {
-    let o = accelrt(&["serve", "--model", "smollm2-135m-instruct", "--port", "0"], b"", None);
-    assert_fails_with(&o, "chat endpoint is not implemented yet");
     let o = accelrt(&["serve", "--queue", "0", "--port", "0"], b"", None);
     assert_fails_with(&o, "--queue must be at least 1");
+    let o = accelrt(&["serve", "--model", "smollm2-135m-instruct", "--max-sequences", "0", "--port", "0"], b"", None);
+    assert_fails_with(&o, "--max-sequences");
+    let o = accelrt(&["serve", "--request-timeout", "0", "--port", "0"], b"", None);
+    assert_fails_with(&o, "--request-timeout must be a positive number");
+    let o = accelrt(&["serve", "--model", "smollm2-135m-instruct", "--context", "100000", "--port", "0"], b"", None);
+    assert_fails_with(&o, "context 100000 must be between 1 and the model's context length");
     let o = accelrt(&["serve", "--backend", "cuda:0", "--port", "0"], b"", None);
     assert_fails_with(&o, "cuda:0");
 }
