@@ -133,5 +133,5 @@ fn the_generation_benchmark_reports_tokens_ttft_tpot_and_cost() {
         "1000",
     ]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("continuous batching"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("accelrt serve` with `--url`"), "{}", stderr(&o));
 }

@@ -110,8 +110,14 @@ fn model_loop(embedder: &SentenceEmbedder, mut rx: mpsc::Receiver<Job>, limits: 
             }
         }
         metrics.queued(-(batch.len() as i64));
-        // A client that has gone costs nothing more.
-        batch.retain(|job| !job.reply.is_closed());
+        // A client that has gone (hung up, or timed out) costs nothing more.
+        batch.retain(|job| {
+            let gone = job.reply.is_closed();
+            if gone {
+                metrics.cancelled();
+            }
+            !gone
+        });
         if batch.is_empty() {
             continue;
         }

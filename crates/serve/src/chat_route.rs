@@ -101,9 +101,9 @@ async fn chat(
         timeout: state.request_timeout,
     };
     if request.streaming() {
-        Ok(stream(accepted, state.clone()))
+        Ok(stream(accepted))
     } else {
-        whole(accepted, state).await
+        whole(accepted).await
     }
 }
 
@@ -123,13 +123,12 @@ async fn prompt_tokens(
 }
 
 /// Waits for the end of the generation and answers with all of it.
-async fn whole(mut a: Accepted, state: &AppState) -> Result<Response, ApiError> {
+async fn whole(mut a: Accepted) -> Result<Response, ApiError> {
     let mut text = String::new();
     loop {
-        let event = tokio::time::timeout_at(a.deadline, a.events.recv()).await.map_err(|_| {
-            state.metrics.cancelled();
-            ApiError::timeout(a.timeout)
-        })?;
+        // On timeout the receiver is dropped, which cancels the generation (the model thread counts it).
+        let event =
+            tokio::time::timeout_at(a.deadline, a.events.recv()).await.map_err(|_| ApiError::timeout(a.timeout))?;
         match event {
             Some(ChatEvent::Text(t)) => text.push_str(&t),
             Some(ChatEvent::Finished { reason, prompt_tokens, completion_tokens }) => {
@@ -148,10 +147,10 @@ async fn whole(mut a: Accepted, state: &AppState) -> Result<Response, ApiError> 
 /// finish reason, the usage chunk when asked for, then `[DONE]`. A failure or timeout midway ends
 /// the stream with an error event (OpenAI's clients raise it) and no `[DONE]`. A client that
 /// disconnects drops the stream, and with it the receiver, which cancels the generation.
-fn stream(a: Accepted, state: Arc<AppState>) -> Response {
+fn stream(a: Accepted) -> Response {
     let span = tracing::Span::current();
     let first = chat_api::chunk(&a.id, &a.model, a.created, json!({ "role": "assistant", "content": "" }), None);
-    let s = StreamState { a, pending: VecDeque::from([first.to_string()]), done: false, state, span };
+    let s = StreamState { a, pending: VecDeque::from([first.to_string()]), done: false, span };
     let events = futures_util::stream::unfold(s, |mut s| async move {
         let data = s.next().await?;
         Some((Ok::<_, Infallible>(Event::default().data(data)), s))
@@ -164,7 +163,6 @@ struct StreamState {
     /// Event data ready to go out.
     pending: VecDeque<String>,
     done: bool,
-    state: Arc<AppState>,
     span: tracing::Span,
 }
 
@@ -189,10 +187,7 @@ impl StreamState {
                 }
                 Ok(Some(ChatEvent::Failed(e))) => self.fail(ApiError::internal(format!("generation failed: {e}"))),
                 Ok(None) => self.fail(ApiError::internal("the model thread stopped")),
-                Err(_) => {
-                    self.state.metrics.cancelled();
-                    self.fail(ApiError::timeout(self.a.timeout))
-                }
+                Err(_) => self.fail(ApiError::timeout(self.a.timeout)),
             }
         }
     }

@@ -103,10 +103,7 @@ async fn embed(state: &Arc<AppState>, body: Result<Bytes, BytesRejection>) -> Re
     let reply = batcher.submit(items)?;
     let vectors = tokio::time::timeout(state.request_timeout, reply)
         .await
-        .map_err(|_| {
-            state.metrics.cancelled();
-            ApiError::timeout(state.request_timeout)
-        })?
+        .map_err(|_| ApiError::timeout(state.request_timeout))?
         .map_err(|_| ApiError::internal("the model thread stopped"))?
         .map_err(|e| ApiError::internal(format!("inference failed: {e}")))?;
     let data = vectors
