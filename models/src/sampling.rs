@@ -76,40 +76,63 @@ impl Sampler {
         if self.params.temperature == 0.0 {
             return argmax(&logits);
         }
-        // Candidates sorted by logit, most likely first (ties: lower id first, for determinism).
-        let mut order: Vec<u32> = (0..logits.len() as u32).collect();
-        order.sort_unstable_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]).then(a.cmp(&b)));
-        if let Some(k) = self.params.top_k {
-            order.truncate(k.max(1));
+        // Sorting a 50k vocabulary costs milliseconds per token, as much as a decode step; so only
+        // what must be ordered is: the top k are selected (not sorted), and for top-p the nucleus
+        // is found by sorting a growing head of the candidates until it covers p.
+        let t = self.params.temperature;
+        // Most likely first; ties: lower id first (deterministic).
+        let before = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b));
+        let n = logits.len();
+        let mut ids: Vec<u32> = (0..n as u32).collect();
+        let k = self.params.top_k.unwrap_or(n).clamp(1, n);
+        if k < n {
+            ids.select_nth_unstable_by(k - 1, before);
+            ids.truncate(k);
         }
-        let max = logits[order[0] as usize];
-        let mut probs: Vec<f64> =
-            order.iter().map(|&i| (((logits[i as usize] - max) / self.params.temperature) as f64).exp()).collect();
-        let total: f64 = probs.iter().sum();
-        probs.iter_mut().for_each(|p| *p /= total);
-        if let Some(top_p) = self.params.top_p {
-            let mut cum = 0.0;
-            let keep = probs
-                .iter()
-                .position(|p| {
-                    cum += p;
-                    cum >= top_p as f64
-                })
-                .map_or(probs.len(), |i| i + 1);
-            order.truncate(keep);
-            probs.truncate(keep);
-            let total: f64 = probs.iter().sum();
-            probs.iter_mut().for_each(|p| *p /= total);
+        let max = ids.iter().map(|&i| logits[i as usize]).fold(f32::NEG_INFINITY, f32::max);
+        // Unnormalised probabilities, computed once per candidate (indexed by token id).
+        let mut weights = vec![0f32; n];
+        for &i in &ids {
+            weights[i as usize] = ((logits[i as usize] - max) / t).exp();
         }
-        let r: f64 = self.rng.gen();
+        let weight = |i: u32| weights[i as usize] as f64;
+        let total: f64 = ids.iter().map(|&i| weight(i)).sum();
+        if !(total.is_finite() && total > 0.0) {
+            return argmax(&logits);
+        }
+        let candidates: &[u32] = match self.params.top_p {
+            None => &ids,
+            Some(p) => {
+                let mut head = ids.len().min(64);
+                loop {
+                    if head < ids.len() {
+                        ids.select_nth_unstable_by(head - 1, before);
+                    }
+                    ids[..head].sort_unstable_by(before);
+                    // The smallest prefix of the sorted candidates whose probability reaches p.
+                    let mut cum = 0.0;
+                    let covered = ids[..head].iter().position(|&i| {
+                        cum += weight(i) / total;
+                        cum >= p as f64
+                    });
+                    match covered {
+                        Some(last) => break &ids[..=last],
+                        None if head == ids.len() => break &ids,
+                        None => head = (head * 4).min(ids.len()),
+                    }
+                }
+            }
+        };
+        let kept: f64 = candidates.iter().map(|&i| weight(i)).sum();
+        let r = self.rng.gen::<f64>() * kept;
         let mut cum = 0.0;
-        for (&id, &p) in order.iter().zip(&probs) {
-            cum += p;
+        for &id in candidates {
+            cum += weight(id);
             if r < cum {
                 return id;
             }
         }
-        *order.last().expect("at least one candidate")
+        *candidates.last().expect("at least one candidate")
     }
 }
 
@@ -171,6 +194,45 @@ mod tests {
         let mut s = sampler(1.0, None, Some(0.5), 2);
         let drawn: std::collections::BTreeSet<u32> = (0..400).map(|_| s.sample(&logits, &[])).collect();
         assert_eq!(drawn.into_iter().collect::<Vec<_>>(), vec![0, 1]);
+    }
+
+    /// Draw frequencies follow the (restricted, renormalised) softmax, over a vocabulary large enough
+    /// that the top-p nucleus is found by growing the sorted head several times.
+    #[test]
+    fn draws_follow_the_softmax_of_the_kept_candidates() {
+        let n = 1000;
+        let logits: Vec<f32> = (0..n).map(|i| -((i as f32) / 300.0)).collect();
+        let softmax = |kept: usize| -> Vec<f64> {
+            let w: Vec<f64> = logits[..kept].iter().map(|&l| (l as f64).exp()).collect();
+            let total: f64 = w.iter().sum();
+            w.into_iter().map(|x| x / total).collect()
+        };
+        // The nucleus for p = 0.6: the smallest prefix (the logits are already in order) reaching 0.6.
+        let full = softmax(n);
+        let mut cum = 0.0;
+        let nucleus = full.iter().position(|p| {
+            cum += p;
+            cum >= 0.6
+        });
+        let nucleus = nucleus.unwrap() + 1;
+        assert!(nucleus > 256, "the test needs a nucleus beyond the first growth steps ({nucleus})");
+        for (top_k, top_p, kept) in [(None, None, n), (Some(10), None, 10), (None, Some(0.6), nucleus)] {
+            let mut s = sampler(1.0, top_k, top_p, 3);
+            let draws = 50_000;
+            let mut counts = vec![0usize; n];
+            for _ in 0..draws {
+                counts[s.sample(&logits, &[]) as usize] += 1;
+            }
+            assert!(counts[kept..].iter().all(|&c| c == 0), "{top_k:?} {top_p:?}: drew outside the kept set");
+            // Compare the mass of ten equal slices of the kept set (per-token counts are too small).
+            let want = softmax(kept);
+            for slice in 0..10 {
+                let range = slice * kept / 10..(slice + 1) * kept / 10;
+                let got: f64 = counts[range.clone()].iter().sum::<usize>() as f64 / draws as f64;
+                let expect: f64 = want[range].iter().sum();
+                assert!((got - expect).abs() < 0.01, "{top_k:?} {top_p:?} slice {slice}: {got} vs {expect}");
+            }
+        }
     }
 
     #[test]
