@@ -106,6 +106,13 @@ fn bad_bench_arguments_are_clear_errors() {
     for (args, needle) in [
         (vec!["bench", "--scenario", "server"], "needs --p99-ms"),
         (vec!["bench", "--scenario", "server", "--p99-ms", "10"], "needs --qps or --find-max-qps"),
+        (vec!["bench", "--scenario", "server", "--p99-ms", "10", "--qps=-2"], "--qps must be positive"),
+        (
+            vec!["bench", "--url", "http://127.0.0.1:9", "--scenario", "server", "--p99-ms", "10", "--qps", "0"],
+            "--qps must be positive",
+        ),
+        (vec!["bench", "--url", "http://127.0.0.1:9", "--concurrency", "0"], "--concurrency must be at least 1"),
+        (vec!["bench", "--url", "http://127.0.0.1:9", "--peers", "pytorch"], "cannot be used with"),
         (vec!["bench", "--scenario", "warp"], "unknown scenario `warp`"),
         (vec!["bench", "--batch-size", "0"], "at least 1"),
         (vec!["bench", "--peers", "tensorflow"], "unknown peer `tensorflow`"),

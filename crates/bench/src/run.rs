@@ -234,6 +234,9 @@ pub(crate) fn validate(config: &BenchConfig) -> Result<()> {
             (Some(b), _, _) if !(b.is_finite() && b > 0.0) => {
                 return Err(BenchError::Invalid("--p99-ms must be positive".into()))
             }
+            (_, Some(q), _) if !(q.is_finite() && q > 0.0) => {
+                return Err(BenchError::Invalid("--qps must be positive".into()))
+            }
             _ => {}
         }
     }
