@@ -65,14 +65,8 @@ impl EmbeddingBatcher {
     /// Queues one request's token lists; refuses at once when the queue is full.
     pub fn submit(&self, items: Vec<Vec<u32>>) -> Result<oneshot::Receiver<Reply>, ApiError> {
         let (reply, rx) = oneshot::channel();
-        match self.tx.try_send(Job { items, reply, enqueued: Instant::now() }) {
-            Ok(()) => {
-                self.metrics.queued(1);
-                Ok(rx)
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => Err(ApiError::overloaded()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(ApiError::unavailable("the model has stopped")),
-        }
+        crate::queue::enqueue(&self.tx, Job { items, reply, enqueued: Instant::now() }, &self.metrics)?;
+        Ok(rx)
     }
 }
 

@@ -117,14 +117,8 @@ impl ChatScheduler {
     /// the generation (before its prefill, or between two decode steps).
     pub fn submit(&self, job: ChatJob) -> Result<mpsc::UnboundedReceiver<ChatEvent>, ApiError> {
         let (events, rx) = mpsc::unbounded_channel();
-        match self.tx.try_send(Queued { job, events, enqueued: Instant::now() }) {
-            Ok(()) => {
-                self.metrics.queued(1);
-                Ok(rx)
-            }
-            Err(mpsc::error::TrySendError::Full(_)) => Err(ApiError::overloaded()),
-            Err(mpsc::error::TrySendError::Closed(_)) => Err(ApiError::unavailable("the model has stopped")),
-        }
+        crate::queue::enqueue(&self.tx, Queued { job, events, enqueued: Instant::now() }, &self.metrics)?;
+        Ok(rx)
     }
 }
 

@@ -21,6 +21,7 @@ mod chat_api;
 mod chat_route;
 mod embeddings_route;
 mod metrics;
+mod queue;
 mod request_id;
 mod router;
 mod text_stream;
