@@ -71,6 +71,11 @@ pub struct ChatCompletionRequest {
     pub logprobs: Option<bool>,
     #[serde(default)]
     pub user: Option<String>,
+    /// Function calling and structured output are not supported; they are refused, not ignored.
+    #[serde(default)]
+    pub tools: Option<Value>,
+    #[serde(default)]
+    pub response_format: Option<Value>,
     /// accelrt extension: keep only the k most likely tokens.
     #[serde(default)]
     pub top_k: Option<usize>,
@@ -163,6 +168,15 @@ impl ChatCompletionRequest {
         }
         if self.logprobs == Some(true) {
             return Err(ApiError::invalid("logprobs are not supported", Some("logprobs")));
+        }
+        if self.tools.as_ref().is_some_and(|t| !t.is_null() && t.as_array().is_none_or(|a| !a.is_empty())) {
+            return Err(ApiError::invalid("tools (function calling) are not supported", Some("tools")));
+        }
+        if self.response_format.as_ref().is_some_and(|f| !f.is_null() && f["type"] != "text") {
+            return Err(ApiError::invalid(
+                "response_format other than `text` (JSON mode, schemas) is not supported",
+                Some("response_format"),
+            ));
         }
         let seed = match self.seed {
             Some(s) => s as u64,

@@ -212,6 +212,8 @@ fn bad_chat_requests_get_the_documented_status() {
             "stop",
         ),
         (json!({"model": MODEL, "messages": [{"role": "user", "content": long}]}).to_string(), 413, "context"),
+        (json!({"model": MODEL, "tools": [{"type": "function", "function": {"name": "f"}}], "messages": [{"role": "user", "content": "x"}]}).to_string(), 400, "tools"),
+        (json!({"model": MODEL, "response_format": {"type": "json_object"}, "messages": [{"role": "user", "content": "x"}]}).to_string(), 400, "response_format"),
     ];
     for (body, status, needle) in &cases {
         let (got, json, _) = server.post("/v1/chat/completions", body);
