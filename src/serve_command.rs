@@ -57,8 +57,7 @@ pub struct ServeArgs {
 fn is_generation_model(model: &str) -> bool {
     match models::lookup(model) {
         Ok(spec) => spec.kind == ModelKind::TextGeneration,
-        Err(_) => models::generator::find_gguf(std::path::Path::new(model))
-            .is_ok_and(|p| p.extension().is_some_and(|e| e == "gguf") && p.exists()),
+        Err(_) => models::generator::is_gguf_model(std::path::Path::new(model)),
     }
 }
 

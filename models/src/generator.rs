@@ -79,6 +79,11 @@ pub fn find_gguf(path: &Path) -> Result<PathBuf> {
     }
 }
 
+/// Whether `path` names a GGUF model: a `.gguf` file, or a directory holding exactly one.
+pub fn is_gguf_model(path: &Path) -> bool {
+    path.exists() && find_gguf(path).is_ok_and(|p| p.extension().is_some_and(|e| e == "gguf"))
+}
+
 impl TextGenerator {
     /// Loads a GGUF model (file, or directory holding one) and prepares it on `backend` with caches
     /// of `context` positions per sequence (at most the model's own context length).

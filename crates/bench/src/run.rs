@@ -71,8 +71,7 @@ pub fn run(config: &BenchConfig, backend: &dyn Backend, store: &ModelStore) -> R
 fn resolve_model(model: &str, store: &ModelStore) -> Result<(PathBuf, ModelKind)> {
     let path = Path::new(model);
     if path.exists() {
-        let is_gguf =
-            accelrt_models::generator::find_gguf(path).is_ok_and(|p| p.extension().is_some_and(|e| e == "gguf"));
+        let is_gguf = accelrt_models::generator::is_gguf_model(path);
         let kind = if is_gguf { ModelKind::TextGeneration } else { ModelKind::SentenceEmbedding };
         let path = if is_gguf { accelrt_models::generator::find_gguf(path)? } else { path.to_path_buf() };
         return Ok((path, kind));

@@ -220,7 +220,7 @@ fn rand_seed() -> u64 {
     h.finish()
 }
 
-pub fn unix_now() -> u64 {
+fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
@@ -232,53 +232,54 @@ pub fn usage(prompt_tokens: usize, completion_tokens: usize) -> Value {
     })
 }
 
-/// The whole answer (`stream` false).
-pub fn completion(
-    id: &str,
-    model: &str,
-    created: u64,
-    text: &str,
-    reason: FinishReason,
-    prompt_tokens: usize,
-    completion_tokens: usize,
-) -> Value {
-    json!({
-        "id": id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "system_fingerprint": Value::Null,
-        "choices": [{
+/// What every object of one completion carries (id, model, creation time), and those objects.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub id: String,
+    pub model: String,
+    pub created: u64,
+}
+
+impl Completion {
+    /// The completion for request `request_id`: id `chatcmpl-<request id>`, created now.
+    pub fn new(request_id: &str, model: &str) -> Completion {
+        Completion { id: format!("chatcmpl-{request_id}"), model: model.to_string(), created: unix_now() }
+    }
+
+    fn object(&self, object: &str, choices: Value) -> Value {
+        json!({
+            "id": self.id,
+            "object": object,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": Value::Null,
+            "choices": choices,
+        })
+    }
+
+    /// The whole answer (`stream` false).
+    pub fn whole(&self, text: &str, reason: FinishReason, prompt_tokens: usize, completion_tokens: usize) -> Value {
+        let choice = json!([{
             "index": 0,
             "message": { "role": "assistant", "content": text, "refusal": Value::Null },
             "logprobs": Value::Null,
             "finish_reason": reason,
-        }],
-        "usage": usage(prompt_tokens, completion_tokens),
-    })
-}
+        }]);
+        let mut v = self.object("chat.completion", choice);
+        v["usage"] = usage(prompt_tokens, completion_tokens);
+        v
+    }
 
-/// One streamed chunk: `delta` content (the first chunk also carries the role), or the finish.
-pub fn chunk(id: &str, model: &str, created: u64, delta: Value, finish: Option<FinishReason>) -> Value {
-    json!({
-        "id": id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "system_fingerprint": Value::Null,
-        "choices": [{ "index": 0, "delta": delta, "logprobs": Value::Null, "finish_reason": finish }],
-    })
-}
+    /// One streamed chunk: `delta` content (the first chunk also carries the role), or the finish.
+    pub fn chunk(&self, delta: Value, finish: Option<FinishReason>) -> Value {
+        let choice = json!([{ "index": 0, "delta": delta, "logprobs": Value::Null, "finish_reason": finish }]);
+        self.object("chat.completion.chunk", choice)
+    }
 
-/// The last chunk when `stream_options.include_usage` is set: no choices, the usage.
-pub fn usage_chunk(id: &str, model: &str, created: u64, prompt_tokens: usize, completion_tokens: usize) -> Value {
-    json!({
-        "id": id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "system_fingerprint": Value::Null,
-        "choices": [],
-        "usage": usage(prompt_tokens, completion_tokens),
-    })
+    /// The last chunk when `stream_options.include_usage` is set: no choices, the usage.
+    pub fn usage_chunk(&self, prompt_tokens: usize, completion_tokens: usize) -> Value {
+        let mut v = self.object("chat.completion.chunk", json!([]));
+        v["usage"] = usage(prompt_tokens, completion_tokens);
+        v
+    }
 }

@@ -3,7 +3,7 @@
 
 use crate::api::{parse_body, ApiError};
 use crate::chat::{ChatEvent, ChatJob, ChatScheduler, FinishReason};
-use crate::chat_api::{self, ChatCompletionRequest};
+use crate::chat_api::{ChatCompletionRequest, Completion};
 use crate::request_id::RequestId;
 use crate::router::{AppState, Engine};
 use axum::body::Bytes;
@@ -44,9 +44,7 @@ pub async fn chat_completions(
 
 /// A request that passed its checks, ready for the model.
 struct Accepted {
-    id: String,
-    model: String,
-    created: u64,
+    completion: Completion,
     include_usage: bool,
     events: mpsc::UnboundedReceiver<ChatEvent>,
     deadline: tokio::time::Instant,
@@ -92,9 +90,7 @@ async fn chat(
         ignore_eos: request.ignore_eos == Some(true),
     };
     let accepted = Accepted {
-        id: format!("chatcmpl-{}", id.0),
-        model: state.info.model.clone(),
-        created: chat_api::unix_now(),
+        completion: Completion::new(&id.0, &state.info.model),
         include_usage: request.include_usage(),
         events: scheduler.submit(job)?,
         deadline: tokio::time::Instant::now() + state.request_timeout,
@@ -133,8 +129,7 @@ async fn whole(mut a: Accepted) -> Result<Response, ApiError> {
             Some(ChatEvent::Text(t)) => text.push_str(&t),
             Some(ChatEvent::Finished { reason, prompt_tokens, completion_tokens }) => {
                 tracing::info!(?reason, prompt_tokens, completion_tokens, "generated");
-                let body =
-                    chat_api::completion(&a.id, &a.model, a.created, &text, reason, prompt_tokens, completion_tokens);
+                let body = a.completion.whole(&text, reason, prompt_tokens, completion_tokens);
                 return Ok(Json(body).into_response());
             }
             Some(ChatEvent::Failed(e)) => return Err(ApiError::internal(format!("generation failed: {e}"))),
@@ -149,7 +144,7 @@ async fn whole(mut a: Accepted) -> Result<Response, ApiError> {
 /// disconnects drops the stream, and with it the receiver, which cancels the generation.
 fn stream(a: Accepted) -> Response {
     let span = tracing::Span::current();
-    let first = chat_api::chunk(&a.id, &a.model, a.created, json!({ "role": "assistant", "content": "" }), None);
+    let first = a.completion.chunk(json!({ "role": "assistant", "content": "" }), None);
     let s = StreamState { a, pending: VecDeque::from([first.to_string()]), done: false, span };
     let events = futures_util::stream::unfold(s, |mut s| async move {
         let data = s.next().await?;
@@ -179,7 +174,7 @@ impl StreamState {
             let a = &self.a;
             match event {
                 Ok(Some(ChatEvent::Text(t))) => {
-                    return Some(chat_api::chunk(&a.id, &a.model, a.created, json!({ "content": t }), None).to_string())
+                    return Some(a.completion.chunk(json!({ "content": t }), None).to_string())
                 }
                 Ok(Some(ChatEvent::Finished { reason, prompt_tokens, completion_tokens })) => {
                     self.span.in_scope(|| tracing::info!(?reason, prompt_tokens, completion_tokens, "streamed"));
@@ -194,11 +189,9 @@ impl StreamState {
 
     fn finish(&mut self, reason: FinishReason, prompt_tokens: usize, completion_tokens: usize) {
         let a = &self.a;
-        self.pending.push_back(chat_api::chunk(&a.id, &a.model, a.created, json!({}), Some(reason)).to_string());
+        self.pending.push_back(a.completion.chunk(json!({}), Some(reason)).to_string());
         if a.include_usage {
-            self.pending.push_back(
-                chat_api::usage_chunk(&a.id, &a.model, a.created, prompt_tokens, completion_tokens).to_string(),
-            );
+            self.pending.push_back(a.completion.usage_chunk(prompt_tokens, completion_tokens).to_string());
         }
         self.pending.push_back("[DONE]".into());
         self.done = true;
