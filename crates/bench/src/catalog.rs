@@ -1,5 +1,6 @@
 //! The instance catalog (data/instances.json, shipped in the binary) and user price overrides.
 
+use crate::limits::Limit;
 use crate::{BenchError, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -77,11 +78,11 @@ impl PriceOverrides {
         let text = std::fs::read_to_string(path).map_err(|e| BenchError::io(path, e))?;
         let o: PriceOverrides =
             serde_json::from_str(&text).map_err(|e| BenchError::File { path: path.into(), message: e.to_string() })?;
-        if let Some(bad) = o.prices.iter().find(|p| !(p.price.usd_per_hour.is_finite() && p.price.usd_per_hour > 0.0)) {
-            return Err(BenchError::File {
+        for (i, p) in o.prices.iter().enumerate() {
+            Limit::PRICE_PER_HOUR.check(p.price.usd_per_hour).map_err(|why| BenchError::File {
                 path: path.into(),
-                message: format!("price for {} must be a positive number", bad.instance_type),
-            });
+                message: format!("`prices[{i}].usd_per_hour` ({}) {why}", p.instance_type),
+            })?;
         }
         Ok(o)
     }

@@ -131,9 +131,6 @@ pub fn run(config: &BenchConfig, url: &str) -> Result<Outcome> {
     if !config.peers.is_empty() {
         return Err(BenchError::Invalid("--peers run in-process; they cannot be combined with --url".into()));
     }
-    if config.concurrency == 0 {
-        return Err(BenchError::Invalid("--concurrency must be at least 1".into()));
-    }
     let base = url.trim_end_matches('/').to_string();
     let info = server_info(&base)?;
     let chat = match info.task.as_str() {

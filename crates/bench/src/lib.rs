@@ -9,6 +9,7 @@ pub mod environment;
 mod error;
 pub mod http_target;
 pub mod imds;
+pub mod limits;
 pub mod peers;
 pub mod progress;
 pub mod report;

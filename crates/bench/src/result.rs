@@ -2,6 +2,7 @@
 
 use crate::catalog::Price;
 use crate::environment::Environment;
+use crate::limits::Limit;
 use crate::scenario::{Measurement, ScenarioKind};
 use crate::stats::Latency;
 use crate::{BenchError, Result};
@@ -221,6 +222,67 @@ impl BenchResult {
                 })
             }
         }
-        serde_json::from_value(value).map_err(|e| BenchError::File { path: path.into(), message: e.to_string() })
+        let result: BenchResult = serde_json::from_value(value)
+            .map_err(|e| BenchError::File { path: path.into(), message: e.to_string() })?;
+        result.check().map_err(|message| BenchError::File { path: path.into(), message })?;
+        Ok(result)
+    }
+
+    /// Checks every number against the limit of its kind (finite, not negative, a sane size); the
+    /// error names the first field that breaks its limit.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let opt = |v: Option<f64>| v.unwrap_or(0.0);
+        let mut fields: Vec<(String, f64, Limit)> = vec![
+            ("batch_size".into(), self.batch_size as f64, Limit::BATCH),
+            ("throughput_per_s".into(), self.throughput_per_s, Limit::RATE),
+            ("queries".into(), self.queries as f64, Limit::COUNT),
+            ("samples".into(), self.samples as f64, Limit::COUNT),
+            ("duration_s".into(), self.duration_s, Limit::SECONDS),
+            ("usd_per_million_inferences".into(), opt(self.usd_per_million_inferences), Limit::COST),
+            ("target_qps".into(), opt(self.target_qps), Limit::RATE),
+            ("p99_bound_ms".into(), opt(self.p99_bound_ms), Limit::LATENCY_MS),
+        ];
+        if let Some(p) = self.price_usd_per_hour {
+            fields.push(("price_usd_per_hour".into(), p, Limit::PRICE_PER_HOUR));
+        }
+        if let Some(p) = &self.price {
+            fields.push(("price.usd_per_hour".into(), p.usd_per_hour, Limit::PRICE_PER_HOUR));
+        }
+        latency_fields(&mut fields, "latency_ms", &self.latency_ms);
+        for (i, s) in self.sweep.iter().enumerate() {
+            fields.push((format!("sweep[{i}].target_qps"), s.target_qps, Limit::RATE));
+            fields.push((format!("sweep[{i}].throughput_per_s"), s.throughput_per_s, Limit::RATE));
+            fields.push((format!("sweep[{i}].p99_ms"), s.p99_ms, Limit::LATENCY_MS));
+        }
+        if let Some(g) = &self.generation {
+            fields.extend([
+                ("generation.max_tokens".into(), g.max_tokens as f64, Limit::TOKENS),
+                ("generation.requests".into(), g.requests as f64, Limit::COUNT),
+                ("generation.prompt_tokens_mean".into(), g.prompt_tokens_mean, Limit::COUNT),
+                ("generation.output_tokens".into(), g.output_tokens as f64, Limit::COUNT),
+                ("generation.output_tokens_per_s".into(), g.output_tokens_per_s, Limit::RATE),
+                ("generation.usd_per_million_output_tokens".into(), opt(g.usd_per_million_output_tokens), Limit::COST),
+            ]);
+            latency_fields(&mut fields, "generation.ttft_ms", &g.ttft_ms);
+            latency_fields(&mut fields, "generation.tpot_ms", &g.tpot_ms);
+        }
+        for (name, value, limit) in fields {
+            limit.check(value).map_err(|why| format!("`{name}` {why}"))?;
+        }
+        Ok(())
+    }
+}
+
+fn latency_fields(fields: &mut Vec<(String, f64, Limit)>, prefix: &str, l: &Latency) {
+    for (name, v) in [
+        ("p50", l.p50),
+        ("p90", l.p90),
+        ("p95", l.p95),
+        ("p99", l.p99),
+        ("p99.9", l.p999),
+        ("max", l.max),
+        ("mean", l.mean),
+    ] {
+        fields.push((format!("{prefix}.{name}"), v, Limit::LATENCY_MS));
     }
 }

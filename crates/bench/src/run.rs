@@ -4,6 +4,7 @@
 use crate::catalog::{Catalog, Price};
 use crate::clock::RealClock;
 use crate::environment::Environment;
+use crate::limits::{check_flag, Limit};
 use crate::peers::{ExternalRunner, PeerOptions};
 use crate::progress::Progress;
 use crate::result::{usd_per_million, BenchResult, GenerationMetrics, Pricing};
@@ -217,26 +218,41 @@ fn run_peer(
     Ok(results)
 }
 
-pub(crate) fn validate(config: &BenchConfig) -> Result<()> {
-    if config.batch_size == 0 {
-        return Err(BenchError::Invalid("--batch-size must be at least 1".into()));
+/// Refuses a configuration before anything runs: every number by its kind (each error names its
+/// flag), then the combinations the scenarios need.
+pub fn validate(config: &BenchConfig) -> Result<()> {
+    check_flag("--batch-size", config.batch_size as f64, Limit::BATCH)?;
+    if let Some(rules) = &config.rules {
+        check_flag("--warmup", rules.warmup.as_secs_f64(), Limit::SECONDS)?;
+        check_flag("--min-duration", rules.min_duration.as_secs_f64(), Limit::SECONDS)?;
+        check_flag("--min-queries", rules.min_queries as f64, Limit::MIN_QUERIES)?;
+    }
+    if let Some(qps) = config.qps {
+        check_flag("--qps", qps, Limit::LOAD)?;
+    }
+    if let Some(bound) = config.p99_ms {
+        check_flag("--p99-ms", bound, Limit::LATENCY_BOUND_MS)?;
+    }
+    check_flag("--search-steps", config.search_steps as f64, Limit::STEPS)?;
+    check_flag("--concurrency", config.concurrency as f64, Limit::CLIENTS)?;
+    check_flag("--max-tokens", config.max_tokens as f64, Limit::TOKENS)?;
+    check_flag("--context", config.context as f64, Limit::TOKENS)?;
+    if let Some(price) = &config.pricing.price {
+        let name = match price.source.as_str() {
+            "--price-per-hour" => "--price-per-hour".to_string(),
+            source => format!("the price per hour from {source}"),
+        };
+        check_flag(&name, price.usd_per_hour, Limit::PRICE_PER_HOUR)?;
     }
     if config.scenarios.is_empty() {
         return Err(BenchError::Invalid("no scenario to run".into()));
     }
     if config.scenarios.contains(&ScenarioKind::Server) {
-        match (config.p99_ms, config.qps, config.find_max_qps) {
-            (None, _, _) => return Err(BenchError::Invalid("the server scenario needs --p99-ms".into())),
-            (Some(_), None, false) => {
-                return Err(BenchError::Invalid("the server scenario needs --qps or --find-max-qps".into()))
-            }
-            (Some(b), _, _) if !(b.is_finite() && b > 0.0) => {
-                return Err(BenchError::Invalid("--p99-ms must be positive".into()))
-            }
-            (_, Some(q), _) if !(q.is_finite() && q > 0.0) => {
-                return Err(BenchError::Invalid("--qps must be positive".into()))
-            }
-            _ => {}
+        if config.p99_ms.is_none() {
+            return Err(BenchError::Invalid("the server scenario needs --p99-ms".into()));
+        }
+        if config.qps.is_none() && !config.find_max_qps {
+            return Err(BenchError::Invalid("the server scenario needs --qps or --find-max-qps".into()));
         }
     }
     Ok(())

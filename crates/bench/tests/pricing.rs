@@ -1,6 +1,7 @@
 //! The catalog, price overrides and the cost arithmetic.
 
 use accelrt_bench::catalog::{resolve_price, Catalog, PriceOverrides};
+use accelrt_bench::limits::Limit;
 use accelrt_bench::result::usd_per_million;
 
 #[test]
@@ -34,7 +35,8 @@ fn the_catalog_holds_every_reference_instance_with_dated_prices() {
     ] {
         let i = c.get(t).unwrap_or_else(|| panic!("{t} missing"));
         for p in &i.prices {
-            assert!(p.usd_per_hour > 0.0 && !p.source.is_empty() && !p.date_read.is_empty(), "{t}: {p:?}");
+            assert!(Limit::PRICE_PER_HOUR.check(p.usd_per_hour).is_ok(), "{t}: {p:?}");
+            assert!(!p.source.is_empty() && !p.date_read.is_empty(), "{t}: {p:?}");
         }
     }
     assert_eq!(c.instances.len(), 16);
@@ -85,7 +87,20 @@ fn bad_override_files_are_refused() {
         r#"{"prices": [{"instance_type": "a.b", "basis": "x", "usd_per_hour": -1, "source": "s", "date_read": "d"}]}"#,
     )
     .unwrap();
-    assert!(PriceOverrides::load(&path).unwrap_err().to_string().contains("positive"));
+    let err = PriceOverrides::load(&path).unwrap_err().to_string();
+    assert!(err.contains("prices[0].usd_per_hour") && err.contains("(got -1)"), "{err}");
+    // Too small to be a price (a denormal), zero, and absurdly large are refused the same way.
+    for bad in ["1e-320", "0", "1e300"] {
+        std::fs::write(
+            &path,
+            format!(
+                r#"{{"prices": [{{"instance_type": "a.b", "basis": "x", "usd_per_hour": {bad}, "source": "s", "date_read": "d"}}]}}"#
+            ),
+        )
+        .unwrap();
+        let err = PriceOverrides::load(&path).unwrap_err().to_string();
+        assert!(err.contains("prices.json") && err.contains("usd_per_hour"), "{bad}: {err}");
+    }
     std::fs::write(&path, "{").unwrap();
     assert!(PriceOverrides::load(&path).is_err());
     assert!(PriceOverrides::load(&dir.path().join("missing.json")).is_err());
