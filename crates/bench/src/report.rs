@@ -3,16 +3,32 @@
 //! not measured, never estimated.
 
 use crate::catalog::Catalog;
+use crate::limits::{check_flag, Limit};
 use crate::result::BenchResult;
 use crate::{chart, BenchError, Result};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
-/// Writes `DIR/report.md` and its charts; returns the report's path.
+/// Writes `DIR/report.md` and its charts; returns the report's path. Every string from a result
+/// goes into the markdown through [`markdown_text`].
 pub fn write_report(results: &[BenchResult], out: &Path, p99_ms: Option<f64>) -> Result<PathBuf> {
     if results.is_empty() {
         return Err(BenchError::Invalid("no results to report".into()));
+    }
+    if let Some(bound) = p99_ms {
+        check_flag("--p99-ms", bound, Limit::LATENCY_BOUND_MS)?;
+    }
+    for (i, r) in results.iter().enumerate() {
+        r.check().map_err(|why| {
+            BenchError::Invalid(format!(
+                "result {} ({} {} {}): {why}",
+                i + 1,
+                plain_text(&r.system),
+                plain_text(&r.model),
+                r.scenario
+            ))
+        })?;
     }
     std::fs::create_dir_all(out).map_err(|e| BenchError::io(out, e))?;
     let mut by_model: BTreeMap<&str, Vec<&BenchResult>> = BTreeMap::new();
@@ -20,6 +36,8 @@ pub fn write_report(results: &[BenchResult], out: &Path, p99_ms: Option<f64>) ->
         by_model.entry(r.model.as_str()).or_default().push(r);
     }
     let catalog = Catalog::builtin();
+    let text = markdown_text;
+    let mut slugs = BTreeSet::new();
     let mut md = String::new();
     writeln!(md, "# accelrt benchmark report\n").unwrap();
     writeln!(md, "{} result(s) from {} instance type(s). $/1M = price per hour × 10⁶ / (3600 × throughput); each row says which throughput and which price it uses.\n",
@@ -27,8 +45,14 @@ pub fn write_report(results: &[BenchResult], out: &Path, p99_ms: Option<f64>) ->
         results.iter().map(|r| r.instance_type.as_deref().unwrap_or("unknown")).collect::<std::collections::BTreeSet<_>>().len()).unwrap();
 
     for (model, rows) in &by_model {
-        let slug: String = model.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
-        writeln!(md, "## {model}\n").unwrap();
+        // Chart file names: distinct even when two model names clean to the same text.
+        let clean: String = model.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+        let slug =
+            (1..).map(|n| if n == 1 { clean.clone() } else { format!("{clean}-{n}") }).find(|s| !slugs.contains(s));
+        let slug = slug.expect("an unused name");
+        slugs.insert(slug.clone());
+        let title = plain_text(model);
+        writeln!(md, "## {}\n", text(model)).unwrap();
         writeln!(md, "| instance | system | backend | scenario | batch | valid | throughput (/s) | p99 (ms) | price ($/h, basis) | $/1M inferences | cost uses |").unwrap();
         writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|").unwrap();
         let mut sorted = rows.clone();
@@ -42,16 +66,16 @@ pub fn write_report(results: &[BenchResult], out: &Path, p99_ms: Option<f64>) ->
         });
         for r in &sorted {
             let price = match &r.price {
-                Some(p) => format!("{:.4} ({})", p.usd_per_hour, p.basis),
+                Some(p) => format!("{:.4} ({})", p.usd_per_hour, text(&p.basis)),
                 None => "unknown".into(),
             };
             let cost = r.usd_per_million_inferences.map(|c| format!("{c:.4}")).unwrap_or_else(|| "—".into());
             writeln!(
                 md,
                 "| {} | {} | {} | {} | {} | {} | {:.1} | {:.2} | {} | {} | {} |",
-                r.instance_type.as_deref().unwrap_or("unknown"),
-                r.system,
-                r.backend,
+                text(instance(r)),
+                text(&r.system),
+                text(&r.backend),
                 r.scenario,
                 r.batch_size,
                 if r.valid { "yes" } else { "**no**" },
@@ -59,7 +83,7 @@ pub fn write_report(results: &[BenchResult], out: &Path, p99_ms: Option<f64>) ->
                 r.latency_ms.p99,
                 price,
                 cost,
-                r.cost_basis
+                text(&r.cost_basis)
             )
             .unwrap();
         }
@@ -74,9 +98,9 @@ pub fn write_report(results: &[BenchResult], out: &Path, p99_ms: Option<f64>) ->
                 writeln!(
                     md,
                     "| {} | {} | {} | {} | {} | {} | {:.1} | {:.1} / {:.1} | {:.2} / {:.2} | {} |",
-                    r.instance_type.as_deref().unwrap_or("unknown"),
-                    r.system,
-                    r.backend,
+                    text(instance(r)),
+                    text(&r.system),
+                    text(&r.backend),
                     r.scenario,
                     r.batch_size,
                     g.max_tokens,
@@ -97,11 +121,11 @@ pub fn write_report(results: &[BenchResult], out: &Path, p99_ms: Option<f64>) ->
                 writeln!(
                     md,
                     "- {} {} {} b{}: {}",
-                    label(r),
-                    r.backend,
+                    text(&label(r)),
+                    text(&r.backend),
                     r.scenario,
                     r.batch_size,
-                    r.invalid_reasons.join("; ")
+                    text(&r.invalid_reasons.join("; "))
                 )
                 .unwrap();
             }
@@ -113,11 +137,12 @@ pub fn write_report(results: &[BenchResult], out: &Path, p99_ms: Option<f64>) ->
                 .iter()
                 .filter(|r| r.valid && r.latency_ms.p99 <= bound && r.usd_per_million_inferences.is_some())
                 .collect();
-            match meeting.iter().min_by(|a, b| a.usd_per_million_inferences.partial_cmp(&b.usd_per_million_inferences).expect("finite")) {
+            let cost = |r: &BenchResult| r.usd_per_million_inferences.unwrap_or(f64::INFINITY);
+            match meeting.iter().min_by(|a, b| cost(a).total_cmp(&cost(b))) {
                 Some(best) => writeln!(md, "**Cheapest measured setup with p99 ≤ {bound} ms:** {} ({}, {}, {} at batch {}) at ${:.4} per 1M inferences.",
-                    best.instance_type.as_deref().unwrap_or("unknown"), best.system, best.backend, best.scenario, best.batch_size,
-                    best.usd_per_million_inferences.expect("filtered")).unwrap(),
-                None => writeln!(md, "**Nothing measured meets p99 ≤ {bound} ms** for {model} (with a known price).").unwrap(),
+                    text(instance(best)), text(&best.system), text(&best.backend), best.scenario, best.batch_size,
+                    cost(best)).unwrap(),
+                None => writeln!(md, "**Nothing measured meets p99 ≤ {bound} ms** for {} (with a known price).", text(model)).unwrap(),
             }
         }
 
@@ -133,9 +158,9 @@ pub fn write_report(results: &[BenchResult], out: &Path, p99_ms: Option<f64>) ->
         writeln!(md, "\nInstance families in the catalog, and whether this model was measured there (costs are never extrapolated to an unmeasured family):\n").unwrap();
         for (cat, measured) in &categories {
             if measured.is_empty() {
-                writeln!(md, "- {cat}: not measured").unwrap();
+                writeln!(md, "- {}: not measured", text(cat)).unwrap();
             } else {
-                writeln!(md, "- {cat}: measured on {}", measured.join(", ")).unwrap();
+                writeln!(md, "- {}: measured on {}", text(cat), text(&measured.join(", "))).unwrap();
             }
         }
 
@@ -144,19 +169,21 @@ pub fn write_report(results: &[BenchResult], out: &Path, p99_ms: Option<f64>) ->
                 .iter()
                 .filter(|r| r.valid)
                 .filter_map(|r| {
-                    f(r).map(|v| (format!("{} {} {} b{}", label(r), r.backend, r.scenario, r.batch_size), v))
+                    f(r).map(|v| {
+                        (plain_text(&format!("{} {} {} b{}", label(r), r.backend, r.scenario, r.batch_size)), v)
+                    })
                 })
                 .collect()
         };
         let throughput = bars_of(&|r| Some(r.throughput_per_s));
         let file = format!("{slug}-throughput.svg");
-        chart::bars(&out.join(&file), &format!("{model}: throughput"), "inferences / s", &throughput)
+        chart::bars(&out.join(&file), &format!("{title}: throughput"), "inferences / s", &throughput)
             .map_err(BenchError::Invalid)?;
         writeln!(md, "\n![throughput by instance]({file})").unwrap();
         let cost = bars_of(&|r| r.usd_per_million_inferences);
         if !cost.is_empty() {
             let file = format!("{slug}-cost.svg");
-            chart::bars(&out.join(&file), &format!("{model}: $ per 1M inferences"), "US$ / 1M", &cost)
+            chart::bars(&out.join(&file), &format!("{title}: $ per 1M inferences"), "US$ / 1M", &cost)
                 .map_err(BenchError::Invalid)?;
             writeln!(md, "\n![$ per 1M inferences by instance]({file})").unwrap();
         }
@@ -165,7 +192,7 @@ pub fn write_report(results: &[BenchResult], out: &Path, p99_ms: Option<f64>) ->
             .filter(|r| !r.sweep.is_empty())
             .map(|r| {
                 (
-                    format!("{} {} b{}", label(r), r.backend, r.batch_size),
+                    plain_text(&format!("{} {} b{}", label(r), r.backend, r.batch_size)),
                     r.sweep.iter().map(|s| (s.target_qps, s.p99_ms)).collect(),
                 )
             })
@@ -174,7 +201,7 @@ pub fn write_report(results: &[BenchResult], out: &Path, p99_ms: Option<f64>) ->
             let file = format!("{slug}-latency-vs-load.svg");
             chart::lines(
                 &out.join(&file),
-                &format!("{model}: p99 latency vs offered load"),
+                &format!("{title}: p99 latency vs offered load"),
                 "queries / s",
                 "p99 (ms)",
                 &curves,
@@ -191,15 +218,15 @@ pub fn write_report(results: &[BenchResult], out: &Path, p99_ms: Option<f64>) ->
         writeln!(
             md,
             "- {} {} on {}: {} ({} threads), accelrt {} ({}), {} — {}",
-            r.system,
+            text(&r.system),
             r.scenario,
-            r.instance_type.as_deref().unwrap_or("unknown instance"),
-            e.device_name,
+            text(r.instance_type.as_deref().unwrap_or("unknown instance")),
+            text(&e.device_name),
             e.cpu_threads,
-            e.accelrt_version,
-            e.git_commit,
-            e.rustc,
-            e.date
+            text(&e.accelrt_version),
+            text(&e.git_commit),
+            text(&e.rustc),
+            text(&e.date)
         )
         .unwrap();
     }
@@ -208,6 +235,52 @@ pub fn write_report(results: &[BenchResult], out: &Path, p99_ms: Option<f64>) ->
     Ok(path)
 }
 
+fn instance(r: &BenchResult) -> &str {
+    r.instance_type.as_deref().unwrap_or("unknown")
+}
+
 fn label(r: &BenchResult) -> String {
-    format!("{} {}", r.instance_type.as_deref().unwrap_or("unknown"), r.system)
+    format!("{} {}", instance(r), r.system)
+}
+
+/// Text on one line: line breaks, tabs, other control characters and invisible direction
+/// overrides become spaces; runs of spaces become one; no space at either end.
+pub fn plain_text(s: &str) -> String {
+    let spaced: String = s
+        .chars()
+        .map(|c| {
+            let invisible = matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+            if c.is_control() || invisible {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    spaced.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Text for any place in the report's markdown (a table cell, a heading, a list item), from any
+/// string a result file holds: on one line ([`plain_text`]) with markdown's syntax characters
+/// backslash-escaped, so it cannot end a table cell or add headings, lists, links, emphasis or HTML.
+pub fn markdown_text(s: &str) -> String {
+    let plain = plain_text(s);
+    let chars: Vec<char> = plain.chars().collect();
+    // At the start, "-", "+" or "12." / "12)" followed by a space would begin a list in a list item.
+    let digits = chars.iter().take_while(|c| c.is_ascii_digit()).count();
+    let marker_end = match chars.first() {
+        Some('-' | '+') => Some(0),
+        _ if digits > 0 && matches!(chars.get(digits), Some('.' | ')')) => Some(digits),
+        _ => None,
+    };
+    let marker = marker_end.filter(|&i| chars.get(i + 1).is_none_or(|c| *c == ' '));
+    let mut out = String::with_capacity(plain.len() + 8);
+    for (i, &c) in chars.iter().enumerate() {
+        let syntax = matches!(c, '\\' | '`' | '*' | '_' | '[' | ']' | '<' | '>' | '|' | '#' | '~' | '&' | '$');
+        if syntax || marker == Some(i) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
