@@ -1,6 +1,7 @@
 //! The `accelrt` command line.
 
 use accelrt::bench::catalog::{resolve_price, Catalog, PriceOverrides};
+use accelrt::bench::limits::{check_flag, Limit};
 use accelrt::bench::{self, BenchConfig, Pricing, RunRules, ScenarioKind};
 use accelrt::models::{self, ModelStore};
 use accelrt::{DType, PrepareOptions};
@@ -275,6 +276,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Conformance { backend, dtype } => conformance(&backend, dtype),
         Command::Serve(args) => serve_command::serve(&store, *args),
         Command::Report { results, out, p99_ms } => {
+            if let Some(bound) = p99_ms {
+                check_flag("--p99-ms", bound, Limit::LATENCY_BOUND_MS)?;
+            }
             let loaded = results.iter().map(|p| bench::BenchResult::load(p)).collect::<Result<Vec<_>, _>>()?;
             let path = bench::report::write_report(&loaded, &out, p99_ms)?;
             println!("{}", path.display());
@@ -356,11 +360,12 @@ fn run_bench(store: &ModelStore, a: BenchArgs) -> Result<()> {
         }
         _ => (None, "unknown"),
     };
+    // Numbers that are used before the configuration is validated as a whole.
     if let Some(p) = a.price_per_hour {
-        if !(p.is_finite() && p > 0.0) {
-            bail!("--price-per-hour must be a positive number");
-        }
+        check_flag("--price-per-hour", p, Limit::PRICE_PER_HOUR)?;
     }
+    check_flag("--warmup", a.warmup, Limit::SECONDS)?;
+    check_flag("--min-duration", a.min_duration, Limit::SECONDS)?;
     let overrides = a.prices.as_deref().map(PriceOverrides::load).transpose()?;
     let catalog = Catalog::builtin();
     let price = resolve_price(&catalog, overrides.as_ref(), a.price_per_hour, instance_type.as_deref(), &a.price_basis);
@@ -381,8 +386,8 @@ fn run_bench(store: &ModelStore, a: BenchArgs) -> Result<()> {
         })
         .collect::<Result<Vec<_>>>()?;
     let rules = (!a.mlperf).then(|| RunRules {
-        warmup: Duration::from_secs_f64(a.warmup.max(0.0)),
-        min_duration: Duration::from_secs_f64(a.min_duration.max(0.0)),
+        warmup: Duration::from_secs_f64(a.warmup),
+        min_duration: Duration::from_secs_f64(a.min_duration),
         min_queries: a.min_queries,
     });
     let config = BenchConfig {
@@ -406,6 +411,7 @@ fn run_bench(store: &ModelStore, a: BenchArgs) -> Result<()> {
         context: a.context,
         concurrency: a.concurrency,
     };
+    bench::run::validate(&config)?;
     let outcome = match &a.url {
         Some(url) => bench::http_target::run(&config, url)?,
         None => {

@@ -106,17 +106,17 @@ fn bad_bench_arguments_are_clear_errors() {
     for (args, needle) in [
         (vec!["bench", "--scenario", "server"], "needs --p99-ms"),
         (vec!["bench", "--scenario", "server", "--p99-ms", "10"], "needs --qps or --find-max-qps"),
-        (vec!["bench", "--scenario", "server", "--p99-ms", "10", "--qps=-2"], "--qps must be positive"),
+        (vec!["bench", "--scenario", "server", "--p99-ms", "10", "--qps=-2"], "--qps must be a number from"),
         (
             vec!["bench", "--url", "http://127.0.0.1:9", "--scenario", "server", "--p99-ms", "10", "--qps", "0"],
-            "--qps must be positive",
+            "--qps must be a number from",
         ),
-        (vec!["bench", "--url", "http://127.0.0.1:9", "--concurrency", "0"], "--concurrency must be at least 1"),
+        (vec!["bench", "--url", "http://127.0.0.1:9", "--concurrency", "0"], "--concurrency must be a number from 1"),
         (vec!["bench", "--url", "http://127.0.0.1:9", "--peers", "pytorch"], "cannot be used with"),
         (vec!["bench", "--scenario", "warp"], "unknown scenario `warp`"),
-        (vec!["bench", "--batch-size", "0"], "at least 1"),
+        (vec!["bench", "--batch-size", "0"], "--batch-size must be a number from 1"),
         (vec!["bench", "--peers", "tensorflow"], "unknown peer `tensorflow`"),
-        (vec!["bench", "--price-per-hour=-3"], "positive"),
+        (vec!["bench", "--price-per-hour=-3"], "--price-per-hour must be a number from 0.0001"),
         (vec!["bench", "--backend", "cuda:0"], "not available"),
         (vec!["report", "/nonexistent/result.json"], "/nonexistent/result.json"),
     ] {
@@ -155,17 +155,21 @@ fn the_harness_measures_a_running_server_over_http() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let results = results_in(out.path());
     assert_eq!(results.len(), 3);
+    // Whether a run at 20 queries/s meets its bound depends on how busy this machine is: the test
+    // checks what the harness guarantees, not the verdict.
     for r in &results {
         assert_eq!(r["system"], "accelrt-serve", "{r}");
         assert_eq!(r["model"], "all-minilm-l6-v2");
-        assert_eq!(r["valid"], true, "{r}");
-        assert!(r["throughput_per_s"].as_f64().unwrap() > 0.0);
-        assert!(r["usd_per_million_inferences"].as_f64().unwrap() > 0.0);
+        assert_measurement_is_well_formed(r, 4, 0.1785);
         let details = r["environment"]["details"].to_string();
         assert!(details.contains(&server.url), "{details}");
     }
+    let mut scenarios: Vec<&str> = results.iter().map(|r| r["scenario"].as_str().unwrap()).collect();
+    scenarios.sort();
+    assert_eq!(scenarios, ["offline", "server", "single-stream"]);
     let server_run = results.iter().find(|r| r["scenario"] == "server").unwrap();
     assert_eq!(server_run["target_qps"], 20.0);
+    assert_eq!(server_run["p99_bound_ms"], 5000.0);
     // The server saw the requests.
     let metrics = ureq::get(&format!("{}/metrics", server.url)).call().unwrap().into_string().unwrap();
     assert!(metrics.contains("accelrt_requests_total{route=\"/v1/embeddings\",status=\"200\"}"), "{metrics}");
@@ -197,11 +201,41 @@ fn the_harness_measures_a_chat_server_over_http() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(stdout.contains("tokens/s") && stdout.contains("TTFT"), "{stdout}");
     let r = &results_in(out.path())[0];
+    assert_measurement_is_well_formed(r, 4, f64::NAN);
     let g = &r["generation"];
     let requests = g["requests"].as_u64().unwrap();
-    assert!(requests >= 4, "{g}");
+    assert_eq!(requests, r["queries"].as_u64().unwrap(), "{r}");
     assert_eq!(g["output_tokens"].as_u64().unwrap(), requests * 8, "every request yields exactly --max-tokens");
-    assert!(g["ttft_ms"]["p50"].as_f64().unwrap() > 0.0 && g["tpot_ms"]["p50"].as_f64().unwrap() > 0.0, "{g}");
+    if requests > 0 {
+        assert!(g["ttft_ms"]["p50"].as_f64().unwrap() > 0.0 && g["tpot_ms"]["p50"].as_f64().unwrap() >= 0.0, "{g}");
+    }
+}
+
+/// What a measurement over HTTP guarantees whatever the machine's speed: counts that agree (one
+/// sample per request), finite non-negative numbers, a verdict that is a bool with reasons exactly when it is false (a valid run
+/// met the minimum query count), and a cost that follows from the throughput when a price is known
+/// (`price` NaN: no price).
+fn assert_measurement_is_well_formed(r: &serde_json::Value, min_queries: u64, price: f64) {
+    let queries = r["queries"].as_u64().unwrap_or_else(|| panic!("queries: {r}"));
+    assert_eq!(r["samples"].as_u64(), Some(queries * r["batch_size"].as_u64().unwrap()), "{r}");
+    let valid = r["valid"].as_bool().unwrap_or_else(|| panic!("valid is a bool: {r}"));
+    let reasons = r["invalid_reasons"].as_array().unwrap();
+    assert_eq!(valid, reasons.is_empty(), "reasons exactly when invalid: {r}");
+    if valid {
+        assert!(queries >= min_queries, "{r}");
+    }
+    let number = |v: &serde_json::Value| v.as_f64().filter(|x| x.is_finite() && *x >= 0.0);
+    let throughput = number(&r["throughput_per_s"]).unwrap_or_else(|| panic!("throughput: {r}"));
+    assert!(number(&r["duration_s"]).is_some(), "{r}");
+    for p in ["p50", "p90", "p95", "p99", "p99.9", "max", "mean"] {
+        assert!(number(&r["latency_ms"][p]).is_some(), "latency {p}: {r}");
+    }
+    assert!(r["latency_ms"]["p50"].as_f64() <= r["latency_ms"]["max"].as_f64(), "{r}");
+    assert_eq!(queries == 0, throughput == 0.0, "{r}");
+    match r["usd_per_million_inferences"].as_f64() {
+        Some(cost) => assert!((cost - price * 1e6 / (3600.0 * throughput)).abs() <= 1e-9 * cost, "{r}"),
+        None => assert!(price.is_nan() || throughput == 0.0, "no cost: {r}"),
+    }
 }
 
 #[test]
@@ -212,4 +246,132 @@ fn a_server_that_is_not_there_is_a_clear_error() {
     assert!(!o.status.success());
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("cannot reach the server") && stderr.contains(&url), "{stderr}");
+}
+
+/// Every numeric flag of `bench` and `report` is checked by its kind before anything runs; the
+/// error names the flag (1e-320 used to be accepted as a price).
+#[test]
+fn numeric_flags_out_of_range_are_refused_naming_the_flag() {
+    let mut cases: Vec<(Vec<String>, &str)> = Vec::new();
+    let mut bench = |flag: &'static str, values: &[&str], extra: &[&str]| {
+        for v in values {
+            let mut args = vec!["bench".to_string(), format!("{flag}={v}")];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            cases.push((args, flag));
+        }
+    };
+    let server = ["--scenario", "server", "--p99-ms", "100", "--qps", "10"];
+    bench("--price-per-hour", &["1e-320", "0", "-1", "NaN", "inf", "-inf", "1e9"], &[]);
+    bench("--qps", &["0", "-2", "NaN", "inf", "1e300"], &["--scenario", "server", "--p99-ms", "100"]);
+    bench("--qps", &["NaN"], &[]);
+    bench("--p99-ms", &["0", "-1", "NaN", "inf", "1e300"], &["--scenario", "server", "--qps", "10"]);
+    bench("--warmup", &["-1", "NaN", "inf", "1e300"], &[]);
+    bench("--min-duration", &["-1", "NaN", "inf", "1e300"], &server);
+    bench("--min-queries", &["100000000000"], &[]);
+    bench("--batch-size", &["0", "100000000"], &[]);
+    bench("--search-steps", &["0", "100000"], &["--find-max-qps"]);
+    bench("--concurrency", &["0", "10000000"], &["--url", "http://127.0.0.1:9"]);
+    bench("--max-tokens", &["0"], &[]);
+    bench("--context", &["0"], &[]);
+    for v in ["-1", "0", "NaN", "inf", "1e300"] {
+        cases.push((vec!["report".into(), "/nonexistent/result.json".into(), format!("--p99-ms={v}")], "--p99-ms"));
+    }
+    for (args, flag) in cases {
+        let o = accelrt(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} should fail");
+        assert!(err.contains(&format!("{flag} must be a number from")), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+/// A result as `accelrt bench` writes it, built through the library (no benchmark run).
+fn result_file(dir: &Path, system: &str, throughput: f64) -> std::path::PathBuf {
+    use accelrt::bench::environment::Environment;
+    use accelrt::bench::stats::Latency;
+    use accelrt::bench::{BenchResult, Measurement, Pricing, ScenarioKind};
+    let latency = Latency { p50: 5.0, p90: 6.0, p95: 7.0, p99: 8.0, p999: 9.0, max: 10.0, mean: 5.5 };
+    let m = Measurement {
+        scenario: ScenarioKind::Offline,
+        batch_size: 8,
+        queries: 10,
+        samples: 80,
+        duration_s: 1.0,
+        throughput_per_s: 80.0,
+        latency_ms: latency,
+        valid: true,
+        invalid_reasons: vec![],
+        target_qps: None,
+        p99_bound_ms: None,
+    };
+    let pricing =
+        Pricing { instance_type: Some("c7i.xlarge".into()), instance_type_source: "test".into(), price: None };
+    let device = accelrt::DeviceInfo {
+        kind: accelrt::DeviceKind::Cpu,
+        spec: "cpu".into(),
+        name: "Test CPU".into(),
+        memory_total_bytes: None,
+        memory_free_bytes: None,
+        details: vec![],
+    };
+    let env = Environment::capture("candle", &device);
+    let mut r = BenchResult::new(&m, "all-minilm-l6-v2", system, &pricing, &[], env, None);
+    r.throughput_per_s = throughput;
+    let path = dir.join(format!("{}.json", dir.read_dir().unwrap().count()));
+    std::fs::write(&path, serde_json::to_string(&r).unwrap()).unwrap();
+    path
+}
+
+/// `accelrt`, killed (and the test failed) if it has not finished after a minute: a report takes
+/// milliseconds, so this only turns a hang into a failure.
+fn accelrt_or_hang(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_accelrt"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("accelrt {args:?} hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// `accelrt report` on a result whose throughput is 1.7e308 used to hang drawing the chart; it is
+/// now refused when loaded, naming the file and the field. Strings with newlines and pipes go into
+/// the report escaped.
+#[test]
+fn report_refuses_absurd_numbers_and_escapes_strings() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let good = result_file(dir.path(), "accelrt", 80.0);
+    let bad = result_file(dir.path(), "accelrt", 1.7e308);
+    let o = accelrt_or_hang(&[
+        "report",
+        good.to_str().unwrap(),
+        bad.to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains(bad.to_str().unwrap()) && err.contains("`throughput_per_s`"), "{err}");
+
+    let injected = result_file(dir.path(), "evil\n## injected | x", 80.0);
+    let o = accelrt_or_hang(&[
+        "report",
+        good.to_str().unwrap(),
+        injected.to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let md = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    assert!(!md.lines().any(|l| l.starts_with("## injected")), "{md}");
+    assert!(md.contains(r"| c7i.xlarge | evil \#\# injected \| x | cpu | offline | 8 | yes |"), "{md}");
 }
