@@ -5,6 +5,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::time::Duration;
 
+/// The client's timeout where the mock answers: generous, so a busy machine cannot fail the test
+/// (the mock answers at once; the timeout only bounds a broken client).
+const ANSWERED: Duration = Duration::from_secs(30);
+
 /// Serves `n` requests; answers like IMDSv2 (a token from PUT, the instance type for GET with that token).
 fn mock(n: usize, instance: &'static str) -> (String, std::thread::JoinHandle<Vec<String>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -48,7 +52,7 @@ fn mock(n: usize, instance: &'static str) -> (String, std::thread::JoinHandle<Ve
 #[test]
 fn reads_the_instance_type_with_a_session_token() {
     let (base, server) = mock(2, "inf2.xlarge");
-    assert_eq!(instance_type(&base, Duration::from_secs(2)).unwrap(), "inf2.xlarge");
+    assert_eq!(instance_type(&base, ANSWERED).unwrap(), "inf2.xlarge");
     let seen = server.join().unwrap();
     assert!(seen[0].starts_with("PUT /latest/api/token"));
     assert!(seen[1].starts_with("GET /latest/meta-data/instance-type"));
@@ -57,7 +61,7 @@ fn reads_the_instance_type_with_a_session_token() {
 #[test]
 fn garbage_answers_are_refused() {
     let (base, server) = mock(2, "<html>not an instance</html>");
-    let err = instance_type(&base, Duration::from_secs(2)).unwrap_err().to_string();
+    let err = instance_type(&base, ANSWERED).unwrap_err().to_string();
     assert!(err.contains("unexpected instance type"), "{err}");
     server.join().unwrap();
 }
