@@ -1,6 +1,7 @@
 //! BERT encoders (Hugging Face `config.json` + `model.safetensors`) as accelrt graphs, with the
 //! sentence-transformers head (pooling, optional L2 normalisation).
 
+use crate::weights::SafetensorsWeights;
 use crate::{ModelError, Result};
 use accelrt_core::{BinaryOp, DType, Dim, Graph, GraphBuilder, Op, ReshapeDim, Shape, UnaryOp, ValueId};
 use serde::Deserialize;
@@ -64,9 +65,76 @@ impl BertConfig {
             ));
         }
         activation(&self.hidden_act)?;
+        // The graph has nodes per layer and weights per dim: a corrupt count (2^40 layers) would
+        // build forever, and dims past these bounds overflow the shape arithmetic. The bounds are
+        // far past any BERT encoder (BERT-large: 24 layers, hidden 1024).
+        if self.num_hidden_layers > MAX_LAYERS {
+            return Err(format!("num_hidden_layers {} is more than {MAX_LAYERS}", self.num_hidden_layers));
+        }
+        for (name, value) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("type_vocab_size", self.type_vocab_size),
+        ] {
+            if value == 0 || value > MAX_DIM {
+                return Err(format!("{name} {value} is not between 1 and {MAX_DIM}"));
+            }
+        }
+        if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps >= 0.0) {
+            return Err(format!("layer_norm_eps {} is not a finite non-negative number", self.layer_norm_eps));
+        }
+        Ok(())
+    }
+
+    /// Checks this config against the weights it will be built with, before any graph is built:
+    /// the embedding tables and every layer's matrices exist with the shapes the config implies
+    /// (biases and norms are checked when the weights are loaded), and the file holds no layer past
+    /// `num_hidden_layers` (a config that drops layers would run a truncated model). `prefix` is the
+    /// weight-name prefix given to [`build_graph`].
+    pub fn check_weights(&self, weights: &SafetensorsWeights, prefix: &str) -> Result<()> {
+        let expect = |name: String, shape: &[usize]| -> Result<()> {
+            let name = format!("{prefix}{name}");
+            let found = weights.shape(&name).ok_or_else(|| {
+                ModelError::config(weights.path(), format!("the config needs tensor `{name}`, which is missing"))
+            })?;
+            if found != shape {
+                return Err(ModelError::config(
+                    weights.path(),
+                    format!("tensor `{name}` has shape {found:?}, the config implies {shape:?}"),
+                ));
+            }
+            Ok(())
+        };
+        let (h, ffn) = (self.hidden_size, self.intermediate_size);
+        expect("embeddings.word_embeddings.weight".into(), &[self.vocab_size, h])?;
+        expect("embeddings.position_embeddings.weight".into(), &[self.max_position_embeddings, h])?;
+        expect("embeddings.token_type_embeddings.weight".into(), &[self.type_vocab_size, h])?;
+        for l in 0..self.num_hidden_layers {
+            let p = format!("encoder.layer.{l}");
+            for part in ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"]
+            {
+                expect(format!("{p}.{part}.weight"), &[h, h])?;
+            }
+            expect(format!("{p}.intermediate.dense.weight"), &[ffn, h])?;
+            expect(format!("{p}.output.dense.weight"), &[h, ffn])?;
+        }
+        let next = format!("{prefix}encoder.layer.{}.attention.self.query.weight", self.num_hidden_layers);
+        if weights.contains(&next) {
+            return Err(ModelError::config(
+                weights.path(),
+                format!("num_hidden_layers is {} but the weights have more layers", self.num_hidden_layers),
+            ));
+        }
         Ok(())
     }
 }
+
+/// The most layers a config may ask for.
+pub const MAX_LAYERS: usize = 1024;
+/// The largest size a config may give any dim (vocabulary, hidden, positions, …): 2^24.
+pub const MAX_DIM: usize = 1 << 24;
 
 fn activation(name: &str) -> std::result::Result<UnaryOp, String> {
     Ok(match name {

@@ -2,9 +2,18 @@
 //!
 //! Layout (little-endian): "GGUF", version (2 or 3), tensor count, metadata count, the metadata
 //! key/values, the tensor infos (name, dims innermost first, type, offset), then the tensor data
-//! from the next multiple of `general.alignment` (32 by default). Every count, length and offset is
-//! checked against the file size, so a truncated or corrupt file is an error that says where, never
-//! a panic or a huge allocation.
+//! from the next multiple of `general.alignment` (32 by default).
+//!
+//! Nothing read from the file is trusted before it is checked, so a truncated, corrupt or hostile
+//! file is an error that says where, never a panic or a huge allocation:
+//! - every count and length must fit in the bytes that remain, at the least size one item of its
+//!   kind takes in the file (1 byte for a u8 array item, 8 for a string, 24 for a tensor info);
+//! - what the header decodes to (values, strings, names) is charged against
+//!   [`MAX_DECODED_HEADER_BYTES`] before it is allocated, because a value takes more room decoded
+//!   than in the file (a 1-byte u8 array item becomes a 32-byte [`GgufValue`]);
+//! - every tensor's byte range is its type × shape, starts at a multiple of the alignment, lies in
+//!   the data section, and overlaps no other tensor's (so a wrong type or offset cannot make one
+//!   tensor read its neighbours' bytes). Types accelrt cannot run still get their real size.
 
 use crate::{ModelError, Result};
 use accelrt_core::{DType, QuantType, WeightSource, WeightView};
@@ -139,6 +148,75 @@ fn ggml_dtype(type_id: u32) -> Result<DType, String> {
     })
 }
 
+/// (elements per block, bytes per block) of every ggml type with a known layout, as ggml lays them
+/// out — also for the types accelrt cannot run, so that their tensors still get their true byte
+/// range (a size of 0 would let such a tensor hide an overlap). Ids ggml has retired or never
+/// assigned have no layout, and a file using one is refused.
+fn ggml_block_layout(type_id: u32) -> Option<(usize, usize)> {
+    Some(match type_id {
+        0 => (1, 4),      // F32
+        1 => (1, 2),      // F16
+        2 => (32, 18),    // Q4_0
+        3 => (32, 20),    // Q4_1
+        6 => (32, 22),    // Q5_0
+        7 => (32, 24),    // Q5_1
+        8 => (32, 34),    // Q8_0
+        9 => (32, 36),    // Q8_1
+        10 => (256, 84),  // Q2_K
+        11 => (256, 110), // Q3_K
+        12 => (256, 144), // Q4_K
+        13 => (256, 176), // Q5_K
+        14 => (256, 210), // Q6_K
+        15 => (256, 292), // Q8_K
+        16 => (256, 66),  // IQ2_XXS
+        17 => (256, 74),  // IQ2_XS
+        18 => (256, 98),  // IQ3_XXS
+        19 => (256, 50),  // IQ1_S
+        20 => (32, 18),   // IQ4_NL
+        21 => (256, 110), // IQ3_S
+        22 => (256, 82),  // IQ2_S
+        23 => (256, 136), // IQ4_XS
+        24 => (1, 1),     // I8
+        25 => (1, 2),     // I16
+        26 => (1, 4),     // I32
+        27 => (1, 8),     // I64
+        28 => (1, 8),     // F64
+        29 => (256, 56),  // IQ1_M
+        30 => (1, 2),     // BF16
+        34 => (256, 54),  // TQ1_0
+        35 => (256, 66),  // TQ2_0
+        39 => (32, 17),   // MXFP4
+        _ => return None,
+    })
+}
+
+/// The byte size of a tensor of ggml type `type_id` with GGUF dims `dims` (innermost first), or why
+/// it has none: an unknown type, rows that are not whole blocks, or a size that overflows.
+fn tensor_bytes(type_id: u32, dims: &[u64]) -> Result<usize, String> {
+    let (per_block, block_bytes) =
+        ggml_block_layout(type_id).ok_or_else(|| format!("ggml type {type_id} has no known layout"))?;
+    // ggml quantises each row on its own, so the innermost dimension must be whole blocks.
+    let row = dims.first().copied().unwrap_or(1);
+    if row % per_block as u64 != 0 {
+        return Err(format!("rows of {row} elements are not whole blocks of {per_block}"));
+    }
+    let elements = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+    elements
+        .map(|n| n / per_block as u64)
+        .and_then(|blocks| blocks.checked_mul(block_bytes as u64))
+        .and_then(|bytes| usize::try_from(bytes).ok())
+        .ok_or_else(|| format!("dims {dims:?} overflow"))
+}
+
+/// The most memory the parsed header (metadata values, strings, tensor names and infos) may take.
+/// Real files need a few tens of MiB at most (a 256k-token vocabulary with its merges); the bound
+/// keeps counts that merely fit the file's bytes from decoding into many times the file's size.
+pub const MAX_DECODED_HEADER_BYTES: usize = 256 << 20;
+
+/// What one metadata key/value or tensor info costs beyond its strings and array items: the map
+/// entry and its bookkeeping (a generous estimate; only the order of magnitude matters).
+const ENTRY_COST: usize = 128;
+
 /// A GGUF file mapped into memory; tensors are borrowed straight from the mapping.
 pub struct GgufFile {
     path: PathBuf,
@@ -148,10 +226,12 @@ pub struct GgufFile {
     tensors: BTreeMap<String, GgufTensorInfo>,
 }
 
-/// A bounds-checked reader over the file bytes.
+/// A bounds-checked reader over the file bytes, with the budget for what the header decodes to.
 struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
+    /// Bytes of decoded header still allowed (see [`MAX_DECODED_HEADER_BYTES`]).
+    budget: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -169,7 +249,9 @@ impl<'a> Reader<'a> {
     }
 
     fn array<const N: usize>(&mut self, what: &str) -> Result<[u8; N], String> {
-        Ok(self.take(N, what)?.try_into().expect("took N bytes"))
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N, what)?);
+        Ok(out)
     }
 
     fn u32(&mut self, what: &str) -> Result<u32, String> {
@@ -190,8 +272,20 @@ impl<'a> Reader<'a> {
         Ok(n as usize)
     }
 
+    /// Takes `bytes` of decoded header from the budget; called before the memory is allocated.
+    fn charge(&mut self, bytes: usize, what: &str) -> Result<(), String> {
+        self.budget = self.budget.checked_sub(bytes).ok_or_else(|| {
+            format!(
+                "corrupt or unsupported: {what} would take the decoded header past {} MiB",
+                MAX_DECODED_HEADER_BYTES >> 20
+            )
+        })?;
+        Ok(())
+    }
+
     fn string(&mut self, what: &str) -> Result<String, String> {
         let n = self.count(what, 1)?;
+        self.charge(n, what)?;
         let bytes = self.take(n, what)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| format!("corrupt: {what} is not UTF-8"))
     }
@@ -209,7 +303,11 @@ impl<'a> Reader<'a> {
             8 => GgufValue::String(self.string(what)?),
             9 if depth == 0 => {
                 let item_type = self.u32(what)?;
-                let n = self.count(what, 1)?;
+                let item_size = min_value_size(item_type)
+                    .ok_or_else(|| format!("corrupt or unsupported: {what} is an array of value type {item_type}"))?;
+                let n = self.count(what, item_size)?;
+                // Each item is a whole `GgufValue` in memory, however few bytes it has in the file.
+                self.charge(n.saturating_mul(std::mem::size_of::<GgufValue>()), what)?;
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
                     items.push(self.value(item_type, what, depth + 1)?);
@@ -219,13 +317,26 @@ impl<'a> Reader<'a> {
             10 => GgufValue::U64(self.u64(what)?),
             11 => GgufValue::I64(i64::from_le_bytes(self.array(what)?)),
             12 => GgufValue::F64(f64::from_le_bytes(self.array(what)?)),
-            other => return Err(format!("corrupt: {what} has unknown value type {other}")),
+            other => return Err(format!("corrupt or unsupported: {what} has value type {other}")),
         })
     }
 }
 
+/// The fewest bytes a value of `type_id` takes in the file, for the array item types this reader
+/// accepts (an array of arrays is not one: no GGUF model uses them).
+fn min_value_size(type_id: u32) -> Option<usize> {
+    match type_id {
+        0 | 1 | 7 => Some(1),
+        2 | 3 => Some(2),
+        4..=6 => Some(4),
+        // A string is at least its 8-byte length.
+        8 | 10..=12 => Some(8),
+        _ => None,
+    }
+}
+
 impl GgufFile {
-    /// Maps and parses `path`, checking that every tensor lies inside the file.
+    /// Maps and parses `path`, checking every count, size and tensor range (see the module docs).
     pub fn open(path: &Path) -> Result<GgufFile> {
         let file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
         // Safety: read-only mapping of a file the cache only ever replaces by rename.
@@ -258,8 +369,11 @@ impl GgufFile {
 
 type Parsed = (u32, BTreeMap<String, GgufValue>, BTreeMap<String, GgufTensorInfo>);
 
+/// The most dims a ggml tensor has (GGML_MAX_DIMS).
+const MAX_DIMS: usize = 4;
+
 fn parse(bytes: &[u8]) -> Result<Parsed, String> {
-    let mut r = Reader { bytes, pos: 0 };
+    let mut r = Reader { bytes, pos: 0, budget: MAX_DECODED_HEADER_BYTES };
     if r.take(4, "the magic number")? != b"GGUF" {
         return Err("the file does not start with the GGUF magic number".into());
     }
@@ -274,42 +388,52 @@ fn parse(bytes: &[u8]) -> Result<Parsed, String> {
     for i in 0..n_kv {
         let key = r.string(&format!("metadata key {i}"))?;
         let type_id = r.u32(&format!("the type of `{key}`"))?;
+        r.charge(ENTRY_COST, &format!("`{key}`"))?;
         let value = r.value(type_id, &format!("`{key}`"), 0)?;
+        if metadata.contains_key(&key) {
+            return Err(format!("corrupt: metadata key `{key}` appears twice"));
+        }
         metadata.insert(key, value);
     }
     let alignment = match metadata.get("general.alignment") {
         None => 32,
         Some(v) => {
-            v.as_u64().filter(|a| a.is_power_of_two()).ok_or("general.alignment is not a power of two")? as usize
+            let a = v.as_u64().filter(|a| a.is_power_of_two()).ok_or("general.alignment is not a power of two")?;
+            usize::try_from(a).map_err(|_| format!("general.alignment {a} is too large"))?
         }
     };
-    let mut infos = Vec::with_capacity(n_tensors);
+    let mut infos = Vec::new();
     for i in 0..n_tensors {
         let name = r.string(&format!("tensor name {i}"))?;
+        r.charge(ENTRY_COST, &format!("tensor `{name}`"))?;
         let n_dims = r.u32(&format!("the rank of `{name}`"))? as usize;
-        if n_dims > 8 {
-            return Err(format!("corrupt: tensor `{name}` has rank {n_dims}"));
+        if n_dims > MAX_DIMS {
+            return Err(format!("corrupt: tensor `{name}` has rank {n_dims} (ggml tensors have at most {MAX_DIMS})"));
         }
         let mut dims = Vec::with_capacity(n_dims);
         for _ in 0..n_dims {
-            dims.push(r.u64(&format!("the dims of `{name}`"))? as usize);
+            dims.push(r.u64(&format!("the dims of `{name}`"))?);
         }
         let type_id = r.u32(&format!("the type of `{name}`"))?;
         let offset = r.u64(&format!("the offset of `{name}`"))?;
         infos.push((name, dims, type_id, offset));
     }
-    let data_start = r.pos.div_ceil(alignment) * alignment;
+    let data_start = r
+        .pos
+        .div_ceil(alignment)
+        .checked_mul(alignment)
+        .ok_or_else(|| format!("general.alignment {alignment} puts the data past any file"))?;
+
     let mut tensors = BTreeMap::new();
+    // (start, end, name) of every tensor, to find overlaps once all are known.
+    let mut ranges = Vec::with_capacity(infos.len());
     for (name, dims, type_id, offset) in infos {
-        let elements = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-        let size = match (ggml_dtype(type_id), elements) {
-            (Ok(dtype), Some(n)) => {
-                dtype.storage_bytes(n).ok_or_else(|| format!("tensor `{name}`: {n} elements are not whole blocks"))?
-            }
-            // An unsupported type is refused when the tensor is used, not when the file is opened.
-            (Err(_), Some(_)) => 0,
-            (_, None) => return Err(format!("corrupt: tensor `{name}` has dims {dims:?}")),
-        };
+        let size = tensor_bytes(type_id, &dims).map_err(|m| format!("corrupt: tensor `{name}`: {m}"))?;
+        if offset % alignment as u64 != 0 {
+            return Err(format!(
+                "corrupt: tensor `{name}` has offset {offset}, not a multiple of the alignment {alignment}"
+            ));
+        }
         let start = usize::try_from(offset).ok().and_then(|o| o.checked_add(data_start));
         let end = start.and_then(|s| s.checked_add(size));
         let (Some(start), Some(end)) = (start, end) else {
@@ -317,12 +441,26 @@ fn parse(bytes: &[u8]) -> Result<Parsed, String> {
         };
         if end > bytes.len() {
             return Err(format!(
-                "truncated: tensor `{name}` needs bytes up to {end} but the file has {} bytes",
+                "truncated: tensor `{name}` ({size} bytes at data offset {offset}) needs bytes up to {end} but the file has {} bytes",
                 bytes.len()
             ));
         }
-        let shape = dims.iter().rev().copied().collect();
+        let shape = dims.iter().rev().map(|&d| d as usize).collect();
+        if tensors.contains_key(&name) {
+            return Err(format!("corrupt: tensor `{name}` appears twice"));
+        }
+        ranges.push((start, end, name.clone()));
         tensors.insert(name, GgufTensorInfo { shape, type_id, start, end });
+    }
+    // Sorted by start, disjoint ranges each end before the next begins; the first pair that does
+    // not is an overlap (empty tensors hold no bytes and overlap nothing).
+    ranges.retain(|(start, end, _)| start < end);
+    ranges.sort_unstable();
+    for pair in ranges.windows(2) {
+        let ((_, end, a), (start, _, b)) = (&pair[0], &pair[1]);
+        if start < end {
+            return Err(format!("corrupt: the data of tensors `{a}` and `{b}` overlap"));
+        }
     }
     Ok((version, metadata, tensors))
 }
@@ -333,5 +471,30 @@ impl WeightSource for GgufFile {
         let info = self.tensors.get(name).ok_or_else(|| bad(format!("not in {}", self.path.display())))?;
         let dtype = info.dtype().map_err(bad)?;
         Ok(WeightView { dtype, shape: info.shape.clone(), bytes: Cow::Borrowed(&self.mmap[info.start..info.end]) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The layout table that sizes tensors must agree with the one the backends read them by.
+    #[test]
+    fn block_layouts_agree_with_the_supported_dtypes() {
+        for type_id in 0..64 {
+            if let Ok(dtype) = ggml_dtype(type_id) {
+                let (per_block, bytes) = ggml_block_layout(type_id).expect("a supported type has a layout");
+                assert_eq!(dtype.storage_bytes(per_block * 3), Some(3 * bytes), "ggml type {type_id}");
+            }
+        }
+    }
+
+    #[test]
+    fn tensor_sizes_refuse_partial_blocks_and_overflow() {
+        assert_eq!(tensor_bytes(3, &[64, 2]), Ok(2 * 2 * 20));
+        assert!(tensor_bytes(3, &[48, 2]).unwrap_err().contains("whole blocks"));
+        assert!(tensor_bytes(0, &[u64::MAX, 2]).unwrap_err().contains("overflow"));
+        assert!(tensor_bytes(0, &[1 << 62]).unwrap_err().contains("overflow"));
+        assert!(tensor_bytes(31, &[32]).unwrap_err().contains("no known layout"));
     }
 }

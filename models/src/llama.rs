@@ -84,7 +84,7 @@ impl LlamaConfig {
         }
         let embed = file.tensor("token_embd.weight").ok_or_else(|| bad("no token_embd.weight tensor".into()))?;
         let vocab_size = *embed.shape.first().unwrap_or(&0);
-        Ok(LlamaConfig {
+        let cfg = LlamaConfig {
             vocab_size,
             hidden_size,
             intermediate_size: int("feed_forward_length")?,
@@ -96,7 +96,76 @@ impl LlamaConfig {
             rope_base: float("rope.freq_base", 10_000.0)?,
             context_length: int("context_length")?,
             tied_embeddings: file.tensor("output.weight").is_none(),
-        })
+        };
+        cfg.check(file).map_err(bad)?;
+        Ok(cfg)
+    }
+
+    /// Checks the numbers against each other and against the tensors the file holds, before any
+    /// graph is built: the graph has a node per layer and head, so a corrupt count (a block_count
+    /// of 2^40) would otherwise build forever, and a wrong dim would only surface when the weights
+    /// are loaded, after the work.
+    fn check(&self, file: &GgufFile) -> std::result::Result<(), String> {
+        if self.vocab_size == 0 || self.hidden_size == 0 || self.intermediate_size == 0 || self.context_length == 0 {
+            return Err(format!(
+                "vocabulary {}, embedding_length {}, feed_forward_length {} and context_length {} must all be positive",
+                self.vocab_size, self.hidden_size, self.intermediate_size, self.context_length
+            ));
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps >= 0.0) {
+            return Err(format!("layer_norm_rms_epsilon {} is not a finite non-negative number", self.rms_norm_eps));
+        }
+        if !(self.rope_base.is_finite() && self.rope_base > 0.0) {
+            return Err(format!("rope.freq_base {} is not a finite positive number", self.rope_base));
+        }
+        // Each block has 9 tensors; a count the file cannot hold is refused without walking it.
+        let blocks_possible = file.tensors().len() / 9;
+        if self.num_layers > blocks_possible {
+            return Err(format!(
+                "block_count is {} but the file has {} tensors, enough for at most {blocks_possible} blocks",
+                self.num_layers,
+                file.tensors().len()
+            ));
+        }
+        if file.tensor(&format!("blk.{}.attn_norm.weight", self.num_layers)).is_some() {
+            return Err(format!("block_count is {} but the file has more blocks", self.num_layers));
+        }
+        let expect = |name: &str, shape: &[usize]| -> std::result::Result<(), String> {
+            let t = file.tensor(name).ok_or_else(|| format!("no tensor `{name}`"))?;
+            if t.shape != shape {
+                return Err(format!("tensor `{name}` has shape {:?}, the metadata implies {shape:?}", t.shape));
+            }
+            Ok(())
+        };
+        let (h, ffn, vocab) = (self.hidden_size, self.intermediate_size, self.vocab_size);
+        let (q, kv) = (self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim);
+        expect("token_embd.weight", &[vocab, h])?;
+        expect("output_norm.weight", &[h])?;
+        if !self.tied_embeddings {
+            expect("output.weight", &[vocab, h])?;
+        }
+        for l in 0..self.num_layers {
+            let p = format!("blk.{l}");
+            expect(&format!("{p}.attn_norm.weight"), &[h])?;
+            expect(&format!("{p}.attn_q.weight"), &[q, h])?;
+            expect(&format!("{p}.attn_k.weight"), &[kv, h])?;
+            expect(&format!("{p}.attn_v.weight"), &[kv, h])?;
+            expect(&format!("{p}.attn_output.weight"), &[h, q])?;
+            expect(&format!("{p}.ffn_norm.weight"), &[h])?;
+            expect(&format!("{p}.ffn_gate.weight"), &[ffn, h])?;
+            expect(&format!("{p}.ffn_up.weight"), &[ffn, h])?;
+            expect(&format!("{p}.ffn_down.weight"), &[h, ffn])?;
+        }
+        // The tokenizer's ids index the embedding: more tokens than rows would read past it.
+        if let Some(tokens) = file.value("tokenizer.ggml.tokens").and_then(GgufValue::as_array) {
+            if tokens.len() != vocab {
+                return Err(format!(
+                    "tokenizer.ggml.tokens has {} tokens but token_embd.weight has {vocab} rows",
+                    tokens.len()
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
