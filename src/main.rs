@@ -462,30 +462,33 @@ fn generate(store: &ModelStore, a: GenerateArgs) -> Result<()> {
         bail!("--top-k and --top-p need --temperature");
     }
     params.validate()?;
-    let prompt = match a.prompt {
-        Some(p) => p,
-        None => {
-            let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text).context("reading the prompt from stdin")?;
-            text
-        }
-    };
     let backend = accelrt::open_backend(&a.backend)?;
     let path = resolve_gguf(store, &a.model)?;
     let options = PrepareOptions { compute_dtype: compute_override(a.dtype) };
     let generator = models::TextGenerator::load(&path, backend.as_ref(), &options, a.context)
         .with_context(|| format!("loading {}", path.display()))?;
-    let text = if a.chat {
+    let prompt = match a.prompt {
+        Some(p) => p,
+        None => {
+            // Past this many bytes no prompt fits the context: stop reading there (stdin may be endless).
+            let bound = generator.prompt_byte_bound();
+            let mut raw = Vec::new();
+            std::io::stdin().take(bound as u64 + 1).read_to_end(&mut raw).context("reading the prompt from stdin")?;
+            generator.tokenizer().check_fits(raw.len(), generator.context())?;
+            String::from_utf8(raw).context("the prompt on stdin is not UTF-8")?
+        }
+    };
+    // The prompt is refused before tokenising when its bytes alone cannot fit the context.
+    let ids = if a.chat {
         let mut messages = Vec::new();
         if let Some(system) = &a.system {
             messages.push(models::ChatMessage::new("system", system));
         }
         messages.push(models::ChatMessage::new("user", &prompt));
-        generator.tokenizer().apply_chat_template(&messages)?
+        generator.chat_prompt(&messages)?
     } else {
-        prompt
+        generator.text_prompt(&prompt)?
     };
-    let ids = generator.tokenizer().encode(&text)?;
     let mut out = std::io::stdout().lock();
     let mut write_error = None;
     let g = generator.generate(&ids, &params, a.max_tokens, |_, piece| {
@@ -528,8 +531,12 @@ fn embed(store: &ModelStore, model: &str, device: &str, batch_size: usize, dtype
         .with_context(|| format!("loading {}", dir.display()))?;
 
     let mut out = BufWriter::new(std::io::stdout().lock());
-    for chunk in texts.chunks(batch_size) {
-        for v in embedder.embed(chunk)? {
+    for (k, chunk) in texts.chunks(batch_size).enumerate() {
+        let first = k * batch_size + 1;
+        let vectors = embedder.embed(chunk).with_context(|| {
+            format!("stdin lines {first}..{} (inputs are numbered from 0 within them)", first + chunk.len() - 1)
+        })?;
+        for v in vectors {
             serde_json::to_writer(&mut out, &v)?;
             out.write_all(b"\n")?;
         }

@@ -8,6 +8,7 @@
 
 use crate::gguf::{GgufFile, GgufValue};
 use crate::{ModelError, Result};
+use aho_corasick::{AhoCorasick, MatchKind};
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
 use tokenizers::models::bpe::{Vocab, BPE};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -15,6 +16,11 @@ use tokenizers::pre_tokenizers::digits::Digits;
 use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::PreTokenizerWrapper;
 use tokenizers::{AddedToken, Tokenizer};
+
+/// Instructions a chat template may execute per rendering (minijinja's fuel). Real templates use a
+/// few dozen per message; a template that loops (`range(100000)` nested) stops here, after about a
+/// tenth of a second, with an error instead of hanging the caller.
+pub const TEMPLATE_FUEL: u64 = 5_000_000;
 
 /// GGUF token types (`tokenizer.ggml.token_type`).
 const TOKEN_CONTROL: i64 = 3;
@@ -33,14 +39,55 @@ impl ChatMessage {
     }
 }
 
+/// The tokenizer of a GGUF model, and its chat template.
+///
+/// Special-token text is control only where the template puts it: in chat messages it is text
+/// (so a user's `<|im_end|>` cannot close a turn and forge another), see [`ChatTokenizer::encode_chat`].
 pub struct ChatTokenizer {
     tokenizer: Tokenizer,
+    /// The same tokenizer reading special-token text as plain text.
+    text_tokenizer: Tokenizer,
+    /// The special tokens, matched leftmost-longest as `tokenizers` splits on them, and their ids.
+    specials: Option<(AhoCorasick, Vec<u32>)>,
+    /// The most input bytes one token can stand for: a text of `n` bytes has at least
+    /// `n / max_token_bytes` tokens, which bounds prompts before they are tokenised.
+    max_token_bytes: usize,
     bos: Option<u32>,
     eos: Option<u32>,
     add_bos: bool,
     /// Token ids that end a generation (EOS, and end-of-turn tokens such as `<|im_end|>`).
     stop: Vec<u32>,
     chat_template: Option<String>,
+    /// The parsed template (or why it does not parse), with [`TEMPLATE_FUEL`] set.
+    template_env: Option<std::result::Result<minijinja::Environment<'static>, String>>,
+}
+
+/// An `io::Write` that refuses to grow past `cap` bytes (a template's output is bounded like its work).
+struct CappedText {
+    text: Vec<u8>,
+    cap: usize,
+    over: bool,
+}
+
+impl std::io::Write for CappedText {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.text.len() + buf.len() > self.cap {
+            self.over = true;
+            return Err(std::io::Error::other("the rendered prompt is over its size bound"));
+        }
+        self.text.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A piece of a rendered chat prompt: the template's own text, or message `i`'s content.
+enum Piece<'a> {
+    Template(&'a str),
+    Content(usize),
 }
 
 impl ChatTokenizer {
@@ -89,13 +136,31 @@ impl ChatTokenizer {
             }
         }
         tokenizer.with_decoder(Some(ByteLevelDecoder::default()));
-        let special: Vec<AddedToken> = tokens
+        let special: Vec<(u32, &String)> = tokens
             .iter()
             .zip(&types)
-            .filter(|(_, &t)| t == TOKEN_CONTROL || t == TOKEN_USER_DEFINED)
-            .map(|(s, _)| AddedToken::from(s.clone(), true))
+            .enumerate()
+            .filter(|(_, (_, &t))| t == TOKEN_CONTROL || t == TOKEN_USER_DEFINED)
+            .map(|(i, (s, _))| (i as u32, s))
+            .filter(|(_, s)| !s.is_empty())
             .collect();
-        tokenizer.add_special_tokens(special).map_err(|e| bad(e.to_string()))?;
+        tokenizer
+            .add_special_tokens(special.iter().map(|(_, s)| AddedToken::from((*s).clone(), true)).collect::<Vec<_>>())
+            .map_err(|e| bad(e.to_string()))?;
+        let specials = if special.is_empty() {
+            None
+        } else {
+            let matcher = AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostLongest)
+                .build(special.iter().map(|(_, s)| s.as_str()))
+                .map_err(|e| bad(format!("special tokens: {e}")))?;
+            Some((matcher, special.iter().map(|(i, _)| *i).collect()))
+        };
+        let mut text_tokenizer = tokenizer.clone();
+        text_tokenizer.set_encode_special_tokens(true);
+        // Byte-level token strings hold one character per byte (at most 2 UTF-8 bytes each), and
+        // special tokens stand for their own text, so a token string's length bounds its bytes.
+        let max_token_bytes = tokens.iter().map(String::len).max().unwrap_or(1).max(1);
 
         let id = |key: &str| file.value(key).and_then(GgufValue::as_u64).map(|v| v as u32);
         let (bos, eos) = (id("tokenizer.ggml.bos_token_id"), id("tokenizer.ggml.eos_token_id"));
@@ -110,7 +175,23 @@ impl ChatTokenizer {
         stop.sort_unstable();
         stop.dedup();
         let chat_template = file.value("tokenizer.chat_template").and_then(GgufValue::as_str).map(str::to_string);
-        Ok(ChatTokenizer { tokenizer, bos, eos, add_bos, stop, chat_template })
+        let template_env = chat_template.as_ref().map(|t| {
+            let mut env = minijinja::Environment::new();
+            env.set_fuel(Some(TEMPLATE_FUEL));
+            env.add_template_owned("chat", t.clone()).map(|_| env).map_err(|e| format!("chat template: {e}"))
+        });
+        Ok(ChatTokenizer {
+            tokenizer,
+            text_tokenizer,
+            specials,
+            max_token_bytes,
+            bos,
+            eos,
+            add_bos,
+            stop,
+            chat_template,
+            template_env,
+        })
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -147,24 +228,172 @@ impl ChatTokenizer {
     }
 
     /// The prompt text for `messages` by the model's own chat template (a Jinja template in the
-    /// metadata), ending with the opening of the assistant's turn.
+    /// metadata), ending with the opening of the assistant's turn. The template's work is bounded
+    /// by [`TEMPLATE_FUEL`] and its output by 64 MiB.
     pub fn apply_chat_template(&self, messages: &[ChatMessage]) -> Result<String> {
-        let template = self.chat_template.as_deref().ok_or_else(|| {
-            ModelError::InvalidInput("this model has no chat template (tokenizer.chat_template)".into())
-        })?;
-        let mut env = minijinja::Environment::new();
-        env.add_template("chat", template).map_err(|e| ModelError::Tokenizer(format!("chat template: {e}")))?;
+        const CAP: usize = 64 << 20;
+        self.render(messages, CAP)?
+            .ok_or_else(|| ModelError::InvalidInput(format!("the chat template's output is over {CAP} bytes")))
+    }
+
+    /// The most input bytes one token stands for (the longest token's text).
+    pub fn max_token_bytes(&self) -> usize {
+        self.max_token_bytes
+    }
+
+    /// Refuses a text of `bytes` bytes before tokenising it when it cannot fit a context of
+    /// `context` positions with room for one generated token: each token stands for at most
+    /// `max_token_bytes` bytes, so it has at least `bytes / max_token_bytes` tokens.
+    pub fn check_fits(&self, bytes: usize, context: usize) -> Result<()> {
+        let at_least = bytes.div_ceil(self.max_token_bytes) + usize::from(self.add_bos && self.bos.is_some());
+        if at_least >= context {
+            return Err(ModelError::ContextLengthExceeded { tokens: at_least, at_least: true, context });
+        }
+        Ok(())
+    }
+
+    /// The prompt tokens of a chat: the model's template rendered around `messages`, where the
+    /// template's special tokens are control and the messages' contents — every role — are text.
+    ///
+    /// Work is bounded by `context` before anything is tokenised: contents, then the rendered
+    /// prompt, that are too many bytes to fit `context` positions are `ContextLengthExceeded`.
+    /// Prompts without special-token text in any message tokenise exactly as the whole rendered
+    /// text does; otherwise the prompt is cut where the template placed each message (found by
+    /// rendering with markers) and its text runs are tokenised with special tokens read as text.
+    pub fn encode_chat(&self, messages: &[ChatMessage], context: usize) -> Result<Vec<u32>> {
+        self.check_fits(messages.iter().map(|m| m.content.len()).sum(), context)?;
+        let cap = context.saturating_mul(self.max_token_bytes);
+        // Output past `cap` bytes is at least `context` tokens.
+        let over = || ModelError::ContextLengthExceeded { tokens: context, at_least: true, context };
+        let text = self.render(messages, cap)?.ok_or_else(over)?;
+        self.check_fits(text.len(), context)?;
+        let Some((matcher, ids)) = &self.specials else { return self.encode(&text) };
+        if !messages.iter().any(|m| matcher.is_match(&m.content)) {
+            return self.encode(&text);
+        }
+        let nonce: u64 = rand::random();
+        let marker = |i: usize| format!("\u{E000}{nonce:016x}:{i}\u{E001}");
+        let marked: Vec<ChatMessage> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| ChatMessage { role: m.role.clone(), content: marker(i) })
+            .collect();
+        let marked_text = self.render(&marked, cap.saturating_add(marked.len() * 48))?.ok_or_else(over)?;
+        let pieces = split_at_markers(&marked_text, &format!("\u{E000}{nonce:016x}:"), messages.len());
+        let rebuilt: Option<String> = pieces.as_ref().map(|pieces| {
+            pieces
+                .iter()
+                .map(|p| match p {
+                    Piece::Template(t) => *t,
+                    Piece::Content(i) => messages[*i].content.as_str(),
+                })
+                .collect()
+        });
+        let Some(pieces) = pieces.filter(|_| rebuilt.as_deref() == Some(text.as_str())) else {
+            return Err(ModelError::InvalidInput(
+                "a message contains special-token text (e.g. an end-of-turn marker) and this model's chat \
+                 template changes message text, so it cannot be kept apart from the template's own control \
+                 tokens; remove it from the message"
+                    .into(),
+            ));
+        };
+        let mut out: Vec<u32> = Vec::new();
+        if self.add_bos {
+            out.extend(self.bos);
+        }
+        let mut run = String::new();
+        for piece in pieces {
+            match piece {
+                Piece::Content(i) => run.push_str(&messages[i].content),
+                Piece::Template(t) => {
+                    let mut last = 0;
+                    for m in matcher.find_iter(t) {
+                        run.push_str(&t[last..m.start()]);
+                        self.encode_text_into(&mut run, &mut out)?;
+                        out.push(ids[m.pattern().as_usize()]);
+                        last = m.end();
+                    }
+                    run.push_str(&t[last..]);
+                }
+            }
+        }
+        self.encode_text_into(&mut run, &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends the ids of `run` (special-token text read as text) to `out` and empties `run`.
+    fn encode_text_into(&self, run: &mut String, out: &mut Vec<u32>) -> Result<()> {
+        if !run.is_empty() {
+            let enc =
+                self.text_tokenizer.encode(run.as_str(), false).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+            out.extend_from_slice(enc.get_ids());
+            run.clear();
+        }
+        Ok(())
+    }
+
+    /// Renders the template; `None` when its output would pass `cap` bytes. Errors: no template, a
+    /// template error, or the template running out of fuel.
+    fn render(&self, messages: &[ChatMessage], cap: usize) -> Result<Option<String>> {
+        let env = match &self.template_env {
+            None => {
+                return Err(ModelError::InvalidInput(
+                    "this model has no chat template (tokenizer.chat_template)".into(),
+                ))
+            }
+            Some(Err(e)) => return Err(ModelError::Tokenizer(e.clone())),
+            Some(Ok(env)) => env,
+        };
         let bos = self.bos.and_then(|b| self.tokenizer.id_to_token(b)).unwrap_or_default();
         let eos = self.eos.and_then(|e| self.tokenizer.id_to_token(e)).unwrap_or_default();
-        env.get_template("chat")
-            .and_then(|t| {
-                t.render(minijinja::context! {
-                    messages => messages,
-                    add_generation_prompt => true,
-                    bos_token => bos,
-                    eos_token => eos,
-                })
-            })
-            .map_err(|e| ModelError::Tokenizer(format!("chat template: {e}")))
+        let mut out = CappedText { text: Vec::new(), cap, over: false };
+        let rendered = match env.get_template("chat") {
+            Ok(t) => t
+                .render_captured_to(
+                    minijinja::context! {
+                        messages => messages,
+                        add_generation_prompt => true,
+                        bos_token => bos,
+                        eos_token => eos,
+                    },
+                    &mut out,
+                )
+                .map(drop),
+            Err(e) => Err(e),
+        };
+        if out.over {
+            return Ok(None);
+        }
+        match rendered {
+            Err(e) if e.kind() == minijinja::ErrorKind::OutOfFuel => Err(ModelError::InvalidInput(format!(
+                "the chat template did not finish within {TEMPLATE_FUEL} steps (it loops, or the conversation is \
+                 too long)"
+            ))),
+            Err(e) => Err(ModelError::Tokenizer(format!("chat template: {e}"))),
+            Ok(_) => String::from_utf8(out.text)
+                .map(Some)
+                .map_err(|_| ModelError::Tokenizer("chat template: the output is not UTF-8".into())),
+        }
     }
+}
+
+/// Cuts `text` at markers `{prefix}{i}\u{E001}` for `i` in `0..n`: template pieces and contents in
+/// the order the template wrote them. `None` unless every marker appears exactly once.
+fn split_at_markers<'a>(text: &'a str, prefix: &str, n: usize) -> Option<Vec<Piece<'a>>> {
+    let mut pieces = Vec::new();
+    let mut seen = vec![false; n];
+    let mut rest = text;
+    while let Some(at) = rest.find(prefix) {
+        pieces.push(Piece::Template(&rest[..at]));
+        let after = &rest[at + prefix.len()..];
+        let end = after.find('\u{E001}')?;
+        let i: usize = after[..end].parse().ok()?;
+        if i >= n || std::mem::replace(&mut seen[i], true) {
+            return None;
+        }
+        pieces.push(Piece::Content(i));
+        rest = &after[end + '\u{E001}'.len_utf8()..];
+    }
+    pieces.push(Piece::Template(rest));
+    seen.iter().all(|&s| s).then_some(pieces)
 }

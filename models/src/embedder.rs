@@ -17,12 +17,21 @@ pub struct TokenBatch {
     pub tokens: usize,
 }
 
+/// Bytes of a text looked at per token of the model's limit. A text longer than
+/// `max_tokens × TEXT_BYTES_PER_TOKEN` is cut to that many bytes before it is tokenised, so a 10 MB
+/// line costs what a 26 KB one does. English averages about 4–5 bytes per WordPiece token, and a
+/// word over 100 characters (WordPiece's `max_input_chars_per_word`) is one `[UNK]`, so the cut
+/// never reaches the tokens the model keeps unless the text is made of such words — and then the
+/// cut is checked and the text refused rather than embedded differently (see [`SentenceEmbedder::encode`]).
+pub const TEXT_BYTES_PER_TOKEN: usize = 100;
+
 /// A sentence-embedding model prepared on one backend.
 pub struct SentenceEmbedder {
     exe: Box<dyn Executable>,
     tokenizer: Tokenizer,
     max_tokens: usize,
     dimension: usize,
+    name: String,
 }
 
 impl SentenceEmbedder {
@@ -53,7 +62,13 @@ impl SentenceEmbedder {
         let max_seq = if st_path.is_file() { bert::read_json::<StConfig>(&st_path)?.max_seq_length } else { None };
         let max_tokens = max_seq.unwrap_or(cfg.max_position_embeddings).min(cfg.max_position_embeddings);
         let tokenizer = load_tokenizer(&dir.join("tokenizer.json"), max_tokens)?;
-        Ok(SentenceEmbedder { exe, tokenizer, max_tokens, dimension: cfg.hidden_size })
+        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+        Ok(SentenceEmbedder { exe, tokenizer, max_tokens, dimension: cfg.hidden_size, name })
+    }
+
+    /// The model's name: its directory's name (servers show this, never the path).
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// Length of the output vectors.
@@ -85,19 +100,41 @@ impl SentenceEmbedder {
     }
 
     /// Token ids of each text (special tokens included, truncated to `max_tokens`), unpadded.
+    ///
+    /// A text over [`SentenceEmbedder::text_byte_budget`] bytes is cut to that budget first (at a
+    /// character boundary). The ids are then those of the whole text provided the tokens kept end
+    /// before the last whitespace of the cut text (tokens are made within whitespace-separated
+    /// words); a text where they do not (hundreds of characters per token) is refused with
+    /// `InvalidInput` naming it, never embedded differently.
     pub fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
+        let budget = self.text_byte_budget();
+        let cut: Vec<&str> = texts.iter().map(|t| prefix_within(t, budget)).collect();
         let encodings =
-            self.tokenizer.encode_batch(texts.to_vec(), true).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-        Ok(encodings
+            self.tokenizer.encode_batch(cut.clone(), true).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        encodings
             .iter()
-            .map(|e| {
+            .enumerate()
+            .map(|(i, e)| {
                 let real = e.get_attention_mask().iter().filter(|&&m| m != 0).count();
-                e.get_ids()[..real].to_vec()
+                if cut[i].len() < texts[i].len() && !cut_is_exact(cut[i], e, real, self.max_tokens) {
+                    return Err(ModelError::InvalidInput(format!(
+                        "input {i} is {} bytes and its first {budget} bytes do not hold the {} tokens the model \
+                         keeps (over {TEXT_BYTES_PER_TOKEN} bytes per token); shorten it",
+                        texts[i].len(),
+                        self.max_tokens
+                    )));
+                }
+                Ok(e.get_ids()[..real].to_vec())
             })
-            .collect())
+            .collect()
+    }
+
+    /// Bytes of each text looked at: `max_tokens × TEXT_BYTES_PER_TOKEN`.
+    pub fn text_byte_budget(&self) -> usize {
+        self.max_tokens.saturating_mul(TEXT_BYTES_PER_TOKEN)
     }
 
     /// A batch of token id lists (each 1…`max_tokens` ids), padded to the longest.
@@ -139,6 +176,9 @@ impl SentenceEmbedder {
         ])?;
         let emb = out.take(bert::EMBEDDINGS).expect("the graph has an `embeddings` output");
         let values = emb.as_f32().expect("embeddings are f32");
+        if values.iter().any(|x| !x.is_finite()) {
+            return Err(ModelError::NonFinite { model: self.name.clone(), output: bert::EMBEDDINGS.into() });
+        }
         Ok(values.chunks(self.dimension).map(<[f32]>::to_vec).collect())
     }
 
@@ -158,6 +198,31 @@ impl SentenceEmbedder {
         }
         Ok(out)
     }
+}
+
+/// The longest prefix of `text` of at most `bytes` bytes that ends on a character boundary.
+fn prefix_within(text: &str, bytes: usize) -> &str {
+    let mut end = bytes.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// Whether the encoding of a text cut short (`cut`) keeps what the whole text's would: it was
+/// truncated to `max_tokens` (so the cut lost no kept token) and its last kept token ends before
+/// the last whitespace of `cut` (so no kept token came from the word the cut split).
+fn cut_is_exact(cut: &str, encoding: &tokenizers::Encoding, real: usize, max_tokens: usize) -> bool {
+    if real < max_tokens {
+        return false;
+    }
+    let Some(last_space) = cut.char_indices().rev().find(|(_, c)| c.is_whitespace()).map(|(i, _)| i) else {
+        return false;
+    };
+    // Special tokens ([CLS], [SEP]) have no text; the last token with text decides.
+    let specials = encoding.get_special_tokens_mask();
+    let last_end = encoding.get_offsets()[..real].iter().zip(specials).filter(|(_, &s)| s == 0).map(|(o, _)| o.1).max();
+    last_end.is_some_and(|end| end <= last_space)
 }
 
 /// Loads tokenizer.json with the pipeline's truncation and batch-longest padding (the file's own

@@ -27,6 +27,17 @@ pub enum ModelError {
     #[error("{0}")]
     InvalidInput(String),
 
+    /// A prompt needs more positions than the context holds. `tokens` is the prompt's length, or a
+    /// lower bound on it when the text was refused before tokenising (too many bytes to fit).
+    #[error("the prompt has {}{tokens} tokens but the context holds {context} positions (prompt and output together); shorten the prompt or load with a longer context", if *.at_least { "at least " } else { "" })]
+    ContextLengthExceeded { tokens: usize, at_least: bool, context: usize },
+
+    /// A model produced NaN or infinity: its weights (or input) are broken; the output is withheld.
+    #[error(
+        "model `{model}` produced a non-finite value (NaN or infinity) in `{output}`; its weights are probably corrupt"
+    )]
+    NonFinite { model: String, output: String },
+
     #[error(transparent)]
     Core(#[from] accelrt_core::Error),
 }

@@ -1,8 +1,8 @@
 //! Text generation with a Llama-architecture GGUF model on any backend: prefill of the prompt into
 //! the session's caches, then one token per step, several sequences decoded together in one step.
 
-use crate::chat_tokenizer::ChatTokenizer;
-use crate::gguf::GgufFile;
+use crate::chat_tokenizer::{ChatMessage, ChatTokenizer};
+use crate::gguf::{GgufFile, GgufValue};
 use crate::llama::{self, LlamaConfig};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::{ModelError, Result};
@@ -60,6 +60,7 @@ pub struct TextGenerator {
     config: LlamaConfig,
     context: usize,
     path: PathBuf,
+    name: String,
 }
 
 /// The GGUF file for `path`: the file itself, or the only `.gguf` file in a directory.
@@ -76,6 +77,16 @@ pub fn find_gguf(path: &Path) -> Result<PathBuf> {
         1 => Ok(found.remove(0)),
         0 => Err(ModelError::config(path, "no .gguf file in this directory")),
         n => Err(ModelError::config(path, format!("{n} .gguf files in this directory; name one"))),
+    }
+}
+
+/// `general.name` when it is a short plain name (it ends up in API answers and logs), else the file stem.
+fn model_name(file: &GgufFile, path: &Path) -> String {
+    let plain =
+        |n: &&str| !n.is_empty() && n.len() <= 128 && n.chars().all(|c| c.is_alphanumeric() || " ._-+".contains(c));
+    match file.value("general.name").and_then(GgufValue::as_str).filter(plain) {
+        Some(n) => n.trim().to_lowercase().replace(' ', "-"),
+        None => path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()),
     }
 }
 
@@ -104,7 +115,38 @@ impl TextGenerator {
         };
         let graph = llama::build_graph(&config, context, &dtype_of)?;
         let exe = backend.prepare(&graph, &file, options)?;
-        Ok(TextGenerator { exe, tokenizer, config, context, path })
+        let name = model_name(&file, &path);
+        Ok(TextGenerator { exe, tokenizer, config, context, path, name })
+    }
+
+    /// The model's name: the file's `general.name` when it is a plain name, else the file stem.
+    /// Servers show this, never the path the model was loaded from.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The prompt tokens of a chat by the model's template, its contents tokenised as text; a
+    /// prompt that cannot leave room for one generated token is `ContextLengthExceeded`.
+    pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        let ids = self.tokenizer.encode_chat(messages, self.context)?;
+        self.check_prompt(&ids)?;
+        Ok(ids)
+    }
+
+    /// Bytes past which no prompt can fit the context (`context × ` the most bytes one token
+    /// stands for): a reader of prompts can stop there.
+    pub fn prompt_byte_bound(&self) -> usize {
+        self.context.saturating_mul(self.tokenizer.max_token_bytes())
+    }
+
+    /// The prompt tokens of plain text (special-token text in it is control, as in llama.cpp);
+    /// refused like [`TextGenerator::chat_prompt`] when too long, before tokenising when the
+    /// bytes alone cannot fit.
+    pub fn text_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        self.tokenizer.check_fits(text.len(), self.context)?;
+        let ids = self.tokenizer.encode(text)?;
+        self.check_prompt(&ids)?;
+        Ok(ids)
     }
 
     pub fn tokenizer(&self) -> &ChatTokenizer {
@@ -153,6 +195,9 @@ impl TextGenerator {
         let mut out = self.exe.run_with_state(state, &inputs)?;
         let logits = out.take(llama::LOGITS).expect("the graph's output");
         let logits = logits.as_f32().expect("logits are f32");
+        if logits.iter().any(|x| !x.is_finite()) {
+            return Err(ModelError::NonFinite { model: self.name.clone(), output: llama::LOGITS.into() });
+        }
         Ok(logits.chunks_exact(self.config.vocab_size).map(<[f32]>::to_vec).collect())
     }
 
@@ -161,12 +206,11 @@ impl TextGenerator {
             return Err(ModelError::InvalidInput("the prompt is empty".into()));
         }
         if prompt.len() >= self.context {
-            return Err(ModelError::InvalidInput(format!(
-                "the prompt has {} tokens but the context holds {} positions (prompt and output together); \
-                 shorten the prompt or load with a longer context",
-                prompt.len(),
-                self.context
-            )));
+            return Err(ModelError::ContextLengthExceeded {
+                tokens: prompt.len(),
+                at_least: false,
+                context: self.context,
+            });
         }
         if let Some(bad) = prompt.iter().find(|&&t| t as usize >= self.config.vocab_size) {
             return Err(ModelError::InvalidInput(format!("token id {bad} is outside the vocabulary")));

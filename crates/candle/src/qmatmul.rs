@@ -65,7 +65,9 @@ fn pair_up(blocks: &[ActBlock]) -> Vec<ActPair> {
 fn quantize_row(x: &[f32], out: &mut [ActBlock]) {
     for (block, xs) in out.iter_mut().zip(x.chunks_exact(32)) {
         let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
-        let d = amax / 127.0;
+        // `max` skips NaN: a NaN activation would quantise to 0 and vanish, so a broken model
+        // would answer as if fine. A NaN scale carries it into the output instead.
+        let d = if amax.is_finite() && !xs.iter().any(|v| v.is_nan()) { amax / 127.0 } else { f32::NAN };
         let id = if d > 0.0 { 1.0 / d } else { 0.0 };
         let mut sum = 0i32;
         for (q, &v) in block.q.iter_mut().zip(xs) {
