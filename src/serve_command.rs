@@ -49,6 +49,20 @@ pub struct ServeArgs {
     /// Seconds health reports 503 before the listener closes on shutdown
     #[arg(long, default_value_t = 5.0)]
     drain_seconds: f64,
+    /// Seconds a client has to send a request's headers (also how long an idle kept-alive
+    /// connection stays open); past it the connection is closed
+    #[arg(long, default_value_t = 10.0)]
+    header_timeout: f64,
+    /// Seconds a client has to send a request's whole body after its headers (408 beyond)
+    #[arg(long, default_value_t = 60.0)]
+    body_timeout: f64,
+    /// Connections served at once; more wait in the listen backlog until one closes
+    #[arg(long, default_value_t = 512)]
+    max_connections: usize,
+    /// The model id clients use (/v1/models, `model` in requests); default: the registry name, or
+    /// the GGUF's own name, or the file or directory name (never the path)
+    #[arg(long)]
+    served_model_name: Option<String>,
     /// Compute dtype: f32 (default), bf16 or f16
     #[arg(long)]
     dtype: Option<DType>,
@@ -61,6 +75,29 @@ fn is_generation_model(model: &str) -> bool {
     }
 }
 
+/// The model id clients see and send: `--served-model-name`, else the registry name, else (a model
+/// given by path) the GGUF's `general.name` or the file or directory name. The path itself never
+/// reaches clients.
+fn served_name(a: &ServeArgs, loaded: &std::path::Path) -> Result<String> {
+    if let Some(name) = &a.served_model_name {
+        if name.trim().is_empty() || name.len() > 256 {
+            bail!("--served-model-name must be 1 to 256 characters");
+        }
+        return Ok(name.clone());
+    }
+    if let Ok(spec) = models::lookup(&a.model) {
+        return Ok(spec.id.to_string());
+    }
+    let gguf_name = models::GgufFile::open(loaded).ok().and_then(|f| {
+        f.value("general.name").and_then(models::gguf::GgufValue::as_str).and_then(accelrt_serve::model_id)
+    });
+    let file_name = || {
+        let stem = if loaded.is_dir() { loaded.file_name() } else { loaded.file_stem() };
+        stem.and_then(|s| accelrt_serve::model_id(&s.to_string_lossy()))
+    };
+    gguf_name.or_else(file_name).context("cannot name the model from its file; give --served-model-name")
+}
+
 pub fn serve(store: &ModelStore, a: ServeArgs) -> Result<()> {
     // Logs go to stderr, plain unless a terminal is watching (they are read by log collectors).
     tracing_subscriber::fmt()
@@ -68,18 +105,33 @@ pub fn serve(store: &ModelStore, a: ServeArgs) -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    if a.max_batch == 0 || a.queue == 0 || a.max_batch_tokens == 0 || a.max_sequences == 0 || a.max_inputs == 0 {
-        bail!("--max-batch, --max-batch-tokens, --max-sequences, --max-inputs and --queue must be at least 1");
+    if a.max_batch == 0
+        || a.queue == 0
+        || a.max_batch_tokens == 0
+        || a.max_sequences == 0
+        || a.max_inputs == 0
+        || a.max_connections == 0
+    {
+        bail!(
+            "--max-batch, --max-batch-tokens, --max-sequences, --max-inputs, --max-connections and --queue must be at \
+             least 1"
+        );
     }
-    if !(a.request_timeout.is_finite() && a.request_timeout > 0.0) {
-        bail!("--request-timeout must be a positive number of seconds");
-    }
+    let seconds = |flag: &str, v: f64| -> Result<Duration> {
+        if !(v.is_finite() && v > 0.0 && v <= 1e6) {
+            bail!("--{flag} must be a positive number of seconds (at most 1e6), got {v}");
+        }
+        Ok(Duration::from_secs_f64(v))
+    };
+    let request_timeout = seconds("request-timeout", a.request_timeout)?;
+    let header_timeout = seconds("header-timeout", a.header_timeout)?;
+    let body_timeout = seconds("body-timeout", a.body_timeout)?;
+    accelrt_serve::ensure_open_files(a.max_connections).map_err(anyhow::Error::msg)?;
     let backend = accelrt::open_backend(&a.backend)?;
     let options = PrepareOptions { compute_dtype: compute_override(a.dtype) };
     let metrics = Arc::new(Metrics::default());
-    let name = models::lookup(&a.model).map(|s| s.id.to_string()).unwrap_or_else(|_| a.model.clone());
     let mut info = ServerInfo {
-        model: name,
+        model: String::new(),
         task: String::new(),
         backend: backend.name().into(),
         device: backend.device().to_string(),
@@ -91,6 +143,7 @@ pub fn serve(store: &ModelStore, a: ServeArgs) -> Result<()> {
         let path = resolve_gguf(store, &a.model)?;
         let generator = models::TextGenerator::load(&path, backend.as_ref(), &options, a.context)
             .with_context(|| format!("loading {}", path.display()))?;
+        info.model = served_name(&a, &path)?;
         info.task = "chat".into();
         info.max_input_tokens = generator.context();
         let limits = ChatLimits { max_sequences: a.max_sequences, queue: a.queue };
@@ -101,14 +154,22 @@ pub fn serve(store: &ModelStore, a: ServeArgs) -> Result<()> {
         let dir = models::resolve_model_dir(&a.model, store)?;
         let embedder = models::SentenceEmbedder::load(&dir, backend.as_ref(), &options)
             .with_context(|| format!("loading {}", dir.display()))?;
+        info.model = served_name(&a, &dir)?;
         info.task = "embeddings".into();
         info.dimensions = Some(embedder.dimension());
         info.max_input_tokens = embedder.max_tokens();
-        let limits = BatchLimits { max_batch: a.max_batch, max_batch_tokens: a.max_batch_tokens, queue: a.queue };
+        // Any request's inputs are split into batches within these limits, so one input of the
+        // longest length must fit: that bounds the memory of a batch, whatever the request.
+        let limits = BatchLimits { max_batch: a.max_batch, max_batch_tokens: a.max_batch_tokens, queue: a.queue }
+            .fitting(embedder.max_tokens())
+            .map_err(|(_, why)| anyhow::anyhow!("--{}", why.replacen("max_batch_tokens", "max-batch-tokens", 1)))?;
         EmbeddingBatcher::start(embedder, limits, metrics.clone()).into()
     };
     let mut state = AppState::new(engine, metrics, info);
-    state.request_timeout = Duration::from_secs_f64(a.request_timeout);
+    state.request_timeout = request_timeout;
+    state.header_timeout = header_timeout;
+    state.body_timeout = body_timeout;
+    state.max_connections = a.max_connections;
     state.max_body_bytes = a.max_body_bytes;
     state.max_inputs = a.max_inputs;
     let state = Arc::new(state);

@@ -49,9 +49,9 @@ def embeddings(url, exp):
     expect_error(openai.NotFoundError, 404, lambda: client.embeddings.create(model="nope", input="x"), "embeddings: unknown model")
     expect_error(openai.BadRequestError, 400, lambda: client.embeddings.create(model=model, input=[]), "embeddings: empty input")
     expect_error(
-        openai.APIStatusError, 413,
+        openai.BadRequestError, 400,
         lambda: client.embeddings.create(model=model, input=[[101] * 600]),
-        "embeddings: too many tokens",
+        "embeddings: too many tokens (context_length_exceeded)",
     )
 
 
@@ -92,9 +92,9 @@ def chat(url, exp):
         "chat: temperature out of range",
     )
     expect_error(
-        openai.APIStatusError, 413,
+        openai.BadRequestError, 400,
         lambda: client.chat.completions.create(model=model, messages=[{"role": "user", "content": "word " * 4000}]),
-        "chat: a prompt longer than the context",
+        "chat: a prompt longer than the context (context_length_exceeded)",
     )
 
 

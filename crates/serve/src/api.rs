@@ -79,11 +79,27 @@ impl ApiError {
         }
     }
 
+    /// The request body is over the byte limit (the only cause of 413).
     pub fn too_large(message: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::PAYLOAD_TOO_LARGE,
             code: Some("input_too_large"),
             ..ApiError::invalid(message, Some("input"))
+        }
+    }
+
+    /// An input needs more positions than the model has (OpenAI: 400, `context_length_exceeded`;
+    /// its clients raise `BadRequestError`).
+    pub fn context_length_exceeded(message: impl Into<String>, param: &'static str) -> ApiError {
+        ApiError { code: Some("context_length_exceeded"), ..ApiError::invalid(message, Some(param)) }
+    }
+
+    /// The client did not send the whole body within the body timeout.
+    pub fn body_timeout(after: std::time::Duration) -> ApiError {
+        ApiError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            code: Some("body_timeout"),
+            ..ApiError::invalid(format!("the request body did not arrive within {} s", after.as_secs_f64()), None)
         }
     }
 
@@ -157,6 +173,18 @@ impl ApiError {
             code: Some("timeout"),
             param: None,
             retry_after: None,
+        }
+    }
+
+    /// A model error while preparing a request's input (tokenising, the chat template): 400 when
+    /// the input is at fault, with OpenAI's code where it has one; a model fault (a non-finite
+    /// output, a backend error) is the server's: 500 with its message.
+    pub fn from_model(e: accelrt_models::ModelError, param: &'static str) -> ApiError {
+        use accelrt_models::ModelError;
+        match e {
+            ModelError::ContextLengthExceeded { .. } => ApiError::context_length_exceeded(e.to_string(), param),
+            ModelError::NonFinite { .. } | ModelError::Core(_) => ApiError::internal(e.to_string()),
+            e => ApiError::invalid(e.to_string(), Some(param)),
         }
     }
 

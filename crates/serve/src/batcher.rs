@@ -1,15 +1,18 @@
 //! The model's own thread and the bounded queue in front of it: dynamic batches under a token
-//! budget and a size limit, assembled from whatever requests are waiting when the model frees up.
+//! budget and a size limit. A request's inputs are items of work, not one unit: a batch takes items
+//! in arrival order, from several requests or part of one, so no request — whatever its shape — makes
+//! a batch larger than the limits; a request is answered when its last item is done.
 
 use crate::api::ApiError;
 use crate::metrics::Metrics;
 use accelrt_models::SentenceEmbedder;
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchLimits {
     /// The most inputs in one model batch.
     pub max_batch: usize,
@@ -25,6 +28,28 @@ impl Default for BatchLimits {
     }
 }
 
+impl BatchLimits {
+    /// These limits made usable for inputs of up to `max_input_tokens` tokens: every limit at least
+    /// 1, and a token budget that holds one input of the longest length (otherwise such an input
+    /// could never run). `Err` says what was raised, for the caller to refuse or log.
+    pub fn fitting(self, max_input_tokens: usize) -> Result<BatchLimits, (BatchLimits, String)> {
+        let fitted = BatchLimits {
+            max_batch: self.max_batch.max(1),
+            max_batch_tokens: self.max_batch_tokens.max(max_input_tokens).max(1),
+            queue: self.queue.max(1),
+        };
+        if fitted.max_batch_tokens != self.max_batch_tokens {
+            let why = format!(
+                "max_batch_tokens {} cannot hold one input of the model's {max_input_tokens} tokens; it must be at \
+                 least {max_input_tokens}",
+                self.max_batch_tokens
+            );
+            return Err((fitted, why));
+        }
+        Ok(fitted)
+    }
+}
+
 type Reply = Result<Vec<Vec<f32>>, String>;
 
 struct Job {
@@ -33,16 +58,36 @@ struct Job {
     enqueued: Instant,
 }
 
+/// A request taken off the queue: its items go to the model in order, over one batch or several.
+struct InProgress {
+    job: Job,
+    /// Vectors of the items done so far (the first `done.len()` items).
+    done: Vec<Vec<f32>>,
+}
+
+impl InProgress {
+    fn remaining(&self) -> usize {
+        self.job.items.len() - self.done.len()
+    }
+}
+
 /// Runs a `SentenceEmbedder` on a dedicated thread behind a bounded queue.
 pub struct EmbeddingBatcher {
     tx: mpsc::Sender<Job>,
     embedder: Arc<SentenceEmbedder>,
     metrics: Arc<Metrics>,
+    limits: BatchLimits,
 }
 
 impl EmbeddingBatcher {
+    /// Starts the model thread. A token budget too small for one input of the model's length is
+    /// raised to that length (with a warning; `accelrt serve` refuses such a setting instead).
     pub fn start(embedder: SentenceEmbedder, limits: BatchLimits, metrics: Arc<Metrics>) -> EmbeddingBatcher {
-        let (tx, rx) = mpsc::channel(limits.queue.max(1));
+        let limits = limits.fitting(embedder.max_tokens()).unwrap_or_else(|(fitted, why)| {
+            tracing::warn!("{why}; using {}", fitted.max_batch_tokens);
+            fitted
+        });
+        let (tx, rx) = mpsc::channel(limits.queue);
         let embedder = Arc::new(embedder);
         let worker = embedder.clone();
         let m = metrics.clone();
@@ -50,7 +95,7 @@ impl EmbeddingBatcher {
             .name("accelrt-model".into())
             .spawn(move || model_loop(&worker, rx, limits, &m))
             .expect("the model thread starts");
-        EmbeddingBatcher { tx, embedder, metrics }
+        EmbeddingBatcher { tx, embedder, metrics, limits }
     }
 
     pub fn embedder(&self) -> &SentenceEmbedder {
@@ -62,6 +107,11 @@ impl EmbeddingBatcher {
         self.embedder.clone()
     }
 
+    /// The limits in force (after [`BatchLimits::fitting`]).
+    pub fn limits(&self) -> BatchLimits {
+        self.limits
+    }
+
     /// Queues one request's token lists; refuses at once when the queue is full.
     pub fn submit(&self, items: Vec<Vec<u32>>) -> Result<oneshot::Receiver<Reply>, ApiError> {
         let (reply, rx) = oneshot::channel();
@@ -70,71 +120,153 @@ impl EmbeddingBatcher {
     }
 }
 
-fn padded_tokens(jobs: &[Job]) -> (usize, usize) {
-    let items: usize = jobs.iter().map(|j| j.items.len()).sum();
-    let longest = jobs.iter().flat_map(|j| j.items.iter().map(Vec::len)).max().unwrap_or(0);
-    (items, items * longest)
+/// The next batch: for each request from the front of `pending` that contributes, its index and the
+/// range of its items. Items are taken in order while the batch stays within `max_batch` inputs and
+/// `max_batch_tokens` padded tokens (inputs × longest); the first item always goes in (the limits
+/// hold one input of the longest length, see [`BatchLimits::fitting`]).
+fn plan(pending: &[&[Vec<u32>]], limits: BatchLimits) -> Vec<(usize, Range<usize>)> {
+    let (mut count, mut longest) = (0usize, 0usize);
+    let mut spans = Vec::new();
+    for (r, items) in pending.iter().enumerate() {
+        let mut end = 0;
+        for item in items.iter() {
+            let longer = longest.max(item.len());
+            let fits = count < limits.max_batch && (count + 1) * longer <= limits.max_batch_tokens;
+            if count > 0 && !fits {
+                break;
+            }
+            (count, longest, end) = (count + 1, longer, end + 1);
+        }
+        if end > 0 {
+            spans.push((r, 0..end));
+        }
+        if end < items.len() {
+            break;
+        }
+    }
+    spans
 }
 
 fn model_loop(embedder: &SentenceEmbedder, mut rx: mpsc::Receiver<Job>, limits: BatchLimits, metrics: &Metrics) {
-    let mut carry: VecDeque<Job> = VecDeque::new();
+    let mut pending: VecDeque<InProgress> = VecDeque::new();
     loop {
-        let first = match carry.pop_front() {
-            Some(job) => job,
-            None => match rx.blocking_recv() {
-                Some(job) => job,
+        if pending.is_empty() {
+            match rx.blocking_recv() {
+                Some(job) => pending.push_back(InProgress { job, done: Vec::new() }),
                 None => return, // every sender is gone: the server has shut down
-            },
-        };
-        let mut batch = vec![first];
-        // Take what is waiting, while it fits; a request that does not fit starts the next batch.
-        loop {
-            let next = match carry.pop_front() {
-                Some(job) => job,
-                None => match rx.try_recv() {
-                    Ok(job) => job,
-                    Err(_) => break,
-                },
-            };
-            batch.push(next);
-            let (items, tokens) = padded_tokens(&batch);
-            if batch.len() > 1 && (items > limits.max_batch || tokens > limits.max_batch_tokens) {
-                carry.push_front(batch.pop().expect("just pushed"));
-                break;
             }
+            metrics.queued(-1);
         }
-        metrics.queued(-(batch.len() as i64));
-        // A client that has gone (hung up, or timed out) costs nothing more.
-        batch.retain(|job| {
-            let gone = job.reply.is_closed();
+        // Take requests off the queue only while a batch could use their items, so the queue stays
+        // the bound on waiting work.
+        while pending.iter().map(InProgress::remaining).sum::<usize>() < limits.max_batch {
+            match rx.try_recv() {
+                Ok(job) => pending.push_back(InProgress { job, done: Vec::new() }),
+                Err(_) => break,
+            }
+            metrics.queued(-1);
+        }
+        // A client that has gone (hung up, or timed out) costs nothing more: its remaining items
+        // are skipped.
+        pending.retain(|p| {
+            let gone = p.job.reply.is_closed();
             if gone {
                 metrics.cancelled();
             }
             !gone
         });
-        if batch.is_empty() {
+        answer_finished(&mut pending);
+        if pending.is_empty() {
             continue;
         }
-        let waited: Vec<Duration> = batch.iter().map(|j| j.enqueued.elapsed()).collect();
-        let started = Instant::now();
-        let items: Vec<&[u32]> = batch.iter().flat_map(|j| j.items.iter().map(Vec::as_slice)).collect();
-        let result = embedder.batch_from_ids(&items).and_then(|b| embedder.run(&b));
+        let rest: Vec<&[Vec<u32>]> = pending.iter().map(|p| &p.job.items[p.done.len()..]).collect();
+        let spans = plan(&rest, limits);
+        let items: Vec<&[u32]> =
+            spans.iter().flat_map(|(r, range)| rest[*r][range.clone()].iter().map(Vec::as_slice)).collect();
+        let waited: Vec<Duration> = spans
+            .iter()
+            .filter(|(r, _)| pending[*r].done.is_empty())
+            .map(|(r, _)| pending[*r].job.enqueued.elapsed())
+            .collect();
         let (n_items, tokens) = (items.len(), items.iter().map(|i| i.len()).sum());
-        metrics.batch(n_items, tokens, &waited, started.elapsed());
+        let padded = n_items * items.iter().map(|i| i.len()).max().unwrap_or(0);
+        let started = Instant::now();
+        let result = embedder.batch_from_ids(&items).and_then(|b| embedder.run(&b));
+        metrics.batch(n_items, tokens, padded, &waited, started.elapsed());
+        // Activations: about 16 values of the model's width per padded token, plus attention.
+        crate::memory::note(padded * embedder.dimension() * 4 * 16);
+        let contributors = spans.len();
         match result {
             Ok(vectors) => {
                 let mut vectors = vectors.into_iter();
-                for job in batch {
-                    let mine: Vec<Vec<f32>> = vectors.by_ref().take(job.items.len()).collect();
-                    let _ = job.reply.send(Ok(mine));
+                for (r, range) in spans {
+                    pending[r].done.extend(vectors.by_ref().take(range.len()));
                 }
+                answer_finished(&mut pending);
             }
             Err(e) => {
                 tracing::error!(error = %e, "model batch failed");
-                for job in batch {
-                    let _ = job.reply.send(Err(e.to_string()));
+                for p in pending.drain(..contributors) {
+                    let _ = p.job.reply.send(Err(e.to_string()));
                 }
             }
         }
+    }
+}
+
+/// Answers the requests whose items are all done; they are served in order, so these are at the
+/// front (a request without items is done at once).
+fn answer_finished(pending: &mut VecDeque<InProgress>) {
+    while pending.front().is_some_and(|p| p.remaining() == 0) {
+        let p = pending.pop_front().expect("checked");
+        let _ = p.job.reply.send(Ok(p.done));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_batch: usize, max_batch_tokens: usize) -> BatchLimits {
+        BatchLimits { max_batch, max_batch_tokens, queue: 8 }
+    }
+
+    /// Requests of `lens` token counts each.
+    fn requests(lens: &[&[usize]]) -> Vec<Vec<Vec<u32>>> {
+        lens.iter().map(|r| r.iter().map(|&n| vec![1; n]).collect()).collect()
+    }
+
+    fn spans(reqs: &[Vec<Vec<u32>>], l: BatchLimits) -> Vec<(usize, Range<usize>)> {
+        plan(&reqs.iter().map(Vec::as_slice).collect::<Vec<_>>(), l)
+    }
+
+    #[test]
+    fn one_large_request_is_split_by_the_batch_size_and_the_token_budget() {
+        let reqs = requests(&[&[256; 100]]);
+        assert_eq!(spans(&reqs, limits(32, 8192)), [(0, 0..32)]);
+        assert_eq!(spans(&reqs, limits(64, 1024)), [(0, 0..4)]);
+    }
+
+    #[test]
+    fn small_requests_share_a_batch_and_one_that_does_not_fit_is_cut() {
+        let reqs = requests(&[&[3, 5], &[4], &[10, 10, 10]]);
+        // 5 inputs fit the size limit; 40 padded tokens allow 4 inputs of 10.
+        assert_eq!(spans(&reqs, limits(5, 1000)), [(0, 0..2), (1, 0..1), (2, 0..2)]);
+        assert_eq!(spans(&reqs, limits(8, 40)), [(0, 0..2), (1, 0..1), (2, 0..1)]);
+        // A longer item raises the padding of everything before it.
+        assert_eq!(spans(&requests(&[&[2, 2, 2, 9]]), limits(8, 20)), [(0, 0..3)]);
+    }
+
+    #[test]
+    fn the_first_item_always_goes_in() {
+        assert_eq!(spans(&requests(&[&[300, 1]]), limits(4, 256)), [(0, 0..1)]);
+    }
+
+    #[test]
+    fn limits_must_hold_one_input_of_the_longest_length() {
+        assert_eq!(limits(32, 8192).fitting(256), Ok(limits(32, 8192)));
+        let (fitted, why) = limits(32, 100).fitting(256).unwrap_err();
+        assert_eq!(fitted.max_batch_tokens, 256);
+        assert!(why.contains("at least 256"), "{why}");
     }
 }

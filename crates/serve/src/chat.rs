@@ -228,6 +228,8 @@ impl ModelLoop<'_> {
                 return;
             }
         };
+        // Prefill activations: about 16 values of the model's width per prompt token.
+        crate::memory::note(q.job.prompt.len() * self.g.config().hidden_size * 4 * 16);
         let first = sampler.sample(&logits[0], &q.job.prompt);
         self.metrics.prefilled(q.job.prompt.len(), started.elapsed(), q.enqueued.elapsed());
         let mut active = Active {

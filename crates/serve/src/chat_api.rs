@@ -141,7 +141,8 @@ impl ChatCompletionRequest {
             .collect()
     }
 
-    /// Sampling parameters with OpenAI's defaults (temperature 1, top_p 1, a fresh seed).
+    /// Sampling parameters with OpenAI's defaults (temperature 1, top_p 1, a fresh seed); top_p 0
+    /// is greedy.
     pub fn sampling(&self) -> Result<SamplingParams, ApiError> {
         let temperature = self.temperature.unwrap_or(1.0);
         if !(temperature.is_finite() && (0.0..=2.0).contains(&temperature)) {
@@ -151,8 +152,8 @@ impl ChatCompletionRequest {
             ));
         }
         if let Some(p) = self.top_p {
-            if !(p > 0.0 && p <= 1.0) {
-                return Err(ApiError::invalid(format!("top_p must be in (0, 1], got {p}"), Some("top_p")));
+            if !(p.is_finite() && (0.0..=1.0).contains(&p)) {
+                return Err(ApiError::invalid(format!("top_p must be in [0, 1], got {p}"), Some("top_p")));
             }
         }
         if self.top_k == Some(0) {
@@ -182,10 +183,13 @@ impl ChatCompletionRequest {
             Some(s) => s as u64,
             None => rand_seed(),
         };
+        // top_p 0 keeps only the most likely token (as OpenAI has it): that is greedy decoding (the
+        // sampler's nucleus is never empty, so it takes (0, 1] only).
+        let only_the_most_likely = self.top_p == Some(0.0);
         Ok(SamplingParams {
-            temperature,
+            temperature: if only_the_most_likely { 0.0 } else { temperature },
             top_k: self.top_k,
-            top_p: self.top_p.filter(|&p| p < 1.0),
+            top_p: self.top_p.filter(|&p| p > 0.0 && p < 1.0),
             repetition_penalty: 1.0,
             seed,
         })

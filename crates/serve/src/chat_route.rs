@@ -73,14 +73,14 @@ async fn chat(
     let prompt = prompt_tokens(scheduler, messages).await?;
     let context = scheduler.generator().context();
     if prompt.len() >= context {
-        return Err(ApiError {
-            code: Some("context_length_exceeded"),
-            ..ApiError::too_large(format!(
+        return Err(ApiError::context_length_exceeded(
+            format!(
                 "the messages take {} tokens; this server's context holds {context} positions for prompt and \
                  answer together",
                 prompt.len()
-            ))
-        });
+            ),
+            "messages",
+        ));
     }
     let job = ChatJob {
         max_tokens: max_tokens.unwrap_or(context - prompt.len()),
@@ -115,7 +115,7 @@ async fn prompt_tokens(
     })
     .await
     .map_err(|e| ApiError::internal(format!("tokenizer task: {e}")))?
-    .map_err(|e| ApiError::invalid(e.to_string(), Some("messages")))
+    .map_err(|e| ApiError::from_model(e, "messages"))
 }
 
 /// Waits for the end of the generation and answers with all of it.

@@ -70,7 +70,10 @@ async fn embed(state: &Arc<AppState>, body: Result<Bytes, BytesRejection>) -> Re
         return Err(ApiError::invalid("`input` is empty", Some("input")));
     }
     if count > state.max_inputs {
-        return Err(ApiError::too_large(format!("{count} inputs; at most {} per request", state.max_inputs)));
+        return Err(ApiError::invalid(
+            format!("{count} inputs; at most {} per request", state.max_inputs),
+            Some("input"),
+        ));
     }
     let tokenize_started = Instant::now();
     let items: Vec<Vec<u32>> = match request.input {
@@ -87,10 +90,10 @@ async fn embed(state: &Arc<AppState>, body: Result<Bytes, BytesRejection>) -> Re
             return Err(ApiError::invalid(format!("input {i} has no tokens"), Some("input")));
         }
         if item.len() > max {
-            return Err(ApiError::too_large(format!(
-                "input {i} has {} tokens; the model takes at most {max}",
-                item.len()
-            )));
+            return Err(ApiError::context_length_exceeded(
+                format!("input {i} has {} tokens; the model takes at most {max}", item.len()),
+                "input",
+            ));
         }
         if let Some(bad) = item.iter().find(|&&t| t >= vocab) {
             return Err(ApiError::invalid(
@@ -138,5 +141,5 @@ async fn tokenize(embedder: Arc<SentenceEmbedder>, texts: Vec<String>) -> Result
     })
     .await
     .map_err(|e| ApiError::internal(format!("tokenizer task: {e}")))?
-    .map_err(|e| ApiError::invalid(e.to_string(), Some("input")))
+    .map_err(|e| ApiError::from_model(e, "input"))
 }

@@ -16,10 +16,13 @@
 
 mod api;
 mod batcher;
+mod body;
 mod chat;
 mod chat_api;
 mod chat_route;
+mod connections;
 mod embeddings_route;
+pub mod memory;
 mod metrics;
 mod queue;
 mod request_id;
@@ -30,7 +33,8 @@ pub use api::{ApiError, EmbeddingRequest};
 pub use batcher::{BatchLimits, EmbeddingBatcher};
 pub use chat::{ChatEvent, ChatJob, ChatLimits, ChatScheduler, FinishReason};
 pub use chat_api::ChatCompletionRequest;
+pub use connections::{ensure_open_files, serve};
 pub use metrics::Metrics;
 pub use request_id::RequestId;
-pub use router::{router, serve, AppState, Engine, ServerInfo};
+pub use router::{model_id, router, AppState, Engine, ServerInfo};
 pub use text_stream::TextStream;

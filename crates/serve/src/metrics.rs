@@ -47,12 +47,14 @@ impl Histogram {
 
 const SECONDS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 const SIZES: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
+const TOKENS: &[f64] = &[64.0, 256.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0, 32768.0, 65536.0];
 
 pub struct Metrics {
     requests: Mutex<BTreeMap<(String, u16), u64>>,
     queue_depth: AtomicU64,
     tokens: AtomicU64,
     batch_size: Histogram,
+    batch_padded_tokens: Histogram,
     tokenize: Histogram,
     queue: Histogram,
     inference: Histogram,
@@ -74,6 +76,7 @@ impl Default for Metrics {
             queue_depth: AtomicU64::new(0),
             tokens: AtomicU64::new(0),
             batch_size: Histogram::new(SIZES),
+            batch_padded_tokens: Histogram::new(TOKENS),
             tokenize: Histogram::new(SECONDS),
             queue: Histogram::new(SECONDS),
             inference: Histogram::new(SECONDS),
@@ -107,8 +110,10 @@ impl Metrics {
         self.tokenize.observe(took.as_secs_f64());
     }
 
-    pub fn batch(&self, items: usize, tokens: usize, waited: &[Duration], took: Duration) {
+    /// Embeddings: one model batch of `items` inputs, `tokens` real and `padded` padded tokens.
+    pub fn batch(&self, items: usize, tokens: usize, padded: usize, waited: &[Duration], took: Duration) {
         self.batch_size.observe(items as f64);
+        self.batch_padded_tokens.observe(padded as f64);
         self.tokens.fetch_add(tokens as u64, Ordering::Relaxed);
         for w in waited {
             self.queue.observe(w.as_secs_f64());
@@ -156,6 +161,11 @@ impl Metrics {
         out.push_str("# HELP accelrt_tokens_total Input tokens computed.\n# TYPE accelrt_tokens_total counter\n");
         out.push_str(&format!("accelrt_tokens_total {}\n", self.tokens.load(Ordering::Relaxed)));
         self.batch_size.render("accelrt_batch_size", "Inputs per model batch.", &mut out);
+        self.batch_padded_tokens.render(
+            "accelrt_batch_padded_tokens",
+            "Padded tokens (inputs × longest) per model batch.",
+            &mut out,
+        );
         self.tokenize.render("accelrt_tokenize_seconds", "Tokenization time per request.", &mut out);
         self.queue.render("accelrt_queue_seconds", "Time a request waited for its batch.", &mut out);
         self.inference.render("accelrt_inference_seconds", "Model time per batch.", &mut out);

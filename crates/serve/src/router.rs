@@ -1,17 +1,15 @@
-//! The server's state, its routes, and serving with graceful shutdown.
+//! The server's state and its routes.
 
 use crate::batcher::EmbeddingBatcher;
 use crate::chat::ChatScheduler;
 use crate::metrics::Metrics;
-use crate::{chat_route, embeddings_route, request_id};
+use crate::{body, chat_route, embeddings_route, request_id};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
-use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +26,22 @@ pub struct ServerInfo {
     pub dimensions: Option<usize>,
     /// Embeddings: tokens per input; chat: positions per sequence (prompt and output together).
     pub max_input_tokens: usize,
+}
+
+/// A model id for clients (`/v1/models`, `model` in requests) made from a model's name, file or
+/// directory name: lower case, and any run of characters other than letters, digits, `.`, `_` and
+/// `-` turned into one `-`. `None` when nothing usable is left.
+pub fn model_id(name: &str) -> Option<String> {
+    let mut id = String::new();
+    for c in name.trim().chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+            id.push(c);
+        } else if !id.ends_with('-') {
+            id.push('-');
+        }
+    }
+    let id = id.trim_matches(|c| c == '-' || c == '.');
+    (!id.is_empty()).then(|| id.to_string())
 }
 
 /// The model behind the server.
@@ -58,7 +72,15 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// A request still unanswered after this is cut off (504) and its work cancelled.
     pub request_timeout: Duration,
-    draining: AtomicBool,
+    /// A connection whose request headers have not all arrived this long after it opened (or
+    /// after its previous answer, for a kept-alive connection) is closed.
+    pub header_timeout: Duration,
+    /// A request whose whole body has not arrived this long after its headers is answered 408
+    /// and its connection closed.
+    pub body_timeout: Duration,
+    /// Connections served at once; further ones wait in the listen backlog until one closes.
+    pub max_connections: usize,
+    draining: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -70,14 +92,31 @@ impl AppState {
             max_inputs: 2048,
             max_body_bytes: 8 << 20,
             request_timeout: Duration::from_secs(300),
-            draining: AtomicBool::new(false),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(60),
+            max_connections: 512,
+            draining: tokio::sync::watch::Sender::new(false),
         }
     }
 
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::SeqCst)
+        *self.draining.borrow()
+    }
+
+    /// Begins shutdown: health turns 503 and new work is refused.
+    pub fn start_draining(&self) {
+        self.draining.send_replace(true);
+    }
+
+    /// Resolves once shutdown has begun.
+    pub async fn drained(&self) {
+        let mut rx = self.draining.subscribe();
+        let _ = rx.wait_for(|d| *d).await;
     }
 }
+
+/// The routes served.
+pub const ROUTES: [&str; 6] = ["/v1/embeddings", "/v1/chat/completions", "/v1/models", "/info", "/health", "/metrics"];
 
 pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.max_body_bytes;
@@ -89,27 +128,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), body::read_whole_body))
         .layer(axum::middleware::from_fn(request_id::middleware))
         .with_state(state)
-}
-
-/// Serves until `shutdown` resolves; then health turns 503 and new work is refused for `drain`
-/// (so a load balancer stops sending), the listener closes, and requests in flight finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: Arc<AppState>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-    drain: Duration,
-) -> std::io::Result<()> {
-    let app = router(state.clone());
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            state.draining.store(true, Ordering::SeqCst);
-            tracing::info!("draining: health is 503, new requests are refused");
-            tokio::time::sleep(drain).await;
-        })
-        .await
 }
 
 async fn models(State(state): State<Arc<AppState>>) -> Response {
@@ -135,4 +156,17 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::model_id;
+
+    #[test]
+    fn model_ids_are_names_never_paths() {
+        assert_eq!(model_id("SmolLM2 135M Instruct").as_deref(), Some("smollm2-135m-instruct"));
+        assert_eq!(model_id("SmolLM2-135M-Instruct.Q4_1").as_deref(), Some("smollm2-135m-instruct.q4_1"));
+        assert_eq!(model_id("/srv/models/x.gguf").as_deref(), Some("srv-models-x.gguf"));
+        assert_eq!(model_id(" ..//  ").as_deref(), None);
+    }
 }

@@ -126,6 +126,15 @@ fn answers_equal_the_library_and_streams_equal_whole_answers() {
     let (streamed, _) = stream_text(&post_text(&server, &body).1);
     assert_eq!(streamed, &want[..cut]);
 
+    // top_p 0 keeps only the most likely token (OpenAI takes top_p in [0, 1]): the greedy answer,
+    // whatever the temperature.
+    let mut body = request(user, 24);
+    body["temperature"] = json!(1.3);
+    body["top_p"] = json!(0);
+    let (status, json, _) = server.post("/v1/chat/completions", &body.to_string());
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["choices"][0]["message"]["content"], want.as_str());
+
     // The caller's request id names the completion and comes back in the header.
     let r = ureq::post(&format!("{}/v1/chat/completions", server.url))
         .set("x-request-id", "trace-42")
@@ -199,7 +208,8 @@ fn bad_chat_requests_get_the_documented_status() {
             400,
             "temperature",
         ),
-        (json!({"model": MODEL, "top_p": 0, "messages": [{"role": "user", "content": "x"}]}).to_string(), 400, "top_p"),
+        (json!({"model": MODEL, "top_p": -0.1, "messages": [{"role": "user", "content": "x"}]}).to_string(), 400, "top_p"),
+        (json!({"model": MODEL, "top_p": 1.5, "messages": [{"role": "user", "content": "x"}]}).to_string(), 400, "top_p"),
         (
             json!({"model": MODEL, "max_tokens": 0, "messages": [{"role": "user", "content": "x"}]}).to_string(),
             400,
@@ -211,7 +221,8 @@ fn bad_chat_requests_get_the_documented_status() {
             400,
             "stop",
         ),
-        (json!({"model": MODEL, "messages": [{"role": "user", "content": long}]}).to_string(), 413, "context"),
+        // A prompt that cannot fit is a bad request (OpenAI: 400 context_length_exceeded), not 413.
+        (json!({"model": MODEL, "messages": [{"role": "user", "content": long}]}).to_string(), 400, "context"),
         (json!({"model": MODEL, "tools": [{"type": "function", "function": {"name": "f"}}], "messages": [{"role": "user", "content": "x"}]}).to_string(), 400, "tools"),
         (json!({"model": MODEL, "response_format": {"type": "json_object"}, "messages": [{"role": "user", "content": "x"}]}).to_string(), 400, "response_format"),
     ];
@@ -220,6 +231,10 @@ fn bad_chat_requests_get_the_documented_status() {
         assert_eq!(got, *status, "{body:.80}: {json}");
         let message = json["error"]["message"].as_str().unwrap_or_else(|| panic!("not the OpenAI shape: {json}"));
         assert!(message.contains(needle), "{body:.80}: {message}");
+        if *needle == "context" {
+            assert_eq!(json["error"]["code"], "context_length_exceeded");
+            assert_eq!(json["error"]["type"], "invalid_request_error");
+        }
     }
     // Embeddings on a chat model: a clear 400, not a crash.
     let (status, json, _) = server.post("/v1/embeddings", &json!({"model": MODEL, "input": "x"}).to_string());

@@ -104,8 +104,8 @@ fn bad_requests_get_the_documented_status_in_the_openai_shape() {
             "encoding_format",
         ),
         (r#"{"model": "all-minilm-l6-v2", "input": "hi", "dimensions": 128}"#.to_string(), 400, "384 dimensions"),
-        (r#"{"model": "all-minilm-l6-v2", "input": ["a","b","c","d","e"]}"#.to_string(), 413, "at most 4"),
-        (serde_json::json!({"model": MODEL, "input": long_ids}).to_string(), 413, "at most 256"),
+        (r#"{"model": "all-minilm-l6-v2", "input": ["a","b","c","d","e"]}"#.to_string(), 400, "at most 4"),
+        (serde_json::json!({"model": MODEL, "input": long_ids}).to_string(), 400, "at most 256"),
         (r#"{"model": "all-minilm-l6-v2", "input": [5, 999999]}"#.to_string(), 400, "outside the vocabulary"),
         (serde_json::json!({"model": MODEL, "input": "x".repeat(5000)}).to_string(), 413, "exceeds 4096 bytes"),
     ] {
@@ -114,6 +114,9 @@ fn bad_requests_get_the_documented_status_in_the_openai_shape() {
         let message = json["error"]["message"].as_str().unwrap_or_else(|| panic!("not the OpenAI shape: {json}"));
         assert!(message.contains(needle), "{body:.80}: {message}");
         assert!(json["error"]["type"].is_string());
+        if needle == "at most 256" {
+            assert_eq!(json["error"]["code"], "context_length_exceeded");
+        }
     }
     // The server is still healthy and answers.
     let (status, _, _) = server.post("/v1/embeddings", &serde_json::json!({"model": MODEL, "input": "ok"}).to_string());
