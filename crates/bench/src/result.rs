@@ -1,4 +1,4 @@
-//! The versioned result file (docs/bench-results.md documents the schema).
+//! The versioned result file (docs/bench.md, "Result files", documents the schema; every number is checked on load).
 
 use crate::catalog::Price;
 use crate::environment::Environment;
