@@ -241,3 +241,100 @@ fn ten_thousand_requests_with_random_disconnects_lose_or_duplicate_nothing() {
     assert_eq!(status, 200);
     server.shutdown();
 }
+
+/// Token-id inputs of exactly `len` tokens, different for each `i` (valid MiniLM ids).
+fn long_inputs(n: usize, len: usize) -> Vec<Vec<u32>> {
+    (0..n).map(|i| (0..len).map(|t| 1000 + ((i * 131 + t * 7) % 20000) as u32).collect()).collect()
+}
+
+/// One request's inputs are split into model batches that respect both limits, and its answer is
+/// the library's, in order. (Before, a request was one batch: 2,048 inputs of 256 tokens needed
+/// about 6 GiB for attention.)
+#[test]
+fn a_request_of_many_long_inputs_runs_in_batches_within_the_limits() {
+    let limits = BatchLimits { max_batch: 8, max_batch_tokens: 1024, queue: 16 };
+    let server = start(limits, 2048, 8 << 20);
+    let inputs = long_inputs(40, 256);
+    let lib = embedder();
+    let want: Vec<Vec<f32>> =
+        inputs.iter().flat_map(|i| lib.run(&lib.batch_from_ids(&[i.as_slice()]).unwrap()).unwrap()).collect();
+
+    let (status, json, _) =
+        server.post("/v1/embeddings", &serde_json::json!({ "model": MODEL, "input": inputs }).to_string());
+    assert_eq!(status, 200, "{json}");
+    let data = json["data"].as_array().unwrap();
+    assert_eq!(data.len(), 40);
+    for (i, (d, w)) in data.iter().zip(&want).enumerate() {
+        assert_eq!(d["index"], i);
+        let diff = floats(&d["embedding"]).iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(diff < 1e-5, "input {i}: {diff}");
+    }
+    assert_eq!(json["usage"]["prompt_tokens"], 40 * 256);
+    // 1024 padded tokens hold 4 inputs of 256: exactly 10 batches, none over either limit.
+    let metrics = server.get("/metrics").1;
+    assert_eq!(metric(&metrics, "accelrt_batch_size_count"), 10.0, "{metrics}");
+    assert_eq!(metric(&metrics, "accelrt_batch_size_bucket{le=\"4\"}"), 10.0);
+    assert_eq!(metric(&metrics, "accelrt_batch_padded_tokens_bucket{le=\"1024\"}"), 10.0);
+    assert_eq!(metric(&metrics, "accelrt_batch_padded_tokens_sum"), (40 * 256) as f64);
+
+    // Short inputs fill batches by count instead; requests arriving together share batches and each
+    // gets its own answer.
+    let short: Vec<String> = (0..20).map(|i| format!("short text {i}")).collect();
+    let want_short = lib.embed(&short.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4)
+            .map(|r| {
+                let (server, short) = (&server, &short[r * 5..r * 5 + 5]);
+                scope.spawn(move || {
+                    server.post("/v1/embeddings", &serde_json::json!({ "model": MODEL, "input": short }).to_string())
+                })
+            })
+            .collect();
+        for (r, h) in handles.into_iter().enumerate() {
+            let (status, json, _) = h.join().unwrap();
+            assert_eq!(status, 200, "{json}");
+            for (k, d) in json["data"].as_array().unwrap().iter().enumerate() {
+                let diff = floats(&d["embedding"])
+                    .iter()
+                    .zip(&want_short[r * 5 + k])
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(diff < 1e-5, "request {r} input {k}: {diff}");
+            }
+        }
+    });
+    let metrics = server.get("/metrics").1;
+    let batches = metric(&metrics, "accelrt_batch_size_count");
+    assert_eq!(metric(&metrics, "accelrt_batch_size_bucket{le=\"8\"}"), batches, "no batch over 8 inputs");
+    assert_eq!(metric(&metrics, "accelrt_batch_padded_tokens_bucket{le=\"1024\"}"), batches);
+    server.shutdown();
+}
+
+/// The shape that used to abort the server: 2,048 inputs of the model's full length in one request
+/// (inside every limit). It runs in small batches, and a client that hangs up stops it: the rest of
+/// its inputs are skipped.
+#[test]
+fn a_huge_request_is_split_and_a_hang_up_skips_the_rest_of_it() {
+    let limits = BatchLimits { max_batch: 32, max_batch_tokens: 2048, queue: 16 };
+    let server = start(limits, 2048, 8 << 20);
+    let body = serde_json::json!({ "model": MODEL, "input": long_inputs(2048, 256) }).to_string();
+    let conn = raw_send(server.url.trim_start_matches("http://"), "/v1/embeddings", &body, "");
+    let batches = |server: &Server| metric(&server.get("/metrics").1, "accelrt_batch_size_count");
+    assert!(eventually(Duration::from_secs(60), || batches(&server) >= 2.0), "the request does not start");
+    drop(conn);
+    assert!(eventually(Duration::from_secs(30), || {
+        metric(&server.get("/metrics").1, "accelrt_requests_cancelled_total") == 1.0
+    }));
+    let after_cancel = batches(&server);
+    std::thread::sleep(Duration::from_millis(500));
+    let metrics = server.get("/metrics").1;
+    // 2,048 inputs of 256 tokens would take 256 batches of 8; the hang-up stopped it far sooner.
+    assert_eq!(metric(&metrics, "accelrt_batch_size_count"), after_cancel, "batches went on after the hang-up");
+    assert!(after_cancel < 256.0, "{after_cancel} batches");
+    assert_eq!(metric(&metrics, "accelrt_batch_padded_tokens_bucket{le=\"2048\"}"), after_cancel);
+    assert_eq!(metric(&metrics, "accelrt_queue_depth"), 0.0);
+    let (status, _, _) =
+        server.post("/v1/embeddings", &serde_json::json!({"model": MODEL, "input": "after"}).to_string());
+    assert_eq!(status, 200);
+    server.shutdown();
+}
