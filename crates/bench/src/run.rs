@@ -131,17 +131,26 @@ fn run_generation(config: &BenchConfig, backend: &dyn Backend, gguf: &Path, mode
         ));
     }
     let generator = TextGenerator::load(gguf, backend, &config.options, config.context)?;
-    // Instruct models get each text as a user message in their own chat template.
+    // Instruct models get each text as a user message in their own chat template (tokenised as the
+    // server does: the text is text, only the template's markers are control).
+    let chat = generator.tokenizer().chat_template().is_some();
+    let prompts = config
+        .texts
+        .iter()
+        .map(|t| if chat { generator.chat_prompt(&[ChatMessage::new("user", t)]) } else { generator.text_prompt(t) })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    // Peers are given the same prompts as text.
     let prompts_text: Vec<String> = config
         .texts
         .iter()
-        .map(|t| match generator.tokenizer().chat_template() {
-            Some(_) => generator.tokenizer().apply_chat_template(&[ChatMessage::new("user", t)]),
-            None => Ok(t.clone()),
+        .map(|t| {
+            if chat {
+                generator.tokenizer().apply_chat_template(&[ChatMessage::new("user", t)])
+            } else {
+                Ok(t.clone())
+            }
         })
         .collect::<std::result::Result<_, _>>()?;
-    let prompts =
-        prompts_text.iter().map(|t| generator.tokenizer().encode(t)).collect::<std::result::Result<Vec<_>, _>>()?;
     if let Some(p) = prompts.iter().find(|p| p.len() + config.max_tokens > generator.context()) {
         return Err(BenchError::Invalid(format!(
             "a prompt of {} tokens plus {} new tokens does not fit the context of {} (raise --context)",
