@@ -71,17 +71,8 @@ async fn chat(
     let max_tokens = request.max_tokens()?;
     let stop = request.stops()?;
     let prompt = prompt_tokens(scheduler, messages).await?;
+    // `chat_prompt` refused prompts that leave no room for an answer (400 context_length_exceeded).
     let context = scheduler.generator().context();
-    if prompt.len() >= context {
-        return Err(ApiError::context_length_exceeded(
-            format!(
-                "the messages take {} tokens; this server's context holds {context} positions for prompt and \
-                 answer together",
-                prompt.len()
-            ),
-            "messages",
-        ));
-    }
     let job = ChatJob {
         max_tokens: max_tokens.unwrap_or(context - prompt.len()),
         prompt,
@@ -103,19 +94,18 @@ async fn chat(
     }
 }
 
-/// Applies the chat template and tokenizes, off the async executor.
+/// Applies the chat template and tokenizes, off the async executor: message contents are text (a
+/// user's `<|im_end|>` cannot close a turn), and a prompt whose bytes cannot fit the context is
+/// refused before it is tokenised.
 async fn prompt_tokens(
     scheduler: &ChatScheduler,
     messages: Vec<accelrt_models::ChatMessage>,
 ) -> Result<Vec<u32>, ApiError> {
     let generator = scheduler.shared_generator();
-    tokio::task::spawn_blocking(move || {
-        let text = generator.tokenizer().apply_chat_template(&messages)?;
-        generator.tokenizer().encode(&text)
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("tokenizer task: {e}")))?
-    .map_err(|e| ApiError::from_model(e, "messages"))
+    tokio::task::spawn_blocking(move || generator.chat_prompt(&messages))
+        .await
+        .map_err(|e| ApiError::internal(format!("tokenizer task: {e}")))?
+        .map_err(|e| ApiError::from_model(e, "messages"))
 }
 
 /// Waits for the end of the generation and answers with all of it.
