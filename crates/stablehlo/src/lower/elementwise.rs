@@ -1,0 +1,58 @@
+//! Element-wise ops: binary with NumPy broadcasting, activations, affine maps.
+
+use crate::emit::{Emitter, R, V};
+use accelrt_core::{BinaryOp, UnaryOp};
+
+/// `a op b`, both broadcast to `shape` (the graph's broadcast of the two).
+pub(super) fn binary(e: &mut Emitter, op: BinaryOp, a: &V, b: &V, shape: &[usize]) -> R<V> {
+    let (a, b) = (e.broadcast_to(a, shape)?, e.broadcast_to(b, shape)?);
+    let name = match op {
+        BinaryOp::Add => "add",
+        BinaryOp::Sub => "subtract",
+        BinaryOp::Mul => "multiply",
+        // Integer division truncates toward zero in StableHLO, as in the reference.
+        BinaryOp::Div => "divide",
+    };
+    e.binary(name, &a, &b)
+}
+
+pub(super) fn unary(e: &mut Emitter, op: UnaryOp, x: &V) -> R<V> {
+    match op {
+        // x · Φ(x) = x/2 · (1 + erf(x/√2)). `chlo.erf` is the op jax itself emits for erf; every
+        // consumer of jax's modules (XLA, the Neuron compiler) expands it to its own
+        // implementation, which for f32 is accurate to a few ulp.
+        UnaryOp::Gelu => {
+            let scaled = e.binary_const("multiply", x, std::f64::consts::FRAC_1_SQRT_2)?;
+            let erf = e.unary("erf", &scaled);
+            let one_plus = e.binary_const("add", &erf, 1.0)?;
+            let half_x = e.binary_const("multiply", x, 0.5)?;
+            e.binary("multiply", &half_x, &one_plus)
+        }
+        // x/2 · (1 + tanh(√(2/π) · (x + 0.044715 x³)))
+        UnaryOp::GeluTanh => {
+            let x2 = e.binary("multiply", x, x)?;
+            let x3 = e.binary("multiply", &x2, x)?;
+            let c3 = e.binary_const("multiply", &x3, 0.044715)?;
+            let inner = e.binary("add", x, &c3)?;
+            let inner = e.binary_const("multiply", &inner, (2.0 / std::f64::consts::PI).sqrt())?;
+            let t = e.unary("tanh", &inner);
+            let one_plus = e.binary_const("add", &t, 1.0)?;
+            let half_x = e.binary_const("multiply", x, 0.5)?;
+            e.binary("multiply", &half_x, &one_plus)
+        }
+        // x · σ(x)
+        UnaryOp::Silu => {
+            let s = e.unary("logistic", x);
+            e.binary("multiply", x, &s)
+        }
+        UnaryOp::Relu => e.binary_const("maximum", x, 0.0),
+        UnaryOp::Tanh => Ok(e.unary("tanh", x)),
+        UnaryOp::Exp => Ok(e.unary("exponential", x)),
+    }
+}
+
+/// x · mul + add.
+pub(super) fn affine(e: &mut Emitter, x: &V, mul: f64, add: f64) -> R<V> {
+    let y = e.binary_const("multiply", x, mul)?;
+    e.binary_const("add", &y, add)
+}
