@@ -12,6 +12,8 @@ use std::sync::Arc;
 pub struct Buffer {
     pub(crate) client: Arc<ClientInner>,
     pub(crate) ptr: *mut ffi::PJRT_Buffer,
+    dims: Vec<i64>,
+    element_type: ElementType,
 }
 
 // SAFETY: PJRT buffers may be used and freed from any thread by the C API's contract.
@@ -19,17 +21,30 @@ unsafe impl Send for Buffer {}
 unsafe impl Sync for Buffer {}
 
 impl Buffer {
-    /// Takes ownership of a buffer the plugin returned.
+    /// Takes ownership of a buffer the plugin returned, reading its (immutable) type and shape.
     pub(crate) fn adopt(client: &Arc<ClientInner>, ptr: *mut ffi::PJRT_Buffer) -> Result<Buffer> {
         if ptr.is_null() {
             return Err(PjrtError::Invalid("the PJRT plugin returned a null buffer".into()));
         }
         client.counters.buffers.fetch_add(1, Ordering::SeqCst);
-        Ok(Buffer { client: client.clone(), ptr })
+        // Owned from here: an error below drops `buffer`, which destroys it.
+        let mut buffer = Buffer { client: client.clone(), ptr, dims: Vec::new(), element_type: ElementType::Other(0) };
+        buffer.dims = buffer.read_dims()?;
+        buffer.element_type = buffer.read_element_type()?;
+        Ok(buffer)
     }
 
-    /// The array's dimensions (`PJRT_Buffer_Dimensions`).
-    pub fn dims(&self) -> Result<Vec<i64>> {
+    /// The array's dimensions.
+    pub fn dims(&self) -> &[i64] {
+        &self.dims
+    }
+
+    /// The element type.
+    pub fn element_type(&self) -> ElementType {
+        self.element_type
+    }
+
+    fn read_dims(&self) -> Result<Vec<i64>> {
         let mut args = ffi::PJRT_Buffer_Dimensions_Args::new();
         args.buffer = self.ptr;
         pjrt_call!(&self.client.plugin, PJRT_Buffer_Dimensions, &mut args)?;
@@ -40,8 +55,7 @@ impl Buffer {
         Ok(unsafe { std::slice::from_raw_parts(args.dims, args.num_dims) }.to_vec())
     }
 
-    /// The element type (`PJRT_Buffer_ElementType`).
-    pub fn element_type(&self) -> Result<ElementType> {
+    fn read_element_type(&self) -> Result<ElementType> {
         let mut args = ffi::PJRT_Buffer_ElementType_Args::new();
         args.buffer = self.ptr;
         pjrt_call!(&self.client.plugin, PJRT_Buffer_ElementType, &mut args)?;
@@ -57,7 +71,7 @@ impl Buffer {
 
     /// The elements as `T`, which must be the buffer's element type.
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
-        let ty = self.element_type()?;
+        let ty = self.element_type;
         if ty != T::TYPE {
             return Err(PjrtError::Invalid(format!("the buffer holds {ty}, not {}", T::TYPE)));
         }
@@ -111,7 +125,7 @@ impl Drop for Buffer {
 
 impl std::fmt::Debug for Buffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Buffer").field("dims", &self.dims().ok()).field("type", &self.element_type().ok()).finish()
+        f.debug_struct("Buffer").field("dims", &self.dims).field("type", &self.element_type).finish()
     }
 }
 

@@ -99,6 +99,14 @@ pub enum PjrtError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 
+    /// `execute` was given a different number of arguments than `@main` has parameters.
+    #[error("the program takes {expected} arguments, {actual} were given")]
+    ArgumentCount { expected: usize, actual: usize },
+
+    /// An argument's element type or dimensions differ from its parameter's.
+    #[error("argument {index}: the program takes {expected}, the buffer is {actual}")]
+    ArgumentMismatch { index: usize, expected: String, actual: String },
+
     /// A request the binding refuses before calling the plugin (wrong data length, wrong type, …).
     #[error("{0}")]
     Invalid(String),

@@ -6,6 +6,7 @@ use crate::element::ElementType;
 use crate::error::{destroy, PjrtError, Result};
 use crate::ffi;
 use crate::plugin::{c_str, pjrt_call, Plugin};
+use crate::signature::{main_parameters, TensorType};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -90,6 +91,7 @@ pub struct LoadedExecutable {
     fingerprint: Option<String>,
     output_types: Vec<ElementType>,
     output_dims: Option<Vec<Vec<i64>>>,
+    parameters: Option<Vec<TensorType>>,
 }
 
 // SAFETY: PJRT loaded executables may be executed and freed from any thread by contract.
@@ -129,6 +131,7 @@ impl Client {
             fingerprint: None,
             output_types: Vec::new(),
             output_dims: None,
+            parameters: None,
         };
         // On error from here `exe` is dropped, which destroys the loaded executable.
         let (name, fingerprint, output_types, output_dims) = {
@@ -141,6 +144,9 @@ impl Client {
         exe.fingerprint = fingerprint;
         exe.output_types = output_types;
         exe.output_dims = output_dims;
+        if format == "mlir" {
+            exe.parameters = std::str::from_utf8(code).ok().and_then(main_parameters);
+        }
         Ok(exe)
     }
 }
@@ -171,13 +177,41 @@ impl LoadedExecutable {
         self.output_dims.as_deref()
     }
 
+    /// The parameters of the module's `@main`, when they could be read from its MLIR text (see
+    /// [`TensorType`]); `execute` checks arguments against them.
+    pub fn parameters(&self) -> Option<&[TensorType]> {
+        self.parameters.as_deref()
+    }
+
+    /// Refuses arguments that do not match the parameters, which the plugin may not notice.
+    fn check_arguments(&self, args: &[&Buffer]) -> Result<()> {
+        let Some(params) = &self.parameters else { return Ok(()) };
+        if params.len() != args.len() {
+            return Err(PjrtError::ArgumentCount { expected: params.len(), actual: args.len() });
+        }
+        for (index, (param, arg)) in params.iter().zip(args).enumerate() {
+            if param.element_type != arg.element_type() || param.dims != arg.dims() {
+                let actual = TensorType { element_type: arg.element_type(), dims: arg.dims().to_vec() };
+                return Err(PjrtError::ArgumentMismatch {
+                    index,
+                    expected: param.to_string(),
+                    actual: actual.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Runs the program on the client's first device with `args` in the order of the module's
     /// parameters. The arguments are not donated (they stay valid); the outputs are new buffers,
-    /// returned once the run has finished. Wrong argument counts or shapes are plugin errors.
+    /// returned once the run has finished. Arguments that differ from the parameters in number,
+    /// element type or dimensions are refused before the plugin is called where the parameters
+    /// are known, and by the plugin's own checks otherwise.
     pub fn execute(&self, args: &[&Buffer]) -> Result<Vec<Buffer>> {
         if let Some(foreign) = args.iter().position(|b| !Arc::ptr_eq(&b.client, &self.client)) {
             return Err(PjrtError::Invalid(format!("argument {foreign} belongs to another PJRT client")));
         }
+        self.check_arguments(args)?;
         let arg_ptrs: Vec<*mut ffi::PJRT_Buffer> = args.iter().map(|b| b.ptr).collect();
         let arg_lists = [arg_ptrs.as_ptr()];
         let mut outputs: Vec<*mut ffi::PJRT_Buffer> = vec![std::ptr::null_mut(); self.num_outputs()];

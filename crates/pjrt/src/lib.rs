@@ -33,6 +33,7 @@ mod ffi;
 #[cfg(test)]
 mod layout_test;
 mod plugin;
+mod signature;
 
 pub use buffer::Buffer;
 pub use client::{Client, Device, LiveObjects};
@@ -41,6 +42,7 @@ pub use error::{ErrorCode, PjrtError, Result};
 pub use executable::{CompileOptions, LoadedExecutable, ProgramFormat};
 pub use fetch::{locate_xla_cpu, InstalledPlugin, PluginStore, PLUGIN_ENV, XLA_CPU};
 pub use plugin::{check_version, ApiVersion, AttributeValue, Plugin, SUPPORTED_API};
+pub use signature::TensorType;
 
 use std::sync::Arc;
 
