@@ -97,7 +97,8 @@ pub(crate) fn specialise(graph: &Graph, bucket: &Bucket) -> Result<Specialised, 
         return Err(ExportError::BadBucket { text: bucket.to_string(), reason: format!("`{symbol}` is 0") });
     }
     let mut bindings: BTreeMap<String, usize> = bucket.dims.clone();
-    if let Some(capacity) = cache_capacity(graph, bucket)? {
+    let capacity = cache_capacity(graph, bucket)?;
+    if let Some(capacity) = capacity {
         match bindings.insert(KV_LEN.to_string(), capacity) {
             Some(given) if given != capacity => {
                 return Err(ExportError::BucketConflict {
@@ -111,7 +112,8 @@ pub(crate) fn specialise(graph: &Graph, bucket: &Bucket) -> Result<Specialised, 
         }
     }
     let used = used_symbols(graph);
-    if let Some(symbol) = bucket.dims.keys().find(|s| !used.contains(s.as_str())) {
+    let unused = |s: &&String| !used.contains(s.as_str()) && !(capacity.is_some() && s.as_str() == KV_LEN);
+    if let Some(symbol) = bucket.dims.keys().find(unused) {
         return Err(ExportError::BadBucket {
             text: bucket.to_string(),
             reason: format!("the graph has no symbol `{symbol}` (a typo?)"),
