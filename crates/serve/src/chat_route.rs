@@ -71,8 +71,15 @@ async fn chat(
     let max_tokens = request.max_tokens()?;
     let stop = request.stops()?;
     let prompt = prompt_tokens(scheduler, messages).await?;
-    // `chat_prompt` refused prompts that leave no room for an answer (400 context_length_exceeded).
+    // `chat_prompt` refused prompts that leave no room for an answer (400 context_length_exceeded);
+    // checked again here, as the arithmetic below depends on it.
     let context = scheduler.generator().context();
+    if prompt.len() >= context {
+        return Err(ApiError::context_length_exceeded(
+            format!("the messages take {} tokens; the context holds {context} positions", prompt.len()),
+            "messages",
+        ));
+    }
     let job = ChatJob {
         max_tokens: max_tokens.unwrap_or(context - prompt.len()),
         prompt,
