@@ -15,9 +15,9 @@
 //!   the data section, and overlaps no other tensor's (so a wrong type or offset cannot make one
 //!   tensor read its neighbours' bytes). Types accelrt cannot run still get their real size.
 
+use crate::weights::FileBytes;
 use crate::{ModelError, Result};
 use accelrt_core::{DType, QuantType, WeightSource, WeightView};
-use memmap2::Mmap;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -220,7 +220,7 @@ const ENTRY_COST: usize = 128;
 /// A GGUF file mapped into memory; tensors are borrowed straight from the mapping.
 pub struct GgufFile {
     path: PathBuf,
-    mmap: Mmap,
+    bytes: FileBytes,
     pub version: u32,
     metadata: BTreeMap<String, GgufValue>,
     tensors: BTreeMap<String, GgufTensorInfo>,
@@ -338,12 +338,19 @@ fn min_value_size(type_id: u32) -> Option<usize> {
 impl GgufFile {
     /// Maps and parses `path`, checking every count, size and tensor range (see the module docs).
     pub fn open(path: &Path) -> Result<GgufFile> {
-        let file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
-        // Safety: read-only mapping of a file the cache only ever replaces by rename.
-        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
+        GgufFile::new(path, FileBytes::map(path)?)
+    }
+
+    /// Parses a file held in memory, as [`GgufFile::open`] does one on disk (for tests and fuzzing);
+    /// `path` only names it in messages.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<GgufFile> {
+        GgufFile::new(path, FileBytes::Owned(bytes))
+    }
+
+    fn new(path: &Path, bytes: FileBytes) -> Result<GgufFile> {
         let (version, metadata, tensors) =
-            parse(&mmap).map_err(|m| ModelError::config(path, format!("not a valid GGUF file: {m}")))?;
-        Ok(GgufFile { path: path.to_path_buf(), mmap, version, metadata, tensors })
+            parse(&bytes).map_err(|m| ModelError::config(path, format!("not a valid GGUF file: {m}")))?;
+        Ok(GgufFile { path: path.to_path_buf(), bytes, version, metadata, tensors })
     }
 
     pub fn path(&self) -> &Path {
@@ -470,7 +477,7 @@ impl WeightSource for GgufFile {
         let bad = |message: String| accelrt_core::Error::Weight { name: name.into(), message };
         let info = self.tensors.get(name).ok_or_else(|| bad(format!("not in {}", self.path.display())))?;
         let dtype = info.dtype().map_err(bad)?;
-        Ok(WeightView { dtype, shape: info.shape.clone(), bytes: Cow::Borrowed(&self.mmap[info.start..info.end]) })
+        Ok(WeightView { dtype, shape: info.shape.clone(), bytes: Cow::Borrowed(&self.bytes[info.start..info.end]) })
     }
 }
 

@@ -13,10 +13,38 @@ use safetensors::tensor::{Dtype, Metadata, SafeTensors};
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
+/// The bytes of a model file: memory-mapped, or held in memory (tests and fuzzing).
+pub(crate) enum FileBytes {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl FileBytes {
+    /// Maps `path` read-only.
+    pub(crate) fn map(path: &Path) -> Result<FileBytes> {
+        let file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
+        // Safety: the mapping is read-only; the model files are not modified while mapped
+        // (the cache replaces files by rename, which keeps the mapped inode intact).
+        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
+        Ok(FileBytes::Mapped(mmap))
+    }
+}
+
+impl std::ops::Deref for FileBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Mapped(m) => m,
+            FileBytes::Owned(v) => v,
+        }
+    }
+}
+
 /// A safetensors file mapped into memory; weights are borrowed straight from the mapping.
 pub struct SafetensorsWeights {
     path: PathBuf,
-    mmap: Mmap,
+    bytes: FileBytes,
     header_len: usize,
     metadata: Metadata,
 }
@@ -24,19 +52,30 @@ pub struct SafetensorsWeights {
 impl SafetensorsWeights {
     /// Maps and validates `path` (header, offsets and total length: a truncated file is refused).
     pub fn open(path: &Path) -> Result<SafetensorsWeights> {
-        let file = std::fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
-        // Safety: the mapping is read-only; the model files are not modified while mapped
-        // (the cache replaces files by rename, which keeps the mapped inode intact).
-        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
+        SafetensorsWeights::new(path, FileBytes::map(path)?)
+    }
+
+    /// Validates a file held in memory, as [`SafetensorsWeights::open`] does one on disk (for tests
+    /// and fuzzing); `path` only names it in messages.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<SafetensorsWeights> {
+        SafetensorsWeights::new(path, FileBytes::Owned(bytes))
+    }
+
+    fn new(path: &Path, bytes: FileBytes) -> Result<SafetensorsWeights> {
         let bad = |message: String| ModelError::Safetensors { path: path.to_path_buf(), message };
-        check_header_len(&mmap).map_err(bad)?;
-        let (header_len, metadata) = SafeTensors::read_metadata(&mmap).map_err(|e| bad(e.to_string()))?;
-        check_ranges(&metadata, mmap.len() - 8 - header_len).map_err(bad)?;
-        Ok(SafetensorsWeights { path: path.to_path_buf(), mmap, header_len, metadata })
+        check_header_len(&bytes).map_err(bad)?;
+        let (header_len, metadata) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+        check_ranges(&metadata, bytes.len() - 8 - header_len).map_err(bad)?;
+        Ok(SafetensorsWeights { path: path.to_path_buf(), bytes, header_len, metadata })
     }
 
     pub fn contains(&self, name: &str) -> bool {
         self.metadata.info(name).is_some()
+    }
+
+    /// The names of the tensors, in the order of their data.
+    pub fn names(&self) -> Vec<String> {
+        self.metadata.offset_keys()
     }
 
     /// The shape of tensor `name`, if the file holds it.
@@ -114,6 +153,6 @@ impl WeightSource for SafetensorsWeights {
         // The range was checked when the file was opened.
         let start = 8 + self.header_len;
         let (a, b) = info.data_offsets;
-        Ok(WeightView { dtype, shape: info.shape.clone(), bytes: Cow::Borrowed(&self.mmap[start + a..start + b]) })
+        Ok(WeightView { dtype, shape: info.shape.clone(), bytes: Cow::Borrowed(&self.bytes[start + a..start + b]) })
     }
 }

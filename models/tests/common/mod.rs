@@ -7,6 +7,7 @@
 
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 /// Set in the child process: the test body runs there instead of spawning again.
 const CHILD_ENV: &str = "ACCELRT_CAPPED_CHILD";
@@ -14,9 +15,14 @@ const CHILD_ENV: &str = "ACCELRT_CAPPED_CHILD";
 /// below what trusting a corrupt size field would reserve.
 const CAP_KIB: u64 = 4 << 20;
 
+/// How long the child may run: the cases take seconds, so past this it is stuck (a loader that
+/// loops on a corrupt count), and the test fails naming the last case the child started.
+const CHILD_DEADLINE: Duration = Duration::from_secs(120);
+
 /// Runs test `name` of this test binary again in a child process with its address space capped
-/// (`ulimit -v`), and fails with the child's output unless the child passed. Returns true in the
-/// parent (the caller then returns) and false in the child (the caller runs the body):
+/// (`ulimit -v`), and fails with the child's output unless the child passed within
+/// `CHILD_DEADLINE`. Returns true in the parent (the caller then returns) and false in the child
+/// (the caller runs the body):
 ///
 /// ```ignore
 /// if common::in_capped_child("my_test") { return; }
@@ -26,7 +32,10 @@ pub fn in_capped_child(name: &str) -> bool {
         return false;
     }
     let exe = std::env::current_exe().expect("the test binary's path");
-    let out = Command::new("/bin/sh")
+    // Output goes to files, not pipes, so a chatty child never blocks on a full pipe.
+    let logs = tempfile::tempdir().expect("a temporary directory");
+    let (out_path, err_path) = (logs.path().join("stdout"), logs.path().join("stderr"));
+    let mut child = Command::new("/bin/sh")
         .arg("-c")
         .arg(format!("ulimit -v {CAP_KIB} && exec \"$0\" \"$@\""))
         .arg(exe)
@@ -34,13 +43,33 @@ pub fn in_capped_child(name: &str) -> bool {
         .env(CHILD_ENV, "1")
         // glibc reserves 64 MiB of address space per malloc arena; keep that small under the cap.
         .env("MALLOC_ARENA_MAX", "2")
-        .output()
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
         .expect("run the test binary");
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            break Some(status);
+        }
+        if started.elapsed() > CHILD_DEADLINE {
+            child.kill().ok();
+            child.wait().ok();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let text = stdout.clone() + &std::fs::read_to_string(&err_path).unwrap_or_default();
     let tail: String = text.chars().rev().take(4000).collect::<Vec<_>>().into_iter().rev().collect();
-    assert!(out.status.success(), "`{name}` failed in the capped child ({}):\n…{tail}", out.status);
+    let Some(status) = status else {
+        panic!("`{name}` was still running in the capped child after {CHILD_DEADLINE:?}:\n…{tail}");
+    };
+    assert!(status.success(), "`{name}` failed in the capped child ({status}):\n…{tail}");
     // The filter matched exactly this test, and it ran (a typo would run nothing and pass).
     assert!(text.contains("test result: ok. 1 passed"), "`{name}` did not run in the child:\n{tail}");
+    // What the child reported (shown with --nocapture).
+    print!("{stdout}");
     true
 }
 
