@@ -447,9 +447,12 @@ c_struct!(PJRT_Api {
 /// The plugin's entry point, `GetPjrtApi`.
 pub type GetPjrtApi = unsafe extern "C" fn() -> *const PJRT_Api;
 
+/// A struct's C name, `STRUCT_SIZE` and (field, offset) list.
+pub type Layout = (&'static str, usize, Vec<(&'static str, usize)>);
+
 /// Every declared struct's table, for the layout test.
-pub fn all_layouts() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
-    fn entry<T: CStruct>() -> (&'static str, usize, Vec<(&'static str, usize)>) {
+pub fn all_layouts() -> Vec<Layout> {
+    fn entry<T: CStruct>() -> Layout {
         (T::NAME, T::STRUCT_SIZE, T::field_offsets())
     }
     vec![
