@@ -33,16 +33,25 @@ struct Step {
     session: String,
     dir: PathBuf,
     module: Module,
+    /// Argument name → file, for every non-state argument.
+    paths: serde_json::Map<String, serde_json::Value>,
 }
 
 pub struct JaxJob {
     dir: tempfile::TempDir,
     steps: Vec<Step>,
+    /// Weight files already written, by (session, name, dtype): the buckets of one session's
+    /// graph share them.
+    weights: std::collections::HashMap<(String, String, String), PathBuf>,
 }
 
 impl Default for JaxJob {
     fn default() -> Self {
-        JaxJob { dir: tempfile::tempdir().expect("a temporary directory"), steps: Vec::new() }
+        JaxJob {
+            dir: tempfile::tempdir().expect("a temporary directory"),
+            steps: Vec::new(),
+            weights: Default::default(),
+        }
     }
 }
 
@@ -61,7 +70,9 @@ impl JaxJob {
         std::fs::create_dir_all(dir.join("args")).unwrap();
         std::fs::write(dir.join("module.mlir"), &module.mlir).unwrap();
         std::fs::write(dir.join("manifest.json"), module.manifest.to_json()).unwrap();
+        let mut paths = serde_json::Map::new();
         for (i, arg) in module.manifest.arguments.iter().enumerate() {
+            let path = dir.join(format!("args/{i}.bin"));
             let tensor = match &arg.role {
                 ArgumentRole::Input => {
                     let t =
@@ -70,12 +81,21 @@ impl JaxJob {
                     assert_eq!(t.dtype(), arg.dtype, "input {}", arg.name);
                     t.clone()
                 }
-                ArgumentRole::Weight { .. } => weight_argument(arg, weights).unwrap(),
+                ArgumentRole::Weight { .. } => {
+                    let key = (session.to_string(), arg.name.clone(), arg.dtype.to_string());
+                    if let Some(written) = self.weights.get(&key) {
+                        paths.insert(arg.name.clone(), written.display().to_string().into());
+                        continue;
+                    }
+                    self.weights.insert(key, path.clone());
+                    weight_argument(arg, weights).unwrap()
+                }
                 ArgumentRole::State { .. } => continue,
             };
-            std::fs::write(dir.join(format!("args/{i}.bin")), tensor.to_le_bytes()).unwrap();
+            std::fs::write(&path, tensor.to_le_bytes()).unwrap();
+            paths.insert(arg.name.clone(), path.display().to_string().into());
         }
-        self.steps.push(Step { session: session.to_string(), dir, module });
+        self.steps.push(Step { session: session.to_string(), dir, module, paths });
         StepId(id)
     }
 
@@ -83,15 +103,7 @@ impl JaxJob {
     pub fn run(&self) {
         let mut sessions: Vec<(String, Vec<serde_json::Value>)> = Vec::new();
         for step in &self.steps {
-            let args: serde_json::Map<String, serde_json::Value> = step
-                .module
-                .manifest
-                .arguments
-                .iter()
-                .enumerate()
-                .filter(|(_, a)| !matches!(a.role, ArgumentRole::State { .. }))
-                .map(|(i, a)| (a.name.clone(), step.dir.join(format!("args/{i}.bin")).display().to_string().into()))
-                .collect();
+            let args = &step.paths;
             let entry = serde_json::json!({
                 "mlir": step.dir.join("module.mlir"),
                 "manifest": step.dir.join("manifest.json"),
