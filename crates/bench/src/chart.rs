@@ -45,7 +45,9 @@ pub fn bars(path: &Path, title: &str, x_label: &str, bars: &[(String, f64)]) -> 
         .configure_mesh()
         .disable_y_mesh()
         .disable_y_axis()
+        .max_light_lines(0)
         .x_labels(TICKS)
+        .x_label_formatter(&|v| tick(*v))
         .x_desc(x_label)
         .draw()
         .map_err(|e| e.to_string())?;
@@ -66,6 +68,39 @@ pub fn bars(path: &Path, title: &str, x_label: &str, bars: &[(String, f64)]) -> 
     root.present().map_err(|e| e.to_string())
 }
 
+/// A tick label as people write numbers: no exponent, no float noise (`0.30000000000000004`), a
+/// thousands separator for large values.
+fn tick(v: f64) -> String {
+    let a = v.abs();
+    let s = if a == 0.0 {
+        "0".to_string()
+    } else if a >= 1000.0 {
+        let digits = format!("{:.0}", a);
+        let mut out = String::new();
+        for (i, c) in digits.chars().enumerate() {
+            if i > 0 && (digits.len() - i) % 3 == 0 {
+                out.push(',');
+            }
+            out.push(c);
+        }
+        out
+    } else {
+        // Enough decimals for three significant digits, trailing zeros dropped.
+        let decimals = (2 - a.log10().floor() as i32).clamp(0, 12) as usize;
+        let t = format!("{a:.decimals$}");
+        if t.contains('.') {
+            t.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            t
+        }
+    };
+    if v < 0.0 {
+        format!("-{s}")
+    } else {
+        s
+    }
+}
+
 fn format_value(v: f64) -> String {
     if v >= 100.0 {
         format!("{v:.0}")
@@ -76,17 +111,22 @@ fn format_value(v: f64) -> String {
     }
 }
 
-/// Lines of (x, y) points, one per named series.
-pub fn lines(
-    path: &Path,
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    series: &[(String, Vec<(f64, f64)>)],
-) -> Result<(), String> {
-    let points = || series.iter().flat_map(|(_, p)| p.iter());
-    let x_max = axis_end(points().map(|(x, _)| *x), 1.1)?;
-    let y_max = axis_end(points().map(|(_, y)| *y), 1.1)?;
+/// One server configuration's load search: (offered load, p99, valid) per run, the load the
+/// result reports (when valid) and its p99 bound.
+pub struct LoadCurve {
+    pub name: String,
+    pub points: Vec<(f64, f64, bool)>,
+    pub chosen: Option<f64>,
+    pub bound: Option<f64>,
+}
+
+/// p99 latency against offered load: valid runs as filled dots, invalid ones as crosses, the p99
+/// bound as a dashed horizontal line and the chosen load as a dotted vertical one.
+pub fn latency_vs_load(path: &Path, title: &str, curves: &[LoadCurve]) -> Result<(), String> {
+    let xs = curves.iter().flat_map(|c| c.points.iter().map(|p| p.0).chain(c.chosen));
+    let x_max = axis_end(xs, 1.1)?;
+    let ys = curves.iter().flat_map(|c| c.points.iter().map(|p| p.1).chain(c.bound));
+    let y_max = axis_end(ys, 1.1)?;
     let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let mut chart = ChartBuilder::on(&root)
@@ -98,21 +138,61 @@ pub fn lines(
         .map_err(|e| e.to_string())?;
     chart
         .configure_mesh()
+        .max_light_lines(0)
         .x_labels(TICKS)
         .y_labels(TICKS)
-        .x_desc(x_label)
-        .y_desc(y_label)
+        .x_label_formatter(&|v| tick(*v))
+        .y_label_formatter(&|v| tick(*v))
+        .x_desc("offered load (queries / s)")
+        .y_desc("p99 latency (ms)")
         .draw()
         .map_err(|e| e.to_string())?;
-    for (i, (name, pts)) in series.iter().enumerate() {
+    for (i, c) in curves.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         chart
-            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+            .draw_series(LineSeries::new(c.points.iter().map(|p| (p.0, p.1)), color.stroke_width(1)))
             .map_err(|e| e.to_string())?
-            .label(name.clone())
+            .label(c.name.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
-        chart.draw_series(pts.iter().map(|p| Circle::new(*p, 3, color.filled()))).map_err(|e| e.to_string())?;
+        chart
+            .draw_series(c.points.iter().filter(|p| p.2).map(|p| Circle::new((p.0, p.1), 4, color.filled())))
+            .map_err(|e| e.to_string())?;
+        chart
+            .draw_series(c.points.iter().filter(|p| !p.2).map(|p| Cross::new((p.0, p.1), 5, color.stroke_width(2))))
+            .map_err(|e| e.to_string())?;
+        if let Some(b) = c.bound {
+            let dashes = dashed((0.0, b), (x_max, b), x_max / 60.0, true);
+            chart
+                .draw_series(dashes.into_iter().map(|seg| PathElement::new(seg, RED.stroke_width(1))))
+                .map_err(|e| e.to_string())?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    format!("p99 bound {} ms", tick(b)),
+                    (x_max * 0.01, b),
+                    ("sans-serif", 12).into_font().color(&RED),
+                )))
+                .map_err(|e| e.to_string())?;
+        }
+        if let Some(q) = c.chosen {
+            let dashes = dashed((q, 0.0), (q, y_max), y_max / 40.0, false);
+            chart
+                .draw_series(dashes.into_iter().map(|seg| PathElement::new(seg, color.stroke_width(1))))
+                .map_err(|e| e.to_string())?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    format!("chosen {} /s", tick(q)),
+                    (q, y_max * 0.97),
+                    ("sans-serif", 12).into_font().color(&color),
+                )))
+                .map_err(|e| e.to_string())?;
+        }
     }
+    // Legend entries for the markers.
+    chart
+        .draw_series(std::iter::once(Circle::new((0.0, 0.0), 0, BLACK.filled())))
+        .map_err(|e| e.to_string())?
+        .label("● valid  ✕ invalid")
+        .legend(|(x, y)| Circle::new((x + 8, y), 3, BLACK.filled()));
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
@@ -120,6 +200,19 @@ pub fn lines(
         .draw()
         .map_err(|e| e.to_string())?;
     root.present().map_err(|e| e.to_string())
+}
+
+/// A dashed line from `a` to `b` (horizontal or vertical) as segments of length `step`.
+fn dashed(a: (f64, f64), b: (f64, f64), step: f64, horizontal: bool) -> Vec<Vec<(f64, f64)>> {
+    let (from, to) = if horizontal { (a.0, b.0) } else { (a.1, b.1) };
+    let mut segments = Vec::new();
+    let mut t = from;
+    while t < to && segments.len() < 200 {
+        let end = (t + step * 0.6).min(to);
+        segments.push(if horizontal { vec![(t, a.1), (end, a.1)] } else { vec![(a.0, t), (a.0, end)] });
+        t += step;
+    }
+    segments
 }
 
 #[cfg(test)]
@@ -136,6 +229,22 @@ mod tests {
         rx.recv_timeout(Duration::from_secs(60)).expect("the chart call never returned")
     }
 
+    fn curve(points: Vec<(f64, f64, bool)>) -> LoadCurve {
+        let chosen = points.iter().find(|p| p.2).map(|p| p.0);
+        LoadCurve { name: "s".into(), points, chosen, bound: Some(1.0) }
+    }
+
+    #[test]
+    fn tick_labels_are_plain_numbers() {
+        assert_eq!(tick(0.0), "0");
+        assert_eq!(tick(0.30000000000000004), "0.3");
+        assert_eq!(tick(12.5), "12.5");
+        assert_eq!(tick(250.0), "250");
+        assert_eq!(tick(1500.0), "1,500");
+        assert_eq!(tick(2_000_000.0), "2,000,000");
+        assert_eq!(tick(0.00125), "0.00125");
+    }
+
     #[test]
     fn charts_refuse_unchartable_values_and_draw_degenerate_ones_without_looping() {
         let dir = tempfile::tempdir().unwrap();
@@ -144,10 +253,10 @@ mod tests {
             let err = returns(move || bars(&path, "t", "x", &[("a".into(), 1.0), ("b".into(), bad)])).unwrap_err();
             assert!(err.contains("cannot chart the value"), "{bad}: {err}");
             let path = dir.path().join("lines.svg");
-            let err = returns(move || lines(&path, "t", "x", "y", &[("a".into(), vec![(1.0, bad)])])).unwrap_err();
+            let err = returns(move || latency_vs_load(&path, "t", &[curve(vec![(1.0, bad, true)])])).unwrap_err();
             assert!(err.contains("cannot chart the value"), "{bad}: {err}");
             let path = dir.path().join("lines.svg");
-            assert!(returns(move || lines(&path, "t", "x", "y", &[("a".into(), vec![(bad, 1.0)])])).is_err());
+            assert!(returns(move || latency_vs_load(&path, "t", &[curve(vec![(bad, 1.0, false)])])).is_err());
         }
         // Zero spans, tiny values, the largest allowed value and no data at all still draw.
         let cases: Vec<Vec<(String, f64)>> = vec![
@@ -158,11 +267,11 @@ mod tests {
         ];
         for case in cases {
             let path = dir.path().join("ok.svg");
-            let series = vec![("s".to_string(), case.iter().map(|(_, v)| (*v, *v)).collect::<Vec<_>>())];
+            let series = vec![curve(case.iter().map(|(_, v)| (*v, *v, true)).collect::<Vec<_>>())];
             let (p, c) = (path.clone(), case.clone());
             returns(move || bars(&p, "t", "x", &c)).unwrap_or_else(|e| panic!("{case:?}: {e}"));
             let p = path.clone();
-            returns(move || lines(&p, "t", "x", "y", &series)).unwrap_or_else(|e| panic!("{case:?}: {e}"));
+            returns(move || latency_vs_load(&p, "t", &series)).unwrap_or_else(|e| panic!("{case:?}: {e}"));
         }
     }
 }

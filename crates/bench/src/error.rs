@@ -1,5 +1,6 @@
 use std::path::PathBuf;
 
+/// Everything that can go wrong in the harness.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
     #[error(transparent)]
@@ -22,6 +23,10 @@ pub enum BenchError {
 
     #[error("{0}")]
     Invalid(String),
+
+    /// Ctrl-C: the run stopped; scenarios completed before it were kept.
+    #[error("interrupted")]
+    Interrupted,
 }
 
 impl BenchError {

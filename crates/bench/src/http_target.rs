@@ -12,7 +12,7 @@
 //! `POST /v1/chat/completions` (greedy, `ignore_eos`, exactly `max_tokens` tokens), timed to the
 //! first text chunk (TTFT) and per token after it (TPOT).
 
-use crate::environment::Environment;
+use crate::environment::{Environment, LoadProbe};
 use crate::progress::Progress;
 use crate::result::{BenchResult, GenerationMetrics};
 use crate::run::{BenchConfig, Outcome};
@@ -172,18 +172,29 @@ pub fn run(config: &BenchConfig, url: &str) -> Result<Outcome> {
         .enable_all()
         .build()
         .map_err(|e| BenchError::Invalid(format!("client runtime: {e}")))?;
-    let mut results = Vec::new();
+    let device = DeviceInfo {
+        kind: device_kind(&info.device),
+        spec: info.device.clone(),
+        name: format!("{} served at {base}", info.device),
+        memory_total_bytes: None,
+        memory_free_bytes: None,
+        details: vec![],
+    };
+    // The server's device is what is priced: check it against the instance type before running.
+    config.pricing.preflight(&Environment::capture(&info.backend, &device))?;
+    let local = is_local(&base);
+    let mut outcome = Outcome::default();
     for &kind in &config.scenarios {
         let rules = config.rules.unwrap_or_else(|| RunRules::mlperf(kind));
-        let progress = Progress::new(&format!("{base} {kind}"), rules.warmup + rules.min_duration, config.progress);
-        let (m, sweep, requests) = runtime.block_on(run_scenario(config, &target, kind, &rules, &progress))?;
-        let device = DeviceInfo {
-            kind: device_kind(&info.device),
-            spec: info.device.clone(),
-            name: format!("{} (served at {base})", info.device),
-            memory_total_bytes: None,
-            memory_free_bytes: None,
-            details: vec![],
+        let probe = LoadProbe::start(Vec::new());
+        let scenario = runtime.block_on(run_scenario(config, &target, kind, &rules, &format!("{base} {kind}")));
+        let (m, sweep, requests) = match scenario {
+            Ok(s) => s,
+            Err(BenchError::Interrupted) => {
+                outcome.interrupted = true;
+                break;
+            }
+            Err(e) => return Err(e),
         };
         let mut env = Environment::capture(&info.backend, &device);
         env.details = vec![
@@ -191,15 +202,23 @@ pub fn run(config: &BenchConfig, url: &str) -> Result<Outcome> {
             ("server_version".into(), info.version.clone()),
             ("client_concurrency".into(), concurrency_of(kind, config).to_string()),
         ];
+        // A local server's CPU time cannot be told apart from other processes': only steal counts.
+        env.host_load = probe.finish(!local);
         let mut r = BenchResult::new(&m, &info.model, "accelrt-serve", &config.pricing, &sweep, env, None);
         r.memory.peak_host_bytes = None; // the server's memory is not this process's
         if chat {
             r.generation =
                 Some(GenerationMetrics::new(&requests, config.max_tokens, m.duration_s, r.price_usd_per_hour));
         }
-        results.push(r);
+        outcome.keep(config, r)?;
     }
-    Ok(Outcome { results, peer_failures: Vec::new() })
+    Ok(outcome)
+}
+
+/// Whether the URL's host is this machine.
+fn is_local(base: &str) -> bool {
+    let host = base.split("://").nth(1).unwrap_or(base).split(['/', ':']).next().unwrap_or("");
+    matches!(host, "localhost" | "127.0.0.1" | "[" | "0.0.0.0") || host.starts_with("127.")
 }
 
 fn device_kind(spec: &str) -> DeviceKind {
@@ -227,13 +246,16 @@ async fn run_scenario(
     target: &Arc<Target>,
     kind: ScenarioKind,
     rules: &RunRules,
-    progress: &Progress,
+    label: &str,
 ) -> Result<ScenarioOutput> {
+    let hidden = Progress::hidden();
+    let warmup = RunRules { min_queries: 0, min_duration: rules.warmup, ..*rules };
     match kind {
         ScenarioKind::Offline | ScenarioKind::SingleStream => {
+            let progress = Progress::new(label, rules, config.progress);
             let clients = concurrency_of(kind, config);
-            closed_loop(target, clients, &RunRules { min_queries: 0, min_duration: rules.warmup, ..*rules }).await;
-            let (answers, duration) = closed_loop(target, clients, rules).await;
+            closed_loop(target, clients, &warmup, &hidden).await?;
+            let (answers, duration) = closed_loop(target, clients, rules, &progress).await?;
             progress.finish();
             let (m, requests) = measure(kind, answers, duration, rules, None);
             Ok((m, vec![], requests))
@@ -241,27 +263,23 @@ async fn run_scenario(
         ScenarioKind::Server => {
             let bound = config.p99_ms.expect("validated");
             let clients = config.concurrency;
-            closed_loop(target, clients, &RunRules { min_queries: 0, min_duration: rules.warmup, ..*rules }).await;
+            closed_loop(target, clients, &warmup, &hidden).await?;
             if config.find_max_qps {
-                let (answers, duration) = closed_loop(
-                    target,
-                    clients,
-                    &RunRules {
-                        min_queries: 8,
-                        min_duration: rules.min_duration.min(Duration::from_secs(3)),
-                        ..*rules
-                    },
-                )
-                .await;
+                let quick =
+                    RunRules { min_queries: 8, min_duration: rules.min_duration.min(Duration::from_secs(3)), ..*rules };
+                let (answers, duration) = closed_loop(target, clients, &quick, &hidden).await?;
                 let upper = answers.iter().filter(|a| a.result.is_ok()).count() as f64 / duration.as_secs_f64();
                 let mut search = scenario::LoadSearch::new(upper)?;
                 let mut sweep: Vec<(Measurement, Vec<RequestStats>)> = Vec::new();
-                for _ in 0..config.search_steps.max(1) {
-                    let (m, reqs) = open_loop(target, rules, search.load(), bound, config.seed).await;
+                for step in 0..config.search_steps.max(1) {
+                    let qps = search.load();
+                    let label = format!("{label} {}/{} {qps:.1}/s", step + 1, config.search_steps);
+                    let progress = Progress::new(&label, rules, config.progress);
+                    let (m, reqs) = open_loop(target, rules, qps, bound, config.seed, &progress).await?;
+                    progress.finish();
                     search.record(m.valid);
                     sweep.push((m, reqs));
                 }
-                progress.finish();
                 // The best valid load, or (none valid) the lowest load tried, so the failure shows.
                 let shown = match sweep
                     .iter()
@@ -280,7 +298,8 @@ async fn run_scenario(
                 Ok((shown.0, all, shown.1))
             } else {
                 let qps = config.qps.expect("validated");
-                let (m, reqs) = open_loop(target, rules, qps, bound, config.seed).await;
+                let progress = Progress::new(label, rules, config.progress);
+                let (m, reqs) = open_loop(target, rules, qps, bound, config.seed, &progress).await?;
                 progress.finish();
                 Ok((m, vec![], reqs))
             }
@@ -290,7 +309,12 @@ async fn run_scenario(
 
 /// `clients` clients, each sending its next request when the last is answered, until the rules'
 /// duration and query count are both reached.
-async fn closed_loop(target: &Arc<Target>, clients: usize, rules: &RunRules) -> (Vec<Answer>, Duration) {
+async fn closed_loop(
+    target: &Arc<Target>,
+    clients: usize,
+    rules: &RunRules,
+    progress: &Progress,
+) -> Result<(Vec<Answer>, Duration)> {
     let start = Instant::now();
     let next = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
@@ -300,7 +324,9 @@ async fn closed_loop(target: &Arc<Target>, clients: usize, rules: &RunRules) -> 
     for _ in 0..clients.max(1) {
         let (target, next, done, answers) = (target.clone(), next.clone(), done.clone(), answers.clone());
         tasks.spawn(async move {
-            while start.elapsed() < min_duration || done.load(Ordering::Relaxed) < min_queries {
+            while (start.elapsed() < min_duration || done.load(Ordering::Relaxed) < min_queries)
+                && !crate::interrupt::requested()
+            {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let t = Instant::now();
                 let result = target.send(i).await;
@@ -310,10 +336,21 @@ async fn closed_loop(target: &Arc<Target>, clients: usize, rules: &RunRules) -> 
             }
         });
     }
-    while tasks.join_next().await.is_some() {}
+    // Progress about every 100 ms while the clients run.
+    loop {
+        match tokio::time::timeout(Duration::from_millis(100), tasks.join_next()).await {
+            Ok(None) => break,
+            Ok(Some(_)) => {}
+            Err(_) => progress.update(start.elapsed(), done.load(Ordering::Relaxed)),
+        }
+    }
+    if crate::interrupt::requested() {
+        return Err(BenchError::Interrupted);
+    }
     let duration = start.elapsed();
+    progress.update(duration, done.load(Ordering::Relaxed));
     let answers = std::mem::take(&mut *answers.lock().unwrap_or_else(|e| e.into_inner()));
-    (answers, duration)
+    Ok((answers, duration))
 }
 
 /// Requests leave at Poisson arrival times (the same schedule as the in-process server scenario
@@ -324,7 +361,8 @@ async fn open_loop(
     qps: f64,
     p99_bound_ms: f64,
     seed: u64,
-) -> (Measurement, Vec<RequestStats>) {
+    progress: &Progress,
+) -> Result<(Measurement, Vec<RequestStats>)> {
     let mut rng = StdRng::seed_from_u64(seed);
     let gap = Exp::new(qps.max(f64::MIN_POSITIVE)).expect("qps > 0");
     let mut t = 0.0f64;
@@ -339,7 +377,11 @@ async fn open_loop(
     let answers = Arc::new(Mutex::new(Vec::with_capacity(planned)));
     let mut tasks = tokio::task::JoinSet::new();
     for (i, at) in arrivals.iter().enumerate() {
+        if crate::interrupt::requested() {
+            return Err(BenchError::Interrupted);
+        }
         tokio::time::sleep_until(start + *at).await;
+        progress.update(start.elapsed(), i);
         let (target, answers, scheduled) = (target.clone(), answers.clone(), start + *at);
         tasks.spawn(async move {
             let result = target.send(i).await;
@@ -359,7 +401,7 @@ async fn open_loop(
             .push(format!("could not keep up with {qps:.1} requests/s ({answered} of {planned} answered)"));
         m.valid = false;
     }
-    (m, requests)
+    Ok((m, requests))
 }
 
 /// A measurement from the answers: failed requests make the run invalid and are not counted as

@@ -122,6 +122,11 @@ impl ExternalRunner {
         Ok(runner)
     }
 
+    /// The runner's process id (its CPU time counts as the run's, not as other load).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn read_reply(&mut self) -> Result<Reply> {
         let mut line = String::new();
         let n = self.stdout.read_line(&mut line).map_err(|e| self.fail(format!("reading its output: {e}")))?;

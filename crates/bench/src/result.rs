@@ -1,7 +1,8 @@
 //! The versioned result file (docs/bench.md, "Result files", documents the schema; every number is checked on load).
 
-use crate::catalog::Price;
+use crate::catalog::{Instance, Price};
 use crate::environment::Environment;
+use crate::hardware::HardwareCheck;
 use crate::limits::Limit;
 use crate::scenario::{Measurement, ScenarioKind};
 use crate::stats::Latency;
@@ -16,6 +17,7 @@ pub fn usd_per_million(usd_per_hour: f64, throughput_per_s: f64) -> Option<f64> 
     (throughput_per_s > 0.0 && usd_per_hour.is_finite()).then(|| usd_per_hour * 1e6 / (3600.0 * throughput_per_s))
 }
 
+/// One load tried by the server scenario's search.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SweepPoint {
     pub target_qps: f64,
@@ -109,17 +111,58 @@ pub struct BenchResult {
     /// "inferences" above are requests (each of `max_tokens` output tokens).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<GenerationMetrics>,
+    /// The catalog's facts about `instance_type` (vCPUs, memory, accelerator, prices) as checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<Instance>,
+    /// Whether the environment matched `instance`: only a matching run is a measurement of that
+    /// instance type (the report checks again from `environment`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware: Option<HardwareCheck>,
 }
 
 /// Where this run's instance type and price come from.
 #[derive(Debug, Clone)]
 pub struct Pricing {
+    /// The instance type the run is priced as, if any.
     pub instance_type: Option<String>,
+    /// Where it came from: `--instance-type`, `ACCELRT_INSTANCE_TYPE`, `imds` or `unknown`.
     pub instance_type_source: String,
+    /// The price per hour used.
     pub price: Option<Price>,
+    /// The catalog's record of `instance_type` (required whenever `instance_type` is set, so the
+    /// run can be checked against it).
+    pub instance: Option<Instance>,
+}
+
+impl Pricing {
+    /// Whether the price was given explicitly with `--price-per-hour` (the user prices this machine).
+    pub fn price_is_explicit(&self) -> bool {
+        self.price.as_ref().is_some_and(|p| p.source == "--price-per-hour")
+    }
+
+    /// Checks `env` against the instance type before anything runs: a run on hardware that is not
+    /// the instance's is refused unless the price was given with `--price-per-hour` (the result is
+    /// then kept, marked as not a measurement of that instance type).
+    pub fn preflight(&self, env: &Environment) -> Result<Option<HardwareCheck>> {
+        let Some(instance) = &self.instance else { return Ok(None) };
+        let check = crate::hardware::check(instance, env);
+        if !check.matches && !self.price_is_explicit() {
+            return Err(BenchError::Invalid(format!(
+                "{} ({}) does not match what this run uses: {}. Run on that instance type, drop the instance \
+                 type, or price this machine yourself with --price-per-hour (the result is then not counted \
+                 as a {} measurement)",
+                instance.instance_type,
+                self.instance_type_source,
+                check.mismatches.join("; "),
+                instance.instance_type
+            )));
+        }
+        Ok(Some(check))
+    }
 }
 
 impl BenchResult {
+    /// A result from a measurement, its pricing, the load search's runs and the environment.
     pub fn new(
         m: &Measurement,
         model: &str,
@@ -172,6 +215,8 @@ impl BenchResult {
                 })
                 .collect(),
             memory: Memory { peak_host_bytes: crate::environment::peak_host_memory_bytes(), device_bytes },
+            hardware: pricing.instance.as_ref().map(|i| crate::hardware::check(i, &environment)),
+            instance: pricing.instance.clone(),
             environment,
             generation: None,
         }
@@ -194,11 +239,16 @@ impl BenchResult {
         )
     }
 
+    /// Writes the result into `dir` (created if needed) under [`file_name`](Self::file_name).
+    /// The file appears whole or not at all (written aside, then renamed), so an interrupted run
+    /// never leaves half a result.
     pub fn save(&self, dir: &Path) -> Result<std::path::PathBuf> {
         std::fs::create_dir_all(dir).map_err(|e| BenchError::io(dir, e))?;
         let path = dir.join(self.file_name());
+        let partial = dir.join(format!(".{}.partial", self.file_name()));
         let text = serde_json::to_string_pretty(self).expect("results serialise");
-        std::fs::write(&path, text + "\n").map_err(|e| BenchError::io(&path, e))?;
+        std::fs::write(&partial, text + "\n").map_err(|e| BenchError::io(&partial, e))?;
+        std::fs::rename(&partial, &path).map_err(|e| BenchError::io(&path, e))?;
         Ok(path)
     }
 

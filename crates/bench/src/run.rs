@@ -3,7 +3,7 @@
 
 use crate::catalog::{Catalog, Price};
 use crate::clock::RealClock;
-use crate::environment::Environment;
+use crate::environment::{Environment, HostLoad, LoadProbe};
 use crate::limits::{check_flag, Limit};
 use crate::peers::{ExternalRunner, PeerOptions};
 use crate::progress::Progress;
@@ -15,6 +15,7 @@ use accelrt_core::{Backend, PrepareOptions};
 use accelrt_models::{ChatMessage, ModelKind, ModelStore, SentenceEmbedder, TextGenerator};
 use std::fmt::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
@@ -44,20 +45,94 @@ pub struct BenchConfig {
     pub context: usize,
     /// `--url`: clients with a request out at once in the offline scenario over HTTP.
     pub concurrency: usize,
+    /// Where each result is written as soon as its scenario completes (`None`: kept in memory only).
+    pub out: Option<PathBuf>,
 }
 
-/// What a benchmark run produced. A failing peer does not discard what was measured.
+/// What a benchmark run produced. A failing peer does not discard what was measured, and Ctrl-C
+/// keeps the scenarios completed before it.
+#[derive(Default)]
 pub struct Outcome {
-    /// One result per (system, scenario).
+    /// One result per (system, scenario), in the order they completed.
     pub results: Vec<BenchResult>,
+    /// The files written (with [`BenchConfig::out`] set), one per result, each as soon as its
+    /// scenario completed.
+    pub written: Vec<PathBuf>,
     /// Peers that could not be measured, with why.
     pub peer_failures: Vec<BenchError>,
+    /// The run was stopped by Ctrl-C; `results` holds what completed before.
+    pub interrupted: bool,
+}
+
+impl Outcome {
+    /// Keeps a result, writing it at once when the configuration names an output directory.
+    pub(crate) fn keep(&mut self, config: &BenchConfig, r: BenchResult) -> Result<()> {
+        if let Some(dir) = &config.out {
+            self.written.push(r.save(dir)?);
+        }
+        self.results.push(r);
+        Ok(())
+    }
+}
+
+/// Which workload a model runs: GGUF decoders generate text, everything else embeds. Does not
+/// fetch anything.
+pub fn model_kind(model: &str) -> Result<ModelKind> {
+    let path = Path::new(model);
+    if path.exists() {
+        return Ok(if accelrt_models::generator::is_gguf_model(path) {
+            ModelKind::TextGeneration
+        } else {
+            ModelKind::SentenceEmbedding
+        });
+    }
+    Ok(accelrt_models::lookup(model)?.kind)
+}
+
+/// The run rules and batch size `accelrt bench` uses when not told otherwise, per kind of model:
+/// sized so the default run (offline and single-stream) takes about a minute on a 2-vCPU machine.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Defaults {
+    /// Samples (prompts) per offline query.
+    pub batch_size: usize,
+    /// Warm-up and minimum measured time, per scenario.
+    pub rules: RunRules,
+}
+
+impl Defaults {
+    /// Embeddings: batches of 32, 2 s warm-up, ≥ 10 s and ≥ 64 queries per scenario.
+    pub const EMBEDDING: Defaults = Defaults {
+        batch_size: 32,
+        rules: RunRules { warmup: Duration::from_secs(2), min_duration: Duration::from_secs(10), min_queries: 64 },
+    };
+    /// Text generation: batches of 4 prompts, 1 s warm-up, ≥ 10 s and ≥ 4 queries per scenario
+    /// (each query decodes `--max-tokens` tokens per prompt).
+    pub const GENERATION: Defaults = Defaults {
+        batch_size: 4,
+        rules: RunRules { warmup: Duration::from_secs(1), min_duration: Duration::from_secs(10), min_queries: 4 },
+    };
+
+    /// The defaults for a kind of model.
+    pub fn for_kind(kind: ModelKind) -> Defaults {
+        match kind {
+            ModelKind::SentenceEmbedding => Defaults::EMBEDDING,
+            ModelKind::TextGeneration => Defaults::GENERATION,
+        }
+    }
 }
 
 /// Runs the benchmark on accelrt, then on each peer. Sentence-embedding models run the embedding
 /// workload; GGUF decoders the generation workload (TTFT, TPOT, output tokens/s, $/1M tokens).
+/// The instance type is checked against this machine first ([`Pricing::preflight`]).
 pub fn run(config: &BenchConfig, backend: &dyn Backend, store: &ModelStore) -> Result<Outcome> {
     validate(config)?;
+    let device = backend.device_info()?;
+    config.pricing.preflight(&Environment::capture(backend.name(), &device))?;
+    if !config.peers.is_empty() {
+        let mut env = Environment::capture(&config.peer_device, &device);
+        env.device = config.peer_device.clone();
+        config.pricing.preflight(&env)?;
+    }
     let (path, kind) = resolve_model(&config.model, store)?;
     let model_name = accelrt_models::lookup(&config.model).map(|s| s.id.to_string()).unwrap_or_else(|_| {
         path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| config.model.clone())
@@ -95,31 +170,29 @@ fn device_bytes(backend: &dyn Backend) -> Option<u64> {
 fn run_embedding(config: &BenchConfig, backend: &dyn Backend, dir: &Path, model_name: &str) -> Result<Outcome> {
     let embedder = SentenceEmbedder::load(dir, backend, &config.options)?;
     let device = backend.device_info()?;
-    let mut results = Vec::new();
+    let mut outcome = Outcome::default();
     {
         let mut workload = EmbeddingWorkload::new(&embedder, config.texts.clone())?;
-        for (m, sweep, _) in run_scenarios(config, &mut workload, "accelrt")? {
-            let env = Environment::capture(backend.name(), &device);
-            results.push(BenchResult::new(
-                &m,
-                model_name,
-                "accelrt",
-                &config.pricing,
-                &sweep,
-                env,
-                device_bytes(backend),
-            ));
-        }
+        outcome.interrupted = run_scenarios(config, &mut workload, "accelrt", &[], &mut |o| {
+            let mut env = Environment::capture(backend.name(), &device);
+            env.host_load = o.load;
+            let r =
+                BenchResult::new(&o.m, model_name, "accelrt", &config.pricing, &o.sweep, env, device_bytes(backend));
+            outcome.keep(config, r)
+        })?;
     }
     drop(embedder);
-    let mut peer_failures = Vec::new();
     for (name, script) in &config.peers {
-        match run_peer(config, name, script, dir, model_name, &device, config.texts.clone(), None) {
-            Ok(r) => results.extend(r),
-            Err(e) => peer_failures.push(e),
+        if outcome.interrupted {
+            break;
+        }
+        if let Err(e) =
+            run_peer(config, name, script, dir, model_name, &device, config.texts.clone(), None, &mut outcome)
+        {
+            outcome.peer_failures.push(e);
         }
     }
-    Ok(Outcome { results, peer_failures })
+    Ok(outcome)
 }
 
 fn run_generation(config: &BenchConfig, backend: &dyn Backend, gguf: &Path, model_name: &str) -> Result<Outcome> {
@@ -160,27 +233,39 @@ fn run_generation(config: &BenchConfig, backend: &dyn Backend, gguf: &Path, mode
         )));
     }
     let device = backend.device_info()?;
-    let mut results = Vec::new();
+    let mut outcome = Outcome::default();
     {
         let mut workload = GenerationWorkload::new(&generator, prompts, config.max_tokens)?;
-        for (m, sweep, requests) in run_scenarios(config, &mut workload, "accelrt")? {
-            let env = Environment::capture(backend.name(), &device);
+        outcome.interrupted = run_scenarios(config, &mut workload, "accelrt", &[], &mut |o| {
+            let mut env = Environment::capture(backend.name(), &device);
+            env.host_load = o.load;
             let mut r =
-                BenchResult::new(&m, model_name, "accelrt", &config.pricing, &sweep, env, device_bytes(backend));
+                BenchResult::new(&o.m, model_name, "accelrt", &config.pricing, &o.sweep, env, device_bytes(backend));
             r.generation =
-                Some(GenerationMetrics::new(&requests, config.max_tokens, m.duration_s, r.price_usd_per_hour));
-            results.push(r);
-        }
+                Some(GenerationMetrics::new(&o.requests, config.max_tokens, o.m.duration_s, r.price_usd_per_hour));
+            outcome.keep(config, r)
+        })?;
     }
     drop(generator);
-    let mut peer_failures = Vec::new();
     for (name, script) in &config.peers {
-        match run_peer(config, name, script, gguf, model_name, &device, prompts_text.clone(), Some(config.max_tokens)) {
-            Ok(r) => results.extend(r),
-            Err(e) => peer_failures.push(e),
+        if outcome.interrupted {
+            break;
+        }
+        if let Err(e) = run_peer(
+            config,
+            name,
+            script,
+            gguf,
+            model_name,
+            &device,
+            prompts_text.clone(),
+            Some(config.max_tokens),
+            &mut outcome,
+        ) {
+            outcome.peer_failures.push(e);
         }
     }
-    Ok(Outcome { results, peer_failures })
+    Ok(outcome)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -193,38 +278,38 @@ fn run_peer(
     device: &accelrt_core::DeviceInfo,
     inputs: Vec<String>,
     max_tokens: Option<usize>,
-) -> Result<Vec<BenchResult>> {
-    let mut results = Vec::new();
-    {
-        let options = PeerOptions {
-            threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-            device: config.peer_device.clone(),
-            dtype: config.peer_dtype.clone(),
-            max_tokens,
-        };
-        let mut runner = ExternalRunner::spawn(name, script, dir, &options, inputs)?;
-        let info = runner.info.clone();
-        for (m, sweep, requests) in run_scenarios(config, &mut runner, name)? {
-            let mut env = Environment::capture(&info.system, device);
-            env.device = info.device.clone().unwrap_or_else(|| config.peer_device.clone());
-            env.details = info
-                .versions
-                .iter()
-                .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
-                .collect();
-            if let Some(d) = &info.dtype {
-                env.details.push(("dtype".into(), d.clone()));
-            }
-            // A peer's own memory is not this process's; leave it out rather than misreport it.
-            let mut r = BenchResult::new(&m, model_name, &info.system, &config.pricing, &sweep, env, None);
-            r.memory.peak_host_bytes = None;
-            if let Some(n) = max_tokens {
-                r.generation = Some(GenerationMetrics::new(&requests, n, m.duration_s, r.price_usd_per_hour));
-            }
-            results.push(r);
+    outcome: &mut Outcome,
+) -> Result<()> {
+    let options = PeerOptions {
+        threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        device: config.peer_device.clone(),
+        dtype: config.peer_dtype.clone(),
+        max_tokens,
+    };
+    let mut runner = ExternalRunner::spawn(name, script, dir, &options, inputs)?;
+    let info = runner.info.clone();
+    let pid = runner.pid();
+    outcome.interrupted = run_scenarios(config, &mut runner, name, &[pid], &mut |o| {
+        let mut env = Environment::capture(&info.system, device);
+        env.device = info.device.clone().unwrap_or_else(|| config.peer_device.clone());
+        env.details = info
+            .versions
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+            .collect();
+        if let Some(d) = &info.dtype {
+            env.details.push(("dtype".into(), d.clone()));
         }
-    }
-    Ok(results)
+        env.host_load = o.load;
+        // A peer's own memory is not this process's; leave it out rather than misreport it.
+        let mut r = BenchResult::new(&o.m, model_name, &info.system, &config.pricing, &o.sweep, env, None);
+        r.memory.peak_host_bytes = None;
+        if let Some(n) = max_tokens {
+            r.generation = Some(GenerationMetrics::new(&o.requests, n, o.m.duration_s, r.price_usd_per_hour));
+        }
+        outcome.keep(config, r)
+    })?;
+    Ok(())
 }
 
 /// Refuses a configuration before anything runs: every number by its kind (each error names its
@@ -271,80 +356,140 @@ fn rules_for(config: &BenchConfig, kind: ScenarioKind) -> RunRules {
     config.rules.unwrap_or_else(|| RunRules::mlperf(kind))
 }
 
-/// What one scenario produced: its measurement, the server's sweep, and (generation) the requests.
-type ScenarioOutput = (Measurement, Vec<Measurement>, Vec<RequestStats>);
+/// What one scenario produced: its measurement, the server's sweep, (generation) the requests, and
+/// the host's load while it ran.
+pub(crate) struct ScenarioOutput {
+    pub m: Measurement,
+    pub sweep: Vec<Measurement>,
+    pub requests: Vec<RequestStats>,
+    pub load: Option<HostLoad>,
+}
 
-/// Every requested scenario on one workload.
-fn run_scenarios(config: &BenchConfig, w: &mut dyn Workload, system: &str) -> Result<Vec<ScenarioOutput>> {
+/// Every requested scenario on one workload; `emit` gets each as soon as it completes. Returns
+/// whether Ctrl-C stopped the run (the scenario in flight is then dropped).
+fn run_scenarios(
+    config: &BenchConfig,
+    w: &mut dyn Workload,
+    system: &str,
+    pids: &[u32],
+    emit: &mut dyn FnMut(ScenarioOutput) -> Result<()>,
+) -> Result<bool> {
     let clock = RealClock::new();
-    let mut out: Vec<ScenarioOutput> = Vec::new();
+    let mut offline_rate = None;
     for &kind in &config.scenarios {
-        let rules = rules_for(config, kind);
-        let progress = Progress::new(&format!("{system} {kind}"), rules.warmup + rules.min_duration, config.progress);
-        match kind {
-            ScenarioKind::Offline => {
-                let m = scenario::offline(w, &clock, &rules, config.batch_size, &progress)?;
-                out.push((m, vec![], w.take_requests()));
-            }
-            ScenarioKind::SingleStream => {
-                let m = scenario::single_stream(w, &clock, &rules, &progress)?;
-                out.push((m, vec![], w.take_requests()));
-            }
-            ScenarioKind::Server => {
-                let bound = config.p99_ms.expect("validated");
-                if config.find_max_qps {
-                    // Start from the offline rate: no arrival rate above it can be sustained for long.
-                    let upper = match out.iter().find(|(m, ..)| m.scenario == ScenarioKind::Offline) {
-                        Some((m, ..)) => m.throughput_per_s,
-                        None => {
-                            let quick = RunRules {
-                                min_queries: 8,
-                                min_duration: rules.min_duration.min(std::time::Duration::from_secs(3)),
-                                ..rules
-                            };
-                            scenario::offline(w, &clock, &quick, config.batch_size, &Progress::hidden())?
-                                .throughput_per_s
-                        }
-                    };
-                    let (best, sweep) = scenario::find_max_qps(
-                        w,
-                        &clock,
-                        &rules,
-                        config.batch_size,
-                        upper,
-                        bound,
-                        config.search_steps,
-                        config.seed,
-                    )?;
-                    // With no valid load, report the lowest one tried (invalid) so the failure is visible.
-                    let shown = best.or_else(|| sweep.first().cloned()).expect("at least one step");
-                    out.push((shown, sweep, w.take_requests()));
-                } else {
-                    let qps = config.qps.expect("validated");
-                    let m = scenario::server(w, &clock, &rules, config.batch_size, qps, bound, config.seed, &progress)?;
-                    out.push((m, vec![], w.take_requests()));
+        let probe = LoadProbe::start(pids.to_vec());
+        match run_scenario(config, w, system, kind, &clock, offline_rate) {
+            Ok((m, sweep)) => {
+                if m.scenario == ScenarioKind::Offline {
+                    offline_rate = Some(m.throughput_per_s);
                 }
+                let requests = w.take_requests();
+                emit(ScenarioOutput { m, sweep, requests, load: probe.finish(true) })?;
             }
+            Err(BenchError::Interrupted) => return Ok(true),
+            Err(e) => return Err(e),
         }
     }
-    Ok(out)
+    Ok(false)
+}
+
+fn run_scenario(
+    config: &BenchConfig,
+    w: &mut dyn Workload,
+    system: &str,
+    kind: ScenarioKind,
+    clock: &RealClock,
+    offline_rate: Option<f64>,
+) -> Result<(Measurement, Vec<Measurement>)> {
+    let rules = rules_for(config, kind);
+    let label = format!("{system} {kind}");
+    match kind {
+        ScenarioKind::Offline => {
+            let progress = Progress::new(&label, &rules, config.progress);
+            Ok((scenario::offline(w, clock, &rules, config.batch_size, &progress)?, vec![]))
+        }
+        ScenarioKind::SingleStream => {
+            let progress = Progress::new(&label, &rules, config.progress);
+            Ok((scenario::single_stream(w, clock, &rules, &progress)?, vec![]))
+        }
+        ScenarioKind::Server => {
+            let bound = config.p99_ms.expect("validated");
+            if !config.find_max_qps {
+                let qps = config.qps.expect("validated");
+                let progress = Progress::new(&format!("{label} {qps:.1}/s"), &rules, config.progress);
+                let m = scenario::server(w, clock, &rules, config.batch_size, qps, bound, config.seed, &progress)?;
+                return Ok((m, vec![]));
+            }
+            // Start from the offline rate: no arrival rate above it can be sustained for long.
+            let upper = match offline_rate {
+                Some(rate) => rate,
+                None => {
+                    let quick = RunRules {
+                        min_queries: 8,
+                        min_duration: rules.min_duration.min(std::time::Duration::from_secs(3)),
+                        ..rules
+                    };
+                    let progress = Progress::new(&format!("{label} (offline rate)"), &quick, config.progress);
+                    scenario::offline(w, clock, &quick, config.batch_size, &progress)?.throughput_per_s
+                }
+            };
+            let mut step = 0;
+            let (best, sweep) = scenario::search_max_qps(upper, config.search_steps, |qps| {
+                step += 1;
+                let label = format!("{label} {step}/{} {qps:.1}/s", config.search_steps);
+                let progress = Progress::new(&label, &rules, config.progress);
+                scenario::server(w, clock, &rules, config.batch_size, qps, bound, config.seed, &progress)
+            })?;
+            // With no valid load, report the lowest one tried (invalid) so the failure is visible.
+            let shown = best.or_else(|| sweep.first().cloned()).expect("at least one step");
+            Ok((shown, sweep))
+        }
+    }
 }
 
 /// The table `accelrt bench` prints.
 pub fn summary(results: &[BenchResult], catalog: &Catalog) -> String {
     let mut s = String::new();
     let Some(first) = results.first() else { return s };
-    writeln!(
-        s,
-        "model {} on {} ({}), {} threads",
-        first.model, first.backend, first.environment.device_name, first.environment.cpu_threads
-    )
-    .unwrap();
+    let e = &first.environment;
+    let on = if e.device_name.starts_with(&first.backend) {
+        e.device_name.clone()
+    } else {
+        format!("{} ({})", first.backend, e.device_name)
+    };
+    writeln!(s, "model {} on {on}, {} threads", first.model, e.cpu_threads).unwrap();
+    let today = chrono::Utc::now().date_naive();
+    let dated = |p: &Price| {
+        let stale = if crate::catalog::price_is_stale(p, today) { "; MORE THAN A YEAR OLD" } else { "" };
+        format!("${:.4}/h {} — {}, read {}{stale}", p.usd_per_hour, p.basis, p.source, p.date_read)
+    };
     match (&first.instance_type, &first.price) {
-        (Some(t), Some(p)) => writeln!(s, "instance {t} (from {}): ${:.4}/h {} — {}, read {}", first.instance_type_source, p.usd_per_hour, p.basis, p.source, p.date_read).unwrap(),
+        (Some(t), Some(p)) => writeln!(s, "instance {t} (from {}): {}", first.instance_type_source, dated(p)).unwrap(),
         (Some(t), None) => writeln!(s, "instance {t} (from {}): no price known; pass --price-per-hour or --prices FILE", first.instance_type_source).unwrap(),
-        (None, Some(p)) => writeln!(s, "instance type unknown; price ${:.4}/h from {}", p.usd_per_hour, p.source).unwrap(),
+        (None, Some(p)) => writeln!(s, "instance type unknown; {}", dated(p)).unwrap(),
         (None, None) => writeln!(s, "instance type unknown: pass --instance-type (or set ACCELRT_INSTANCE_TYPE, or --imds on EC2) or --price-per-hour for $/1M").unwrap(),
+    }
+    for r in results.iter().filter(|r| r.system == first.system).take(1) {
+        if let Some(h) = &r.hardware {
+            if h.matches {
+                if let Some(note) = &h.note {
+                    writeln!(s, "note: {note}").unwrap();
+                }
+            } else {
+                writeln!(
+                    s,
+                    "NOT a {} measurement: {}. The cost uses your --price-per-hour for this machine.",
+                    h.instance_type,
+                    h.mismatches.join("; ")
+                )
+                .unwrap();
+            }
+        }
+    }
+    for r in results {
+        if let Some(load) = r.environment.host_load.as_ref().filter(|l| l.noisy) {
+            writeln!(s, "noisy: {} {}: {}", r.system, r.scenario, load.noisy_reasons.join("; ")).unwrap();
+        }
     }
     writeln!(s).unwrap();
     writeln!(

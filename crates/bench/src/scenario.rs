@@ -91,10 +91,19 @@ pub struct Measurement {
     pub p99_bound_ms: Option<f64>,
 }
 
+/// Ends a scenario early when Ctrl-C was pressed.
+fn stop_if_interrupted() -> Result<()> {
+    if crate::interrupt::requested() {
+        return Err(crate::BenchError::Interrupted);
+    }
+    Ok(())
+}
+
 fn warm_up(w: &mut dyn Workload, clock: &dyn Clock, rules: &RunRules, batch: usize) -> Result<()> {
     let end = clock.now() + rules.warmup;
     let mut i = 0;
     while clock.now() < end {
+        stop_if_interrupted()?;
         w.run(i * batch, batch)?;
         i += 1;
     }
@@ -151,6 +160,7 @@ fn closed_loop(
     let start = clock.now();
     let mut latencies = Vec::new();
     while clock.now() - start < rules.min_duration || latencies.len() < rules.min_queries {
+        stop_if_interrupted()?;
         let t = clock.now();
         w.run(latencies.len() * batch, batch)?;
         latencies.push(clock.now() - t);
@@ -212,6 +222,7 @@ pub fn server(
     let mut next = 0;
     let mut reasons = Vec::new();
     while next < planned {
+        stop_if_interrupted()?;
         let now = clock.now();
         if now > give_up {
             reasons.push(format!("could not keep up with {qps:.1} queries/s ({next} of {planned} served)"));

@@ -2,7 +2,8 @@
 
 use accelrt_bench::catalog::Catalog;
 use accelrt_bench::environment::Environment;
-use accelrt_bench::report::write_report;
+use accelrt_bench::hardware::HostAccelerator;
+use accelrt_bench::report::{write_report, write_report_with, ReportOptions};
 use accelrt_bench::result::{BenchResult, Pricing};
 use accelrt_bench::scenario::{Measurement, ScenarioKind};
 use accelrt_bench::stats::Latency;
@@ -43,17 +44,34 @@ fn result(
         .collect();
     let catalog = Catalog::builtin();
     let price = catalog.get(instance).and_then(|i| i.prices.first().cloned());
-    let pricing =
-        Pricing { instance_type: Some(instance.into()), instance_type_source: "--instance-type".into(), price };
-    let device = DeviceInfo {
-        kind: DeviceKind::Cpu,
-        spec: "cpu".into(),
-        name: "Test CPU".into(),
+    let pricing = Pricing {
+        instance_type: Some(instance.into()),
+        instance_type_source: "--instance-type".into(),
+        price,
+        instance: catalog.get(instance).cloned(),
+    };
+    let env = matching_env(instance, "cpu", "Test CPU");
+    BenchResult::new(&m, "all-minilm-l6-v2", "accelrt", &pricing, &sweep, env, None)
+}
+
+/// An environment that is the catalog's `instance` (threads = vCPUs, its memory, its accelerator
+/// on the host), running on `device`.
+fn matching_env(instance: &str, device: &str, device_name: &str) -> Environment {
+    let i = Catalog::builtin().get(instance).cloned().unwrap();
+    let info = DeviceInfo {
+        kind: if device == "cpu" { DeviceKind::Cpu } else { DeviceKind::Cuda },
+        spec: device.into(),
+        name: device_name.into(),
         memory_total_bytes: None,
         memory_free_bytes: None,
         details: vec![],
     };
-    BenchResult::new(&m, "all-minilm-l6-v2", "accelrt", &pricing, &sweep, Environment::capture("candle", &device), None)
+    let mut env = Environment::capture("candle", &info);
+    env.cpu_threads = i.vcpus as usize;
+    env.host_memory_bytes = Some((i.memory_gib * 0.95 * (1u64 << 30) as f64) as u64);
+    env.host_accelerators =
+        i.accelerator.iter().map(|a| HostAccelerator { kind: a.kind.clone(), name: a.model.clone() }).collect();
+    env
 }
 
 fn fixtures() -> Vec<BenchResult> {
@@ -114,18 +132,20 @@ fn report_tables_charts_and_the_cheapest_setup() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_report(&fixtures(), dir.path(), Some(50.0)).unwrap();
     let md = std::fs::read_to_string(path).unwrap();
-    assert!(md.contains("| c7i.xlarge | accelrt | cpu | offline | 8 | yes | 200.0 | 400.00 | 0.1785 (on-demand) | 0.2479 | offline throughput |"), "{md}");
-    assert!(md.contains("| inf2.xlarge | accelrt | cpu | server | 8 | **no** |"), "{md}");
+    assert!(md.contains("| c7i.xlarge | accelrt | cpu | offline | 8 | yes | — | 200.0 | 400.00 | 0.1785 (on-demand, read 2026-11) | 0.2479 (on-demand, read 2026-11) | offline throughput |"), "{md}");
+    // A CPU run on an Inferentia host: that host's CPU.
+    assert!(md.contains("| inf2.xlarge (host CPU) | accelrt | cpu | server | 8 | **no** |"), "{md}");
     assert!(md.contains("Invalid runs"), "{md}");
     // Only the c7i.2xlarge server run is valid with p99 ≤ 50 ms.
     assert!(
         md.contains(
-            "**Cheapest measured setup with p99 ≤ 50 ms:** c7i.2xlarge (accelrt, cpu, server at batch 8) at $0.3306"
+            "**Cheapest measured setup with p99 ≤ 50 ms:** c7i.2xlarge (accelrt, cpu, server at batch 8) at \\$0.3306 per 1M inferences (on-demand, read 2026-11)."
         ),
         "{md}"
     );
     assert!(md.contains("- gpu-g: not measured"), "{md}");
-    assert!(md.contains("- cpu: measured on c7i.xlarge, c7i.2xlarge"), "{md}");
+    assert!(md.contains("- inferentia2: not measured"), "{md}");
+    assert!(md.contains("- cpu: measured on c7i.2xlarge, c7i.xlarge, inf2.xlarge (host CPU)"), "{md}");
     for svg in ["all-minilm-l6-v2-throughput.svg", "all-minilm-l6-v2-cost.svg", "all-minilm-l6-v2-latency-vs-load.svg"]
     {
         let text = std::fs::read_to_string(dir.path().join(svg)).unwrap_or_else(|e| panic!("{svg}: {e}"));
@@ -211,11 +231,15 @@ fn strings_from_results_cannot_inject_markdown_and_the_p99_bound_is_checked() {
     let md = std::fs::read_to_string(write_report(&results, dir.path(), Some(50.0)).unwrap()).unwrap();
 
     let headings: Vec<&str> = md.lines().filter(|l| l.starts_with('#')).collect();
-    assert_eq!(headings, ["# accelrt benchmark report", r"## m\|x \# heading \<b\>", "## Environments"], "{md}");
+    assert_eq!(
+        headings,
+        ["# accelrt benchmark report", r"## m\|x \# heading \<b\>", "## Prices", "## Environments"],
+        "{md}"
+    );
     let unescaped_pipes = |line: &str| line.match_indices('|').filter(|(i, _)| !line[..*i].ends_with('\\')).count();
     for line in md.lines().filter(|l| l.starts_with('|')) {
         let n = unescaped_pipes(line);
-        assert!(n == 12 || n == 11, "a table row with {n} cell borders: {line}\n{md}");
+        assert!(n == 13 || n == 11, "a table row with {n} cell borders: {line}\n{md}");
     }
     for line in md.lines().filter(|l| l.starts_with("- ")) {
         for marker in ["- ", "+ ", "# ", "1. ", "> "] {
@@ -259,4 +283,177 @@ fn markdown_text_escapes_syntax_and_keeps_plain_names_readable() {
         markdown_text("![i](u) <a> &amp; $x$ ~~s~~ _e_ `c`"),
         r"!\[i\](u) \<a\> \&amp; \$x\$ \~\~s\~\~ \_e\_ \`c\`"
     );
+}
+
+/// A result tagged `instance`, measured in `env`, priced from the catalog.
+fn tagged(instance: &str, env: Environment, throughput: f64) -> BenchResult {
+    let mut r = result(instance, ScenarioKind::Offline, throughput, 10.0, true, vec![]);
+    r.backend = env.device.clone();
+    r.environment = env;
+    r.hardware = accelrt_bench::report::hardware_of(&r, &Catalog::builtin());
+    r
+}
+
+fn today() -> chrono::NaiveDate {
+    chrono::NaiveDate::from_ymd_opt(2026, 11, 29).unwrap()
+}
+
+fn report_of(results: &[BenchResult], p99: Option<f64>) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let options = ReportOptions { p99_ms: p99, catalog: Catalog::builtin(), today: today() };
+    let path = write_report_with(results, dir.path(), &options).unwrap();
+    let md = std::fs::read_to_string(path).unwrap();
+    (dir, md)
+}
+
+/// Item (issue 16): a CPU run on a 2-vCPU machine tagged g5.xlarge or inf2.xlarge is not a GPU or
+/// Inferentia measurement: not counted for the family, its cost not comparable, never the cheapest.
+#[test]
+fn a_cpu_run_is_never_reported_as_a_gpu_or_inferentia_measurement() {
+    let mut small = matching_env("c7i.xlarge", "cpu", "Test CPU");
+    small.cpu_threads = 2;
+    small.host_accelerators.clear();
+    // The right vCPUs and memory, but no Neuron device on the host.
+    let mut no_neuron = matching_env("inf2.xlarge", "cpu", "Test CPU");
+    no_neuron.host_accelerators.clear();
+    let results = vec![tagged("g5.xlarge", small, 5000.0), tagged("inf2.xlarge", no_neuron, 9000.0)];
+    for r in &results {
+        let h = r.hardware.as_ref().unwrap();
+        assert!(!h.matches && h.measures.is_none(), "{h:?}");
+    }
+    let g5 = results[0].hardware.as_ref().unwrap();
+    assert!(g5.mismatches.iter().any(|m| m.contains("ran with 2 threads; g5.xlarge has 4 vCPUs")), "{g5:?}");
+    assert!(g5.mismatches.iter().any(|m| m.contains("no NVIDIA A10G on this host")), "{g5:?}");
+    let (_dir, md) = report_of(&results, Some(1000.0));
+    assert!(md.contains("- gpu-g: not measured"), "{md}");
+    assert!(md.contains("- inferentia2: not measured"), "{md}");
+    assert!(!md.contains("measured on g5") && !md.contains("measured on inf2"), "{md}");
+    assert!(md.contains("**Nothing measured meets p99 ≤ 1000 ms**"), "{md}");
+    assert!(md.contains("| g5.xlarge (hardware does not match) |"), "{md}");
+    assert!(md.contains("not comparable"), "{md}");
+    assert!(md.contains("not a inf2.xlarge measurement: no AWS Inferentia2"), "{md}");
+    // A result file's own verdict is not trusted: the report checks the environment again.
+    let mut forged = results[0].clone();
+    forged.hardware.as_mut().unwrap().matches = true;
+    forged.hardware.as_mut().unwrap().measures = Some("gpu-g".into());
+    let (_dir, md) = report_of(&[forged], None);
+    assert!(md.contains("- gpu-g: not measured"), "{md}");
+}
+
+/// Item (issue 16), the other way: runs on the hardware they are priced as still count.
+#[test]
+fn runs_on_their_own_hardware_still_count_for_their_family() {
+    let gpu = tagged("g5.xlarge", matching_env("g5.xlarge", "cuda:0", "NVIDIA A10G"), 3000.0);
+    let host_cpu = tagged("g5.xlarge", matching_env("g5.xlarge", "cpu", "AMD EPYC 7R32"), 300.0);
+    let mut neuron_env = matching_env("inf2.xlarge", "neuron:0", "AWS Inferentia2 NeuronCore-v2");
+    neuron_env.device = "neuron:0".into();
+    let neuron = tagged("inf2.xlarge", neuron_env, 4000.0);
+    for r in [&gpu, &host_cpu, &neuron] {
+        assert!(r.hardware.as_ref().unwrap().matches, "{:?}", r.hardware);
+    }
+    assert_eq!(gpu.hardware.as_ref().unwrap().measures.as_deref(), Some("gpu-g"));
+    assert_eq!(host_cpu.hardware.as_ref().unwrap().measures.as_deref(), Some("cpu"));
+    assert!(host_cpu.hardware.as_ref().unwrap().note.as_ref().unwrap().contains("host's CPU, not its NVIDIA A10G"));
+    let (_dir, md) = report_of(&[gpu, host_cpu, neuron], Some(1000.0));
+    assert!(md.contains("- gpu-g: measured on g5.xlarge\n"), "{md}");
+    assert!(md.contains("- inferentia2: measured on inf2.xlarge\n"), "{md}");
+    assert!(md.contains("- cpu: measured on g5.xlarge (host CPU)\n"), "{md}");
+    assert!(md.contains("**Cheapest measured setup with p99 ≤ 1000 ms:** inf2.xlarge"), "{md}");
+
+    // The wrong GPU model for the instance type (an L4 is not an L40S, nor a T4 an A10G).
+    let t4 = tagged("g5.xlarge", matching_env("g5.xlarge", "cuda:0", "Tesla T4"), 1.0);
+    assert!(!t4.hardware.as_ref().unwrap().matches);
+    assert!(!accelrt_bench::hardware::same_accelerator_model("NVIDIA L4", "NVIDIA L40S"));
+    assert!(accelrt_bench::hardware::same_accelerator_model("NVIDIA A100 40GB", "NVIDIA A100-SXM4-40GB"));
+    // A GPU run priced as a CPU instance.
+    let on_c7i = tagged("c7i.xlarge", matching_env("c7i.xlarge", "cuda:0", "NVIDIA A10G"), 1.0);
+    assert!(on_c7i.hardware.as_ref().unwrap().mismatches.iter().any(|m| m.contains("has no accelerator")));
+}
+
+/// Item (issue 16): every $ figure states its price's basis and date, with a warning past a year;
+/// the HTML report is one self-contained file with the charts inline and the price on hover.
+#[test]
+fn every_dollar_figure_states_its_price_date_and_the_html_report_is_self_contained() {
+    let results = vec![
+        tagged("g5.xlarge", matching_env("g5.xlarge", "cuda:0", "NVIDIA A10G"), 3000.0),
+        result("c7i.xlarge", ScenarioKind::Offline, 200.0, 400.0, true, vec![]),
+        result(
+            "c7i.2xlarge",
+            ScenarioKind::Server,
+            300.0,
+            40.0,
+            true,
+            vec![(150.0, 20.0, true), (300.0, 40.0, true), (600.0, 900.0, false)],
+        ),
+    ];
+    let (dir, md) = report_of(&results, Some(50.0));
+    assert!(md.contains("1.0060 (on-demand, read 2025-06, more than a year old)"), "{md}");
+    assert!(md.contains("0.0931 (on-demand, read 2025-06, more than a year old)"), "{md}");
+    assert!(md.contains("0.2479 (on-demand, read 2026-11) |"), "{md}");
+    assert!(md.contains("## Prices"), "{md}");
+    assert!(md.contains(r"g5.xlarge: on-demand price \$1.006/h in us-east-1, read 2025-06, 546 days old, more than a year old; source:"), "{md}");
+    assert!(md.contains("WARNING: more than a year old"), "{md}");
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(
+        !html.contains("<script") && !html.contains("src=\"http") && !html.contains("href=\"http"),
+        "no network, no scripts"
+    );
+    assert!(html.contains("<svg"), "charts inline");
+    assert!(!html.contains("<?xml"), "no XML declaration inside HTML");
+    assert!(
+        html.contains(
+            "title=\"on-demand price $1.006/h in us-east-1, read 2025-06, 546 days old, more than a year old; source: "
+        ),
+        "{html}"
+    );
+    assert!(html.contains("<li id=\"price-1\">"), "footnotes");
+    // The latency-vs-load chart marks valid and invalid loads, the bound and the chosen load.
+    let svg = std::fs::read_to_string(dir.path().join("all-minilm-l6-v2-latency-vs-load.svg")).unwrap();
+    roxmltree::Document::parse(&svg).unwrap();
+    assert!(svg.contains("p99 bound 50 ms") && svg.contains("chosen 300 /s"), "{svg}");
+}
+
+/// Item (issue 16): text generation gets its own charts; offline and single-stream are not on one axis.
+#[test]
+fn generation_and_single_stream_get_their_own_charts() {
+    use accelrt_bench::result::GenerationMetrics;
+    use accelrt_bench::workload::RequestStats;
+    use std::time::Duration;
+    let mut offline = result("c7i.xlarge", ScenarioKind::Offline, 20.0, 400.0, true, vec![]);
+    let mut single = result("c7i.xlarge", ScenarioKind::SingleStream, 5.0, 200.0, true, vec![]);
+    let requests = vec![
+        RequestStats {
+            prompt_tokens: 20,
+            output_tokens: 64,
+            time_to_first_token: Duration::from_millis(40),
+            time_per_output_token: Some(Duration::from_millis(12)),
+        };
+        8
+    ];
+    offline.generation = Some(GenerationMetrics::new(&requests, 64, 10.0, Some(0.1785)));
+    single.generation = Some(GenerationMetrics::new(&requests, 64, 10.0, Some(0.1785)));
+    let (dir, md) = report_of(&[offline, single], None);
+    for chart in ["throughput", "single-stream-latency", "tokens-per-s", "ttft", "tpot"] {
+        let file = format!("all-minilm-l6-v2-{chart}.svg");
+        assert!(md.contains(&file), "{chart}: {md}");
+        let svg = std::fs::read_to_string(dir.path().join(&file)).unwrap();
+        roxmltree::Document::parse(&svg).unwrap();
+    }
+    let throughput = std::fs::read_to_string(dir.path().join("all-minilm-l6-v2-throughput.svg")).unwrap();
+    assert!(throughput.contains("offline") && !throughput.contains("single-stream"), "{throughput}");
+}
+
+/// Item (issue 16): a busy host flags a run as noisy (not invalid).
+#[test]
+fn noisy_runs_are_flagged_not_invalidated() {
+    use accelrt_bench::environment::{host_load, CpuTimes};
+    let mut r = result("c7i.xlarge", ScenarioKind::Offline, 200.0, 400.0, true, vec![]);
+    let before = CpuTimes { total: 0, busy: 0, steal: 0, ours: 0 };
+    let after = CpuTimes { total: 1000, busy: 900, steal: 0, ours: 500 };
+    r.environment.host_load = Some(host_load(before, after, Some(3.0), true));
+    assert!(r.environment.host_load.as_ref().unwrap().noisy);
+    let (_dir, md) = report_of(&[r], None);
+    assert!(md.contains("| c7i.xlarge | accelrt | cpu | offline | 8 | yes | noisy |"), "{md}");
+    assert!(md.contains("other processes used 40 % of the host's CPU time (bound 10 %)"), "{md}");
 }
