@@ -112,7 +112,8 @@ pub(crate) fn specialise(graph: &Graph, bucket: &Bucket) -> Result<Specialised, 
         }
     }
     let used = used_symbols(graph);
-    let unused = |s: &&String| !used.contains(s.as_str()) && !(capacity.is_some() && s.as_str() == KV_LEN);
+    let known = |s: &str| used.contains(s) || (capacity.is_some() && s == KV_LEN);
+    let unused = |s: &&String| !known(s.as_str());
     if let Some(symbol) = bucket.dims.keys().find(unused) {
         return Err(ExportError::BadBucket {
             text: bucket.to_string(),

@@ -24,7 +24,8 @@ fn has(module: &Module, ops: &[&str]) {
 
 #[test]
 fn each_op_family_lowers_to_its_stablehlo_ops() {
-    let expect: &[(fn() -> accelrt_conformance::Case, &[&str])] = &[
+    type Make = fn() -> accelrt_conformance::Case;
+    let expect: &[(Make, &[&str])] = &[
         (cases::embedding, &["stablehlo.gather", "stablehlo.convert"]),
         (cases::matmul_batched_broadcast, &["stablehlo.broadcast_in_dim", "stablehlo.dot_general"]),
         (cases::matmul_transposed, &["stablehlo.dot_general"]),
