@@ -60,7 +60,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 512)]
     max_connections: usize,
     /// The model id clients use (/v1/models, `model` in requests); default: the registry name, or
-    /// the GGUF's own name, or the file or directory name (never the path)
+    /// the model file's name without its extension, or the directory's name (never the path)
     #[arg(long)]
     served_model_name: Option<String>,
     /// Compute dtype: f32 (default), bf16 or f16
@@ -76,9 +76,9 @@ fn is_generation_model(model: &str) -> bool {
 }
 
 /// The model id clients see and send: `--served-model-name`, else the registry name, else (a model
-/// given by path) the GGUF's `general.name` or the file or directory name. The path itself never
-/// reaches clients.
-fn served_name(a: &ServeArgs, loaded: &std::path::Path) -> Result<String> {
+/// given by path) the name of the file (without its extension) or directory that `--model` names,
+/// made an id by `accelrt_serve::model_id`. The path itself never reaches clients.
+fn served_name(a: &ServeArgs) -> Result<String> {
     if let Some(name) = &a.served_model_name {
         if name.trim().is_empty() || name.len() > 256 {
             bail!("--served-model-name must be 1 to 256 characters");
@@ -88,14 +88,10 @@ fn served_name(a: &ServeArgs, loaded: &std::path::Path) -> Result<String> {
     if let Ok(spec) = models::lookup(&a.model) {
         return Ok(spec.id.to_string());
     }
-    let gguf_name = models::GgufFile::open(loaded).ok().and_then(|f| {
-        f.value("general.name").and_then(models::gguf::GgufValue::as_str).and_then(accelrt_serve::model_id)
-    });
-    let file_name = || {
-        let stem = if loaded.is_dir() { loaded.file_name() } else { loaded.file_stem() };
-        stem.and_then(|s| accelrt_serve::model_id(&s.to_string_lossy()))
-    };
-    gguf_name.or_else(file_name).context("cannot name the model from its file; give --served-model-name")
+    let path = std::path::Path::new(&a.model);
+    let name = if path.is_dir() { path.file_name() } else { path.file_stem() };
+    name.and_then(|n| accelrt_serve::model_id(&n.to_string_lossy()))
+        .context("cannot make a model id from the --model path; give --served-model-name")
 }
 
 pub fn serve(store: &ModelStore, a: ServeArgs) -> Result<()> {
@@ -143,7 +139,7 @@ pub fn serve(store: &ModelStore, a: ServeArgs) -> Result<()> {
         let path = resolve_gguf(store, &a.model)?;
         let generator = models::TextGenerator::load(&path, backend.as_ref(), &options, a.context)
             .with_context(|| format!("loading {}", path.display()))?;
-        info.model = served_name(&a, &path)?;
+        info.model = served_name(&a)?;
         info.task = "chat".into();
         info.max_input_tokens = generator.context();
         let limits = ChatLimits { max_sequences: a.max_sequences, queue: a.queue };
@@ -154,7 +150,7 @@ pub fn serve(store: &ModelStore, a: ServeArgs) -> Result<()> {
         let dir = models::resolve_model_dir(&a.model, store)?;
         let embedder = models::SentenceEmbedder::load(&dir, backend.as_ref(), &options)
             .with_context(|| format!("loading {}", dir.display()))?;
-        info.model = served_name(&a, &dir)?;
+        info.model = served_name(&a)?;
         info.task = "embeddings".into();
         info.dimensions = Some(embedder.dimension());
         info.max_input_tokens = embedder.max_tokens();
