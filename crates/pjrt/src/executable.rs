@@ -55,6 +55,16 @@ impl CompileOptions {
         CompileOptions { bytes }
     }
 
+    /// [`CompileOptions::new`] plus `compile_portable_executable`: the program is compiled for
+    /// one device without a fixed assignment, so [`LoadedExecutable::execute_on`] can run it on
+    /// any device of the client (how `pjrt:PATH:N` runs on device N).
+    pub fn portable(num_replicas: u32, num_partitions: u32) -> CompileOptions {
+        let mut options = CompileOptions::new(num_replicas, num_partitions);
+        // CompileOptionsProto.compile_portable_executable = 4 (bool, varint).
+        options.bytes.extend_from_slice(&[4 << 3, 1]);
+        options
+    }
+
     /// Options serialised by the caller (e.g. with XLA's own protobuf definitions). Not checked:
     /// the plugin may abort on options it cannot use (see the type's documentation).
     pub fn from_serialized(bytes: Vec<u8>) -> CompileOptions {
@@ -120,18 +130,46 @@ impl Client {
         args.compile_options = options.bytes.as_ptr().cast();
         args.compile_options_size = options.bytes.len();
         pjrt_call!(&self.inner.plugin, PJRT_Client_Compile, &mut args)?;
-        if args.executable.is_null() {
-            return Err(PjrtError::Invalid("PJRT_Client_Compile succeeded but returned no executable".into()));
+        let parameters = if format == "mlir" { std::str::from_utf8(code).ok().and_then(main_parameters) } else { None };
+        self.adopt_executable(args.executable, "PJRT_Client_Compile", parameters)
+    }
+
+    /// Loads a program serialised by [`LoadedExecutable::serialize`] with the same plugin build
+    /// (`PJRT_Executable_DeserializeAndLoad`). `mlir` is the module text it was compiled from, when
+    /// known: `execute` then checks arguments against its `@main` signature, as for a compiled one.
+    /// Bytes the plugin cannot read are a [`PjrtError::Plugin`] with its message.
+    pub fn load_serialized(&self, bytes: &[u8], mlir: Option<&str>) -> Result<LoadedExecutable> {
+        let mut args = ffi::PJRT_Executable_DeserializeAndLoad_Args::new();
+        args.client = self.inner.ptr;
+        args.serialized_executable = bytes.as_ptr().cast();
+        args.serialized_executable_size = bytes.len();
+        pjrt_call!(&self.inner.plugin, PJRT_Executable_DeserializeAndLoad, &mut args)?;
+        self.adopt_executable(
+            args.loaded_executable,
+            "PJRT_Executable_DeserializeAndLoad",
+            mlir.and_then(main_parameters),
+        )
+    }
+
+    /// Takes ownership of a loaded executable the plugin returned and reads its metadata.
+    fn adopt_executable(
+        &self,
+        ptr: *mut ffi::PJRT_LoadedExecutable,
+        call: &str,
+        parameters: Option<Vec<TensorType>>,
+    ) -> Result<LoadedExecutable> {
+        if ptr.is_null() {
+            return Err(PjrtError::Invalid(format!("{call} succeeded but returned no executable")));
         }
         self.inner.counters.executables.fetch_add(1, Ordering::SeqCst);
         let mut exe = LoadedExecutable {
             client: self.inner.clone(),
-            ptr: args.executable,
+            ptr,
             name: String::new(),
             fingerprint: None,
             output_types: Vec::new(),
             output_dims: None,
-            parameters: None,
+            parameters,
         };
         // On error from here `exe` is dropped, which destroys the loaded executable.
         let (name, fingerprint, output_types, output_dims) = {
@@ -144,9 +182,6 @@ impl Client {
         exe.fingerprint = fingerprint;
         exe.output_types = output_types;
         exe.output_dims = output_dims;
-        if format == "mlir" {
-            exe.parameters = std::str::from_utf8(code).ok().and_then(main_parameters);
-        }
         Ok(exe)
     }
 }
@@ -208,6 +243,20 @@ impl LoadedExecutable {
     /// element type or dimensions are refused before the plugin is called where the parameters
     /// are known, and by the plugin's own checks otherwise.
     pub fn execute(&self, args: &[&Buffer]) -> Result<Vec<Buffer>> {
+        self.execute_on(args, None)
+    }
+
+    /// Like [`execute`](Self::execute), on `device` when given (`execute_device`): the program
+    /// must have been compiled with [`CompileOptions::portable`] and the arguments placed on that
+    /// device (the plugin refuses otherwise, with its message).
+    pub fn execute_on(&self, args: &[&Buffer], device: Option<&crate::Device>) -> Result<Vec<Buffer>> {
+        let execute_device = match device {
+            Some(d) if !Arc::ptr_eq(&d.client, &self.client) => {
+                return Err(PjrtError::Invalid("the device belongs to another PJRT client".into()))
+            }
+            Some(d) => self.client.devices[d.index].ptr,
+            None => std::ptr::null_mut(),
+        };
         if let Some(foreign) = args.iter().position(|b| !Arc::ptr_eq(&b.client, &self.client)) {
             return Err(PjrtError::Invalid(format!("argument {foreign} belongs to another PJRT client")));
         }
@@ -231,6 +280,7 @@ impl LoadedExecutable {
         call.num_args = arg_ptrs.len();
         call.output_lists = output_lists.as_ptr();
         call.device_complete_events = done.as_mut_ptr();
+        call.execute_device = execute_device;
         pjrt_call!(&self.client.plugin, PJRT_LoadedExecutable_Execute, &mut call)?;
 
         // Adopt everything the plugin returned before looking at any of it, so that nothing leaks
@@ -247,6 +297,34 @@ impl LoadedExecutable {
                 b.ok_or_else(|| PjrtError::Invalid(format!("the PJRT plugin returned no buffer for output {i}")))
             })
             .collect()
+    }
+}
+
+impl LoadedExecutable {
+    /// The compiled program as bytes (`PJRT_Executable_Serialize`), for an on-disk cache; loaded
+    /// back with [`Client::load_serialized`] by the same plugin build. A plugin that cannot
+    /// serialise gives [`PjrtError::Plugin`] (or `Unimplemented`).
+    pub fn serialize(&self) -> Result<Vec<u8>> {
+        let view = ExecutableView::of(self)?;
+        let mut args = ffi::PJRT_Executable_Serialize_Args::new();
+        args.executable = view.ptr;
+        pjrt_call!(&self.client.plugin, PJRT_Executable_Serialize, &mut args)?;
+        let bytes = if args.serialized_bytes.is_null() {
+            Vec::new()
+        } else {
+            // SAFETY: `serialized_bytes_size` bytes backed by `serialized_executable`, copied
+            // before it is freed below.
+            unsafe { std::slice::from_raw_parts(args.serialized_bytes.cast::<u8>(), args.serialized_bytes_size) }
+                .to_vec()
+        };
+        if let (Some(deleter), false) = (args.serialized_executable_deleter, args.serialized_executable.is_null()) {
+            // SAFETY: called once on the object the plugin returned, as the header requires.
+            unsafe { deleter(args.serialized_executable) };
+        }
+        if bytes.is_empty() {
+            return Err(PjrtError::Invalid("PJRT_Executable_Serialize returned no bytes".into()));
+        }
+        Ok(bytes)
     }
 }
 

@@ -39,6 +39,7 @@ opaque!(
     PJRT_Executable,
     PJRT_LoadedExecutable,
     PJRT_Buffer,
+    PJRT_SerializedExecutable,
 );
 
 /// Every struct below, with its field names for the layout test.
@@ -256,6 +257,22 @@ args_struct!(PJRT_Executable_OutputDimensions_Args {
     dim_sizes: *const usize,
 });
 
+args_struct!(PJRT_Executable_Serialize_Args {
+    executable: *const PJRT_Executable,
+    serialized_bytes: *const c_char,
+    serialized_bytes_size: usize,
+    serialized_executable: *mut PJRT_SerializedExecutable,
+    serialized_executable_deleter: Option<unsafe extern "C" fn(*mut PJRT_SerializedExecutable)>,
+});
+args_struct!(PJRT_Executable_DeserializeAndLoad_Args {
+    client: *mut PJRT_Client,
+    serialized_executable: *const c_char,
+    serialized_executable_size: usize,
+    loaded_executable: *mut PJRT_LoadedExecutable,
+    overridden_serialized_compile_options: *const c_char,
+    overridden_serialized_compile_options_size: usize,
+});
+
 args_struct!(PJRT_LoadedExecutable_Destroy_Args { executable: *mut PJRT_LoadedExecutable });
 args_struct!(PJRT_LoadedExecutable_GetExecutable_Args {
     loaded_executable: *mut PJRT_LoadedExecutable,
@@ -366,7 +383,7 @@ c_struct!(PJRT_Api {
     PJRT_Executable_GetCostAnalysis: Unused,
     PJRT_Executable_OutputMemoryKinds: Unused,
     PJRT_Executable_OptimizedProgram: Unused,
-    PJRT_Executable_Serialize: Unused,
+    PJRT_Executable_Serialize: Fn<PJRT_Executable_Serialize_Args>,
 
     PJRT_LoadedExecutable_Destroy: Fn<PJRT_LoadedExecutable_Destroy_Args>,
     PJRT_LoadedExecutable_GetExecutable: Fn<PJRT_LoadedExecutable_GetExecutable_Args>,
@@ -374,7 +391,7 @@ c_struct!(PJRT_Api {
     PJRT_LoadedExecutable_Delete: Unused,
     PJRT_LoadedExecutable_IsDeleted: Unused,
     PJRT_LoadedExecutable_Execute: Fn<PJRT_LoadedExecutable_Execute_Args>,
-    PJRT_Executable_DeserializeAndLoad: Unused,
+    PJRT_Executable_DeserializeAndLoad: Fn<PJRT_Executable_DeserializeAndLoad_Args>,
     PJRT_LoadedExecutable_Fingerprint: Unused,
 
     PJRT_Buffer_Destroy: Fn<PJRT_Buffer_Destroy_Args>,
@@ -484,6 +501,8 @@ pub fn all_layouts() -> Vec<Layout> {
         entry::<PJRT_Executable_Fingerprint_Args>(),
         entry::<PJRT_Executable_OutputElementTypes_Args>(),
         entry::<PJRT_Executable_OutputDimensions_Args>(),
+        entry::<PJRT_Executable_Serialize_Args>(),
+        entry::<PJRT_Executable_DeserializeAndLoad_Args>(),
         entry::<PJRT_LoadedExecutable_Destroy_Args>(),
         entry::<PJRT_LoadedExecutable_GetExecutable_Args>(),
         entry::<PJRT_ExecuteOptions>(),
