@@ -10,8 +10,9 @@
 
 mod common;
 
-use accelrt_core::PrepareOptions;
-use accelrt_models::{ChatMessage, ModelError, SamplingParams, SentenceEmbedder, TextGenerator};
+use accelrt_core::{PrepareOptions, WeightSource};
+use accelrt_models::gguf::GgufFile;
+use accelrt_models::{ChatMessage, ModelError, SafetensorsWeights, SamplingParams, SentenceEmbedder, TextGenerator};
 use common::{Gguf, Rng};
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -151,14 +152,36 @@ fn mutate_gguf(g: &Gguf, rng: &mut Rng) -> (Vec<u8>, String) {
     (b, what.join(", "))
 }
 
-/// Loads the model through the normal API and, if it loads, uses it: a chat prompt through the
-/// template, and two greedy tokens.
+/// Loads the model through the normal API and, if it loads, checks that its tensors are what
+/// they claim and uses it: a chat prompt through the template, and two greedy tokens.
 fn load_and_use_llama(path: &Path) -> Result<(), ModelError> {
     let backend = accelrt_candle::CandleBackend::cpu();
     let g = TextGenerator::load(path, &backend, &PrepareOptions::default(), 16)?;
+    let file = GgufFile::open(path)?;
+    check_tensor_bytes(&file, file.tensors().keys().cloned());
     let prompt = g.chat_prompt(&[ChatMessage::new("user", "ab cd")])?;
     g.generate(&prompt, &SamplingParams::greedy(), 2, |_, _| {})?;
     Ok(())
+}
+
+/// A file that loads must be a correct one: each tensor's bytes are exactly its dtype × shape, and
+/// no two tensors share bytes (a wrong type or offset would otherwise read a neighbour's weights
+/// and load "successfully").
+fn check_tensor_bytes(source: &dyn WeightSource, names: impl Iterator<Item = String>) {
+    let mut ranges = Vec::new();
+    for name in names {
+        // Tensors of types accelrt cannot run are refused by `get`, and never read.
+        let Ok(view) = source.get(&name) else { continue };
+        let elements = view.shape.iter().product::<usize>();
+        assert_eq!(view.dtype.storage_bytes(elements), Some(view.bytes.len()), "`{name}`: size is not dtype × shape");
+        let start = view.bytes.as_ptr() as usize;
+        ranges.push((start, start + view.bytes.len(), name));
+    }
+    ranges.retain(|(start, end, _)| start < end);
+    ranges.sort();
+    for pair in ranges.windows(2) {
+        assert!(pair[1].0 >= pair[0].1, "the bytes of `{}` and `{}` overlap", pair[0].2, pair[1].2);
+    }
 }
 
 #[test]
@@ -268,6 +291,8 @@ fn mutate_bert(config: &[u8], weights: &[u8], rng: &mut Rng) -> (Vec<u8>, Vec<u8
 fn load_and_use_bert(dir: &Path) -> Result<(), ModelError> {
     let backend = accelrt_candle::CandleBackend::cpu();
     let e = SentenceEmbedder::load(dir, &backend, &PrepareOptions::default())?;
+    let weights = SafetensorsWeights::open(&dir.join("model.safetensors"))?;
+    check_tensor_bytes(&weights, weights.names().into_iter());
     e.embed(&["a b c", "h"])?;
     Ok(())
 }
