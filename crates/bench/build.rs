@@ -1,21 +1,18 @@
-//! Records the git commit and rustc version the harness was built from, for every result's
-//! environment block.
+//! Records the rustc version the harness was built with, for every result's environment block.
+//! The git commit is read at run time from the checkout the harness was built from (see
+//! `environment::git_commit`), so git operations (a pull, a commit, `git status` touching the
+//! index) never force this crate, and everything above it, to rebuild.
 use std::process::Command;
 
-fn output(cmd: &str, args: &[&str]) -> Option<String> {
-    let out = Command::new(cmd).args(args).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
 fn main() {
-    let commit = output("git", &["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
-    let dirty = output("git", &["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
-    println!("cargo:rustc-env=ACCELRT_GIT_COMMIT={commit}{}", if dirty { "-dirty" } else { "" });
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    println!(
-        "cargo:rustc-env=ACCELRT_RUSTC_VERSION={}",
-        output(&rustc, &["--version"]).unwrap_or_else(|| "unknown".into())
-    );
-    println!("cargo:rerun-if-changed=../../.git/HEAD");
-    println!("cargo:rerun-if-changed=../../.git/index");
+    let version = Command::new(&rustc)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=ACCELRT_RUSTC_VERSION={version}");
+    println!("cargo:rerun-if-changed=build.rs");
 }

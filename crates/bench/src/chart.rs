@@ -31,7 +31,7 @@ fn axis_end(values: impl IntoIterator<Item = f64>, headroom: f64) -> Result<f64,
 pub fn bars(path: &Path, title: &str, x_label: &str, bars: &[(String, f64)]) -> Result<(), String> {
     let max = axis_end(bars.iter().map(|(_, v)| *v), 1.25)?;
     let n = bars.len().max(1) as f64;
-    let height = 120 + 36 * bars.len() as u32;
+    let height = 160 + 36 * bars.len() as u32;
     let root = SVGBackend::new(path, (900, height)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let mut chart = ChartBuilder::on(&root)

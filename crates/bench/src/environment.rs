@@ -43,7 +43,7 @@ impl Environment {
             host_memory_bytes: accelrt_core::host::meminfo_bytes("MemTotal"),
             os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
             accelrt_version: env!("CARGO_PKG_VERSION").into(),
-            git_commit: env!("ACCELRT_GIT_COMMIT").into(),
+            git_commit: git_commit(),
             rustc: env!("ACCELRT_RUSTC_VERSION").into(),
             details: device
                 .details
@@ -61,6 +61,29 @@ impl Environment {
             host_load: None,
         }
     }
+}
+
+/// The commit of the source checkout this harness was built from (12 hex digits, `-dirty` when
+/// tracked files differ from it), read once per process with `git`; `unknown` when the checkout
+/// or git is gone. Read at run time so that git operations never force a rebuild.
+pub fn git_commit() -> String {
+    static COMMIT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    COMMIT
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+            let git = |args: &[&str]| {
+                let o = std::process::Command::new("git").arg("-C").arg(&root).args(args).output().ok()?;
+                o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            };
+            match git(&["rev-parse", "--short=12", "HEAD"]) {
+                Some(commit) => {
+                    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+                    format!("{commit}{}", if dirty { "-dirty" } else { "" })
+                }
+                None => "unknown".into(),
+            }
+        })
+        .clone()
 }
 
 /// Other processes may use at most this share of the host's CPU time during a scenario …

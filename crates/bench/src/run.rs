@@ -494,7 +494,7 @@ pub fn summary(results: &[BenchResult], catalog: &Catalog) -> String {
     writeln!(s).unwrap();
     writeln!(
         s,
-        "{:<12} {:<14} {:>5} {:>6} {:>12} {:>9} {:>9} {:>9} {:>10}",
+        "{:<14} {:<14} {:>5} {:>6} {:>12} {:>9} {:>9} {:>9} {:>10}",
         "system", "scenario", "batch", "valid", "inferences/s", "p50 ms", "p90 ms", "p99 ms", "$/1M"
     )
     .unwrap();
@@ -502,7 +502,7 @@ pub fn summary(results: &[BenchResult], catalog: &Catalog) -> String {
         let cost = r.usd_per_million_inferences.map(|c| format!("{c:.4}")).unwrap_or_else(|| "—".into());
         writeln!(
             s,
-            "{:<12} {:<14} {:>5} {:>6} {:>12.1} {:>9.2} {:>9.2} {:>9.2} {:>10}",
+            "{:<14} {:<14} {:>5} {:>6} {:>12.1} {:>9.2} {:>9.2} {:>9.2} {:>10}",
             r.system,
             r.scenario.to_string(),
             r.batch_size,
@@ -515,7 +515,7 @@ pub fn summary(results: &[BenchResult], catalog: &Catalog) -> String {
         )
         .unwrap();
         for reason in &r.invalid_reasons {
-            writeln!(s, "{:<12}   invalid: {reason}", "").unwrap();
+            writeln!(s, "{:<14}   invalid: {reason}", "").unwrap();
         }
     }
     let generation: Vec<&BenchResult> = results.iter().filter(|r| r.generation.is_some()).collect();
@@ -528,7 +528,7 @@ pub fn summary(results: &[BenchResult], catalog: &Catalog) -> String {
         .unwrap();
         writeln!(
             s,
-            "{:<12} {:<14} {:>5} {:>9} {:>11} {:>11} {:>11} {:>11} {:>12}",
+            "{:<14} {:<14} {:>5} {:>9} {:>11} {:>11} {:>11} {:>11} {:>12}",
             "system", "scenario", "batch", "tokens/s", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "$/1M tokens"
         )
         .unwrap();
@@ -537,7 +537,7 @@ pub fn summary(results: &[BenchResult], catalog: &Catalog) -> String {
             let cost = g.usd_per_million_output_tokens.map(|c| format!("{c:.4}")).unwrap_or_else(|| "—".into());
             writeln!(
                 s,
-                "{:<12} {:<14} {:>5} {:>9.1} {:>8.1} ms {:>8.1} ms {:>8.2} ms {:>8.2} ms {:>12}",
+                "{:<14} {:<14} {:>5} {:>9.1} {:>8.1} ms {:>8.1} ms {:>8.2} ms {:>8.2} ms {:>12}",
                 r.system,
                 r.scenario.to_string(),
                 r.batch_size,
