@@ -2,7 +2,7 @@
 //! the session's caches, then one token per step, several sequences decoded together in one step.
 
 use crate::chat_tokenizer::{ChatMessage, ChatTokenizer};
-use crate::gguf::{GgufFile, GgufValue};
+use crate::gguf::GgufFile;
 use crate::llama::{self, LlamaConfig};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::{ModelError, Result};
@@ -80,14 +80,9 @@ pub fn find_gguf(path: &Path) -> Result<PathBuf> {
     }
 }
 
-/// `general.name` when it is a short plain name (it ends up in API answers and logs), else the file stem.
-fn model_name(file: &GgufFile, path: &Path) -> String {
-    let plain =
-        |n: &&str| !n.is_empty() && n.len() <= 128 && n.chars().all(|c| c.is_alphanumeric() || " ._-+".contains(c));
-    match file.value("general.name").and_then(GgufValue::as_str).filter(plain) {
-        Some(n) => n.trim().to_lowercase().replace(' ', "-"),
-        None => path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into()),
-    }
+/// The model file's name without its extension (`general.name` is often a training-run name).
+fn model_name(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
 }
 
 /// Whether `path` names a GGUF model: a `.gguf` file, or a directory holding exactly one.
@@ -115,12 +110,12 @@ impl TextGenerator {
         };
         let graph = llama::build_graph(&config, context, &dtype_of)?;
         let exe = backend.prepare(&graph, &file, options)?;
-        let name = model_name(&file, &path);
+        let name = model_name(&path);
         Ok(TextGenerator { exe, tokenizer, config, context, path, name })
     }
 
-    /// The model's name: the file's `general.name` when it is a plain name, else the file stem.
-    /// Servers show this, never the path the model was loaded from.
+    /// The model's name: its file's name without the extension (errors name the model by this,
+    /// never by the path it was loaded from).
     pub fn name(&self) -> &str {
         &self.name
     }
