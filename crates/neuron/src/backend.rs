@@ -1,5 +1,7 @@
 //! The Neuron `Backend`: a graph runs from NEFF programs compiled ahead of time for static shape
-//! buckets, found in a compile cache keyed by the graph's content hash, the target and the bucket.
+//! buckets, found in a compile cache keyed by the graph's content hash, the hash of the weights the
+//! NEFF embeds, the target and the bucket, each NEFF with a manifest that is checked at load
+//! (`crate::cache`).
 //!
 //! At prepare time every bucket's NEFF is loaded on every NeuronCore of the device range, its
 //! tensors are allocated and it is run once (warm-up). A run picks the smallest bucket that holds
@@ -8,6 +10,8 @@
 //! is only correct for graphs that mask padded positions (as BERT's attention mask does) or whose
 //! outputs do not depend on them; a bucket list equal to the real shapes avoids padding altogether.
 
+pub use crate::cache::{bucket_key, Bucket};
+use crate::cache::{weights_hash, NeffKey};
 use crate::runtime::{Model, Runtime, Tensor, TensorInfo, TensorSet, TensorUsage};
 use crate::status::NeuronError;
 use accelrt_core::{
@@ -15,7 +19,7 @@ use accelrt_core::{
     PrepareOptions, Result, SessionState, WeightSource,
 };
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 const BACKEND: &str = "neuron";
@@ -76,22 +80,6 @@ pub fn parse_buckets(spec: &str) -> std::result::Result<BTreeMap<String, Vec<usi
         out.insert(name.trim().to_string(), sizes);
     }
     Ok(out)
-}
-
-/// A concrete assignment of every symbolic input dimension, e.g. {batch: 8, seq: 128}.
-pub type Bucket = BTreeMap<String, usize>;
-
-/// The file name part of a bucket: `batch=8,seq=128` (`static` for graphs without symbols).
-pub fn bucket_key(bucket: &Bucket) -> String {
-    if bucket.is_empty() {
-        return "static".into();
-    }
-    bucket.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
-}
-
-/// Where the NEFF for (graph, target, bucket) lives in the compile cache.
-pub fn neff_path(cache_dir: &Path, graph: &Graph, target: &str, bucket: &Bucket) -> PathBuf {
-    cache_dir.join(graph.content_hash()).join(target).join(format!("{}.neff", bucket_key(bucket)))
 }
 
 /// The symbols of the graph's inputs, in a fixed order.
@@ -189,11 +177,12 @@ impl Backend for NeuronBackend {
         Ok(self.info.clone())
     }
 
-    /// The weights are compiled into the NEFFs; `weights` is not read here.
+    /// The weights are compiled into the NEFFs: they are read once here only to hash them, since
+    /// the hash is part of the cache key (`crate::cache`).
     fn prepare(
         &self,
         graph: &Graph,
-        _weights: &dyn WeightSource,
+        weights: &dyn WeightSource,
         options: &PrepareOptions,
     ) -> Result<Box<dyn Executable>> {
         if let Some(dtype) = options.compute_dtype {
@@ -211,21 +200,28 @@ impl Backend for NeuronBackend {
             });
         }
         let symbols = input_symbols(graph);
+        let buckets = all_buckets(&symbols, &self.options.buckets)?;
+        let weights = weights_hash(graph, weights)?;
+        let cache = &self.options.cache_dir;
         let mut programs = Vec::new();
-        for bucket in all_buckets(&symbols, &self.options.buckets)? {
-            let path = neff_path(&self.options.cache_dir, graph, &self.options.target, &bucket);
+        for bucket in buckets {
+            let key = NeffKey::new(graph, &weights, &self.options.target, &bucket);
+            let path = key.neff_path(cache);
             let neff = std::fs::read(&path).map_err(|e| Error::Backend {
                 backend: BACKEND.into(),
                 message: format!(
-                    "no NEFF for bucket {} (target {}) at {} ({e}); compile it with `neuronx-cc compile {}.hlo.pb --framework XLA --target {} --output {}` (exporting accelrt graphs to HLO is not implemented yet: docs/neuron.md)",
+                    "no NEFF for bucket {} (target {}) at {} ({e}); compile it with `neuronx-cc compile {}.hlo.pb --framework XLA --target {} --output {}` and write beside it the manifest {} containing {} (exporting accelrt graphs to HLO is not implemented yet: docs/neuron.md)",
                     bucket_key(&bucket),
                     self.options.target,
                     path.display(),
                     graph.name(),
                     self.options.target,
-                    path.display()
+                    path.display(),
+                    key.manifest_path(cache).display(),
+                    key.manifest_json(graph.name()),
                 ),
             })?;
+            key.check_manifest(cache).map_err(|message| Error::Backend { backend: BACKEND.into(), message })?;
             let mut cores = Vec::new();
             for core in self.first..self.first + self.count {
                 cores.push(Mutex::new(Loaded::new(&self.rt, &neff, core, graph, &bucket)?));

@@ -8,11 +8,13 @@
 //! the same C functions; none of this has run on real Neuron hardware yet (docs/neuron.md).
 
 pub mod backend;
+pub mod cache;
 mod ffi;
 mod runtime;
 mod status;
 
 pub use backend::{NeuronBackend, NeuronExecutable, NeuronOptions};
+pub use cache::{weights_hash, NeffKey};
 pub use ffi::LIBRARY_ENV;
 pub use runtime::{Model, Runtime, RuntimeVersion, Tensor, TensorInfo, TensorSet, TensorUsage};
 pub use status::{NeuronError, NrtStatus, Result};
