@@ -49,6 +49,12 @@ impl CandleBackend {
                     reason: "NeuronCores are driven by the Neuron backend, not candle".into(),
                 })
             }
+            DeviceSpec::XlaCpu | DeviceSpec::Pjrt { .. } => {
+                return Err(Error::Unavailable {
+                    device: spec.to_string(),
+                    reason: "PJRT plugins are driven by the PJRT backend, not candle".into(),
+                })
+            }
         };
         let info = device_info::describe(spec, &device)?;
         Ok(CandleBackend { spec: spec.clone(), device, info })

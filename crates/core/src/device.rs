@@ -1,8 +1,9 @@
-//! Device strings (`cpu`, `cuda:0`, `neuron:0-3`) and what a backend says about its device.
+//! Device strings (`cpu`, `cuda:0`, `neuron:0-3`, `xla:cpu`, `pjrt:PATH[:N]`) and what a backend says about its device.
 
 use crate::{Error, Result};
 use serde::Serialize;
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 /// Which device a backend should run on, parsed from a device string.
@@ -16,6 +17,13 @@ pub enum DeviceSpec {
         first: u32,
         count: u32,
     },
+    /// The XLA CPU PJRT plugin (fetched and verified into the cache), through the PJRT backend.
+    XlaCpu,
+    /// Device `device` of the PJRT plugin library at `plugin` (`pjrt:PATH` is device 0).
+    Pjrt {
+        plugin: PathBuf,
+        device: usize,
+    },
 }
 
 impl DeviceSpec {
@@ -24,6 +32,8 @@ impl DeviceSpec {
             DeviceSpec::Cpu => DeviceKind::Cpu,
             DeviceSpec::Cuda(_) => DeviceKind::Cuda,
             DeviceSpec::Neuron { .. } => DeviceKind::Neuron,
+            DeviceSpec::XlaCpu => DeviceKind::Cpu,
+            DeviceSpec::Pjrt { .. } => DeviceKind::Pjrt,
         }
     }
 }
@@ -54,7 +64,23 @@ impl FromStr for DeviceSpec {
                     Ok(DeviceSpec::Neuron { first: a, count: b - a + 1 })
                 }
             },
-            _ => Err(bad("expected `cpu`, `cuda:N` or `neuron:N` / `neuron:A-B`")),
+            ("xla", Some("cpu")) => Ok(DeviceSpec::XlaCpu),
+            ("xla", _) => Err(bad("the only built-in XLA device is `xla:cpu`; load other plugins with `pjrt:PATH[:N]`")),
+            ("pjrt", Some(rest)) => {
+                // The device index is a trailing `:N`; everything before it is the library's path.
+                let (path, device) = match rest.rsplit_once(':') {
+                    Some((path, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+                        (path, number(n)? as usize)
+                    }
+                    _ => (rest, 0),
+                };
+                if path.is_empty() {
+                    return Err(bad("`pjrt:` needs the path of a PJRT plugin library, e.g. `pjrt:/path/to/plugin.so:0`"));
+                }
+                Ok(DeviceSpec::Pjrt { plugin: PathBuf::from(path), device })
+            }
+            ("pjrt", None) => Err(bad("`pjrt` needs a plugin library: `pjrt:PATH[:N]`")),
+            _ => Err(bad("expected `cpu`, `cuda:N`, `neuron:N` / `neuron:A-B`, `xla:cpu` or `pjrt:PATH[:N]`")),
         }
     }
 }
@@ -66,6 +92,9 @@ impl fmt::Display for DeviceSpec {
             DeviceSpec::Cuda(i) => write!(f, "cuda:{i}"),
             DeviceSpec::Neuron { first, count: 1 } => write!(f, "neuron:{first}"),
             DeviceSpec::Neuron { first, count } => write!(f, "neuron:{first}-{}", first + count - 1),
+            DeviceSpec::XlaCpu => f.write_str("xla:cpu"),
+            DeviceSpec::Pjrt { plugin, device: 0 } => write!(f, "pjrt:{}", plugin.display()),
+            DeviceSpec::Pjrt { plugin, device } => write!(f, "pjrt:{}:{device}", plugin.display()),
         }
     }
 }
@@ -76,6 +105,9 @@ pub enum DeviceKind {
     Cpu,
     Cuda,
     Neuron,
+    /// A PJRT plugin's device, before the plugin says what hardware it is (an opened backend
+    /// reports the real kind in its `DeviceInfo`).
+    Pjrt,
 }
 
 impl fmt::Display for DeviceKind {
@@ -84,6 +116,7 @@ impl fmt::Display for DeviceKind {
             DeviceKind::Cpu => "cpu",
             DeviceKind::Cuda => "cuda",
             DeviceKind::Neuron => "neuron",
+            DeviceKind::Pjrt => "pjrt",
         })
     }
 }

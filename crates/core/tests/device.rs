@@ -8,7 +8,12 @@ fn device_strings_parse() {
     assert_eq!(p("cuda:3").unwrap(), DeviceSpec::Cuda(3));
     assert_eq!(p("neuron:2").unwrap(), DeviceSpec::Neuron { first: 2, count: 1 });
     assert_eq!(p("neuron:0-23").unwrap(), DeviceSpec::Neuron { first: 0, count: 24 });
-    for s in ["cpu", "cuda:1", "neuron:4", "neuron:0-1"] {
+    assert_eq!(p("xla:cpu").unwrap(), DeviceSpec::XlaCpu);
+    let pjrt = |path: &str, device| DeviceSpec::Pjrt { plugin: path.into(), device };
+    assert_eq!(p("pjrt:/opt/plugin.so").unwrap(), pjrt("/opt/plugin.so", 0));
+    assert_eq!(p("pjrt:/opt/plugin.so:3").unwrap(), pjrt("/opt/plugin.so", 3));
+    assert_eq!(p("pjrt:relative/lib.so:0").unwrap(), pjrt("relative/lib.so", 0));
+    for s in ["cpu", "cuda:1", "neuron:4", "neuron:0-1", "xla:cpu", "pjrt:/opt/plugin.so", "pjrt:/opt/plugin.so:2"] {
         assert_eq!(p(s).unwrap().to_string(), s);
     }
 }
@@ -22,6 +27,10 @@ fn bad_device_strings_say_why() {
         ("cpu:0", "takes no index"),
         ("neuron:3-1", "A ≤ B"),
         ("", "expected `cpu`"),
+        ("xla:gpu", "only built-in XLA device"),
+        ("pjrt", "needs a plugin library"),
+        ("pjrt:", "needs the path"),
+        ("pjrt::1", "needs the path"),
     ] {
         let err = s.parse::<DeviceSpec>().unwrap_err().to_string();
         assert!(err.contains(why), "{s:?}: {err}");

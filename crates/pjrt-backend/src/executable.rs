@@ -1,0 +1,567 @@
+//! A graph prepared on a PJRT device: weights uploaded once, one program per bucket (compiled on
+//! first use, cached in memory and on disk), runs padded to their bucket, sessions whose KV caches
+//! stay on the device.
+
+use crate::buckets::{pad, unpad};
+use crate::cache::{self, Entry};
+use crate::{backend_err, PjrtBackend, BACKEND};
+use accelrt_core::{
+    one_shot_slots, Bindings, DType, Dim, Error, Executable, Graph, HostTensor, Op, Outputs, PrepareOptions, Result,
+    SessionState, WeightSource, KV_LEN,
+};
+use accelrt_pjrt::{Buffer, Client, CompileOptions, Device, ElementType, LoadedExecutable, ProgramFormat};
+use accelrt_stablehlo::{
+    export, weight_argument, Argument, ArgumentRole, Bucket, ExportError, ExportOptions, Manifest, OutputRole,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// One bucket's compiled program.
+struct Program {
+    exe: LoadedExecutable,
+    manifest: Manifest,
+}
+
+/// A `KvCache` node: where its write comes from and the cache tensor's shape.
+struct CacheNode {
+    index: usize,
+    name: String,
+    positions: String,
+    slots: String,
+    capacity: usize,
+    heads: usize,
+    head_size: usize,
+    dtype: DType,
+}
+
+/// The backend's part of a session: one cache buffer per `KvCache` node (graph order), each with
+/// the session's slots plus one spare slot that padded batch rows write to.
+struct PjrtState {
+    owner: u64,
+    /// Slots including the spare one.
+    slots: usize,
+    caches: Vec<Buffer>,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+pub struct PjrtExecutable {
+    id: u64,
+    graph: Graph,
+    client: Client,
+    device: Device,
+    portable: bool,
+    compile_options: CompileOptions,
+    export_options: ExportOptions,
+    buckets: crate::BucketPolicy,
+    cache_dir: Option<PathBuf>,
+    compiler: String,
+    /// Weight arguments in the manifest's order, uploaded once.
+    weight_args: Vec<Argument>,
+    weights: Vec<Buffer>,
+    caches: Vec<CacheNode>,
+    /// Inputs that feed an embedding straight away, with the table's row count.
+    id_inputs: Vec<(String, usize)>,
+    /// The symbols of the graph's inputs.
+    symbols: Vec<String>,
+    /// Those that may be padded (see `buckets::paddable_symbols`).
+    paddable: std::collections::BTreeSet<String>,
+    programs: Mutex<HashMap<Bucket, Arc<Mutex<Option<Arc<Program>>>>>>,
+    /// Output shapes at unpadded buckets, for outputs whose sizes the graph derives.
+    real_shapes: Mutex<HashMap<Bucket, Vec<Vec<usize>>>>,
+}
+
+fn element_type(dtype: DType) -> Result<ElementType> {
+    Ok(match dtype {
+        DType::F32 => ElementType::F32,
+        DType::F16 => ElementType::F16,
+        DType::BF16 => ElementType::BF16,
+        DType::I64 => ElementType::I64,
+        DType::U32 => ElementType::U32,
+        DType::U8 => ElementType::U8,
+        DType::Quant(_) => {
+            return Err(Error::UnsupportedDType { dtype, context: "a PJRT buffer (dequantise first)".into() })
+        }
+    })
+}
+
+/// The dtype a weight or cache of `dtype` takes in a program computing in `compute` (the
+/// exporter's rule: f32 and quantised values take the compute dtype, the rest keep theirs).
+fn argument_dtype(dtype: DType, compute: DType) -> DType {
+    match dtype {
+        DType::F32 | DType::Quant(_) => compute,
+        other => other,
+    }
+}
+
+fn export_err(e: ExportError) -> Error {
+    match e {
+        e @ ExportError::Unsupported { .. } => Error::Unsupported { backend: BACKEND.into(), what: e.to_string() },
+        e => backend_err(format!("StableHLO export: {e}")),
+    }
+}
+
+impl PjrtExecutable {
+    pub(crate) fn prepare(
+        backend: &PjrtBackend,
+        graph: &Graph,
+        weights: &dyn WeightSource,
+        options: &PrepareOptions,
+    ) -> Result<PjrtExecutable> {
+        let compute = options.compute_dtype.unwrap_or(DType::F32);
+        if !compute.is_float() {
+            return Err(Error::UnsupportedDType { dtype: compute, context: "a compute dtype".into() });
+        }
+        let device = backend.device.clone();
+        let upload_device = backend.portable.then_some(&device);
+        // Weights: read, checked, dequantised and uploaded once, in the manifest's order.
+        let mut weight_args = Vec::new();
+        let mut uploaded = Vec::new();
+        for (_, node) in graph.weights() {
+            let shape: Vec<usize> =
+                node.shape.dims().iter().map(|d| d.fixed().expect("weights have fixed shapes")).collect();
+            let argument = Argument {
+                name: node.name.clone(),
+                dtype: argument_dtype(node.dtype, compute),
+                shape,
+                role: ArgumentRole::Weight { weight: node.name.clone(), source_dtype: node.dtype },
+            };
+            let tensor = weight_argument(&argument, weights).map_err(|e| match e {
+                ExportError::Weight { name, source } => Error::Weight { name, message: source.to_string() },
+                other => backend_err(other),
+            })?;
+            let buffer = upload(&backend.client, &tensor, tensor.shape(), upload_device)?;
+            weight_args.push(argument);
+            uploaded.push(buffer);
+        }
+        let input_name = |id: accelrt_core::ValueId, what: &str, node: &str| -> Result<String> {
+            let n = graph.node(id);
+            match n.op {
+                Op::Input { .. } => Ok(n.name.clone()),
+                _ => Err(Error::Unsupported {
+                    backend: BACKEND.into(),
+                    what: format!(
+                        "`{node}`: cache {what} computed in the graph (`{}`); they must be graph inputs, checked on the host before each step",
+                        n.name
+                    ),
+                }),
+            }
+        };
+        let mut caches = Vec::new();
+        for (index, node) in graph.nodes().iter().enumerate() {
+            if let Op::KvCache { x, positions, slots, capacity } = node.op {
+                let xs = graph.node(x);
+                let fixed = |axis: usize| {
+                    xs.shape.dims().get(axis).and_then(Dim::fixed).ok_or_else(|| {
+                        Error::node(&node.name, "a KV cache needs fixed head count and head size (axes 1 and 3)")
+                    })
+                };
+                let slots_name = input_name(slots, "slots", &node.name)?;
+                let rank = graph.inputs().find(|(_, n)| n.name == slots_name).map(|(_, n)| n.shape.rank());
+                if rank != Some(1) {
+                    return Err(Error::Unsupported {
+                        backend: BACKEND.into(),
+                        what: format!("`{}`: slots input `{slots_name}` of rank other than 1", node.name),
+                    });
+                }
+                caches.push(CacheNode {
+                    index,
+                    name: node.name.clone(),
+                    positions: input_name(positions, "positions", &node.name)?,
+                    slots: slots_name,
+                    capacity,
+                    heads: fixed(1)?,
+                    head_size: fixed(3)?,
+                    dtype: argument_dtype(node.dtype, compute),
+                });
+            }
+        }
+        let mut id_inputs = Vec::new();
+        for node in graph.nodes() {
+            if let Op::Embedding { table, ids } = node.op {
+                let ids = graph.node(ids);
+                if matches!(ids.op, Op::Input { .. }) {
+                    let rows = graph.node(table).shape.dims()[0].fixed().expect("weights have fixed shapes");
+                    id_inputs.push((ids.name.clone(), rows));
+                }
+            }
+        }
+        let mut symbols: Vec<String> = graph
+            .inputs()
+            .flat_map(|(_, n)| {
+                n.shape.dims().iter().filter_map(|d| if let Dim::Sym(s) = d { Some(s.clone()) } else { None })
+            })
+            .collect();
+        symbols.sort();
+        symbols.dedup();
+        Ok(PjrtExecutable {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            graph: graph.clone(),
+            client: backend.client.clone(),
+            device,
+            portable: backend.portable,
+            compile_options: backend.compile_options(),
+            export_options: ExportOptions { compute_dtype: Some(compute) },
+            buckets: backend.options.buckets.clone(),
+            cache_dir: backend.options.cache_dir.clone(),
+            compiler: backend.compiler.clone(),
+            weight_args,
+            weights: uploaded,
+            caches,
+            id_inputs,
+            symbols,
+            paddable: crate::buckets::paddable_symbols(graph),
+            programs: Mutex::new(HashMap::new()),
+            real_shapes: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Buckets compiled (or loaded) so far.
+    pub fn compiled_buckets(&self) -> Vec<Bucket> {
+        let programs = self.programs.lock().unwrap_or_else(|e| e.into_inner());
+        programs
+            .iter()
+            .filter(|(_, p)| p.lock().map(|p| p.is_some()).unwrap_or(false))
+            .map(|(b, _)| b.clone())
+            .collect()
+    }
+
+    /// The program for `bucket`: from memory, else from the disk cache, else compiled (once, even
+    /// when several threads ask at the same time).
+    fn program(&self, bucket: &Bucket) -> Result<Arc<Program>> {
+        let slot = {
+            let mut programs = self.programs.lock().unwrap_or_else(|e| e.into_inner());
+            programs.entry(bucket.clone()).or_default().clone()
+        };
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(program) = slot.as_ref() {
+            return Ok(program.clone());
+        }
+        let module = export(&self.graph, bucket, &self.export_options).map_err(export_err)?;
+        self.check_manifest(&module.manifest)?;
+        let exe = self.load_or_compile(&module.mlir, &module.manifest)?;
+        let program = Arc::new(Program { exe, manifest: module.manifest });
+        *slot = Some(program.clone());
+        Ok(program)
+    }
+
+    /// The manifest must take the weights as they were uploaded.
+    fn check_manifest(&self, manifest: &Manifest) -> Result<()> {
+        let weights: Vec<&Argument> =
+            manifest.arguments.iter().filter(|a| matches!(a.role, ArgumentRole::Weight { .. })).collect();
+        let same = weights.len() == self.weight_args.len()
+            && weights
+                .iter()
+                .zip(&self.weight_args)
+                .all(|(a, b)| a.name == b.name && a.dtype == b.dtype && a.shape == b.shape);
+        if !same {
+            return Err(backend_err(format!(
+                "the exported module for bucket {} takes other weight arguments than were uploaded (exporter and backend disagree)",
+                manifest.bucket
+            )));
+        }
+        Ok(())
+    }
+
+    fn load_or_compile(&self, mlir: &str, manifest: &Manifest) -> Result<LoadedExecutable> {
+        let entry = self.cache_dir.as_ref().map(|dir| {
+            Entry::new(dir, &cache::key(&manifest.mlir_sha256, &self.compiler, self.compile_options.as_bytes()))
+        });
+        if let Some(entry) = &entry {
+            if let Some(bytes) = entry.read().map_err(backend_err)? {
+                return self.client.load_serialized(&bytes, Some(mlir)).map_err(|e| {
+                    backend_err(format!(
+                        "the cached program {} does not load ({e}); delete it to compile again",
+                        entry.program.display()
+                    ))
+                });
+            }
+        }
+        let exe = self
+            .client
+            .compile(mlir.as_bytes(), ProgramFormat::Mlir, &self.compile_options)
+            .map_err(|e| backend_err(format!("compiling bucket {}: {e}", manifest.bucket)))?;
+        if let Some(entry) = &entry {
+            match exe.serialize() {
+                Ok(bytes) => entry.write(&bytes, &manifest.to_json()).map_err(backend_err)?,
+                // The plugin cannot serialise: keep the module (the compile is redone per process).
+                Err(_) => entry.write_mlir(mlir, &manifest.to_json()).map_err(backend_err)?,
+            }
+        }
+        Ok(exe)
+    }
+
+    fn check_ids(&self, inputs: &[(&str, &HostTensor)]) -> Result<()> {
+        for (name, rows) in &self.id_inputs {
+            let tensor = inputs.iter().find(|(n, _)| n == name).expect("inputs are bound").1;
+            let ids = tensor.to_i64_vec().expect("embedding ids are integers (checked by inference)");
+            if let Some(bad) = ids.iter().find(|&&id| id < 0 || id as usize >= *rows) {
+                return Err(Error::Input {
+                    name: name.clone(),
+                    message: format!("id {bad} is out of range for an embedding table of {rows} rows"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn new_pjrt_state(&self, slots: usize) -> Result<PjrtState> {
+        let total = slots + 1;
+        let mut caches = Vec::with_capacity(self.caches.len());
+        for c in &self.caches {
+            let dims = [total, c.heads, c.capacity, c.head_size];
+            let elem = c.dtype.size_in_bytes().expect("caches are plain floats");
+            let zeros = vec![0u8; dims.iter().product::<usize>() * elem];
+            caches.push(upload_bytes(&self.client, c.dtype, &zeros, &dims, self.portable.then_some(&self.device))?);
+        }
+        Ok(PjrtState { owner: self.id, slots: total, caches })
+    }
+
+    fn step(&self, state: Option<&mut SessionState>, inputs: &[(&str, &HostTensor)]) -> Result<Outputs> {
+        let bindings = self.graph.bind_inputs(inputs)?;
+        self.check_ids(inputs)?;
+        let input = |name: &str| inputs.iter().find(|(n, _)| *n == name).expect("inputs are bound").1;
+        let real: BTreeMap<String, usize> =
+            self.symbols.iter().filter_map(|s| bindings.get(s).map(|n| (s.clone(), n))).collect();
+
+        // Caches: the host checks every write before the device runs (the program would clamp).
+        let mut kv_len = 0;
+        let mut starts: Vec<Vec<usize>> = Vec::new();
+        let mut state = state;
+        if !self.caches.is_empty() {
+            let state = state.as_deref_mut().expect("graphs with caches run with a state");
+            for c in &self.caches {
+                let positions = input(&c.positions).to_i64_vec().expect("positions are integers");
+                let slots = input(&c.slots).to_i64_vec().expect("slots are integers");
+                let write = state
+                    .plan_cache_write(c.index, c.capacity, &positions, &slots)
+                    .map_err(|e| Error::node(&c.name, format!("kv_cache: {e}")))?;
+                kv_len = kv_len.max(write.kv_len);
+                starts.push(write.rows.iter().map(|r| r.start).collect());
+            }
+        }
+        let (slots_total, spare) = match state.as_deref_mut() {
+            Some(state) => {
+                let inner = state.inner_mut::<PjrtState>()?;
+                if inner.owner != self.id {
+                    return Err(backend_err("this session state was made by another executable"));
+                }
+                (Some(inner.slots), inner.slots - 1)
+            }
+            None => (None, 0),
+        };
+
+        let size = |s: &String, n: usize| if self.paddable.contains(s) { self.buckets.pad(s, n) } else { n };
+        let mut bucket =
+            Bucket { dims: real.iter().map(|(s, &n)| (s.clone(), size(s, n))).collect(), slots: slots_total };
+        if !self.caches.is_empty() && !self.writes_fit(&bucket, &real, &starts) {
+            // A padded write would pass the capacity, where the program would clamp its start:
+            // this run takes a program of its exact sizes instead.
+            bucket.dims = real.clone();
+        }
+        let program = self.program(&bucket)?;
+        let padded = bucket.dims != real;
+
+        // Arguments in the manifest's order.
+        let device = self.portable.then_some(&self.device);
+        let mut owned: Vec<Buffer> = Vec::new();
+        let mut order: Vec<(char, usize)> = Vec::new();
+        let (mut w, mut s) = (0, 0);
+        for arg in &program.manifest.arguments {
+            match &arg.role {
+                ArgumentRole::Input => {
+                    let host = input(&arg.name);
+                    let elem = host.dtype().size_in_bytes().expect("inputs are plain types");
+                    let mut bytes = pad(&host.to_le_bytes(), elem, host.shape(), &arg.shape);
+                    if self.caches.iter().any(|c| c.slots == arg.name) && arg.shape[0] > host.shape()[0] {
+                        // Padded rows write to the spare slot, never to a live sequence's.
+                        let spare = HostTensor::from_f64(host.dtype(), vec![1], &[spare as f64])?.to_le_bytes();
+                        for row in host.shape()[0]..arg.shape[0] {
+                            bytes[row * elem..(row + 1) * elem].copy_from_slice(&spare);
+                        }
+                    }
+                    owned.push(upload_bytes(&self.client, arg.dtype, &bytes, &arg.shape, device)?);
+                    order.push(('i', owned.len() - 1));
+                }
+                ArgumentRole::Weight { .. } => {
+                    order.push(('w', w));
+                    w += 1;
+                }
+                ArgumentRole::State { .. } => {
+                    order.push(('s', s));
+                    s += 1;
+                }
+            }
+        }
+        let mut state_inner = match state {
+            Some(state) => Some(state.inner_mut::<PjrtState>()?),
+            None => None,
+        };
+        let args: Vec<&Buffer> = order
+            .iter()
+            .map(|&(kind, i)| match kind {
+                'i' => &owned[i],
+                'w' => &self.weights[i],
+                _ => &state_inner.as_ref().expect("state arguments come with a state").caches[i],
+            })
+            .collect();
+        let outputs =
+            if self.portable { program.exe.execute_on(&args, Some(&self.device)) } else { program.exe.execute(&args) }
+                .map_err(|e| backend_err(format!("running bucket {bucket}: {e}")))?;
+        drop(args);
+
+        let mut results = Vec::new();
+        let mut new_caches = Vec::new();
+        let mut graph_output = 0;
+        for (out, buffer) in program.manifest.outputs.iter().zip(outputs) {
+            match out.role {
+                OutputRole::State { .. } => new_caches.push(buffer),
+                OutputRole::Output => {
+                    let (name, id) = &self.graph.outputs()[graph_output];
+                    graph_output += 1;
+                    let node = self.graph.node(*id);
+                    let want = self.real_shape(
+                        node.shape.dims(),
+                        graph_output - 1,
+                        &bindings,
+                        kv_len,
+                        &bucket,
+                        padded,
+                        &out.shape,
+                    )?;
+                    let elem = out.dtype.size_in_bytes().expect("outputs are plain types");
+                    let bytes = buffer.to_bytes().map_err(backend_err)?;
+                    let bytes = unpad(&bytes, elem, &out.shape, &want);
+                    results.push((name.clone(), HostTensor::from_le_bytes(out.dtype, want, &bytes)?));
+                }
+            }
+        }
+        if let Some(inner) = state_inner.as_mut() {
+            if new_caches.len() != inner.caches.len() {
+                return Err(backend_err("the program returned another number of caches than it takes"));
+            }
+            inner.caches = new_caches;
+        }
+        Ok(Outputs::new(results))
+    }
+
+    /// Whether every row's padded write stays within the capacity.
+    fn writes_fit(&self, bucket: &Bucket, real: &BTreeMap<String, usize>, starts: &[Vec<usize>]) -> bool {
+        for (c, starts) in self.caches.iter().zip(starts) {
+            let (_, node) = self.graph.inputs().find(|(_, n)| n.name == c.positions).expect("positions are an input");
+            let count = match node.shape.dims().last() {
+                Some(Dim::Sym(s)) => bucket.get(s).unwrap_or(0),
+                Some(Dim::Fixed(n)) => *n,
+                None => 0,
+            };
+            let count_real = match node.shape.dims().last() {
+                Some(Dim::Sym(s)) => real.get(s).copied().unwrap_or(0),
+                _ => count,
+            };
+            if count == count_real {
+                continue;
+            }
+            if count > c.capacity || starts.iter().any(|&start| start + count > c.capacity) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// An output's real shape: bound symbols from the inputs, `kv_len` from the step's writes, and
+    /// sizes the graph derives from the unpadded bucket's export (cached).
+    #[allow(clippy::too_many_arguments)]
+    fn real_shape(
+        &self,
+        dims: &[Dim],
+        output: usize,
+        bindings: &Bindings,
+        kv_len: usize,
+        bucket: &Bucket,
+        padded: bool,
+        padded_shape: &[usize],
+    ) -> Result<Vec<usize>> {
+        let mut shape = Vec::with_capacity(dims.len());
+        for (axis, d) in dims.iter().enumerate() {
+            shape.push(match d {
+                Dim::Fixed(n) => *n,
+                Dim::Sym(s) => match bindings.get(s) {
+                    Some(n) => n,
+                    None if s == KV_LEN && !self.caches.is_empty() => kv_len,
+                    None if !padded => padded_shape[axis],
+                    None => self.derived_shapes(bucket, bindings)?[output][axis],
+                },
+            });
+        }
+        Ok(shape)
+    }
+
+    fn derived_shapes(&self, bucket: &Bucket, bindings: &Bindings) -> Result<Vec<Vec<usize>>> {
+        let real = Bucket {
+            dims: self.symbols.iter().filter_map(|s| bindings.get(s).map(|n| (s.clone(), n))).collect(),
+            slots: bucket.slots,
+        };
+        let mut shapes = self.real_shapes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = shapes.get(&real) {
+            return Ok(s.clone());
+        }
+        let module = export(&self.graph, &real, &self.export_options).map_err(export_err)?;
+        let s: Vec<Vec<usize>> = module
+            .manifest
+            .outputs
+            .iter()
+            .filter(|o| matches!(o.role, OutputRole::Output))
+            .map(|o| o.shape.clone())
+            .collect();
+        shapes.insert(real, s.clone());
+        Ok(s)
+    }
+}
+
+fn upload(client: &Client, tensor: &HostTensor, shape: &[usize], device: Option<&Device>) -> Result<Buffer> {
+    upload_bytes(client, tensor.dtype(), &tensor.to_le_bytes(), shape, device)
+}
+
+fn upload_bytes(
+    client: &Client,
+    dtype: DType,
+    bytes: &[u8],
+    shape: &[usize],
+    device: Option<&Device>,
+) -> Result<Buffer> {
+    let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+    client.buffer_from_bytes(element_type(dtype)?, bytes, &dims, device).map_err(backend_err)
+}
+
+impl Executable for PjrtExecutable {
+    fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    fn run(&self, inputs: &[(&str, &HostTensor)]) -> Result<Outputs> {
+        if self.caches.is_empty() {
+            return self.step(None, inputs);
+        }
+        let mut state = self.new_state(one_shot_slots(&self.graph, inputs))?;
+        self.step(Some(&mut state), inputs)
+    }
+
+    fn new_state(&self, slots: usize) -> Result<SessionState> {
+        let inner = self.new_pjrt_state(slots)?;
+        Ok(SessionState::new(BACKEND, slots, Box::new(inner)))
+    }
+
+    fn run_with_state(&self, state: &mut SessionState, inputs: &[(&str, &HostTensor)]) -> Result<Outputs> {
+        if self.caches.is_empty() {
+            return self.step(None, inputs);
+        }
+        self.step(Some(state), inputs)
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        // `execute` returns once the device is done and outputs are read back before returning.
+        Ok(())
+    }
+}

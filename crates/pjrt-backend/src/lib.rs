@@ -1,0 +1,191 @@
+//! accelrt-pjrt-backend: the PJRT `Backend` (`xla:cpu`, `pjrt:PATH[:N]`). It joins the StableHLO
+//! exporter (`accelrt-stablehlo`) and the PJRT binding (`accelrt-pjrt`):
+//!
+//! - `prepare` reads every weight once (dequantising block-quantised ones, as the manifest says)
+//!   and uploads it as a device buffer that every program shares; programs are compiled per shape
+//!   bucket on first use, kept in memory, and kept on disk (see [`cache`]);
+//! - a run picks its bucket ([`BucketPolicy`]), pads the inputs, runs, and cuts the outputs back;
+//! - sessions keep the KV caches as device buffers between steps, with one spare slot that padded
+//!   batch rows write to; every step's cache writes are checked on the host first
+//!   (`SessionState::plan_cache_write`), since `dynamic_update_slice` would clamp a bad write
+//!   instead of failing, and so are embedding ids (a `gather` clamps them).
+//!
+//! It lives apart from `accelrt-pjrt` so that the binding depends on no accelrt crate (it can load
+//! and test plugins on its own), while this crate is the only one that needs both the graph and
+//! the plugin.
+
+mod buckets;
+pub mod cache;
+mod executable;
+
+pub use buckets::{BucketPolicy, BUCKETS_ENV, DEFAULT_BUCKETS};
+pub use executable::PjrtExecutable;
+
+use accelrt_core::{
+    Backend, DeviceInfo, DeviceKind, DeviceSpec, Error, Executable, Graph, PrepareOptions, Result, WeightSource,
+};
+use accelrt_pjrt::{Client, CompileOptions, Device, Plugin};
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+
+pub(crate) const BACKEND: &str = "pjrt";
+
+/// How programs are bucketed and cached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PjrtOptions {
+    pub buckets: BucketPolicy,
+    /// The on-disk compile cache; `None` keeps programs in memory only.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl PjrtOptions {
+    /// `$ACCELRT_PJRT_BUCKETS` and `$ACCELRT_PJRT_CACHE` (see [`BUCKETS_ENV`], [`cache::CACHE_ENV`]).
+    pub fn from_env() -> std::result::Result<PjrtOptions, String> {
+        Ok(PjrtOptions { buckets: BucketPolicy::from_env()?, cache_dir: cache::cache_dir_from_env() })
+    }
+}
+
+/// A backend on one device of one PJRT plugin.
+pub struct PjrtBackend {
+    spec: DeviceSpec,
+    client: Client,
+    device: Device,
+    /// Programs are compiled portable and run with `execute_device` on devices other than the
+    /// first (the default device assignment runs on the first).
+    portable: bool,
+    options: PjrtOptions,
+    info: DeviceInfo,
+    /// Names the compiler for the compile cache: plugin file, API and platform versions, attributes.
+    compiler: String,
+}
+
+impl PjrtBackend {
+    /// Opens `xla:cpu` or `pjrt:PATH[:N]` with options from the environment. A plugin that cannot
+    /// be found, fetched, verified or loaded (wrong API version, not a plugin), or a device it does
+    /// not have, is `Error::Unavailable` with the reason; nothing falls back to another device.
+    pub fn new(spec: &DeviceSpec) -> Result<PjrtBackend> {
+        let options =
+            PjrtOptions::from_env().map_err(|reason| Error::InvalidDevice { spec: spec.to_string(), reason })?;
+        PjrtBackend::with_options(spec, options)
+    }
+
+    pub fn with_options(spec: &DeviceSpec, options: PjrtOptions) -> Result<PjrtBackend> {
+        let unavailable = |reason: String| Error::Unavailable { device: spec.to_string(), reason };
+        let (plugin, index) = match spec {
+            DeviceSpec::XlaCpu => (accelrt_pjrt::xla_cpu_plugin().map_err(|e| unavailable(e.to_string()))?, 0),
+            DeviceSpec::Pjrt { plugin, device } => {
+                if !plugin.is_file() {
+                    return Err(unavailable(format!("no PJRT plugin library at {}", plugin.display())));
+                }
+                (Plugin::load(plugin).map_err(|e| unavailable(e.to_string()))?, *device)
+            }
+            other => {
+                return Err(Error::InvalidDevice {
+                    spec: other.to_string(),
+                    reason: "not a PJRT device (`xla:cpu` or `pjrt:PATH[:N]`)".into(),
+                })
+            }
+        };
+        let client = Client::new(&plugin).map_err(|e| unavailable(e.to_string()))?;
+        let devices = client.devices();
+        let device = devices.get(index).cloned().ok_or_else(|| {
+            unavailable(format!("the plugin {} has {} device(s)", plugin.path().display(), devices.len()))
+        })?;
+        let compiler = compiler_identity(&plugin, &client);
+        let info = describe(spec, &plugin, &client, &device, devices.len());
+        Ok(PjrtBackend { spec: spec.clone(), client, device, portable: index != 0, options, info, compiler })
+    }
+
+    /// The PJRT client (for tests and tools that run programs themselves).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn options(&self) -> &PjrtOptions {
+        &self.options
+    }
+
+    pub(crate) fn compile_options(&self) -> CompileOptions {
+        if self.portable {
+            CompileOptions::portable(1, 1)
+        } else {
+            CompileOptions::default()
+        }
+    }
+}
+
+/// What names the compiler in a cache key. The library is identified by its canonical path, size
+/// and modification time (hashing a 260 MB library in every process would cost more than most
+/// compiles), plus what the plugin says of itself.
+fn compiler_identity(plugin: &Plugin, client: &Client) -> String {
+    let meta = std::fs::metadata(plugin.path()).ok();
+    let modified =
+        meta.as_ref().and_then(|m| m.modified().ok()).and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    let attributes: Vec<String> = plugin.attributes().iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let text = format!(
+        "{}|{}|{:?}|api {}|{}|{}|{}",
+        plugin.path().display(),
+        meta.map(|m| m.len()).unwrap_or(0),
+        modified,
+        plugin.api_version(),
+        client.platform_name(),
+        client.platform_version(),
+        attributes.join(",")
+    );
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+fn describe(spec: &DeviceSpec, plugin: &Plugin, client: &Client, device: &Device, count: usize) -> DeviceInfo {
+    let kind = match device.kind().to_ascii_lowercase().as_str() {
+        "cpu" => DeviceKind::Cpu,
+        "gpu" | "cuda" => DeviceKind::Cuda,
+        k if k.contains("neuron") => DeviceKind::Neuron,
+        _ => DeviceKind::Pjrt,
+    };
+    let name = if kind == DeviceKind::Cpu {
+        format!("{} (PJRT {} plugin)", accelrt_core::host::cpu_model(), client.platform_name())
+    } else {
+        format!("{} (PJRT {} plugin)", device.description(), client.platform_name())
+    };
+    let mut details = vec![
+        ("pjrt_plugin".to_string(), plugin.path().display().to_string()),
+        ("pjrt_api".into(), plugin.api_version().to_string()),
+        ("pjrt_platform".into(), client.platform_name().to_string()),
+        ("pjrt_platform_version".into(), client.platform_version().to_string()),
+        ("pjrt_device".into(), device.description().to_string()),
+        ("pjrt_devices".into(), count.to_string()),
+    ];
+    details.extend(plugin.attributes().iter().map(|(k, v)| (format!("pjrt_{k}"), v.to_string())));
+    if kind == DeviceKind::Cpu {
+        let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        details.push(("threads".into(), threads.to_string()));
+    }
+    DeviceInfo { kind, spec: spec.to_string(), name, memory_total_bytes: None, memory_free_bytes: None, details }
+}
+
+impl Backend for PjrtBackend {
+    fn name(&self) -> &'static str {
+        BACKEND
+    }
+
+    fn device(&self) -> &DeviceSpec {
+        &self.spec
+    }
+
+    fn device_info(&self) -> Result<DeviceInfo> {
+        Ok(self.info.clone())
+    }
+
+    fn prepare(
+        &self,
+        graph: &Graph,
+        weights: &dyn WeightSource,
+        options: &PrepareOptions,
+    ) -> Result<Box<dyn Executable>> {
+        Ok(Box::new(PjrtExecutable::prepare(self, graph, weights, options)?))
+    }
+}
+
+pub(crate) fn backend_err(message: impl std::fmt::Display) -> Error {
+    Error::Backend { backend: BACKEND.into(), message: message.to_string() }
+}
