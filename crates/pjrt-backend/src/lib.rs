@@ -189,3 +189,58 @@ impl Backend for PjrtBackend {
 pub(crate) fn backend_err(message: impl std::fmt::Display) -> Error {
     Error::Backend { backend: BACKEND.into(), message: message.to_string() }
 }
+
+pub use accelrt_pjrt as pjrt;
+
+/// PJRT plugins from other projects that `accelrt devices` looks for, by where they sit inside
+/// Python's site-packages: (what it is, relative path).
+pub const KNOWN_PLUGINS: &[(&str, &str)] = &[
+    ("AWS Neuron plugin (libneuronxla)", "libneuronxla/libneuronpjrt.so"),
+    ("jax CUDA 12 plugin", "jax_plugins/xla_cuda12/xla_cuda_plugin.so"),
+    ("jax CUDA 13 plugin", "jax_plugins/xla_cuda13/xla_cuda_plugin.so"),
+];
+
+/// Python site-packages directories on this machine (system, user, and an active virtualenv),
+/// found by listing the usual places, without running Python.
+pub fn python_site_dirs() -> Vec<PathBuf> {
+    let mut roots: Vec<PathBuf> = vec!["/usr/lib".into(), "/usr/local/lib".into(), "/opt/conda/lib".into()];
+    if let Some(home) = std::env::var_os("HOME") {
+        roots.push(PathBuf::from(home).join(".local/lib"));
+    }
+    if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
+        roots.push(PathBuf::from(venv).join("lib"));
+    }
+    let mut dirs = Vec::new();
+    for root in roots {
+        let Ok(entries) = std::fs::read_dir(&root) else { continue };
+        let mut pythons: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("python3")))
+            .collect();
+        pythons.sort();
+        for python in pythons {
+            for sub in ["site-packages", "dist-packages"] {
+                let dir = python.join(sub);
+                if dir.is_dir() {
+                    dirs.push(dir);
+                }
+            }
+        }
+    }
+    dirs
+}
+
+/// Known PJRT plugins ([`KNOWN_PLUGINS`]) present in [`python_site_dirs`]: (what, library path).
+pub fn find_plugins() -> Vec<(&'static str, PathBuf)> {
+    let mut found = Vec::new();
+    for dir in python_site_dirs() {
+        for (what, rel) in KNOWN_PLUGINS {
+            let path = dir.join(rel);
+            if path.is_file() {
+                found.push((*what, path));
+            }
+        }
+    }
+    found
+}
