@@ -11,6 +11,7 @@ use std::io::{BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
+mod compile_command;
 mod serve_command;
 
 /// The default input set: 64 English sentences (benches/data/sentences.txt).
@@ -94,6 +95,14 @@ enum Command {
     Serve {
         #[command(flatten)]
         args: Box<serve_command::ServeArgs>,
+        #[command(flatten)]
+        cache: CacheArg,
+    },
+    /// Export a model ahead of time, one module per shape bucket: `--target xla` writes
+    /// `<bucket>.mlir` (StableHLO) and `<bucket>.json` (its manifest) for PJRT plugins and jax
+    Compile {
+        #[command(flatten)]
+        args: Box<compile_command::CompileArgs>,
         #[command(flatten)]
         cache: CacheArg,
     },
@@ -314,6 +323,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(args) => run_bench(&store_for(&args.cache), *args),
         Command::Conformance { backend, dtype } => conformance(&backend, dtype),
         Command::Serve { args, cache } => serve_command::serve(&store_for(&cache), *args),
+        Command::Compile { args, cache } => compile_command::compile(&store_for(&cache), *args),
         Command::Report { results, out, p99_ms, catalog } => {
             if let Some(bound) = p99_ms {
                 check_flag("--p99-ms", bound, Limit::LATENCY_BOUND_MS)?;
