@@ -66,7 +66,10 @@ pub async fn trim_after_spikes() {
         if trimmer.tick() {
             let started = std::time::Instant::now();
             if tokio::task::spawn_blocking(trim).await.unwrap_or(false) {
-                tracing::debug!(ms = started.elapsed().as_secs_f64() * 1e3, "returned free memory (malloc_trim)");
+                tracing::debug!(
+                    ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
+                    "returned free memory (malloc_trim)"
+                );
             }
         }
     }

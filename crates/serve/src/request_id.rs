@@ -42,7 +42,11 @@ pub async fn middleware(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     async move {
         let mut response = next.run(request).await;
-        tracing::info!(status = response.status().as_u16(), ms = started.elapsed().as_secs_f64() * 1e3, "answered");
+        tracing::info!(
+            status = response.status().as_u16(),
+            ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
+            "answered"
+        );
         if let Ok(v) = HeaderValue::from_str(&id) {
             response.headers_mut().insert(HEADER, v);
         }
