@@ -31,8 +31,9 @@ struct CacheNode {
     positions: String,
     slots: String,
     capacity: usize,
-    heads: usize,
-    head_size: usize,
+    /// Head count and head size, when the graph fixes them (a reshape may derive them instead).
+    heads: Option<usize>,
+    head_size: Option<usize>,
     dtype: DType,
 }
 
@@ -69,6 +70,8 @@ pub struct PjrtExecutable {
     /// Those that may be padded (see `buckets::paddable_symbols`).
     paddable: std::collections::BTreeSet<String>,
     programs: Mutex<HashMap<Bucket, Arc<Mutex<Option<Arc<Program>>>>>>,
+    /// Each cache's [heads, capacity, head size], worked out once.
+    cache_dims: Mutex<Option<Vec<[usize; 3]>>>,
     /// Output shapes at unpadded buckets, for outputs whose sizes the graph derives.
     real_shapes: Mutex<HashMap<Bucket, Vec<Vec<usize>>>>,
 }
@@ -153,11 +156,7 @@ impl PjrtExecutable {
         for (index, node) in graph.nodes().iter().enumerate() {
             if let Op::KvCache { x, positions, slots, capacity } = node.op {
                 let xs = graph.node(x);
-                let fixed = |axis: usize| {
-                    xs.shape.dims().get(axis).and_then(Dim::fixed).ok_or_else(|| {
-                        Error::node(&node.name, "a KV cache needs fixed head count and head size (axes 1 and 3)")
-                    })
-                };
+                let fixed = |axis: usize| xs.shape.dims().get(axis).and_then(Dim::fixed);
                 let slots_name = input_name(slots, "slots", &node.name)?;
                 let rank = graph.inputs().find(|(_, n)| n.name == slots_name).map(|(_, n)| n.shape.rank());
                 if rank != Some(1) {
@@ -172,8 +171,8 @@ impl PjrtExecutable {
                     positions: input_name(positions, "positions", &node.name)?,
                     slots: slots_name,
                     capacity,
-                    heads: fixed(1)?,
-                    head_size: fixed(3)?,
+                    heads: fixed(1),
+                    head_size: fixed(3),
                     dtype: argument_dtype(node.dtype, compute),
                 });
             }
@@ -215,6 +214,7 @@ impl PjrtExecutable {
             paddable: crate::buckets::paddable_symbols(graph),
             programs: Mutex::new(HashMap::new()),
             real_shapes: Mutex::new(HashMap::new()),
+            cache_dims: Mutex::new(None),
         })
     }
 
@@ -307,11 +307,39 @@ impl PjrtExecutable {
         Ok(())
     }
 
+    /// Each cache's [heads, capacity, head size]: from the graph where it fixes them, else from the
+    /// manifest of the smallest bucket (every bucket's caches have the same shape but the slots).
+    fn cache_dims(&self) -> Result<Vec<[usize; 3]>> {
+        let mut known = self.cache_dims.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(dims) = known.as_ref() {
+            return Ok(dims.clone());
+        }
+        let dims = self.work_out_cache_dims()?;
+        *known = Some(dims.clone());
+        Ok(dims)
+    }
+
+    fn work_out_cache_dims(&self) -> Result<Vec<[usize; 3]>> {
+        if let Some(dims) = self.caches.iter().map(|c| Some([c.heads?, c.capacity, c.head_size?])).collect() {
+            return Ok(dims);
+        }
+        let probe = Bucket { dims: self.symbols.iter().map(|s| (s.clone(), 1)).collect(), slots: Some(1) };
+        let module = export(&self.graph, &probe, &self.export_options).map_err(export_err)?;
+        Ok(module
+            .manifest
+            .arguments
+            .iter()
+            .filter(|a| matches!(a.role, ArgumentRole::State { .. }))
+            .map(|a| [a.shape[1], a.shape[2], a.shape[3]])
+            .collect())
+    }
+
     fn new_pjrt_state(&self, slots: usize) -> Result<PjrtState> {
         let total = slots + 1;
         let mut caches = Vec::with_capacity(self.caches.len());
-        for c in &self.caches {
-            let dims = [total, c.heads, c.capacity, c.head_size];
+        let shapes = self.cache_dims()?;
+        for (c, [heads, capacity, head_size]) in self.caches.iter().zip(shapes) {
+            let dims = [total, heads, capacity, head_size];
             let elem = c.dtype.size_in_bytes().expect("caches are plain floats");
             let zeros = vec![0u8; dims.iter().product::<usize>() * elem];
             caches.push(upload_bytes(&self.client, c.dtype, &zeros, &dims, self.portable.then_some(&self.device))?);
