@@ -65,7 +65,9 @@ impl FromStr for DeviceSpec {
                 }
             },
             ("xla", Some("cpu")) => Ok(DeviceSpec::XlaCpu),
-            ("xla", _) => Err(bad("the only built-in XLA device is `xla:cpu`; load other plugins with `pjrt:PATH[:N]`")),
+            ("xla", _) => {
+                Err(bad("the only built-in XLA device is `xla:cpu`; load other plugins with `pjrt:PATH[:N]`"))
+            }
             ("pjrt", Some(rest)) => {
                 // The device index is a trailing `:N`; everything before it is the library's path.
                 let (path, device) = match rest.rsplit_once(':') {
@@ -75,7 +77,9 @@ impl FromStr for DeviceSpec {
                     _ => (rest, 0),
                 };
                 if path.is_empty() {
-                    return Err(bad("`pjrt:` needs the path of a PJRT plugin library, e.g. `pjrt:/path/to/plugin.so:0`"));
+                    return Err(bad(
+                        "`pjrt:` needs the path of a PJRT plugin library, e.g. `pjrt:/path/to/plugin.so:0`",
+                    ));
                 }
                 Ok(DeviceSpec::Pjrt { plugin: PathBuf::from(path), device })
             }
