@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-const SEED: u64 = 0x5EED_0F_C0DE;
+const SEED: u64 = 0x5EED_0FC0DE;
 const CASES: usize = 500;
 
 /// Values a corrupt size field is set to: the edges of every width, and numbers a careless reader
@@ -111,7 +111,7 @@ fn mutate_gguf(g: &Gguf, rng: &mut Rng) -> (Vec<u8>, String) {
                 b.truncate(len);
                 what.push(format!("truncated to {len}"));
             }
-            1 | 2 | 3 => {
+            1..=3 => {
                 let f = g.fields[rng.below(g.fields.len())];
                 if f.at + f.width > b.len() {
                     continue;

@@ -154,7 +154,7 @@ impl Writer {
     }
 
     fn pad(&mut self) {
-        while self.out.len() % 32 != 0 {
+        while !self.out.len().is_multiple_of(32) {
             self.out.push(0);
         }
     }
