@@ -46,6 +46,9 @@ struct PjrtState {
     caches: Vec<Buffer>,
 }
 
+/// A bucket's program once compiled; its own lock makes concurrent first runs compile it once.
+type ProgramSlot = Arc<Mutex<Option<Arc<Program>>>>;
+
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 pub struct PjrtExecutable {
@@ -69,7 +72,7 @@ pub struct PjrtExecutable {
     symbols: Vec<String>,
     /// Those that may be padded (see `buckets::paddable_symbols`).
     paddable: std::collections::BTreeSet<String>,
-    programs: Mutex<HashMap<Bucket, Arc<Mutex<Option<Arc<Program>>>>>>,
+    programs: Mutex<HashMap<Bucket, ProgramSlot>>,
     /// Each cache's [heads, capacity, head size], worked out once.
     cache_dims: Mutex<Option<Vec<[usize; 3]>>>,
     /// Output shapes at unpadded buckets, for outputs whose sizes the graph derives.
