@@ -118,6 +118,14 @@ impl ChatTokenizer {
             None => vec![1; tokens.len()],
         };
         let vocab: Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        // Every merge joins two tokens into a third, all in the vocabulary (llama.cpp requires the
+        // same); `tokenizers` would otherwise index past its buffers on such a file and panic.
+        if let Some((a, b)) = merges
+            .iter()
+            .find(|(a, b)| !(vocab.contains_key(a) && vocab.contains_key(b) && vocab.contains_key(&format!("{a}{b}"))))
+        {
+            return Err(bad(format!("merge `{a} {b}` joins text that is not in the vocabulary")));
+        }
         let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(|e| bad(e.to_string()))?;
         let mut tokenizer = Tokenizer::new(bpe);
         let pre = file.value("tokenizer.ggml.pre").and_then(GgufValue::as_str).unwrap_or("default");

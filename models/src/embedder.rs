@@ -51,6 +51,8 @@ impl SentenceEmbedder {
                 "no BERT embedding weights (embeddings.word_embeddings.weight)",
             ));
         };
+        // The config must describe these weights before anything is built from it.
+        cfg.check_weights(&weights, prefix)?;
         let graph = bert::build_graph(&cfg, head, prefix)?;
         let exe = backend.prepare(&graph, &weights, options)?;
 

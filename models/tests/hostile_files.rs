@@ -330,3 +330,24 @@ fn safetensors_sizes_and_ranges_are_checked() {
         safetensors_err(&path, &safetensors_file(header, data_len));
     }
 }
+
+/// A merge whose parts or joined text are not tokens is refused (found by the chat_tokenizer fuzz
+/// target: tokens ["a"], merges ["a a"] made `tokenizers` index past its buffer and panic).
+#[test]
+fn merges_outside_the_vocabulary_are_refused() {
+    use accelrt_models::ChatTokenizer;
+    for (tokens, merges) in [
+        (vec!["a"], vec!["a a"]),
+        (vec!["a", "b"], vec!["a c"]),
+        (vec!["a", "b", "ab"], vec!["a b", "ab ab"]),
+    ] {
+        let meta = vec![
+            ("tokenizer.ggml.model", Meta::Str("gpt2".into())),
+            ("tokenizer.ggml.tokens", Meta::Strs(tokens.iter().map(|s| s.to_string()).collect())),
+            ("tokenizer.ggml.merges", Meta::Strs(merges.iter().map(|s| s.to_string()).collect())),
+        ];
+        let file = GgufFile::from_bytes(Path::new("merges.gguf"), common::gguf(&meta, &[]).bytes).unwrap();
+        let err = ChatTokenizer::from_gguf(&file).err().expect("refused");
+        assert!(err.to_string().contains("not in the vocabulary"), "{tokens:?} {merges:?}: {err}");
+    }
+}

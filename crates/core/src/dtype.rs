@@ -81,7 +81,7 @@ impl DType {
                 let (per_block, bytes) = q.block_layout();
                 elements.is_multiple_of(per_block).then_some(elements / per_block * bytes)
             }
-            other => other.size_in_bytes().map(|s| s * elements),
+            other => other.size_in_bytes().and_then(|s| s.checked_mul(elements)),
         }
     }
 }

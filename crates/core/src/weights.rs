@@ -40,8 +40,10 @@ pub fn load_weight<'a>(source: &'a dyn WeightSource, node: &Node) -> Result<Weig
             node.dtype, declared, view.dtype, view.shape
         )));
     }
-    let elements: usize = declared.iter().product();
-    let expected = view.dtype.storage_bytes(elements).ok_or_else(|| bad("size not a whole number of blocks".into()))?;
+    let elements = declared.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    let expected = elements
+        .and_then(|n| view.dtype.storage_bytes(n))
+        .ok_or_else(|| bad(format!("{declared:?} is not a whole number of blocks, or too large to address")))?;
     if view.bytes.len() != expected {
         return Err(bad(format!("holds {} bytes, {expected} expected (truncated or corrupt file?)", view.bytes.len())));
     }
