@@ -118,11 +118,18 @@ fn long_texts_embed_as_their_truncation_without_tokenising_all_of_them() {
     let ids = e.encode(&[&long, &short]).unwrap();
     assert_eq!(ids[0].len(), e.max_tokens());
     assert_eq!(ids[0], ids[1], "cut before tokenising, the ids are those of the whole text");
-    // Words of over 100 characters are one [UNK] each: the budget holds too few tokens to know
-    // where the whole text's tokens end, so the text is refused rather than embedded differently.
-    let giant_words = format!("{} ", "x".repeat(150)).repeat(1000);
-    let err = e.encode(&["fine", &giant_words]).unwrap_err();
-    assert!(err.to_string().contains("input 1 is 151000 bytes"), "{err}");
+    // Where the first cut cannot decide (a long whitespace run, words of over 100 characters that
+    // are one [UNK] each), the text is looked at further and embedded exactly.
+    let padded = format!("hello world{}x", " ".repeat(30_000));
+    let giant_words = format!("{} ", "x".repeat(150)).repeat(1000); // 151 KB, 1000 [UNK]s
+    let ids = e.encode(&[&padded, "hello world x", &giant_words]).unwrap();
+    assert_eq!(ids[0], ids[1], "whitespace is no token");
+    assert_eq!(ids[2].len(), e.max_tokens());
+    assert_eq!(ids[2], e.encode(&[&giant_words[..60_000]]).unwrap()[0]);
+    // Past 1 MiB with too few tokens to know where the model's tokens end: refused, not guessed.
+    let huge_words = format!("{} ", "x".repeat(5000)).repeat(300); // 1.5 MB, 300 [UNK]s
+    let err = e.encode(&["fine", &huge_words]).unwrap_err();
+    assert!(err.to_string().contains("input 1 is 1500300 bytes"), "{err}");
 }
 
 // Item 5: a chat template that loops ends with an error.
@@ -250,4 +257,31 @@ fn nan_in_a_minilm_layernorm_weight_is_an_error_not_null_vectors() {
     assert!(!out.status.success(), "exit 0 with a NaN model");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("null"), "no null vectors printed");
     assert!(String::from_utf8_lossy(&out.stderr).contains("non-finite"));
+}
+
+// KV caches are sized by configuration: a session larger than the host's memory is refused
+// before anything is allocated (not an abort when the caches fill).
+
+#[test]
+fn kv_caches_larger_than_the_host_are_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    // The model claims a context of 2^32 − 1 positions (real models claim 128k to 1M).
+    let path = patched_gguf(dir.path(), |bytes| {
+        let key = b"llama.context_length";
+        let at = find(bytes, key) + key.len();
+        assert_eq!(&bytes[at..at + 4], &4u32.to_le_bytes(), "a u32 value");
+        bytes[at + 4..at + 8].copy_from_slice(&u32::MAX.to_le_bytes());
+    });
+    let g = generator(&path, 100_000_000);
+    let err = g.new_session(1).unwrap_err();
+    assert!(err.to_string().contains("KV caches"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_accelrt"))
+        .args(["generate", "--max-tokens", "2", "--prompt", "Hi", "--context", "100000000", "--model"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("KV caches"), "{}", String::from_utf8_lossy(&out.stderr));
+    // A session that fits is made as before.
+    assert!(generator(&smollm2_gguf(), 512).new_session(2).is_ok());
 }

@@ -22,6 +22,11 @@ use tokenizers::{AddedToken, Tokenizer};
 /// tenth of a second, with an error instead of hanging the caller.
 pub const TEMPLATE_FUEL: u64 = 5_000_000;
 
+/// The longest token text accepted, in bytes. Real vocabularies stay far below (GPT-style byte-level
+/// tokens are at most a few hundred bytes); a longer one makes building the tokenizer slow (work grows
+/// faster than the token) and would weaken the prompt bound `context × max_token_bytes`.
+pub const MAX_TOKEN_BYTES: usize = 1024;
+
 /// GGUF token types (`tokenizer.ggml.token_type`).
 const TOKEN_CONTROL: i64 = 3;
 const TOKEN_USER_DEFINED: i64 = 4;
@@ -113,8 +118,36 @@ impl ChatTokenizer {
                     .ok_or_else(|| bad(format!("merge `{m}`")))
             })
             .collect::<Result<_>>()?;
+        if tokens.is_empty() {
+            return Err(bad("tokenizer.ggml.tokens is empty".into()));
+        }
+        if let Some((i, t)) = tokens.iter().enumerate().find(|(_, t)| t.is_empty() || t.len() > MAX_TOKEN_BYTES) {
+            return Err(bad(format!(
+                "tokenizer.ggml.tokens[{i}] is {} bytes; tokens must be 1 to {MAX_TOKEN_BYTES} bytes",
+                t.len()
+            )));
+        }
+        if merges.is_empty() {
+            return Err(bad("tokenizer.ggml.merges is empty: a byte-level BPE needs its merges".into()));
+        }
+        // Token types: one per token, each a GGUF token type (1 normal … 6 byte); a short array
+        // would silently demote control tokens to text.
         let types: Vec<i64> = match file.value("tokenizer.ggml.token_type").and_then(GgufValue::as_array) {
-            Some(t) => t.iter().map(|v| v.as_u64().map(|x| x as i64).unwrap_or(1)).collect(),
+            Some(t) if t.len() != tokens.len() => {
+                return Err(bad(format!(
+                    "tokenizer.ggml.token_type has {} entries for {} tokens",
+                    t.len(),
+                    tokens.len()
+                )))
+            }
+            Some(t) => t
+                .iter()
+                .enumerate()
+                .map(|(i, v)| match v.as_u64() {
+                    Some(x @ 1..=6) => Ok(x as i64),
+                    _ => Err(bad(format!("tokenizer.ggml.token_type[{i}] is {v:?}, not a token type (1 to 6)"))),
+                })
+                .collect::<Result<_>>()?,
             None => vec![1; tokens.len()],
         };
         let vocab: Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
@@ -170,11 +203,20 @@ impl ChatTokenizer {
         // special tokens stand for their own text, so a token string's length bounds its bytes.
         let max_token_bytes = tokens.iter().map(String::len).max().unwrap_or(1).max(1);
 
-        let id = |key: &str| file.value(key).and_then(GgufValue::as_u64).map(|v| v as u32);
-        let (bos, eos) = (id("tokenizer.ggml.bos_token_id"), id("tokenizer.ggml.eos_token_id"));
+        // Special ids must name tokens of the vocabulary.
+        let id = |key: &str| -> Result<Option<u32>> {
+            match file.value(key) {
+                None => Ok(None),
+                Some(v) => match v.as_u64() {
+                    Some(i) if (i as usize) < tokens.len() => Ok(Some(i as u32)),
+                    _ => Err(bad(format!("{key} is {v:?}, not a token id below {}", tokens.len()))),
+                },
+            }
+        };
+        let (bos, eos) = (id("tokenizer.ggml.bos_token_id")?, id("tokenizer.ggml.eos_token_id")?);
         let add_bos = file.value("tokenizer.ggml.add_bos_token").and_then(GgufValue::as_bool).unwrap_or(false);
         let mut stop: Vec<u32> = eos.into_iter().collect();
-        stop.extend(id("tokenizer.ggml.eot_token_id"));
+        stop.extend(id("tokenizer.ggml.eot_token_id")?);
         for name in ["<|im_end|>", "<|eot_id|>", "<|endoftext|>", "</s>"] {
             if let Some(&i) = tokens.iter().position(|t| t == name).as_ref() {
                 stop.push(i as u32);

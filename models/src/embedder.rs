@@ -17,13 +17,17 @@ pub struct TokenBatch {
     pub tokens: usize,
 }
 
-/// Bytes of a text looked at per token of the model's limit. A text longer than
+/// Bytes of a text looked at first per token of the model's limit. A text longer than
 /// `max_tokens × TEXT_BYTES_PER_TOKEN` is cut to that many bytes before it is tokenised, so a 10 MB
-/// line costs what a 26 KB one does. English averages about 4–5 bytes per WordPiece token, and a
-/// word over 100 characters (WordPiece's `max_input_chars_per_word`) is one `[UNK]`, so the cut
-/// never reaches the tokens the model keeps unless the text is made of such words — and then the
-/// cut is checked and the text refused rather than embedded differently (see [`SentenceEmbedder::encode`]).
+/// line costs what a 26 KB one does. English averages about 4–5 bytes per WordPiece token, so the
+/// cut almost never reaches the tokens the model keeps; when it might (long whitespace runs, words
+/// over 100 characters, each one `[UNK]`), the text is looked at again with 8× the bytes, up to
+/// [`MAX_TEXT_BYTES_TOKENISED`] (see [`SentenceEmbedder::encode`]).
 pub const TEXT_BYTES_PER_TOKEN: usize = 100;
+
+/// The most bytes of one text ever tokenised (1 MiB). A longer text whose first MiB holds fewer
+/// tokens than the model keeps is refused rather than embedded differently.
+pub const MAX_TEXT_BYTES_TOKENISED: usize = 1 << 20;
 
 /// A sentence-embedding model prepared on one backend.
 pub struct SentenceEmbedder {
@@ -104,34 +108,41 @@ impl SentenceEmbedder {
     /// Token ids of each text (special tokens included, truncated to `max_tokens`), unpadded.
     ///
     /// A text over [`SentenceEmbedder::text_byte_budget`] bytes is cut to that budget first (at a
-    /// character boundary). The ids are then those of the whole text provided the tokens kept end
-    /// before the last whitespace of the cut text (tokens are made within whitespace-separated
-    /// words); a text where they do not (hundreds of characters per token) is refused with
-    /// `InvalidInput` naming it, never embedded differently.
+    /// character boundary). The ids are those of the whole text when the cut text was truncated and
+    /// the tokens kept end before its last whitespace (tokens are made within whitespace-separated
+    /// words); otherwise the text is cut again 8× longer, up to [`MAX_TEXT_BYTES_TOKENISED`]. A text
+    /// still undecided there (thousands of bytes per token) is refused with `InvalidInput` naming
+    /// it, never embedded differently.
     pub fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
-        if texts.is_empty() {
-            return Ok(Vec::new());
-        }
-        let budget = self.text_byte_budget();
-        let cut: Vec<&str> = texts.iter().map(|t| prefix_within(t, budget)).collect();
-        let encodings =
-            self.tokenizer.encode_batch(cut.clone(), true).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
-        encodings
-            .iter()
-            .enumerate()
-            .map(|(i, e)| {
+        let mut ids: Vec<Option<Vec<u32>>> = vec![None; texts.len()];
+        let mut pending: Vec<usize> = (0..texts.len()).collect();
+        let mut budget = self.text_byte_budget();
+        while !pending.is_empty() {
+            let cut: Vec<&str> = pending.iter().map(|&i| prefix_within(texts[i], budget)).collect();
+            let encodings =
+                self.tokenizer.encode_batch(cut.clone(), true).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+            let mut undecided = Vec::new();
+            for ((&i, cut), e) in pending.iter().zip(&cut).zip(&encodings) {
                 let real = e.get_attention_mask().iter().filter(|&&m| m != 0).count();
-                if cut[i].len() < texts[i].len() && !cut_is_exact(cut[i], e, real, self.max_tokens) {
-                    return Err(ModelError::InvalidInput(format!(
-                        "input {i} is {} bytes and its first {budget} bytes do not hold the {} tokens the model \
-                         keeps (over {TEXT_BYTES_PER_TOKEN} bytes per token); shorten it",
-                        texts[i].len(),
-                        self.max_tokens
-                    )));
+                if cut.len() == texts[i].len() || cut_is_exact(cut, e, real, self.max_tokens) {
+                    ids[i] = Some(e.get_ids()[..real].to_vec());
+                } else {
+                    undecided.push(i);
                 }
-                Ok(e.get_ids()[..real].to_vec())
-            })
-            .collect()
+            }
+            if let Some(&i) = undecided.first().filter(|_| budget >= MAX_TEXT_BYTES_TOKENISED) {
+                return Err(ModelError::InvalidInput(format!(
+                    "input {i} is {} bytes and its first {MAX_TEXT_BYTES_TOKENISED} bytes hold fewer than the {} \
+                     tokens the model keeps (thousands of bytes per token); shorten it",
+                    texts[i].len(),
+                    self.max_tokens
+                )));
+            }
+            // Text whose cut was too short to decide (long whitespace runs, giant words): look further.
+            budget = budget.saturating_mul(8).min(MAX_TEXT_BYTES_TOKENISED);
+            pending = undecided;
+        }
+        Ok(ids.into_iter().map(|i| i.expect("every text decided")).collect())
     }
 
     /// Bytes of each text looked at: `max_tokens × TEXT_BYTES_PER_TOKEN`.

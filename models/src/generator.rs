@@ -165,8 +165,32 @@ impl TextGenerator {
         self.exe.as_ref()
     }
 
-    /// A session for up to `slots` sequences at once.
+    /// Bytes of KV cache one sequence can fill: layers × (K and V) × kv heads × head dim ×
+    /// context positions × 4 (f32, the widest cache dtype).
+    pub fn kv_cache_bytes_per_sequence(&self) -> u64 {
+        let c = &self.config;
+        [c.num_layers, 2, c.num_kv_heads, c.head_dim, self.context, 4]
+            .iter()
+            .fold(1u64, |n, &d| n.saturating_mul(d as u64))
+    }
+
+    /// A session for up to `slots` sequences at once. Its caches may fill
+    /// `slots × kv_cache_bytes_per_sequence()` bytes; more than the host's available memory
+    /// (`MemAvailable`) is refused here, before anything is allocated, rather than failing (or the
+    /// process aborting) when the caches fill up.
     pub fn new_session(&self, slots: usize) -> Result<SessionState> {
+        let need = self.kv_cache_bytes_per_sequence().saturating_mul(slots as u64);
+        if let Some(available) = accelrt_core::host::meminfo_bytes("MemAvailable") {
+            if need > available {
+                return Err(ModelError::InvalidInput(format!(
+                    "the KV caches of {slots} sequence(s) × {} positions need {:.1} GB, more than the {:.1} GB \
+                     this host has available; lower the context or the number of sequences",
+                    self.context,
+                    need as f64 / 1e9,
+                    available as f64 / 1e9
+                )));
+            }
+        }
         Ok(self.exe.new_state(slots)?)
     }
 

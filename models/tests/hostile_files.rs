@@ -336,11 +336,9 @@ fn safetensors_sizes_and_ranges_are_checked() {
 #[test]
 fn merges_outside_the_vocabulary_are_refused() {
     use accelrt_models::ChatTokenizer;
-    for (tokens, merges) in [
-        (vec!["a"], vec!["a a"]),
-        (vec!["a", "b"], vec!["a c"]),
-        (vec!["a", "b", "ab"], vec!["a b", "ab ab"]),
-    ] {
+    for (tokens, merges) in
+        [(vec!["a"], vec!["a a"]), (vec!["a", "b"], vec!["a c"]), (vec!["a", "b", "ab"], vec!["a b", "ab ab"])]
+    {
         let meta = vec![
             ("tokenizer.ggml.model", Meta::Str("gpt2".into())),
             ("tokenizer.ggml.tokens", Meta::Strs(tokens.iter().map(|s| s.to_string()).collect())),
@@ -349,5 +347,40 @@ fn merges_outside_the_vocabulary_are_refused() {
         let file = GgufFile::from_bytes(Path::new("merges.gguf"), common::gguf(&meta, &[]).bytes).unwrap();
         let err = ChatTokenizer::from_gguf(&file).err().expect("refused");
         assert!(err.to_string().contains("not in the vocabulary"), "{tokens:?} {merges:?}: {err}");
+    }
+}
+
+/// Tokenizer metadata must agree with itself: token texts of sane length (a 30 KB token made
+/// loading take minutes), one token type per token and each a known type, special ids inside the
+/// vocabulary, and merges present.
+#[test]
+fn inconsistent_tokenizer_metadata_is_refused() {
+    use accelrt_models::ChatTokenizer;
+    let tokens = |v: &[&str]| Meta::Strs(v.iter().map(|s| s.to_string()).collect());
+    let long = "x".repeat(30_000);
+    let cases: Vec<(Vec<(&str, Meta)>, &str)> = vec![
+        (vec![("tokenizer.ggml.tokens", tokens(&["a", "b", &long]))], "tokens[2] is 30000 bytes"),
+        (vec![("tokenizer.ggml.tokens", tokens(&["a", "b", ""]))], "tokens[2] is 0 bytes"),
+        (vec![("tokenizer.ggml.token_type", Meta::I32s(vec![1, 1]))], "has 2 entries for 3 tokens"),
+        (vec![("tokenizer.ggml.token_type", Meta::I32s(vec![1, 99, 1]))], "token_type[1]"),
+        (vec![("tokenizer.ggml.eos_token_id", Meta::U32(u32::MAX))], "eos_token_id"),
+        (vec![("tokenizer.ggml.bos_token_id", Meta::U32(3))], "bos_token_id"),
+        (vec![("tokenizer.ggml.merges", tokens(&[]))], "merges is empty"),
+    ];
+    for (overrides, needle) in cases {
+        let mut meta = vec![
+            ("tokenizer.ggml.model", Meta::Str("gpt2".into())),
+            ("tokenizer.ggml.tokens", tokens(&["a", "b", "ab"])),
+            ("tokenizer.ggml.merges", tokens(&["a b"])),
+        ];
+        for (key, value) in overrides {
+            meta.retain(|(k, _)| *k != key);
+            meta.push((key, value));
+        }
+        let file = GgufFile::from_bytes(Path::new("tok.gguf"), common::gguf(&meta, &[]).bytes).unwrap();
+        let started = Instant::now();
+        let err = ChatTokenizer::from_gguf(&file).err().expect("refused");
+        assert!(err.to_string().contains(needle), "{needle}: {err}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{needle}: refused before any slow work");
     }
 }
