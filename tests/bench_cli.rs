@@ -314,7 +314,7 @@ fn numeric_flags_out_of_range_are_refused_naming_the_flag() {
     bench("--p99-ms", &["0", "-1", "NaN", "inf", "1e300"], &["--scenario", "server", "--qps", "10"]);
     bench("--warmup", &["-1", "NaN", "inf", "1e300"], &[]);
     bench("--min-duration", &["-1", "NaN", "inf", "1e300"], &server);
-    bench("--min-queries", &["100000000000"], &[]);
+    bench("--min-queries", &["100000000000", "0"], &[]);
     bench("--batch-size", &["0", "100000000"], &[]);
     bench("--search-steps", &["0", "100000"], &["--find-max-qps"]);
     bench("--concurrency", &["0", "10000000"], &["--url", "http://127.0.0.1:9"]);
@@ -592,4 +592,106 @@ fn smaller_frictions_are_gone() {
     assert!(accelrt(&["fetch", "all-minilm-l6-v2", "--cache-dir", common::cache_root().to_str().unwrap()])
         .status
         .success());
+}
+
+/// `result_file`, then `edit` applied to its JSON.
+fn edited_result_file(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> std::path::PathBuf {
+    let path = result_file(dir, "accelrt", 80.0);
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut v);
+    std::fs::write(&path, v.to_string()).unwrap();
+    path
+}
+
+/// Red-team item: `bench --min-duration 0 --min-queries 0 --warmup 0` wrote a result of 0 queries
+/// marked valid (throughput 0, p99 0 ms) that `report` showed as valid. `--min-queries 0` is
+/// refused, and a result file of zero answered queries is shown invalid, with the reason.
+#[test]
+fn an_empty_measurement_is_refused_or_invalid() {
+    let o = accelrt(&[
+        "bench",
+        "--scenario",
+        "single-stream",
+        "--min-duration",
+        "0",
+        "--min-queries",
+        "0",
+        "--warmup",
+        "0",
+        "--no-progress",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--min-queries must be a number from 1"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let good = result_file(dir.path(), "accelrt", 80.0);
+    let empty = edited_result_file(dir.path(), |v| {
+        v["system"] = "empty".into();
+        v["queries"] = 0.into();
+        v["samples"] = 0.into();
+        v["duration_s"] = 0.0.into();
+        v["throughput_per_s"] = 0.0.into();
+        v["valid"] = true.into();
+    });
+    let o = accelrt_or_hang(&[
+        "report",
+        good.to_str().unwrap(),
+        empty.to_str().unwrap(),
+        "--out",
+        out.path().to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let md = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    assert!(md.contains("| empty | cpu | offline | 8 | **no** |"), "{md}");
+    assert!(md.contains("empty measurement: 0 queries answered"), "{md}");
+}
+
+/// Red-team item: the harness read its files without a bound (`--texts /dev/zero`, `--catalog`,
+/// `--prices`, a result file that is a link to /dev/zero) until memory ran out. Each is now read
+/// through one bounded reader: an error naming the file and the limit.
+#[test]
+fn files_the_harness_reads_are_bounded() {
+    let zero = Path::new("/dev/zero");
+    if !zero.exists() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("zero.json");
+    std::os::unix::fs::symlink(zero, &link).unwrap();
+    let link = link.to_str().unwrap();
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["bench", "--texts", "/dev/zero", "--no-progress"],
+        vec!["bench", "--catalog", "/dev/zero", "--no-progress"],
+        vec!["bench", "--prices", "/dev/zero", "--no-progress"],
+        vec!["report", link, "--out", dir.path().to_str().unwrap()],
+        vec!["report", "a.json", "--catalog", "/dev/zero", "--out", dir.path().to_str().unwrap()],
+    ];
+    for args in cases {
+        let o = accelrt_or_hang(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} should fail");
+        assert!(err.contains("larger than the limit of 67108864 bytes (64 MiB)"), "{args:?}: {err}");
+        assert!(err.contains("zero"), "{args:?}: {err}");
+    }
+}
+
+/// Red-team item: a result whose model (or system, backend) name is hundreds of characters long
+/// made `report` fail with "File name too long" and write nothing. Chart names are bounded now.
+#[test]
+fn report_survives_very_long_names_in_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let long = edited_result_file(dir.path(), |v| {
+        v["model"] = "m".repeat(300).into();
+        v["system"] = "s".repeat(300).into();
+        v["backend"] = "b".repeat(300).into();
+    });
+    let o = accelrt_or_hang(&["report", long.to_str().unwrap(), "--out", out.path().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.path().join("report.md").is_file() && out.path().join("report.html").is_file());
+    for e in std::fs::read_dir(out.path()).unwrap() {
+        let name = e.unwrap().file_name();
+        assert!(name.len() <= 130, "{name:?}");
+    }
 }

@@ -63,7 +63,7 @@ impl Catalog {
     /// A catalog file of the same schema (`--catalog FILE`), e.g. to add instance types the shipped
     /// one lacks. Every price is checked like a `--prices` file's.
     pub fn load(path: &Path) -> Result<Catalog> {
-        let text = std::fs::read_to_string(path).map_err(|e| BenchError::io(path, e))?;
+        let text = crate::limits::read_bounded(path, crate::limits::MAX_FILE_BYTES, "catalog")?;
         let c: Catalog =
             serde_json::from_str(&text).map_err(|e| BenchError::File { path: path.into(), message: e.to_string() })?;
         for i in &c.instances {
@@ -151,7 +151,7 @@ pub struct PriceOverride {
 
 impl PriceOverrides {
     pub fn load(path: &Path) -> Result<PriceOverrides> {
-        let text = std::fs::read_to_string(path).map_err(|e| BenchError::io(path, e))?;
+        let text = crate::limits::read_bounded(path, crate::limits::MAX_FILE_BYTES, "price file")?;
         let o: PriceOverrides =
             serde_json::from_str(&text).map_err(|e| BenchError::File { path: path.into(), message: e.to_string() })?;
         for (i, p) in o.prices.iter().enumerate() {

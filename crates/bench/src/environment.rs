@@ -151,9 +151,10 @@ impl CpuTimes {
 
     /// This host's counters now, with this process and `pids` as ours.
     pub fn now(pids: &[u32]) -> Option<CpuTimes> {
-        let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        let mut processes = vec![std::fs::read_to_string("/proc/self/stat").ok()?];
-        processes.extend(pids.iter().filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok()));
+        let read = |p: &str| crate::limits::read_bounded(Path::new(p), crate::limits::MAX_FILE_BYTES, "host file").ok();
+        let stat = read("/proc/stat")?;
+        let mut processes = vec![read("/proc/self/stat")?];
+        processes.extend(pids.iter().filter_map(|p| read(&format!("/proc/{p}/stat"))));
         CpuTimes::parse(&stat, &processes)
     }
 }
@@ -200,7 +201,7 @@ impl LoadProbe {
     /// server) cannot be told apart from other load.
     pub fn finish(&self, count_others: bool) -> Option<HostLoad> {
         let after = CpuTimes::now(&self.pids)?;
-        let load = std::fs::read_to_string("/proc/loadavg")
+        let load = crate::limits::read_bounded(Path::new("/proc/loadavg"), crate::limits::MAX_FILE_BYTES, "host file")
             .ok()
             .and_then(|s| s.split_whitespace().next().and_then(|f| f.parse::<f64>().ok()));
         Some(host_load(self.before?, after, load, count_others))

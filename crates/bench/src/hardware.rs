@@ -36,7 +36,8 @@ pub fn probe_host_accelerators(root: &Path) -> Vec<HostAccelerator> {
         .unwrap_or_default();
     gpus.sort();
     for gpu in gpus {
-        let info = std::fs::read_to_string(gpu.join("information")).unwrap_or_default();
+        let info = crate::limits::read_bounded(&gpu.join("information"), crate::limits::MAX_FILE_BYTES, "driver file")
+            .unwrap_or_default();
         let name = info
             .lines()
             .find_map(|l| l.strip_prefix("Model:").map(|m| m.trim().to_string()))

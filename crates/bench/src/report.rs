@@ -165,6 +165,10 @@ pub fn write_report_with(results: &[BenchResult], out: &Path, options: &ReportOp
             ))
         })?;
     }
+    // A result that measured nothing is invalid however it was made (and so never priced nor
+    // named cheapest).
+    let results: Vec<BenchResult> = results.iter().cloned().map(BenchResult::refusing_empty).collect();
+    let results = &results[..];
     std::fs::create_dir_all(out).map_err(|e| BenchError::io(out, e))?;
     let today = options.today;
     let catalog = &options.catalog;
@@ -180,14 +184,15 @@ pub fn write_report_with(results: &[BenchResult], out: &Path, options: &ReportOp
             text: format!(
                 "{} result(s) from {} instance type(s), reported {today}. $/1M = price per hour × 10⁶ / (3600 × throughput); each row says which throughput it uses, and each $ figure the price's basis and the date it was read. A run counts for its instance type only when its threads, memory and device match the catalog's vCPUs, memory and accelerator.",
                 results.len(),
-                results.iter().map(|r| instance(r)).collect::<BTreeSet<_>>().len()
+                results.iter().map(instance).collect::<BTreeSet<_>>().len()
             ),
         },
     ];
 
     for (model, rows) in &by_model {
-        // Chart file names: distinct even when two model names clean to the same text.
-        let clean: String = model.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+        // Chart file names: bounded in length (a hash keeps cut names apart) and distinct even
+        // when two model names clean to the same text.
+        let clean = crate::limits::bounded_name(model, crate::limits::MAX_NAME_PART, |c| c.is_ascii_alphanumeric());
         let slug =
             (1..).map(|n| if n == 1 { clean.clone() } else { format!("{clean}-{n}") }).find(|s| !slugs.contains(s));
         let slug = slug.expect("an unused name");
@@ -402,7 +407,7 @@ pub fn write_report_with(results: &[BenchResult], out: &Path, options: &ReportOp
         for i in &catalog.instances {
             categories.entry(i.category.clone()).or_default();
         }
-        for row in &rows {
+        for row in rows.iter().filter(|row| row.r.empty_reason().is_none()) {
             let Some(h) = &row.hardware else { continue };
             let Some(category) = &h.measures else { continue };
             let name =
@@ -671,7 +676,8 @@ fn render_html(blocks: &[Block], out: &Path) -> String {
                 body.push_str("</ul>\n");
             }
             Block::Chart { file, alt } => {
-                let svg = std::fs::read_to_string(out.join(file)).unwrap_or_default();
+                let svg = crate::limits::read_bounded(&out.join(file), crate::limits::MAX_FILE_BYTES, "chart")
+                    .unwrap_or_default();
                 // The SVG element itself, without an XML declaration (not allowed inside HTML).
                 let svg = svg.find("<svg").map(|i| &svg[i..]).unwrap_or("");
                 writeln!(body, "<figure role=\"img\" aria-label=\"{}\">{svg}</figure>", attr(&plain_text(alt)))

@@ -3,7 +3,7 @@
 use crate::catalog::{Instance, Price};
 use crate::environment::Environment;
 use crate::hardware::HardwareCheck;
-use crate::limits::Limit;
+use crate::limits::{bounded_name, Limit, MAX_NAME_PART};
 use crate::scenario::{Measurement, ScenarioKind};
 use crate::stats::Latency;
 use crate::{BenchError, Result};
@@ -220,15 +220,41 @@ impl BenchResult {
             environment,
             generation: None,
         }
+        .refusing_empty()
     }
 
-    /// A file name that says what the result is.
+    /// Why this result measured nothing, if it did not: no answered query, no sample, or no
+    /// measured time. Such a result's zeros are not a measurement (a throughput of 0 and a p99 of
+    /// 0 ms would otherwise look valid, and cheapest).
+    pub fn empty_reason(&self) -> Option<String> {
+        (self.queries == 0 || self.samples == 0 || self.duration_s <= 0.0 || self.duration_s.is_nan()).then(|| {
+            format!(
+                "empty measurement: {} queries answered, {} samples in {} s (a result needs at least one answered query over a measured time)",
+                self.queries, self.samples, self.duration_s
+            )
+        })
+    }
+
+    /// This result, marked invalid (with the reason, once) when it measured nothing; see
+    /// [`empty_reason`](Self::empty_reason). Applied to every result made here and every result
+    /// file loaded, so an empty one is never shown as valid nor priced.
+    pub fn refusing_empty(mut self) -> BenchResult {
+        if let Some(why) = self.empty_reason() {
+            self.valid = false;
+            if !self.invalid_reasons.iter().any(|r| r.starts_with("empty measurement")) {
+                self.invalid_reasons.push(why);
+            }
+        }
+        self
+    }
+
+    /// A file name that says what the result is. Every part taken from the result's strings is
+    /// cleaned to ASCII letters, digits and dots and bounded to [`MAX_NAME_PART`] characters (plus a
+    /// short hash when cut), so the name stays well under file systems' 255-byte limit.
     pub fn file_name(&self) -> String {
-        let clean = |s: &str| {
-            s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '-' }).collect::<String>()
-        };
-        format!(
-            "{}-{}-{}-{}-b{}-{}-{}.json",
+        let clean = |s: &str| bounded_name(s, MAX_NAME_PART, |c| c.is_ascii_alphanumeric() || c == '.');
+        let stem = format!(
+            "{}-{}-{}-{}-b{}-{}-{}",
             clean(&self.system),
             clean(&self.model),
             clean(&self.backend),
@@ -236,6 +262,11 @@ impl BenchResult {
             self.batch_size,
             clean(self.instance_type.as_deref().unwrap_or("unknown-instance")),
             clean(&self.environment.date.replace(':', ""))
+        );
+        // The parts together, bounded again: at most 2 × MAX_NAME_PART + 9 + ".json" in all.
+        format!(
+            "{}.json",
+            bounded_name(&stem, 2 * MAX_NAME_PART, |c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
         )
     }
 
@@ -254,7 +285,7 @@ impl BenchResult {
 
     /// Reads a result file, refusing other schema versions with a clear message.
     pub fn load(path: &Path) -> Result<BenchResult> {
-        let text = std::fs::read_to_string(path).map_err(|e| BenchError::io(path, e))?;
+        let text = crate::limits::read_bounded(path, crate::limits::MAX_FILE_BYTES, "result file")?;
         let value: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| BenchError::File { path: path.into(), message: e.to_string() })?;
         match value.get("schema_version").and_then(|v| v.as_u64()) {
@@ -275,7 +306,7 @@ impl BenchResult {
         let result: BenchResult = serde_json::from_value(value)
             .map_err(|e| BenchError::File { path: path.into(), message: e.to_string() })?;
         result.check().map_err(|message| BenchError::File { path: path.into(), message })?;
-        Ok(result)
+        Ok(result.refusing_empty())
     }
 
     /// Checks every number against the limit of its kind (finite, not negative, a sane size); the

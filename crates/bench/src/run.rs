@@ -587,7 +587,7 @@ pub fn summary(results: &[BenchResult], catalog: &Catalog) -> String {
 
 /// Reads an input set: one text per line.
 pub fn read_texts(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| BenchError::io(path, e))?;
+    let text = crate::limits::read_bounded(path, crate::limits::MAX_FILE_BYTES, "input set")?;
     let texts: Vec<String> = text.lines().map(str::to_string).collect();
     if texts.is_empty() {
         return Err(BenchError::File { path: path.into(), message: "no texts in the input set".into() });

@@ -457,3 +457,94 @@ fn noisy_runs_are_flagged_not_invalidated() {
     assert!(md.contains("| c7i.xlarge | accelrt | cpu | offline | 8 | yes | noisy |"), "{md}");
     assert!(md.contains("other processes used 40 % of the host's CPU time (bound 10 %)"), "{md}");
 }
+
+/// Red-team item: an empty measurement (0 queries, 0 s: throughput 0, p99 0 ms) is not a valid
+/// zero. Made in-process, built by hand or loaded from a file, it is invalid with a reason, its
+/// cost is not comparable and it is never the cheapest.
+#[test]
+fn an_empty_measurement_is_invalid_and_never_the_cheapest() {
+    let catalog = Catalog::builtin();
+    let pricing = Pricing {
+        instance_type: Some("c7i.xlarge".into()),
+        instance_type_source: "--instance-type".into(),
+        price: catalog.get("c7i.xlarge").and_then(|i| i.prices.first().cloned()),
+        instance: catalog.get("c7i.xlarge").cloned(),
+    };
+    let m = Measurement {
+        scenario: ScenarioKind::SingleStream,
+        batch_size: 1,
+        queries: 0,
+        samples: 0,
+        duration_s: 0.0,
+        throughput_per_s: 0.0,
+        latency_ms: Latency { p50: 0.0, p90: 0.0, p95: 0.0, p99: 0.0, p999: 0.0, max: 0.0, mean: 0.0 },
+        valid: true,
+        invalid_reasons: vec![],
+        target_qps: None,
+        p99_bound_ms: None,
+    };
+    let env = matching_env("c7i.xlarge", "cpu", "Test CPU");
+    let empty = BenchResult::new(&m, "all-minilm-l6-v2", "accelrt", &pricing, &[], env, None);
+    assert!(!empty.valid);
+    assert!(empty.invalid_reasons.iter().any(|r| r.contains("empty measurement")), "{:?}", empty.invalid_reasons);
+    assert_eq!(empty.usd_per_million_inferences, None);
+
+    // A file claiming the empty run is valid (and even priced) is marked invalid on load.
+    let dir = tempfile::tempdir().unwrap();
+    let mut forged = empty.clone();
+    forged.valid = true;
+    forged.invalid_reasons.clear();
+    forged.usd_per_million_inferences = Some(0.0001);
+    let path = forged.save(dir.path()).unwrap();
+    let loaded = BenchResult::load(&path).unwrap();
+    assert!(!loaded.valid);
+    assert_eq!(loaded.invalid_reasons.len(), 1, "{:?}", loaded.invalid_reasons);
+
+    // Handed to the report directly (not loaded), it is still invalid and not the cheapest.
+    let mut results = fixtures();
+    results.push(forged);
+    let (_dir, md) = report_of(&results, Some(50.0));
+    assert!(md.contains("| c7i.xlarge | accelrt | cpu | single-stream | 1 | **no** |"), "{md}");
+    assert!(md.contains("empty measurement: 0 queries answered"), "{md}");
+    assert!(md.contains("**Cheapest measured setup with p99 ≤ 50 ms:** c7i.2xlarge"), "{md}");
+}
+
+/// Red-team item: a model, system or backend name of hundreds of characters made `accelrt report`
+/// fail with "File name too long" (a chart named after the model) and `save` likewise; every file
+/// name derived from a result's strings is bounded, and cut names stay distinct.
+#[test]
+fn file_names_from_long_result_strings_are_bounded_and_distinct() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = fixtures()[0].clone();
+    a.model = format!("{}a", "m".repeat(400));
+    a.system = "s/".repeat(200);
+    a.backend = "b".repeat(300);
+    a.instance_type = Some("i".repeat(300));
+    let mut b = a.clone();
+    b.model = format!("{}b", "m".repeat(400));
+    let (na, nb) = (a.file_name(), b.file_name());
+    assert!(na.len() <= 200 && nb.len() <= 200, "{} {}", na.len(), nb.len());
+    assert_ne!(na, nb);
+    assert!(na.ends_with(".json") && na.bytes().all(|c| c.is_ascii_alphanumeric() || b".-".contains(&c)), "{na}");
+    let path = a.save(dir.path()).unwrap();
+    assert_eq!(BenchResult::load(&path).unwrap().model, a.model);
+
+    let mut long = fixtures();
+    for r in &mut long {
+        r.model = "x".repeat(300);
+    }
+    let mut other = long[0].clone();
+    other.model = format!("{}y", "x".repeat(300));
+    long.push(other);
+    let (out, md) = report_of(&long, None);
+    let svgs: Vec<String> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".svg"))
+        .collect();
+    assert!(svgs.len() >= 2, "{svgs:?}");
+    for n in &svgs {
+        assert!(n.len() <= 130, "{n}");
+        assert!(md.contains(n.as_str()), "{n} not in the report");
+    }
+}
