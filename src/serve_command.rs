@@ -22,28 +22,28 @@ pub struct ServeArgs {
     /// Port to listen on
     #[arg(long, default_value_t = 8080)]
     port: u16,
-    /// Embeddings: largest model batch (inputs)
+    /// Embeddings: largest model batch (inputs), 1 to 4096
     #[arg(long, default_value_t = 32)]
     max_batch: usize,
-    /// Embeddings: largest model batch in padded tokens (inputs × longest input)
+    /// Embeddings: largest model batch in padded tokens (inputs × longest input), 1 to 16777216
     #[arg(long, default_value_t = 8192)]
     max_batch_tokens: usize,
-    /// Chat: sequences decoding together (each holds --context positions of KV cache)
+    /// Chat: sequences decoding together (each holds --context positions of KV cache), 1 to 1024
     #[arg(long, default_value_t = 8)]
     max_sequences: usize,
     /// Chat: positions per sequence, prompt and answer together
     #[arg(long, default_value_t = models::generator::DEFAULT_CONTEXT)]
     context: usize,
-    /// Requests that may wait for the model; beyond this they get 429 at once
+    /// Requests that may wait for the model; beyond this they get 429 at once (1 to 65536)
     #[arg(long, default_value_t = 256)]
     queue: usize,
     /// Seconds a request may take before it is cut off (504) and its work cancelled
     #[arg(long, default_value_t = 300.0)]
     request_timeout: f64,
-    /// Largest request body in bytes (413 beyond)
+    /// Largest request body in bytes (413 beyond), 1 to 1073741824 (1 GiB)
     #[arg(long, default_value_t = 8 << 20)]
     max_body_bytes: usize,
-    /// Embeddings: most inputs per request (413 beyond)
+    /// Embeddings: most inputs per request (400 beyond), 1 to 65536
     #[arg(long, default_value_t = 2048)]
     max_inputs: usize,
     /// Seconds health reports 503 before the listener closes on shutdown
@@ -56,7 +56,7 @@ pub struct ServeArgs {
     /// Seconds a client has to send a request's whole body after its headers (408 beyond)
     #[arg(long, default_value_t = 60.0)]
     body_timeout: f64,
-    /// Connections served at once; more wait in the listen backlog until one closes
+    /// Connections served at once; more wait in the listen backlog until one closes (1 to 65536)
     #[arg(long, default_value_t = 512)]
     max_connections: usize,
     /// The model id clients use (/v1/models, `model` in requests); default: the registry name, or
@@ -94,6 +94,32 @@ fn served_name(a: &ServeArgs) -> Result<String> {
         .context("cannot make a model id from the --model path; give --served-model-name")
 }
 
+/// The range of each count flag: at least 1, and at most a bound far above any useful setting, so a
+/// mistyped value is refused at startup rather than overflowing an allocation in the model thread.
+const COUNT_LIMITS: [(&str, usize); 7] = [
+    ("max-batch", 4096),
+    ("max-batch-tokens", 1 << 24),
+    ("max-sequences", 1024),
+    ("queue", 65536),
+    ("max-inputs", 65536),
+    ("max-connections", 65536),
+    ("max-body-bytes", 1 << 30),
+];
+
+fn check_limits(a: &ServeArgs) -> Result<()> {
+    let values =
+        [a.max_batch, a.max_batch_tokens, a.max_sequences, a.queue, a.max_inputs, a.max_connections, a.max_body_bytes];
+    for ((flag, max), v) in COUNT_LIMITS.iter().zip(values) {
+        if !(1..=*max).contains(&v) {
+            bail!("--{flag} must be 1 to {max}, got {v}");
+        }
+    }
+    if !(a.drain_seconds.is_finite() && (0.0..=1e6).contains(&a.drain_seconds)) {
+        bail!("--drain-seconds must be 0 to 1e6, got {}", a.drain_seconds);
+    }
+    Ok(())
+}
+
 pub fn serve(store: &ModelStore, a: ServeArgs) -> Result<()> {
     // Logs go to stderr, plain unless a terminal is watching (they are read by log collectors).
     tracing_subscriber::fmt()
@@ -101,18 +127,7 @@ pub fn serve(store: &ModelStore, a: ServeArgs) -> Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    if a.max_batch == 0
-        || a.queue == 0
-        || a.max_batch_tokens == 0
-        || a.max_sequences == 0
-        || a.max_inputs == 0
-        || a.max_connections == 0
-    {
-        bail!(
-            "--max-batch, --max-batch-tokens, --max-sequences, --max-inputs, --max-connections and --queue must be at \
-             least 1"
-        );
-    }
+    check_limits(&a)?;
     let seconds = |flag: &str, v: f64| -> Result<Duration> {
         if !(v.is_finite() && v > 0.0 && v <= 1e6) {
             bail!("--{flag} must be a positive number of seconds (at most 1e6), got {v}");
@@ -191,4 +206,43 @@ pub fn serve(store: &ModelStore, a: ServeArgs) -> Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{check_limits, ServeArgs};
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn check(flags: &[&str]) -> Result<(), String> {
+        let cli =
+            Cli::try_parse_from(std::iter::once("serve").chain(flags.iter().copied())).map_err(|e| e.to_string())?;
+        check_limits(&cli.serve).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn count_flags_are_range_checked_before_anything_is_allocated() {
+        assert!(check(&[]).is_ok(), "the defaults are in range");
+        assert!(check(&["--max-sequences", "1024"]).is_ok());
+        for flag in [
+            "--max-sequences",
+            "--max-batch",
+            "--max-batch-tokens",
+            "--queue",
+            "--max-inputs",
+            "--max-connections",
+            "--max-body-bytes",
+        ] {
+            for bad in ["0", "18446744073709551615"] {
+                let e = check(&[flag, bad]).unwrap_err();
+                assert!(e.contains(flag), "{flag} {bad}: {e}");
+            }
+        }
+        assert!(check(&["--max-sequences", "1025"]).unwrap_err().contains("1 to 1024"));
+    }
 }

@@ -96,6 +96,25 @@ def chat(url, exp):
         lambda: client.chat.completions.create(model=model, messages=[{"role": "user", "content": "word " * 4000}]),
         "chat: a prompt longer than the context (context_length_exceeded)",
     )
+    # Parameters that would change the output and are not supported are refused, never ignored.
+    for what, kwargs in [
+        ("logit_bias", {"logit_bias": {"50256": -100}}),
+        ("top_logprobs", {"logprobs": False, "top_logprobs": 2}),
+        ("legacy functions", {"functions": [{"name": "f", "parameters": {"type": "object", "properties": {}}}]}),
+        ("audio modality", {"modalities": ["text", "audio"]}),
+        ("an unknown argument", {"extra_body": {"best_of": 2}}),
+    ]:
+        expect_error(
+            openai.BadRequestError, 400,
+            lambda: client.chat.completions.create(model=model, messages=messages, max_tokens=2, **kwargs),
+            f"chat: {what} is refused",
+        )
+    # Their no-op values pass, as the client sends them.
+    r = client.chat.completions.create(
+        model=model, messages=messages, max_tokens=2, n=1, logprobs=False, presence_penalty=0, frequency_penalty=0,
+        user="u", store=False, metadata={"k": "v"}, parallel_tool_calls=True, seed=1, logit_bias={},
+    )
+    check(r.choices[0].finish_reason in ("length", "stop"), "chat: no-op values of OpenAI's parameters are accepted")
 
 
 def main():

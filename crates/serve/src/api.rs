@@ -14,7 +14,9 @@ pub enum EmbeddingInput {
     TokenLists(Vec<Vec<u32>>),
 }
 
+/// Every field OpenAI defines for embeddings; any other is refused (400, as OpenAI does).
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct EmbeddingRequest {
     pub input: EmbeddingInput,
     pub model: String,
@@ -52,6 +54,23 @@ pub struct EmbeddingResponse {
     pub data: Vec<EmbeddingData>,
     pub model: String,
     pub usage: Usage,
+}
+
+/// The most characters of a client's text quoted back in an error message.
+pub const QUOTED_CHARS: usize = 64;
+
+/// `text` cut to its first `max` characters (with `…` when cut): what an error message may echo of
+/// anything a client sent, so an answer is never as large as the request.
+pub fn clip(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_string(),
+        Some((at, _)) => format!("{}…", &text[..at]),
+    }
+}
+
+/// A client's string for quoting in an error message: at most `QUOTED_CHARS` characters.
+pub fn quoted(text: &str) -> String {
+    clip(text, QUOTED_CHARS)
 }
 
 /// An error in the OpenAI shape: `{"error": {"message", "type", "param", "code"}}`.
@@ -108,7 +127,7 @@ impl ApiError {
             status: StatusCode::NOT_FOUND,
             code: Some("model_not_found"),
             ..ApiError::invalid(
-                format!("the model `{model}` does not exist here; this server serves `{served}`"),
+                format!("the model `{}` does not exist here; this server serves `{served}`", quoted(model)),
                 Some("model"),
             )
         }
@@ -181,10 +200,12 @@ impl ApiError {
     /// output, a backend error) is the server's: 500 with its message.
     pub fn from_model(e: accelrt_models::ModelError, param: &'static str) -> ApiError {
         use accelrt_models::ModelError;
+        // A model's message may quote the input (a template error, a token): clipped.
+        let message = clip(&e.to_string(), 4 * QUOTED_CHARS);
         match e {
-            ModelError::ContextLengthExceeded { .. } => ApiError::context_length_exceeded(e.to_string(), param),
-            ModelError::NonFinite { .. } | ModelError::Core(_) => ApiError::internal(e.to_string()),
-            e => ApiError::invalid(e.to_string(), Some(param)),
+            ModelError::ContextLengthExceeded { .. } => ApiError::context_length_exceeded(message, param),
+            ModelError::NonFinite { .. } | ModelError::Core(_) => ApiError::internal(message),
+            _ => ApiError::invalid(message, Some(param)),
         }
     }
 
@@ -209,13 +230,19 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(
         _ => ApiError::invalid(e.body_text(), None),
     })?;
     serde_json::from_slice(&body).map_err(|e| {
+        // serde's messages quote what they could not take (a string value, a field name): clipped.
+        let message = e.to_string();
+        if let Some(field) = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next()) {
+            // OpenAI's answer to a parameter it does not define.
+            return ApiError::invalid(format!("Unrecognized request argument supplied: {}", quoted(field)), None);
+        }
         if e.is_data() {
             ApiError {
                 status: StatusCode::UNPROCESSABLE_ENTITY,
-                ..ApiError::invalid(format!("invalid request: {e}"), None)
+                ..ApiError::invalid(format!("invalid request: {}", clip(&message, 4 * QUOTED_CHARS)), None)
             }
         } else {
-            ApiError::invalid(format!("the body is not valid JSON: {e}"), None)
+            ApiError::invalid(format!("the body is not valid JSON: {}", clip(&message, 4 * QUOTED_CHARS)), None)
         }
     })
 }

@@ -98,6 +98,11 @@ impl EmbeddingBatcher {
         EmbeddingBatcher { tx, embedder, metrics, limits }
     }
 
+    /// Whether the model thread is still running (its end of the queue is dropped when it ends).
+    pub fn model_alive(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
     pub fn embedder(&self) -> &SentenceEmbedder {
         &self.embedder
     }

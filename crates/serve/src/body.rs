@@ -1,5 +1,7 @@
-//! Reading request bodies: the whole body is read before a handler runs, within the body timeout
-//! (the time for all of it, however slowly it trickles in) and the byte limit. A client that stops
+//! Reading request bodies: a declared Content-Length over the byte limit is refused (413) before
+//! anything is read (so `Expect: 100-continue` gets no `100 Continue`); otherwise the whole body is
+//! read before a handler runs, within the body timeout (the time for all of it, however slowly it
+//! trickles in) and the byte limit. A client that stops
 //! sending midway gets 408 and its connection is closed; once shutdown begins, a body still
 //! arriving is abandoned (503) rather than waited for.
 
@@ -17,6 +19,13 @@ use std::time::Instant;
 pub async fn read_whole_body(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
     let started = Instant::now();
+    // A declared length over the limit is refused before any of the body is read: at once, and
+    // without `100 Continue` (hyper sends that only when the body is first read).
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > state.max_body_bytes as u64) {
+        let error = ApiError::too_large(format!("the request body exceeds {} bytes", state.max_body_bytes));
+        return refused(&state, parts.uri.path(), started, error);
+    }
     let read = Limited::new(body, state.max_body_bytes).collect();
     let outcome = tokio::select! {
         biased;

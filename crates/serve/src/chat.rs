@@ -56,7 +56,7 @@ pub enum ChatEvent {
     Failed(String),
 }
 
-struct Queued {
+pub(crate) struct Queued {
     job: ChatJob,
     events: mpsc::UnboundedSender<ChatEvent>,
     enqueued: Instant,
@@ -84,13 +84,24 @@ impl ChatScheduler {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("accelrt-model".into())
-            .spawn(move || match worker.new_session(limits.max_sequences) {
-                Ok(session) => {
-                    let _ = ready_tx.send(Ok(()));
-                    ModelLoop { g: &worker, metrics: &m, session, slots: Vec::new() }.run(rx, limits.max_sequences)
+            .spawn(move || {
+                // Everything the loop needs is allocated before it reports ready, so a limit too
+                // large is an error from `start`, never a panic of a thread already serving.
+                let mut slots = Vec::new();
+                if slots.try_reserve_exact(limits.max_sequences).is_err() {
+                    let why = format!("cannot allocate {} sequence slots", limits.max_sequences);
+                    let _ = ready_tx.send(Err(accelrt_models::ModelError::InvalidInput(why)));
+                    return;
                 }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
+                slots.resize_with(limits.max_sequences, || None);
+                match worker.new_session(limits.max_sequences) {
+                    Ok(session) => {
+                        let _ = ready_tx.send(Ok(()));
+                        ModelLoop { g: &worker, metrics: &m, session, slots }.run(rx)
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
                 }
             })
             .map_err(|e| accelrt_models::ModelError::InvalidInput(format!("cannot start the model thread: {e}")))?;
@@ -111,6 +122,25 @@ impl ChatScheduler {
 
     pub fn limits(&self) -> ChatLimits {
         self.limits
+    }
+
+    /// Whether the model thread is still running (its end of the queue is dropped when it ends).
+    pub fn model_alive(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
+    /// A scheduler whose model thread runs `thread` instead of the model loop (tests: a thread
+    /// that ends, as a panicking one does).
+    #[cfg(test)]
+    pub(crate) fn with_thread(
+        generator: TextGenerator,
+        metrics: Arc<Metrics>,
+        thread: impl FnOnce(mpsc::Receiver<Queued>) + Send + 'static,
+    ) -> (ChatScheduler, std::thread::JoinHandle<()>) {
+        let limits = ChatLimits { max_sequences: 1, queue: 1 };
+        let (tx, rx) = mpsc::channel(limits.queue);
+        let handle = std::thread::spawn(move || thread(rx));
+        (ChatScheduler { tx, generator: Arc::new(generator), limits, metrics }, handle)
     }
 
     /// Queues a generation; refuses at once when the queue is full. Dropping the receiver cancels
@@ -184,8 +214,7 @@ struct ModelLoop<'a> {
 }
 
 impl ModelLoop<'_> {
-    fn run(mut self, mut rx: mpsc::Receiver<Queued>, max_sequences: usize) {
-        self.slots = (0..max_sequences).map(|_| None).collect();
+    fn run(mut self, mut rx: mpsc::Receiver<Queued>) {
         loop {
             // Admit waiting requests into free slots; with nothing running, wait for one.
             while let Some(free) = self.slots.iter().position(Option::is_none) {

@@ -1,6 +1,6 @@
 //! The OpenAI chat-completions request, its checks, and the response and stream-chunk shapes.
 
-use crate::api::ApiError;
+use crate::api::{quoted, ApiError};
 use crate::chat::FinishReason;
 use accelrt_models::{ChatMessage, SamplingParams};
 use serde::Deserialize;
@@ -21,11 +21,28 @@ pub struct ContentPart {
     pub text: Option<String>,
 }
 
+/// A message, with every field OpenAI defines; those the server cannot honour are refused when set.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RequestMessage {
     pub role: String,
     #[serde(default)]
     pub content: Option<MessageContent>,
+    /// Refused when set: the chat template has no place for participant names.
+    #[serde(default)]
+    pub name: Option<Value>,
+    /// Refused when set (function calling is not supported).
+    #[serde(default)]
+    pub tool_calls: Option<Value>,
+    #[serde(default)]
+    pub tool_call_id: Option<Value>,
+    #[serde(default)]
+    pub function_call: Option<Value>,
+    #[serde(default)]
+    pub audio: Option<Value>,
+    /// An assistant's refusal text (null is accepted).
+    #[serde(default)]
+    pub refusal: Option<Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -41,7 +58,12 @@ pub struct StreamOptions {
     pub include_usage: Option<bool>,
 }
 
+/// The chat-completions request: every parameter OpenAI defines is here, either honoured or refused
+/// (400 naming it) when it asks for something the server does not do; an unknown one is refused
+/// as OpenAI refuses it ("Unrecognized request argument supplied"). Nothing is silently ignored
+/// that would change the output.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChatCompletionRequest {
     pub model: String,
     pub messages: Vec<RequestMessage>,
@@ -76,6 +98,46 @@ pub struct ChatCompletionRequest {
     pub tools: Option<Value>,
     #[serde(default)]
     pub response_format: Option<Value>,
+    /// Refused unless empty: token biases are not supported.
+    #[serde(default)]
+    pub logit_bias: Option<Value>,
+    /// Legacy function calling: refused.
+    #[serde(default)]
+    pub functions: Option<Value>,
+    #[serde(default)]
+    pub function_call: Option<Value>,
+    #[serde(default)]
+    pub tool_choice: Option<Value>,
+    /// Refused unless 0 (log probabilities are not supported).
+    #[serde(default)]
+    pub top_logprobs: Option<Value>,
+    /// Only `["text"]`.
+    #[serde(default)]
+    pub modalities: Option<Value>,
+    /// Refused when set.
+    #[serde(default)]
+    pub prediction: Option<Value>,
+    #[serde(default)]
+    pub audio: Option<Value>,
+    #[serde(default)]
+    pub reasoning_effort: Option<Value>,
+    #[serde(default)]
+    pub web_search_options: Option<Value>,
+    #[serde(default)]
+    pub verbosity: Option<Value>,
+    /// Accepted; they do not change the output.
+    #[serde(default)]
+    pub store: Option<Value>,
+    #[serde(default)]
+    pub metadata: Option<Value>,
+    #[serde(default)]
+    pub service_tier: Option<Value>,
+    #[serde(default)]
+    pub parallel_tool_calls: Option<Value>,
+    #[serde(default)]
+    pub prompt_cache_key: Option<Value>,
+    #[serde(default)]
+    pub safety_identifier: Option<Value>,
     /// accelrt extension: keep only the k most likely tokens.
     #[serde(default)]
     pub top_k: Option<usize>,
@@ -110,10 +172,27 @@ impl ChatCompletionRequest {
                     return Err(ApiError::invalid(
                         format!(
                             "messages[{i}]: role `{}` is not supported (system, developer, user, assistant)",
-                            m.role
+                            quoted(&m.role)
                         ),
                         Some("messages"),
                     ));
+                }
+                for (name, value) in [
+                    ("name", &m.name),
+                    ("tool_calls", &m.tool_calls),
+                    ("tool_call_id", &m.tool_call_id),
+                    ("function_call", &m.function_call),
+                    ("audio", &m.audio),
+                ] {
+                    if is_set(value) {
+                        return Err(ApiError::invalid(
+                            format!("messages[{i}].{name} is not supported"),
+                            Some("messages"),
+                        ));
+                    }
+                }
+                if m.refusal.as_ref().is_some_and(|r| !r.is_null() && !r.is_string()) {
+                    return Err(ApiError::invalid(format!("messages[{i}].refusal must be a string"), Some("messages")));
                 }
                 let content = match &m.content {
                     None => String::new(),
@@ -125,7 +204,10 @@ impl ChatCompletionRequest {
                                 ("text", Some(t)) => text.push_str(t),
                                 (kind, _) => {
                                     return Err(ApiError::invalid(
-                                        format!("messages[{i}]: content part `{kind}` is not supported (text only)"),
+                                        format!(
+                                            "messages[{i}]: content part `{}` is not supported (text only)",
+                                            quoted(kind)
+                                        ),
                                         Some("messages"),
                                     ))
                                 }
@@ -170,9 +252,10 @@ impl ChatCompletionRequest {
         if self.logprobs == Some(true) {
             return Err(ApiError::invalid("logprobs are not supported", Some("logprobs")));
         }
-        if self.tools.as_ref().is_some_and(|t| !t.is_null() && t.as_array().is_none_or(|a| !a.is_empty())) {
+        if is_set(&self.tools) {
             return Err(ApiError::invalid("tools (function calling) are not supported", Some("tools")));
         }
+        self.refuse_unsupported()?;
         if self.response_format.as_ref().is_some_and(|f| !f.is_null() && f["type"] != "text") {
             return Err(ApiError::invalid(
                 "response_format other than `text` (JSON mode, schemas) is not supported",
@@ -195,8 +278,56 @@ impl ChatCompletionRequest {
         })
     }
 
+    /// The parameters OpenAI defines that would change the output and that the server does not do:
+    /// refused (400 naming the parameter) unless absent, null or at their no-op value.
+    fn refuse_unsupported(&self) -> Result<(), ApiError> {
+        let refuse = |name: &'static str, what: &str| {
+            Err(ApiError::invalid(format!("{name} is not supported{what}"), Some(name)))
+        };
+        if self.logit_bias.as_ref().is_some_and(|b| !b.is_null() && b.as_object().is_none_or(|o| !o.is_empty())) {
+            return refuse("logit_bias", "");
+        }
+        if is_set(&self.functions) {
+            return refuse("functions", " (function calling)");
+        }
+        let none = |v: &Option<Value>| v.as_ref().is_none_or(|v| v.is_null() || v == "none");
+        if !none(&self.function_call) {
+            return refuse("function_call", " (function calling)");
+        }
+        if !none(&self.tool_choice) {
+            return refuse("tool_choice", " (function calling)");
+        }
+        if self.top_logprobs.as_ref().is_some_and(|v| !v.is_null() && v != 0) {
+            return refuse("top_logprobs", " (log probabilities)");
+        }
+        if self.modalities.as_ref().is_some_and(|m| !m.is_null() && *m != serde_json::json!(["text"])) {
+            return refuse("modalities", " (text only)");
+        }
+        for (name, value) in [
+            ("prediction", &self.prediction),
+            ("audio", &self.audio),
+            ("reasoning_effort", &self.reasoning_effort),
+            ("web_search_options", &self.web_search_options),
+            ("verbosity", &self.verbosity),
+        ] {
+            if value.as_ref().is_some_and(|v| !v.is_null()) {
+                return refuse(name, "");
+            }
+        }
+        Ok(())
+    }
+
     /// `max_completion_tokens` (the newer name) or `max_tokens`; `None` means up to the context.
+    /// Both given and different is refused.
     pub fn max_tokens(&self) -> Result<Option<usize>, ApiError> {
+        if let (Some(a), Some(b)) = (self.max_completion_tokens, self.max_tokens) {
+            if a != b {
+                return Err(ApiError::invalid(
+                    format!("max_tokens ({b}) and max_completion_tokens ({a}) differ; give one"),
+                    Some("max_completion_tokens"),
+                ));
+            }
+        }
         match self.max_completion_tokens.or(self.max_tokens) {
             Some(0) => Err(ApiError::invalid("max_tokens must be at least 1", Some("max_tokens"))),
             m => Ok(m),
@@ -214,6 +345,11 @@ impl ChatCompletionRequest {
         }
         Ok(stops.into_iter().filter(|s| !s.is_empty()).collect())
     }
+}
+
+/// Whether an optional parameter asks for something: present, not null, and not an empty list.
+fn is_set(v: &Option<Value>) -> bool {
+    v.as_ref().is_some_and(|v| !v.is_null() && v.as_array().is_none_or(|a| !a.is_empty()))
 }
 
 /// A seed for requests that bring none: different for every request.

@@ -47,7 +47,7 @@ async fn embed(state: &Arc<AppState>, body: Result<Bytes, BytesRejection>) -> Re
         Some("base64") => true,
         Some(other) => {
             return Err(ApiError::invalid(
-                format!("encoding_format `{other}`: use float or base64"),
+                format!("encoding_format `{}`: use float or base64", crate::api::quoted(other)),
                 Some("encoding_format"),
             ))
         }

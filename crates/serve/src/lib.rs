@@ -4,7 +4,7 @@
 //!   `encoding_format` float or base64; usage counts) for sentence-embedding models;
 //!   `POST /v1/chat/completions` (chat template, sampling, stop strings, `stream: true` as
 //!   server-sent events ending with `data: [DONE]`, usage, finish reasons) for generation models;
-//!   `GET /v1/models`, `GET /info`, `GET /health` (200 ready, 503 while draining), `GET /metrics`
+//!   `GET /v1/models`, `GET /info`, `GET /health` (200 ready, 503 while draining or once the model thread has stopped), `GET /metrics`
 //!   (Prometheus text).
 //! - The model runs on its own thread, never on the async executor, behind a bounded queue (full ⇒
 //!   429 with Retry-After at once). Embeddings are merged into dynamic batches bounded by a token

@@ -50,6 +50,17 @@ pub enum Engine {
     Chat(ChatScheduler),
 }
 
+impl Engine {
+    /// Whether the model thread is still there to take work: false once it has ended (returned, or
+    /// unwound from a panic), which drops its end of the queue.
+    pub fn model_alive(&self) -> bool {
+        match self {
+            Engine::Embeddings(b) => b.model_alive(),
+            Engine::Chat(s) => s.model_alive(),
+        }
+    }
+}
+
 impl From<EmbeddingBatcher> for Engine {
     fn from(b: EmbeddingBatcher) -> Engine {
         Engine::Embeddings(b)
@@ -81,6 +92,8 @@ pub struct AppState {
     /// Connections served at once; further ones wait in the listen backlog until one closes.
     pub max_connections: usize,
     draining: tokio::sync::watch::Sender<bool>,
+    /// Set once the model thread's end has been logged.
+    model_stop_logged: std::sync::atomic::AtomicBool,
 }
 
 impl AppState {
@@ -96,6 +109,7 @@ impl AppState {
             body_timeout: Duration::from_secs(60),
             max_connections: 512,
             draining: tokio::sync::watch::Sender::new(false),
+            model_stop_logged: Default::default(),
         }
     }
 
@@ -147,7 +161,13 @@ async fn info(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {
-    if state.is_draining() {
+    if !state.engine.model_alive() {
+        if !state.model_stop_logged.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::error!("the model thread has stopped; health is 503 and requests cannot be served");
+        }
+        let body = serde_json::json!({ "status": "model stopped", "error": "the model thread has stopped" });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    } else if state.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "status": "draining" }))).into_response()
     } else {
         Json(serde_json::json!({ "status": "ok" })).into_response()
@@ -160,7 +180,72 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::model_id;
+    use super::{model_id, router, AppState, ServerInfo};
+    use crate::{ChatLimits, ChatScheduler, Metrics};
+    use accelrt_models::{generator, registry, ModelStore, TextGenerator};
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use std::sync::Arc;
+    use tower::ServiceExt;
+
+    fn smollm2() -> TextGenerator {
+        let dir = ModelStore::from_env()
+            .ensure(&registry::SMOLLM2_135M_INSTRUCT)
+            .unwrap_or_else(|e| panic!("SmolLM2-135M-Instruct is needed by this test: {e}"));
+        let gguf = generator::find_gguf(&dir).unwrap();
+        TextGenerator::load(&gguf, &accelrt_candle::CandleBackend::cpu(), &Default::default(), 256).unwrap()
+    }
+
+    fn info() -> ServerInfo {
+        ServerInfo {
+            model: "m".into(),
+            task: "chat".into(),
+            backend: "candle".into(),
+            device: "cpu".into(),
+            version: "test".into(),
+            dimensions: None,
+            max_input_tokens: 256,
+        }
+    }
+
+    async fn health(state: &Arc<AppState>) -> (u16, String) {
+        let request = Request::get("/health").body(Body::empty()).unwrap();
+        let response = router(state.clone()).oneshot(request).await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn health_is_503_once_the_model_thread_has_died() {
+        let metrics = Arc::new(Metrics::default());
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        // A model thread that panics when told to, as a model thread that fails does.
+        let (scheduler, thread) = ChatScheduler::with_thread(smollm2(), metrics.clone(), move |rx| {
+            let _rx = rx;
+            let _ = stopped.recv();
+            panic!("the model thread fails (this panic is the test's)");
+        });
+        let state = Arc::new(AppState::new(scheduler, metrics, info()));
+        assert!(state.engine.model_alive());
+        assert_eq!(health(&state).await.0, 200);
+        stop.send(()).unwrap();
+        assert!(thread.join().is_err(), "the thread panicked");
+        assert!(!state.engine.model_alive());
+        let (status, body) = health(&state).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("model stopped"), "{body}");
+        // Still 503 (logged once, answered every time).
+        assert_eq!(health(&state).await.0, 503);
+    }
+
+    #[test]
+    fn a_scheduler_too_large_to_allocate_is_an_error_from_start_not_a_dead_thread() {
+        let limits = ChatLimits { max_sequences: usize::MAX, queue: 4 };
+        let started = ChatScheduler::start(smollm2(), limits, Arc::new(Metrics::default()));
+        assert!(started.is_err());
+    }
 
     #[test]
     fn model_ids_are_names_never_paths() {

@@ -226,8 +226,42 @@ fn bad_chat_requests_get_the_documented_status() {
         (json!({"model": MODEL, "tools": [{"type": "function", "function": {"name": "f"}}], "messages": [{"role": "user", "content": "x"}]}).to_string(), 400, "tools"),
         (json!({"model": MODEL, "response_format": {"type": "json_object"}, "messages": [{"role": "user", "content": "x"}]}).to_string(), 400, "response_format"),
     ];
+    // Parameters that would change the output and are not supported are refused, naming them,
+    // never ignored; unknown ones are refused as OpenAI refuses them. Their no-op values pass.
+    let x = json!([{"role": "user", "content": "x"}]);
+    let mut cases = cases;
+    for (field, value, needle) in [
+        ("logit_bias", json!({"50256": -100}), "logit_bias"),
+        ("logit_bias", json!("garbage"), "logit_bias"),
+        ("functions", json!([{"name": "f", "parameters": {}}]), "functions"),
+        ("function_call", json!({"name": "f"}), "function_call"),
+        ("tool_choice", json!("required"), "tool_choice"),
+        ("top_logprobs", json!(3), "top_logprobs"),
+        ("modalities", json!(["text", "audio"]), "modalities"),
+        ("prediction", json!({"type": "content", "content": "x"}), "prediction"),
+        ("audio", json!({"voice": "alloy", "format": "wav"}), "audio"),
+        ("max_completion_tokens", json!(7), "max_completion_tokens"),
+        ("best_of", json!(2), "Unrecognized request argument supplied: best_of"),
+    ] {
+        let mut body = json!({"model": MODEL, "messages": x, "max_tokens": 5});
+        body[field] = value;
+        cases.push((body.to_string(), 400, needle));
+    }
+    for (message, needle) in [
+        (
+            json!({"role": "assistant", "content": null, "tool_calls": [{"id": "1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}),
+            "tool_calls",
+        ),
+        (json!({"role": "user", "content": "x", "tool_call_id": "1"}), "tool_call_id"),
+        (json!({"role": "function", "name": "f", "content": "x"}), "role"),
+        (json!({"role": "user", "content": "x", "weight": 2}), "Unrecognized request argument supplied: weight"),
+        (json!({"role": "x".repeat(5000), "content": "x"}), "role"),
+    ] {
+        cases.push((json!({"model": MODEL, "messages": [message]}).to_string(), 400, needle));
+    }
     for (body, status, needle) in &cases {
         let (got, json, _) = server.post("/v1/chat/completions", body);
+        assert!(json.to_string().len() < 1000, "an error echoes a bounded part of the request: {json:.300}");
         assert_eq!(got, *status, "{body:.80}: {json}");
         let message = json["error"]["message"].as_str().unwrap_or_else(|| panic!("not the OpenAI shape: {json}"));
         assert!(message.contains(needle), "{body:.80}: {message}");
@@ -235,6 +269,32 @@ fn bad_chat_requests_get_the_documented_status() {
             assert_eq!(json["error"]["code"], "context_length_exceeded");
             assert_eq!(json["error"]["type"], "invalid_request_error");
         }
+    }
+    // Null and no-op values of the parameters OpenAI defines are accepted.
+    let mut noop = request("Hi", 2);
+    for (field, value) in [
+        ("n", json!(1)),
+        ("logprobs", json!(false)),
+        ("presence_penalty", json!(0)),
+        ("frequency_penalty", json!(0)),
+        ("user", json!("u")),
+        ("store", json!(false)),
+        ("metadata", json!({"k": "v"})),
+        ("service_tier", json!("auto")),
+        ("parallel_tool_calls", json!(true)),
+        ("stream_options", Value::Null),
+        ("seed", json!(3)),
+        ("logit_bias", json!({})),
+        ("logit_bias", Value::Null),
+        ("modalities", json!(["text"])),
+        ("top_logprobs", Value::Null),
+        ("tools", json!([])),
+        ("tool_choice", json!("none")),
+        ("max_completion_tokens", json!(2)),
+    ] {
+        noop[field] = value;
+        let (status, json, _) = server.post("/v1/chat/completions", &noop.to_string());
+        assert_eq!(status, 200, "{field}: {json}");
     }
     // Embeddings on a chat model: a clear 400, not a crash.
     let (status, json, _) = server.post("/v1/embeddings", &json!({"model": MODEL, "input": "x"}).to_string());

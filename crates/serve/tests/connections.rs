@@ -143,6 +143,34 @@ fn a_body_that_does_not_arrive_in_time_gets_408_and_the_connection_closes() {
     server.shutdown();
 }
 
+/// A declared Content-Length over the body limit is refused at once: 413 before any of the body is
+/// sent, with no `100 Continue` first (the client is told not to send it), and the connection closes.
+#[test]
+fn a_declared_length_over_the_limit_is_refused_before_the_body_is_read() {
+    // A body timeout far past the read guard: an answer can only come from the declared length.
+    let server = start(Limits { header: NEVER, body: Duration::from_secs(3600), connections: 16 });
+    let over = 8u64 << 30;
+    for expect in ["", "Expect: 100-continue\r\n"] {
+        let mut s = connect(&addr(&server));
+        let head = format!(
+            "POST /v1/embeddings HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n\
+             Content-Length: {over}\r\n{expect}\r\n"
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        let answer = read_until_closed(&mut s);
+        let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+        assert_eq!(status_of(&answer), Some(413), "{expect:?}: {text}");
+        assert!(!text.contains("100 continue"), "{expect:?}: {text}");
+        assert!(text.contains("connection: close") && text.contains("exceeds"), "{text}");
+    }
+    // The server goes on serving.
+    let (status, _, _) = server.post("/v1/embeddings", &small_request());
+    assert_eq!(status, 200);
+    let metrics = server.get("/metrics").1;
+    assert_eq!(metric(&metrics, "accelrt_requests_total{route=\"/v1/embeddings\",status=\"413\"}"), 2.0);
+    server.shutdown();
+}
+
 /// With a limit of 4 connections, 12 silent ones: the first 4 are served (and time out), the rest
 /// wait in the backlog, unaccepted; a well-behaved client behind them is answered once the silent
 /// ones have timed out, never locked out.

@@ -108,6 +108,12 @@ fn bad_requests_get_the_documented_status_in_the_openai_shape() {
         (serde_json::json!({"model": MODEL, "input": long_ids}).to_string(), 400, "at most 256"),
         (r#"{"model": "all-minilm-l6-v2", "input": [5, 999999]}"#.to_string(), 400, "outside the vocabulary"),
         (serde_json::json!({"model": MODEL, "input": "x".repeat(5000)}).to_string(), 413, "exceeds 4096 bytes"),
+        // Every field is one OpenAI defines; any other is refused as OpenAI refuses it.
+        (
+            r#"{"model": "all-minilm-l6-v2", "input": "hi", "truncate": true}"#.to_string(),
+            400,
+            "Unrecognized request argument supplied: truncate",
+        ),
     ] {
         let (got, json, _) = server.post("/v1/embeddings", &body);
         assert_eq!(got, status, "{body:.80}: {json}");
@@ -118,6 +124,22 @@ fn bad_requests_get_the_documented_status_in_the_openai_shape() {
             assert_eq!(json["error"]["code"], "context_length_exceeded");
         }
     }
+    // An error quotes at most a short prefix of what the client sent.
+    let (status, json, _) =
+        server.post("/v1/embeddings", &serde_json::json!({"model": "m".repeat(3000), "input": "x"}).to_string());
+    assert_eq!(status, 404, "{json}");
+    let message = json["error"]["message"].as_str().unwrap();
+    assert!(message.contains(&format!("`{}…`", "m".repeat(64))) && message.len() < 200, "{message}");
+    let (status, json, _) = server.post(
+        "/v1/embeddings",
+        &serde_json::json!({"model": MODEL, "input": "x", "encoding_format": "e".repeat(3000)}).to_string(),
+    );
+    assert_eq!(status, 400, "{json}");
+    assert!(json["error"]["message"].as_str().unwrap().len() < 200, "{json}");
+    let (status, json, _) =
+        server.post("/v1/embeddings", &format!(r#"{{"model": "{MODEL}", "input": "x", "{}": 1}}"#, "k".repeat(3000)));
+    assert_eq!(status, 400, "{json}");
+    assert!(json["error"]["message"].as_str().unwrap().len() < 200, "{json}");
     // The server is still healthy and answers.
     let (status, _, _) = server.post("/v1/embeddings", &serde_json::json!({"model": MODEL, "input": "ok"}).to_string());
     assert_eq!(status, 200);
