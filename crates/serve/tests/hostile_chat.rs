@@ -85,8 +85,7 @@ fn a_looping_chat_template_is_400_and_the_server_keeps_serving() {
     let mut bytes = std::fs::read(smollm2()).unwrap();
     let original = load(&smollm2()).tokenizer().chat_template().unwrap().to_string();
     let at = bytes.windows(original.len()).position(|w| w == original.as_bytes()).unwrap();
-    let mut looping =
-        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}{#".to_string();
+    let mut looping = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}{#".to_string();
     looping.push_str(&" ".repeat(original.len() - looping.len() - 2));
     looping.push_str("#}");
     bytes[at..at + original.len()].copy_from_slice(looping.as_bytes());
