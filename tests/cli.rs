@@ -212,7 +212,7 @@ fn conformance_subcommand_checks_a_device() {
 #[test]
 fn serve_refuses_what_it_cannot_serve() {
     let o = accelrt(&["serve", "--queue", "0", "--port", "0"], b"", None);
-    assert_fails_with(&o, "--queue must be at least 1");
+    assert_fails_with(&o, "--queue must be 1 to 65536");
     let o = accelrt(&["serve", "--model", "smollm2-135m-instruct", "--max-sequences", "0", "--port", "0"], b"", None);
     assert_fails_with(&o, "--max-sequences");
     let o = accelrt(&["serve", "--request-timeout", "0", "--port", "0"], b"", None);
