@@ -122,7 +122,9 @@ pub fn server_info(url: &str) -> Result<ServerInfo> {
         .get(&format!("{base}/info"))
         .call()
         .map_err(|e| BenchError::Invalid(format!("cannot reach the server at {base} (GET /info): {e}")))?;
-    response.into_json().map_err(|e| BenchError::Invalid(format!("{base}/info is not an accelrt server's info: {e}")))
+    // An accelrt server's info is a few hundred bytes; read at most 1 MiB of whatever answers.
+    serde_json::from_reader(std::io::Read::take(response.into_reader(), 1 << 20))
+        .map_err(|e| BenchError::Invalid(format!("{base}/info is not an accelrt server's info: {e}")))
 }
 
 /// Runs every requested scenario against the server at `url`.

@@ -18,6 +18,9 @@ use crate::workload::{cycle, RequestStats, Workload};
 use crate::{BenchError, Result};
 use serde::Deserialize;
 use std::io::{BufRead, BufReader, Write};
+
+/// The longest reply line read from a peer runner, in bytes.
+const MAX_REPLY_BYTES: u64 = 16 << 20;
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
@@ -129,7 +132,13 @@ impl ExternalRunner {
 
     fn read_reply(&mut self) -> Result<Reply> {
         let mut line = String::new();
-        let n = self.stdout.read_line(&mut line).map_err(|e| self.fail(format!("reading its output: {e}")))?;
+        // A runner that prints without end must not grow this process without bound.
+        let n = std::io::Read::take(&mut self.stdout, MAX_REPLY_BYTES)
+            .read_line(&mut line)
+            .map_err(|e| self.fail(format!("reading its output: {e}")))?;
+        if n as u64 == MAX_REPLY_BYTES && !line.ends_with('\n') {
+            return Err(self.fail(format!("a reply line is longer than {MAX_REPLY_BYTES} bytes")));
+        }
         if n == 0 {
             let status = self.child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
             return Err(self.fail(format!("the runner exited ({status}); see its messages above")));
