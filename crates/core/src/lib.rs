@@ -9,6 +9,7 @@ mod graph;
 pub mod host;
 mod infer;
 mod op;
+pub mod padding;
 pub mod quant;
 pub mod reference;
 mod shape;

@@ -14,6 +14,7 @@ pub use crate::cache::{bucket_key, Bucket};
 use crate::cache::{weights_hash, NeffKey};
 use crate::runtime::{Model, Runtime, Tensor, TensorInfo, TensorSet, TensorUsage};
 use crate::status::NeuronError;
+use accelrt_core::padding::{pad, unpad};
 use accelrt_core::{
     Backend, DType, DeviceInfo, DeviceKind, DeviceSpec, Dim, Error, Executable, Graph, HostTensor, Op, Outputs,
     PrepareOptions, Result, SessionState, WeightSource,
@@ -309,51 +310,6 @@ pub struct NeuronExecutable {
     graph: Graph,
     programs: Vec<Program>,
     next: std::sync::atomic::AtomicUsize,
-}
-
-/// Copies `src` (row-major, `from` shape) into a zeroed buffer of shape `to` (each axis ≥).
-fn pad(src: &[u8], elem: usize, from: &[usize], to: &[usize]) -> Vec<u8> {
-    let total: usize = to.iter().product();
-    let mut out = vec![0u8; total * elem];
-    copy_block(src, &mut out, elem, from, to, true);
-    out
-}
-
-/// Cuts `src` of shape `from` down to `to` (each axis ≤).
-fn unpad(src: &[u8], elem: usize, from: &[usize], to: &[usize]) -> Vec<u8> {
-    let total: usize = to.iter().product();
-    let mut out = vec![0u8; total * elem];
-    copy_block(src, &mut out, elem, to, from, false);
-    out
-}
-
-/// Copies the region `small` between a tensor of shape `small` and one of shape `big` (row-major).
-/// `into_big`: small → big, else big → small.
-fn copy_block(src: &[u8], dst: &mut [u8], elem: usize, small: &[usize], big: &[usize], into_big: bool) {
-    let rank = small.len();
-    if small.iter().product::<usize>() == 0 {
-        return;
-    }
-    let row = small.last().copied().unwrap_or(1) * elem;
-    let big_strides: Vec<usize> = (0..rank).map(|i| big[i + 1..].iter().product::<usize>() * elem).collect();
-    let rows: usize = small[..rank.saturating_sub(1)].iter().product();
-    let mut index = vec![0usize; rank.saturating_sub(1)];
-    for r in 0..rows {
-        let big_off: usize = index.iter().zip(&big_strides).map(|(i, s)| i * s).sum();
-        let small_off = r * row;
-        if into_big {
-            dst[big_off..big_off + row].copy_from_slice(&src[small_off..small_off + row]);
-        } else {
-            dst[small_off..small_off + row].copy_from_slice(&src[big_off..big_off + row]);
-        }
-        for axis in (0..index.len()).rev() {
-            index[axis] += 1;
-            if index[axis] < small[axis] {
-                break;
-            }
-            index[axis] = 0;
-        }
-    }
 }
 
 impl NeuronExecutable {

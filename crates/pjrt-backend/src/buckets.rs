@@ -165,59 +165,6 @@ pub fn paddable_symbols(graph: &Graph) -> BTreeSet<String> {
     inputs.difference(&unsafe_).cloned().collect()
 }
 
-/// Copies `src` (row-major, shape `from`) into a zeroed buffer of shape `to` (each axis ≥).
-pub(crate) fn pad(src: &[u8], elem: usize, from: &[usize], to: &[usize]) -> Vec<u8> {
-    if from == to {
-        return src.to_vec();
-    }
-    let mut out = vec![0u8; to.iter().product::<usize>() * elem];
-    copy_block(src, &mut out, elem, from, to, true);
-    out
-}
-
-/// Cuts `src` of shape `from` down to `to` (each axis ≤).
-pub(crate) fn unpad(src: &[u8], elem: usize, from: &[usize], to: &[usize]) -> Vec<u8> {
-    if from == to {
-        return src.to_vec();
-    }
-    let mut out = vec![0u8; to.iter().product::<usize>() * elem];
-    copy_block(src, &mut out, elem, to, from, false);
-    out
-}
-
-/// Copies the region of shape `small` between a tensor of shape `small` and one of shape `big`
-/// (row-major): small → big when `into_big`, else big → small.
-fn copy_block(src: &[u8], dst: &mut [u8], elem: usize, small: &[usize], big: &[usize], into_big: bool) {
-    let rank = small.len();
-    if small.iter().product::<usize>() == 0 {
-        return;
-    }
-    if rank == 0 {
-        dst[..elem].copy_from_slice(&src[..elem]);
-        return;
-    }
-    let row = small[rank - 1] * elem;
-    let big_strides: Vec<usize> = (0..rank).map(|i| big[i + 1..].iter().product::<usize>() * elem).collect();
-    let rows: usize = small[..rank - 1].iter().product();
-    let mut index = vec![0usize; rank - 1];
-    for r in 0..rows {
-        let big_off: usize = index.iter().zip(&big_strides).map(|(i, s)| i * s).sum();
-        let small_off = r * row;
-        if into_big {
-            dst[big_off..big_off + row].copy_from_slice(&src[small_off..small_off + row]);
-        } else {
-            dst[small_off..small_off + row].copy_from_slice(&src[big_off..big_off + row]);
-        }
-        for axis in (0..index.len()).rev() {
-            index[axis] += 1;
-            if index[axis] < small[axis] {
-                break;
-            }
-            index[axis] = 0;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +195,7 @@ mod tests {
 
     #[test]
     fn pad_and_unpad_round_trip() {
+        use accelrt_core::padding::{pad, unpad};
         let src: Vec<u8> = (1..=6).collect(); // [2, 3] of u8
         let padded = pad(&src, 1, &[2, 3], &[3, 4]);
         assert_eq!(padded, [1, 2, 3, 0, 4, 5, 6, 0, 0, 0, 0, 0]);

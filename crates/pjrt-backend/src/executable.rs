@@ -2,9 +2,9 @@
 //! first use, cached in memory and on disk), runs padded to their bucket, sessions whose KV caches
 //! stay on the device.
 
-use crate::buckets::{pad, unpad};
 use crate::cache::{self, Entry};
 use crate::{backend_err, PjrtBackend, BACKEND};
+use accelrt_core::padding::{pad, unpad};
 use accelrt_core::{
     one_shot_slots, Bindings, DType, Dim, Error, Executable, Graph, HostTensor, Op, Outputs, PrepareOptions, Result,
     SessionState, WeightSource, KV_LEN,
