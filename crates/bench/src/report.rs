@@ -311,13 +311,7 @@ pub fn write_report_with(results: &[BenchResult], out: &Path, options: &ReportOp
                 format!("{} {} {} b{}: {}", label(r), r.backend, r.scenario, r.batch_size, r.invalid_reasons.join("; "))
             })
             .collect();
-        if !invalid.is_empty() {
-            blocks.push(Block::Paragraph {
-                strong: None,
-                text: "Invalid runs (their numbers are shown but must not be quoted):".into(),
-            });
-            blocks.push(Block::List(invalid));
-        }
+        push_titled_list(&mut blocks, "Invalid runs (their numbers are shown but must not be quoted):".into(), invalid);
         let mismatched: Vec<String> = rows
             .iter()
             .filter_map(|row| {
@@ -334,13 +328,11 @@ pub fn write_report_with(results: &[BenchResult], out: &Path, options: &ReportOp
                 ))
             })
             .collect();
-        if !mismatched.is_empty() {
-            blocks.push(Block::Paragraph {
-                strong: None,
-                text: "Runs whose hardware does not match their instance type (not counted for it; their costs are not comparable):".into(),
-            });
-            blocks.push(Block::List(mismatched));
-        }
+        push_titled_list(
+            &mut blocks,
+            "Runs whose hardware does not match their instance type (not counted for it; their costs are not comparable):".into(),
+            mismatched,
+        );
         let noisy: Vec<String> = rows
             .iter()
             .filter_map(|row| {
@@ -356,17 +348,15 @@ pub fn write_report_with(results: &[BenchResult], out: &Path, options: &ReportOp
                 ))
             })
             .collect();
-        if !noisy.is_empty() {
-            blocks.push(Block::Paragraph {
-                strong: None,
-                text: format!(
-                    "Noisy runs (valid, but the host was busy: other processes above {:.0} % of the CPU time or steal above {:.0} %; they may not repeat):",
-                    crate::environment::NOISY_OTHER_CPU_SHARE * 100.0,
-                    crate::environment::NOISY_STEAL_SHARE * 100.0
-                ),
-            });
-            blocks.push(Block::List(noisy));
-        }
+        push_titled_list(
+            &mut blocks,
+            format!(
+                "Noisy runs (valid, but the host was busy: other processes above {:.0} % of the CPU time or steal above {:.0} %; they may not repeat):",
+                crate::environment::NOISY_OTHER_CPU_SHARE * 100.0,
+                crate::environment::NOISY_STEAL_SHARE * 100.0
+            ),
+            noisy,
+        );
 
         if let Some(bound) = p99_ms {
             let meeting: Vec<&Row> = rows
@@ -758,4 +748,12 @@ pub fn markdown_text(s: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// A paragraph introducing a list, and the list; nothing when the list is empty.
+fn push_titled_list(blocks: &mut Vec<Block>, title: String, items: Vec<String>) {
+    if !items.is_empty() {
+        blocks.push(Block::Paragraph { strong: None, text: title });
+        blocks.push(Block::List(items));
+    }
 }
