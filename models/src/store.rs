@@ -10,36 +10,13 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Environment variable that overrides the cache directory.
-pub const CACHE_ENV: &str = "ACCELRT_CACHE";
+pub use accelrt_core::files::{default_cache_dir, CACHE_ENV};
 /// Environment variable naming the Python interpreter used to fetch wheels (default `python3`).
 pub const PYTHON_ENV: &str = "ACCELRT_PYTHON";
 
-/// The default cache directory: `$ACCELRT_CACHE`, else `$XDG_CACHE_HOME/accelrt`, else `~/.cache/accelrt`.
-pub fn default_cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os(CACHE_ENV).filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("accelrt");
-    }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-    home.join(".cache").join("accelrt")
-}
-
 /// Hex SHA-256 of a file, streamed.
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = fs::File::open(path).map_err(|e| ModelError::io(path, e))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(|e| ModelError::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
+    accelrt_core::files::sha256_file(path).map_err(|e| ModelError::io(path, e))
 }
 
 fn verify(path: &Path, expected: &str) -> Result<()> {

@@ -5,6 +5,7 @@ mod backend;
 mod device;
 mod dtype;
 mod error;
+pub mod files;
 mod graph;
 pub mod host;
 mod infer;

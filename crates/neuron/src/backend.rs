@@ -45,15 +45,12 @@ pub struct NeuronOptions {
 }
 
 impl NeuronOptions {
-    /// `$ACCELRT_NEFF_CACHE` (else `~/.cache/accelrt/neff`), `$ACCELRT_NEURON_TARGET` (else inf2), and
+    /// `$ACCELRT_NEFF_CACHE` (else `neff/` in the cache directory, `~/.cache/accelrt/neff` by default), `$ACCELRT_NEURON_TARGET` (else inf2), and
     /// `$ACCELRT_NEURON_BUCKETS` as `batch=1,2,4;seq=32,64,128` (else batch 1…32, seq 32…512).
     pub fn from_env() -> std::result::Result<NeuronOptions, String> {
         let cache_dir = match std::env::var_os(NEFF_CACHE_ENV).filter(|v| !v.is_empty()) {
             Some(dir) => PathBuf::from(dir),
-            None => {
-                let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-                home.join(".cache").join("accelrt").join("neff")
-            }
+            None => accelrt_core::files::default_cache_dir().join("neff"),
         };
         let target = std::env::var(TARGET_ENV).unwrap_or_else(|_| "inf2".into());
         let buckets = match std::env::var(BUCKETS_ENV) {

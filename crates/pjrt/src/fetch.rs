@@ -16,8 +16,8 @@ use std::sync::Mutex;
 
 /// Environment variable naming a plugin library to use instead of the fetched XLA CPU plugin.
 pub const PLUGIN_ENV: &str = "ACCELRT_PJRT_PLUGIN";
-/// Environment variable that overrides the cache directory (shared with the model store).
-pub const CACHE_ENV: &str = "ACCELRT_CACHE";
+/// The cache directory rule is the model store's, written once in core.
+pub use accelrt_core::files::{default_cache_dir, CACHE_ENV};
 /// Environment variable naming the Python interpreter that runs pip (default `python3`).
 pub const PYTHON_ENV: &str = "ACCELRT_PYTHON";
 
@@ -59,19 +59,6 @@ pub const XLA_CPU: PinnedWheel = PinnedWheel {
         sha256: "c85bb95cb1743c2a353a555b3ab35f065e5f17007c7f182ad68d23754950235c",
     },
 };
-
-/// The default cache directory: `$ACCELRT_CACHE`, else `$XDG_CACHE_HOME/accelrt`, else
-/// `~/.cache/accelrt` (the model store's rule).
-pub fn default_cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os(CACHE_ENV).filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("accelrt");
-    }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-    home.join(".cache").join("accelrt")
-}
 
 /// An unpacked, verified plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,17 +228,7 @@ fn file_name(member: &str) -> &str {
 
 /// Hex SHA-256 of a file, streamed.
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = fs::File::open(path).map_err(|e| PjrtError::io(path, e))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(|e| PjrtError::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
+    accelrt_core::files::sha256_file(path).map_err(|e| PjrtError::io(path, e))
 }
 
 fn verify(path: &Path, expected: &str) -> Result<()> {
