@@ -9,7 +9,7 @@ use accelrt_core::{
     one_shot_slots, Bindings, DType, Dim, Error, Executable, Graph, HostTensor, Op, Outputs, PrepareOptions, Result,
     SessionState, WeightSource, KV_LEN,
 };
-use accelrt_pjrt::{Buffer, Client, CompileOptions, Device, ElementType, LoadedExecutable, ProgramFormat};
+use accelrt_pjrt::{Argument as PjrtArgument, Buffer, Client, CompileOptions, Device, ElementType, LoadedExecutable, ProgramFormat};
 use accelrt_stablehlo::{
     export, weight_argument, Argument, ArgumentRole, Bucket, ExportError, ExportOptions, Manifest, OutputRole,
 };
@@ -430,18 +430,31 @@ impl PjrtExecutable {
             Some(state) => Some(state.inner_mut::<PjrtState>()?),
             None => None,
         };
-        let args: Vec<&Buffer> = order
+        // The caches are donated: the program writes each update into its cache's memory. A run
+        // that fails after the call has consumed them, so the session is then unusable (below).
+        let mut donated: Vec<Option<Buffer>> = match state_inner.as_mut() {
+            Some(inner) => {
+                if inner.caches.len() != self.caches.len() {
+                    return Err(backend_err(
+                        "this session lost its KV caches when an earlier step failed on the device; start a new session",
+                    ));
+                }
+                std::mem::take(&mut inner.caches).into_iter().map(Some).collect()
+            }
+            None => Vec::new(),
+        };
+        let args: Vec<PjrtArgument> = order
             .iter()
             .map(|&(kind, i)| match kind {
-                'i' => &owned[i],
-                'w' => &self.weights[i],
-                _ => &state_inner.as_ref().expect("state arguments come with a state").caches[i],
+                'i' => PjrtArgument::Keep(&owned[i]),
+                'w' => PjrtArgument::Keep(&self.weights[i]),
+                _ => PjrtArgument::Donate(donated[i].take().expect("each cache is passed once")),
             })
             .collect();
-        let outputs =
-            if self.portable { program.exe.execute_on(&args, Some(&self.device)) } else { program.exe.execute(&args) }
-                .map_err(|e| backend_err(format!("running bucket {bucket}: {e}")))?;
-        drop(args);
+        let outputs = program
+            .exe
+            .execute_with(args, self.portable.then_some(&self.device))
+            .map_err(|e| backend_err(format!("running bucket {bucket}: {e}")))?;
 
         let mut results = Vec::new();
         let mut new_caches = Vec::new();
@@ -470,7 +483,7 @@ impl PjrtExecutable {
             }
         }
         if let Some(inner) = state_inner.as_mut() {
-            if new_caches.len() != inner.caches.len() {
+            if new_caches.len() != self.caches.len() {
                 return Err(backend_err("the program returned another number of caches than it takes"));
             }
             inner.caches = new_caches;

@@ -250,6 +250,16 @@ impl LoadedExecutable {
     /// must have been compiled with [`CompileOptions::portable`] and the arguments placed on that
     /// device (the plugin refuses otherwise, with its message).
     pub fn execute_on(&self, args: &[&Buffer], device: Option<&crate::Device>) -> Result<Vec<Buffer>> {
+        self.execute_with(args.iter().map(|b| Argument::Keep(b)).collect(), device)
+    }
+
+    /// Runs the program with some arguments **donated**: a [`Argument::Donate`] buffer is given to
+    /// the plugin, which may write an output into its memory instead of allocating a new one
+    /// (XLA does so where the module aliases that parameter to an output, `tf.aliasing_output`),
+    /// so a KV cache updated in place costs no copy. A donated buffer is consumed whether the run
+    /// succeeds or fails. Checks and device as in [`execute_on`](Self::execute_on); nothing is
+    /// donated when the arguments are refused before the call.
+    pub fn execute_with(&self, args: Vec<Argument<'_>>, device: Option<&crate::Device>) -> Result<Vec<Buffer>> {
         let execute_device = match device {
             Some(d) if !Arc::ptr_eq(&d.client, &self.client) => {
                 return Err(PjrtError::Invalid("the device belongs to another PJRT client".into()))
@@ -257,17 +267,19 @@ impl LoadedExecutable {
             Some(d) => self.client.devices[d.index].ptr,
             None => std::ptr::null_mut(),
         };
-        if let Some(foreign) = args.iter().position(|b| !Arc::ptr_eq(&b.client, &self.client)) {
+        let refs: Vec<&Buffer> = args.iter().map(Argument::buffer).collect();
+        if let Some(foreign) = refs.iter().position(|b| !Arc::ptr_eq(&b.client, &self.client)) {
             return Err(PjrtError::Invalid(format!("argument {foreign} belongs to another PJRT client")));
         }
-        self.check_arguments(args)?;
-        let arg_ptrs: Vec<*mut ffi::PJRT_Buffer> = args.iter().map(|b| b.ptr).collect();
+        self.check_arguments(&refs)?;
+        let arg_ptrs: Vec<*mut ffi::PJRT_Buffer> = refs.iter().map(|b| b.ptr).collect();
         let arg_lists = [arg_ptrs.as_ptr()];
         let mut outputs: Vec<*mut ffi::PJRT_Buffer> = vec![std::ptr::null_mut(); self.num_outputs()];
         let output_lists = [outputs.as_mut_ptr()];
         let mut done: [*mut ffi::PJRT_Event; 1] = [std::ptr::null_mut()];
-        // Every input is marked non-donatable: `&Buffer` promises the caller its buffers survive.
-        let keep: Vec<i64> = (0..args.len() as i64).collect();
+        // Borrowed buffers are non-donatable: `&Buffer` promises the caller they survive.
+        let keep: Vec<i64> =
+            args.iter().enumerate().filter(|(_, a)| matches!(a, Argument::Keep(_))).map(|(i, _)| i as i64).collect();
 
         let mut options = ffi::PJRT_ExecuteOptions::new();
         options.non_donatable_input_indices = keep.as_ptr();
@@ -281,6 +293,7 @@ impl LoadedExecutable {
         call.output_lists = output_lists.as_ptr();
         call.device_complete_events = done.as_mut_ptr();
         call.execute_device = execute_device;
+        // Donated handles are destroyed when `args` goes out of scope, after the run has finished.
         pjrt_call!(&self.client.plugin, PJRT_LoadedExecutable_Execute, &mut call)?;
 
         // Adopt everything the plugin returned before looking at any of it, so that nothing leaks
@@ -297,6 +310,24 @@ impl LoadedExecutable {
                 b.ok_or_else(|| PjrtError::Invalid(format!("the PJRT plugin returned no buffer for output {i}")))
             })
             .collect()
+    }
+}
+
+/// One argument of [`LoadedExecutable::execute_with`].
+#[derive(Debug)]
+pub enum Argument<'a> {
+    /// Passed and left valid (non-donatable).
+    Keep(&'a Buffer),
+    /// Given to the plugin, which may reuse its memory for an output; consumed by the call.
+    Donate(Buffer),
+}
+
+impl Argument<'_> {
+    fn buffer(&self) -> &Buffer {
+        match self {
+            Argument::Keep(b) => b,
+            Argument::Donate(b) => b,
+        }
     }
 }
 

@@ -39,7 +39,7 @@ pub use buffer::Buffer;
 pub use client::{Client, Device, LiveObjects};
 pub use element::{Element, ElementType};
 pub use error::{ErrorCode, PjrtError, Result};
-pub use executable::{CompileOptions, LoadedExecutable, ProgramFormat};
+pub use executable::{Argument, CompileOptions, LoadedExecutable, ProgramFormat};
 pub use fetch::{locate_xla_cpu, InstalledPlugin, PluginStore, PLUGIN_ENV, XLA_CPU};
 pub use plugin::{check_version, ApiVersion, AttributeValue, Plugin, SUPPORTED_API};
 pub use signature::TensorType;

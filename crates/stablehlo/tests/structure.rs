@@ -89,9 +89,17 @@ fn manifest_lists_inputs_weights_then_state_and_round_trips() {
     assert_eq!(m.bucket.to_string(), "batch=1,seq=5,slots=2");
     assert_eq!(m.graph_hash, case.graph.content_hash());
     assert_eq!(Manifest::from_json(&m.to_json()).unwrap(), *m);
-    // The function's signature has the manifest's arguments, in order.
+    // The function's signature has the manifest's arguments, in order, and each cache is aliased
+    // to its state output (so a runtime that donates it gets the update in place).
     let sig = module.mlir.lines().find(|l| l.contains("func.func")).unwrap();
-    assert!(sig.contains("%arg5: tensor<2x2x24x8xf32>, %arg6: tensor<2x2x24x8xf32>"), "{sig}");
+    assert!(
+        sig.contains(
+            "%arg5: tensor<2x2x24x8xf32> {tf.aliasing_output = 1 : i32}, \
+             %arg6: tensor<2x2x24x8xf32> {tf.aliasing_output = 2 : i32})"
+        ),
+        "{sig}"
+    );
+    assert_eq!(sig.matches("tf.aliasing_output").count(), 2, "only caches are aliased: {sig}");
 }
 
 #[test]

@@ -102,6 +102,7 @@ pub(crate) fn lower(original: &Graph, spec: &Specialised, compute: DType) -> Res
             caches.push((index, arg));
         }
     }
+    let cache_params: Vec<String> = caches.iter().map(|(_, v)| v.name.clone()).collect();
     // Inputs enter at their exact types; f32 ones are computed in `compute` from here on.
     for (id, node) in graph.inputs() {
         let v = values[id.index()].take().expect("set above");
@@ -165,7 +166,17 @@ pub(crate) fn lower(original: &Graph, spec: &Specialised, compute: DType) -> Res
     }
 
     let mut text = String::new();
-    let signature: Vec<String> = params.iter().map(|p| format!("{}: {}", p.name, p.ty)).collect();
+    // Each cache parameter is aliased to its updated cache (`tf.aliasing_output`, which XLA's
+    // MLIR-to-HLO conversion turns into the module's input_output_alias): a runtime that donates
+    // the cache gets the update written in place instead of a copy of every cache per step.
+    let first_state_output = results.len() - caches.len();
+    let signature: Vec<String> = params
+        .iter()
+        .map(|p| match cache_params.iter().position(|name| *name == p.name) {
+            Some(k) => format!("{}: {} {{tf.aliasing_output = {} : i32}}", p.name, p.ty, first_state_output + k),
+            None => format!("{}: {}", p.name, p.ty),
+        })
+        .collect();
     let result_types: Vec<String> = results.iter().map(|r| r.ty.to_string()).collect();
     let result_names: Vec<&str> = results.iter().map(|r| r.name.as_str()).collect();
     let _ = writeln!(text, "module {{");
