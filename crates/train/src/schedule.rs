@@ -76,7 +76,8 @@ impl LrSchedule {
                 }
                 // Clamped at 1: transformers' formula is only meant up to total_steps (past it the
                 // cosine climbs again); a schedule asked beyond its end stays at 0 instead.
-                let progress = ((step - warmup_steps) as f64 / total_steps.saturating_sub(warmup_steps).max(1) as f64).min(1.0);
+                let progress =
+                    ((step - warmup_steps) as f64 / total_steps.saturating_sub(warmup_steps).max(1) as f64).min(1.0);
                 const NUM_CYCLES: f64 = 0.5;
                 (0.5 * (1.0 + (std::f64::consts::PI * NUM_CYCLES * 2.0 * progress).cos())).max(0.0)
             }
