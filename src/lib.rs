@@ -16,6 +16,7 @@ pub use accelrt_neuron as neuron;
 #[cfg(feature = "pjrt")]
 pub use accelrt_pjrt_backend as pjrt;
 pub use accelrt_stablehlo as stablehlo;
+pub use accelrt_train as train;
 
 pub use accelrt_core::{
     Backend, DType, DeviceInfo, DeviceKind, DeviceSpec, Error, Executable, Graph, GraphBuilder, HostTensor, Op,

