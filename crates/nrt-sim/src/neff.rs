@@ -8,7 +8,8 @@ use std::borrow::Cow;
 /// First bytes of a simulator NEFF (a real NEFF starts with its own 1024-byte header).
 pub const MAGIC: &[u8; 16] = b"ACCELRT-SIM-NEFF";
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A NEFF tensor: its name in tensor sets, element type and static shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TensorDecl {
     pub name: String,
     pub dtype: DType,
@@ -16,6 +17,7 @@ pub struct TensorDecl {
 }
 
 impl TensorDecl {
+    /// The tensor's size in bytes (0 for a dtype without a fixed size).
     pub fn bytes(&self) -> usize {
         self.dtype.storage_bytes(self.shape.iter().product()).unwrap_or(0)
     }

@@ -5,8 +5,10 @@
 // valid pointers of the documented types, handles from this library.
 #![allow(clippy::missing_safety_doc)]
 
-use crate::neff::SimNeff;
-use accelrt_core::{reference, HostTensor};
+use crate::hlo::{self, HloNeff, HloNeffError};
+use crate::neff::{SimNeff, TensorDecl};
+use accelrt_core::{reference, DType, HostTensor};
+use accelrt_pjrt::LoadedExecutable;
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -17,6 +19,7 @@ const FAILURE: c_int = 1;
 const INVALID: c_int = 2;
 const INVALID_HANDLE: c_int = 3;
 const UNINITIALIZED: c_int = 13;
+const UNSUPPORTED_NEFF_VERSION: c_int = 10;
 const CLOSED: c_int = 14;
 const EXEC_BAD_INPUT: c_int = 1002;
 const EXEC_COMPLETED_WITH_NUM_ERR: c_int = 1003;
@@ -161,8 +164,50 @@ pub unsafe extern "C" fn nrt_get_total_nc_count(count: *mut u32) -> c_int {
     })
 }
 
+/// A loaded model: a graph NEFF run by the reference evaluator, or an HLO NEFF compiled for XLA CPU.
 pub struct Model {
-    neff: SimNeff,
+    program: Program,
+}
+
+enum Program {
+    Graph(SimNeff),
+    Hlo { neff: HloNeff, exe: LoadedExecutable },
+}
+
+impl Model {
+    fn inputs(&self) -> &[TensorDecl] {
+        match &self.program {
+            Program::Graph(n) => &n.inputs,
+            Program::Hlo { neff, .. } => &neff.header.inputs,
+        }
+    }
+
+    fn outputs(&self) -> &[TensorDecl] {
+        match &self.program {
+            Program::Graph(n) => &n.outputs,
+            Program::Hlo { neff, .. } => &neff.header.outputs,
+        }
+    }
+}
+
+/// Prints an error the way the runtime logs one (the runtime's log, not its return value, is
+/// where a real libnrt says *why* a call failed).
+fn log_error(call: &str, message: &str) {
+    eprintln!("ERROR  NRT:{call}  [accelrt nrt simulator] {message}");
+}
+
+/// Parses and compiles a NEFF of either kind; Err is the status and the logged reason.
+fn load_program(data: &[u8]) -> Result<Program, (c_int, String)> {
+    if HloNeff::is_hlo_neff(data) {
+        let neff = HloNeff::parse(data).map_err(|e| match e {
+            HloNeffError::UnsupportedVersion { .. } => (UNSUPPORTED_NEFF_VERSION, e.to_string()),
+            e => (INVALID, e.to_string()),
+        })?;
+        // A NEFF that parses but whose program XLA refuses is the runtime failing, not the file.
+        let exe = neff.load().map_err(|e| (FAILURE, e.to_string()))?;
+        return Ok(Program::Hlo { neff, exe });
+    }
+    SimNeff::parse(data).map(Program::Graph).map_err(|e| (INVALID, e))
 }
 
 #[no_mangle]
@@ -181,13 +226,16 @@ pub unsafe extern "C" fn nrt_load(
             return 9; // NRT_LOAD_NOT_ENOUGH_NC
         }
         let data = std::slice::from_raw_parts(bytes as *const u8, size);
-        match SimNeff::parse(data) {
-            Ok(neff) => {
+        match load_program(data) {
+            Ok(program) => {
                 LIVE_MODELS.fetch_add(1, Ordering::SeqCst);
-                *model = Box::into_raw(Box::new(Model { neff }));
+                *model = Box::into_raw(Box::new(Model { program }));
                 SUCCESS
             }
-            Err(_) => INVALID,
+            Err((status, reason)) => {
+                log_error("nrt_load", &reason);
+                status
+            }
         }
     })
 }
@@ -239,8 +287,8 @@ pub unsafe extern "C" fn nrt_get_model_tensor_info(model: *mut Model, info: *mut
             return INVALID;
         }
         let m = &*model;
-        let decls: Vec<(u32, &crate::neff::TensorDecl)> =
-            m.neff.inputs.iter().map(|d| (0, d)).chain(m.neff.outputs.iter().map(|d| (1, d))).collect();
+        let decls: Vec<(u32, &TensorDecl)> =
+            m.inputs().iter().map(|d| (0, d)).chain(m.outputs().iter().map(|d| (1, d))).collect();
         let layout = array_layout(decls.len());
         let array = std::alloc::alloc_zeroed(layout) as *mut TensorInfoArray;
         (*array).count = decls.len() as u64;
@@ -414,8 +462,10 @@ pub unsafe extern "C" fn nrt_execute(model: *mut Model, inputs: *const TensorSet
         if model.is_null() || inputs.is_null() || outputs.is_null() {
             return INVALID;
         }
-        let neff = &(*model).neff;
-        let find = |set: &TensorSet, name: &str| set.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| *t);
+        let neff = match &(*model).program {
+            Program::Graph(neff) => neff,
+            Program::Hlo { neff, exe } => return execute_hlo(neff, exe, &*inputs, &*outputs),
+        };
         let mut host = Vec::with_capacity(neff.inputs.len());
         for decl in &neff.inputs {
             let Some(t) = find(&*inputs, &decl.name) else { return EXEC_BAD_INPUT };
@@ -447,4 +497,112 @@ pub unsafe extern "C" fn nrt_execute(model: *mut Model, inputs: *const TensorSet
             SUCCESS
         }
     })
+}
+
+fn find(set: &TensorSet, name: &str) -> Option<*mut Tensor> {
+    set.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| *t)
+}
+
+/// Runs an HLO NEFF on XLA CPU. One nrt tensor may be bound both as `input{i}` and `output{j}`
+/// (how a KV cache stays on the device): every input is copied into a PJRT buffer before the run
+/// and no output is written until the run has finished and every output has been checked, so the
+/// shared tensor is read whole as the old value and then overwritten whole with the new one. No
+/// reference to a tensor is held across that boundary (they are raw pointers, not locked objects).
+unsafe fn execute_hlo(neff: &HloNeff, exe: &LoadedExecutable, inputs: &TensorSet, outputs: &TensorSet) -> c_int {
+    // The output set is checked first: a bad one fails before anything runs.
+    let mut targets = Vec::with_capacity(neff.header.outputs.len());
+    for decl in &neff.header.outputs {
+        match find(outputs, &decl.name) {
+            Some(t) if (*t).data.len() == decl.bytes() => targets.push(t),
+            Some(t) => {
+                let message = format!("{} is {} bytes, the model writes {}", decl.name, (*t).data.len(), decl.bytes());
+                log_error("nrt_execute", &message);
+                return INVALID;
+            }
+            None => {
+                log_error("nrt_execute", &format!("the output set has no tensor {}", decl.name));
+                return INVALID;
+            }
+        }
+    }
+    let client = match hlo::client() {
+        Ok(c) => c,
+        Err(e) => {
+            log_error("nrt_execute", &e.to_string());
+            return FAILURE;
+        }
+    };
+    let mut buffers = Vec::with_capacity(neff.header.inputs.len());
+    for decl in &neff.header.inputs {
+        let Some(t) = find(inputs, &decl.name) else {
+            log_error("nrt_execute", &format!("the input set has no tensor {}", decl.name));
+            return EXEC_BAD_INPUT;
+        };
+        let data = &(*t).data;
+        if data.len() != decl.bytes() {
+            log_error(
+                "nrt_execute",
+                &format!("{} is {} bytes, the model reads {}", decl.name, data.len(), decl.bytes()),
+            );
+            return EXEC_BAD_INPUT;
+        }
+        let element = hlo::element_type(decl.dtype).expect("dtypes are checked at load");
+        let dims: Vec<i64> = decl.shape.iter().map(|&d| d as i64).collect();
+        match client.buffer_from_bytes(element, data, &dims, None) {
+            Ok(b) => buffers.push(b),
+            Err(e) => {
+                log_error("nrt_execute", &format!("{}: {e}", decl.name));
+                return FAILURE;
+            }
+        }
+    }
+    let refs: Vec<&accelrt_pjrt::Buffer> = buffers.iter().collect();
+    let results = match exe.execute(&refs) {
+        Ok(r) => r,
+        Err(e) => {
+            log_error("nrt_execute", &e.to_string());
+            return FAILURE;
+        }
+    };
+    let mut values = Vec::with_capacity(results.len());
+    for (decl, result) in neff.header.outputs.iter().zip(&results) {
+        match result.to_bytes() {
+            Ok(bytes) if bytes.len() == decl.bytes() => values.push(bytes),
+            Ok(bytes) => {
+                log_error(
+                    "nrt_execute",
+                    &format!("{}: XLA returned {} bytes for {}", decl.name, bytes.len(), decl.bytes()),
+                );
+                return FAILURE;
+            }
+            Err(e) => {
+                log_error("nrt_execute", &format!("{}: {e}", decl.name));
+                return FAILURE;
+            }
+        }
+    }
+    if values.len() != targets.len() {
+        log_error("nrt_execute", &format!("XLA returned {} results for {} outputs", values.len(), targets.len()));
+        return FAILURE;
+    }
+    let mut non_finite = false;
+    for ((decl, t), bytes) in neff.header.outputs.iter().zip(targets).zip(values) {
+        non_finite |= has_non_finite(decl.dtype, &bytes);
+        (*t).data.copy_from_slice(&bytes);
+    }
+    if non_finite {
+        EXEC_COMPLETED_WITH_NUM_ERR
+    } else {
+        SUCCESS
+    }
+}
+
+/// True when a float tensor's little-endian bytes hold a NaN or an infinity (all exponent bits set).
+fn has_non_finite(dtype: DType, bytes: &[u8]) -> bool {
+    match dtype {
+        DType::F32 => bytes.chunks_exact(4).any(|c| !f32::from_le_bytes(c.try_into().expect("4 bytes")).is_finite()),
+        DType::F16 => bytes.chunks_exact(2).any(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7c00 == 0x7c00),
+        DType::BF16 => bytes.chunks_exact(2).any(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7f80 == 0x7f80),
+        _ => false,
+    }
 }
