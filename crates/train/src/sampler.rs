@@ -53,7 +53,7 @@ pub struct Sampler {
 fn epoch_seed(seed: u64, epoch: u64) -> u64 {
     // Two independent SplitMix64 outputs combined, so epochs do not get shifted copies of one
     // stream (seeding with seed + epoch would: SplitMix64's state advances by a constant).
-    SplitMix64::new(seed).next_u64() ^ SplitMix64::new(epoch ^ 0x5EED_0F_E90C_4000).next_u64()
+    SplitMix64::new(seed).next_u64() ^ SplitMix64::new(epoch ^ 0x005E_ED0F_E90C_4000).next_u64()
 }
 
 impl Sampler {

@@ -14,7 +14,7 @@ fn the_prepared_files_verify_and_hold_the_documented_pairs() {
     DataStore::verify_dir(&SHAKESPEARE, &dir).unwrap();
     let mut train = PairsFile::open(dir.join(dataset::PAIRS_TRAIN)).unwrap();
     let mut heldout = PairsFile::open(dir.join(dataset::PAIRS_HELDOUT)).unwrap();
-    assert_eq!((train.len(), heldout.len()), (24023, 1914));
+    assert_eq!((train.len(), heldout.len()), (11676, 939));
     // The first reply of the first training play (All's Well: the Countess, then Bertram).
     assert_eq!(
         train.get(0).unwrap(),
@@ -23,8 +23,13 @@ fn the_prepared_files_verify_and_hold_the_documented_pairs() {
             positive: "And I in going, madam, weep o'er my father's death anew; but I must attend his majesty's command, to whom I am now in ward, evermore in subjection.".into(),
         }
     );
-    // Each pair's positive is the next pair's anchor while a dialogue runs on.
-    assert_eq!(train.get(0).unwrap().positive, train.get(1).unwrap().anchor);
+    // No text is on two sides or in two pairs (else an anchor could meet its own text, or its
+    // positive's, among the in-batch negatives).
+    let all: Vec<Pair> = (0..train.len()).map(|i| train.get(i).unwrap()).collect();
+    let mut texts: Vec<&str> = all.iter().flat_map(|p| [p.anchor.as_str(), p.positive.as_str()]).collect();
+    texts.sort_unstable();
+    assert!(texts.windows(2).all(|w| w[0] != w[1]), "a text occurs twice");
+    assert!(all.iter().all(|p| p.anchor.split(' ').count() >= 3 && p.positive.split(' ').count() >= 3));
     // The held-out file starts with the first held-out play, Macbeth.
     assert_eq!(heldout.get(0).unwrap().anchor, "When shall we three meet again? In thunder, lightning, or in rain?");
     let train_text = std::fs::read_to_string(dir.join(dataset::CORPUS_TRAIN)).unwrap();
