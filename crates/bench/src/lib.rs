@@ -19,6 +19,7 @@ pub mod result;
 pub mod run;
 pub mod scenario;
 pub mod stats;
+pub mod train_peer;
 pub mod workload;
 
 pub use error::{BenchError, Result};

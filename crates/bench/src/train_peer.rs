@@ -1,0 +1,241 @@
+//! Training peers: an external runner (benches/peers/pytorch_train_runner.py) that takes one
+//! training step (forward, backward, optimiser update) per query on a batch the harness sends, so
+//! the harness can time a peer's step on exactly the batches accelrt trains on.
+//!
+//! Protocol (one JSON object per line, as for inference peers in [`crate::peers`]):
+//!
+//! - runner → harness, once, after loading: `{"ready": true, "system": "pytorch", "versions": {…},
+//!   "dtype": "f32", "device": "cpu", "task": "mnrl" | "causal-lm", "parameters": N}`
+//! - harness → runner, per step: `{"train": {"pairs": [{"anchor": "…", "positive": "…"}, …]}}`
+//!   (MNRL) or `{"train": {"windows": [[id, …], …]}}` (causal LM)
+//! - runner → harness, per step: `{"n": rows, "loss": …, "tokens": …, "step_ms": …,
+//!   "peak_memory_bytes": …}` or `{"error": "…"}`
+//! - the harness closes the runner's stdin to end it.
+//!
+//! The runner is started with `--model-dir DIR --threads N --device D --dtype T --lr X
+//! --weight-decay W --dropout P`.
+
+use crate::peers::{PeerInfo, PeerOptions};
+use crate::{BenchError, Result};
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The longest reply line read from a training runner (replies are a few hundred bytes).
+const MAX_REPLY_BYTES: u64 = 1 << 20;
+
+/// The optimiser settings a training runner uses (the same as the accelrt side of the run).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainHyper {
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub dropout: f64,
+}
+
+/// One step's batch.
+#[derive(Debug, Clone, Copy)]
+pub enum TrainBatch<'a> {
+    /// (anchor, positive) texts, for MultipleNegativesRankingLoss.
+    Pairs(&'a [(&'a str, &'a str)]),
+    /// Rows of token ids of equal length, for next-token cross-entropy.
+    Windows(&'a [&'a [u32]]),
+}
+
+impl TrainBatch<'_> {
+    fn rows(&self) -> usize {
+        match self {
+            TrainBatch::Pairs(p) => p.len(),
+            TrainBatch::Windows(w) => w.len(),
+        }
+    }
+
+    fn to_query(self) -> serde_json::Value {
+        match self {
+            TrainBatch::Pairs(pairs) => serde_json::json!({
+                "train": { "pairs": pairs.iter().map(|(a, p)| serde_json::json!({"anchor": a, "positive": p})).collect::<Vec<_>>() }
+            }),
+            TrainBatch::Windows(rows) => serde_json::json!({ "train": { "windows": rows } }),
+        }
+    }
+}
+
+/// What a runner reports for one step, and the harness's own time around the exchange.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerStep {
+    pub rows: usize,
+    pub loss: f64,
+    pub tokens: u64,
+    /// Timed by the runner around the step itself.
+    pub step: Duration,
+    /// Timed by the harness around query and reply (adds pipe and JSON time).
+    pub round_trip: Duration,
+    pub peak_memory_bytes: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct ReadyLine {
+    #[serde(default)]
+    ready: bool,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    task: Option<String>,
+    #[serde(default)]
+    parameters: Option<u64>,
+    #[serde(flatten)]
+    info: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct StepLine {
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    n: Option<usize>,
+    #[serde(default)]
+    loss: Option<f64>,
+    #[serde(default)]
+    tokens: Option<u64>,
+    #[serde(default)]
+    step_ms: Option<f64>,
+    #[serde(default)]
+    peak_memory_bytes: Option<u64>,
+}
+
+/// A running training peer.
+pub struct TrainingPeer {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    /// What the runner said about itself.
+    pub info: PeerInfo,
+    /// `mnrl` or `causal-lm`, as the runner chose from the model directory.
+    pub task: String,
+    /// Trainable parameters, as the runner counted them.
+    pub parameters: Option<u64>,
+}
+
+impl TrainingPeer {
+    /// Starts `script` on `model_dir` and waits until it has loaded the model and its optimiser.
+    pub fn spawn(
+        name: &str,
+        script: &Path,
+        model_dir: &Path,
+        options: &PeerOptions,
+        hyper: &TrainHyper,
+    ) -> Result<TrainingPeer> {
+        let fail = |message: String| BenchError::Peer { peer: name.into(), message };
+        if !script.is_file() {
+            return Err(fail(format!("runner script {} not found", script.display())));
+        }
+        let python = std::env::var("ACCELRT_PYTHON").unwrap_or_else(|_| "python3".into());
+        let mut child = Command::new(&python)
+            .arg(script)
+            .arg("--model-dir")
+            .arg(model_dir)
+            .args(["--threads", &options.threads.to_string(), "--device", &options.device, "--dtype", &options.dtype])
+            .args(["--lr", &hyper.lr.to_string(), "--weight-decay", &hyper.weight_decay.to_string()])
+            .args(["--dropout", &hyper.dropout.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| fail(format!("could not start `{python} {}`: {e}", script.display())))?;
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let mut peer = TrainingPeer {
+            name: name.into(),
+            child,
+            stdin,
+            stdout,
+            info: PeerInfo { system: name.into(), versions: Default::default(), dtype: None, device: None },
+            task: String::new(),
+            parameters: None,
+        };
+        let line = peer.read_line()?;
+        let ready: ReadyLine =
+            serde_json::from_str(&line).map_err(|e| peer.fail(format!("bad ready line {line:?}: {e}")))?;
+        if let Some(e) = ready.error {
+            return Err(peer.fail(e));
+        }
+        if !ready.ready {
+            return Err(peer.fail("the runner's first line was not `ready`".into()));
+        }
+        peer.task = ready.task.ok_or_else(|| peer.fail("the ready line names no `task`".into()))?;
+        peer.parameters = ready.parameters;
+        peer.info = serde_json::from_value(serde_json::Value::Object(ready.info))
+            .map_err(|e| peer.fail(format!("ready line: {e}")))?;
+        Ok(peer)
+    }
+
+    /// The runner's process id (its CPU time counts as the run's).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends one batch, waits for the step to finish, returns what the runner measured.
+    pub fn step(&mut self, batch: TrainBatch<'_>) -> Result<PeerStep> {
+        let rows = batch.rows();
+        let mut msg = serde_json::to_vec(&batch.to_query()).expect("serialisable");
+        msg.push(b'\n');
+        let start = Instant::now();
+        let stdin = self.stdin.as_mut().expect("open until drop");
+        if let Err(e) = stdin.write_all(&msg).and_then(|_| stdin.flush()) {
+            return Err(self.fail(format!("sending a batch: {e}")));
+        }
+        let line = self.read_line()?;
+        let round_trip = start.elapsed();
+        let reply: StepLine = serde_json::from_str(&line).map_err(|e| self.fail(format!("bad reply {line:?}: {e}")))?;
+        if let Some(e) = reply.error {
+            return Err(self.fail(e));
+        }
+        if reply.n != Some(rows) {
+            return Err(self.fail(format!("answered {:?} rows for a batch of {rows}", reply.n)));
+        }
+        let (Some(loss), Some(tokens), Some(step_ms)) = (reply.loss, reply.tokens, reply.step_ms) else {
+            return Err(self.fail(format!("a step reply needs loss, tokens and step_ms: {line:?}")));
+        };
+        if !loss.is_finite() || !step_ms.is_finite() || step_ms < 0.0 {
+            return Err(self.fail(format!("reported loss {loss} and step time {step_ms} ms")));
+        }
+        Ok(PeerStep {
+            rows,
+            loss,
+            tokens,
+            step: Duration::from_secs_f64(step_ms / 1e3),
+            round_trip,
+            peak_memory_bytes: reply.peak_memory_bytes,
+        })
+    }
+
+    fn read_line(&mut self) -> Result<String> {
+        let mut line = String::new();
+        // A runner that prints without end must not grow this process without bound.
+        let n = (&mut self.stdout)
+            .take(MAX_REPLY_BYTES)
+            .read_line(&mut line)
+            .map_err(|e| self.fail(format!("reading its output: {e}")))?;
+        if n as u64 == MAX_REPLY_BYTES && !line.ends_with('\n') {
+            return Err(self.fail(format!("a reply line is longer than {MAX_REPLY_BYTES} bytes")));
+        }
+        if n == 0 {
+            let status = self.child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+            return Err(self.fail(format!("the runner exited ({status}); see its messages above")));
+        }
+        Ok(line)
+    }
+
+    fn fail(&self, message: String) -> BenchError {
+        BenchError::Peer { peer: self.name.clone(), message }
+    }
+}
+
+impl Drop for TrainingPeer {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
