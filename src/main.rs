@@ -12,6 +12,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod compile_command;
+#[cfg(feature = "fleet")]
+mod fleet_command;
 mod serve_command;
 
 /// The default input set: 64 English sentences (benches/data/sentences.txt).
@@ -106,6 +108,11 @@ enum Command {
         #[command(flatten)]
         cache: CacheArg,
     },
+    /// Benchmark fleet on EC2: one instance per instance type runs `accelrt bench --imds` and
+    /// uploads to S3; then the merged report (docs/deploy.md)
+    #[cfg(feature = "fleet")]
+    #[command(subcommand)]
+    Fleet(fleet_command::FleetCommand),
     /// Merge result files from several instances/backends into DIR/report.md with SVG charts
     Report {
         /// Result files written by `accelrt bench`
@@ -335,6 +342,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Conformance { backend, dtype } => conformance(&backend, dtype),
         Command::Serve { args, cache } => serve_command::serve(&store_for(&cache), *args),
         Command::Compile { args, cache } => compile_command::compile(&store_for(&cache), *args),
+        #[cfg(feature = "fleet")]
+        Command::Fleet(command) => fleet_command::fleet(command),
         Command::Report { results, out, p99_ms, catalog } => {
             if let Some(bound) = p99_ms {
                 check_flag("--p99-ms", bound, Limit::LATENCY_BOUND_MS)?;
