@@ -129,7 +129,7 @@ impl CandleExecutable {
     }
 }
 
-/// Float weights whose every use is as the `weight` of a `Linear` (and that are not outputs).
+/// Float weight nodes whose every use is as the `weight` of a `Linear` (and that are not outputs).
 fn linear_only_weights(graph: &Graph) -> HashSet<usize> {
     let mut linear = HashSet::new();
     let mut other = HashSet::new();
@@ -144,7 +144,12 @@ fn linear_only_weights(graph: &Graph) -> HashSet<usize> {
     for (_, id) in graph.outputs() {
         other.insert(id.index());
     }
-    linear.retain(|i| !other.contains(i) && graph.nodes()[*i].dtype.is_float());
+    // Only weights are uploaded (and so stored) transposed: a computed value used as a linear
+    // layer's matrix (a gradient graph's transposed weight) stays as it is.
+    linear.retain(|i| {
+        let node = &graph.nodes()[*i];
+        !other.contains(i) && node.dtype.is_float() && matches!(node.op, Op::Weight { .. })
+    });
     linear
 }
 

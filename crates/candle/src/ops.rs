@@ -53,9 +53,11 @@ pub(crate) fn eval(op: &Op, val: &dyn Fn(ValueId) -> Tensor, ctx: &mut RunContex
             table.index_select(&ids.flatten_all()?, 0)?.reshape(shape)
         }
         Op::MatMul { a, b, transpose_b } => {
-            let b = val(*b);
+            // candle's matmul takes row-major or transposed operands, not general strides (a
+            // permuted value, as gradient graphs make); contiguous() is free for the rest.
+            let b = val(*b).contiguous()?;
             let b = if *transpose_b { b.t()? } else { b };
-            val(*a).broadcast_matmul(&b)
+            val(*a).contiguous()?.broadcast_matmul(&b)
         }
         Op::Linear { x, weight, bias } => {
             let x = val(*x);
@@ -95,6 +97,11 @@ pub(crate) fn eval(op: &Op, val: &dyn Fn(ValueId) -> Tensor, ctx: &mut RunContex
                 UnaryOp::Relu => x.relu(),
                 UnaryOp::Tanh => x.tanh(),
                 UnaryOp::Exp => x.exp(),
+                UnaryOp::Sigmoid => candle_nn::ops::sigmoid(&x),
+                UnaryOp::Erf => x.erf(),
+                UnaryOp::Step => x.gt(0.0)?.to_dtype(x.dtype()),
+                UnaryOp::Sqrt => x.sqrt(),
+                UnaryOp::Log => x.log(),
             }
         }
         Op::Affine { x, mul, add } => val(*x).affine(*mul, *add),
@@ -195,6 +202,65 @@ pub(crate) fn eval(op: &Op, val: &dyn Fn(ValueId) -> Tensor, ctx: &mut RunContex
         Op::Positions { like, axis } => {
             let n = val(*like).dim(*axis)?;
             Tensor::arange(0u32, n as u32, ctx.device)
+        }
+        Op::ReduceSum { x, axes, keep_dims } => {
+            let x = val(*x);
+            match (axes.is_empty(), keep_dims) {
+                (true, _) => Ok(x),
+                (false, true) => x.sum_keepdim(axes.clone()),
+                (false, false) => x.sum(axes.clone()),
+            }
+        }
+        Op::LogSoftmax { x } => candle_nn::ops::log_softmax(&val(*x).contiguous()?, D::Minus1),
+        Op::OneHot { ids, depth, dtype } => {
+            let target = match ctx.compute_override {
+                Some(compute) => compute,
+                None => crate::convert::to_candle_dtype(*dtype).map_err(candle_core::Error::wrap)?,
+            };
+            let ids = val(*ids).to_dtype(DType::I64)?;
+            let classes = Tensor::arange(0i64, *depth as i64, ctx.device)?;
+            // Ids outside 0..depth equal no class, so their rows are zeros.
+            ids.unsqueeze(D::Minus1)?.broadcast_eq(&classes)?.to_dtype(target)
+        }
+        Op::IndexAdd { ids, src, rows } => {
+            let src = val(*src);
+            let width = src.dim(D::Minus1)?;
+            let ids = val(*ids).flatten_all()?;
+            let ids = if ids.dtype() == DType::U32 { ids } else { ids.to_dtype(DType::I64)? };
+            let host: Vec<i64> = ids.to_dtype(DType::I64)?.to_vec1()?;
+            if let Some(bad) = host.iter().find(|&&i| i < 0 || i as usize >= *rows) {
+                candle_core::bail!("id {bad} out of range for {rows} rows");
+            }
+            let src = src.contiguous()?.reshape(((), width))?;
+            Tensor::zeros((*rows, width), src.dtype(), ctx.device)?.index_add(&ids, &src, 0)
+        }
+        Op::AttentionProbs { q, k, mask, causal, scale, q_positions } => {
+            let (q, k) = (val(*q), val(*k));
+            let (_, hq, q_len, _) = q.dims4()?;
+            let (_, hkv, kv_len, _) = k.dims4()?;
+            if hkv == 0 || hq % hkv != 0 {
+                candle_core::bail!("q heads ({hq}) must be a multiple of kv heads ({hkv})");
+            }
+            if *causal && q_len > kv_len {
+                candle_core::bail!("causal attention needs kv length ({kv_len}) ≥ query length ({q_len})");
+            }
+            let key = (*mask, *causal, *q_positions, q_len, kv_len);
+            if !ctx.attention_bias.contains_key(&key) {
+                let visibility = match q_positions {
+                    Some(p) => Visibility::Positions(val(*p)),
+                    None if *causal => Visibility::Causal,
+                    None => Visibility::All,
+                };
+                let bias = attention_bias(mask.map(&val), &visibility, q_len, kv_len, q.dtype(), ctx.device)?;
+                ctx.attention_bias.insert(key, bias);
+            }
+            let k = repeat_kv(&k, hq / hkv)?;
+            let scores = q.contiguous()?.matmul(&k.contiguous()?.t()?)?.affine(*scale, 0.0)?;
+            let scores = match &ctx.attention_bias[&key] {
+                Some(bias) => scores.broadcast_add(bias)?,
+                None => scores,
+            };
+            candle_nn::ops::softmax_last_dim(&scores)
         }
     }
 }

@@ -169,7 +169,7 @@ impl Graph {
 }
 
 /// Builds a graph node by node, inferring and checking types as it goes.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct GraphBuilder {
     name: String,
     nodes: Vec<Node>,
@@ -202,6 +202,27 @@ impl GraphBuilder {
 
     pub fn node(&self, id: ValueId) -> &Node {
         &self.nodes[id.index()]
+    }
+
+    /// Reopens a built graph to append nodes and outputs to it (gradients, losses, optimiser
+    /// updates): its nodes, names and outputs are kept as they are.
+    pub fn from_graph(graph: Graph) -> GraphBuilder {
+        GraphBuilder { name: graph.name, nodes: graph.nodes, outputs: graph.outputs }
+    }
+
+    /// The nodes added so far, in order (a node's `ValueId` is its index).
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+
+    /// The outputs named so far.
+    pub fn outputs(&self) -> &[(String, ValueId)] {
+        &self.outputs
+    }
+
+    /// Whether a node is already called `name`.
+    pub fn has_name(&self, name: &str) -> bool {
+        self.nodes.iter().any(|n| n.name == name)
     }
 
     pub fn output(&mut self, name: &str, id: ValueId) -> &mut Self {

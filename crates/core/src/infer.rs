@@ -136,6 +136,89 @@ pub(crate) fn infer(name: &str, op: &Op, earlier: &[Node]) -> Result<(DType, Sha
             (na.dtype, shape)
         }
         Op::Unary { x, .. } | Op::Affine { x, .. } | Op::Softmax { x } => (float_of(*x, "x")?, get(*x).shape.clone()),
+        Op::LogSoftmax { x } => {
+            let d = float_of(*x, "x")?;
+            if get(*x).shape.rank() == 0 {
+                return Err(fail("log_softmax needs at least one axis".into()));
+            }
+            (d, get(*x).shape.clone())
+        }
+        Op::ReduceSum { x, axes, keep_dims } => {
+            let d = float_of(*x, "x")?;
+            let xs = &get(*x).shape;
+            if axes.windows(2).any(|w| w[0] >= w[1]) || axes.iter().any(|&a| a >= xs.rank()) {
+                return Err(fail(format!("axes {axes:?} must be ascending, distinct and below the rank of {xs}")));
+            }
+            let mut shape = Vec::with_capacity(xs.rank());
+            for (i, dim) in xs.0.iter().enumerate() {
+                match (axes.contains(&i), keep_dims) {
+                    (false, _) => shape.push(dim.clone()),
+                    (true, true) => shape.push(Dim::Fixed(1)),
+                    (true, false) => {}
+                }
+            }
+            (d, Shape(shape))
+        }
+        Op::OneHot { ids, depth, dtype } => {
+            int_of(*ids, "ids")?;
+            if !dtype.is_float() {
+                return Err(fail(format!("one-hot rows must be floating point, not {dtype}")));
+            }
+            if *depth == 0 {
+                return Err(fail("one-hot depth must be at least 1".into()));
+            }
+            let mut shape = get(*ids).shape.clone();
+            shape.0.push(Dim::Fixed(*depth));
+            (*dtype, shape)
+        }
+        Op::IndexAdd { ids, src, rows } => {
+            int_of(*ids, "ids")?;
+            let d = float_of(*src, "src")?;
+            let (is, ss) = (&get(*ids).shape, &get(*src).shape);
+            if ss.rank() != is.rank() + 1 {
+                return Err(fail(format!("src {ss} must be ids' shape {is} plus one axis")));
+            }
+            for (i, (a, b)) in is.0.iter().zip(&ss.0).enumerate() {
+                same_dim(a, b, &format!("axis {i} of ids vs src"))?;
+            }
+            if *rows == 0 {
+                return Err(fail("index_add needs at least one row".into()));
+            }
+            (d, Shape(vec![Dim::Fixed(*rows), ss.0[ss.rank() - 1].clone()]))
+        }
+        Op::AttentionProbs { q, k, mask, causal, scale, q_positions } => {
+            let d = float_of(*q, "q")?;
+            if float_of(*k, "k")? != d {
+                return Err(fail(format!("k must have q's dtype {d}")));
+            }
+            let qs = rank_is(*q, &[4], "q")?;
+            let ks = rank_is(*k, &[4], "k")?;
+            same_dim(&qs.0[0], &ks.0[0], "batch of q vs k")?;
+            same_dim(&qs.0[3], &ks.0[3], "head size of q vs k")?;
+            if let (Some(hq), Some(hkv)) = (qs.0[1].fixed(), ks.0[1].fixed()) {
+                if hkv == 0 || hq % hkv != 0 {
+                    return Err(fail(format!("q heads ({hq}) must be a multiple of kv heads ({hkv})")));
+                }
+            }
+            if let Some(m) = mask {
+                let ms = rank_is(*m, &[2], "mask")?;
+                same_dim(&ms.0[0], &qs.0[0], "mask batch")?;
+                same_dim(&ms.0[1], &ks.0[2], "mask length vs kv length")?;
+            }
+            if let Some(p) = q_positions {
+                int_of(*p, "q_positions")?;
+                let ps = rank_is(*p, &[2], "q_positions")?;
+                same_dim(&ps.0[0], &qs.0[0], "q_positions batch")?;
+                same_dim(&ps.0[1], &qs.0[2], "q_positions length vs query length")?;
+                if *causal {
+                    return Err(fail("`causal` and `q_positions` are two ways to mask the future; give one".into()));
+                }
+            }
+            if !scale.is_finite() {
+                return Err(fail(format!("scale must be finite, got {scale}")));
+            }
+            (d, Shape(vec![qs.0[0].clone(), qs.0[1].clone(), qs.0[2].clone(), ks.0[2].clone()]))
+        }
         Op::LayerNorm { x, gamma, beta, eps } => {
             let d = float_of(*x, "x")?;
             let xs = &get(*x).shape;

@@ -1,6 +1,7 @@
 //! accelrt-core: the model graph every backend runs, host tensors, weights by name, the reference
 //! evaluator used as the test oracle, and the `Backend` trait.
 
+pub mod autodiff;
 mod backend;
 mod device;
 mod dtype;

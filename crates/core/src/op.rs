@@ -35,6 +35,16 @@ pub enum UnaryOp {
     Relu,
     Tanh,
     Exp,
+    /// The logistic function 1 / (1 + e^−x).
+    Sigmoid,
+    /// The error function erf(x) = 2/√π ∫₀ˣ e^(−t²) dt.
+    Erf,
+    /// The Heaviside step: 1 where x > 0, else 0 (the derivative of ReLU; its own derivative is 0).
+    Step,
+    /// √x (NaN below 0).
+    Sqrt,
+    /// The natural logarithm (−∞ at 0, NaN below).
+    Log,
 }
 
 /// How rotary embeddings pair up the features of a head.
@@ -212,6 +222,47 @@ pub enum Op {
         like: ValueId,
         axis: usize,
     },
+    /// The sum of x over `axes` (ascending, distinct; empty: x itself). With `keep_dims` the summed
+    /// axes stay as axes of size 1, otherwise they are removed (all axes removed: a scalar, shape []).
+    ReduceSum {
+        x: ValueId,
+        axes: Vec<usize>,
+        keep_dims: bool,
+    },
+    /// log(softmax(x)) over the last axis, computed as x − max − log Σ exp(x − max), so it is
+    /// finite wherever x is (a log of a softmax underflows to −∞).
+    LogSoftmax {
+        x: ValueId,
+    },
+    /// One-hot rows of integer `ids` (any shape): ids.shape + [depth] of float `dtype`, 1 at
+    /// position ids[…] and 0 elsewhere. An id outside 0..depth (such as −100, PyTorch's ignore
+    /// index) gives a row of zeros.
+    OneHot {
+        ids: ValueId,
+        depth: usize,
+        dtype: DType,
+    },
+    /// The adjoint of `Embedding`: a zero [rows, width] matrix with every row `src[i]` of `src`
+    /// (ids.shape + [width]) added into row `ids[i]` (a scatter-add; repeated ids accumulate).
+    /// Ids must be in 0..rows.
+    IndexAdd {
+        ids: ValueId,
+        src: ValueId,
+        rows: usize,
+    },
+    /// The attention weights `Attention` with the same operands uses: softmax over keys of
+    /// q·kᵀ·scale with hidden keys (padding mask, causal, q_positions) at exactly 0:
+    /// [batch, q_heads, q_len, kv_len]. Query head h reads key head h / (q_heads / kv_heads).
+    /// A query that sees no key at all gets an unspecified (finite) row. The gradient of attention
+    /// is built from it.
+    AttentionProbs {
+        q: ValueId,
+        k: ValueId,
+        mask: Option<ValueId>,
+        causal: bool,
+        scale: f64,
+        q_positions: Option<ValueId>,
+    },
 }
 
 impl Op {
@@ -225,6 +276,8 @@ impl Op {
             Op::Unary { x, .. }
             | Op::Affine { x, .. }
             | Op::Softmax { x }
+            | Op::LogSoftmax { x }
+            | Op::ReduceSum { x, .. }
             | Op::Reshape { x, .. }
             | Op::Permute { x, .. }
             | Op::Slice { x, .. }
@@ -241,6 +294,11 @@ impl Op {
             Op::Concat { xs, .. } => xs.clone(),
             Op::MeanPool { x, mask } => vec![*x, *mask],
             Op::Positions { like, .. } => vec![*like],
+            Op::OneHot { ids, .. } => vec![*ids],
+            Op::IndexAdd { ids, src, .. } => vec![*ids, *src],
+            Op::AttentionProbs { q, k, mask, q_positions, .. } => {
+                [Some(*q), Some(*k), *mask, *q_positions].into_iter().flatten().collect()
+            }
         }
     }
 
@@ -270,6 +328,11 @@ impl Op {
             Op::Positions { .. } => "positions",
             Op::KvCache { .. } => "kv_cache",
             Op::TakeLast { .. } => "take_last",
+            Op::ReduceSum { .. } => "reduce_sum",
+            Op::LogSoftmax { .. } => "log_softmax",
+            Op::OneHot { .. } => "one_hot",
+            Op::IndexAdd { .. } => "index_add",
+            Op::AttentionProbs { .. } => "attention_probs",
         }
     }
 }

@@ -47,6 +47,43 @@ pub fn evaluate_with_state(
     inputs: &[(&str, &HostTensor)],
     state: &mut SessionState,
 ) -> Result<Outputs> {
+    let vals = eval_nodes(graph, weights, inputs, state, None)?;
+    let mut outputs = Vec::with_capacity(graph.outputs().len());
+    for (name, id) in graph.outputs() {
+        let node = graph.node(*id);
+        let (shape, values) = match &vals[id.index()] {
+            Val::F(a) => (a.shape().to_vec(), a.iter().copied().collect::<Vec<_>>()),
+            Val::I(a) => (a.shape().to_vec(), a.iter().map(|&v| v as f64).collect()),
+        };
+        outputs.push((name.clone(), HostTensor::from_f64(node.dtype, shape, &values)?));
+    }
+    Ok(Outputs::new(outputs))
+}
+
+/// Evaluates `graph` in f64 **without rounding** any value to its declared dtype, with the float
+/// inputs and weights named in `values` taking those f64 values instead of the ones in `inputs` /
+/// `weights` (which must still be given, at the same shapes: they bind the symbols). Returns every
+/// graph output as f64 (integers converted). This is what finite-difference gradient checks need:
+/// a perturbation of 1e-6 would vanish in an f32 rounding.
+pub fn evaluate_exact(
+    graph: &Graph,
+    weights: &dyn WeightSource,
+    inputs: &[(&str, &HostTensor)],
+    values: &HashMap<String, ArrayD<f64>>,
+) -> Result<Vec<(String, ArrayD<f64>)>> {
+    let mut state = new_state(one_shot_slots(graph, inputs));
+    let vals = eval_nodes(graph, weights, inputs, &mut state, Some(values))?;
+    Ok(graph.outputs().iter().map(|(name, id)| (name.clone(), as_f64(&vals[id.index()]))).collect())
+}
+
+/// Every node's value. With `exact`, nothing is rounded and named leaves take the given values.
+fn eval_nodes(
+    graph: &Graph,
+    weights: &dyn WeightSource,
+    inputs: &[(&str, &HostTensor)],
+    state: &mut SessionState,
+    exact: Option<&HashMap<String, ArrayD<f64>>>,
+) -> Result<Vec<Val>> {
     graph.bind_inputs(inputs)?;
     let mut vals: Vec<Val> = Vec::with_capacity(graph.nodes().len());
     for (index, node) in graph.nodes().iter().enumerate() {
@@ -63,7 +100,18 @@ pub fn evaluate_with_state(
                 Val::F(_) => Err(fail("expected an integer operand".into())),
             }
         };
+        let replaced = match (&node.op, exact.and_then(|e| e.get(&node.name))) {
+            (Op::Input { .. } | Op::Weight { .. }, Some(v)) if node.dtype.is_float() => Some(v.clone()),
+            _ => None,
+        };
         let value = match &node.op {
+            _ if replaced.is_some() => {
+                let v = replaced.expect("checked");
+                if node.shape.concrete().is_some_and(|s| s != v.shape()) || v.ndim() != node.shape.rank() {
+                    return Err(fail(format!("exact value of shape {:?} for {}", v.shape(), node.shape)));
+                }
+                Val::F(v)
+            }
             Op::Input { .. } => {
                 let t = inputs.iter().find(|(n, _)| *n == node.name).expect("bound above").1;
                 to_val(t)?
@@ -100,7 +148,18 @@ pub fn evaluate_with_state(
             }
             Op::Linear { x, weight, bias } => {
                 let (x, w) = (f(*x)?, f(*weight)?);
+                // A vector x is one row (matmul needs two axes).
+                let row;
+                let x = if x.ndim() == 1 {
+                    row = x.clone().insert_axis(Axis(0));
+                    &row
+                } else {
+                    x
+                };
                 let mut y = matmul(x, &w.t().into_dyn().to_owned()).map_err(fail)?;
+                if node.shape.rank() == 1 {
+                    y = y.index_axis_move(Axis(0), 0);
+                }
                 if let Some(b) = bias {
                     y = &y + f(*b)?;
                 }
@@ -290,19 +349,68 @@ pub fn evaluate_with_state(
                 let n = vals[like.index()].shape()[*axis];
                 Val::I(ArrayD::from_shape_fn(IxDyn(&[n]), |ix| ix[0] as i64))
             }
+            Op::ReduceSum { x, axes, keep_dims } => {
+                let mut out = f(*x)?.clone();
+                // From the last axis down, so the indices of the axes still to sum do not move.
+                for &axis in axes.iter().rev() {
+                    out = out.sum_axis(Axis(axis));
+                    if *keep_dims {
+                        out = out.insert_axis(Axis(axis));
+                    }
+                }
+                Val::F(out)
+            }
+            Op::LogSoftmax { x } => Val::F(map_last_axis(f(*x)?, |lane| {
+                let max = lane.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let lse = lane.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+                lane.iter_mut().for_each(|v| *v = *v - max - lse);
+            })),
+            Op::OneHot { ids, depth, .. } => {
+                let ids = i(*ids)?;
+                let mut shape = ids.shape().to_vec();
+                shape.push(*depth);
+                let mut out = ArrayD::<f64>::zeros(IxDyn(&shape));
+                let flat = out.as_slice_mut().expect("fresh arrays are contiguous");
+                for (row, &id) in ids.iter().enumerate() {
+                    if id >= 0 && (id as usize) < *depth {
+                        flat[row * depth + id as usize] = 1.0;
+                    }
+                }
+                Val::F(out)
+            }
+            Op::IndexAdd { ids, src, rows } => {
+                let (ids, src) = (i(*ids)?, f(*src)?);
+                let width = *src.shape().last().expect("rank checked");
+                if src.shape()[..src.ndim() - 1] != *ids.shape() {
+                    return Err(fail(format!("src {:?} does not match ids {:?}", src.shape(), ids.shape())));
+                }
+                let src = src.as_standard_layout();
+                let flat = src.as_slice().expect("standard layout");
+                let mut out = Array2::<f64>::zeros((*rows, width));
+                for (row, &id) in ids.iter().enumerate() {
+                    if id < 0 || id as usize >= *rows {
+                        return Err(fail(format!("id {id} out of range for {rows} rows")));
+                    }
+                    for c in 0..width {
+                        out[[id as usize, c]] += flat[row * width + c];
+                    }
+                }
+                Val::F(out.into_dyn())
+            }
+            Op::AttentionProbs { q, k, mask, causal, scale, q_positions } => {
+                let mask = mask.map(|m| vals[m.index()].clone());
+                let q_positions = q_positions.map(|p| i(p).cloned()).transpose()?;
+                let visibility = match q_positions {
+                    Some(p) => Visibility::Positions(p),
+                    None if *causal => Visibility::Causal,
+                    None => Visibility::All,
+                };
+                Val::F(attention_probs(f(*q)?, f(*k)?, mask.as_ref(), &visibility, *scale).map_err(fail)?)
+            }
         };
-        vals.push(round_to(value, node.dtype));
+        vals.push(if exact.is_some() { value } else { round_to(value, node.dtype) });
     }
-    let mut outputs = Vec::with_capacity(graph.outputs().len());
-    for (name, id) in graph.outputs() {
-        let node = graph.node(*id);
-        let (shape, values) = match &vals[id.index()] {
-            Val::F(a) => (a.shape().to_vec(), a.iter().copied().collect::<Vec<_>>()),
-            Val::I(a) => (a.shape().to_vec(), a.iter().map(|&v| v as f64).collect()),
-        };
-        outputs.push((name.clone(), HostTensor::from_f64(node.dtype, shape, &values)?));
-    }
-    Ok(Outputs::new(outputs))
+    Ok(vals)
 }
 
 fn concrete(shape: &[usize]) -> Shape {
@@ -354,6 +462,17 @@ fn unary(op: UnaryOp, x: f64) -> f64 {
         UnaryOp::Relu => x.max(0.0),
         UnaryOp::Tanh => x.tanh(),
         UnaryOp::Exp => x.exp(),
+        UnaryOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+        UnaryOp::Erf => libm::erf(x),
+        UnaryOp::Step => {
+            if x > 0.0 {
+                1.0
+            } else {
+                0.0
+            }
+        }
+        UnaryOp::Sqrt => x.sqrt(),
+        UnaryOp::Log => x.ln(),
     }
 }
 
@@ -427,11 +546,45 @@ fn attention(
     visibility: &Visibility,
     scale: f64,
 ) -> Result<ArrayD<f64>, String> {
+    let (b, hq, sq) = (q.shape()[0], q.shape()[1], q.shape()[2]);
+    let (hkv, t, dv) = (k.shape()[1], k.shape()[2], v.shape()[3]);
+    if v.shape()[..3] != [b, hkv, t] {
+        return Err(format!("incompatible q {:?}, k {:?}, v {:?}", q.shape(), k.shape(), v.shape()));
+    }
+    let p = attention_probs(q, k, mask, visibility, scale)?;
+    let group = hq / hkv;
+    let mut out = ArrayD::<f64>::zeros(IxDyn(&[b, hq, sq, dv]));
+    for bi in 0..b {
+        for h in 0..hq {
+            for i in 0..sq {
+                for j in 0..t {
+                    let w = p[[bi, h, i, j]];
+                    if w != 0.0 {
+                        for c in 0..dv {
+                            out[[bi, h, i, c]] += w * v[[bi, h / group, j, c]];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The attention weights [b, hq, sq, t]: softmax over the visible keys, exactly 0 for hidden ones
+/// (a query that sees no key gets a row of zeros).
+fn attention_probs(
+    q: &ArrayD<f64>,
+    k: &ArrayD<f64>,
+    mask: Option<&Val>,
+    visibility: &Visibility,
+    scale: f64,
+) -> Result<ArrayD<f64>, String> {
     let causal = matches!(visibility, Visibility::Causal);
     let (b, hq, sq, d) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
-    let (hkv, t, dv) = (k.shape()[1], k.shape()[2], v.shape()[3]);
-    if k.shape() != [b, hkv, t, d] || v.shape()[..3] != [b, hkv, t] || hkv == 0 || hq % hkv != 0 {
-        return Err(format!("incompatible q {:?}, k {:?}, v {:?}", q.shape(), k.shape(), v.shape()));
+    let (hkv, t) = (k.shape()[1], k.shape()[2]);
+    if k.shape() != [b, hkv, t, d] || hkv == 0 || hq % hkv != 0 {
+        return Err(format!("incompatible q {:?}, k {:?}", q.shape(), k.shape()));
     }
     if causal && sq > t {
         return Err(format!("causal attention needs kv length ({t}) ≥ query length ({sq})"));
@@ -443,8 +596,7 @@ fn attention(
         }
     }
     let group = hq / hkv;
-    let mut out = ArrayD::<f64>::zeros(IxDyn(&[b, hq, sq, dv]));
-    let mut scores = vec![0.0; t];
+    let mut out = ArrayD::<f64>::zeros(IxDyn(&[b, hq, sq, t]));
     for bi in 0..b {
         for h in 0..hq {
             let kh = h / group;
@@ -454,20 +606,16 @@ fn attention(
                     Visibility::Causal => (t - sq + i) as i64,
                     Visibility::Positions(p) => p[[bi, i]],
                 };
-                let mut visible = Vec::with_capacity(t);
-                for j in 0..t {
-                    let seen = (j as i64) <= limit && mask.as_ref().is_none_or(|m| m[[bi, j]] != 0.0);
-                    if seen {
-                        scores[j] = (0..d).map(|c| q[[bi, h, i, c]] * k[[bi, kh, j, c]]).sum::<f64>() * scale;
-                        visible.push(j);
-                    }
-                }
-                let mut w: Vec<f64> = visible.iter().map(|&j| scores[j]).collect();
+                let visible: Vec<usize> = (0..t)
+                    .filter(|&j| (j as i64) <= limit && mask.as_ref().is_none_or(|m| m[[bi, j]] != 0.0))
+                    .collect();
+                let mut w: Vec<f64> = visible
+                    .iter()
+                    .map(|&j| (0..d).map(|c| q[[bi, h, i, c]] * k[[bi, kh, j, c]]).sum::<f64>() * scale)
+                    .collect();
                 softmax_in_place(&mut w);
                 for (&j, &wj) in visible.iter().zip(&w) {
-                    for c in 0..dv {
-                        out[[bi, h, i, c]] += wj * v[[bi, kh, j, c]];
-                    }
+                    out[[bi, h, i, j]] = wj;
                 }
             }
         }

@@ -104,6 +104,8 @@ impl V {
 pub(crate) enum Cmp {
     Le,
     Ne,
+    Eq,
+    Gt,
 }
 
 /// `[1, 2, 3]` as an `array<i64: …>` attribute.
@@ -358,6 +360,8 @@ impl Emitter {
         let dir = match cmp {
             Cmp::Le => "LE",
             Cmp::Ne => "NE",
+            Cmp::Eq => "EQ",
+            Cmp::Gt => "GT",
         };
         let attrs = format!("comparison_direction = #stablehlo<comparison_direction {dir}>");
         Ok(self.op("stablehlo.compare", &[a, b], &attrs, Ty::new(Elem::I1, a.shape())))
@@ -403,6 +407,36 @@ impl Emitter {
         self.op("stablehlo.gather", &[table, ids], &attrs, Ty::new(table.elem(), &shape))
     }
 
+    /// A zero [rows, width] matrix with each row of `updates` ([n, width]) added into row `ids[i]`
+    /// (`ids` [n], i32; repeated ids accumulate).
+    pub fn scatter_add_rows(&mut self, ids: &V, updates: &V, rows: usize) -> R<V> {
+        if ids.ty.rank() != 1 || updates.ty.rank() != 2 || updates.shape()[0] != ids.shape()[0] {
+            return Err(format!("scatter of {} at {}", updates.ty, ids.ty));
+        }
+        let width = updates.shape()[1];
+        let zeros = self.splat(updates.elem(), 0.0, &[rows, width]);
+        let scalar = Ty::new(updates.elem(), &[]);
+        let name = format!("%v{}", self.next);
+        self.next += 1;
+        let ty = Ty::new(updates.elem(), &[rows, width]);
+        let _ = writeln!(
+            self.body,
+            "    {name} = \"stablehlo.scatter\"({}, {}, {}) ({{",
+            zeros.name, ids.name, updates.name
+        );
+        let _ = writeln!(self.body, "    ^bb0(%a: {scalar}, %b: {scalar}):");
+        let _ = writeln!(self.body, "      %r = \"stablehlo.add\"(%a, %b) : ({scalar}, {scalar}) -> {scalar}");
+        let _ = writeln!(self.body, "      \"stablehlo.return\"(%r) : ({scalar}) -> ()");
+        let _ = writeln!(
+            self.body,
+            "    }}) {{scatter_dimension_numbers = #stablehlo.scatter<update_window_dims = [1], \
+             inserted_window_dims = [0], scatter_dims_to_operand_dims = [0], index_vector_dim = 1>, \
+             indices_are_sorted = false, unique_indices = false}} : ({}, {}, {}) -> {ty}",
+            zeros.ty, ids.ty, updates.ty
+        );
+        Ok(V { name, ty })
+    }
+
     /// Element `index` of a vector as a scalar.
     pub fn element(&mut self, x: &V, index: &[usize]) -> R<V> {
         let limit: Vec<usize> = index.iter().map(|i| i + 1).collect();
@@ -422,6 +456,7 @@ fn op_name(op: &str) -> &str {
         "sine" => "stablehlo.sine",
         "cosine" => "stablehlo.cosine",
         "negate" => "stablehlo.negate",
+        "log" => "stablehlo.log",
         other => panic!("no unary op `{other}` in the emitter"),
     }
 }

@@ -29,9 +29,32 @@ pub(super) fn attention(
     visibility: &Visibility,
     scale: f64,
 ) -> R<V> {
+    let [b, hq, sq, _] = dims4(q)?;
+    let dv = dims4(v)?[3];
+    let probs = grouped_probs(e, q, k, mask, visibility, scale)?;
+    let out = e.dot_general(&probs, v, (&[0, 1], &[0, 1]), (&[4], &[2]))?;
+    e.reshape(&out, &[b, hq, sq, dv])
+}
+
+/// The attention weights [b, hq, sq, t] (see `Op::AttentionProbs`): hidden keys get exactly 0.
+pub(super) fn attention_probs(
+    e: &mut Emitter,
+    q: &V,
+    k: &V,
+    mask: Option<&V>,
+    visibility: &Visibility,
+    scale: f64,
+) -> R<V> {
+    let [b, hq, sq, _] = dims4(q)?;
+    let t = dims4(k)?[2];
+    let probs = grouped_probs(e, q, k, mask, visibility, scale)?;
+    e.reshape(&probs, &[b, hq, sq, t])
+}
+
+/// softmax(q·kᵀ·scale, hidden keys excluded) as [b, hkv, group, sq, t].
+fn grouped_probs(e: &mut Emitter, q: &V, k: &V, mask: Option<&V>, visibility: &Visibility, scale: f64) -> R<V> {
     let [b, hq, sq, d] = dims4(q)?;
     let [_, hkv, t, _] = dims4(k)?;
-    let dv = dims4(v)?[3];
     if hkv == 0 || hq % hkv != 0 {
         return Err(format!("{hq} query heads are not a multiple of {hkv} key heads"));
     }
@@ -78,9 +101,7 @@ pub(super) fn attention(
         }
         None => scores,
     };
-    let probs = softmax(e, &scores)?;
-    let out = e.dot_general(&probs, v, (&[0, 1], &[0, 1]), (&[4], &[2]))?;
-    e.reshape(&out, &[b, hq, sq, dv])
+    softmax(e, &scores)
 }
 
 fn dims4(x: &V) -> R<[usize; 4]> {

@@ -1,6 +1,6 @@
 //! Element-wise ops: binary with NumPy broadcasting, activations, affine maps.
 
-use crate::emit::{Emitter, R, V};
+use crate::emit::{Cmp, Emitter, R, V};
 use accelrt_core::{BinaryOp, UnaryOp};
 
 /// `a op b`, both broadcast to `shape` (the graph's broadcast of the two).
@@ -48,6 +48,16 @@ pub(super) fn unary(e: &mut Emitter, op: UnaryOp, x: &V) -> R<V> {
         UnaryOp::Relu => e.binary_const("maximum", x, 0.0),
         UnaryOp::Tanh => Ok(e.unary("tanh", x)),
         UnaryOp::Exp => Ok(e.unary("exponential", x)),
+        UnaryOp::Sigmoid => Ok(e.unary("logistic", x)),
+        UnaryOp::Erf => Ok(e.unary("erf", x)),
+        UnaryOp::Step => {
+            let zero = e.splat(x.elem(), 0.0, x.shape());
+            let one = e.splat(x.elem(), 1.0, x.shape());
+            let positive = e.compare(x, &zero, Cmp::Gt)?;
+            e.select(&positive, &one, &zero)
+        }
+        UnaryOp::Sqrt => Ok(e.unary("sqrt", x)),
+        UnaryOp::Log => Ok(e.unary("log", x)),
     }
 }
 

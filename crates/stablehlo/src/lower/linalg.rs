@@ -1,6 +1,6 @@
 //! Products and lookups: matmul, linear layers, embedding rows.
 
-use crate::emit::{Elem, Emitter, R, V};
+use crate::emit::{Cmp, Elem, Emitter, R, V};
 
 /// Rows of `table` at `ids`. Ids are taken as i32 (vocabularies are far below 2³¹); an id out of
 /// range is clamped by `gather`, so a runtime checks ids on the host, as the reference refuses them.
@@ -36,4 +36,30 @@ pub(super) fn linear(e: &mut Emitter, x: &V, weight: &V, bias: Option<&V>) -> R<
         }
         None => Ok(y),
     }
+}
+
+/// ids.shape + [depth] of `elem`: 1 where the id equals the class, else 0 (ids outside 0..depth
+/// match no class). Compared in i64, so no id wraps into range.
+pub(super) fn one_hot(e: &mut Emitter, ids: &V, depth: usize, elem: Elem) -> R<V> {
+    let ids = e.convert(ids, Elem::I64);
+    let mut shape = ids.shape().to_vec();
+    shape.push(depth);
+    let dims: Vec<usize> = (0..ids.ty.rank()).collect();
+    let ids = e.broadcast_in_dim(&ids, &shape, &dims)?;
+    let classes = e.iota(Elem::I64, &shape, shape.len() - 1);
+    let hit = e.compare(&ids, &classes, Cmp::Eq)?;
+    let one = e.splat(elem, 1.0, &shape);
+    let zero = e.splat(elem, 0.0, &shape);
+    e.select(&hit, &one, &zero)
+}
+
+/// A zero [rows, width] with the rows of `src` (ids.shape + [width]) added at `ids` (a scatter).
+/// As with `embedding`, ids out of range are the host's to refuse (scatter skips them).
+pub(super) fn index_add(e: &mut Emitter, ids: &V, src: &V, rows: usize) -> R<V> {
+    let n: usize = ids.shape().iter().product();
+    let width = *src.shape().last().ok_or("src has no axes")?;
+    let ids = e.convert(ids, Elem::I32);
+    let ids = e.reshape(&ids, &[n])?;
+    let src = e.reshape(src, &[n, width])?;
+    e.scatter_add_rows(&ids, &src, rows)
 }

@@ -250,5 +250,17 @@ fn lower_op(e: &mut Emitter, op: &Op, get: &dyn Fn(accelrt_core::ValueId) -> V, 
             e.slice_axis(&x, *axis, size - 1, size)
         }
         Op::Positions { .. } => e.iota(Elem::U32, &want.shape, 0),
+        Op::ReduceSum { x, axes, keep_dims } => norm::reduce_sum(e, &get(*x), axes, *keep_dims)?,
+        Op::LogSoftmax { x } => norm::log_softmax(e, &get(*x))?,
+        Op::OneHot { ids, depth, .. } => linalg::one_hot(e, &get(*ids), *depth, want.elem)?,
+        Op::IndexAdd { ids, src, rows } => linalg::index_add(e, &get(*ids), &get(*src), *rows)?,
+        Op::AttentionProbs { q, k, mask, causal, scale, q_positions } => {
+            let visibility = match q_positions {
+                Some(p) => attention::Visibility::Positions(get(*p)),
+                None if *causal => attention::Visibility::Causal,
+                None => attention::Visibility::All,
+            };
+            attention::attention_probs(e, &get(*q), &get(*k), mask.map(get).as_ref(), &visibility, *scale)?
+        }
     })
 }

@@ -83,3 +83,28 @@ pub(super) fn mean_pool(e: &mut Emitter, x: &V, mask: &V) -> R<V> {
     let count = e.broadcast_in_dim(&count, sum.shape(), &[0])?;
     e.binary("divide", &sum, &count)
 }
+
+/// Σ x over `axes`, kept as size-1 axes when `keep_dims`.
+pub(super) fn reduce_sum(e: &mut Emitter, x: &V, axes: &[usize], keep_dims: bool) -> R<V> {
+    if axes.is_empty() {
+        return Ok(x.clone());
+    }
+    let r = e.reduce(x, axes, "add", 0.0);
+    if !keep_dims {
+        return Ok(r);
+    }
+    let shape: Vec<usize> = x.shape().iter().enumerate().map(|(i, &n)| if axes.contains(&i) { 1 } else { n }).collect();
+    e.reshape(&r, &shape)
+}
+
+/// x − max − log Σ exp(x − max) over the last axis, as the reference computes it.
+pub(super) fn log_softmax(e: &mut Emitter, x: &V) -> R<V> {
+    let m = e.max_last_keep(x)?;
+    let m = e.broadcast_to(&m, x.shape())?;
+    let shifted = e.binary("subtract", x, &m)?;
+    let ex = e.unary("exponential", &shifted);
+    let s = e.sum_last_keep(&ex)?;
+    let lse = e.unary("log", &s);
+    let lse = e.broadcast_to(&lse, x.shape())?;
+    e.binary("subtract", &shifted, &lse)
+}
