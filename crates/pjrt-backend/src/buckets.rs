@@ -136,12 +136,22 @@ pub fn paddable_symbols(graph: &Graph) -> BTreeSet<String> {
                     mixed.extend(axis_sym(*x, Some(*axis)));
                 }
             }
-            Op::Attention { k, mask, causal, q_positions, .. } => {
+            Op::Attention { k, mask, causal, q_positions, .. }
+            | Op::AttentionProbs { k, mask, causal, q_positions, .. } => {
                 let masked = (mask.is_some() && !causal) || q_positions.is_some();
                 if !masked {
                     mixed.extend(axis_sym(*k, Some(2)));
                 }
             }
+            // Training ops: a sum (of a loss, of a gradient over rows) or a log-softmax over a padded
+            // axis takes the padding in, and padded ids would add padded rows into a table's rows.
+            Op::ReduceSum { x, axes, .. } => {
+                for &axis in axes {
+                    mixed.extend(axis_sym(*x, Some(axis)));
+                }
+            }
+            Op::LogSoftmax { x } => mixed.extend(last(*x)),
+            Op::IndexAdd { ids, .. } => mixed.extend(syms_of(*ids)),
             _ => {}
         }
         // Sizes this node derives stand for every symbol of its operands.
