@@ -23,8 +23,15 @@ impl Tolerance {
 /// Runs `case` on `backend` and on the reference evaluator; describes the first mismatch.
 /// A case with several steps runs them in one session on each side and compares every step.
 pub fn run_case(backend: &dyn Backend, case: &Case, options: &PrepareOptions) -> Result<(), String> {
-    let mut tol = Tolerance::for_compute(options.compute_dtype.unwrap_or(DType::F32));
-    if let Some(min) = case.min_tolerance {
+    let compute = options.compute_dtype.unwrap_or(DType::F32);
+    let mut tol = Tolerance::for_compute(compute);
+    let half = matches!(compute, DType::F16 | DType::BF16).then_some(case.half_tolerance).flatten();
+    if let Some(min) = case
+        .min_tolerance
+        .into_iter()
+        .chain(half)
+        .reduce(|a, b| Tolerance { abs: a.abs.max(b.abs), rel: a.rel.max(b.rel) })
+    {
         tol = Tolerance { abs: tol.abs.max(min.abs), rel: tol.rel.max(min.rel) };
     }
     let exe = backend.prepare(&case.graph, &case.weights, options).map_err(|e| format!("prepare: {e}"))?;
