@@ -109,7 +109,7 @@ impl Family {
             Family::CpuX86 => "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64",
             Family::CpuGraviton => "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64",
             Family::Nvidia => "/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id",
-            Family::Neuron => "/aws/service/neuron/dlami/multi-framework/ubuntu-22.04/latest/image_id",
+            Family::Neuron => "/aws/service/neuron/dlami/multi-framework/ubuntu-24.04/latest/image_id",
         }
     }
 }
