@@ -10,6 +10,9 @@
 
 The tools must be installed (python3 -m pip install cfn-lint; apt-get install cloud-init): a missing
 tool is a failure, never a skip. Exits non-zero with every problem listed.
+
+`check.py --sync` first rewrites serving.yaml's copies from deploy/user-data/{cpu,nvidia,neuron}.yaml
+(the files are the source; edit them, then sync).
 """
 import pathlib
 import re
@@ -153,7 +156,37 @@ def check_serving():
     print("ok: serving.yaml carries the user-data files; timeouts consistent")
 
 
+SYNC_ORDER = ["cpu", "nvidia", "neuron"]  # the order of the bodies in serving.yaml's UserData
+
+
+def sync():
+    """Replaces each literal block (`- |`) under the launch template's UserData with its file."""
+    path = DEPLOY / "serving.yaml"
+    lines = path.read_text().splitlines(keepends=True)
+    start = next(i for i, l in enumerate(lines) if l.strip().startswith("UserData:"))
+    out, i, n = lines[:start], start, 0
+    while i < len(lines):
+        line = lines[i]
+        out.append(line)
+        i += 1
+        if line.rstrip().endswith("- |") and n < len(SYNC_ORDER):
+            indent = len(line) - len(line.lstrip()) + 2
+            while i < len(lines) and (not lines[i].strip() or len(lines[i]) - len(lines[i].lstrip()) >= indent):
+                i += 1
+            body = (USER_DATA / f"{SYNC_ORDER[n]}.yaml").read_text()
+            out.extend((" " * indent + l) if l.strip() else "\n" for l in body.splitlines(keepends=True))
+            n += 1
+    if n != len(SYNC_ORDER):
+        sys.exit(f"serving.yaml: found {n} user-data blocks, expected {len(SYNC_ORDER)}")
+    path.write_text("".join(out))
+    print(f"synced {n} user-data copies into {path.name}")
+
+
 def main():
+    if sys.argv[1:] == ["--sync"]:
+        sync()
+    elif sys.argv[1:]:
+        sys.exit("usage: check.py [--sync]")
     need("cfn-lint")
     need("cloud-init")
     # The schema check must be able to fail: a known-bad file is rejected.
