@@ -735,6 +735,30 @@ pub fn grad_decoder_block() -> Case {
     with_gradients("grad_decoder_block", decoder_block())
 }
 
+/// Next-token cross-entropy over a small LM head (padding labels ignored), and its gradients.
+pub fn grad_causal_lm_loss() -> Case {
+    let mut m = Maker::new("causal_lm_loss");
+    let x = m.input("x", &[sym("batch"), sym("seq"), fixed(16)], &[2, 5, 16]);
+    let w = m.weight("lm_head", &[11, 16], 0.25);
+    let logits = m.op("logits", Op::Linear { x, weight: w, bias: None });
+    let labels = HostTensor::i64(vec![2, 5], vec![3, 10, 0, 7, 7, 1, 2, -100, -100, -100]).unwrap();
+    let labels = m.input_tensor("labels", &[sym("batch"), sym("seq")], labels);
+    let loss = accelrt_core::loss::causal_lm_loss(&mut m.b, "ce", logits, labels).unwrap();
+    with_gradients("grad_causal_lm_loss", m.finish(&[("ce", loss)]))
+}
+
+/// MultipleNegativesRankingLoss (scale 20) over projected embeddings, and its gradients.
+pub fn grad_mnrl_loss() -> Case {
+    let mut m = Maker::new("mnrl_loss");
+    let a = m.input("anchors", &[sym("n"), fixed(12)], &[4, 12]);
+    let p = m.input("positives", &[sym("n"), fixed(12)], &[4, 12]);
+    let w = m.weight("proj", &[8, 12], 0.3);
+    let ea = m.op("ea", Op::Linear { x: a, weight: w, bias: None });
+    let ep = m.op("ep", Op::Linear { x: p, weight: w, bias: None });
+    let loss = accelrt_core::loss::mnrl_loss(&mut m.b, "mnrl", ea, ep, accelrt_core::loss::MNRL_SCALE).unwrap();
+    with_gradients("grad_mnrl_loss", m.finish(&[("mnrl", loss)]))
+}
+
 /// Every case, for tools that iterate (e.g. a device check that reports each by name).
 pub fn all() -> Vec<Case> {
     vec![
@@ -784,5 +808,7 @@ pub fn all() -> Vec<Case> {
         grad_take_last(),
         grad_encoder_block(),
         grad_decoder_block(),
+        grad_causal_lm_loss(),
+        grad_mnrl_loss(),
     ]
 }

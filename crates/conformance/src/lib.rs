@@ -35,7 +35,8 @@ macro_rules! conformance_tests {
             training_ops, grad_binary_broadcast, grad_unary, grad_matmul_batched_broadcast, grad_linear,
             grad_layer_norm, grad_rms_norm, grad_softmax, grad_attention_gqa_cached_causal,
             grad_rope_interleaved_per_row, grad_reshape_permute, grad_slice_concat, grad_mean_pool,
-            grad_l2_normalize, grad_take_last, grad_encoder_block, grad_decoder_block
+            grad_l2_normalize, grad_take_last, grad_encoder_block, grad_decoder_block, grad_causal_lm_loss,
+            grad_mnrl_loss
         );
     };
     (@cases $backend:expr, $options:expr; $($case:ident),* $(,)?) => {

@@ -10,6 +10,7 @@ pub mod files;
 mod graph;
 pub mod host;
 mod infer;
+pub mod loss;
 mod op;
 pub mod padding;
 pub mod quant;

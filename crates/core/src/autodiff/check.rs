@@ -93,6 +93,11 @@ impl Check {
         self.b.input(name, dtype, Shape(dims.to_vec())).expect("input")
     }
 
+    /// The graph being built, for graph-building functions (losses).
+    pub fn builder(&mut self) -> &mut GraphBuilder {
+        &mut self.b
+    }
+
     pub fn op(&mut self, op: Op) -> ValueId {
         self.count += 1;
         let name = format!("{}{}", op.kind(), self.count);
