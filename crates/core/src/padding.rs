@@ -1,5 +1,9 @@
 //! Zero-padding a row-major tensor's bytes up to a bigger shape and cutting it back: what every
-//! backend that runs fixed-shape programs (shape buckets) does to its inputs and outputs.
+//! backend that runs fixed-shape programs (shape buckets) does to its inputs and outputs, and which
+//! symbols of a graph may be padded at all.
+
+use crate::{Dim, Graph, Op, KV_LEN};
+use std::collections::{BTreeSet, HashMap};
 
 /// Copies `src` (row-major, shape `from`, `elem` bytes per element) into a zeroed buffer of shape
 /// `to`, where every axis of `to` is at least that of `from`.
@@ -51,9 +55,191 @@ fn copy_block(src: &[u8], dst: &mut [u8], elem: usize, small: &[usize], big: &[u
     }
 }
 
+/// The symbols of `graph`'s inputs that can be padded without changing the real part of any
+/// output. Conservative: a symbol is refused when any op mixes values along an axis that carries it
+/// (or a size derived from it): softmax, layer/RMS/L2 norms over it, `TakeLast` along it, the
+/// contracted axis of a matmul or linear layer, the axis of a concatenation, a reshape that merges
+/// it into a derived size, a sum or log-softmax over it, the ids of a scatter-add, and the key axis
+/// of an attention (or its weights) that neither masks (`mask`, not causal) nor limits by
+/// `q_positions`. Mean pooling is masked; everything else is per position.
+pub fn paddable_symbols(graph: &Graph) -> BTreeSet<String> {
+    paddable_ignoring(graph, &BTreeSet::new())
+}
+
+/// The input symbol along which a session's step may be **split into consecutive chunks**, run one
+/// after another with the same state, the last chunk's outputs being the whole step's: the graph
+/// has KV caches (earlier chunks reach later ones only through them), every output is `TakeLast`
+/// along that symbol, and nothing else mixes positions along it (it is paddable but for those
+/// outputs). Llama's `seq` is: a prompt of any length runs as chunks of the compiled sizes (a
+/// static-shape device needs no program per prompt length). `None` for graphs without caches or
+/// with other outputs.
+pub fn chunkable_symbol(graph: &Graph) -> Option<String> {
+    if !graph.nodes().iter().any(|n| matches!(n.op, Op::KvCache { .. })) {
+        return None;
+    }
+    let mut symbol: Option<String> = None;
+    let mut outputs = BTreeSet::new();
+    for (_, id) in graph.outputs() {
+        let Op::TakeLast { x, axis } = &graph.node(*id).op else { return None };
+        let Some(Dim::Sym(s)) = graph.node(*x).shape.dims().get(*axis) else { return None };
+        if symbol.as_ref().is_some_and(|have| have != s) {
+            return None;
+        }
+        symbol = Some(s.clone());
+        outputs.insert(id.index());
+    }
+    let symbol = symbol?;
+    paddable_ignoring(graph, &outputs).contains(&symbol).then_some(symbol)
+}
+
+/// [`paddable_symbols`], not counting the nodes at the indices in `ignore`.
+fn paddable_ignoring(graph: &Graph, ignore: &BTreeSet<usize>) -> BTreeSet<String> {
+    let mut inputs = BTreeSet::new();
+    for (_, node) in graph.inputs() {
+        for d in node.shape.dims() {
+            if let Dim::Sym(s) = d {
+                inputs.insert(s.clone());
+            }
+        }
+    }
+    // A derived symbol (an inferred reshape axis, a concatenation) stands for the input symbols of
+    // the operands it was made from.
+    let mut sources: HashMap<String, BTreeSet<String>> = HashMap::new();
+    let mut unsafe_: BTreeSet<String> = BTreeSet::new();
+    let resolve = |s: &str, sources: &HashMap<String, BTreeSet<String>>| -> BTreeSet<String> {
+        if inputs.contains(s) {
+            [s.to_string()].into()
+        } else {
+            sources.get(s).cloned().unwrap_or_default()
+        }
+    };
+    let syms_of = |id: crate::ValueId| -> Vec<String> {
+        graph
+            .node(id)
+            .shape
+            .dims()
+            .iter()
+            .filter_map(|d| if let Dim::Sym(s) = d { Some(s.clone()) } else { None })
+            .collect()
+    };
+    for (index, node) in graph.nodes().iter().enumerate() {
+        let axis_sym = |id: crate::ValueId, axis: Option<usize>| -> Option<String> {
+            let dims = graph.node(id).shape.dims();
+            let axis = axis.unwrap_or(dims.len().checked_sub(1)?);
+            match dims.get(axis)? {
+                Dim::Sym(s) => Some(s.clone()),
+                Dim::Fixed(_) => None,
+            }
+        };
+        let last = |id| axis_sym(id, None);
+        let mut mixed: Vec<String> = Vec::new();
+        match &node.op {
+            Op::Softmax { x } | Op::LayerNorm { x, .. } | Op::RmsNorm { x, .. } | Op::L2Normalize { x, .. } => {
+                mixed.extend(last(*x))
+            }
+            Op::Linear { x, .. } => mixed.extend(last(*x)),
+            Op::TakeLast { .. } if ignore.contains(&index) => {}
+            Op::TakeLast { x, axis } => mixed.extend(axis_sym(*x, Some(*axis))),
+            Op::MatMul { a, b, transpose_b } => {
+                mixed.extend(last(*a));
+                let rank = graph.node(*b).shape.rank();
+                mixed.extend(axis_sym(*b, Some(if *transpose_b { rank - 1 } else { rank.saturating_sub(2) })));
+            }
+            Op::Concat { xs, axis } => {
+                for x in xs {
+                    mixed.extend(axis_sym(*x, Some(*axis)));
+                }
+            }
+            Op::Attention { k, mask, causal, q_positions, .. }
+            | Op::AttentionProbs { k, mask, causal, q_positions, .. } => {
+                let masked = (mask.is_some() && !causal) || q_positions.is_some();
+                if !masked {
+                    mixed.extend(axis_sym(*k, Some(2)));
+                }
+            }
+            // Training ops: a sum (of a loss, of a gradient over rows) or a log-softmax over a padded
+            // axis takes the padding in, and padded ids would add padded rows into a table's rows.
+            Op::ReduceSum { x, axes, .. } => {
+                for &axis in axes {
+                    mixed.extend(axis_sym(*x, Some(axis)));
+                }
+            }
+            Op::LogSoftmax { x } => mixed.extend(last(*x)),
+            Op::IndexAdd { ids, .. } => mixed.extend(syms_of(*ids)),
+            _ => {}
+        }
+        // Sizes this node derives stand for every symbol of its operands — for a reshape, every
+        // symbol of its input that no `Keep` axis carries through unchanged (BERT's head split
+        // [batch, seq, hidden] → [batch, seq, heads, Infer] derives a size from `hidden` alone).
+        let mut operand_syms: BTreeSet<String> =
+            node.op.operands().into_iter().flat_map(syms_of).flat_map(|s| resolve(&s, &sources)).collect();
+        if let Op::Reshape { x, dims } = &node.op {
+            let kept = |i: usize| dims.iter().any(|r| matches!(r, crate::ReshapeDim::Keep(k) if *k == i));
+            operand_syms = graph
+                .node(*x)
+                .shape
+                .dims()
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !kept(*i))
+                .filter_map(|(_, d)| if let Dim::Sym(s) = d { Some(resolve(s, &sources)) } else { None })
+                .flatten()
+                .collect();
+        }
+        for d in node.shape.dims() {
+            if let Dim::Sym(s) = d {
+                if !inputs.contains(s) && s != KV_LEN && !sources.contains_key(s) {
+                    sources.insert(s.clone(), operand_syms.clone());
+                    if matches!(node.op, Op::Reshape { .. }) && !operand_syms.is_empty() {
+                        // A merged axis interleaves padding with real values.
+                        mixed.push(s.clone());
+                    }
+                }
+            }
+        }
+        for s in mixed {
+            unsafe_.extend(resolve(&s, &sources));
+        }
+    }
+    inputs.difference(&unsafe_).cloned().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reductions_along_a_symbol_keep_it_exact() {
+        use crate::{DType, GraphBuilder, Shape};
+        let mut b = GraphBuilder::new("t");
+        let x = b.input("x", DType::F32, Shape(vec![Dim::sym("batch"), Dim::sym("seq"), Dim::Fixed(4)])).unwrap();
+        let s = b.add("s", Op::Softmax { x }).unwrap();
+        let t = b.add("t", Op::TakeLast { x: s, axis: 1 }).unwrap();
+        b.output("t", t);
+        let g = b.build().unwrap();
+        assert_eq!(paddable_symbols(&g), ["batch".to_string()].into());
+    }
+
+    #[test]
+    fn a_reshape_that_keeps_the_symbolic_axes_keeps_them_paddable() {
+        use crate::{DType, GraphBuilder, ReshapeDim, Shape};
+        let mut b = GraphBuilder::new("t");
+        let x = b.input("x", DType::F32, Shape(vec![Dim::sym("batch"), Dim::sym("seq"), Dim::Fixed(8)])).unwrap();
+        // BERT's head split: the inferred axis comes from the fixed hidden size only.
+        let split = vec![ReshapeDim::Keep(0), ReshapeDim::Keep(1), ReshapeDim::Fixed(2), ReshapeDim::Infer];
+        let h = b.add("split", Op::Reshape { x, dims: split }).unwrap();
+        let merge = vec![ReshapeDim::Keep(0), ReshapeDim::Keep(1), ReshapeDim::Infer];
+        let m = b.add("merge", Op::Reshape { x: h, dims: merge }).unwrap();
+        b.output("m", m);
+        let g = b.build().unwrap();
+        assert_eq!(paddable_symbols(&g), ["batch".to_string(), "seq".to_string()].into());
+        // Flattening seq into the features mixes it.
+        let mut b2 = GraphBuilder::new("t2");
+        let x = b2.input("x", DType::F32, Shape(vec![Dim::sym("batch"), Dim::sym("seq"), Dim::Fixed(8)])).unwrap();
+        let f = b2.add("flat", Op::Reshape { x, dims: vec![ReshapeDim::Keep(0), ReshapeDim::Infer] }).unwrap();
+        b2.output("f", f);
+        assert_eq!(paddable_symbols(&b2.build().unwrap()), ["batch".to_string()].into());
+    }
 
     #[test]
     fn pad_then_unpad_gives_the_tensor_back_with_zeros_between() {

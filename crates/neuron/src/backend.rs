@@ -1,121 +1,89 @@
-//! The Neuron `Backend`: a graph runs from NEFF programs compiled ahead of time for static shape
-//! buckets, found in a compile cache keyed by the graph's content hash, the hash of the weights the
-//! NEFF embeds, the target and the bucket, each NEFF with a manifest that is checked at load
-//! (`crate::cache`).
+//! The Neuron `Backend`: a graph runs from NEFF programs compiled ahead of time (`accelrt compile
+//! --target inf2|trn1|trn2`) from its StableHLO export, one per shape bucket, found in the compile
+//! cache (`crate::cache`).
 //!
-//! At prepare time every bucket's NEFF is loaded on every NeuronCore of the device range, its
-//! tensors are allocated and it is run once (warm-up). A run picks the smallest bucket that holds
-//! the inputs, pads the inputs with zeros along their symbolic axes, runs on a free core (requests
-//! from several threads spread over the range), and cuts the outputs back to the real sizes. Padding
-//! is only correct for graphs that mask padded positions (as BERT's attention mask does) or whose
-//! outputs do not depend on them; a bucket list equal to the real shapes avoids padding altogether.
+//! The programs take the weights as **inputs**: `prepare` uploads every weight once per
+//! NeuronCore into a device tensor that every bucket's program on that core reads. At prepare
+//! every cached bucket of the graph is loaded on every core of the device range, with its own
+//! input and output tensors allocated once, and stateless programs are run once (warm-up).
+//!
+//! A run takes the smallest bucket that holds the inputs — symbols the graph lets be padded
+//! (`accelrt_core::padding::paddable_symbols`) are zero-padded, others must match exactly — runs it
+//! on a free core and cuts the outputs back. **Sessions** (KV caches) keep their caches on one
+//! core as device tensors, allocated once with one spare slot for padded batch rows; each step
+//! binds a cache tensor both as the program's state input and as its updated-state output (the
+//! exporter aliases the two), so caches never leave the device. A step whose token count has no
+//! program of its own runs as consecutive chunks of the compiled sizes when the graph allows it
+//! (`accelrt_core::padding::chunkable_symbol`: Llama's prompt of 13 tokens runs as 8 + 4 + 1),
+//! so prompts need a handful of prefill programs, not one per length.
 
-pub use crate::cache::{bucket_key, Bucket};
-use crate::cache::{weights_hash, NeffKey};
-use crate::runtime::{Model, Runtime, Tensor, TensorInfo, TensorSet, TensorUsage};
+pub use crate::cache::bucket_key;
+use crate::cache::{read_checked, scan, CachedNeff, NeffKey};
+use crate::runtime::{Model, Runtime, Tensor, TensorInfo, TensorRefs, TensorUsage};
 use crate::status::NeuronError;
-use accelrt_core::padding::{pad, unpad};
+use accelrt_core::padding::{chunkable_symbol, pad, paddable_symbols, unpad};
 use accelrt_core::{
     Backend, DType, DeviceInfo, DeviceKind, DeviceSpec, Dim, Error, Executable, Graph, HostTensor, Op, Outputs,
-    PrepareOptions, Result, SessionState, WeightSource,
+    PrepareOptions, Result, SessionState, WeightSource, KV_LEN,
 };
-use std::collections::BTreeMap;
+use accelrt_stablehlo::{export, weight_argument, ArgumentRole, Bucket, ExportOptions, Manifest, OutputRole};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 const BACKEND: &str = "neuron";
 
+/// NRT_EXEC_COMPLETED_WITH_NUM_ERR: the program ran and produced NaN or Inf.
+const NUM_ERR: i32 = 1003;
+
 /// Environment variables that configure the backend (see docs/neuron.md).
 pub const NEFF_CACHE_ENV: &str = "ACCELRT_NEFF_CACHE";
 pub const TARGET_ENV: &str = "ACCELRT_NEURON_TARGET";
-pub const BUCKETS_ENV: &str = "ACCELRT_NEURON_BUCKETS";
+/// Chooses among NEFFs of one bucket compiled with different flags: the flags, space-separated,
+/// exactly as given to `accelrt compile --compiler-flags`.
+pub const FLAGS_ENV: &str = "ACCELRT_NEURON_FLAGS";
 
 fn backend_err(e: NeuronError) -> Error {
     Error::Backend { backend: BACKEND.into(), message: e.to_string() }
 }
 
-/// Where NEFFs are looked up, for which chip, and the static sizes each symbolic dimension may take.
+fn err(message: impl Into<String>) -> Error {
+    Error::Backend { backend: BACKEND.into(), message: message.into() }
+}
+
+/// Where NEFFs are looked up and for which chip.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NeuronOptions {
     pub cache_dir: PathBuf,
     /// `inf2`, `trn1` or `trn2` (neuronx-cc's `--target`).
     pub target: String,
-    /// Sizes per symbol, ascending (e.g. batch → [1, 2, 4, 8], seq → [32, 64, 128]).
-    pub buckets: BTreeMap<String, Vec<usize>>,
+    /// Use only NEFFs compiled with exactly these flags; `None` accepts any, as long as each
+    /// bucket has NEFFs of one set of flags.
+    pub flags: Option<Vec<String>>,
 }
 
 impl NeuronOptions {
-    /// `$ACCELRT_NEFF_CACHE` (else `neff/` in the cache directory, `~/.cache/accelrt/neff` by default), `$ACCELRT_NEURON_TARGET` (else inf2), and
-    /// `$ACCELRT_NEURON_BUCKETS` as `batch=1,2,4;seq=32,64,128` (else batch 1…32, seq 32…512).
+    /// `$ACCELRT_NEFF_CACHE` (else `neff/` in the cache directory, `~/.cache/accelrt/neff` by
+    /// default), `$ACCELRT_NEURON_TARGET` (else inf2), `$ACCELRT_NEURON_FLAGS` (else any).
     pub fn from_env() -> std::result::Result<NeuronOptions, String> {
         let cache_dir = match std::env::var_os(NEFF_CACHE_ENV).filter(|v| !v.is_empty()) {
             Some(dir) => PathBuf::from(dir),
-            None => accelrt_core::files::default_cache_dir().join("neff"),
+            None => default_cache_dir(),
         };
         let target = std::env::var(TARGET_ENV).unwrap_or_else(|_| "inf2".into());
-        let buckets = match std::env::var(BUCKETS_ENV) {
-            Ok(spec) => parse_buckets(&spec)?,
-            Err(_) => parse_buckets("batch=1,2,4,8,16,32;seq=32,64,128,256,512").expect("valid default"),
-        };
-        Ok(NeuronOptions { cache_dir, target, buckets })
-    }
-}
-
-/// Parses `sym=a,b,c;sym2=…`.
-pub fn parse_buckets(spec: &str) -> std::result::Result<BTreeMap<String, Vec<usize>>, String> {
-    let mut out = BTreeMap::new();
-    for part in spec.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-        let (name, sizes) = part.split_once('=').ok_or_else(|| format!("bucket `{part}` is not sym=a,b,…"))?;
-        let mut sizes: Vec<usize> = sizes
-            .split(',')
-            .map(|s| s.trim().parse::<usize>().map_err(|_| format!("bucket size `{s}` of `{name}` is not a number")))
-            .collect::<std::result::Result<_, _>>()?;
-        sizes.sort_unstable();
-        sizes.dedup();
-        if sizes.is_empty() || sizes[0] == 0 {
-            return Err(format!("bucket `{name}` needs sizes ≥ 1"));
+        if !["inf2", "trn1", "trn2"].contains(&target.as_str()) {
+            return Err(format!("{TARGET_ENV}={target}: the targets are inf2, trn1 and trn2"));
         }
-        out.insert(name.trim().to_string(), sizes);
+        let flags = std::env::var(FLAGS_ENV).ok().map(|f| f.split_whitespace().map(str::to_string).collect());
+        Ok(NeuronOptions { cache_dir, target, flags })
     }
-    Ok(out)
 }
 
-/// The symbols of the graph's inputs, in a fixed order.
-fn input_symbols(graph: &Graph) -> Vec<String> {
-    let mut syms: Vec<String> = graph
-        .inputs()
-        .flat_map(|(_, n)| {
-            n.shape.0.iter().filter_map(|d| match d {
-                Dim::Sym(s) => Some(s.clone()),
-                Dim::Fixed(_) => None,
-            })
-        })
-        .collect();
-    syms.sort();
-    syms.dedup();
-    syms
-}
-
-/// Every combination of bucket sizes for `symbols`.
-fn all_buckets(symbols: &[String], buckets: &BTreeMap<String, Vec<usize>>) -> Result<Vec<Bucket>> {
-    let mut out = vec![Bucket::new()];
-    for s in symbols {
-        let sizes = buckets.get(s).ok_or_else(|| Error::Unsupported {
-            backend: BACKEND.into(),
-            what: format!("the symbolic dimension `{s}` without a bucket list (set {BUCKETS_ENV}, e.g. `{s}=1,2,4`)"),
-        })?;
-        out = out
-            .into_iter()
-            .flat_map(|b| {
-                sizes.iter().map(move |&n| {
-                    let mut b = b.clone();
-                    b.insert(s.clone(), n);
-                    b
-                })
-            })
-            .collect();
-    }
-    Ok(out)
+/// `neff/` in accelrt's cache directory (`$ACCELRT_CACHE`, …): where `accelrt compile` puts NEFFs
+/// unless told otherwise.
+pub fn default_cache_dir() -> PathBuf {
+    accelrt_core::files::default_cache_dir().join("neff")
 }
 
 pub struct NeuronBackend {
@@ -123,6 +91,8 @@ pub struct NeuronBackend {
     first: u32,
     count: u32,
     rt: Arc<Runtime>,
+    runtime_major: u64,
+    runtime_version: String,
     options: NeuronOptions,
     info: DeviceInfo,
 }
@@ -158,7 +128,59 @@ impl NeuronBackend {
                 ("neuron_target".into(), options.target.clone()),
             ],
         };
-        Ok(NeuronBackend { spec: spec.clone(), first, count, rt, options, info })
+        Ok(NeuronBackend {
+            spec: spec.clone(),
+            first,
+            count,
+            rt,
+            runtime_major: version.major,
+            runtime_version: version.to_string(),
+            options,
+            info,
+        })
+    }
+
+    /// The cached NEFFs this backend would load for `graph` computed in `compute`, one per bucket,
+    /// and why every other NEFF of the graph in the cache is not used.
+    pub fn find_neffs(&self, graph: &Graph, compute: DType) -> (Vec<CachedNeff>, Vec<String>) {
+        let hash = graph.content_hash();
+        let (found, refused) = scan(&self.options.cache_dir, &hash, &self.options.target);
+        let mut why: Vec<String> = refused.into_iter().map(|(p, r)| format!("{}: {r}", p.display())).collect();
+        let mut by_bucket: BTreeMap<String, Vec<CachedNeff>> = BTreeMap::new();
+        for neff in found {
+            let key = &neff.manifest.key;
+            let name = neff.neff.display().to_string();
+            if key.compute_dtype != compute {
+                why.push(format!("{name}: computes in {}, this run asks for {compute}", key.compute_dtype));
+            } else if self.options.flags.as_ref().is_some_and(|f| *f != key.flags) {
+                why.push(format!("{name}: compiled with flags {:?}, {FLAGS_ENV} asks for others", key.flags));
+            } else if key.compiler.major != self.runtime_major {
+                why.push(format!(
+                    "{name}: compiled by neuronx-cc {} (major version {}), but this Neuron runtime is {} (major \
+                     version {}), which cannot load it; compile again with the compiler of this SDK",
+                    key.compiler, key.compiler.major, self.runtime_version, self.runtime_major
+                ));
+            } else {
+                by_bucket.entry(bucket_key(&key.bucket)).or_default().push(neff);
+            }
+        }
+        let mut chosen = Vec::new();
+        for (bucket, mut neffs) in by_bucket {
+            // The newest compiler wins; several flag sets for it are ambiguous without FLAGS_ENV.
+            neffs.sort_by(|a, b| b.manifest.key.compiler.cmp(&a.manifest.key.compiler));
+            let newest = neffs[0].manifest.key.compiler.clone();
+            let same: Vec<&CachedNeff> = neffs.iter().filter(|n| n.manifest.key.compiler == newest).collect();
+            let flag_sets: BTreeSet<&Vec<String>> = same.iter().map(|n| &n.manifest.key.flags).collect();
+            if flag_sets.len() > 1 {
+                why.push(format!(
+                    "bucket {bucket}: NEFFs compiled with different flags ({}); choose with {FLAGS_ENV}",
+                    flag_sets.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>().join(", ")
+                ));
+                continue;
+            }
+            chosen.push(neffs.swap_remove(0));
+        }
+        (chosen, why)
     }
 }
 
@@ -175,155 +197,599 @@ impl Backend for NeuronBackend {
         Ok(self.info.clone())
     }
 
-    /// The weights are compiled into the NEFFs: they are read once here only to hash them, since
-    /// the hash is part of the cache key (`crate::cache`).
+    /// Finds the graph's NEFFs, checks each against a fresh export of its bucket, uploads the
+    /// weights once per core, and loads every program on every core.
     fn prepare(
         &self,
         graph: &Graph,
         weights: &dyn WeightSource,
         options: &PrepareOptions,
     ) -> Result<Box<dyn Executable>> {
-        if let Some(dtype) = options.compute_dtype {
-            return Err(Error::Unsupported {
-                backend: BACKEND.into(),
-                what: format!(
-                    "a compute dtype override ({dtype}); compile the NEFF with neuronx-cc --auto-cast instead"
-                ),
-            });
+        let compute = options.compute_dtype.unwrap_or(DType::F32);
+        let export_options = ExportOptions { compute_dtype: Some(compute) };
+        let (neffs, refused) = self.find_neffs(graph, compute);
+        if neffs.is_empty() {
+            return Err(err(missing_neffs_message(graph, &self.options, compute, &refused)));
         }
-        if let Some(node) = graph.nodes().iter().find(|n| matches!(n.op, Op::KvCache { .. })) {
-            return Err(Error::Unsupported {
-                backend: BACKEND.into(),
-                what: format!("session state (`{}` is a KV cache); it needs the compile path, a later step", node.name),
-            });
-        }
-        let symbols = input_symbols(graph);
-        let buckets = all_buckets(&symbols, &self.options.buckets)?;
-        let weights = weights_hash(graph, weights)?;
-        let cache = &self.options.cache_dir;
         let mut programs = Vec::new();
-        for bucket in buckets {
-            let key = NeffKey::new(graph, &weights, &self.options.target, &bucket);
-            let path = key.neff_path(cache);
-            let neff = std::fs::read(&path).map_err(|e| Error::Backend {
-                backend: BACKEND.into(),
-                message: format!(
-                    "no NEFF for bucket {} (target {}) at {} ({e}); compile it with `neuronx-cc compile {}.hlo.pb --framework XLA --target {} --output {}` and write beside it the manifest {} containing {} (exporting accelrt graphs to HLO is not implemented yet: docs/neuron.md)",
-                    bucket_key(&bucket),
-                    self.options.target,
-                    path.display(),
-                    graph.name(),
-                    self.options.target,
-                    path.display(),
-                    key.manifest_path(cache).display(),
-                    key.manifest_json(graph.name()),
-                ),
-            })?;
-            key.check_manifest(cache).map_err(|message| Error::Backend { backend: BACKEND.into(), message })?;
-            let mut cores = Vec::new();
-            for core in self.first..self.first + self.count {
-                cores.push(Mutex::new(Loaded::new(&self.rt, &neff, core, graph, &bucket)?));
+        for cached in &neffs {
+            let module = &cached.manifest.module;
+            // The NEFF must have been compiled from exactly the module this graph exports.
+            let fresh = export(graph, &module.bucket, &export_options)
+                .map_err(|e| err(format!("exporting bucket {}: {e}", module.bucket)))?;
+            if fresh.manifest.mlir_sha256 != cached.manifest.key.mlir_sha256 {
+                return Err(err(format!(
+                    "{} was compiled from another export of this graph (module {}, this accelrt exports {}); \
+                     compile it again with `accelrt compile`",
+                    cached.neff.display(),
+                    cached.manifest.key.mlir_sha256,
+                    fresh.manifest.mlir_sha256
+                )));
             }
-            programs.push(Program { bucket, cores });
+            let bytes = read_checked(cached).map_err(err)?;
+            programs.push((fresh.manifest, bytes, cached.neff.clone()));
         }
-        let exe = NeuronExecutable { graph: graph.clone(), programs, next: std::sync::atomic::AtomicUsize::new(0) };
-        // Warm every program on every core: the first execution of a NEFF is slower.
-        for program in &exe.programs {
-            for core in &program.cores {
-                let mut guard = core.lock().unwrap_or_else(|e| e.into_inner());
-                let loaded = &mut *guard;
-                loaded.model.execute(&loaded.inputs, &mut loaded.outputs).map_err(backend_err)?;
+
+        // The weights every program takes, read and converted once.
+        let mut weight_bytes: Vec<(String, Vec<u8>)> = Vec::new();
+        for (manifest, ..) in &programs {
+            for arg in &manifest.arguments {
+                if matches!(arg.role, ArgumentRole::Weight { .. }) && !weight_bytes.iter().any(|(n, _)| *n == arg.name)
+                {
+                    let host = weight_argument(arg, weights).map_err(|e| err(e.to_string()))?;
+                    weight_bytes.push((arg.name.clone(), host.to_le_bytes()));
+                }
             }
         }
+        let mut cores = Vec::new();
+        for core in self.first..self.first + self.count {
+            let mut weights = HashMap::new();
+            for (name, bytes) in &weight_bytes {
+                let mut t = Tensor::allocate(&self.rt, core, bytes.len(), name).map_err(backend_err)?;
+                t.write(bytes, 0).map_err(backend_err)?;
+                weights.insert(name.clone(), t);
+            }
+            let mut loaded = Vec::new();
+            for (manifest, neff, path) in &programs {
+                loaded.push(Loaded::new(&self.rt, neff, core, manifest, path)?);
+            }
+            cores.push(Mutex::new(Core { index: core, weights, programs: loaded }));
+        }
+        let exe =
+            NeuronExecutable::new(graph, self.rt.clone(), programs.into_iter().map(|(m, ..)| m).collect(), cores)?;
+        exe.warm_up()?;
         Ok(Box::new(exe))
     }
 }
 
-/// One bucket's program loaded on one core, with its tensors allocated once.
+/// What to say when a graph has no usable NEFF: where the backend looked, why each NEFF there
+/// was not taken, and how to compile them.
+fn missing_neffs_message(graph: &Graph, options: &NeuronOptions, compute: DType, refused: &[String]) -> String {
+    let symbols = input_symbols(graph);
+    let example: Vec<String> = symbols.iter().map(|s| format!("{s}=N")).collect();
+    let slots = if graph.nodes().iter().any(|n| matches!(n.op, Op::KvCache { .. })) { ",slots=N" } else { "" };
+    let mut text = format!(
+        "no NEFF for graph `{}` ({}) computing in {compute} for target {} in {}; compile them with \
+         `accelrt compile --model MODEL --target {} --bucket {}{slots} [--bucket …]` (docs/neuron.md)",
+        graph.name(),
+        graph.content_hash(),
+        options.target,
+        NeffKey::dir_for(&options.cache_dir, &graph.content_hash(), &options.target).display(),
+        options.target,
+        example.join(","),
+    );
+    if !refused.is_empty() {
+        text.push_str("; NEFFs there that were not used: ");
+        text.push_str(&refused.join("; "));
+    }
+    text
+}
+
+/// The symbols of the graph's inputs, in name order.
+fn input_symbols(graph: &Graph) -> Vec<String> {
+    let mut syms: Vec<String> = graph
+        .inputs()
+        .flat_map(|(_, n)| {
+            n.shape
+                .dims()
+                .iter()
+                .filter_map(|d| if let Dim::Sym(s) = d { Some(s.clone()) } else { None })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    syms.sort();
+    syms.dedup();
+    syms
+}
+
+/// One bucket's program loaded on one core, with its input and output tensors allocated once.
 struct Loaded {
     model: Model,
-    inputs: TensorSet,
-    outputs: TensorSet,
-    /// Graph input/output name → the model tensor's info.
-    info: Vec<TensorInfo>,
+    /// Per argument of the manifest: the program's own tensor for graph inputs.
+    inputs: Vec<Option<Tensor>>,
+    /// Per result of the manifest: the program's own tensor for graph outputs.
+    outputs: Vec<Option<Tensor>>,
+}
+
+/// The name the compiler gives a program's `i`-th parameter and `j`-th result in the NEFF.
+fn input_name(i: usize) -> String {
+    format!("input{i}")
+}
+
+fn output_name(j: usize) -> String {
+    format!("output{j}")
 }
 
 impl Loaded {
-    fn new(rt: &Arc<Runtime>, neff: &[u8], core: u32, graph: &Graph, bucket: &Bucket) -> Result<Loaded> {
-        let model = Model::load(rt, neff, Some(core)).map_err(backend_err)?;
+    fn new(rt: &Arc<Runtime>, neff: &[u8], core: u32, manifest: &Manifest, path: &std::path::Path) -> Result<Loaded> {
+        let model = Model::load(rt, neff, Some(core))
+            .map_err(|e| err(format!("loading {} on NeuronCore {core}: {e}", path.display())))?;
         let info = model.tensor_info().map_err(backend_err)?;
-        // The NEFF must match the graph: every input and output, with the bucket's byte size. The
-        // runtime's dtype code is not trusted (its numbering changed between SDK versions).
-        let expect = |name: &str, dtype: DType, shape: &[Dim], usage: TensorUsage| -> Result<()> {
-            let t = info.iter().find(|t| t.name == name && t.usage == usage).ok_or_else(|| Error::Backend {
-                backend: BACKEND.into(),
-                message: format!("the NEFF for bucket {} has no {usage:?} tensor `{name}`", bucket_key(bucket)),
+        // Every argument and result must be there with its byte size. The runtime's dtype code is
+        // not trusted (its numbering changed between SDK versions).
+        let check = |name: &str, usage: TensorUsage, dtype: DType, shape: &[usize]| -> Result<usize> {
+            let bytes = dtype.storage_bytes(shape.iter().product()).unwrap_or(0);
+            let t: &TensorInfo = info.iter().find(|t| t.name == name && t.usage == usage).ok_or_else(|| {
+                err(format!(
+                    "{} has no {usage:?} tensor `{name}` (it has: {})",
+                    path.display(),
+                    info.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")
+                ))
             })?;
-            let elements: usize = shape.iter().map(|d| concrete(d, bucket).unwrap_or(0)).product();
-            let bytes = dtype.storage_bytes(elements).unwrap_or(0);
             if t.size != bytes {
-                return Err(Error::Backend {
-                    backend: BACKEND.into(),
-                    message: format!(
-                        "the NEFF's `{name}` has {} bytes, the graph needs {bytes} for bucket {}",
-                        t.size,
-                        bucket_key(bucket)
-                    ),
-                });
+                return Err(err(format!(
+                    "{}: `{name}` has {} bytes, the module's {dtype}{shape:?} needs {bytes}",
+                    path.display(),
+                    t.size
+                )));
             }
-            Ok(())
+            Ok(bytes)
         };
-        for (_, n) in graph.inputs() {
-            expect(&n.name, n.dtype, &n.shape.0, TensorUsage::Input)?;
+        let counts = (
+            info.iter().filter(|t| t.usage == TensorUsage::Input).count(),
+            info.iter().filter(|t| t.usage == TensorUsage::Output).count(),
+        );
+        if counts != (manifest.arguments.len(), manifest.outputs.len()) {
+            return Err(err(format!(
+                "{} has {} inputs and {} outputs, its module {} arguments and {} results",
+                path.display(),
+                counts.0,
+                counts.1,
+                manifest.arguments.len(),
+                manifest.outputs.len()
+            )));
         }
-        let mut inputs = TensorSet::new(rt).map_err(backend_err)?;
-        let mut outputs = TensorSet::new(rt).map_err(backend_err)?;
-        for t in &info {
-            let tensor = Tensor::allocate(rt, core, t.size, &t.name).map_err(backend_err)?;
-            match t.usage {
-                TensorUsage::Input => inputs.add(tensor),
-                TensorUsage::Output => outputs.add(tensor),
-            }
-            .map_err(backend_err)?;
+        let mut inputs = Vec::new();
+        for (i, arg) in manifest.arguments.iter().enumerate() {
+            let name = input_name(i);
+            let bytes = check(&name, TensorUsage::Input, arg.dtype, &arg.shape)?;
+            inputs.push(match arg.role {
+                ArgumentRole::Input => Some(Tensor::allocate(rt, core, bytes, &name).map_err(backend_err)?),
+                _ => None,
+            });
         }
-        Ok(Loaded { model, inputs, outputs, info })
+        let mut outputs = Vec::new();
+        for (j, out) in manifest.outputs.iter().enumerate() {
+            let name = output_name(j);
+            let bytes = check(&name, TensorUsage::Output, out.dtype, &out.shape)?;
+            outputs.push(match out.role {
+                OutputRole::Output => Some(Tensor::allocate(rt, core, bytes, &name).map_err(backend_err)?),
+                OutputRole::State { .. } => None,
+            });
+        }
+        Ok(Loaded { model, inputs, outputs })
     }
 }
 
-fn concrete(d: &Dim, bucket: &Bucket) -> Option<usize> {
-    match d {
-        Dim::Fixed(n) => Some(*n),
-        Dim::Sym(s) => bucket.get(s).copied(),
-    }
+/// One NeuronCore: the weights uploaded to it and every program loaded on it.
+struct Core {
+    index: u32,
+    weights: HashMap<String, Tensor>,
+    programs: Vec<Loaded>,
 }
 
-struct Program {
-    bucket: Bucket,
-    /// The program on each core of the range; a run takes a free one.
-    cores: Vec<Mutex<Loaded>>,
+/// A `KvCache` node: which inputs carry its positions and slots.
+struct CacheNode {
+    index: usize,
+    name: String,
+    positions: String,
+    slots: String,
+    capacity: usize,
 }
+
+/// A session's caches: device tensors on one core, with one spare slot for padded rows.
+struct NeuronState {
+    owner: u64,
+    core: usize,
+    /// Slots including the spare one.
+    slots: usize,
+    /// By cache, in the manifests' state-argument order.
+    caches: Vec<Tensor>,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 pub struct NeuronExecutable {
+    id: u64,
     graph: Graph,
-    programs: Vec<Program>,
-    next: std::sync::atomic::AtomicUsize,
+    rt: Arc<Runtime>,
+    /// Each loaded program's module, in the cores' program order.
+    manifests: Vec<Manifest>,
+    cores: Vec<Mutex<Core>>,
+    next: AtomicUsize,
+    paddable: BTreeSet<String>,
+    chunkable: Option<String>,
+    caches: Vec<CacheNode>,
+    /// Inputs that feed an embedding straight away, with the table's row count: the device's
+    /// gather would clamp an id out of range instead of failing, so the host checks them.
+    id_inputs: Vec<(String, usize)>,
+}
+
+/// How one step runs: one program, or consecutive chunks along the chunkable symbol.
+enum Plan {
+    One { program: usize },
+    Chunks { symbol: String, chunks: Vec<(usize, usize, usize)> },
 }
 
 impl NeuronExecutable {
-    /// The smallest bucket holding every symbol's size.
-    fn pick(&self, sizes: &BTreeMap<String, usize>) -> Result<&Program> {
-        self.programs
-            .iter()
-            .filter(|p| p.bucket.iter().all(|(s, &n)| sizes.get(s).is_none_or(|&have| have <= n)))
-            .min_by_key(|p| p.bucket.values().product::<usize>())
-            .ok_or_else(|| Error::Unsupported {
-                backend: BACKEND.into(),
-                what: format!(
-                    "inputs of sizes {sizes:?}: larger than every prepared bucket ({})",
-                    self.programs.iter().map(|p| bucket_key(&p.bucket)).collect::<Vec<_>>().join("; ")
-                ),
-            })
+    fn new(graph: &Graph, rt: Arc<Runtime>, manifests: Vec<Manifest>, cores: Vec<Mutex<Core>>) -> Result<Self> {
+        let mut caches = Vec::new();
+        for (index, node) in graph.nodes().iter().enumerate() {
+            if let Op::KvCache { positions, slots, capacity, .. } = node.op {
+                let input = |id: accelrt_core::ValueId, what: &str| -> Result<String> {
+                    let n = graph.node(id);
+                    match n.op {
+                        Op::Input { .. } => Ok(n.name.clone()),
+                        _ => Err(Error::Unsupported {
+                            backend: BACKEND.into(),
+                            what: format!("KV cache `{}` whose {what} are computed, not a graph input", node.name),
+                        }),
+                    }
+                };
+                caches.push(CacheNode {
+                    index,
+                    name: node.name.clone(),
+                    positions: input(positions, "positions")?,
+                    slots: input(slots, "slots")?,
+                    capacity,
+                });
+            }
+        }
+        let mut id_inputs = Vec::new();
+        for node in graph.nodes() {
+            if let Op::Embedding { table, ids } = node.op {
+                let ids = graph.node(ids);
+                if let (Op::Input { .. }, Some(rows)) = (&ids.op, graph.node(table).shape.dims()[0].fixed()) {
+                    id_inputs.push((ids.name.clone(), rows));
+                }
+            }
+        }
+        Ok(NeuronExecutable {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            graph: graph.clone(),
+            rt,
+            manifests,
+            cores,
+            next: AtomicUsize::new(0),
+            paddable: paddable_symbols(graph),
+            chunkable: chunkable_symbol(graph),
+            caches,
+            id_inputs,
+        })
     }
+
+    /// The buckets loaded, in the cores' program order.
+    pub fn buckets(&self) -> Vec<Bucket> {
+        self.manifests.iter().map(|m| m.bucket.clone()).collect()
+    }
+
+    /// Runs every stateless program once on every core: a NEFF's first execution is slower.
+    fn warm_up(&self) -> Result<()> {
+        for core in &self.cores {
+            let mut core = core.lock().unwrap_or_else(|e| e.into_inner());
+            let core = &mut *core;
+            for (p, manifest) in self.manifests.iter().enumerate() {
+                if manifest.arguments.iter().any(|a| matches!(a.role, ArgumentRole::State { .. })) {
+                    continue;
+                }
+                let loaded = &core.programs[p];
+                let mut ins = TensorRefs::new(&self.rt).map_err(backend_err)?;
+                let mut outs = TensorRefs::new(&self.rt).map_err(backend_err)?;
+                for (i, arg) in manifest.arguments.iter().enumerate() {
+                    let t = loaded.inputs[i].as_ref().unwrap_or_else(|| &core.weights[&arg.name]);
+                    ins.add(&input_name(i), t).map_err(backend_err)?;
+                }
+                for (j, t) in loaded.outputs.iter().enumerate() {
+                    outs.add(&output_name(j), t.as_ref().expect("stateless programs own their outputs"))
+                        .map_err(backend_err)?;
+                }
+                match loaded.model.execute_refs(&ins, &outs) {
+                    // Zeros may well give NaN (a norm of zeros): that is not a failure here.
+                    Ok(()) | Err(NeuronError::Status { status: crate::NrtStatus(NUM_ERR), .. }) => {}
+                    Err(e) => return Err(backend_err(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether program `p` can run a step of these real sizes (padding what may be padded) with
+    /// `slots` cache slots.
+    fn fits(&self, p: usize, sizes: &BTreeMap<String, usize>, slots: Option<usize>, except: Option<&str>) -> bool {
+        let bucket = &self.manifests[p].bucket;
+        if bucket.slots != slots {
+            return false;
+        }
+        sizes.iter().all(|(s, &n)| {
+            if Some(s.as_str()) == except {
+                return true;
+            }
+            match bucket.get(s) {
+                Some(b) if self.paddable.contains(s) => b >= n,
+                Some(b) => b == n,
+                None => false,
+            }
+        })
+    }
+
+    fn cost(&self, p: usize) -> usize {
+        self.manifests[p].bucket.dims.values().product()
+    }
+
+    fn plan(&self, sizes: &BTreeMap<String, usize>, slots: Option<usize>) -> Result<Plan> {
+        let best =
+            (0..self.manifests.len()).filter(|&p| self.fits(p, sizes, slots, None)).min_by_key(|&p| self.cost(p));
+        if let Some(program) = best {
+            return Ok(Plan::One { program });
+        }
+        if let (Some(symbol), Some(_)) = (&self.chunkable, slots) {
+            if let Some(&total) = sizes.get(symbol) {
+                // Each chunk takes the largest compiled size that fits what is left.
+                let mut by_size: BTreeMap<usize, usize> = BTreeMap::new();
+                for p in (0..self.manifests.len()).filter(|&p| self.fits(p, sizes, slots, Some(symbol))) {
+                    if let Some(n) = self.manifests[p].bucket.get(symbol) {
+                        let e = by_size.entry(n).or_insert(p);
+                        if self.cost(p) < self.cost(*e) {
+                            *e = p;
+                        }
+                    }
+                }
+                let mut chunks = Vec::new();
+                let mut start = 0;
+                while start < total {
+                    let Some((&n, &p)) = by_size.range(..=total - start).next_back() else { break };
+                    chunks.push((p, start, n));
+                    start += n;
+                }
+                if start == total {
+                    return Ok(Plan::Chunks { symbol: symbol.clone(), chunks });
+                }
+            }
+        }
+        Err(Error::Unsupported {
+            backend: BACKEND.into(),
+            what: format!(
+                "a step of sizes {sizes:?}{}: no compiled bucket holds it (loaded: {}); compile one with `accelrt compile`",
+                slots.map(|s| format!(" with {} session slots", s - 1)).unwrap_or_default(),
+                self.manifests.iter().map(|m| bucket_key(&m.bucket)).collect::<Vec<_>>().join("; ")
+            ),
+        })
+    }
+
+    /// A step (with a session state or without), planned, checked and run.
+    fn step(&self, state: Option<&mut SessionState>, inputs: &[(&str, &HostTensor)]) -> Result<Outputs> {
+        let bindings = self.graph.bind_inputs(inputs)?;
+        for (name, rows) in &self.id_inputs {
+            let ids = inputs.iter().find(|(n, _)| n == name).expect("inputs are bound").1;
+            let ids = ids.to_i64_vec().expect("embedding ids are integers (checked by inference)");
+            if let Some(bad) = ids.iter().find(|&&id| id < 0 || id as usize >= *rows) {
+                return Err(Error::Input {
+                    name: name.clone(),
+                    message: format!("id {bad} is out of range for an embedding table of {rows} rows"),
+                });
+            }
+        }
+        let sizes: BTreeMap<String, usize> =
+            input_symbols(&self.graph).into_iter().filter_map(|s| bindings.get(&s).map(|n| (s, n))).collect();
+        // A stateless graph ignores a state (its sessions hold nothing).
+        let mut state = if self.caches.is_empty() { None } else { state };
+        let mut kv_len = 0;
+        if !self.caches.is_empty() {
+            let state = state.as_deref_mut().ok_or_else(|| err("graphs with KV caches run with a session state"))?;
+            let input = |name: &str| inputs.iter().find(|(n, _)| *n == name).expect("inputs are bound").1;
+            for c in &self.caches {
+                let positions = input(&c.positions).to_i64_vec().expect("positions are integers");
+                let slots = input(&c.slots).to_i64_vec().expect("slots are integers");
+                let write = state
+                    .plan_cache_write(c.index, c.capacity, &positions, &slots)
+                    .map_err(|e| Error::node(&c.name, format!("kv_cache: {e}")))?;
+                kv_len = kv_len.max(write.kv_len);
+            }
+        }
+        let inner = match state {
+            Some(state) => {
+                let inner = state.inner_mut::<NeuronState>()?;
+                if inner.owner != self.id {
+                    return Err(err("this session state was made by another executable"));
+                }
+                Some(inner)
+            }
+            None => None,
+        };
+        let slots = inner.as_ref().map(|s| s.slots);
+        match self.plan(&sizes, slots)? {
+            Plan::One { program } => self.run_program(program, inputs, &sizes, kv_len, inner),
+            Plan::Chunks { symbol, chunks } => {
+                let mut inner = inner;
+                let mut last = None;
+                for (program, start, len) in chunks {
+                    let sliced = slice_inputs(&self.graph, inputs, &symbol, start, len)?;
+                    let feed: Vec<(&str, &HostTensor)> = sliced.iter().map(|(n, t)| (n.as_str(), t)).collect();
+                    let mut chunk_sizes = sizes.clone();
+                    chunk_sizes.insert(symbol.clone(), len);
+                    last = Some(self.run_program(program, &feed, &chunk_sizes, kv_len, inner.as_deref_mut())?);
+                }
+                Ok(last.expect("a plan has at least one chunk"))
+            }
+        }
+    }
+
+    /// Runs program `p` on real-sized `inputs`: pads them into its tensors, binds weights and
+    /// caches, executes, and cuts the outputs back.
+    fn run_program(
+        &self,
+        p: usize,
+        inputs: &[(&str, &HostTensor)],
+        sizes: &BTreeMap<String, usize>,
+        kv_len: usize,
+        state: Option<&mut NeuronState>,
+    ) -> Result<Outputs> {
+        let manifest = &self.manifests[p];
+        let mut guard = match &state {
+            Some(s) => self.cores[s.core].lock().unwrap_or_else(|e| e.into_inner()),
+            None => {
+                // Spread callers over the cores: the next in turn if free, else the first free one,
+                // else wait for the next in turn.
+                let n = self.cores.len();
+                let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+                (0..n)
+                    .find_map(|i| self.cores[(start + i) % n].try_lock().ok())
+                    .unwrap_or_else(|| self.cores[start].lock().unwrap_or_else(|e| e.into_inner()))
+            }
+        };
+        let core = &mut *guard;
+        let spare = state.as_ref().map(|s| s.slots - 1);
+        let loaded = &mut core.programs[p];
+        for (i, arg) in manifest.arguments.iter().enumerate() {
+            if arg.role != ArgumentRole::Input {
+                continue;
+            }
+            let host = inputs
+                .iter()
+                .find(|(n, _)| *n == arg.name)
+                .map(|(_, t)| *t)
+                .ok_or_else(|| Error::Input { name: arg.name.clone(), message: "missing".into() })?;
+            let elem = host.dtype().size_in_bytes().expect("inputs are plain types");
+            let mut bytes = pad(&host.to_le_bytes(), elem, host.shape(), &arg.shape);
+            if let Some(spare) = spare {
+                if self.caches.iter().any(|c| c.slots == arg.name) && arg.shape[0] > host.shape()[0] {
+                    // Padded rows write to the spare slot, never to a live sequence's.
+                    let spare = HostTensor::from_f64(host.dtype(), vec![1], &[spare as f64])?.to_le_bytes();
+                    for row in host.shape()[0]..arg.shape[0] {
+                        bytes[row * elem..(row + 1) * elem].copy_from_slice(&spare);
+                    }
+                }
+            }
+            loaded.inputs[i].as_mut().expect("allocated for inputs").write(&bytes, 0).map_err(backend_err)?;
+        }
+        let caches: &[Tensor] = state.as_ref().map(|s| s.caches.as_slice()).unwrap_or(&[]);
+        let mut ins = TensorRefs::new(&self.rt).map_err(backend_err)?;
+        let mut outs = TensorRefs::new(&self.rt).map_err(backend_err)?;
+        let mut cache = 0;
+        for (i, arg) in manifest.arguments.iter().enumerate() {
+            let t = match &arg.role {
+                ArgumentRole::Input => loaded.inputs[i].as_ref().expect("allocated for inputs"),
+                ArgumentRole::Weight { .. } => &core.weights[&arg.name],
+                ArgumentRole::State { .. } => {
+                    cache += 1;
+                    &caches[cache - 1]
+                }
+            };
+            ins.add(&input_name(i), t).map_err(backend_err)?;
+        }
+        let state_args: Vec<&str> = manifest
+            .arguments
+            .iter()
+            .filter_map(|a| match &a.role {
+                ArgumentRole::State { cache } => Some(cache.as_str()),
+                _ => None,
+            })
+            .collect();
+        for (j, out) in manifest.outputs.iter().enumerate() {
+            let t = match &out.role {
+                OutputRole::Output => loaded.outputs[j].as_ref().expect("allocated for outputs"),
+                // The updated cache goes into the cache's own tensor (the module aliases the two).
+                OutputRole::State { cache } => {
+                    let k = state_args.iter().position(|c| c == cache).expect("every state output has its argument");
+                    &caches[k]
+                }
+            };
+            outs.add(&output_name(j), t).map_err(backend_err)?;
+        }
+        loaded.model.execute_refs(&ins, &outs).map_err(backend_err)?;
+        drop((ins, outs));
+
+        let mut results = Vec::new();
+        let mut graph_output = 0;
+        for (j, out) in manifest.outputs.iter().enumerate() {
+            if out.role != OutputRole::Output {
+                continue;
+            }
+            let (name, id) = &self.graph.outputs()[graph_output];
+            graph_output += 1;
+            let node = self.graph.node(*id);
+            let tensor = loaded.outputs[j].as_ref().expect("allocated for outputs");
+            let mut buf = vec![0u8; tensor.size()];
+            tensor.read(&mut buf, 0).map_err(backend_err)?;
+            let real: Vec<usize> = node
+                .shape
+                .dims()
+                .iter()
+                .zip(&out.shape)
+                .map(|(d, &padded)| match d {
+                    Dim::Fixed(n) => Ok(*n),
+                    Dim::Sym(s) if s == KV_LEN && !self.caches.is_empty() => Ok(kv_len),
+                    Dim::Sym(s) => match sizes.get(s) {
+                        Some(&n) => Ok(n),
+                        // A size derived inside the graph: exact only when nothing was padded.
+                        None if manifest.bucket.dims == *sizes => Ok(padded),
+                        None => Err(err(format!(
+                            "output `{name}` has a size the graph derives (`{s}`); run it at a compiled bucket's exact sizes"
+                        ))),
+                    },
+                })
+                .collect::<Result<_>>()?;
+            let elem = out.dtype.size_in_bytes().expect("outputs are plain types");
+            let bytes = unpad(&buf, elem, &out.shape, &real);
+            results.push((name.clone(), HostTensor::from_le_bytes(out.dtype, real, &bytes)?));
+        }
+        Ok(Outputs::new(results))
+    }
+}
+
+/// `inputs` with every axis of `symbol` cut to `start..start + len` (other inputs unchanged).
+fn slice_inputs(
+    graph: &Graph,
+    inputs: &[(&str, &HostTensor)],
+    symbol: &str,
+    start: usize,
+    len: usize,
+) -> Result<Vec<(String, HostTensor)>> {
+    let mut out = Vec::new();
+    for (name, host) in inputs {
+        let node = graph.inputs().find(|(_, n)| n.name == *name).map(|(_, n)| n);
+        let axis = node.and_then(|n| n.shape.dims().iter().position(|d| matches!(d, Dim::Sym(s) if s == symbol)));
+        let tensor = match axis {
+            None => (*host).clone(),
+            Some(axis) => {
+                let shape = host.shape().to_vec();
+                let elem = host.dtype().size_in_bytes().expect("inputs are plain types");
+                let outer: usize = shape[..axis].iter().product();
+                let inner: usize = shape[axis + 1..].iter().product::<usize>() * elem;
+                let bytes = host.to_le_bytes();
+                let mut cut = Vec::with_capacity(outer * len * inner);
+                for o in 0..outer {
+                    let row = o * shape[axis] * inner;
+                    cut.extend_from_slice(&bytes[row + start * inner..row + (start + len) * inner]);
+                }
+                let mut new_shape = shape;
+                new_shape[axis] = len;
+                HostTensor::from_le_bytes(host.dtype(), new_shape, &cut)?
+            }
+        };
+        out.push((name.to_string(), tensor));
+    }
+    Ok(out)
 }
 
 impl Executable for NeuronExecutable {
@@ -332,67 +798,45 @@ impl Executable for NeuronExecutable {
     }
 
     fn run(&self, inputs: &[(&str, &HostTensor)]) -> Result<Outputs> {
-        let bindings = self.graph.bind_inputs(inputs)?;
-        let sizes: BTreeMap<String, usize> =
-            input_symbols(&self.graph).into_iter().filter_map(|s| bindings.get(&s).map(|n| (s, n))).collect();
-        let program = self.pick(&sizes)?;
-        // Spread callers over the cores: start at the next core in turn, take the first free one,
-        // else wait for that one.
-        let n = program.cores.len();
-        let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n;
-        let mut loaded = (0..n)
-            .find_map(|i| program.cores[(start + i) % n].try_lock().ok())
-            .unwrap_or_else(|| program.cores[start].lock().unwrap_or_else(|e| e.into_inner()));
-        let loaded = &mut *loaded;
-        for (_, node) in self.graph.inputs() {
-            let host = inputs.iter().find(|(name, _)| *name == node.name).expect("bound above").1;
-            let elem = host.dtype().size_in_bytes().expect("inputs are plain types");
-            let to: Vec<usize> = node.shape.0.iter().map(|d| concrete(d, &program.bucket).expect("bucketed")).collect();
-            let bytes = pad(&host.to_le_bytes(), elem, host.shape(), &to);
-            let tensor = loaded.inputs.get_mut(&node.name).expect("checked at prepare");
-            tensor.write(&bytes, 0).map_err(backend_err)?;
+        if self.caches.is_empty() {
+            self.step(None, inputs)
+        } else {
+            let mut state = self.new_state(accelrt_core::one_shot_slots(&self.graph, inputs))?;
+            self.step(Some(&mut state), inputs)
         }
-        loaded.model.execute(&loaded.inputs, &mut loaded.outputs).map_err(backend_err)?;
-        let mut outputs = Vec::new();
-        for (name, id) in self.graph.outputs() {
-            let node = self.graph.node(*id);
-            let info =
-                loaded.info.iter().find(|t| t.name == *name && t.usage == TensorUsage::Output).ok_or_else(|| {
-                    Error::Backend { backend: BACKEND.into(), message: format!("the NEFF has no output `{name}`") }
-                })?;
-            let tensor = loaded.outputs.get(name).expect("allocated at prepare");
-            let mut buf = vec![0u8; tensor.size()];
-            tensor.read(&mut buf, 0).map_err(backend_err)?;
-            let elem = node.dtype.size_in_bytes().expect("outputs are plain types");
-            let padded: Vec<usize> = info.shape.iter().map(|&d| d as usize).collect();
-            let real: Vec<usize> = node
-                .shape
-                .0
-                .iter()
-                .zip(&padded)
-                .map(|(d, &p)| match d {
-                    Dim::Fixed(n) => *n,
-                    Dim::Sym(s) => bindings.get(s).unwrap_or(p),
-                })
-                .collect();
-            if padded.len() != real.len() || padded.iter().zip(&real).any(|(p, r)| r > p) {
-                return Err(Error::Backend {
-                    backend: BACKEND.into(),
-                    message: format!("output `{name}` has shape {padded:?} in the NEFF, {real:?} expected"),
-                });
-            }
-            let bytes = unpad(&buf, elem, &padded, &real);
-            outputs.push((name.clone(), HostTensor::from_le_bytes(node.dtype, real, &bytes)?));
-        }
-        Ok(Outputs::new(outputs))
     }
 
-    fn new_state(&self, _slots: usize) -> Result<SessionState> {
-        Err(Error::Unsupported { backend: BACKEND.into(), what: "session state (KV caches)".into() })
+    /// Allocates every cache of the graph on one core (taken in turn), zeroed, with `slots + 1`
+    /// rows: the last is the spare slot padded batch rows write to.
+    fn new_state(&self, slots: usize) -> Result<SessionState> {
+        if self.caches.is_empty() {
+            return Ok(SessionState::new(BACKEND, slots, Box::new(())));
+        }
+        let total = slots + 1;
+        let Some(manifest) = self.manifests.iter().find(|m| m.bucket.slots == Some(total)) else {
+            return Err(Error::Unsupported {
+                backend: BACKEND.into(),
+                what: format!(
+                    "a session of {slots} sequence(s): no NEFF was compiled for it (loaded: {}); compile buckets \
+                     with slots={slots}",
+                    self.manifests.iter().map(|m| bucket_key(&m.bucket)).collect::<Vec<_>>().join("; ")
+                ),
+            });
+        };
+        let core = self.next.fetch_add(1, Ordering::Relaxed) % self.cores.len();
+        let core_index = self.cores[core].lock().unwrap_or_else(|e| e.into_inner()).index;
+        let mut caches = Vec::new();
+        for arg in manifest.arguments.iter().filter(|a| matches!(a.role, ArgumentRole::State { .. })) {
+            let bytes = arg.dtype.storage_bytes(arg.shape.iter().product()).expect("caches are plain floats");
+            let mut t = Tensor::allocate(&self.rt, core_index, bytes, &arg.name).map_err(backend_err)?;
+            t.write(&vec![0u8; bytes], 0).map_err(backend_err)?;
+            caches.push(t);
+        }
+        Ok(SessionState::new(BACKEND, slots, Box::new(NeuronState { owner: self.id, core, slots: total, caches })))
     }
 
-    fn run_with_state(&self, _state: &mut SessionState, _inputs: &[(&str, &HostTensor)]) -> Result<Outputs> {
-        Err(Error::Unsupported { backend: BACKEND.into(), what: "session state (KV caches)".into() })
+    fn run_with_state(&self, state: &mut SessionState, inputs: &[(&str, &HostTensor)]) -> Result<Outputs> {
+        self.step(Some(state), inputs)
     }
 
     fn synchronize(&self) -> Result<()> {

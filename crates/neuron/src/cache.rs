@@ -1,214 +1,279 @@
-//! The NEFF compile cache: where the program for one (graph, weights, target, bucket) lives, and the
-//! manifest beside it that says what it was compiled from.
+//! The NEFF compile cache: where the program for one exported module lives, and the manifest
+//! beside it that says exactly what it was compiled from and by what.
 //!
-//! A NEFF embeds the weights it was compiled with, so the graph's content hash (which covers ops,
-//! names, types and shapes but not weight values) is not enough to name one: two checkpoints of one
-//! architecture share a graph hash. The key is therefore
+//! A NEFF here is compiled from a StableHLO module exported by `accelrt_stablehlo` (converted to
+//! an XLA `HloModuleProto` for `neuronx-cc`). Weights are **arguments** of that program, not
+//! constants, so one NEFF serves every checkpoint of an architecture and the weights are not part
+//! of the key. What is:
+//!
+//! - the graph (`Graph::content_hash`: ops, names, dtypes, shapes) and the module made from it
+//!   (`mlir_sha256`, which also covers the bucket and the compute dtype);
+//! - the weights policy ([`WEIGHTS_POLICY`]: weights are program inputs);
+//! - the bucket (every symbol's size and the cache slots);
+//! - the target (`inf2`, `trn1`, `trn2`);
+//! - the compiler's version and the flags it was given.
 //!
 //! ```text
-//! <cache>/<graph content hash>/<weights hash>/<target>/<bucket>.neff
-//! <cache>/<graph content hash>/<weights hash>/<target>/<bucket>.manifest.json
+//! <cache>/<graph content hash>/<target>/<bucket>@<compiler version>@<flags hash>.neff
+//! <cache>/<graph content hash>/<target>/<bucket>@<compiler version>@<flags hash>.json
 //! ```
 //!
-//! and the manifest repeats every part of the key, so a NEFF copied or compiled into the wrong place
-//! is refused at load with an error naming the parts that differ.
+//! The cache is a plain directory, so it can live on a shared file system (EFS, NFS) that many
+//! hosts read: files are written to a temporary name and renamed into place, so a reader sees a
+//! whole NEFF and manifest or none. The manifest records the NEFF's SHA-256, so a truncated or
+//! altered copy is refused at load.
 
-use accelrt_core::{load_weight, Graph, Result, WeightSource};
+use accelrt_core::DType;
+use accelrt_stablehlo::{Bucket, Manifest};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// A concrete assignment of every symbolic input dimension, e.g. {batch: 8, seq: 128}.
-pub type Bucket = BTreeMap<String, usize>;
+/// The `format` of manifests this version writes and reads. Earlier layouts (NEFFs with embedded
+/// weights, keyed by a weights hash) are not read.
+pub const MANIFEST_FORMAT: &str = "accelrt-neff/2";
 
-/// The `format` of manifests this version writes and reads. The layout before manifests
-/// (`<graph hash>/<target>/<bucket>.neff`, no weights in the key) is not read.
-pub const MANIFEST_FORMAT: &str = "accelrt-neff/1";
+/// How the weights reach the program: as inputs (the exporter's only policy). Part of the key so
+/// that a future policy (weights folded into the NEFF as constants) can never be confused with it.
+pub const WEIGHTS_POLICY: &str = "arguments";
 
 /// The file name part of a bucket: `batch=8,seq=128` (`static` for graphs without symbols).
 pub fn bucket_key(bucket: &Bucket) -> String {
-    if bucket.is_empty() {
-        return "static".into();
+    let text = bucket.to_string();
+    if text.is_empty() {
+        "static".into()
+    } else {
+        text
     }
-    bucket.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
-/// SHA-256 over the weights a NEFF of `graph` embeds, read from `weights` exactly as the backend
-/// reads them (each checked against its `Weight` node's dtype, shape and size).
-///
-/// Each weight's bytes are streamed through SHA-256 on their own (spread over up to 8 threads; the
-/// bytes are borrowed from the source, so a memory-mapped file is not copied), and the result is
-/// SHA-256 of a scheme tag followed by, for every weight in graph order, its name, dtype, shape,
-/// byte length and digest. Any changed byte, renamed weight or re-typed weight changes it.
-pub fn weights_hash(graph: &Graph, weights: &dyn WeightSource) -> Result<String> {
-    let nodes: Vec<_> = graph.weights().map(|(_, n)| n).collect();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8).min(nodes.len().max(1));
-    let next = AtomicUsize::new(0);
-    // Threads take the next unhashed weight until none is left; each returns (index, part) pairs.
-    let results: Vec<Result<Vec<(usize, WeightDigest)>>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(node) = nodes.get(i) else { return Ok(done) };
-                        let view = load_weight(weights, node)?;
-                        done.push((
-                            i,
-                            WeightDigest {
-                                dtype: view.dtype.to_string(),
-                                shape: view.shape.clone(),
-                                len: view.bytes.len(),
-                                sha256: Sha256::digest(&view.bytes).into(),
-                            },
-                        ));
-                    }
-                })
-            })
-            .collect();
-        workers.into_iter().map(|w| w.join().expect("a hashing thread panicked")).collect()
-    });
-    let mut parts: Vec<Option<WeightDigest>> = vec![None; nodes.len()];
-    for done in results {
-        for (i, part) in done? {
-            parts[i] = Some(part);
+/// A compiler version as `neuronx-cc --version` prints it (e.g. `2.21.33363.0`): the numbers
+/// that matter are the first three. The runtime loads NEFFs of its own major version only.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CompilerVersion {
+    pub major: u64,
+    pub minor: u64,
+    pub patch: u64,
+    /// The whole version as printed (e.g. `2.21.33363.0+1c5ab5b7`).
+    pub text: String,
+}
+
+impl CompilerVersion {
+    /// The first `A.B.C…` in `output` (what `neuronx-cc --version` prints). `None` when there is
+    /// none.
+    pub fn find(output: &str) -> Option<CompilerVersion> {
+        for word in output.split(|c: char| c.is_whitespace() || c == ',' || c == '(' || c == ')') {
+            let word = word.trim_start_matches('v');
+            let numbers: Vec<&str> = word.split(['.', '+', '-']).collect();
+            if numbers.len() < 3 {
+                continue;
+            }
+            let parse = |s: &str| s.parse::<u64>().ok();
+            if let (Some(major), Some(minor), Some(patch)) = (parse(numbers[0]), parse(numbers[1]), parse(numbers[2])) {
+                return Some(CompilerVersion { major, minor, patch, text: word.to_string() });
+            }
         }
+        None
     }
-    let mut total = Sha256::new();
-    total.update(b"accelrt-neff-weights/1\n");
-    for (node, part) in nodes.iter().zip(parts) {
-        let part = part.expect("every weight hashed");
-        total.update(node.name.as_bytes());
-        total.update([0]);
-        total.update(part.dtype.as_bytes());
-        total.update([0]);
-        total.update((part.shape.len() as u64).to_le_bytes());
-        for d in part.shape {
-            total.update((d as u64).to_le_bytes());
-        }
-        total.update((part.len as u64).to_le_bytes());
-        total.update(part.sha256);
-    }
-    Ok(hex::encode(total.finalize()))
 }
 
-/// One weight's contribution to `weights_hash`.
-#[derive(Clone)]
-struct WeightDigest {
-    dtype: String,
-    shape: Vec<usize>,
-    len: usize,
-    sha256: [u8; 32],
+impl std::fmt::Display for CompilerVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
 }
 
-/// Everything that decides which NEFF a prepare needs.
+/// Everything a NEFF depends on: two programs with the same key are interchangeable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NeffKey {
-    /// `Graph::content_hash()`: ops, names, dtypes, shapes (not weight values).
-    pub graph: String,
-    /// `weights_hash()` of the weights compiled into the NEFF.
+    /// `Graph::content_hash()` of the exported graph.
+    pub graph_hash: String,
+    /// SHA-256 of the exported module text (graph, bucket, compute dtype).
+    pub mlir_sha256: String,
+    /// [`WEIGHTS_POLICY`].
     pub weights: String,
-    /// neuronx-cc's `--target`: `inf2`, `trn1`, `trn2`.
-    pub target: String,
-    /// The static size of every symbolic input dimension.
+    pub compute_dtype: DType,
+    /// The exported bucket (its `slots` counts the caches' rows, the spare one included).
     pub bucket: Bucket,
+    /// `inf2`, `trn1` or `trn2`.
+    pub target: String,
+    pub compiler: CompilerVersion,
+    /// The compiler flags, in the order given (besides input, `--framework`, `--target`, `--output`).
+    pub flags: Vec<String>,
 }
 
 impl NeffKey {
-    /// The key for `graph` with weights hashing to `weights_hash`, on `target`, at `bucket`.
-    pub fn new(graph: &Graph, weights_hash: &str, target: &str, bucket: &Bucket) -> NeffKey {
+    /// The key of the NEFF compiled from `module` for `target` by `compiler` with `flags`.
+    pub fn new(module: &Manifest, target: &str, compiler: &CompilerVersion, flags: &[String]) -> NeffKey {
         NeffKey {
-            graph: graph.content_hash(),
-            weights: weights_hash.to_string(),
+            graph_hash: module.graph_hash.clone(),
+            mlir_sha256: module.mlir_sha256.clone(),
+            weights: WEIGHTS_POLICY.into(),
+            compute_dtype: module.compute_dtype,
+            bucket: module.bucket.clone(),
             target: target.to_string(),
-            bucket: bucket.clone(),
+            compiler: compiler.clone(),
+            flags: flags.to_vec(),
         }
     }
 
-    fn dir(&self, cache_dir: &Path) -> PathBuf {
-        cache_dir.join(&self.graph).join(&self.weights).join(&self.target)
+    /// First 8 hex digits of SHA-256 over the flags (one per line).
+    pub fn flags_hash(flags: &[String]) -> String {
+        let mut h = Sha256::new();
+        for f in flags {
+            h.update(f.as_bytes());
+            h.update(b"\n");
+        }
+        hex::encode(&h.finalize()[..4])
     }
 
-    /// `<cache>/<graph>/<weights>/<target>/<bucket>.neff`
+    /// `<cache>/<graph hash>/<target>`: every NEFF of one graph for one chip.
+    pub fn dir_for(cache_dir: &Path, graph_hash: &str, target: &str) -> PathBuf {
+        cache_dir.join(graph_hash).join(target)
+    }
+
+    fn stem(&self) -> String {
+        format!("{}@{}@{}", bucket_key(&self.bucket), self.compiler.text, NeffKey::flags_hash(&self.flags))
+    }
+
     pub fn neff_path(&self, cache_dir: &Path) -> PathBuf {
-        self.dir(cache_dir).join(format!("{}.neff", bucket_key(&self.bucket)))
+        NeffKey::dir_for(cache_dir, &self.graph_hash, &self.target).join(format!("{}.neff", self.stem()))
     }
 
-    /// `<cache>/<graph>/<weights>/<target>/<bucket>.manifest.json`, beside the NEFF.
     pub fn manifest_path(&self, cache_dir: &Path) -> PathBuf {
-        self.dir(cache_dir).join(format!("{}.manifest.json", bucket_key(&self.bucket)))
+        NeffKey::dir_for(cache_dir, &self.graph_hash, &self.target).join(format!("{}.json", self.stem()))
     }
 
-    /// The manifest to write beside this key's NEFF (one line of JSON).
-    pub fn manifest_json(&self, graph_name: &str) -> String {
-        let manifest =
-            Manifest { format: MANIFEST_FORMAT.into(), graph_name: Some(graph_name.into()), key: self.clone() };
-        serde_json::to_string(&manifest).expect("a manifest always serialises")
-    }
-
-    /// Writes `neff` and its manifest at this key's paths (directories created): what a compile step
-    /// does once neuronx-cc has produced the NEFF. Returns the NEFF's path.
-    pub fn install(&self, cache_dir: &Path, graph_name: &str, neff: &[u8]) -> std::io::Result<PathBuf> {
+    /// Writes `neff` and its manifest (with `module`, the exported module's manifest) into the
+    /// cache, each through a temporary file renamed into place, NEFF first: a reader that finds
+    /// the manifest finds the whole NEFF. Returns the NEFF's path.
+    pub fn install(&self, cache_dir: &Path, neff: &[u8], module: &Manifest) -> std::io::Result<PathBuf> {
+        let manifest = NeffManifest {
+            format: MANIFEST_FORMAT.into(),
+            key: self.clone(),
+            neff_sha256: sha256(neff),
+            module: module.clone(),
+        };
         let path = self.neff_path(cache_dir);
-        std::fs::create_dir_all(path.parent().expect("a file in a directory"))?;
-        std::fs::write(&path, neff)?;
-        std::fs::write(self.manifest_path(cache_dir), self.manifest_json(graph_name))?;
+        write_atomic(&path, neff)?;
+        write_atomic(&self.manifest_path(cache_dir), manifest.to_json().as_bytes())?;
         Ok(path)
-    }
-
-    /// Reads the manifest beside this key's NEFF and checks that it records exactly this key.
-    /// Errors name the manifest's path and, for a mismatch, every part that differs.
-    pub fn check_manifest(&self, cache_dir: &Path) -> std::result::Result<(), String> {
-        let path = self.manifest_path(cache_dir);
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            format!(
-                "the NEFF at {} has no readable manifest at {} ({e}); a NEFF is only used with the manifest that records what it was compiled from: {}",
-                self.neff_path(cache_dir).display(),
-                path.display(),
-                self.manifest_json("<graph name>")
-            )
-        })?;
-        let manifest: Manifest = serde_json::from_str(&text)
-            .map_err(|e| format!("the NEFF manifest {} is not a valid manifest ({e})", path.display()))?;
-        let mut differs = Vec::new();
-        if manifest.format != MANIFEST_FORMAT {
-            differs.push(format!("format (manifest {}, expected {MANIFEST_FORMAT})", manifest.format));
-        }
-        let m = &manifest.key;
-        if m.graph != self.graph {
-            differs.push(format!("graph (manifest {}, this graph {})", m.graph, self.graph));
-        }
-        if m.weights != self.weights {
-            differs.push(format!("weights (manifest {}, these weights {})", m.weights, self.weights));
-        }
-        if m.target != self.target {
-            differs.push(format!("target (manifest {}, expected {})", m.target, self.target));
-        }
-        if m.bucket != self.bucket {
-            differs.push(format!("bucket (manifest {}, expected {})", bucket_key(&m.bucket), bucket_key(&self.bucket)));
-        }
-        if differs.is_empty() {
-            return Ok(());
-        }
-        Err(format!(
-            "the NEFF at {} is refused: its manifest {} records a different program: {} differ{}",
-            self.neff_path(cache_dir).display(),
-            path.display(),
-            differs.join(", "),
-            if differs.len() == 1 { "s" } else { "" }
-        ))
     }
 }
 
-/// The manifest file: the key's parts plus a format tag (checked) and the graph's name (for people).
-#[derive(Debug, Serialize, Deserialize)]
-struct Manifest {
-    format: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    graph_name: Option<String>,
-    #[serde(flatten)]
-    key: NeffKey,
+/// The manifest written beside each NEFF.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NeffManifest {
+    /// [`MANIFEST_FORMAT`].
+    pub format: String,
+    pub key: NeffKey,
+    /// Hex SHA-256 of the NEFF file.
+    pub neff_sha256: String,
+    /// The exported module's manifest: the program's arguments and results, in order.
+    pub module: Manifest,
+}
+
+impl NeffManifest {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a manifest always serialises")
+    }
+}
+
+/// A NEFF found in the cache, with its manifest.
+#[derive(Debug, Clone)]
+pub struct CachedNeff {
+    pub neff: PathBuf,
+    pub manifest: NeffManifest,
+}
+
+/// Every readable NEFF manifest of `graph_hash` for `target`, and for each unreadable one its
+/// path and why (a malformed or foreign manifest, a missing NEFF). An absent directory is an
+/// empty cache.
+pub fn scan(cache_dir: &Path, graph_hash: &str, target: &str) -> (Vec<CachedNeff>, Vec<(PathBuf, String)>) {
+    let dir = NeffKey::dir_for(cache_dir, graph_hash, target);
+    let (mut found, mut refused) = (Vec::new(), Vec::new());
+    let Ok(entries) = std::fs::read_dir(&dir) else { return (found, refused) };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    paths.sort();
+    for path in paths {
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let manifest = std::fs::read_to_string(&path).map_err(|e| e.to_string()).and_then(|text| {
+            serde_json::from_str::<NeffManifest>(&text).map_err(|e| format!("not a NEFF manifest: {e}"))
+        });
+        let manifest = match manifest {
+            Ok(m) if m.format != MANIFEST_FORMAT => {
+                Err(format!("format `{}`, this accelrt reads `{MANIFEST_FORMAT}`", m.format))
+            }
+            Ok(m) if m.key.graph_hash != graph_hash || m.key.target != target => Err(format!(
+                "records graph {} / target {}, but sits under {graph_hash}/{target}",
+                m.key.graph_hash, m.key.target
+            )),
+            other => other,
+        };
+        match manifest {
+            Ok(manifest) => {
+                let neff = path.with_extension("neff");
+                if neff.is_file() {
+                    found.push(CachedNeff { neff, manifest });
+                } else {
+                    refused.push((path, format!("its NEFF {} is missing", neff.display())));
+                }
+            }
+            Err(why) => refused.push((path, why)),
+        }
+    }
+    (found, refused)
+}
+
+/// Reads a cached NEFF and checks it against the SHA-256 its manifest records.
+pub fn read_checked(cached: &CachedNeff) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(&cached.neff).map_err(|e| format!("reading {}: {e}", cached.neff.display()))?;
+    let actual = sha256(&bytes);
+    if actual != cached.manifest.neff_sha256 {
+        return Err(format!(
+            "{} has SHA-256 {actual}, its manifest records {} (a truncated or altered copy?); delete it and compile again",
+            cached.neff.display(),
+            cached.manifest.neff_sha256
+        ));
+    }
+    Ok(bytes)
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().expect("cache paths have a parent");
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.partial-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("neff"),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compiler_versions_are_read_from_what_neuronx_cc_prints() {
+        let v = CompilerVersion::find("NeuronX Compiler version 2.21.33363.0+1c5ab5b7\n").unwrap();
+        assert_eq!((v.major, v.minor, v.patch), (2, 21, 33363));
+        assert_eq!(v.text, "2.21.33363.0+1c5ab5b7");
+        assert_eq!(CompilerVersion::find("neuronx-cc 2.15.128.0 (accelrt test double)").unwrap().major, 2);
+        assert!(CompilerVersion::find("no version here 1.2").is_none());
+    }
+
+    #[test]
+    fn flags_change_the_key_and_the_file_name() {
+        assert_ne!(NeffKey::flags_hash(&["--optlevel".into(), "1".into()]), NeffKey::flags_hash(&[]));
+        assert_ne!(NeffKey::flags_hash(&["-O1".into()]), NeffKey::flags_hash(&["-O2".into()]));
+        assert_eq!(NeffKey::flags_hash(&[]).len(), 8);
+    }
 }

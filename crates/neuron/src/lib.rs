@@ -9,12 +9,14 @@
 
 pub mod backend;
 pub mod cache;
+pub mod compile;
 mod ffi;
 mod runtime;
 mod status;
 
-pub use backend::{NeuronBackend, NeuronExecutable, NeuronOptions};
-pub use cache::{weights_hash, NeffKey};
+pub use backend::{default_cache_dir, NeuronBackend, NeuronExecutable, NeuronOptions};
+pub use cache::{CompilerVersion, NeffKey, NeffManifest};
+pub use compile::{CompileError, Compiler};
 pub use ffi::LIBRARY_ENV;
-pub use runtime::{Model, Runtime, RuntimeVersion, Tensor, TensorInfo, TensorSet, TensorUsage};
+pub use runtime::{Model, Runtime, RuntimeVersion, Tensor, TensorInfo, TensorRefs, TensorSet, TensorUsage};
 pub use status::{NeuronError, NrtStatus, Result};

@@ -205,6 +205,12 @@ impl Model {
     pub fn execute(&self, inputs: &TensorSet, outputs: &mut TensorSet) -> Result<()> {
         check("nrt_execute", unsafe { (self.rt.api.execute)(self.ptr, inputs.ptr, outputs.ptr) })
     }
+
+    /// Runs the program on tensors owned elsewhere: reads `inputs`, writes `outputs`. One tensor
+    /// may be in both (an input the program updates in place, such as a KV cache).
+    pub fn execute_refs(&self, inputs: &TensorRefs<'_>, outputs: &TensorRefs<'_>) -> Result<()> {
+        check("nrt_execute", unsafe { (self.rt.api.execute)(self.ptr, inputs.ptr, outputs.ptr) })
+    }
 }
 
 impl Drop for Model {
@@ -325,6 +331,38 @@ impl TensorSet {
 impl Drop for TensorSet {
     fn drop(&mut self) {
         // SAFETY: allocated by nrt_allocate_tensor_set, destroyed once; the tensors are freed after.
+        unsafe { (self.rt.api.destroy_tensor_set)(&mut self.ptr) };
+    }
+}
+
+/// Named tensors passed to `nrt_execute` that the set only refers to: the tensors are owned
+/// elsewhere (weights shared by every program on a core, a session's KV caches) and outlive it.
+pub struct TensorRefs<'a> {
+    rt: Arc<Runtime>,
+    ptr: *mut NrtTensorSet,
+    _tensors: std::marker::PhantomData<&'a Tensor>,
+}
+
+impl<'a> TensorRefs<'a> {
+    pub fn new(rt: &Arc<Runtime>) -> Result<TensorRefs<'a>> {
+        let mut ptr = std::ptr::null_mut();
+        check("nrt_allocate_tensor_set", unsafe { (rt.api.allocate_tensor_set)(&mut ptr) })?;
+        Ok(TensorRefs { rt: rt.clone(), ptr, _tensors: std::marker::PhantomData })
+    }
+
+    /// Adds `tensor` under `name` (the name the program's tensor info gives it).
+    pub fn add(&mut self, name: &str, tensor: &'a Tensor) -> Result<()> {
+        let name = CString::new(name).map_err(|_| NeuronError::Invalid(format!("tensor name {name:?} has a NUL")))?;
+        check("nrt_add_tensor_to_tensor_set", unsafe {
+            (self.rt.api.add_tensor_to_tensor_set)(self.ptr, name.as_ptr(), tensor.ptr)
+        })
+    }
+}
+
+impl Drop for TensorRefs<'_> {
+    fn drop(&mut self) {
+        // SAFETY: allocated by nrt_allocate_tensor_set and destroyed once; the tensors it names are
+        // not freed by it.
         unsafe { (self.rt.api.destroy_tensor_set)(&mut self.ptr) };
     }
 }

@@ -1,77 +1,66 @@
-//! The Neuron backend through the real FFI path against the simulator (a TEST DOUBLE of libnrt):
-//! the conformance suite, buckets with padding, missing NEFFs, multi-core use, and MiniLM.
+//! The Neuron backend through the real FFI path against the simulator (a TEST DOUBLE of libnrt
+//! that runs the exported HLO on XLA CPU): the conformance suite, buckets with padding, sessions
+//! with KV caches on the "device" and prompts run in chunks, the compile cache's checks, and
+//! several cores.
 
 mod common;
 
 use accelrt_conformance::{cases, run_case, Case};
 use accelrt_core::{
-    reference, Backend, DType, DeviceSpec, Dim, Graph, GraphBuilder, HostTensor, HostWeights, Op, PrepareOptions,
-    Shape, WeightSource,
+    reference, Backend, DType, DeviceSpec, Dim, Graph, GraphBuilder, HostTensor, HostWeights, Op, PrepareOptions, Shape,
 };
-use accelrt_neuron::cache::Bucket;
-use accelrt_neuron::{weights_hash, NeffKey, NeuronBackend, NeuronOptions};
-use std::collections::BTreeMap;
+use accelrt_neuron::{CompilerVersion, NeffManifest, NeuronBackend, NeuronOptions};
+use common::{compile_bucket, compile_with};
+use std::collections::BTreeSet;
 use std::path::Path;
 
-fn backend(device: &str, cache: &Path, buckets: BTreeMap<String, Vec<usize>>) -> NeuronBackend {
+fn options(cache: &Path) -> NeuronOptions {
+    NeuronOptions { cache_dir: cache.to_path_buf(), target: "inf2".into(), flags: None }
+}
+
+fn backend_with(device: &str, options: NeuronOptions) -> NeuronBackend {
     common::use_simulator();
-    let options = NeuronOptions { cache_dir: cache.to_path_buf(), target: "inf2".into(), buckets };
     NeuronBackend::with_options(&device.parse::<DeviceSpec>().unwrap(), options).unwrap()
 }
 
-/// The symbols' sizes in these inputs.
-fn sizes(graph: &Graph, inputs: &[(&str, &HostTensor)]) -> Bucket {
-    let bindings = graph.bind_inputs(inputs).unwrap();
-    let mut bucket = Bucket::new();
-    for (_, n) in graph.inputs() {
-        for d in &n.shape.0 {
-            if let Dim::Sym(s) = d {
-                bucket.insert(s.clone(), bindings.get(s).unwrap());
-            }
+fn backend(device: &str, cache: &Path) -> NeuronBackend {
+    backend_with(device, options(cache))
+}
+
+/// The exact bucket of every step of a case (with the spare cache slot for sessions).
+fn case_buckets(case: &Case) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for step in std::iter::once(&case.inputs).chain(&case.later_steps) {
+        let feed: Vec<(&str, &HostTensor)> = step.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let bindings = case.graph.bind_inputs(&feed).unwrap();
+        let mut bucket = accelrt_stablehlo::Bucket::from_bindings(&bindings);
+        if case.slots > 0 {
+            // A cache's length is its capacity in the exported program.
+            bucket.dims.retain(|s, _| s != accelrt_core::KV_LEN);
         }
+        if case.slots > 0 {
+            bucket = bucket.with_slots(case.slots + 1);
+        }
+        out.insert(bucket.to_string());
     }
-    bucket
+    out
 }
 
-/// The cache key of `graph` with `weights` at `bucket` on inf2.
-fn key(graph: &Graph, weights: &dyn WeightSource, bucket: &Bucket) -> NeffKey {
-    NeffKey::new(graph, &weights_hash(graph, weights).unwrap(), "inf2", bucket)
-}
-
-/// "Compiles" a graph with its weights for the simulator into the cache (NEFF + manifest), for the
-/// shapes of `inputs`.
-fn compile(cache: &Path, graph: &Graph, weights: &dyn WeightSource, inputs: &[(&str, &HostTensor)]) -> Bucket {
-    let bucket = sizes(graph, inputs);
-    let neff = nrt_sim::pack(graph, weights, inputs).unwrap();
-    key(graph, weights, &bucket).install(cache, graph.name(), &neff).unwrap();
-    bucket
-}
-
-fn feed(case: &Case) -> Vec<(&str, &HostTensor)> {
-    case.inputs.iter().map(|(n, t)| (n.as_str(), t)).collect()
-}
-
-/// Every stateless case of the suite, compiled for its own shapes, against the reference; the
-/// stateful case (KV caches) is refused as unsupported, by name.
+/// Every case of the suite, compiled at its steps' shapes, against the reference evaluator —
+/// the session case with its caches held on the device between steps.
 #[test]
 fn the_conformance_suite_passes_through_the_ffi() {
+    let cache = tempfile::tempdir().unwrap();
+    let b = backend("neuron:0", cache.path());
     let mut ran = 0;
     for case in cases::all() {
-        let cache = tempfile::tempdir().unwrap();
-        let inputs = feed(&case);
-        if case.graph.nodes().iter().any(|n| matches!(n.op, Op::KvCache { .. })) {
-            let b = backend("neuron:0", cache.path(), BTreeMap::new());
-            let err = b.prepare(&case.graph, &case.weights, &PrepareOptions::default()).err().unwrap().to_string();
-            assert!(err.contains("session state"), "{}: {err}", case.name);
-            continue;
+        for bucket in case_buckets(&case) {
+            compile_bucket(cache.path(), &case.graph, &bucket, &[]);
         }
-        let bucket = compile(cache.path(), &case.graph, &case.weights, &inputs);
-        let buckets = bucket.into_iter().map(|(k, v)| (k, vec![v])).collect();
-        let b = backend("neuron:0", cache.path(), buckets);
         run_case(&b, &case, &PrepareOptions::default()).unwrap_or_else(|e| panic!("{}: {e}", case.name));
         ran += 1;
     }
-    assert_eq!(ran, cases::all().len() - 1);
+    assert_eq!(ran, cases::all().len());
 }
 
 /// Masked mean pooling over a linear layer: padding rows and positions must not change the result.
@@ -84,9 +73,14 @@ fn pooled_graph() -> (Graph, HostWeights) {
     let p = b.add("pool", Op::MeanPool { x: y, mask }).unwrap();
     b.output("pooled", p);
     b.output("tokens", y);
+    (b.build().unwrap(), scaled(1.0))
+}
+
+/// The pooled graph's weights scaled by `k`: another checkpoint of the same architecture.
+fn scaled(k: f32) -> HostWeights {
     let mut weights = HostWeights::new();
-    weights.insert("w", HostTensor::f32(vec![3, 4], (0..12).map(|i| (i as f32 - 6.0) / 7.0).collect()).unwrap());
-    (b.build().unwrap(), weights)
+    weights.insert("w", HostTensor::f32(vec![3, 4], (0..12).map(|i| k * (i as f32 - 6.0) / 7.0).collect()).unwrap());
+    weights
 }
 
 fn pooled_inputs(batch: usize, seq: usize) -> (HostTensor, HostTensor) {
@@ -98,57 +92,149 @@ fn pooled_inputs(batch: usize, seq: usize) -> (HostTensor, HostTensor) {
     (x, mask)
 }
 
+fn assert_matches_reference(
+    exe: &dyn accelrt_core::Executable,
+    graph: &Graph,
+    weights: &HostWeights,
+    batch: usize,
+    seq: usize,
+) {
+    let (x, mask) = pooled_inputs(batch, seq);
+    let inputs = [("x", &x), ("mask", &mask)];
+    let got = exe.run(&inputs).unwrap();
+    let want = reference::evaluate(graph, weights, &inputs).unwrap();
+    for name in ["pooled", "tokens"] {
+        let (g, w) = (got.get(name).unwrap(), want.get(name).unwrap());
+        assert_eq!(g.shape(), w.shape(), "{name} at {batch}×{seq}");
+        let diff = g.to_f64_vec().iter().zip(w.to_f64_vec()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(diff < 1e-5, "{name} at {batch}×{seq}: {diff}");
+    }
+}
+
 #[test]
 fn inputs_are_padded_to_the_nearest_bucket_and_outputs_cut_back() {
     let cache = tempfile::tempdir().unwrap();
     let (graph, weights) = pooled_graph();
-    for (batch, seq) in [(2, 4), (4, 8)] {
-        let (x, mask) = pooled_inputs(batch, seq);
-        compile(cache.path(), &graph, &weights, &[("x", &x), ("mask", &mask)]);
-    }
-    let buckets = BTreeMap::from([("batch".to_string(), vec![2, 4]), ("seq".to_string(), vec![4, 8])]);
-    // Only (2,4) and (4,8) were compiled: the other two combinations are missing, and prepare says so.
-    let b = backend("neuron:0", cache.path(), buckets);
+    let b = backend("neuron:0", cache.path());
+    // Nothing compiled: the error names the cache directory and the command that fills it.
     let err = b.prepare(&graph, &weights, &PrepareOptions::default()).err().unwrap().to_string();
-    assert!(err.contains("batch=2,seq=8") && err.contains("neuronx-cc compile") && err.contains(".neff"), "{err}");
-    for (batch, seq) in [(2, 8), (4, 4)] {
-        let (x, mask) = pooled_inputs(batch, seq);
-        compile(cache.path(), &graph, &weights, &[("x", &x), ("mask", &mask)]);
+    assert!(
+        err.contains("no NEFF for graph `pooled`")
+            && err.contains("accelrt compile --model MODEL --target inf2 --bucket batch=N,seq=N"),
+        "{err}"
+    );
+    assert!(err.contains(&cache.path().display().to_string()), "{err}");
+    for bucket in ["batch=2,seq=4", "batch=4,seq=8"] {
+        compile_bucket(cache.path(), &graph, bucket, &[]);
     }
-    let buckets = BTreeMap::from([("batch".to_string(), vec![2, 4]), ("seq".to_string(), vec![4, 8])]);
-    let b = backend("neuron:0", cache.path(), buckets);
     let exe = b.prepare(&graph, &weights, &PrepareOptions::default()).unwrap();
-    for (batch, seq) in [(1, 3), (3, 5), (4, 8), (2, 2)] {
-        let (x, mask) = pooled_inputs(batch, seq);
-        let inputs = [("x", &x), ("mask", &mask)];
-        let got = exe.run(&inputs).unwrap();
-        let want = reference::evaluate(&graph, &weights, &inputs).unwrap();
-        for name in ["pooled", "tokens"] {
-            let (g, w) = (got.get(name).unwrap(), want.get(name).unwrap());
-            assert_eq!(g.shape(), w.shape(), "{name} at {batch}×{seq}");
-            let diff = g.to_f64_vec().iter().zip(w.to_f64_vec()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-            assert!(diff < 1e-6, "{name} at {batch}×{seq}: {diff}");
-        }
+    for (batch, seq) in [(1, 3), (3, 5), (4, 8), (2, 2), (2, 4)] {
+        assert_matches_reference(exe.as_ref(), &graph, &weights, batch, seq);
     }
     let (x, mask) = pooled_inputs(5, 2);
     let err = exe.run(&[("x", &x), ("mask", &mask)]).err().unwrap().to_string();
-    assert!(err.contains("larger than every prepared bucket"), "{err}");
+    assert!(err.contains("no compiled bucket holds it") && err.contains("batch=4,seq=8"), "{err}");
 }
 
-/// neuron:0-1: the program is loaded on both cores and concurrent callers are spread over them.
+/// Weights are program inputs: one NEFF serves every checkpoint of an architecture, each running
+/// its own weights.
+#[test]
+fn one_neff_serves_every_checkpoint_with_its_own_weights() {
+    let cache = tempfile::tempdir().unwrap();
+    let (graph, first) = pooled_graph();
+    compile_bucket(cache.path(), &graph, "batch=2,seq=4", &[]);
+    let second = scaled(-2.5);
+    let b = backend("neuron:0", cache.path());
+    let exe1 = b.prepare(&graph, &first, &PrepareOptions::default()).unwrap();
+    let exe2 = b.prepare(&graph, &second, &PrepareOptions::default()).unwrap();
+    assert_matches_reference(exe1.as_ref(), &graph, &first, 2, 4);
+    assert_matches_reference(exe2.as_ref(), &graph, &second, 2, 4);
+    let (x, mask) = pooled_inputs(2, 4);
+    let a = exe1.run(&[("x", &x), ("mask", &mask)]).unwrap();
+    let c = exe2.run(&[("x", &x), ("mask", &mask)]).unwrap();
+    assert_ne!(a.get("pooled"), c.get("pooled"), "two checkpoints gave the same output");
+}
+
+fn manifest_of(neff: &Path) -> (std::path::PathBuf, NeffManifest) {
+    let path = neff.with_extension("json");
+    let m: NeffManifest = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    (path, m)
+}
+
+/// What the cache refuses, and how it says so: another compiler major version than the
+/// runtime's, a NEFF whose bytes differ from its manifest's record, a NEFF compiled from another
+/// export, a malformed manifest, and two flag sets for one bucket without a choice.
+#[test]
+fn the_cache_refuses_foreign_altered_and_ambiguous_neffs() {
+    let (graph, weights) = pooled_graph();
+    let prepare_err =
+        |b: &NeuronBackend| b.prepare(&graph, &weights, &PrepareOptions::default()).err().unwrap().to_string();
+
+    // A NEFF from neuronx-cc 3.x: the simulated runtime is 2.x.
+    let cache = tempfile::tempdir().unwrap();
+    let v3 = CompilerVersion::find("3.0.1.0").unwrap();
+    compile_with(cache.path(), &graph, "batch=2,seq=4", &[], &v3);
+    let err = prepare_err(&backend("neuron:0", cache.path()));
+    assert!(
+        err.contains("compiled by neuronx-cc 3.0.1.0 (major version 3)") && err.contains("major version 2"),
+        "{err}"
+    );
+    // Beside a 2.x NEFF of the same bucket, the 2.x one is used.
+    compile_bucket(cache.path(), &graph, "batch=2,seq=4", &[]);
+    let exe = backend("neuron:0", cache.path()).prepare(&graph, &weights, &PrepareOptions::default()).unwrap();
+    assert_matches_reference(exe.as_ref(), &graph, &weights, 2, 4);
+
+    // Altered bytes.
+    let cache = tempfile::tempdir().unwrap();
+    let neff = compile_bucket(cache.path(), &graph, "batch=2,seq=4", &[]);
+    let mut bytes = std::fs::read(&neff).unwrap();
+    bytes.truncate(bytes.len() - 10);
+    std::fs::write(&neff, &bytes).unwrap();
+    let err = prepare_err(&backend("neuron:0", cache.path()));
+    assert!(err.contains("has SHA-256") && err.contains("a truncated or altered copy"), "{err}");
+
+    // Compiled from another export (the manifest records another module).
+    let cache = tempfile::tempdir().unwrap();
+    let neff = compile_bucket(cache.path(), &graph, "batch=2,seq=4", &[]);
+    let (path, mut m) = manifest_of(&neff);
+    m.key.mlir_sha256 = "0".repeat(64);
+    std::fs::write(&path, m.to_json()).unwrap();
+    let err = prepare_err(&backend("neuron:0", cache.path()));
+    assert!(err.contains("was compiled from another export of this graph"), "{err}");
+
+    // A malformed manifest is listed with its reason.
+    std::fs::write(&path, "{not json").unwrap();
+    let err = prepare_err(&backend("neuron:0", cache.path()));
+    assert!(err.contains("not a NEFF manifest"), "{err}");
+
+    // Two flag sets for one bucket: ambiguous until chosen.
+    let cache = tempfile::tempdir().unwrap();
+    let o1 = vec!["--optlevel".to_string(), "1".to_string()];
+    compile_bucket(cache.path(), &graph, "batch=2,seq=4", &[]);
+    compile_bucket(cache.path(), &graph, "batch=2,seq=4", &o1);
+    let err = prepare_err(&backend("neuron:0", cache.path()));
+    assert!(err.contains("NEFFs compiled with different flags") && err.contains("ACCELRT_NEURON_FLAGS"), "{err}");
+    let chosen = backend_with("neuron:0", NeuronOptions { flags: Some(o1), ..options(cache.path()) });
+    let exe = chosen.prepare(&graph, &weights, &PrepareOptions::default()).unwrap();
+    assert_matches_reference(exe.as_ref(), &graph, &weights, 2, 4);
+    // Another target's NEFFs are not this target's.
+    let trn1 = backend_with("neuron:0", NeuronOptions { target: "trn1".into(), ..options(cache.path()) });
+    assert!(prepare_err(&trn1).contains("for target trn1"));
+}
+
+/// neuron:0-1: the programs are loaded on both cores and concurrent callers are spread over them.
 #[test]
 fn a_core_range_serves_concurrent_callers() {
     let cache = tempfile::tempdir().unwrap();
     let (graph, weights) = pooled_graph();
+    compile_bucket(cache.path(), &graph, "batch=2,seq=4", &[]);
+    let exe = backend("neuron:0-1", cache.path()).prepare(&graph, &weights, &PrepareOptions::default()).unwrap();
     let (x, mask) = pooled_inputs(2, 4);
-    let buckets = compile(cache.path(), &graph, &weights, &[("x", &x), ("mask", &mask)]);
-    let b = backend("neuron:0-1", cache.path(), buckets.into_iter().map(|(k, v)| (k, vec![v])).collect());
-    let exe = b.prepare(&graph, &weights, &PrepareOptions::default()).unwrap();
-    let want = reference::evaluate(&graph, &weights, &[("x", &x), ("mask", &mask)]).unwrap();
+    let want = exe.run(&[("x", &x), ("mask", &mask)]).unwrap();
     std::thread::scope(|scope| {
         for _ in 0..4 {
             scope.spawn(|| {
-                for _ in 0..100 {
+                for _ in 0..50 {
                     let got = exe.run(&[("x", &x), ("mask", &mask)]).unwrap();
                     assert_eq!(got.get("pooled"), want.get("pooled"));
                 }
@@ -157,115 +243,102 @@ fn a_core_range_serves_concurrent_callers() {
     });
     // More cores than the machine has: refused with the count.
     common::use_simulator();
-    let options = NeuronOptions { cache_dir: cache.path().into(), target: "inf2".into(), buckets: BTreeMap::new() };
-    let err = NeuronBackend::with_options(&"neuron:1-2".parse().unwrap(), options).err().unwrap().to_string();
+    let err =
+        NeuronBackend::with_options(&"neuron:1-2".parse().unwrap(), options(cache.path())).err().unwrap().to_string();
     assert!(err.contains("2 NeuronCore"), "{err}");
 }
 
-/// The pooled graph's weights scaled by `k`: another checkpoint of the same architecture.
-fn scaled(weights: &HostWeights, k: f32) -> HostWeights {
-    let w = weights.get("w").unwrap().to_host().unwrap();
-    let values = w.to_f64_vec().iter().map(|&v| v as f32 * k).collect();
-    let mut out = HostWeights::new();
-    out.insert("w", HostTensor::f32(w.shape().to_vec(), values).unwrap());
-    out
-}
-
-/// Two checkpoints of one graph: different NEFF paths, each prepare runs its own weights, and a NEFF
-/// (with its manifest) placed under the other weights' key is refused, naming the weights.
+/// A decoder-like session graph whose output is the last position's (as an LM's logits are):
+/// steps longer than any compiled `seq` run as consecutive chunks of compiled sizes, and equal the
+/// reference run in one piece.
 #[test]
-fn checkpoints_of_one_graph_get_their_own_neffs() {
+fn long_steps_of_a_session_run_as_chunks_of_compiled_sizes() {
+    let (graph, weights) = last_position_decoder();
+    assert_eq!(accelrt_core::padding::chunkable_symbol(&graph).as_deref(), Some("seq"));
     let cache = tempfile::tempdir().unwrap();
-    let (graph, first) = pooled_graph();
-    let second = scaled(&first, -2.0);
-    let (x, mask) = pooled_inputs(2, 4);
-    let inputs = [("x", &x), ("mask", &mask)];
-    let bucket = sizes(&graph, &inputs);
-    let (key1, key2) = (key(&graph, &first, &bucket), key(&graph, &second, &bucket));
-    assert_eq!(key1.graph, key2.graph, "one architecture, one graph hash");
-    assert_ne!(key1.weights, key2.weights);
-    assert_ne!(key1.neff_path(cache.path()), key2.neff_path(cache.path()));
-    assert_ne!(key1.manifest_path(cache.path()), key2.manifest_path(cache.path()));
-    assert_eq!(key1.neff_path(cache.path()).parent(), key1.manifest_path(cache.path()).parent());
-    // The hash is of the bytes: the same values again give the same key, one changed value does not.
-    assert_eq!(key(&graph, &scaled(&first, 1.0), &bucket), key1);
-    let buckets: BTreeMap<String, Vec<usize>> = bucket.iter().map(|(k, v)| (k.clone(), vec![*v])).collect();
-
-    // Only the first checkpoint is compiled: the second finds no NEFF at its own path.
-    compile(cache.path(), &graph, &first, &inputs);
-    let b = backend("neuron:0", cache.path(), buckets.clone());
-    let err = b.prepare(&graph, &second, &PrepareOptions::default()).err().unwrap().to_string();
-    let want_path = key2.neff_path(cache.path()).display().to_string();
-    let want_manifest = key2.manifest_path(cache.path()).display().to_string();
-    assert!(err.contains("no NEFF for bucket") && err.contains(&want_path), "{err}");
-    assert!(err.contains(&want_manifest) && err.contains(&key2.weights), "the message says what to write: {err}");
-
-    // Both compiled: each prepare runs its own weights.
-    compile(cache.path(), &graph, &second, &inputs);
-    for weights in [&first, &second] {
-        let exe = b.prepare(&graph, weights, &PrepareOptions::default()).unwrap();
-        let got = exe.run(&inputs).unwrap();
-        let want = reference::evaluate(&graph, weights, &inputs).unwrap();
-        assert_eq!(got.get("pooled"), want.get("pooled"));
+    for bucket in ["batch=1,seq=1,slots=3", "batch=1,seq=2,slots=3", "batch=1,seq=4,slots=3", "batch=2,seq=1,slots=3"] {
+        compile_bucket(cache.path(), &graph, bucket, &[]);
     }
-
-    // The first checkpoint's NEFF and manifest copied under the second's key: refused, naming the weights.
-    std::fs::copy(key1.neff_path(cache.path()), key2.neff_path(cache.path())).unwrap();
-    std::fs::copy(key1.manifest_path(cache.path()), key2.manifest_path(cache.path())).unwrap();
-    let err = b.prepare(&graph, &second, &PrepareOptions::default()).err().unwrap().to_string();
-    assert!(err.contains("is refused") && err.contains("weights (manifest"), "{err}");
-    assert!(err.contains(&key1.weights) && err.contains(&key2.weights) && !err.contains("graph ("), "{err}");
-    assert!(err.contains(&want_path), "{err}");
-
-    // A NEFF without its manifest is refused too, and the message gives the manifest to write.
-    std::fs::remove_file(key2.manifest_path(cache.path())).unwrap();
-    let err = b.prepare(&graph, &second, &PrepareOptions::default()).err().unwrap().to_string();
-    assert!(err.contains("no readable manifest") && err.contains(&want_manifest), "{err}");
-    assert!(err.contains(&key2.manifest_json("<graph name>")), "{err}");
-
-    // A manifest recording another target and bucket: each differing part is named.
-    let mut other = key2.clone();
-    other.target = "trn1".into();
-    other.bucket.insert("batch".into(), 8);
-    std::fs::write(key2.manifest_path(cache.path()), other.manifest_json(graph.name())).unwrap();
-    let err = b.prepare(&graph, &second, &PrepareOptions::default()).err().unwrap().to_string();
-    assert!(err.contains("target (manifest trn1, expected inf2)"), "{err}");
-    assert!(
-        err.contains("bucket (manifest batch=8,seq=4, expected batch=2,seq=4)") && !err.contains("weights ("),
-        "{err}"
-    );
-
-    // Not a manifest at all: refused, naming the file.
-    std::fs::write(key2.manifest_path(cache.path()), "{\"format\": 3}").unwrap();
-    let err = b.prepare(&graph, &second, &PrepareOptions::default()).err().unwrap().to_string();
-    assert!(err.contains("not a valid manifest") && err.contains(&want_manifest), "{err}");
-
-    // Rewritten with the right key, the second checkpoint runs again.
-    key2.install(cache.path(), graph.name(), &nrt_sim::pack(&graph, &second, &inputs).unwrap()).unwrap();
-    let exe = b.prepare(&graph, &second, &PrepareOptions::default()).unwrap();
-    assert_eq!(
-        exe.run(&inputs).unwrap().get("pooled"),
-        reference::evaluate(&graph, &second, &inputs).unwrap().get("pooled")
-    );
+    let exe = backend("neuron:0", cache.path()).prepare(&graph, &weights, &PrepareOptions::default()).unwrap();
+    let mut state = exe.new_state(2).unwrap();
+    let mut oracle = reference::new_state(2);
+    // (slot, first position, tokens): prompts of 7 (4+2+1) and 3 (2+1) tokens, then a batched step.
+    let steps: [&[(u32, u32, usize)]; 3] = [&[(0, 0, 7)], &[(1, 0, 3)], &[(0, 7, 1), (1, 3, 1)]];
+    for (i, rows) in steps.iter().enumerate() {
+        let inputs = decoder_step(rows, i);
+        let feed: Vec<(&str, &HostTensor)> = inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let got = exe.run_with_state(&mut state, &feed).unwrap();
+        let want = reference::evaluate_with_state(&graph, &weights, &feed, &mut oracle).unwrap();
+        let (g, w) = (got.get("last").unwrap(), want.get("last").unwrap());
+        assert_eq!(g.shape(), w.shape());
+        let diff = g.to_f64_vec().iter().zip(w.to_f64_vec()).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(diff < 1e-4, "step {i}: {diff}");
+    }
+    // A session of another slot count has no program.
+    let err = exe.new_state(3).err().unwrap().to_string();
+    assert!(err.contains("a session of 3 sequence(s)") && err.contains("slots=3"), "{err}");
 }
 
-/// The weights hash covers every byte, each weight's name, dtype and shape, and reads weights as
-/// prepare does (a missing or mis-shaped weight is an error, not a hash).
-#[test]
-fn the_weights_hash_covers_bytes_names_and_types() {
-    let (graph, weights) = pooled_graph();
-    let base = weights_hash(&graph, &weights).unwrap();
-    assert_eq!(base.len(), 64);
-    assert_eq!(weights_hash(&graph, &weights).unwrap(), base);
-    let w = weights.get("w").unwrap().to_host().unwrap();
-    let mut values: Vec<f32> = w.to_f64_vec().iter().map(|&v| v as f32).collect();
-    values[11] = f32::from_bits(values[11].to_bits() ^ 1); // one bit of the last value
-    let mut flipped = HostWeights::new();
-    flipped.insert("w", HostTensor::f32(vec![3, 4], values).unwrap());
-    assert_ne!(weights_hash(&graph, &flipped).unwrap(), base);
-    let err = weights_hash(&graph, &HostWeights::new()).unwrap_err().to_string();
-    assert!(err.contains('w'), "{err}");
-    let mut reshaped = HostWeights::new();
-    reshaped.insert("w", HostTensor::f32(vec![4, 3], w.to_f64_vec().iter().map(|&v| v as f32).collect()).unwrap());
-    assert!(weights_hash(&graph, &reshaped).is_err());
+const HIDDEN: usize = 8;
+
+/// x → k, v projections → caches → attention by position → the last position.
+fn last_position_decoder() -> (Graph, HostWeights) {
+    let (heads, d, capacity) = (2, HIDDEN / 2, 16);
+    let mut b = GraphBuilder::new("last_position_decoder");
+    let x = b.input("x", DType::F32, Shape(vec![Dim::sym("batch"), Dim::sym("seq"), Dim::Fixed(HIDDEN)])).unwrap();
+    let positions = b.input("positions", DType::U32, Shape(vec![Dim::sym("batch"), Dim::sym("seq")])).unwrap();
+    let slots = b.input("slots", DType::U32, Shape(vec![Dim::sym("batch")])).unwrap();
+    let mut weights = HostWeights::new();
+    let mut heads_of = |b: &mut GraphBuilder, name: &str, k: f32| {
+        let w = b.weight(name, DType::F32, Shape::new([HIDDEN, HIDDEN])).unwrap();
+        weights.insert(
+            name,
+            HostTensor::f32(
+                vec![HIDDEN, HIDDEN],
+                (0..HIDDEN * HIDDEN).map(|i| ((i * 7 % 13) as f32 - 6.0) * k).collect(),
+            )
+            .unwrap(),
+        );
+        let y = b.add(&format!("{name}_y"), Op::Linear { x, weight: w, bias: None }).unwrap();
+        let r = b
+            .add(
+                &format!("{name}_r"),
+                Op::Reshape {
+                    x: y,
+                    dims: vec![
+                        accelrt_core::ReshapeDim::Keep(0),
+                        accelrt_core::ReshapeDim::Keep(1),
+                        accelrt_core::ReshapeDim::Fixed(heads),
+                        accelrt_core::ReshapeDim::Fixed(d),
+                    ],
+                },
+            )
+            .unwrap();
+        b.add(&format!("{name}_t"), Op::Permute { x: r, perm: vec![0, 2, 1, 3] }).unwrap()
+    };
+    let q = heads_of(&mut b, "wq", 0.05);
+    let k = heads_of(&mut b, "wk", 0.04);
+    let v = heads_of(&mut b, "wv", 0.03);
+    let kc = b.add("k_cache", Op::KvCache { x: k, positions, slots, capacity }).unwrap();
+    let vc = b.add("v_cache", Op::KvCache { x: v, positions, slots, capacity }).unwrap();
+    let a = b
+        .add(
+            "attn",
+            Op::Attention { q, k: kc, v: vc, mask: None, causal: false, scale: 0.5, q_positions: Some(positions) },
+        )
+        .unwrap();
+    let last = b.add("last_pos", Op::TakeLast { x: a, axis: 2 }).unwrap();
+    b.output("last", last);
+    (b.build().unwrap(), weights)
+}
+
+fn decoder_step(rows: &[(u32, u32, usize)], salt: usize) -> Vec<(String, HostTensor)> {
+    let (batch, n) = (rows.len(), rows[0].2);
+    let x = (0..batch * n * HIDDEN).map(|i| (((i + salt * 31) * 17 % 29) as f32 - 14.0) / 10.0).collect();
+    let positions = rows.iter().flat_map(|&(_, start, n)| start..start + n as u32).collect();
+    vec![
+        ("x".into(), HostTensor::f32(vec![batch, n, HIDDEN], x).unwrap()),
+        ("positions".into(), HostTensor::u32(vec![batch, n], positions).unwrap()),
+        ("slots".into(), HostTensor::u32(vec![batch], rows.iter().map(|r| r.0).collect()).unwrap()),
+    ]
 }

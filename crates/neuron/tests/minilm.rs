@@ -1,13 +1,12 @@
 //! all-MiniLM-L6-v2 end to end on the Neuron backend through the FFI, against the simulator (a TEST
-//! DOUBLE of libnrt that runs the reference evaluator): the same embeddings as the CPU backend,
+//! DOUBLE of libnrt that runs the exported HLO on XLA CPU): the same embeddings as the CPU backend,
 //! with inputs padded to a bucket; and a runtime failure mid-run surfaces as a typed error.
 
 mod common;
 
-use accelrt_core::{Backend, DeviceSpec, HostTensor, PrepareOptions, WeightSource};
-use accelrt_models::{registry, ModelStore, SafetensorsWeights, SentenceEmbedder};
-use accelrt_neuron::{weights_hash, NeffKey, NeuronBackend, NeuronOptions};
-use std::collections::BTreeMap;
+use accelrt_core::{Backend, DeviceSpec, PrepareOptions};
+use accelrt_models::{registry, ModelStore, SentenceEmbedder};
+use accelrt_neuron::{NeuronBackend, NeuronOptions};
 
 #[test]
 fn minilm_embeds_like_the_cpu_backend_through_the_ffi() {
@@ -19,35 +18,11 @@ fn minilm_embeds_like_the_cpu_backend_through_the_ffi() {
     let on_cpu = SentenceEmbedder::load(&dir, &cpu, &PrepareOptions::default()).unwrap();
     let graph = on_cpu.executable().graph().clone();
 
-    // "Compile" the one bucket (batch 2, 16 tokens) for the simulator, as neuronx-cc would for hardware.
+    // Compile the one bucket (batch 2, 16 tokens) as `accelrt compile --target inf2` would, the
+    // test double standing in for neuronx-cc.
     let cache = tempfile::tempdir().unwrap();
-    let (batch, seq) = (2usize, 16usize);
-    let zeros = HostTensor::u32(vec![batch, seq], vec![0; batch * seq]).unwrap();
-    let ones = HostTensor::u32(vec![batch, seq], vec![1; batch * seq]).unwrap();
-    let weights = SafetensorsWeights::open(&dir.join("model.safetensors")).unwrap();
-    let bucket = BTreeMap::from([("batch".to_string(), batch), ("seq".to_string(), seq)]);
-    let inputs = [("input_ids", &zeros), ("attention_mask", &ones), ("token_type_ids", &zeros)];
-    let neff = nrt_sim::pack(&graph, &weights, &inputs).unwrap();
-    // The weights hash is part of the key (the NEFF embeds the weights); time it, as prepare pays it.
-    let started = std::time::Instant::now();
-    let hash = weights_hash(&graph, &weights).unwrap();
-    let took = started.elapsed();
-    let bytes: usize = graph.weights().map(|(_, n)| weights.get(&n.name).unwrap().bytes.len()).sum();
-    eprintln!(
-        "weights hash of all-MiniLM-L6-v2: {} weights, {:.1} MB in {:.1} ms ({:.2} GB/s, {} threads available)",
-        graph.weights().count(),
-        bytes as f64 / 1e6,
-        took.as_secs_f64() * 1e3,
-        bytes as f64 / took.as_secs_f64() / 1e9,
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    );
-    NeffKey::new(&graph, &hash, "inf2", &bucket).install(cache.path(), graph.name(), &neff).unwrap();
-
-    let options = NeuronOptions {
-        cache_dir: cache.path().into(),
-        target: "inf2".into(),
-        buckets: BTreeMap::from([("batch".to_string(), vec![batch]), ("seq".to_string(), vec![seq])]),
-    };
+    common::compile_bucket(cache.path(), &graph, "batch=2,seq=16", &[]);
+    let options = NeuronOptions { cache_dir: cache.path().into(), target: "inf2".into(), flags: None };
     let neuron = NeuronBackend::with_options(&"neuron:0".parse::<DeviceSpec>().unwrap(), options).unwrap();
     let on_neuron = SentenceEmbedder::load(&dir, &neuron, &PrepareOptions::default()).unwrap();
     // Two short texts (padded to 16 tokens) and one alone (padded to a batch of 2).
@@ -62,7 +37,7 @@ fn minilm_embeds_like_the_cpu_backend_through_the_ffi() {
     // Longer than the bucket: refused, not truncated.
     let long = "word ".repeat(40);
     let err = on_neuron.embed(&[long.as_str()]).unwrap_err().to_string();
-    assert!(err.contains("larger than every prepared bucket"), "{err}");
+    assert!(err.contains("no compiled bucket holds it"), "{err}");
     // A runtime fault during a run is a typed error naming the status, and the next run works.
     common::inject("nrt_execute", 1202, 1);
     let err = on_neuron.embed(&["again"]).unwrap_err().to_string();

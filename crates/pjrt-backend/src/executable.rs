@@ -9,7 +9,9 @@ use accelrt_core::{
     one_shot_slots, Bindings, DType, Dim, Error, Executable, Graph, HostTensor, Op, Outputs, PrepareOptions, Result,
     SessionState, WeightSource, KV_LEN,
 };
-use accelrt_pjrt::{Argument as PjrtArgument, Buffer, Client, CompileOptions, Device, ElementType, LoadedExecutable, ProgramFormat};
+use accelrt_pjrt::{
+    Argument as PjrtArgument, Buffer, Client, CompileOptions, Device, ElementType, LoadedExecutable, ProgramFormat,
+};
 use accelrt_stablehlo::{
     export, weight_argument, Argument, ArgumentRole, Bucket, ExportError, ExportOptions, Manifest, OutputRole,
 };
@@ -70,7 +72,7 @@ pub struct PjrtExecutable {
     id_inputs: Vec<(String, usize)>,
     /// The symbols of the graph's inputs.
     symbols: Vec<String>,
-    /// Those that may be padded (see `buckets::paddable_symbols`).
+    /// Those that may be padded (see `accelrt_core::padding::paddable_symbols`).
     paddable: std::collections::BTreeSet<String>,
     programs: Mutex<HashMap<Bucket, ProgramSlot>>,
     /// Each cache's [heads, capacity, head size], worked out once.
@@ -214,7 +216,7 @@ impl PjrtExecutable {
             caches,
             id_inputs,
             symbols,
-            paddable: crate::buckets::paddable_symbols(graph),
+            paddable: accelrt_core::padding::paddable_symbols(graph),
             programs: Mutex::new(HashMap::new()),
             real_shapes: Mutex::new(HashMap::new()),
             cache_dims: Mutex::new(None),

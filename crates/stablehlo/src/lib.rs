@@ -19,12 +19,14 @@
 mod bucket;
 mod emit;
 mod error;
+pub mod hlo;
 mod lower;
 mod manifest;
 mod weights;
 
 pub use bucket::Bucket;
 pub use error::ExportError;
+pub use hlo::{hlo_proto, HloError};
 pub use manifest::{Argument, ArgumentRole, Manifest, Output, OutputRole, MANIFEST_FORMAT};
 pub use weights::weight_argument;
 

@@ -32,3 +32,29 @@ pub fn inject(call: &str, status: i32, times: u32) {
     assert_eq!(unsafe { f(c.as_ptr(), status, times) }, 0);
     std::mem::forget(lib); // the runtime keeps the same library loaded
 }
+
+/// "Compiles" `graph` at `bucket` the way `accelrt compile --target inf2` does — export, XLA's
+/// StableHLO → HLO conversion, the compiler — with the test double standing in for `neuronx-cc`
+/// (`nrt_sim::compile_hlo`, which reports version `nrt_sim::COMPILER_VERSION`), and installs the
+/// NEFF and its manifest into `cache`. Returns the NEFF's path.
+pub fn compile_bucket(cache: &std::path::Path, graph: &accelrt_core::Graph, bucket: &str, flags: &[String]) -> PathBuf {
+    let version = accelrt_neuron::CompilerVersion::find(nrt_sim::COMPILER_VERSION).unwrap();
+    compile_with(cache, graph, bucket, flags, &version)
+}
+
+/// [`compile_bucket`] as if by compiler `version`.
+pub fn compile_with(
+    cache: &std::path::Path,
+    graph: &accelrt_core::Graph,
+    bucket: &str,
+    flags: &[String],
+    version: &accelrt_neuron::CompilerVersion,
+) -> PathBuf {
+    use accelrt_stablehlo::{export, hlo_proto, ExportOptions};
+    let module = export(graph, &bucket.parse().unwrap(), &ExportOptions::default()).unwrap();
+    let hlo = hlo_proto(&module.mlir).unwrap_or_else(|e| panic!("HLO of bucket {bucket}: {e}"));
+    let neff = nrt_sim::compile_hlo(&hlo, &module.manifest, "inf2", flags).unwrap();
+    accelrt_neuron::NeffKey::new(&module.manifest, "inf2", version, flags)
+        .install(cache, &neff, &module.manifest)
+        .unwrap()
+}

@@ -1,0 +1,217 @@
+//! Compiling exported modules into NEFFs with AWS's compiler, `neuronx-cc`, and filling the NEFF
+//! cache (`crate::cache`).
+//!
+//! One bucket goes: graph → StableHLO (`accelrt_stablehlo::export`) → serialized XLA
+//! `HloModuleProto` (`accelrt_stablehlo::hlo_proto`) → `neuronx-cc compile X.hlo.pb --framework
+//! XLA --target T --output X.neff [flags]` → NEFF + manifest in the cache. The compiler is found
+//! as `$ACCELRT_NEURONX_CC`, else `neuronx-cc` on `PATH`; it needs no Neuron device, so NEFFs can
+//! be compiled on any host with the Neuron SDK's Python packages and copied (or shared through
+//! the cache directory) to the instances that run them.
+
+use crate::cache::{CompilerVersion, NeffKey};
+use accelrt_stablehlo::Manifest;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Environment variable naming the compiler executable (default: `neuronx-cc` on `PATH`).
+pub const COMPILER_ENV: &str = "ACCELRT_NEURONX_CC";
+
+/// The targets `neuronx-cc` compiles for that accelrt runs.
+pub const TARGETS: [&str; 3] = ["inf2", "trn1", "trn2"];
+
+/// What can go wrong compiling.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error("could not run {program} ({source})")]
+    Run {
+        program: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{program} --version` printed no version ({output:?})")]
+    NoVersion { program: PathBuf, output: String },
+    /// The compiler ran and failed; `log` is the end of what it printed, `hint` what usually helps.
+    #[error("neuronx-cc failed on {input} (exit {status}){hint}:\n{log}")]
+    Failed { input: PathBuf, status: String, log: String, hint: String },
+    #[error("neuronx-cc reported success but wrote no NEFF at {0}")]
+    NoOutput(PathBuf),
+    #[error("writing {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A `neuronx-cc` executable and its version.
+#[derive(Debug, Clone)]
+pub struct Compiler {
+    pub program: PathBuf,
+    pub version: CompilerVersion,
+}
+
+impl Compiler {
+    /// `$ACCELRT_NEURONX_CC`, else `neuronx-cc` on `PATH`; `Ok(None)` when neither exists.
+    pub fn find() -> Result<Option<Compiler>, CompileError> {
+        let program = match std::env::var_os(COMPILER_ENV).filter(|v| !v.is_empty()) {
+            Some(p) => PathBuf::from(p),
+            None => match find_on_path("neuronx-cc") {
+                Some(p) => p,
+                None => return Ok(None),
+            },
+        };
+        Compiler::at(&program).map(Some)
+    }
+
+    /// The compiler at `program`, asked for its version.
+    pub fn at(program: &Path) -> Result<Compiler, CompileError> {
+        let out = Command::new(program)
+            .arg("--version")
+            .output()
+            .map_err(|source| CompileError::Run { program: program.to_path_buf(), source })?;
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let version = CompilerVersion::find(&text).ok_or_else(|| CompileError::NoVersion {
+            program: program.to_path_buf(),
+            output: text.trim().to_string(),
+        })?;
+        Ok(Compiler { program: program.to_path_buf(), version })
+    }
+
+    /// Runs `neuronx-cc compile hlo --framework XLA --target target --output neff flags…` and
+    /// returns once the NEFF is written. A failure carries the end of the compiler's output and
+    /// the usual remedy (see [`failure_hint`]).
+    pub fn compile(&self, hlo: &Path, target: &str, flags: &[String], neff: &Path) -> Result<(), CompileError> {
+        let out = Command::new(&self.program)
+            .args(compile_args(hlo, target, flags, neff))
+            .output()
+            .map_err(|source| CompileError::Run { program: self.program.clone(), source })?;
+        if !out.status.success() {
+            let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            let tail: Vec<&str> = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+            return Err(CompileError::Failed {
+                input: hlo.to_path_buf(),
+                status: out.status.code().map_or("by a signal".into(), |c| c.to_string()),
+                hint: failure_hint(&log, out.status.code(), flags),
+                log: tail.join("\n"),
+            });
+        }
+        if !neff.is_file() {
+            return Err(CompileError::NoOutput(neff.to_path_buf()));
+        }
+        Ok(())
+    }
+
+    /// Compiles `hlo` (the module `manifest` describes) and installs the NEFF and its manifest
+    /// into `cache_dir`; the NEFF is first written next to `hlo` as `<stem>.neff`. Returns the
+    /// key and the NEFF's path in the cache.
+    pub fn compile_into_cache(
+        &self,
+        hlo: &Path,
+        manifest: &Manifest,
+        target: &str,
+        flags: &[String],
+        cache_dir: &Path,
+    ) -> Result<(NeffKey, PathBuf), CompileError> {
+        let neff = neff_path_beside(hlo);
+        self.compile(hlo, target, flags, &neff)?;
+        let bytes = std::fs::read(&neff).map_err(|source| CompileError::Io { path: neff.clone(), source })?;
+        let key = NeffKey::new(manifest, target, &self.version, flags);
+        let path = key
+            .install(cache_dir, &bytes, manifest)
+            .map_err(|source| CompileError::Io { path: key.neff_path(cache_dir), source })?;
+        Ok((key, path))
+    }
+}
+
+/// `X.neff` for `X.hlo.pb`.
+pub fn neff_path_beside(hlo: &Path) -> PathBuf {
+    let name = hlo.file_name().and_then(|n| n.to_str()).unwrap_or("module.hlo.pb");
+    hlo.with_file_name(format!("{}.neff", name.strip_suffix(".hlo.pb").unwrap_or(name)))
+}
+
+/// The arguments after `neuronx-cc`.
+pub fn compile_args(hlo: &Path, target: &str, flags: &[String], neff: &Path) -> Vec<String> {
+    let mut args = vec![
+        "compile".to_string(),
+        hlo.display().to_string(),
+        "--framework".into(),
+        "XLA".into(),
+        "--target".into(),
+        target.into(),
+        "--output".into(),
+        neff.display().to_string(),
+    ];
+    args.extend(flags.iter().cloned());
+    args
+}
+
+/// The command line to run by hand (shell-quoted where needed).
+pub fn command_line(hlo: &Path, target: &str, flags: &[String], neff: &Path) -> String {
+    let quote = |s: &str| {
+        if s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=,:@+".contains(c)) {
+            s.to_string()
+        } else {
+            format!("'{}'", s.replace('\'', "'\\''"))
+        }
+    };
+    std::iter::once("neuronx-cc".to_string())
+        .chain(compile_args(hlo, target, flags, neff).iter().map(|a| quote(a)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// What usually helps when `neuronx-cc` fails, from what it printed: internal compiler errors
+/// often pass at a lower optimisation level; a process killed by the kernel (SIGKILL, exit 137)
+/// has run out of host memory, which large models do on the smaller instances (trn1.2xlarge has
+/// 32 GiB).
+pub fn failure_hint(log: &str, code: Option<i32>, flags: &[String]) -> String {
+    let lower = log.to_lowercase();
+    let killed = code.is_none() || code == Some(137) || lower.contains("killed") || lower.contains("out of memory");
+    if killed {
+        return " — the compiler was killed, most likely out of host memory: compile on a larger instance \
+                 (compiling needs no Neuron device) or with fewer buckets at once"
+            .into();
+    }
+    let internal = lower.contains("internal") || lower.contains("assert") || lower.contains("unexpected");
+    let has_optlevel = flags.iter().any(|f| f.starts_with("--optlevel") || f.starts_with("-O"));
+    if internal && !has_optlevel {
+        return " — an internal compiler error: try again with `--compiler-flags '--optlevel 1'`, and report the \
+                 HLO file to AWS if it persists"
+            .into();
+    }
+    String::new()
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_the_documented_one() {
+        let cmd = command_line(
+            Path::new("out/batch=1,seq=8.hlo.pb"),
+            "inf2",
+            &["--model-type".into(), "transformer".into(), "--auto-cast".into(), "matmult".into()],
+            Path::new("out/batch=1,seq=8.neff"),
+        );
+        assert_eq!(
+            cmd,
+            "neuronx-cc compile out/batch=1,seq=8.hlo.pb --framework XLA --target inf2 --output out/batch=1,seq=8.neff \
+             --model-type transformer --auto-cast matmult"
+        );
+        assert_eq!(neff_path_beside(Path::new("d/b=1.hlo.pb")), Path::new("d/b=1.neff"));
+    }
+
+    #[test]
+    fn failures_come_with_the_usual_remedy() {
+        assert!(failure_hint("Killed", Some(137), &[]).contains("host memory"));
+        assert!(failure_hint("INTERNAL ERROR: assert failed in tiling", Some(1), &[]).contains("--optlevel 1"));
+        assert_eq!(failure_hint("INTERNAL ERROR", Some(1), &["--optlevel".into(), "1".into()]), "");
+        assert_eq!(failure_hint("unsupported operator", Some(1), &[]), "");
+    }
+}
