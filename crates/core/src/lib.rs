@@ -12,6 +12,7 @@ pub mod host;
 mod infer;
 pub mod loss;
 mod op;
+pub mod optim;
 pub mod padding;
 pub mod quant;
 pub mod reference;
