@@ -10,6 +10,7 @@
 //!   position that is saved and restored exactly;
 //! - [`schedule`]: learning-rate schedules (constant, linear warm-up + cosine) as functions of the step;
 //! - [`steplog`]: the JSON-lines step log (`step`, `loss`, `lr`, `tokens`, `seconds`);
+//! - [`eval`]: MNRL loss and retrieval metrics on embeddings (held-out measures, loss checks);
 //! - [`rng`]: the seeded generator behind the shuffles.
 //!
 //! docs/training.md describes the data, its derivation and the formats.
@@ -17,6 +18,7 @@
 pub mod corpus;
 pub mod dataset;
 mod error;
+pub mod eval;
 pub mod pairs;
 pub mod rng;
 pub mod sampler;

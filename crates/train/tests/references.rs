@@ -60,6 +60,15 @@ fn minilm_reference_batches_are_the_pipelines_file_order_batches() {
         }
     }
     check_precisions_agree(&f["results"], 1e-5);
+
+    // The step-1 loss is the loss of the untrained model, so accelrt's forward pass (inference
+    // today) and this crate's MNRL must already give PyTorch's number.
+    let first = &reference[0];
+    let anchors = embedder.embed(&first.iter().map(|p| p.anchor.as_str()).collect::<Vec<_>>()).unwrap();
+    let positives = embedder.embed(&first.iter().map(|p| p.positive.as_str()).collect::<Vec<_>>()).unwrap();
+    let ours = accelrt_train::eval::mnrl_loss(&anchors, &positives, f["loss"]["scale"].as_f64().unwrap()).unwrap();
+    let theirs = f["results"]["float64"]["losses"][0].as_f64().unwrap();
+    assert!((ours - theirs).abs() <= 1e-5 * theirs, "accelrt forward + MNRL {ours} vs PyTorch f64 {theirs}");
 }
 
 #[test]
