@@ -2,7 +2,7 @@
 //! MultipleNegativesRankingLoss training.
 //!
 //! The file is read once to check every line and remember where each example starts; examples are
-//! then read back by offset when a batch needs them. Memory is 12 bytes per example, not the file,
+//! then read back by offset when a batch needs them. Memory is 24 bytes per example, not the file,
 //! and a line longer than [`MAX_LINE_BYTES`] is an error, not an allocation as large as the file.
 
 use crate::{Result, TrainError};
