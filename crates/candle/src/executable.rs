@@ -5,7 +5,7 @@ use crate::ops::{eval, RunContext};
 use crate::quantized::QuantWeight;
 use accelrt_core::{
     load_weight, one_shot_slots, DType, Error, Executable, Graph, HostTensor, Op, Outputs, Result, SessionState,
-    ValueId, WeightSource,
+    ValueId, VariableInit, WeightSource,
 };
 use candle_core::{Device, Tensor};
 use std::collections::{HashMap, HashSet};
@@ -19,6 +19,9 @@ pub struct CandleExecutable {
     weights: HashMap<usize, Tensor>,
     /// Block-quantised weights, by node index (they stay quantised; see `QuantWeight`).
     quant: HashMap<usize, QuantWeight>,
+    /// Initial values of variables initialised from weights, by node index, in their declared
+    /// dtype (a session's first step reads them; zero-initialised ones are made on first use).
+    initial: HashMap<usize, Tensor>,
     /// Weights that only ever serve as a linear layer's [out, in] matrix are stored transposed,
     /// [in, out] and contiguous: the GEMM then reads them row-major, which is faster, most of all
     /// for the few-row products of batch-1 inference.
@@ -81,6 +84,12 @@ impl CandleExecutable {
             }
             uploaded.insert(id.index(), t);
         }
+        let mut initial = HashMap::new();
+        for (i, node) in graph.nodes().iter().enumerate() {
+            if let Op::Variable { init: VariableInit::Weight, .. } = node.op {
+                initial.insert(i, upload_weight(&load_weight(weights, node)?, &device)?);
+            }
+        }
         let n = graph.nodes().len();
         let mut last_use: Vec<usize> = (0..n).collect();
         for (i, node) in graph.nodes().iter().enumerate() {
@@ -106,6 +115,7 @@ impl CandleExecutable {
             compute_override,
             weights: uploaded,
             quant,
+            initial,
             transposed,
             last_use,
             id_inputs,
@@ -158,9 +168,14 @@ fn node_err(node: &accelrt_core::Node, e: candle_core::Error) -> Error {
 }
 
 /// The candle part of a session: per `KvCache` node, per slot, a [heads, capacity, d] tensor on the
-/// device, allocated when the slot is first written.
+/// device, allocated when the slot is first written; and the graph variables assigned so far, by
+/// node index, on the device in their declared dtype (f32 master weights even when the compute
+/// dtype is lower).
 #[derive(Default)]
-struct Caches(HashMap<usize, Vec<Option<Tensor>>>);
+struct Caches {
+    kv: HashMap<usize, Vec<Option<Tensor>>>,
+    variables: HashMap<usize, Tensor>,
+}
 
 fn host_ints(t: &Tensor) -> std::result::Result<Vec<i64>, String> {
     t.to_dtype(candle_core::DType::I64)
@@ -193,7 +208,7 @@ fn kv_cache(
     let plan = state.plan_cache_write(node, capacity, &pos, &slot_ids)?;
     let n_slots = state.slots();
     let caches = state.inner_mut::<Caches>().map_err(|e| e.to_string())?;
-    let per_slot = caches.0.entry(node).or_insert_with(|| vec![None; n_slots]);
+    let per_slot = caches.kv.entry(node).or_insert_with(|| vec![None; n_slots]);
     let mut rows = Vec::with_capacity(b);
     let run =
         |r: usize, w: &accelrt_core::RowWrite, per_slot: &mut Vec<Option<Tensor>>| -> candle_core::Result<Tensor> {
@@ -233,6 +248,33 @@ impl Executable for CandleExecutable {
         Ok(SessionState::new(BACKEND, slots, Box::new(Caches::default())))
     }
 
+    fn read_variable(&self, state: &SessionState, name: &str) -> Result<HostTensor> {
+        let index = self.variable_index(name)?;
+        let t = self.variable_value(state.inner::<Caches>()?, index)?;
+        download(&t, self.graph.nodes()[index].dtype)
+    }
+
+    fn write_variable(&self, state: &mut SessionState, name: &str, value: &HostTensor) -> Result<()> {
+        let index = self.variable_index(name)?;
+        let node = &self.graph.nodes()[index];
+        let declared = node.shape.concrete().expect("variables have fixed shapes");
+        if value.dtype() != node.dtype || value.shape() != declared.as_slice() {
+            return Err(Error::Input {
+                name: name.into(),
+                message: format!(
+                    "variable is {} {:?}, value is {} {:?}",
+                    node.dtype,
+                    declared,
+                    value.dtype(),
+                    value.shape()
+                ),
+            });
+        }
+        let t = upload(value, &self.device)?;
+        state.inner_mut::<Caches>()?.variables.insert(index, t);
+        Ok(())
+    }
+
     fn run_with_state(&self, state: &mut SessionState, inputs: &[(&str, &HostTensor)]) -> Result<Outputs> {
         if self.device.is_cpu() {
             // Run every op of the step on a worker of the thread pool, not on the caller's thread:
@@ -246,6 +288,27 @@ impl Executable for CandleExecutable {
 }
 
 impl CandleExecutable {
+    fn variable_index(&self, name: &str) -> Result<usize> {
+        self.graph
+            .nodes()
+            .iter()
+            .position(|n| n.name == name && matches!(n.op, Op::Variable { .. }))
+            .ok_or_else(|| Error::Graph(format!("no variable `{name}`")))
+    }
+
+    /// A variable's value in a session: assigned, else initial.
+    fn variable_value(&self, caches: &Caches, index: usize) -> Result<Tensor> {
+        if let Some(t) = caches.variables.get(&index) {
+            return Ok(t.clone());
+        }
+        if let Some(t) = self.initial.get(&index) {
+            return Ok(t.clone());
+        }
+        let node = &self.graph.nodes()[index];
+        let shape = node.shape.concrete().expect("variables have fixed shapes");
+        Tensor::zeros(shape, to_candle_dtype(node.dtype)?, &self.device).map_err(candle_err)
+    }
+
     fn run_steps(&self, state: &mut SessionState, inputs: &[(&str, &HostTensor)]) -> Result<Outputs> {
         self.graph.bind_inputs(inputs)?;
         self.check_ids(inputs)?;
@@ -257,6 +320,7 @@ impl CandleExecutable {
             rope_tables: HashMap::new(),
         };
         let mut vals: Vec<Option<Tensor>> = vec![None; self.graph.nodes().len()];
+        let mut assigned: Vec<(usize, Tensor)> = Vec::new();
         for (i, node) in self.graph.nodes().iter().enumerate() {
             let started = self.profile.as_ref().map(|_| std::time::Instant::now());
             let value = match &node.op {
@@ -267,6 +331,20 @@ impl CandleExecutable {
                         Some(compute) if node.dtype.is_float() => t.to_dtype(compute).map_err(candle_err)?,
                         _ => t,
                     }
+                }
+                Op::Variable { .. } => {
+                    let t = self.variable_value(state.inner::<Caches>()?, i)?;
+                    match self.compute_override {
+                        Some(compute) => t.to_dtype(compute).map_err(candle_err)?,
+                        None => t,
+                    }
+                }
+                Op::Assign { var, value } => {
+                    let v = vals[value.index()].clone().expect("operands are evaluated first");
+                    // Stored in the variable's own dtype; applied once the whole step has run.
+                    let stored = v.to_dtype(to_candle_dtype(self.graph.node(*var).dtype)?).map_err(candle_err)?;
+                    assigned.push((var.index(), stored));
+                    v
                 }
                 Op::Weight { .. } if self.quant.contains_key(&i) => continue,
                 Op::Weight { .. } => self.weights[&i].clone(),
@@ -309,6 +387,9 @@ impl CandleExecutable {
                     vals[operand.index()] = None;
                 }
             }
+        }
+        if !assigned.is_empty() {
+            state.inner_mut::<Caches>()?.variables.extend(assigned);
         }
         let mut outputs = Vec::with_capacity(self.graph.outputs().len());
         for (name, id) in self.graph.outputs() {

@@ -34,8 +34,8 @@ fn masked_score(dtype: DType) -> f64 {
 /// Evaluates `op` on already-evaluated operand values.
 pub(crate) fn eval(op: &Op, val: &dyn Fn(ValueId) -> Tensor, ctx: &mut RunContext<'_>) -> Result<Tensor> {
     match op {
-        Op::Input { .. } | Op::Weight { .. } | Op::KvCache { .. } => {
-            unreachable!("inputs, weights and caches are handled by the executable")
+        Op::Input { .. } | Op::Weight { .. } | Op::KvCache { .. } | Op::Variable { .. } | Op::Assign { .. } => {
+            unreachable!("inputs, weights, caches and variables are handled by the executable")
         }
         Op::TakeLast { x, axis } => {
             let x = val(*x);

@@ -54,6 +54,27 @@ pub trait Executable: Send + Sync {
 
     /// Waits until all work queued on the device has finished (a no-op on synchronous devices).
     fn synchronize(&self) -> Result<()>;
+
+    /// The current value in `state` of the graph variable (`Op::Variable`) called `name`, on the
+    /// host (its initial value if no step has assigned it yet). Backends that do not hold
+    /// variables refuse with `Error::Unsupported`.
+    fn read_variable(&self, state: &SessionState, name: &str) -> Result<HostTensor> {
+        let _ = (state, name);
+        Err(crate::Error::Unsupported {
+            backend: "this backend".into(),
+            what: "graph variables (training state)".into(),
+        })
+    }
+
+    /// Sets the variable `name` in `state` to `value` (its declared dtype and shape): restoring
+    /// a checkpoint's parameters or optimiser moments.
+    fn write_variable(&self, state: &mut SessionState, name: &str, value: &HostTensor) -> Result<()> {
+        let _ = (state, name, value);
+        Err(crate::Error::Unsupported {
+            backend: "this backend".into(),
+            what: "graph variables (training state)".into(),
+        })
+    }
 }
 
 /// Named output tensors, in the graph's output order.

@@ -70,6 +70,31 @@ pub(crate) fn infer(name: &str, op: &Op, earlier: &[Node]) -> Result<(DType, Sha
             }
             (*dtype, shape.clone())
         }
+        Op::Variable { dtype, shape, .. } => {
+            if shape.concrete().is_none() || !dtype.is_float() {
+                return Err(fail(format!("variables need a fixed shape and a float dtype, got {dtype} {shape}")));
+            }
+            (*dtype, shape.clone())
+        }
+        Op::Assign { var, value } => {
+            let (v, x) = (get(*var), get(*value));
+            if !matches!(v.op, Op::Variable { .. }) {
+                return Err(fail(format!("`{}` is not a variable", v.name)));
+            }
+            if v.dtype != x.dtype
+                || v.shape.rank() != x.shape.rank()
+                || !v.shape.0.iter().zip(&x.shape.0).all(|(a, b)| a.compatible(b))
+            {
+                return Err(fail(format!(
+                    "value {} {} does not fit variable `{}` ({} {})",
+                    x.dtype, x.shape, v.name, v.dtype, v.shape
+                )));
+            }
+            if earlier.iter().any(|n| matches!(n.op, Op::Assign { var: other, .. } if other == *var)) {
+                return Err(fail(format!("variable `{}` is assigned more than once", v.name)));
+            }
+            (v.dtype, v.shape.clone())
+        }
         Op::Embedding { table, ids } => {
             let t = rank_is(*table, &[2], "table")?;
             int_of(*ids, "ids")?;

@@ -19,6 +19,7 @@ pub mod reference;
 mod shape;
 mod state;
 mod tensor;
+pub mod training;
 mod weights;
 
 pub use backend::{Backend, Executable, Outputs, PrepareOptions};
@@ -27,7 +28,7 @@ pub use dtype::{DType, QuantType};
 pub use error::{Error, Result};
 pub use graph::{Graph, GraphBuilder, Node, GRAPH_FORMAT_VERSION};
 pub use infer::KV_LEN;
-pub use op::{BinaryOp, Op, ReshapeDim, RopeStyle, UnaryOp, ValueId};
+pub use op::{BinaryOp, Op, ReshapeDim, RopeStyle, UnaryOp, ValueId, VariableInit};
 pub use shape::{Bindings, Dim, Shape};
 pub use state::{one_shot_slots, CacheWrite, RowWrite, SessionState};
 pub use tensor::{HostTensor, TensorData};

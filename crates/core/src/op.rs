@@ -69,6 +69,16 @@ pub enum ReshapeDim {
     Infer,
 }
 
+/// Where a graph variable's value comes from before a session's first assignment to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VariableInit {
+    /// The weight of the variable's name in the weight source (a trained parameter).
+    Weight,
+    /// Zeros (optimiser moments).
+    Zeros,
+}
+
 /// A graph operation. Operands are `ValueId`s of earlier nodes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
@@ -82,6 +92,21 @@ pub enum Op {
     Weight {
         dtype: DType,
         shape: Shape,
+    },
+    /// A value that persists across the runs of a session (see `Executable::new_state`): a
+    /// parameter being trained, an optimiser moment. Every read in a step sees the value from
+    /// before the step; an `Assign` sets the value the next step sees. It starts as `init` says;
+    /// a run without a session always sees the initial value. Fixed shape, float dtype.
+    Variable {
+        dtype: DType,
+        shape: Shape,
+        init: VariableInit,
+    },
+    /// Sets variable `var` (an `Op::Variable` node) to `value` (its dtype and shape) for the next
+    /// step of the session, and yields `value`. At most one `Assign` per variable.
+    Assign {
+        var: ValueId,
+        value: ValueId,
     },
     /// Rows of `table` ([vocab, hidden]) selected by integer `ids` (any shape): ids.shape + [hidden].
     Embedding {
@@ -269,7 +294,8 @@ impl Op {
     /// The operands, in a fixed order.
     pub fn operands(&self) -> Vec<ValueId> {
         match self {
-            Op::Input { .. } | Op::Weight { .. } => vec![],
+            Op::Input { .. } | Op::Weight { .. } | Op::Variable { .. } => vec![],
+            Op::Assign { var, value } => vec![*var, *value],
             Op::Embedding { table, ids } => vec![*table, *ids],
             Op::MatMul { a, b, .. } | Op::Binary { a, b, .. } => vec![*a, *b],
             Op::Linear { x, weight, bias } => [Some(*x), Some(*weight), *bias].into_iter().flatten().collect(),
@@ -307,6 +333,8 @@ impl Op {
         match self {
             Op::Input { .. } => "input",
             Op::Weight { .. } => "weight",
+            Op::Variable { .. } => "variable",
+            Op::Assign { .. } => "assign",
             Op::Embedding { .. } => "embedding",
             Op::MatMul { .. } => "matmul",
             Op::Linear { .. } => "linear",

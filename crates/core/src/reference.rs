@@ -25,9 +25,14 @@ impl Val {
     }
 }
 
-/// The reference evaluator's caches: per `KvCache` node, per slot, [heads, capacity, d].
+/// The reference evaluator's session state: per `KvCache` node, per slot, [heads, capacity, d];
+/// and the values of the graph's variables.
 #[derive(Default)]
-struct Caches(HashMap<usize, Vec<Option<ArrayD<f64>>>>);
+struct Caches {
+    kv: HashMap<usize, Vec<Option<ArrayD<f64>>>>,
+    /// Graph variables assigned so far, by node index (unassigned ones are at their initial value).
+    variables: HashMap<usize, ArrayD<f64>>,
+}
 
 /// A fresh session state for [`evaluate_with_state`].
 pub fn new_state(slots: usize) -> SessionState {
@@ -86,6 +91,8 @@ fn eval_nodes(
 ) -> Result<Vec<Val>> {
     graph.bind_inputs(inputs)?;
     let mut vals: Vec<Val> = Vec::with_capacity(graph.nodes().len());
+    // Variables take their new values only once the whole step has run.
+    let mut assigned: Vec<(usize, ArrayD<f64>)> = Vec::new();
     for (index, node) in graph.nodes().iter().enumerate() {
         let fail = |m: String| Error::node(&node.name, m);
         let f = |id: crate::ValueId| -> Result<&ArrayD<f64>> {
@@ -101,7 +108,9 @@ fn eval_nodes(
             }
         };
         let replaced = match (&node.op, exact.and_then(|e| e.get(&node.name))) {
-            (Op::Input { .. } | Op::Weight { .. }, Some(v)) if node.dtype.is_float() => Some(v.clone()),
+            (Op::Input { .. } | Op::Weight { .. } | Op::Variable { .. }, Some(v)) if node.dtype.is_float() => {
+                Some(v.clone())
+            }
             _ => None,
         };
         let value = match &node.op {
@@ -126,6 +135,15 @@ fn eval_nodes(
                     }
                     _ => to_val(&view.to_host()?)?,
                 }
+            }
+            Op::Variable { .. } => match state.inner::<Caches>()?.variables.get(&index) {
+                Some(v) => Val::F(v.clone()),
+                None => initial_value(weights, node)?,
+            },
+            Op::Assign { var, value } => {
+                let v = f(*value)?.clone();
+                assigned.push((var.index(), v.clone()));
+                Val::F(v)
             }
             Op::Embedding { table, ids } => {
                 let (t, ids) = (f(*table)?, i(*ids)?);
@@ -239,7 +257,7 @@ fn eval_nodes(
                 let plan = state.plan_cache_write(index, *capacity, &pos, &slot_ids).map_err(fail)?;
                 let n_slots = state.slots();
                 let caches = state.inner_mut::<Caches>()?;
-                let per_slot = caches.0.entry(index).or_insert_with(|| vec![None; n_slots]);
+                let per_slot = caches.kv.entry(index).or_insert_with(|| vec![None; n_slots]);
                 let mut out = ArrayD::<f64>::zeros(IxDyn(&[b, h, plan.kv_len, d]));
                 for (r, w) in plan.rows.iter().enumerate() {
                     let cache = per_slot[w.slot].get_or_insert_with(|| ArrayD::zeros(IxDyn(&[h, *capacity, d])));
@@ -410,7 +428,43 @@ fn eval_nodes(
         };
         vals.push(if exact.is_some() { value } else { round_to(value, node.dtype) });
     }
+    let caches = state.inner_mut::<Caches>()?;
+    for (var, value) in assigned {
+        let value = if exact.is_some() { Val::F(value) } else { round_to(Val::F(value), graph.nodes()[var].dtype) };
+        caches.variables.insert(var, as_f64(&value));
+    }
     Ok(vals)
+}
+
+/// A variable's value before any assignment.
+fn initial_value(weights: &dyn WeightSource, node: &crate::Node) -> Result<Val> {
+    match &node.op {
+        Op::Variable { init: crate::VariableInit::Zeros, shape, .. } => {
+            Ok(Val::F(ArrayD::zeros(IxDyn(&shape.concrete().expect("variables have fixed shapes")))))
+        }
+        _ => to_val(&load_weight(weights, node)?.to_host()?),
+    }
+}
+
+/// The current value of the variable `name` in a reference session `state` (its initial value if
+/// no step assigned it).
+pub fn read_variable(
+    graph: &Graph,
+    weights: &dyn WeightSource,
+    state: &SessionState,
+    name: &str,
+) -> Result<HostTensor> {
+    let (index, node) = graph
+        .nodes()
+        .iter()
+        .enumerate()
+        .find(|(_, n)| n.name == name && matches!(n.op, Op::Variable { .. }))
+        .ok_or_else(|| Error::Graph(format!("no variable `{name}`")))?;
+    let value = match state.inner::<Caches>()?.variables.get(&index) {
+        Some(v) => v.clone(),
+        None => as_f64(&initial_value(weights, node)?),
+    };
+    HostTensor::from_f64(node.dtype, value.shape().to_vec(), &value.iter().copied().collect::<Vec<_>>())
 }
 
 fn concrete(shape: &[usize]) -> Shape {

@@ -58,6 +58,14 @@ impl SessionState {
         }
     }
 
+    /// The backend's own part of the state, to read.
+    pub fn inner<T: 'static>(&self) -> Result<&T> {
+        self.inner.downcast_ref::<T>().ok_or_else(|| Error::Backend {
+            backend: self.backend.to_string(),
+            message: "this session state was made by another executable".into(),
+        })
+    }
+
     /// The backend's own part of the state.
     pub fn inner_mut<T: 'static>(&mut self) -> Result<&mut T> {
         let backend = self.backend;

@@ -25,10 +25,11 @@ pub trait WeightSource: Sync {
     fn get(&self, name: &str) -> Result<WeightView<'_>>;
 }
 
-/// Reads the weight a `Weight` node names and checks it has the declared dtype, shape and size.
+/// Reads the weight a `Weight` node (or a `Variable` initialised from a weight) names and checks
+/// it has the declared dtype, shape and size.
 /// Every backend loads weights through this, so a mismatched file fails the same way everywhere.
 pub fn load_weight<'a>(source: &'a dyn WeightSource, node: &Node) -> Result<WeightView<'a>> {
-    if !matches!(node.op, Op::Weight { .. }) {
+    if !matches!(node.op, Op::Weight { .. } | Op::Variable { init: crate::VariableInit::Weight, .. }) {
         return Err(Error::node(&node.name, "is not a weight"));
     }
     let view = source.get(&node.name)?;

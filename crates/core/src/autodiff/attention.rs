@@ -168,6 +168,7 @@ mod tests {
     use crate::{Dim, HostTensor, Op, RopeStyle};
 
     /// q [2, hq, sq, 4], k/v [2, hkv, t, 4|3], with the masking given.
+    #[allow(clippy::too_many_arguments)]
     fn attention_check(
         name: &str,
         hq: usize,

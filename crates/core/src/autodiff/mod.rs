@@ -123,7 +123,7 @@ pub fn grad(b: &mut GraphBuilder, loss: ValueId, wrt: &[ValueId]) -> R<Vec<Value
         let g = ctx.sum_all(&contributions[i])?;
         totals[i] = Some(g);
         let node = ctx.node(id).clone();
-        if matches!(node.op, Op::Input { .. } | Op::Weight { .. }) {
+        if matches!(node.op, Op::Input { .. } | Op::Weight { .. } | Op::Variable { .. }) {
             continue;
         }
         let wants = |o: ValueId| active[o.index()];
@@ -172,7 +172,9 @@ fn rule(
     wants: &dyn Fn(ValueId) -> bool,
 ) -> R<Vec<(ValueId, ValueId)>> {
     match &node.op {
-        Op::Input { .. } | Op::Weight { .. } => Ok(vec![]),
+        Op::Input { .. } | Op::Weight { .. } | Op::Variable { .. } => Ok(vec![]),
+        // An assignment yields its value; the variable's old value does not reach it.
+        Op::Assign { value, .. } => Ok(vec![(*value, g)]),
         Op::Binary { op, a, b } => elementwise::binary(ctx, *op, *a, *b, id, g, wants),
         Op::Unary { op, x } => elementwise::unary(ctx, *op, *x, id, g),
         Op::Affine { x, mul, .. } => Ok(vec![(*x, ctx.affine(g, *mul, 0.0)?)]),

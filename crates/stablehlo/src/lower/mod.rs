@@ -190,6 +190,11 @@ pub(crate) fn lower(original: &Graph, spec: &Specialised, compute: DType) -> Res
 
 /// Refuses what a static-shape program cannot express with the reference's meaning.
 fn check_static(op: &Op, from_cache: &[bool]) -> Result<(), String> {
+    if let Op::Variable { .. } | Op::Assign { .. } = op {
+        // The design (docs/ARCHITECTURE.md, training): variables become arguments aliased to
+        // results, as the KV caches are; the PJRT backend does not hold them yet.
+        return Err("graph variables (training state) are not exported to StableHLO yet".into());
+    }
     if let Op::Attention { k, mask, causal, q_positions: None, .. } = op {
         // Keys from a cache are exported at the full capacity: which of them a query may see must
         // come from its position (or a padding mask), never from the cache's length.
@@ -207,6 +212,7 @@ fn check_static(op: &Op, from_cache: &[bool]) -> Result<(), String> {
 fn lower_op(e: &mut Emitter, op: &Op, get: &dyn Fn(accelrt_core::ValueId) -> V, want: &Ty) -> Result<V, String> {
     Ok(match op {
         Op::Input { .. } | Op::Weight { .. } | Op::KvCache { .. } => unreachable!("handled by the caller"),
+        Op::Variable { .. } | Op::Assign { .. } => unreachable!("refused by check_static"),
         Op::Embedding { table, ids } => linalg::embedding(e, &get(*table), &get(*ids)),
         Op::MatMul { a, b, transpose_b } => linalg::matmul(e, &get(*a), &get(*b), *transpose_b, &want.shape)?,
         Op::Linear { x, weight, bias } => linalg::linear(e, &get(*x), &get(*weight), bias.map(get).as_ref())?,
