@@ -367,3 +367,58 @@ impl<'a> Ctx<'a> {
         Ok(v)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DType, Shape};
+
+    fn kv_graph() -> (GraphBuilder, ValueId, ValueId, ValueId) {
+        let mut b = GraphBuilder::new("g");
+        let dims = |h| Shape(vec![Dim::sym("batch"), Dim::Fixed(h), Dim::sym("seq"), Dim::Fixed(4)]);
+        let x = b.input("x", DType::F32, dims(2)).unwrap();
+        let pos = b.input("pos", DType::U32, Shape(vec![Dim::sym("batch"), Dim::sym("seq")])).unwrap();
+        let slots = b.input("slots", DType::U32, Shape(vec![Dim::sym("batch")])).unwrap();
+        let cache = b.add("k_cache", Op::KvCache { x, positions: pos, slots, capacity: 8 }).unwrap();
+        let s = b.add("s", Op::ReduceSum { x: cache, axes: vec![0, 1, 2, 3], keep_dims: false }).unwrap();
+        (b, x, pos, s)
+    }
+
+    #[test]
+    fn a_kv_cache_on_the_path_is_a_typed_error_naming_it() {
+        let (mut b, x, _, s) = kv_graph();
+        match grad(&mut b, s, &[x]) {
+            Err(AutodiffError::NotDifferentiable { node, kind, .. }) => {
+                assert_eq!((node.as_str(), kind), ("k_cache", "kv_cache"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn integer_values_carry_no_gradient_and_unrelated_values_get_zeros() {
+        let (mut b, _, pos, s) = kv_graph();
+        assert!(matches!(grad(&mut b, s, &[pos]), Err(AutodiffError::NotFloat { .. })));
+        assert!(matches!(grad(&mut b, pos, &[]), Err(AutodiffError::NotFloat { .. })));
+        // A weight the loss does not read: its gradient is zeros of its shape.
+        let w = b.weight("unused", DType::F32, Shape::new([3])).unwrap();
+        let y = b.input("y", DType::F32, Shape::new([3])).unwrap();
+        let l = b.add("l", Op::ReduceSum { x: y, axes: vec![0], keep_dims: false }).unwrap();
+        let g = grad(&mut b, l, &[w, y]).unwrap();
+        assert_eq!(b.node(g[0]).shape, Shape::new([3]));
+        assert!(matches!(b.node(g[0]).op, Op::Affine { mul, add, .. } if mul == 0.0 && add == 0.0));
+    }
+
+    #[test]
+    fn grad_graph_names_gradient_outputs() {
+        let mut b = GraphBuilder::new("g");
+        let x = b.input("x", DType::F32, Shape::new([2])).unwrap();
+        let y = b.add("y", Op::Unary { op: UnaryOp::Exp, x }).unwrap();
+        let l = b.add("l", Op::ReduceSum { x: y, axes: vec![0], keep_dims: false }).unwrap();
+        b.output("loss", l);
+        let g = grad_graph(b.build().unwrap(), "loss", &["x"]).unwrap();
+        let names: Vec<&str> = g.outputs().iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["loss", "grad.x"]);
+        assert!(matches!(grad_graph(g, "nothing", &["x"]), Err(AutodiffError::UnknownName(_))));
+    }
+}
