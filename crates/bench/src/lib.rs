@@ -20,6 +20,7 @@ pub mod run;
 pub mod scenario;
 pub mod stats;
 pub mod train_peer;
+pub mod training;
 pub mod workload;
 
 pub use error::{BenchError, Result};
