@@ -100,8 +100,9 @@ enum Command {
         #[command(flatten)]
         cache: CacheArg,
     },
-    /// Export a model ahead of time, one module per shape bucket: `--target xla` writes
-    /// `<bucket>.mlir` (StableHLO) and `<bucket>.json` (its manifest) for PJRT plugins and jax
+    /// Compile a model ahead of time, one program per shape bucket: `--target xla` writes StableHLO
+    /// modules for PJRT plugins and jax; `--target inf2|trn1|trn2` makes Neuron NEFFs with
+    /// neuronx-cc into the NEFF cache (or writes the HLO and the commands to run where it is)
     Compile {
         #[command(flatten)]
         args: Box<compile_command::CompileArgs>,

@@ -68,28 +68,34 @@ pub fn paddable_symbols(graph: &Graph) -> BTreeSet<String> {
 
 /// The input symbol along which a session's step may be **split into consecutive chunks**, run one
 /// after another with the same state, the last chunk's outputs being the whole step's: the graph
-/// has KV caches (earlier chunks reach later ones only through them), every output is `TakeLast`
-/// along that symbol, and nothing else mixes positions along it (it is paddable but for those
-/// outputs). Llama's `seq` is: a prompt of any length runs as chunks of the compiled sizes (a
-/// static-shape device needs no program per prompt length). `None` for graphs without caches or
-/// with other outputs.
+/// has KV caches (earlier chunks reach later ones only through them), no output has that symbol's
+/// axis, and nothing mixes positions along it but `TakeLast` (it is paddable once those are set
+/// aside) — so every output sees the step's positions only through its last one. Llama's `seq`
+/// is (its logits come from the last position): a prompt of any length runs as chunks of the
+/// compiled sizes, so a static-shape device needs no program per prompt length. `None` for graphs
+/// without caches or with per-position outputs.
 pub fn chunkable_symbol(graph: &Graph) -> Option<String> {
     if !graph.nodes().iter().any(|n| matches!(n.op, Op::KvCache { .. })) {
         return None;
     }
-    let mut symbol: Option<String> = None;
-    let mut outputs = BTreeSet::new();
-    for (_, id) in graph.outputs() {
-        let Op::TakeLast { x, axis } = &graph.node(*id).op else { return None };
-        let Some(Dim::Sym(s)) = graph.node(*x).shape.dims().get(*axis) else { return None };
-        if symbol.as_ref().is_some_and(|have| have != s) {
-            return None;
+    let mut candidates: BTreeSet<String> = BTreeSet::new();
+    let mut take_last = BTreeSet::new();
+    for (index, node) in graph.nodes().iter().enumerate() {
+        if let Op::TakeLast { x, axis } = &node.op {
+            if let Some(Dim::Sym(s)) = graph.node(*x).shape.dims().get(*axis) {
+                candidates.insert(s.clone());
+                take_last.insert(index);
+            }
         }
-        symbol = Some(s.clone());
-        outputs.insert(id.index());
     }
-    let symbol = symbol?;
-    paddable_ignoring(graph, &outputs).contains(&symbol).then_some(symbol)
+    let in_outputs: BTreeSet<String> = graph
+        .outputs()
+        .iter()
+        .flat_map(|(_, id)| graph.node(*id).shape.dims().to_vec())
+        .filter_map(|d| if let Dim::Sym(s) = d { Some(s) } else { None })
+        .collect();
+    let paddable = paddable_ignoring(graph, &take_last);
+    candidates.into_iter().find(|s| paddable.contains(s) && !in_outputs.contains(s))
 }
 
 /// [`paddable_symbols`], not counting the nodes at the indices in `ignore`.

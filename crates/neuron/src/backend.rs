@@ -569,7 +569,7 @@ impl NeuronExecutable {
         Err(Error::Unsupported {
             backend: BACKEND.into(),
             what: format!(
-                "a step of sizes {sizes:?}{}: no compiled bucket holds it (loaded: {}); compile one with `accelrt compile`",
+                "a step of sizes {sizes:?}{} without a compiled bucket that holds it (loaded: {}; compile one with `accelrt compile`)",
                 slots.map(|s| format!(" with {} session slots", s - 1)).unwrap_or_default(),
                 self.manifests.iter().map(|m| bucket_key(&m.bucket)).collect::<Vec<_>>().join("; ")
             ),

@@ -133,7 +133,7 @@ fn inputs_are_padded_to_the_nearest_bucket_and_outputs_cut_back() {
     }
     let (x, mask) = pooled_inputs(5, 2);
     let err = exe.run(&[("x", &x), ("mask", &mask)]).err().unwrap().to_string();
-    assert!(err.contains("no compiled bucket holds it") && err.contains("batch=4,seq=8"), "{err}");
+    assert!(err.contains("without a compiled bucket that holds it") && err.contains("batch=4,seq=8"), "{err}");
 }
 
 /// Weights are program inputs: one NEFF serves every checkpoint of an architecture, each running

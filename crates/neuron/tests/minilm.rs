@@ -37,7 +37,7 @@ fn minilm_embeds_like_the_cpu_backend_through_the_ffi() {
     // Longer than the bucket: refused, not truncated.
     let long = "word ".repeat(40);
     let err = on_neuron.embed(&[long.as_str()]).unwrap_err().to_string();
-    assert!(err.contains("no compiled bucket holds it"), "{err}");
+    assert!(err.contains("without a compiled bucket that holds it"), "{err}");
     // A runtime fault during a run is a typed error naming the status, and the next run works.
     common::inject("nrt_execute", 1202, 1);
     let err = on_neuron.embed(&["again"]).unwrap_err().to_string();
