@@ -19,6 +19,10 @@ import ml_dtypes
 import jax
 import jax.extend.backend  # jax.extend must be imported as a module
 
+# Without x64, device_put narrows int64 arguments (labels with an ignore index of -100) to int32,
+# which a module declaring i64 parameters refuses.
+jax.config.update("jax_enable_x64", True)
+
 DTYPES = {
     "f32": np.float32,
     "f16": np.float16,
