@@ -164,6 +164,8 @@ def minilm(args):
                 break
     batches = [pairs[k * B:(k + 1) * B] for k in range(STEPS)]
 
+    heldout = minilm_heldout_before(torch, SentenceTransformer, MultipleNegativesRankingLoss, util, model_dir, B)
+
     results = {}
     for dtype in (torch.float32, torch.float64):
         torch.manual_seed(0)
@@ -220,8 +222,32 @@ def minilm(args):
                        "(rows absent: of the flattened tensor); names are transformers' BertModel parameter names",
         "pairs": batches,
         "results": results,
+        "heldout_before": heldout,
     }
     write(doc, "minilm-mnrl-reference.json")
+
+
+def minilm_heldout_before(torch, SentenceTransformer, MultipleNegativesRankingLoss, util, model_dir, B):
+    """The untrained model's MNRL loss on pairs-heldout.jsonl: whole batches of B in file order,
+    mean of the batch losses (float32, no gradients)."""
+    path = os.path.join(cache_dir(), "data", "shakespeare", "pairs-heldout.jsonl")
+    with open(path, encoding="utf-8") as f:
+        pairs = [json.loads(line) for line in f if line.strip()]
+    model = SentenceTransformer(model_dir, device="cpu")
+    no_dropout(model)
+    model.eval()
+    loss_fn = MultipleNegativesRankingLoss(model, scale=20.0, similarity_fct=util.cos_sim)
+    losses = []
+    with torch.no_grad():
+        for k in range(len(pairs) // B):
+            batch = pairs[k * B:(k + 1) * B]
+            feats = [model.tokenize([p["anchor"] for p in batch]), model.tokenize([p["positive"] for p in batch])]
+            losses.append(float(loss_fn(feats, None)))
+    print(f"held-out MNRL loss before training: {sum(losses) / len(losses):.6f} over {len(losses)} batches",
+          file=sys.stderr)
+    return {"data": "shakespeare/pairs-heldout.jsonl", "data_sha256": sha256_file(path), "batch_size": B,
+            "batches": len(losses), "mean_loss": sum(losses) / len(losses), "dtype": "float32",
+            "definition": "mean over the file-order batches of B (the last partial batch dropped) of each batch's MNRL loss"}
 
 
 def exact_f64_llama(torch, config):
@@ -284,6 +310,8 @@ def smollm2(args):
         stream.byteswap()
     windows = [ids[k * S:(k + 1) * S] for k in range(STEPS * B)]
     batches = [windows[k * B:(k + 1) * B] for k in range(STEPS)]
+
+    heldout = smollm2_heldout_before(torch, AutoModelForCausalLM, vocab, folder, name, S, args.heldout_windows)
 
     results = {}
     for dtype in (torch.float32, torch.float64):
@@ -356,8 +384,34 @@ def smollm2(args):
                        "interleaves rotary pairs), so for them only the norm is compared.",
         "batches": batches,
         "results": results,
+        "heldout_before": heldout,
     }
     write(doc, "smollm2-ce-reference.json")
+
+
+def smollm2_heldout_before(torch, AutoModelForCausalLM, vocab, folder, name, S, n_windows):
+    """The untrained model's next-token loss on the first n_windows windows of corpus-heldout.txt
+    (tokenised like the training corpus): mean over all their predictions (float32, no gradients)."""
+    path = os.path.join(cache_dir(), "data", "shakespeare", "corpus-heldout.txt")
+    with open(path, encoding="utf-8") as f:
+        ids = vocab.tokenize(f.read().encode("utf-8"), add_bos=False, special=False)
+    windows = [ids[k * S:(k + 1) * S] for k in range(min(n_windows, len(ids) // S))]
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    no_dropout(model)
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for k in range(0, len(windows), 8):
+            x = torch.tensor(windows[k:k + 8], dtype=torch.long)
+            logits = model(input_ids=x, use_cache=False).logits
+            total += float(torch.nn.functional.cross_entropy(
+                logits[:, :-1].flatten(0, 1), x[:, 1:].flatten(), reduction="sum"))
+            count += x[:, 1:].numel()
+    print(f"held-out loss before training: {total / count:.6f} over {len(windows)} windows", file=sys.stderr)
+    return {"data": "shakespeare/corpus-heldout.txt", "data_sha256": sha256_file(path), "stream_tokens": len(ids),
+            "seq_len": S, "windows": len(windows), "predictions": count, "mean_loss": total / count,
+            "dtype": "float32", "definition": "mean next-token cross-entropy over every prediction of the "
+            "first `windows` consecutive windows (the training corpus's rules)"}
 
 
 def write(doc, file_name):
@@ -379,6 +433,7 @@ def main():
     s = sub.add_parser("smollm2")
     s.add_argument("--batch-size", type=int, default=4)
     s.add_argument("--seq-len", type=int, default=128)
+    s.add_argument("--heldout-windows", type=int, default=64, help="held-out windows for the before-training loss")
     args = p.parse_args()
     {"minilm": minilm, "smollm2": smollm2}[args.mode](args)
 
