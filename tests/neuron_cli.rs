@@ -271,6 +271,8 @@ fn smollm2_generates_benches_and_serves_on_neuron() {
         results.to_str().unwrap(),
         "--price-per-hour",
         "1",
+        "--batch-size",
+        "1",
     ];
     bench.extend_from_slice(&["--min-duration", "1", "--warmup", "0.2", "--min-queries", "2", "--no-progress"]);
     let out = ok(&accelrt_in(&bench, &neff, &path));

@@ -571,9 +571,25 @@ impl NeuronExecutable {
             what: format!(
                 "a step of sizes {sizes:?}{} without a compiled bucket that holds it (loaded: {}; compile one with `accelrt compile`)",
                 slots.map(|s| format!(" with {} session slots", s - 1)).unwrap_or_default(),
-                self.manifests.iter().map(|m| bucket_key(&m.bucket)).collect::<Vec<_>>().join("; ")
+                self.loaded_buckets()
             ),
         })
+    }
+
+    /// The loaded buckets as `accelrt compile --bucket` names them (a session's slots without
+    /// the spare cache row).
+    fn loaded_buckets(&self) -> String {
+        let mut names: Vec<String> = self
+            .manifests
+            .iter()
+            .map(|m| {
+                let mut b = m.bucket.clone();
+                b.slots = b.slots.map(|s| s.saturating_sub(1));
+                bucket_key(&b)
+            })
+            .collect();
+        names.sort();
+        names.join("; ")
     }
 
     /// A step (with a session state or without), planned, checked and run.
@@ -817,9 +833,9 @@ impl Executable for NeuronExecutable {
             return Err(Error::Unsupported {
                 backend: BACKEND.into(),
                 what: format!(
-                    "a session of {slots} sequence(s): no NEFF was compiled for it (loaded: {}); compile buckets \
-                     with slots={slots}",
-                    self.manifests.iter().map(|m| bucket_key(&m.bucket)).collect::<Vec<_>>().join("; ")
+                    "a session of {slots} sequence(s) without NEFFs compiled for it (loaded: {}; compile buckets \
+                     with slots={slots})",
+                    self.loaded_buckets()
                 ),
             });
         };
