@@ -178,7 +178,19 @@ impl LlamaConfig {
 /// each row's last new token.
 pub fn build_graph(cfg: &LlamaConfig, capacity: usize, dtype_of: &dyn Fn(&str) -> Result<DType>) -> Result<Graph> {
     let mut b = LlamaBuilder { cfg, dtype_of, b: GraphBuilder::new("llama-decoder") };
-    b.build(capacity)
+    b.build(Some(capacity))
+}
+
+/// Builds the decoder for training: the same weights and layers as [`build_graph`], but without
+/// key/value caches (each run sees whole sequences, so causal attention over the block replaces the
+/// cache) and with the logits of **every** position, which the next-token loss needs.
+///
+/// Input: `tokens` (u32, [batch, seq]; positions are 0..seq in every row). Output: `logits`
+/// (f32, [batch, seq, vocab]). A separate builder rather than an option of the inference graph, so
+/// the inference graph (and every compiled artefact keyed by its hash) stays as it is.
+pub fn build_training_graph(cfg: &LlamaConfig, dtype_of: &dyn Fn(&str) -> Result<DType>) -> Result<Graph> {
+    let mut b = LlamaBuilder { cfg, dtype_of, b: GraphBuilder::new("llama-decoder-train") };
+    b.build(None)
 }
 
 struct LlamaBuilder<'a> {
@@ -214,14 +226,21 @@ impl LlamaBuilder<'_> {
         self.op(format!("{name}.heads"), Op::Permute { x: r, perm: vec![0, 2, 1, 3] })
     }
 
-    fn build(&mut self, capacity: usize) -> Result<Graph> {
+    /// `capacity`: the cache size of the inference graph, or `None` for the training graph (no
+    /// cache, all positions' logits).
+    fn build(&mut self, capacity: Option<usize>) -> Result<Graph> {
         let cfg = self.cfg;
         let (h, d) = (cfg.hidden_size, cfg.head_dim);
         let (hq, hkv) = (cfg.num_heads, cfg.num_kv_heads);
         let rows = || Shape(vec![Dim::sym("batch"), Dim::sym("seq")]);
         let tokens = self.b.input(TOKENS, DType::U32, rows())?;
-        let positions = self.b.input(POSITIONS, DType::U32, rows())?;
-        let slots = self.b.input(SLOTS, DType::U32, Shape(vec![Dim::sym("batch")]))?;
+        let (positions, slots) = match capacity {
+            Some(_) => {
+                let positions = self.b.input(POSITIONS, DType::U32, rows())?;
+                (positions, Some(self.b.input(SLOTS, DType::U32, Shape(vec![Dim::sym("batch")]))?))
+            }
+            None => (self.op("positions", Op::Positions { like: tokens, axis: 1 })?, None),
+        };
 
         let embed = self.weight("token_embd.weight", &[cfg.vocab_size, h])?;
         let mut x = self.op("embed", Op::Embedding { table: embed, ids: tokens })?;
@@ -243,9 +262,15 @@ impl LlamaBuilder<'_> {
             let rope = |x| Op::Rope { x, positions, base: cfg.rope_base, style: RopeStyle::Interleaved };
             let q = self.op(format!("{p}.q.rope"), rope(q))?;
             let k = self.op(format!("{p}.k.rope"), rope(k))?;
-            let k = self.op(format!("{p}.k.cache"), Op::KvCache { x: k, positions, slots, capacity })?;
-            let v = self.op(format!("{p}.v.cache"), Op::KvCache { x: v, positions, slots, capacity })?;
-            let attention = Op::Attention { q, k, v, mask: None, causal: false, scale, q_positions: Some(positions) };
+            let attention = match (capacity, slots) {
+                (Some(capacity), Some(slots)) => {
+                    let k = self.op(format!("{p}.k.cache"), Op::KvCache { x: k, positions, slots, capacity })?;
+                    let v = self.op(format!("{p}.v.cache"), Op::KvCache { x: v, positions, slots, capacity })?;
+                    Op::Attention { q, k, v, mask: None, causal: false, scale, q_positions: Some(positions) }
+                }
+                // Whole sequences from position 0: plain causal attention over the block.
+                _ => Op::Attention { q, k, v, mask: None, causal: true, scale, q_positions: None },
+            };
             let a = self.op(format!("{p}.attention"), attention)?;
             let a = self.op(format!("{p}.attention.merge_t"), Op::Permute { x: a, perm: vec![0, 2, 1, 3] })?;
             let dims = vec![ReshapeDim::Keep(0), ReshapeDim::Keep(1), ReshapeDim::Fixed(hq * d)];
@@ -262,13 +287,27 @@ impl LlamaBuilder<'_> {
             let down = self.linear(&format!("{p}.ffn_down"), m, h, ffn)?;
             x = self.op(format!("{p}.ffn.residual"), Op::Binary { op: BinaryOp::Add, a: x, b: down })?;
         }
-        // Only the last new token of each row predicts the next one.
-        let last = self.op("last", Op::TakeLast { x, axis: 1 })?;
-        let n = self.rms_norm("output_norm", last)?;
-        let head = if cfg.tied_embeddings { embed } else { self.weight("output.weight", &[cfg.vocab_size, h])? };
-        let logits = self.op("output", Op::Linear { x: n, weight: head, bias: None })?;
-        let dims = vec![ReshapeDim::Keep(0), ReshapeDim::Fixed(cfg.vocab_size)];
-        let logits = self.op("logits", Op::Reshape { x: logits, dims })?;
+        let head_weight = |s: &mut Self| -> Result<ValueId> {
+            if cfg.tied_embeddings {
+                Ok(embed)
+            } else {
+                s.weight("output.weight", &[cfg.vocab_size, h])
+            }
+        };
+        let logits = if capacity.is_some() {
+            // Only the last new token of each row predicts the next one.
+            let last = self.op("last", Op::TakeLast { x, axis: 1 })?;
+            let n = self.rms_norm("output_norm", last)?;
+            let head = head_weight(self)?;
+            let logits = self.op("output", Op::Linear { x: n, weight: head, bias: None })?;
+            let dims = vec![ReshapeDim::Keep(0), ReshapeDim::Fixed(cfg.vocab_size)];
+            self.op("logits", Op::Reshape { x: logits, dims })?
+        } else {
+            // Training: every position predicts its next token.
+            let n = self.rms_norm("output_norm", x)?;
+            let head = head_weight(self)?;
+            self.op("logits", Op::Linear { x: n, weight: head, bias: None })?
+        };
         self.b.output(LOGITS, logits);
         Ok(std::mem::replace(&mut self.b, GraphBuilder::new("")).build()?)
     }

@@ -30,6 +30,15 @@ pub enum TrainError {
     /// A parameter is out of its range.
     #[error("{0}")]
     InvalidArgument(String),
+    /// Loading or building a model failed.
+    #[error(transparent)]
+    Model(#[from] accelrt_models::ModelError),
+    /// A graph, backend or weight error from accelrt-core.
+    #[error(transparent)]
+    Core(#[from] accelrt_core::Error),
+    /// The training step's gradient could not be built.
+    #[error(transparent)]
+    Autodiff(#[from] accelrt_core::autodiff::AutodiffError),
 }
 
 impl TrainError {

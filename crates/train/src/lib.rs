@@ -11,6 +11,8 @@
 //! - [`schedule`]: learning-rate schedules (constant, linear warm-up + cosine) as functions of the step;
 //! - [`steplog`]: the JSON-lines step log (`step`, `loss`, `lr`, `tokens`, `seconds`);
 //! - [`eval`]: MNRL loss and retrieval metrics on embeddings (held-out measures, loss checks);
+//! - [`step`]: the training steps of the bundled models (MiniLM + MNRL, Llama GGUF + causal-LM
+//!   cross-entropy) on a backend, the trained model's files and checkpoints;
 //! - [`rng`]: the seeded generator behind the shuffles.
 //!
 //! docs/training.md describes the data, its derivation and the formats.
@@ -23,6 +25,7 @@ pub mod pairs;
 pub mod rng;
 pub mod sampler;
 pub mod schedule;
+pub mod step;
 pub mod steplog;
 mod tar;
 

@@ -1,0 +1,527 @@
+//! Training steps of the bundled model families, end to end: the model's forward graph, its loss
+//! and [`accelrt_core::training::training_graph`] (backward, optional clipping, AdamW/SGD, with the
+//! parameters and moments as session variables on the device), prepared once on a backend, plus
+//! what a trainer needs around it: batches from pairs or token windows, the trained model written
+//! as a directory the inference commands load, and checkpoints that resume exactly.
+//!
+//! - [`MnrlTrainer`]: a BERT sentence-transformers model (all-MiniLM-L6-v2) with
+//!   MultipleNegativesRankingLoss (scale 20, cosine, in-batch negatives). The BERT pooler is not in
+//!   the graph (sentence-transformers does not use it), so it gets no gradient and is written back
+//!   unchanged.
+//! - [`CausalLmTrainer`]: a Llama GGUF (SmolLM2) with next-token cross-entropy on windows of
+//!   tokens; every weight is dequantised to f32 for training, and tied embeddings stay one
+//!   parameter (both uses add into its gradient).
+//!
+//! Dropout is not an op of the graph IR yet, so these steps run without dropout (PyTorch's
+//! `dropout = 0`); callers refuse a positive probability rather than ignore it.
+
+use crate::{Pair, Result, TrainError};
+use accelrt_core::training::{training_graph, TrainingConfig, TrainingGraph, TrainingSession, TrainingState};
+use accelrt_core::{
+    loss, Backend, DType, Graph, GraphBuilder, HostTensor, Op, PrepareOptions, WeightSource, WeightView,
+};
+use accelrt_models::{bert, llama, ChatTokenizer, GgufFile, SafetensorsWeights, SentenceEmbedder};
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// The input of the MNRL step: anchors (rows 0..B) and positives (rows B..2B) in one padded batch.
+const PAIR_IDS: &str = bert::INPUT_IDS;
+
+/// What one step did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepOutcome {
+    /// Loss of the batch before the update.
+    pub loss: f64,
+    /// Global gradient norm before clipping (only with clipping configured).
+    pub grad_norm: Option<f64>,
+    /// Non-padding input tokens of the batch.
+    pub tokens: usize,
+}
+
+/// The f32 weights of `graph`: what a full fine-tune trains.
+fn trainable(graph: &Graph) -> Vec<String> {
+    graph
+        .nodes()
+        .iter()
+        .filter(|n| matches!(n.op, Op::Weight { .. }) && n.dtype == DType::F32)
+        .map(|n| n.name.clone())
+        .collect()
+}
+
+/// The MNRL step's graph for batches of `batch_size` pairs: the sentence encoder runs once on the
+/// anchors and positives stacked into one batch of 2·B rows (padded to the longest text of both
+/// sides; padding is masked in attention and pooling, so each row's embedding is the one it gets
+/// alone), then rows 0..B and B..2B feed [`loss::mnrl_loss`]. One encoder pass rather than two
+/// copies of the graph keeps one set of weight nodes, so each parameter has one gradient.
+pub fn mnrl_graph(
+    cfg: &bert::BertConfig,
+    head: bert::SentenceHead,
+    prefix: &str,
+    batch_size: usize,
+    config: &TrainingConfig,
+) -> Result<TrainingGraph> {
+    let forward = bert::build_graph(cfg, head, prefix)?;
+    let emb = forward
+        .outputs()
+        .iter()
+        .find(|(n, _)| n == bert::EMBEDDINGS)
+        .map(|(_, id)| *id)
+        .expect("the BERT graph outputs embeddings");
+    let params = trainable(&forward);
+    let mut b = GraphBuilder::from_graph(forward);
+    let anchors = b.add("mnrl.anchors", Op::Slice { x: emb, axis: 0, start: 0, end: Some(batch_size) })?;
+    let positives =
+        b.add("mnrl.positives", Op::Slice { x: emb, axis: 0, start: batch_size, end: Some(2 * batch_size) })?;
+    let l = loss::mnrl_loss(&mut b, "mnrl", anchors, positives, loss::MNRL_SCALE)?;
+    b.output(accelrt_core::training::LOSS_OUTPUT, l);
+    let forward = b.build()?;
+    let names: Vec<&str> = params.iter().map(String::as_str).collect();
+    Ok(training_graph(&forward, accelrt_core::training::LOSS_OUTPUT, &names, config)?)
+}
+
+/// A sentence-transformers BERT model in training with MNRL, its state on a backend.
+pub struct MnrlTrainer {
+    session: TrainingSession,
+    /// The original model, used for its tokenizer (truncation and special tokens exactly as
+    /// `embed` does them).
+    embedder: SentenceEmbedder,
+    dir: PathBuf,
+    batch_size: usize,
+}
+
+impl MnrlTrainer {
+    /// Loads the sentence-transformers directory `dir` and prepares its training step for batches
+    /// of `batch_size` pairs on `backend`.
+    pub fn new(
+        dir: &Path,
+        backend: &dyn Backend,
+        options: &PrepareOptions,
+        batch_size: usize,
+        config: &TrainingConfig,
+    ) -> Result<MnrlTrainer> {
+        if batch_size < 2 {
+            return Err(TrainError::InvalidArgument(format!(
+                "MNRL needs at least 2 pairs per batch (in-batch negatives), got {batch_size}"
+            )));
+        }
+        let cfg = bert::BertConfig::from_file(&dir.join("config.json"))?;
+        let head = bert::SentenceHead::from_dir(dir)?;
+        let weights = SafetensorsWeights::open(&dir.join("model.safetensors"))?;
+        let prefix = if weights.contains("bert.embeddings.word_embeddings.weight") { "bert." } else { "" };
+        cfg.check_weights(&weights, prefix)?;
+        let training = mnrl_graph(&cfg, head, prefix, batch_size, config)?;
+        let session = TrainingSession::new(backend, &training, &weights, options)?;
+        // The tokenizer comes with the inference pipeline (truncation, special tokens and the
+        // long-text guard exactly as `embed` applies them); its graph costs one more copy of the
+        // weights, small next to the optimiser's two moments.
+        let embedder = SentenceEmbedder::load(dir, backend, options)?;
+        Ok(MnrlTrainer { session, embedder, dir: dir.to_path_buf(), batch_size })
+    }
+
+    /// Pairs per step.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    /// The batch tensors of `pairs`: anchors then positives, padded to the longest of all.
+    pub fn batch(&self, pairs: &[Pair]) -> Result<(Vec<HostTensor>, usize)> {
+        if pairs.len() != self.batch_size {
+            return Err(TrainError::InvalidArgument(format!(
+                "a batch of {} pairs; this step was built for {}",
+                pairs.len(),
+                self.batch_size
+            )));
+        }
+        let texts: Vec<&str> =
+            pairs.iter().map(|p| p.anchor.as_str()).chain(pairs.iter().map(|p| p.positive.as_str())).collect();
+        let ids = self.embedder.encode(&texts)?;
+        let batch = self.embedder.batch_from_ids(&ids.iter().map(Vec::as_slice).collect::<Vec<_>>())?;
+        Ok((vec![batch.input_ids, batch.attention_mask, batch.token_type_ids], batch.tokens))
+    }
+
+    /// One optimiser step on `pairs` at learning rate `lr`.
+    pub fn step(&mut self, pairs: &[Pair], lr: f64) -> Result<StepOutcome> {
+        let (t, tokens) = self.batch(pairs)?;
+        let inputs = [(PAIR_IDS, &t[0]), (bert::ATTENTION_MASK, &t[1]), (bert::TOKEN_TYPE_IDS, &t[2])];
+        let r = self.session.step(&inputs, lr)?;
+        finite(r.loss, self.session.steps())?;
+        Ok(StepOutcome { loss: r.loss, grad_norm: r.grad_norm, tokens })
+    }
+
+    /// The training session (parameters, step count).
+    pub fn session(&self) -> &TrainingSession {
+        &self.session
+    }
+
+    /// Mutable access to the session, e.g. to restore a checkpoint.
+    pub fn session_mut(&mut self) -> &mut TrainingSession {
+        &mut self.session
+    }
+
+    /// Writes the trained model to `out` as a sentence-transformers directory that `embed` loads:
+    /// every file of the original directory except its weight files, and `model.safetensors` with
+    /// the trained tensors in place of the originals (the others, such as the pooler, unchanged).
+    pub fn save_model(&self, out: &Path) -> Result<()> {
+        copy_model_files(&self.dir, out)?;
+        let original = SafetensorsWeights::open(&self.dir.join("model.safetensors"))?;
+        let trained: HashMap<String, HostTensor> = self.session.parameters()?.into_iter().collect();
+        let mut tensors = Vec::new();
+        for name in original.names() {
+            let t = match trained.get(&name) {
+                Some(t) => t.clone(),
+                None => original.get(&name)?.to_host()?,
+            };
+            tensors.push((name, t));
+        }
+        write_safetensors(&out.join("model.safetensors"), &tensors)
+    }
+}
+
+fn finite(loss: f64, step: u64) -> Result<()> {
+    if loss.is_finite() {
+        Ok(())
+    } else {
+        Err(TrainError::InvalidArgument(format!("the loss of step {step} is {loss}; training stopped")))
+    }
+}
+
+/// Weight files a model directory may hold in other formats; the trained copy leaves them out, so
+/// nothing can load the untrained weights from it by mistake.
+fn is_weight_file(name: &str) -> bool {
+    [".safetensors", ".bin", ".onnx", ".h5", ".msgpack", ".ot", ".gguf", ".pt", ".ckpt"]
+        .iter()
+        .any(|ext| name.ends_with(ext))
+        || matches!(name, "onnx" | "openvino")
+}
+
+/// Copies `from` into `to` (recursively), leaving weight files out.
+fn copy_model_files(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(|e| TrainError::io(to, e))?;
+    for entry in std::fs::read_dir(from).map_err(|e| TrainError::io(from, e))? {
+        let entry = entry.map_err(|e| TrainError::io(from, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_weight_file(&name) || name.starts_with('.') {
+            continue;
+        }
+        let (src, dst) = (entry.path(), to.join(&name));
+        if src.is_dir() {
+            copy_model_files(&src, &dst)?;
+        } else {
+            std::fs::copy(&src, &dst).map_err(|e| TrainError::io(&dst, e))?;
+        }
+    }
+    Ok(())
+}
+
+fn safetensors_dtype(d: DType) -> Result<safetensors::Dtype> {
+    Ok(match d {
+        DType::F32 => safetensors::Dtype::F32,
+        DType::F16 => safetensors::Dtype::F16,
+        DType::BF16 => safetensors::Dtype::BF16,
+        DType::I64 => safetensors::Dtype::I64,
+        DType::U32 => safetensors::Dtype::U32,
+        DType::U8 => safetensors::Dtype::U8,
+        DType::Quant(q) => {
+            return Err(TrainError::InvalidArgument(format!("a {q:?} tensor cannot be written to safetensors")))
+        }
+    })
+}
+
+/// Writes `tensors` as one safetensors file (written aside and renamed, so a crash never leaves a
+/// half-written model or checkpoint under the final name).
+pub fn write_safetensors(path: &Path, tensors: &[(String, HostTensor)]) -> Result<()> {
+    let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, t)| t.to_le_bytes()).collect();
+    let mut views = Vec::with_capacity(tensors.len());
+    for ((name, t), b) in tensors.iter().zip(&bytes) {
+        let view = safetensors::tensor::TensorView::new(safetensors_dtype(t.dtype())?, t.shape().to_vec(), b)
+            .map_err(|e| TrainError::InvalidArgument(format!("tensor `{name}`: {e}")))?;
+        views.push((name.clone(), view));
+    }
+    let tmp = path.with_extension("safetensors.partial");
+    safetensors::tensor::serialize_to_file(views, None, &tmp)
+        .map_err(|e| TrainError::InvalidArgument(format!("writing {}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
+}
+
+/// Reads every tensor of a safetensors file (a checkpoint's state).
+pub fn read_safetensors(path: &Path) -> Result<Vec<(String, HostTensor)>> {
+    let file = SafetensorsWeights::open(path)?;
+    let mut out = Vec::new();
+    for name in file.names() {
+        let t = file.get(&name)?.to_host()?;
+        out.push((name, t));
+    }
+    Ok(out)
+}
+
+/// Saves a session's whole state (parameters, optimiser moments) to `path`; the step count is the
+/// caller's to store (it goes with the data position in the checkpoint's JSON).
+pub fn save_state(session: &TrainingSession, path: &Path) -> Result<u64> {
+    let state = session.save()?;
+    write_safetensors(path, &state.variables)?;
+    Ok(state.steps)
+}
+
+/// Restores a state written by [`save_state`] after `steps` updates.
+pub fn restore_state(session: &mut TrainingSession, path: &Path, steps: u64) -> Result<()> {
+    let variables = read_safetensors(path)?;
+    session.restore(&TrainingState { steps, variables })?;
+    Ok(())
+}
+
+/// A GGUF file's weights with every tensor converted to f32 (block-quantised and half-precision
+/// ones dequantised), for training in f32.
+pub struct DequantizedGguf<'a>(pub &'a GgufFile);
+
+impl WeightSource for DequantizedGguf<'_> {
+    fn get(&self, name: &str) -> accelrt_core::Result<WeightView<'_>> {
+        let view = self.0.get(name)?;
+        let values: Vec<f32> = match view.dtype {
+            DType::F32 => return Ok(view),
+            DType::Quant(q) => accelrt_core::quant::dequantize(q, &view.bytes)?,
+            DType::F16 | DType::BF16 => view.to_host()?.to_f64_vec().into_iter().map(|x| x as f32).collect(),
+            other => {
+                return Err(accelrt_core::Error::Weight {
+                    name: name.into(),
+                    message: format!("a {other} tensor is not a floating-point weight"),
+                })
+            }
+        };
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Ok(WeightView { dtype: DType::F32, shape: view.shape, bytes: Cow::Owned(bytes) })
+    }
+}
+
+/// The causal-LM step's graph: the Llama training graph (all positions' logits, no caches) with
+/// every weight f32 and [`loss::causal_lm_loss`] on the input tokens as labels.
+pub fn causal_lm_graph(cfg: &llama::LlamaConfig, config: &TrainingConfig) -> Result<TrainingGraph> {
+    let forward = llama::build_training_graph(cfg, &|_| Ok(DType::F32))?;
+    let logits = forward
+        .outputs()
+        .iter()
+        .find(|(n, _)| n == llama::LOGITS)
+        .map(|(_, id)| *id)
+        .expect("the Llama graph outputs logits");
+    let tokens = forward.nodes().iter().position(|n| n.name == llama::TOKENS).expect("the graph has tokens");
+    let params = trainable(&forward);
+    let mut b = GraphBuilder::from_graph(forward);
+    let l = loss::causal_lm_loss(&mut b, "lm_loss", logits, accelrt_core::ValueId(tokens as u32))?;
+    b.output(accelrt_core::training::LOSS_OUTPUT, l);
+    let forward = b.build()?;
+    let names: Vec<&str> = params.iter().map(String::as_str).collect();
+    Ok(training_graph(&forward, accelrt_core::training::LOSS_OUTPUT, &names, config)?)
+}
+
+/// A Llama GGUF model in training with next-token cross-entropy, its state on a backend.
+pub struct CausalLmTrainer {
+    session: TrainingSession,
+    tokenizer: ChatTokenizer,
+    config: llama::LlamaConfig,
+    gguf: PathBuf,
+    seq_len: usize,
+}
+
+impl CausalLmTrainer {
+    /// Loads the GGUF model at `path` (file, or directory holding one), dequantised to f32, and
+    /// prepares its training step for windows of `seq_len` tokens on `backend`.
+    pub fn new(
+        path: &Path,
+        backend: &dyn Backend,
+        options: &PrepareOptions,
+        seq_len: usize,
+        config: &TrainingConfig,
+    ) -> Result<CausalLmTrainer> {
+        let gguf = accelrt_models::generator::find_gguf(path)?;
+        let file = GgufFile::open(&gguf)?;
+        let cfg = llama::LlamaConfig::from_gguf(&file)?;
+        if seq_len < 2 || seq_len > cfg.context_length {
+            return Err(TrainError::InvalidArgument(format!(
+                "--seq-len {seq_len} must be between 2 and the model's context length {}",
+                cfg.context_length
+            )));
+        }
+        let tokenizer = ChatTokenizer::from_gguf(&file)?;
+        let training = causal_lm_graph(&cfg, config)?;
+        let session = TrainingSession::new(backend, &training, &DequantizedGguf(&file), options)?;
+        Ok(CausalLmTrainer { session, tokenizer, config: cfg, gguf, seq_len })
+    }
+
+    /// The model's tokenizer (to cut a corpus into windows).
+    pub fn tokenizer(&self) -> &ChatTokenizer {
+        &self.tokenizer
+    }
+
+    /// The model's hyper-parameters.
+    pub fn config(&self) -> &llama::LlamaConfig {
+        &self.config
+    }
+
+    /// The GGUF file the model came from.
+    pub fn gguf(&self) -> &Path {
+        &self.gguf
+    }
+
+    /// One optimiser step on `tokens` (rows of `seq_len`, concatenated) at learning rate `lr`.
+    pub fn step(&mut self, tokens: &[u32], lr: f64) -> Result<StepOutcome> {
+        if tokens.is_empty() || !tokens.len().is_multiple_of(self.seq_len) {
+            return Err(TrainError::InvalidArgument(format!(
+                "{} tokens are not whole windows of {}",
+                tokens.len(),
+                self.seq_len
+            )));
+        }
+        let rows = tokens.len() / self.seq_len;
+        let t = HostTensor::u32(vec![rows, self.seq_len], tokens.to_vec())?;
+        let r = self.session.step(&[(llama::TOKENS, &t)], lr)?;
+        finite(r.loss, self.session.steps())?;
+        Ok(StepOutcome { loss: r.loss, grad_norm: r.grad_norm, tokens: tokens.len() })
+    }
+
+    /// The training session (parameters, step count).
+    pub fn session(&self) -> &TrainingSession {
+        &self.session
+    }
+
+    /// Mutable access to the session, e.g. to restore a checkpoint.
+    pub fn session_mut(&mut self) -> &mut TrainingSession {
+        &mut self.session
+    }
+}
+
+impl CausalLmTrainer {
+    /// Writes the trained model to `out` as a GGUF file `generate --model DIR` loads: the
+    /// original's metadata (tokenizer, chat template, hyper-parameters; `general.file_type` set to
+    /// all-f32) and every tensor in f32, the trained values in place of the originals. f32 because
+    /// that is what was trained: quantising again would undo most of a short fine-tune's change.
+    pub fn save_model(&self, out: &Path) -> Result<PathBuf> {
+        std::fs::create_dir_all(out).map_err(|e| TrainError::io(out, e))?;
+        let file = GgufFile::open(&self.gguf)?;
+        let trained: HashMap<String, HostTensor> = self.session.parameters()?.into_iter().collect();
+        let source = DequantizedGguf(&file);
+        let mut tensors = Vec::new();
+        for name in file.tensors().keys() {
+            let t = match trained.get(name) {
+                Some(t) => t.clone(),
+                None => source.get(name)?.to_host()?,
+            };
+            tensors.push((name.clone(), t));
+        }
+        let mut metadata = file.metadata().clone();
+        // llama.cpp's LLAMA_FTYPE_ALL_F32.
+        metadata.insert("general.file_type".into(), GgufValue::U32(0));
+        let stem = self.gguf.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
+        // Other .gguf files in `out` would make the directory ambiguous for `generate`.
+        let path = out.join(format!("{stem}-trained-f32.gguf"));
+        write_gguf(&path, &metadata, &tensors)?;
+        Ok(path)
+    }
+}
+
+use accelrt_models::gguf::GgufValue;
+
+fn gguf_value_type(v: &GgufValue) -> u32 {
+    match v {
+        GgufValue::U8(_) => 0,
+        GgufValue::I8(_) => 1,
+        GgufValue::U16(_) => 2,
+        GgufValue::I16(_) => 3,
+        GgufValue::U32(_) => 4,
+        GgufValue::I32(_) => 5,
+        GgufValue::F32(_) => 6,
+        GgufValue::Bool(_) => 7,
+        GgufValue::String(_) => 8,
+        GgufValue::Array(_) => 9,
+        GgufValue::U64(_) => 10,
+        GgufValue::I64(_) => 11,
+        GgufValue::F64(_) => 12,
+    }
+}
+
+fn put_string(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_value(out: &mut Vec<u8>, v: &GgufValue) -> Result<()> {
+    match v {
+        GgufValue::U8(x) => out.push(*x),
+        GgufValue::I8(x) => out.extend_from_slice(&x.to_le_bytes()),
+        GgufValue::U16(x) => out.extend_from_slice(&x.to_le_bytes()),
+        GgufValue::I16(x) => out.extend_from_slice(&x.to_le_bytes()),
+        GgufValue::U32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        GgufValue::I32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        GgufValue::U64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        GgufValue::I64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        GgufValue::F32(x) => out.extend_from_slice(&x.to_le_bytes()),
+        GgufValue::F64(x) => out.extend_from_slice(&x.to_le_bytes()),
+        GgufValue::Bool(x) => out.push(*x as u8),
+        GgufValue::String(s) => put_string(out, s),
+        GgufValue::Array(items) => {
+            let ty = items.first().map(gguf_value_type).unwrap_or(0);
+            if items.iter().any(|i| gguf_value_type(i) != ty) {
+                return Err(TrainError::InvalidArgument("a GGUF array mixes value types".into()));
+            }
+            out.extend_from_slice(&ty.to_le_bytes());
+            out.extend_from_slice(&(items.len() as u64).to_le_bytes());
+            for item in items {
+                put_value(out, item)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes a GGUF (version 3) file of f32 tensors with `metadata` (written aside and renamed).
+pub fn write_gguf(
+    path: &Path,
+    metadata: &std::collections::BTreeMap<String, GgufValue>,
+    tensors: &[(String, HostTensor)],
+) -> Result<()> {
+    let alignment = metadata.get("general.alignment").and_then(GgufValue::as_u64).unwrap_or(32) as usize;
+    let mut head = Vec::new();
+    head.extend_from_slice(b"GGUF");
+    head.extend_from_slice(&3u32.to_le_bytes());
+    head.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+    head.extend_from_slice(&(metadata.len() as u64).to_le_bytes());
+    for (key, value) in metadata {
+        put_string(&mut head, key);
+        head.extend_from_slice(&gguf_value_type(value).to_le_bytes());
+        put_value(&mut head, value)?;
+    }
+    let mut offset = 0usize;
+    let mut offsets = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        if t.dtype() != DType::F32 {
+            return Err(TrainError::InvalidArgument(format!("tensor `{name}` is {}, not f32", t.dtype())));
+        }
+        put_string(&mut head, name);
+        head.extend_from_slice(&(t.shape().len() as u32).to_le_bytes());
+        // GGUF lists dims innermost first.
+        for &d in t.shape().iter().rev() {
+            head.extend_from_slice(&(d as u64).to_le_bytes());
+        }
+        head.extend_from_slice(&0u32.to_le_bytes()); // GGML_TYPE_F32
+        head.extend_from_slice(&(offset as u64).to_le_bytes());
+        offsets.push(offset);
+        offset = (offset + t.len() * 4).div_ceil(alignment) * alignment;
+    }
+    head.resize(head.len().div_ceil(alignment) * alignment, 0);
+    let tmp = path.with_extension("gguf.partial");
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        f.write_all(&head)?;
+        let mut written = 0usize;
+        for ((_, t), &at) in tensors.iter().zip(&offsets) {
+            f.write_all(&vec![0u8; at - written])?;
+            let bytes = t.to_le_bytes();
+            f.write_all(&bytes)?;
+            written = at + bytes.len();
+        }
+        f.write_all(&vec![0u8; offset - written])?;
+        f.flush()
+    };
+    write().map_err(|e| TrainError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
+}

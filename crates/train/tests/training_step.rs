@@ -1,0 +1,113 @@
+//! accelrt's training step against PyTorch's (scripts/make_training_reference.py): the same first
+//! three batches in file order, dropout 0, AdamW lr 1e-4 / weight decay 0.01 on every parameter,
+//! constant rate, no clipping. Runs on the candle CPU backend.
+
+use accelrt_core::optim::AdamW;
+use accelrt_core::training::{Optimizer, TrainingConfig};
+use accelrt_train::dataset::{self, DataStore, SHAKESPEARE};
+use accelrt_train::step::MnrlTrainer;
+use accelrt_train::{Order, PairsFile, Sampler};
+use serde_json::Value;
+use std::path::PathBuf;
+
+fn fixture(name: &str) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+fn model_dir(name: &str) -> PathBuf {
+    let store = accelrt_models::ModelStore::from_env();
+    store.ensure(accelrt_models::lookup(name).unwrap()).expect("fetch the model: accelrt fetch <name>")
+}
+
+/// The fixture's optimiser, as accelrt's.
+fn reference_config(f: &Value) -> TrainingConfig {
+    let o = &f["optimizer"];
+    assert!(o["grad_clipping"].is_null() && o["schedule"] == "constant");
+    let adamw = AdamW {
+        beta1: o["betas"][0].as_f64().unwrap(),
+        beta2: o["betas"][1].as_f64().unwrap(),
+        eps: o["eps"].as_f64().unwrap(),
+        weight_decay: o["weight_decay"].as_f64().unwrap(),
+    };
+    TrainingConfig { optimizer: Optimizer::AdamW(adamw), clip_norm: None }
+}
+
+/// Compares a tensor with a fixture's view of it (norm of the whole tensor, 8 values of listed
+/// rows or of the flattened tensor); returns the largest absolute difference of the values.
+fn compare_view(name: &str, t: &[f64], shape: &[usize], view: &Value) -> f64 {
+    let norm = t.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let want = view["norm"].as_f64().unwrap();
+    assert!((norm - want).abs() <= 1e-5 * want, "{name}: norm {norm} vs PyTorch {want}");
+    let row_len: usize = shape[1..].iter().product();
+    // With `rows`: 8 values of each listed row; without: the first 8 of the flattened tensor.
+    let (rows, values): (Vec<usize>, Vec<Vec<f64>>) = match view.get("rows") {
+        Some(rows) => (serde_json::from_value(rows.clone()).unwrap(), serde_json::from_value(view["values"].clone()).unwrap()),
+        None => (vec![0], vec![serde_json::from_value(view["values"].clone()).unwrap()]),
+    };
+    let stride = if view.get("rows").is_some() { row_len } else { 0 };
+    let mut worst = 0.0f64;
+    for (r, want) in rows.iter().zip(&values) {
+        for (i, w) in want.iter().enumerate() {
+            worst = worst.max((t[r * stride + i] - w).abs());
+        }
+    }
+    worst
+}
+
+#[test]
+fn minilm_mnrl_steps_match_pytorch() {
+    let f = fixture("minilm-mnrl-reference.json");
+    assert_eq!(f["dropout"].as_f64(), Some(0.0));
+    let dir = model_dir("all-minilm-l6-v2");
+    let data = DataStore::from_env().ensure(&SHAKESPEARE).unwrap();
+    let mut pairs = PairsFile::open(data.join(dataset::PAIRS_TRAIN)).unwrap();
+    let b = f["batch_size"].as_u64().unwrap() as usize;
+    let mut sampler = Sampler::new(pairs.len(), b, Order::FileOrder).unwrap();
+    let backend = accelrt_candle::CandleBackend::new(&"cpu".parse().unwrap()).unwrap();
+    let mut trainer = MnrlTrainer::new(&dir, &backend, &Default::default(), b, &reference_config(&f)).unwrap();
+    let lr = f["optimizer"]["lr"].as_f64().unwrap();
+    let r32 = &f["results"]["float32"];
+    let want: Vec<f64> = serde_json::from_value(r32["losses"].clone()).unwrap();
+
+    // The weights before the first step are the checkpoint's.
+    let before: Vec<(String, Vec<f64>)> = r32["before"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|name| (name.clone(), trainer.session().parameter(name).unwrap().to_f64_vec()))
+        .collect();
+    for (name, t) in &before {
+        let shape = trainer.session().parameter(name).unwrap().shape().to_vec();
+        // The fixture's values are the checkpoint's f32 values through JSON: equal up to printing.
+        let worst = compare_view(name, t, &shape, &r32["before"][name]);
+        assert!(worst <= 1e-12, "{name} before the first step differs by {worst}");
+    }
+
+    let mut losses = vec![];
+    for step in 0..3 {
+        let batch = pairs.batch(&sampler.next_batch()).unwrap();
+        losses.push(trainer.step(&batch, lr).unwrap().loss);
+        if step == 0 {
+            // Weights after one AdamW step: almost every weight moves by ±lr, so 1e-6 absolute
+            // (1 % of an update) checks each gradient's sign and the update rule.
+            for (name, old) in &before {
+                let p = trainer.session().parameter(name).unwrap();
+                let new = p.to_f64_vec();
+                let view = &r32["after"][name];
+                let worst = compare_view(name, &new, p.shape(), view);
+                eprintln!("{name}: max |accelrt - PyTorch| after step 1 = {worst:.3e}");
+                assert!(worst <= 1e-6, "{name}: weights after step 1 differ by {worst}");
+                let delta = new.iter().zip(old).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt();
+                let want = view["delta_norm"].as_f64().unwrap();
+                eprintln!("{name}: update norm {delta:.6e} vs PyTorch {want:.6e}");
+                assert!((delta - want).abs() <= 1e-3 * want, "{name}: update norm {delta} vs PyTorch {want}");
+            }
+        }
+    }
+    for (k, (ours, theirs)) in losses.iter().zip(&want).enumerate() {
+        let rel = (ours - theirs).abs() / theirs.abs();
+        eprintln!("step {}: accelrt {ours:.9} PyTorch f32 {theirs:.9} (relative {rel:.2e})", k + 1);
+        assert!(rel <= 1e-5, "step {}: loss {ours} vs PyTorch {theirs}", k + 1);
+    }
+}
