@@ -15,6 +15,7 @@ mod compile_command;
 #[cfg(feature = "fleet")]
 mod fleet_command;
 mod serve_command;
+mod train_command;
 
 /// The default input set: 64 English sentences (benches/data/sentences.txt).
 const DEFAULT_TEXTS: &str = include_str!("../benches/data/sentences.txt");
@@ -106,6 +107,16 @@ enum Command {
     Compile {
         #[command(flatten)]
         args: Box<compile_command::CompileArgs>,
+        #[command(flatten)]
+        cache: CacheArg,
+    },
+    /// Fine-tune a model: a sentence-transformers model with MultipleNegativesRankingLoss on
+    /// (anchor, positive) pairs, or a GGUF decoder with next-token cross-entropy on a text corpus;
+    /// writes a model directory `embed`/`generate` load, and checkpoints to resume from
+    /// (docs/training.md)
+    Train {
+        #[command(flatten)]
+        args: Box<train_command::TrainArgs>,
         #[command(flatten)]
         cache: CacheArg,
     },
@@ -346,6 +357,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Conformance { backend, dtype } => conformance(&backend, dtype),
         Command::Serve { args, cache } => serve_command::serve(&store_for(&cache), *args),
         Command::Compile { args, cache } => compile_command::compile(&store_for(&cache), *args),
+        Command::Train { args, cache } => train_command::train(&store_for(&cache), *args),
         #[cfg(feature = "fleet")]
         Command::Fleet(command) => fleet_command::fleet(command),
         Command::Report { results, out, p99_ms, catalog } => {

@@ -1,0 +1,375 @@
+//! `accelrt train`: fine-tune a sentence-embedding model with MultipleNegativesRankingLoss on
+//! (anchor, positive) pairs, or a Llama GGUF with next-token cross-entropy on a text corpus; one
+//! graph per step (forward, loss, backward, AdamW) whose parameters and moments stay on the device.
+//! docs/training.md describes the formats, the checkpoints and what matches PyTorch.
+
+use accelrt::core::optim::AdamW;
+use accelrt::core::training::{Optimizer, TrainingConfig};
+use accelrt::models::{self, ModelStore};
+use accelrt::train::step::{self, CausalLmTrainer, MnrlTrainer, StepOutcome};
+use accelrt::train::{
+    dataset, DataStore, LrSchedule, Order, Pair, PairsFile, Sampler, SamplerState, StepLog, StepRecord, TokenWindows,
+};
+use accelrt::PrepareOptions;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The flags of `accelrt train`.
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Model name (fetched on first use) or directory: a sentence-transformers directory trains
+    /// with MNRL on pairs; a GGUF decoder (Llama architecture) with next-token cross-entropy
+    #[arg(long)]
+    model: String,
+    /// Training data: a pairs JSON-lines file ({"anchor": …, "positive": …} per line) for an
+    /// embedding model, a UTF-8 text file for a decoder, or `shakespeare` (the fetched data set's
+    /// training pairs or corpus)
+    #[arg(long)]
+    data: String,
+    /// Optimiser steps to run in all (a resumed run continues up to this many)
+    #[arg(long, default_value_t = 100)]
+    steps: u64,
+    /// Examples per step: pairs (MNRL) or windows of --seq-len tokens (decoders)
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Decoders: tokens per window (the corpus is cut into consecutive windows of this length)
+    #[arg(long, default_value_t = 128)]
+    seq_len: usize,
+    /// Peak learning rate (AdamW)
+    #[arg(long, default_value_t = 2e-5)]
+    lr: f64,
+    /// AdamW's decoupled weight decay, applied to every parameter
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f64,
+    /// Linear warm-up from 0 over this many steps
+    #[arg(long, default_value_t = 0)]
+    warmup_steps: u64,
+    /// After warm-up: `constant`, or `cosine` (half a cosine down to 0 at --steps)
+    #[arg(long, default_value = "constant")]
+    schedule: String,
+    /// Clip gradients to this global norm (torch's clip_grad_norm_); off by default
+    #[arg(long)]
+    clip_norm: Option<f64>,
+    /// Seed of the shuffled batch order
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Batches in file order (batch k is examples k*B .. (k+1)*B), no shuffling
+    #[arg(long)]
+    no_shuffle: bool,
+    /// Dropout probability. Only 0 is supported (dropout is not an op of accelrt's graph yet), and
+    /// 0 is the default whatever the model's config says; a positive value is refused
+    #[arg(long, default_value_t = 0.0)]
+    dropout: f64,
+    /// Write one JSON line per step here (step, loss, lr, tokens, seconds)
+    #[arg(long)]
+    log: Option<PathBuf>,
+    /// Output directory: the trained model (loadable by `embed`/`generate --model DIR`) and
+    /// DIR/checkpoint (to --resume from)
+    #[arg(long)]
+    out: PathBuf,
+    /// Also write a checkpoint every this many steps (one is always written at the end)
+    #[arg(long)]
+    checkpoint_every: Option<u64>,
+    /// Continue from DIR/checkpoint exactly (weights, optimiser moments, step, data position)
+    #[arg(long)]
+    resume: bool,
+    /// Device to train on: cpu (candle), cuda:N, xla:cpu
+    #[arg(long, default_value = "cpu")]
+    backend: String,
+    /// No progress bar
+    #[arg(long)]
+    no_progress: bool,
+}
+
+/// What a checkpoint records besides the tensors (DIR/checkpoint/trainer.json).
+#[derive(Serialize, Deserialize, PartialEq, Debug)]
+struct Checkpoint {
+    /// Updates applied so far.
+    steps: u64,
+    /// The data position and order: the next batch after a resume is the one the uninterrupted
+    /// run would have had.
+    sampler: SamplerState,
+    /// The settings a resume must share (a different model, data set, batch or window size would
+    /// continue a different training).
+    task: String,
+    model: String,
+    data: PathBuf,
+    seq_len: Option<usize>,
+}
+
+/// The task a model directory implies.
+enum Task {
+    Mnrl { dir: PathBuf },
+    CausalLm { path: PathBuf },
+}
+
+fn resolve_model(store: &ModelStore, model: &str) -> Result<Task> {
+    let path = Path::new(model);
+    let dir = if path.exists() { path.to_path_buf() } else { store.ensure(models::lookup(model)?)? };
+    if models::generator::is_gguf_model(&dir) {
+        Ok(Task::CausalLm { path: dir })
+    } else if dir.join("config.json").is_file() && dir.join("modules.json").is_file() {
+        Ok(Task::Mnrl { dir })
+    } else {
+        bail!("{}: neither a sentence-transformers directory nor a GGUF model", dir.display())
+    }
+}
+
+/// `--data shakespeare` names the fetched data set's training file for the task.
+fn resolve_data(store: &ModelStore, data: &str, file: &str) -> Result<PathBuf> {
+    if Path::new(data).exists() {
+        return Ok(PathBuf::from(data));
+    }
+    let spec = dataset::lookup(data).with_context(|| format!("--data {data}: no such file or data set"))?;
+    Ok(DataStore::new(store.root()).ensure(spec)?.join(file))
+}
+
+/// One trainer for both tasks, so the loop is written once.
+enum Trainer {
+    Mnrl { trainer: MnrlTrainer, pairs: PairsFile },
+    CausalLm { trainer: Box<CausalLmTrainer>, windows: TokenWindows },
+}
+
+impl Trainer {
+    fn examples(&self) -> usize {
+        match self {
+            Trainer::Mnrl { pairs, .. } => pairs.len(),
+            Trainer::CausalLm { windows, .. } => windows.len(),
+        }
+    }
+
+    fn step(&mut self, batch: &[usize], lr: f64) -> Result<StepOutcome> {
+        Ok(match self {
+            Trainer::Mnrl { trainer, pairs } => {
+                let b: Vec<Pair> = pairs.batch(batch)?;
+                trainer.step(&b, lr)?
+            }
+            Trainer::CausalLm { trainer, windows } => trainer.step(&windows.batch(batch)?, lr)?,
+        })
+    }
+
+    fn session(&mut self) -> &mut accelrt::core::training::TrainingSession {
+        match self {
+            Trainer::Mnrl { trainer, .. } => trainer.session_mut(),
+            Trainer::CausalLm { trainer, .. } => trainer.session_mut(),
+        }
+    }
+
+    fn save_model(&self, out: &Path) -> Result<()> {
+        match self {
+            Trainer::Mnrl { trainer, .. } => trainer.save_model(out)?,
+            Trainer::CausalLm { trainer, .. } => {
+                trainer.save_model(out)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The progress display: a bar on a terminal, a line every 10 s otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    last_line: Instant,
+    enabled: bool,
+}
+
+impl Progress {
+    fn new(total: u64, done: u64, enabled: bool) -> Progress {
+        let bar = (enabled && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            // The bench's style (crates/bench/src/progress.rs), with the step count.
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{prefix:>8} [{bar:30}] {pos}/{len} {msg}")
+                    .expect("static template")
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix("train");
+            bar.set_position(done);
+            bar
+        });
+        Progress { bar, last_line: Instant::now(), enabled }
+    }
+
+    fn update(&mut self, step: u64, total: u64, loss: f64, tokens_per_s: f64, left: Duration) {
+        let msg = format!("loss {loss:.4} · {tokens_per_s:.0} tokens/s · {} left", human(left));
+        if let Some(bar) = &self.bar {
+            bar.set_position(step);
+            bar.set_message(msg);
+        } else if self.enabled && (self.last_line.elapsed() >= Duration::from_secs(10) || step == total) {
+            eprintln!("train: step {step}/{total} {msg}");
+            self.last_line = Instant::now();
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
+    }
+}
+
+fn human(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s >= 90.0 {
+        format!("{:.0} min {:02.0} s", (s / 60.0).floor(), (s % 60.0).floor())
+    } else {
+        format!("{s:.0} s")
+    }
+}
+
+/// Runs `accelrt train`.
+pub fn train(store: &ModelStore, a: TrainArgs) -> Result<()> {
+    if a.dropout != 0.0 {
+        bail!(
+            "--dropout {}: dropout is not implemented in accelrt's training graphs yet; only --dropout 0 is supported",
+            a.dropout
+        );
+    }
+    if a.steps == 0 {
+        bail!("--steps must be at least 1");
+    }
+    if a.checkpoint_every == Some(0) {
+        bail!("--checkpoint-every must be at least 1");
+    }
+    let schedule = match a.schedule.as_str() {
+        "constant" => LrSchedule::Constant { lr: a.lr, warmup_steps: a.warmup_steps },
+        "cosine" => LrSchedule::WarmupCosine { lr: a.lr, warmup_steps: a.warmup_steps, total_steps: a.steps },
+        other => bail!("--schedule {other}: expected constant or cosine"),
+    };
+    schedule.validate()?;
+    if !(a.weight_decay.is_finite() && a.weight_decay >= 0.0) {
+        bail!("--weight-decay must be a finite non-negative number");
+    }
+    if a.clip_norm.is_some_and(|c| !(c.is_finite() && c > 0.0)) {
+        bail!("--clip-norm must be a positive number");
+    }
+    let config = TrainingConfig {
+        optimizer: Optimizer::AdamW(AdamW { weight_decay: a.weight_decay, ..AdamW::default() }),
+        clip_norm: a.clip_norm,
+    };
+    let backend = accelrt::open_backend(&a.backend)?;
+    let options = PrepareOptions::default();
+    let (mut trainer, task, data_path, seq_len) = match resolve_model(store, &a.model)? {
+        Task::Mnrl { dir } => {
+            let data = resolve_data(store, &a.data, dataset::PAIRS_TRAIN)?;
+            let pairs = PairsFile::open(&data)?;
+            let trainer = MnrlTrainer::new(&dir, backend.as_ref(), &options, a.batch_size, &config)
+                .with_context(|| format!("preparing the training step of {}", dir.display()))?;
+            (Trainer::Mnrl { trainer, pairs }, "mnrl", data, None)
+        }
+        Task::CausalLm { path } => {
+            let data = resolve_data(store, &a.data, dataset::CORPUS_TRAIN)?;
+            let trainer = CausalLmTrainer::new(&path, backend.as_ref(), &options, a.seq_len, &config)
+                .with_context(|| format!("preparing the training step of {}", path.display()))?;
+            let windows =
+                TokenWindows::from_file(&data, a.seq_len, accelrt::train::corpus::DEFAULT_MAX_CORPUS_BYTES, |text| {
+                    trainer.tokenizer().encode(text)
+                })?;
+            (Trainer::CausalLm { trainer: Box::new(trainer), windows }, "causal-lm", data, Some(a.seq_len))
+        }
+    };
+    let order = if a.no_shuffle { Order::FileOrder } else { Order::Shuffled { seed: a.seed } };
+    let checkpoint_dir = a.out.join("checkpoint");
+    let expected = |steps: u64, sampler: SamplerState| Checkpoint {
+        steps,
+        sampler,
+        task: task.to_string(),
+        model: a.model.clone(),
+        data: data_path.clone(),
+        seq_len,
+    };
+
+    let (mut sampler, mut log) = if a.resume {
+        let path = checkpoint_dir.join("trainer.json");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("--resume: reading {}", path.display()))?;
+        let saved: Checkpoint = serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        let mine = expected(saved.steps, saved.sampler.clone());
+        if saved != mine {
+            bail!(
+                "--resume: the checkpoint in {} was made for {} {} on {} (batch {}, order {:?}); these flags train {} {} on {} (batch {}, order {:?})",
+                checkpoint_dir.display(),
+                saved.task,
+                saved.model,
+                saved.data.display(),
+                saved.sampler.batch_size,
+                saved.sampler.order,
+                task,
+                a.model,
+                data_path.display(),
+                a.batch_size,
+                order
+            );
+        }
+        if saved.sampler.batch_size != a.batch_size as u64 || saved.sampler.order != order {
+            bail!(
+                "--resume: the checkpoint used batch size {} and order {:?}",
+                saved.sampler.batch_size,
+                saved.sampler.order
+            );
+        }
+        step::restore_state(trainer.session(), &checkpoint_dir.join("state.safetensors"), saved.steps)?;
+        let sampler = Sampler::restore(saved.sampler, trainer.examples())?;
+        let log = a.log.as_ref().map(|p| StepLog::resume(p, saved.steps)).transpose()?;
+        eprintln!("resumed at step {} from {}", saved.steps, checkpoint_dir.display());
+        (sampler, log)
+    } else {
+        let log = a.log.as_ref().map(StepLog::create).transpose()?;
+        (Sampler::new(trainer.examples(), a.batch_size, order)?, log)
+    };
+
+    let save_checkpoint = |trainer: &mut Trainer, sampler: &Sampler| -> Result<()> {
+        std::fs::create_dir_all(&checkpoint_dir).with_context(|| format!("creating {}", checkpoint_dir.display()))?;
+        let steps = step::save_state(trainer.session(), &checkpoint_dir.join("state.safetensors"))?;
+        let json = serde_json::to_string_pretty(&expected(steps, sampler.state()))?;
+        let tmp = checkpoint_dir.join("trainer.json.partial");
+        std::fs::write(&tmp, json).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, checkpoint_dir.join("trainer.json"))?;
+        Ok(())
+    };
+
+    let start = trainer.session().steps();
+    if start >= a.steps {
+        bail!("the checkpoint is at step {start}; --steps {} leaves nothing to do", a.steps);
+    }
+    let mut progress = Progress::new(a.steps, start, !a.no_progress);
+    let (mut tokens_total, mut seconds_total) = (0u64, 0.0f64);
+    for k in start..a.steps {
+        let t0 = Instant::now();
+        let lr = schedule.lr_at(k);
+        let batch = sampler.next_batch();
+        let out = trainer.step(&batch, lr).with_context(|| format!("step {}", k + 1))?;
+        let seconds = t0.elapsed().as_secs_f64();
+        tokens_total += out.tokens as u64;
+        seconds_total += seconds;
+        if let Some(log) = &mut log {
+            log.write(&StepRecord {
+                step: k + 1,
+                loss: out.loss,
+                lr,
+                tokens: out.tokens as u64,
+                seconds,
+                eval_loss: None,
+            })?;
+        }
+        let done = k + 1 - start;
+        let left = Duration::from_secs_f64(seconds_total / done as f64 * (a.steps - k - 1) as f64);
+        progress.update(k + 1, a.steps, out.loss, tokens_total as f64 / seconds_total, left);
+        if a.checkpoint_every.is_some_and(|n| (k + 1) % n == 0) && k + 1 < a.steps {
+            save_checkpoint(&mut trainer, &sampler)?;
+        }
+    }
+    progress.finish();
+    save_checkpoint(&mut trainer, &sampler)?;
+    trainer.save_model(&a.out)?;
+    eprintln!(
+        "trained {} steps ({} tokens in {:.1} s); model in {}",
+        a.steps - start,
+        tokens_total,
+        seconds_total,
+        a.out.display()
+    );
+    Ok(())
+}
