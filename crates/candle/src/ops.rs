@@ -234,6 +234,22 @@ pub(crate) fn eval(op: &Op, val: &dyn Fn(ValueId) -> Tensor, ctx: &mut RunContex
             let src = src.contiguous()?.reshape(((), width))?;
             Tensor::zeros((*rows, width), src.dtype(), ctx.device)?.index_add(&ids, &src, 0)
         }
+        Op::AdamWStep { param, grad, m, v, lr, step, beta1, beta2, eps, weight_decay } => {
+            let host = |t: Tensor| -> Result<f64> { t.to_dtype(DType::F64)?.to_scalar::<f64>() };
+            let config =
+                accelrt_core::optim::AdamW { beta1: *beta1, beta2: *beta2, eps: *eps, weight_decay: *weight_decay };
+            let c = accelrt_core::optim::AdamWCoefficients::new(&config, host(val(*lr))?, host(val(*step))?);
+            let (p, g, m, v) = (val(*param), val(*grad), val(*m), val(*v));
+            if p.device().is_cpu() && p.dtype() == DType::F32 {
+                return crate::kernels::adamw_f32(&c, &p, &g, &m, &v);
+            }
+            // Other devices and dtypes: the same formula as candle ops, the coefficients on the host.
+            let m2 = (m.affine(c.beta1, 0.0)? + g.affine(1.0 - c.beta1, 0.0)?)?;
+            let v2 = (v.affine(c.beta2, 0.0)? + g.sqr()?.affine(1.0 - c.beta2, 0.0)?)?;
+            let denom = v2.sqrt()?.affine(1.0 / c.sqrt_bc2, c.eps)?;
+            let p2 = (p.affine(c.decay, 0.0)? - (m2.clone() / denom)?.affine(c.step_size, 0.0)?)?;
+            Tensor::stack(&[p2, m2, v2], 0)
+        }
         Op::AttentionProbs { q, k, mask, causal, scale, q_positions } => {
             let (q, k) = (val(*q), val(*k));
             let (_, hq, q_len, _) = q.dims4()?;

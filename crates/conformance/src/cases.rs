@@ -604,6 +604,25 @@ pub fn training_ops() -> Case {
     m.finish(&outs)
 }
 
+/// One fused AdamW update (`Op::AdamWStep`) at step 3, learning rate and step as scalar inputs.
+pub fn adamw_step() -> Case {
+    let mut m = Maker::new("adamw_step");
+    let rows = [sym("rows"), fixed(6)];
+    let param = m.input("param", &rows, &[5, 6]);
+    let grad = m.input("grad", &rows, &[5, 6]);
+    let m1 = m.input("m", &rows, &[5, 6]);
+    let v_log = m.input("v_log", &rows, &[5, 6]);
+    // v is a running mean of squares: positive.
+    let v = m.op("v", Op::Unary { op: UnaryOp::Exp, x: v_log });
+    let lr = m.input_tensor("lr", &[], HostTensor::f32(vec![], vec![0.01]).unwrap());
+    let step = m.input_tensor("step", &[], HostTensor::f32(vec![], vec![3.0]).unwrap());
+    let out = m.op(
+        "adamw",
+        Op::AdamWStep { param, grad, m: m1, v, lr, step, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 },
+    );
+    m.finish(&[("stacked", out)])
+}
+
 /// In-range ids [batch, seq] for `training_ops`' scatter-add (with repeats).
 fn m_ids(m: &mut Maker) -> ValueId {
     let ids = HostTensor::u32(vec![2, 3], vec![4, 0, 4, 1, 4, 2]).unwrap();
@@ -792,6 +811,7 @@ pub fn all() -> Vec<Case> {
         take_last(),
         kv_cache_session(),
         training_ops(),
+        adamw_step(),
         grad_binary_broadcast(),
         grad_unary(),
         grad_matmul_batched_broadcast(),

@@ -95,6 +95,36 @@ pub(crate) fn infer(name: &str, op: &Op, earlier: &[Node]) -> Result<(DType, Sha
             }
             (v.dtype, v.shape.clone())
         }
+        Op::AdamWStep { param, grad, m, v, lr, step, beta1, beta2, eps, weight_decay } => {
+            let p = get(*param);
+            float_of(*param, "param")?;
+            for (id, what) in [(*grad, "grad"), (*m, "m"), (*v, "v")] {
+                let n = get(id);
+                let fits = n.dtype == p.dtype
+                    && n.shape.rank() == p.shape.rank()
+                    && n.shape.0.iter().zip(&p.shape.0).all(|(a, b)| a.compatible(b));
+                if !fits {
+                    return Err(fail(format!(
+                        "{what} `{}` ({} {}) must match param ({} {})",
+                        n.name, n.dtype, n.shape, p.dtype, p.shape
+                    )));
+                }
+            }
+            for (id, what) in [(*lr, "lr"), (*step, "step")] {
+                if get(id).shape.rank() != 0 || float_of(id, what)? != p.dtype {
+                    return Err(fail(format!("{what} must be a scalar of the param's dtype {}", p.dtype)));
+                }
+            }
+            let ok = |b: f64| b.is_finite() && (0.0..1.0).contains(&b);
+            if !(ok(*beta1) && ok(*beta2) && eps.is_finite() && *eps >= 0.0 && weight_decay.is_finite()) {
+                return Err(fail(format!(
+                    "AdamW needs 0 ≤ β < 1, eps ≥ 0: β1 {beta1}, β2 {beta2}, eps {eps}, wd {weight_decay}"
+                )));
+            }
+            let mut shape = vec![Dim::Fixed(3)];
+            shape.extend(p.shape.0.iter().cloned());
+            (p.dtype, Shape(shape))
+        }
         Op::Embedding { table, ids } => {
             let t = rank_is(*table, &[2], "table")?;
             int_of(*ids, "ids")?;

@@ -6,7 +6,7 @@
 //! The formulas are PyTorch's, step for step, so the weights after a step can be compared with
 //! `torch.optim.AdamW` / `torch.optim.SGD` and `torch.nn.utils.clip_grad_norm_`.
 
-use crate::{BinaryOp, Error, GraphBuilder, Op, Result, UnaryOp, ValueId};
+use crate::{BinaryOp, Error, GraphBuilder, Op, ReshapeDim, Result, UnaryOp, ValueId};
 
 /// AdamW's hyper-parameters (PyTorch's defaults: β = (0.9, 0.999), eps 1e-8, weight decay 0.01).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -32,18 +32,6 @@ pub struct Sgd {
     pub momentum: f64,
     pub weight_decay: f64,
     pub nesterov: bool,
-}
-
-/// The scalars one AdamW step shares between all parameters.
-#[derive(Debug, Clone, Copy)]
-pub struct AdamWScalars {
-    /// 1 − lr·weight_decay.
-    decay: ValueId,
-    /// lr / (1 − β1^t).
-    step_size: ValueId,
-    /// √(1 − β2^t).
-    sqrt_bc2: ValueId,
-    config: AdamW,
 }
 
 fn add(b: &mut GraphBuilder, name: String, op: Op) -> Result<ValueId> {
@@ -73,59 +61,80 @@ fn scalar_input_check(b: &GraphBuilder, name: &str, id: ValueId, what: &str) -> 
     Ok(())
 }
 
-impl AdamW {
-    /// The per-step scalars from the learning rate `lr` and the step number `step` (both float
-    /// scalars, shape []; `step` counts from 1 for the first update): β^t = e^(t·ln β).
-    pub fn scalars(&self, b: &mut GraphBuilder, name: &str, lr: ValueId, step: ValueId) -> Result<AdamWScalars> {
-        scalar_input_check(b, name, lr, "the learning rate")?;
-        scalar_input_check(b, name, step, "the step number")?;
-        let bias_correction = |b: &mut GraphBuilder, which: &str, beta: f64| -> Result<ValueId> {
-            let log = affine(b, format!("{name}.{which}.t_ln_beta"), step, beta.ln(), 0.0)?;
-            let pow = unary(b, format!("{name}.{which}.beta_pow_t"), UnaryOp::Exp, log)?;
-            affine(b, format!("{name}.{which}.correction"), pow, -1.0, 1.0)
-        };
-        let bc1 = bias_correction(b, "bc1", self.beta1)?;
-        let bc2 = bias_correction(b, "bc2", self.beta2)?;
-        let sqrt_bc2 = unary(b, format!("{name}.sqrt_bc2"), UnaryOp::Sqrt, bc2)?;
-        let step_size = binary(b, format!("{name}.step_size"), BinaryOp::Div, lr, bc1)?;
-        let decay = affine(b, format!("{name}.decay"), lr, -self.weight_decay, 1.0)?;
-        Ok(AdamWScalars { decay, step_size, sqrt_bc2, config: *self })
+/// The per-step coefficients of `Op::AdamWStep` (`torch.optim.AdamW`, not amsgrad), from the
+/// hyper-parameters, the learning rate and the step number t (from 1), in f64. The reference
+/// evaluator and the candle CPU kernel both apply them with [`AdamWCoefficients::apply`], so the
+/// op has one definition.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamWCoefficients {
+    /// 1 − lr·weight_decay (decoupled weight decay).
+    pub decay: f64,
+    /// lr / (1 − β1^t).
+    pub step_size: f64,
+    /// √(1 − β2^t).
+    pub sqrt_bc2: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+}
+
+impl AdamWCoefficients {
+    pub fn new(config: &AdamW, lr: f64, t: f64) -> AdamWCoefficients {
+        AdamWCoefficients {
+            decay: 1.0 - lr * config.weight_decay,
+            step_size: lr / (1.0 - config.beta1.powf(t)),
+            sqrt_bc2: (1.0 - config.beta2.powf(t)).sqrt(),
+            beta1: config.beta1,
+            beta2: config.beta2,
+            eps: config.eps,
+        }
+    }
+
+    /// One element: (p, g, m, v) → (p', m', v') with m' = β1·m + (1 − β1)·g,
+    /// v' = β2·v + (1 − β2)·g², p' = p·decay − step_size · m' / (√v' / √(1 − β2^t) + eps).
+    #[inline]
+    pub fn apply(&self, p: f64, g: f64, m: f64, v: f64) -> (f64, f64, f64) {
+        let m = self.beta1 * m + (1.0 - self.beta1) * g;
+        let v = self.beta2 * v + (1.0 - self.beta2) * g * g;
+        let denom = v.sqrt() / self.sqrt_bc2 + self.eps;
+        (p * self.decay - self.step_size * (m / denom), m, v)
     }
 }
 
 /// One AdamW update of parameter `param` with gradient `grad` and moments `m`, `v` (each of the
-/// parameter's shape), following `torch.optim.AdamW` (not amsgrad):
-///
-/// p ← p·(1 − lr·wd); m ← β1·m + (1 − β1)·g; v ← β2·v + (1 − β2)·g²;
-/// p ← p − lr/(1 − β1^t) · m / (√v / √(1 − β2^t) + eps).
+/// parameter's shape) at learning rate `lr` and step `step` (float scalars, shape []; `step`
+/// counts from 1), as one fused `Op::AdamWStep` (formula: [`AdamWCoefficients`]).
 ///
 /// Returns (new parameter, new m, new v). `name` prefixes the nodes (one per parameter).
+#[allow(clippy::too_many_arguments)]
 pub fn adamw_update(
     b: &mut GraphBuilder,
     name: &str,
-    s: &AdamWScalars,
+    config: &AdamW,
+    lr: ValueId,
+    step: ValueId,
     param: ValueId,
     grad: ValueId,
     m: ValueId,
     v: ValueId,
 ) -> Result<(ValueId, ValueId, ValueId)> {
-    let c = s.config;
-    let n = |what: &str| format!("{name}.{what}");
-    let decayed = binary(b, n("decayed"), BinaryOp::Mul, param, s.decay)?;
-    let m_old = affine(b, n("m_kept"), m, c.beta1, 0.0)?;
-    let m_new = affine(b, n("m_added"), grad, 1.0 - c.beta1, 0.0)?;
-    let m_new = binary(b, n("m"), BinaryOp::Add, m_old, m_new)?;
-    let g2 = binary(b, n("grad_sq"), BinaryOp::Mul, grad, grad)?;
-    let v_old = affine(b, n("v_kept"), v, c.beta2, 0.0)?;
-    let v_new = affine(b, n("v_added"), g2, 1.0 - c.beta2, 0.0)?;
-    let v_new = binary(b, n("v"), BinaryOp::Add, v_old, v_new)?;
-    let root = unary(b, n("v_sqrt"), UnaryOp::Sqrt, v_new)?;
-    let root = binary(b, n("v_sqrt_corrected"), BinaryOp::Div, root, s.sqrt_bc2)?;
-    let denom = affine(b, n("denom"), root, 1.0, c.eps)?;
-    let ratio = binary(b, n("ratio"), BinaryOp::Div, m_new, denom)?;
-    let update = binary(b, n("update"), BinaryOp::Mul, ratio, s.step_size)?;
-    let p_new = binary(b, n("param"), BinaryOp::Sub, decayed, update)?;
-    Ok((p_new, m_new, v_new))
+    scalar_input_check(b, name, lr, "the learning rate")?;
+    scalar_input_check(b, name, step, "the step number")?;
+    let AdamW { beta1, beta2, eps, weight_decay } = *config;
+    let stacked = add(
+        b,
+        format!("{name}.adamw"),
+        Op::AdamWStep { param, grad, m, v, lr, step, beta1, beta2, eps, weight_decay },
+    )?;
+    let rank = b.node(param).shape.rank();
+    let mut parts = Vec::with_capacity(3);
+    for (i, what) in ["param", "m", "v"].into_iter().enumerate() {
+        let one =
+            add(b, format!("{name}.{what}_slice"), Op::Slice { x: stacked, axis: 0, start: i, end: Some(i + 1) })?;
+        let dims = (1..=rank).map(ReshapeDim::Keep).collect();
+        parts.push(add(b, format!("{name}.{what}"), Op::Reshape { x: one, dims })?);
+    }
+    Ok((parts[0], parts[1], parts[2]))
 }
 
 /// One SGD-with-momentum update (see [`Sgd`]); `lr` is a float scalar. Returns (new parameter,
@@ -215,14 +224,16 @@ mod tests {
         out.iter().map(|(n, t)| (n.to_string(), t.to_f64_vec())).collect()
     }
 
-    /// torch.optim.AdamW's update, written out in f64 for one element.
+    /// torch.optim.AdamW's update, written out in f64 for one element, independently of
+    /// `AdamWCoefficients`.
     fn torch_adamw(c: AdamW, lr: f64, t: f64, p: f64, g: f64, m: f64, v: f64) -> (f64, f64, f64) {
         let p = p * (1.0 - lr * c.weight_decay);
-        let m = c.beta1 * m + (1.0 - c.beta1) * g;
-        let v = c.beta2 * v + (1.0 - c.beta2) * g * g;
-        let (bc1, bc2) = (1.0 - c.beta1.powf(t), 1.0 - c.beta2.powf(t));
-        let denom = v.sqrt() / bc2.sqrt() + c.eps;
-        (p - lr / bc1 * m / denom, m, v)
+        let exp_avg = c.beta1 * m + (1.0 - c.beta1) * g;
+        let exp_avg_sq = c.beta2 * v + (1.0 - c.beta2) * g * g;
+        let step_size = lr / (1.0 - c.beta1.powi(t as i32));
+        let bias_correction2_sqrt = (1.0 - c.beta2.powi(t as i32)).sqrt();
+        let denom = exp_avg_sq.sqrt() / bias_correction2_sqrt + c.eps;
+        (p - step_size * exp_avg / denom, exp_avg, exp_avg_sq)
     }
 
     #[test]
@@ -231,8 +242,7 @@ mod tests {
         let mut b = GraphBuilder::new("adamw");
         let (lr, step) = (scalar(&mut b, "lr"), scalar(&mut b, "step"));
         let (p, g, m, v) = (vector(&mut b, "p"), vector(&mut b, "g"), vector(&mut b, "m"), vector(&mut b, "v"));
-        let s = c.scalars(&mut b, "adamw", lr, step).unwrap();
-        let (p2, m2, v2) = adamw_update(&mut b, "w", &s, p, g, m, v).unwrap();
+        let (p2, m2, v2) = adamw_update(&mut b, "w", &c, lr, step, p, g, m, v).unwrap();
         b.output("p", p2).output("m", m2).output("v", v2);
         let (pv, gv, mv, vv) =
             (vec![0.5f32, -1.0, 2.0], vec![0.1f32, -0.3, 0.0], vec![0.0f32, 0.2, -0.1], vec![0.0f32, 0.01, 0.04]);

@@ -140,6 +140,26 @@ fn eval_nodes(
                 Some(v) => Val::F(v.clone()),
                 None => initial_value(weights, node)?,
             },
+            Op::AdamWStep { param, grad, m, v, lr, step, beta1, beta2, eps, weight_decay } => {
+                let scalar = |id: crate::ValueId| f(id).map(|a| a.iter().next().copied().unwrap_or(f64::NAN));
+                let (lr, t) = (scalar(*lr)?, scalar(*step)?);
+                let (p, g, m, v) = (f(*param)?, f(*grad)?, f(*m)?, f(*v)?);
+                if g.shape() != p.shape() || m.shape() != p.shape() || v.shape() != p.shape() {
+                    return Err(fail("param, grad, m and v differ in shape".into()));
+                }
+                let mut shape = vec![3];
+                shape.extend_from_slice(p.shape());
+                let mut out = ArrayD::<f64>::zeros(IxDyn(&shape));
+                let config =
+                    crate::optim::AdamW { beta1: *beta1, beta2: *beta2, eps: *eps, weight_decay: *weight_decay };
+                let c = crate::optim::AdamWCoefficients::new(&config, lr, t);
+                let n = p.len();
+                let flat = out.as_slice_mut().expect("fresh arrays are contiguous");
+                for (i, (((&p, &g), &m), &v)) in p.iter().zip(g.iter()).zip(m.iter()).zip(v.iter()).enumerate() {
+                    (flat[i], flat[n + i], flat[2 * n + i]) = c.apply(p, g, m, v);
+                }
+                Val::F(out)
+            }
             Op::Assign { var, value } => {
                 let v = f(*value)?.clone();
                 assigned.push((var.index(), v.clone()));

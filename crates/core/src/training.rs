@@ -118,12 +118,11 @@ pub fn training_graph(
     };
     match config.optimizer {
         Optimizer::AdamW(adamw) => {
-            let scalars = adamw.scalars(&mut b, "optim.adamw", lr, step)?;
             for (&p, &g) in param_ids.iter().zip(&grads) {
                 let name = forward.node(p).name.clone();
                 let m = variable(&mut b, format!("{name}.adam_m"), p)?;
                 let v = variable(&mut b, format!("{name}.adam_v"), p)?;
-                let (p2, m2, v2) = adamw_update(&mut b, &format!("optim.{name}"), &scalars, p, g, m, v)?;
+                let (p2, m2, v2) = adamw_update(&mut b, &format!("optim.{name}"), &adamw, lr, step, p, g, m, v)?;
                 for (var, value, what) in [(p, p2, "param"), (m, m2, "m"), (v, v2, "v")] {
                     b.add(format!("optim.{name}.assign_{what}"), Op::Assign { var, value })?;
                 }

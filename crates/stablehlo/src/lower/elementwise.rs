@@ -66,3 +66,52 @@ pub(super) fn affine(e: &mut Emitter, x: &V, mul: f64, add: f64) -> R<V> {
     let y = e.binary_const("multiply", x, mul)?;
     e.binary_const("add", &y, add)
 }
+
+/// `Op::AdamWStep`: the new parameter, m and v stacked as [3, …], with the step's coefficients
+/// computed from the scalar arguments lr and step in the program (so a schedule needs no
+/// recompilation): decay = 1 − lr·wd, step_size = lr / (1 − β1^t), √(1 − β2^t), β^t = e^(t·ln β).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn adamw_step(
+    e: &mut Emitter,
+    p: &V,
+    g: &V,
+    m: &V,
+    v: &V,
+    lr: &V,
+    t: &V,
+    (beta1, beta2, eps, weight_decay): (f64, f64, f64, f64),
+) -> R<V> {
+    let shape = p.shape().to_vec();
+    let correction = |e: &mut Emitter, beta: f64| -> R<V> {
+        let log = e.binary_const("multiply", t, beta.ln())?;
+        let pow = e.unary("exponential", &log);
+        let neg = e.binary_const("multiply", &pow, -1.0)?;
+        e.binary_const("add", &neg, 1.0)
+    };
+    let bc1 = correction(e, beta1)?;
+    let bc2 = correction(e, beta2)?;
+    let sqrt_bc2 = e.unary("sqrt", &bc2);
+    let step_size = e.binary("divide", lr, &bc1)?;
+    let decay = e.binary_const("multiply", lr, -weight_decay)?;
+    let decay = e.binary_const("add", &decay, 1.0)?;
+    let (sqrt_bc2, step_size, decay) =
+        (e.broadcast_to(&sqrt_bc2, &shape)?, e.broadcast_to(&step_size, &shape)?, e.broadcast_to(&decay, &shape)?);
+    let m_kept = e.binary_const("multiply", m, beta1)?;
+    let m_new = e.binary_const("multiply", g, 1.0 - beta1)?;
+    let m2 = e.binary("add", &m_kept, &m_new)?;
+    let g2 = e.binary("multiply", g, g)?;
+    let v_kept = e.binary_const("multiply", v, beta2)?;
+    let v_new = e.binary_const("multiply", &g2, 1.0 - beta2)?;
+    let v2 = e.binary("add", &v_kept, &v_new)?;
+    let root = e.unary("sqrt", &v2);
+    let root = e.binary("divide", &root, &sqrt_bc2)?;
+    let denom = e.binary_const("add", &root, eps)?;
+    let ratio = e.binary("divide", &m2, &denom)?;
+    let update = e.binary("multiply", &step_size, &ratio)?;
+    let decayed = e.binary("multiply", p, &decay)?;
+    let p2 = e.binary("subtract", &decayed, &update)?;
+    let mut one = vec![1];
+    one.extend_from_slice(&shape);
+    let parts = [e.reshape(&p2, &one)?, e.reshape(&m2, &one)?, e.reshape(&v2, &one)?];
+    e.concatenate(&[&parts[0], &parts[1], &parts[2]], 0)
+}
