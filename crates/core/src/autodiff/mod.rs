@@ -211,7 +211,9 @@ fn rule(
         Op::KvCache { .. } => Err(ctx.not_differentiable(
             "a KV cache's contents persist across the runs of a session; gradients through a session are not supported",
         )),
-        Op::AdamWStep { .. } => Err(ctx.not_differentiable("an optimiser update is applied after the gradient, not part of it")),
+        Op::AdamWStep { .. } => {
+            Err(ctx.not_differentiable("an optimiser update is applied after the gradient, not part of it"))
+        }
         // Integer-valued results never carry a gradient, so these are never active.
         Op::Positions { .. } | Op::OneHot { .. } => Ok(vec![]),
     }
