@@ -219,9 +219,13 @@ impl LlamaBuilder<'_> {
         self.op(name, Op::RmsNorm { x, gamma, eps: self.cfg.rms_norm_eps })
     }
 
-    /// [batch, seq, heads·d] → [batch, heads, seq, d]
-    fn split_heads(&mut self, name: &str, x: ValueId, heads: usize) -> Result<ValueId> {
-        let dims = vec![ReshapeDim::Keep(0), ReshapeDim::Keep(1), ReshapeDim::Fixed(heads), ReshapeDim::Infer];
+    /// [batch, seq, heads·d] → [batch, heads, seq, d]. The training graph states d (`fixed_d`):
+    /// shape inference cannot derive it from a size with symbolic factors, and the rotary
+    /// gradient needs it fixed. The inference graph keeps `Infer`, so its hash (and every
+    /// compiled artefact keyed by it) stays as it was.
+    fn split_heads(&mut self, name: &str, x: ValueId, heads: usize, fixed_d: Option<usize>) -> Result<ValueId> {
+        let last = fixed_d.map_or(ReshapeDim::Infer, ReshapeDim::Fixed);
+        let dims = vec![ReshapeDim::Keep(0), ReshapeDim::Keep(1), ReshapeDim::Fixed(heads), last];
         let r = self.op(format!("{name}.split"), Op::Reshape { x, dims })?;
         self.op(format!("{name}.heads"), Op::Permute { x: r, perm: vec![0, 2, 1, 3] })
     }
@@ -255,9 +259,10 @@ impl LlamaBuilder<'_> {
             let q = self.linear(&format!("{p}.attn_q"), n, hq * d, h)?;
             let k = self.linear(&format!("{p}.attn_k"), n, hkv * d, h)?;
             let v = self.linear(&format!("{p}.attn_v"), n, hkv * d, h)?;
-            let q = self.split_heads(&format!("{p}.q"), q, hq)?;
-            let k = self.split_heads(&format!("{p}.k"), k, hkv)?;
-            let v = self.split_heads(&format!("{p}.v"), v, hkv)?;
+            let fixed_d = capacity.is_none().then_some(d);
+            let q = self.split_heads(&format!("{p}.q"), q, hq, fixed_d)?;
+            let k = self.split_heads(&format!("{p}.k"), k, hkv, fixed_d)?;
+            let v = self.split_heads(&format!("{p}.v"), v, hkv, fixed_d)?;
             // GGUF's converter permutes Q and K so that rotary pairs are adjacent features.
             let rope = |x| Op::Rope { x, positions, base: cfg.rope_base, style: RopeStyle::Interleaved };
             let q = self.op(format!("{p}.q.rope"), rope(q))?;

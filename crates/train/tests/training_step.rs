@@ -111,3 +111,81 @@ fn minilm_mnrl_steps_match_pytorch() {
         assert!(rel <= 1e-5, "step {}: loss {ours} vs PyTorch {theirs}", k + 1);
     }
 }
+
+/// transformers' LlamaForCausalLM parameter names → the GGUF's.
+fn gguf_name(hf: &str) -> String {
+    let hf = hf.strip_prefix("model.").unwrap_or(hf);
+    if hf == "embed_tokens.weight" {
+        return "token_embd.weight".into();
+    }
+    if hf == "norm.weight" {
+        return "output_norm.weight".into();
+    }
+    let rest = hf.strip_prefix("layers.").expect("a layer parameter");
+    let (layer, part) = rest.split_once('.').unwrap();
+    let part = match part {
+        "input_layernorm.weight" => "attn_norm.weight",
+        "post_attention_layernorm.weight" => "ffn_norm.weight",
+        "self_attn.q_proj.weight" => "attn_q.weight",
+        "self_attn.k_proj.weight" => "attn_k.weight",
+        "self_attn.v_proj.weight" => "attn_v.weight",
+        "self_attn.o_proj.weight" => "attn_output.weight",
+        "mlp.gate_proj.weight" => "ffn_gate.weight",
+        "mlp.up_proj.weight" => "ffn_up.weight",
+        "mlp.down_proj.weight" => "ffn_down.weight",
+        other => panic!("unmapped parameter {other}"),
+    };
+    format!("blk.{layer}.{part}")
+}
+
+/// SmolLM2-135M (the Q4_1 GGUF dequantised to f32) with next-token cross-entropy: 3 steps of
+/// 4 windows × 128 tokens. About a minute and 5 GB on 2 CPU cores.
+#[test]
+fn smollm2_causal_lm_steps_match_pytorch() {
+    let f = fixture("smollm2-ce-reference.json");
+    assert_eq!(f["dropout"].as_f64(), Some(0.0));
+    let dir = model_dir("smollm2-135m-instruct");
+    let seq_len = f["seq_len"].as_u64().unwrap() as usize;
+    let backend = accelrt_candle::CandleBackend::new(&"cpu".parse().unwrap()).unwrap();
+    let mut trainer =
+        accelrt_train::step::CausalLmTrainer::new(&dir, &backend, &Default::default(), seq_len, &reference_config(&f))
+            .unwrap();
+    let lr = f["optimizer"]["lr"].as_f64().unwrap();
+    let r32 = &f["results"]["float32"];
+    let want: Vec<f64> = serde_json::from_value(r32["losses"].clone()).unwrap();
+    let batches: Vec<Vec<Vec<u32>>> = serde_json::from_value(f["batches"].clone()).unwrap();
+    // q_proj/k_proj rows are permuted between the GGUF and transformers: only their norms compare.
+    let permuted = |hf: &str| hf.contains("q_proj") || hf.contains("k_proj");
+    let names: Vec<String> = r32["after"].as_object().unwrap().keys().cloned().collect();
+    let before: Vec<Vec<f64>> =
+        names.iter().map(|n| trainer.session().parameter(&gguf_name(n)).unwrap().to_f64_vec()).collect();
+    let mut losses = vec![];
+    for (step, batch) in batches.iter().enumerate() {
+        losses.push(trainer.step(&batch.concat(), lr).unwrap().loss);
+        if step == 0 {
+            for (name, old) in names.iter().zip(&before) {
+                let p = trainer.session().parameter(&gguf_name(name)).unwrap();
+                let new = p.to_f64_vec();
+                let view = &r32["after"][name];
+                if permuted(name) {
+                    let norm = new.iter().map(|x| x * x).sum::<f64>().sqrt();
+                    let want = view["norm"].as_f64().unwrap();
+                    assert!((norm - want).abs() <= 1e-5 * want, "{name}: norm {norm} vs PyTorch {want}");
+                } else {
+                    let worst = compare_view(name, &new, p.shape(), view);
+                    eprintln!("{name}: max |accelrt - PyTorch| after step 1 = {worst:.3e}");
+                    assert!(worst <= 1e-6, "{name}: weights after step 1 differ by {worst}");
+                }
+                let delta = new.iter().zip(old).map(|(a, b)| (a - b) * (a - b)).sum::<f64>().sqrt();
+                let want = view["delta_norm"].as_f64().unwrap();
+                eprintln!("{name}: update norm {delta:.6e} vs PyTorch {want:.6e}");
+                assert!((delta - want).abs() <= 1e-3 * want, "{name}: update norm {delta} vs PyTorch {want}");
+            }
+        }
+    }
+    for (k, (ours, theirs)) in losses.iter().zip(&want).enumerate() {
+        let rel = (ours - theirs).abs() / theirs.abs();
+        eprintln!("step {}: accelrt {ours:.9} PyTorch f32 {theirs:.9} (relative {rel:.2e})", k + 1);
+        assert!(rel <= 1e-5, "step {}: loss {ours} vs PyTorch {theirs}", k + 1);
+    }
+}
