@@ -189,3 +189,23 @@ fn smollm2_causal_lm_steps_match_pytorch() {
         assert!(rel <= 1e-5, "step {}: loss {ours} vs PyTorch {theirs}", k + 1);
     }
 }
+
+/// The global gradient norm of step 1 (over every trained tensor), from the clipping node with a
+/// bound far above it (so clipping multiplies by exactly 1).
+#[test]
+fn minilm_step1_gradient_norm_matches_pytorch() {
+    let f = fixture("minilm-mnrl-reference.json");
+    let dir = model_dir("all-minilm-l6-v2");
+    let data = DataStore::from_env().ensure(&SHAKESPEARE).unwrap();
+    let mut pairs = PairsFile::open(data.join(dataset::PAIRS_TRAIN)).unwrap();
+    let b = f["batch_size"].as_u64().unwrap() as usize;
+    let mut sampler = Sampler::new(pairs.len(), b, Order::FileOrder).unwrap();
+    let backend = accelrt_candle::CandleBackend::new(&"cpu".parse().unwrap()).unwrap();
+    let config = TrainingConfig { clip_norm: Some(1e9), ..reference_config(&f) };
+    let mut trainer = MnrlTrainer::new(&dir, &backend, &Default::default(), b, &config).unwrap();
+    let out = trainer.step(&pairs.batch(&sampler.next_batch()).unwrap(), 1e-4).unwrap();
+    let ours = out.grad_norm.expect("clipping outputs the norm");
+    let theirs = f["results"]["float32"]["grad_global_norm"].as_f64().unwrap();
+    eprintln!("step-1 gradient norm: accelrt {ours:.7} PyTorch {theirs:.7}");
+    assert!((ours - theirs).abs() <= 1e-4 * theirs, "gradient norm {ours} vs PyTorch {theirs}");
+}
