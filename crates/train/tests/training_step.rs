@@ -42,7 +42,9 @@ fn compare_view(name: &str, t: &[f64], shape: &[usize], view: &Value) -> f64 {
     let row_len: usize = shape[1..].iter().product();
     // With `rows`: 8 values of each listed row; without: the first 8 of the flattened tensor.
     let (rows, values): (Vec<usize>, Vec<Vec<f64>>) = match view.get("rows") {
-        Some(rows) => (serde_json::from_value(rows.clone()).unwrap(), serde_json::from_value(view["values"].clone()).unwrap()),
+        Some(rows) => {
+            (serde_json::from_value(rows.clone()).unwrap(), serde_json::from_value(view["values"].clone()).unwrap())
+        }
         None => (vec![0], vec![serde_json::from_value(view["values"].clone()).unwrap()]),
     };
     let stride = if view.get("rows").is_some() { row_len } else { 0 };
