@@ -13,7 +13,7 @@
 use crate::resolve_gguf;
 use accelrt::models::{self, bert, llama, ModelKind, ModelStore};
 use accelrt::neuron::cache::{bucket_key, scan, CachedNeff, CompilerVersion, NeffKey};
-use accelrt::neuron::compile::{command_line, neff_path_beside, Compiler};
+use accelrt::neuron::compile::{command_line, neff_path_beside, shell_quote, Compiler};
 use accelrt::stablehlo::{export, hlo_proto, Bucket, ExportOptions, Manifest, Module};
 use accelrt::{DType, Graph};
 use anyhow::{bail, Context, Result};
@@ -117,39 +117,99 @@ fn export_all(graph: &Graph, buckets: &[Bucket], options: &ExportOptions, model:
 fn write_module(dir: &Path, stem: &str, module: &Module) -> Result<Vec<PathBuf>> {
     let mlir = dir.join(format!("{stem}.mlir"));
     let manifest = dir.join(format!("{stem}.json"));
-    std::fs::write(&mlir, &module.mlir).with_context(|| format!("writing {}", mlir.display()))?;
-    std::fs::write(&manifest, module.manifest.to_json()).with_context(|| format!("writing {}", manifest.display()))?;
+    write_file(&mlir, module.mlir.as_bytes())?;
+    write_file(&manifest, module.manifest.to_json().as_bytes())?;
     Ok(vec![mlir, manifest])
+}
+
+/// Writes through a temporary file renamed over `path`: a symlink planted at `path` is replaced,
+/// never followed, and a reader sees the old file or the whole new one.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("writing into {}", dir.display()))?;
+    std::io::Write::write_all(&mut tmp, bytes).with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path).map_err(|e| e.error).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 /// The bucket a Neuron program is exported at: a session of `slots=N` sequences keeps one more
 /// cache row, the spare slot padded batch rows write to (the Neuron backend's sessions do).
-fn neuron_bucket(graph: &Graph, bucket: &Bucket) -> Bucket {
-    let mut b = bucket.clone();
+fn neuron_bucket(graph: &Graph, bucket: &Bucket) -> Result<Bucket> {
     let has_caches = graph.nodes().iter().any(|n| matches!(n.op, accelrt::Op::KvCache { .. }));
-    if has_caches {
-        b.slots = b.slots.map(|s| s + 1);
+    let mut b = bucket.clone();
+    match (has_caches, b.slots) {
+        (false, Some(_)) => bail!("--bucket {bucket}: `slots` is for generation models (this graph keeps no KV cache)"),
+        (true, None) => bail!("--bucket {bucket}: a generation model's bucket needs slots=N (sequences per session)"),
+        (true, Some(0)) => bail!("--bucket {bucket}: slots must be at least 1"),
+        (true, Some(n)) => {
+            if let Some(rows) = b.get("batch").filter(|&rows| rows > n) {
+                bail!("--bucket {bucket}: a step of {rows} rows cannot fit a session of {n} sequences");
+            }
+            b.slots = Some(n.checked_add(1).context("slots is too large")?);
+        }
+        (false, None) => {}
     }
-    b
+    Ok(b)
 }
 
+/// The most bytes one argument or result of a program may take: a Trainium2 chip's 96 GiB of
+/// device memory. Beyond it the bucket cannot run anywhere (and a typo such as an extra zero
+/// would otherwise compile, then fail to allocate at every load).
+const MAX_TENSOR_BYTES: u128 = 96 << 30;
+
+fn check_sizes(bucket: &Bucket, manifest: &Manifest) -> Result<()> {
+    let shapes = manifest.arguments.iter().map(|a| (&a.name, a.dtype, &a.shape));
+    for (name, dtype, shape) in shapes.chain(manifest.outputs.iter().map(|o| (&o.name, o.dtype, &o.shape))) {
+        let elements = shape.iter().try_fold(1u128, |n, &d| n.checked_mul(d as u128));
+        let bytes = elements.and_then(|n| n.checked_mul(dtype.storage_bytes(1).unwrap_or(1) as u128));
+        if bytes.is_none_or(|b| b > MAX_TENSOR_BYTES) {
+            bail!("--bucket {bucket}: `{name}` ({dtype}{shape:?}) would need more than 96 GiB of device memory");
+        }
+    }
+    Ok(())
+}
+
+/// What a `compile.sh` in an output directory was written for: the NEFFs it makes may be
+/// installed only for exactly this (another target, other flags or another export would file
+/// them under a key they do not match).
+#[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+struct ScriptPlan {
+    target: String,
+    flags: Vec<String>,
+    /// (bucket as given, module SHA-256) per bucket.
+    modules: Vec<(String, String)>,
+}
+
+const PLAN_FILE: &str = "compile.json";
+const VERSION_FILE: &str = "compiler-version.txt";
+
 fn compile_neuron(graph: &Graph, buckets: &[Bucket], options: &ExportOptions, args: &CompileArgs) -> Result<()> {
+    use accelrt::neuron::cache::read_checked;
+    use accelrt::neuron::compile::parse_flags;
     let target = args.target.name();
-    let flags: Vec<String> = args.compiler_flags.split_whitespace().map(str::to_string).collect();
+    let flags = parse_flags(&args.compiler_flags)?;
     let cache_dir = match &args.neff_cache {
         Some(dir) => dir.clone(),
-        None => {
-            accelrt::neuron::NeuronOptions::from_env()
-                .map_err(anyhow::Error::msg)
-                .context("reading the Neuron settings from the environment")?
-                .cache_dir
-        }
+        None => match std::env::var_os(accelrt::neuron::backend::NEFF_CACHE_ENV).filter(|v| !v.is_empty()) {
+            Some(dir) => PathBuf::from(dir),
+            None => accelrt::neuron::default_cache_dir(),
+        },
     };
-    let exported: Vec<Bucket> = buckets.iter().map(|b| neuron_bucket(graph, b)).collect();
+    let mut seen = std::collections::BTreeSet::new();
+    let buckets: Vec<Bucket> = buckets.iter().filter(|b| seen.insert(b.to_string())).cloned().collect();
+    let exported: Vec<Bucket> = buckets.iter().map(|b| neuron_bucket(graph, b)).collect::<Result<_>>()?;
     let modules = export_all(graph, &exported, options, &args.model)?;
+    for (bucket, module) in buckets.iter().zip(&modules) {
+        check_sizes(bucket, &module.manifest)?;
+    }
     let (cached, _) = scan(&cache_dir, &graph.content_hash(), target);
+    // A cached NEFF counts only if its bytes are what its manifest records.
     let present = |m: &Manifest| -> Vec<&CachedNeff> {
-        cached.iter().filter(|c| c.manifest.key.mlir_sha256 == m.mlir_sha256 && c.manifest.key.flags == flags).collect()
+        cached
+            .iter()
+            .filter(|c| c.manifest.key.mlir_sha256 == m.mlir_sha256 && c.manifest.key.flags == flags)
+            .filter(|c| read_checked(c).is_ok())
+            .collect()
     };
 
     if args.check {
@@ -162,7 +222,19 @@ fn compile_neuron(graph: &Graph, buckets: &[Bucket], options: &ExportOptions, ar
             let found = present(&module.manifest);
             if found.is_empty() {
                 missing += 1;
-                println!("  missing  {bucket}");
+                let others: Vec<String> = cached
+                    .iter()
+                    .filter(|c| {
+                        c.manifest.key.mlir_sha256 == module.manifest.mlir_sha256 && c.manifest.key.flags != flags
+                    })
+                    .map(|c| format!("{:?}", c.manifest.key.flags))
+                    .collect();
+                let also = if others.is_empty() {
+                    String::new()
+                } else {
+                    format!("  (present with other flags: {})", others.join(", "))
+                };
+                println!("  missing  {bucket}{also}");
             } else {
                 let versions: Vec<String> = found.iter().map(|c| c.manifest.key.compiler.to_string()).collect();
                 println!("  present  {bucket}  (neuronx-cc {})", versions.join(", "));
@@ -170,18 +242,30 @@ fn compile_neuron(graph: &Graph, buckets: &[Bucket], options: &ExportOptions, ar
         }
         if missing > 0 {
             bail!(
-                "{missing} of {} bucket(s) have no NEFF; compile them with the same command without --check",
+                "{missing} of {} bucket(s) have no NEFF with these flags; compile them with the same command (the same \
+                 --compiler-flags) without --check",
                 buckets.len()
             );
         }
         return Ok(());
     }
 
+    // The cache must be writable before minutes of compiling are spent.
+    std::fs::create_dir_all(&cache_dir).with_context(|| format!("creating the NEFF cache {}", cache_dir.display()))?;
+    tempfile::NamedTempFile::new_in(&cache_dir)
+        .with_context(|| format!("the NEFF cache {} is not writable", cache_dir.display()))?;
     let out = match &args.out {
-        Some(dir) => dir.clone(),
-        None => std::env::temp_dir().join(format!("accelrt-compile-{}-{target}", &graph.content_hash()[..12])),
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            dir.clone()
+        }
+        // A private new directory: a fixed name under /tmp could be prepared by another user.
+        None => tempfile::Builder::new()
+            .prefix(&format!("accelrt-compile-{target}-"))
+            .tempdir()
+            .context("creating a directory for the modules")?
+            .keep(),
     };
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     // HLO for every bucket, checked by XLA itself where this build can.
     let mut hlo_paths = Vec::new();
     for (bucket, module) in buckets.iter().zip(&modules) {
@@ -191,7 +275,7 @@ fn compile_neuron(graph: &Graph, buckets: &[Bucket], options: &ExportOptions, ar
         validate_hlo(&hlo, &module.manifest)
             .with_context(|| format!("bucket {bucket}: the HLO module does not check"))?;
         let path = out.join(format!("{stem}.hlo.pb"));
-        std::fs::write(&path, &hlo).with_context(|| format!("writing {}", path.display()))?;
+        write_file(&path, &hlo)?;
         eprintln!("bucket {bucket}: {} ({} bytes of HLO)", path.display(), hlo.len());
         hlo_paths.push(path);
     }
@@ -216,31 +300,58 @@ fn compile_neuron(graph: &Graph, buckets: &[Bucket], options: &ExportOptions, ar
             }
             Ok(())
         }
-        None => install_or_script(buckets, &modules, &hlo_paths, target, &flags, &cache_dir, &out),
+        None => {
+            let plan = ScriptPlan {
+                target: target.into(),
+                flags: flags.clone(),
+                modules: buckets
+                    .iter()
+                    .zip(&modules)
+                    .map(|(b, m)| (b.to_string(), m.manifest.mlir_sha256.clone()))
+                    .collect(),
+            };
+            install_or_script(&plan, &buckets, &modules, &hlo_paths, &cache_dir, &out)
+        }
     }
 }
 
-/// Without a compiler here: installs NEFFs that `compile.sh` made elsewhere (beside their HLO,
-/// with `compiler-version.txt`), else writes `compile.sh` and says what to do.
+/// Without a compiler here: installs the NEFFs a finished `compile.sh` made for exactly this
+/// command (same target, flags and modules), else writes `compile.sh` and says what to do.
 fn install_or_script(
+    plan: &ScriptPlan,
     buckets: &[Bucket],
     modules: &[Module],
     hlo_paths: &[PathBuf],
-    target: &str,
-    flags: &[String],
     cache_dir: &Path,
     out: &Path,
 ) -> Result<()> {
-    let version_file = out.join("compiler-version.txt");
+    let version_file = out.join(VERSION_FILE);
+    let plan_file = out.join(PLAN_FILE);
     let neffs: Vec<PathBuf> = hlo_paths.iter().map(|h| neff_path_beside(h)).collect();
-    if version_file.is_file() && neffs.iter().all(|n| n.is_file()) {
+    // The script writes the version file last, after every compile succeeded.
+    if version_file.is_file() {
+        let recorded: Option<ScriptPlan> =
+            std::fs::read_to_string(&plan_file).ok().and_then(|t| serde_json::from_str(&t).ok());
+        if recorded.as_ref() != Some(plan) {
+            bail!(
+                "{} holds NEFFs compiled for another command (target, --compiler-flags, buckets or model differ from \
+                 {}); use a new --out directory, or remove {} to write the script again",
+                out.display(),
+                plan_file.display(),
+                version_file.display()
+            );
+        }
+        let missing: Vec<String> = neffs.iter().filter(|n| !n.is_file()).map(|n| n.display().to_string()).collect();
+        if !missing.is_empty() {
+            bail!("compile.sh finished but these NEFFs are missing: {}", missing.join(", "));
+        }
         let text =
             std::fs::read_to_string(&version_file).with_context(|| format!("reading {}", version_file.display()))?;
         let version = CompilerVersion::find(&text)
             .with_context(|| format!("{} holds no compiler version ({text:?})", version_file.display()))?;
         for ((bucket, module), neff) in buckets.iter().zip(modules).zip(&neffs) {
             let bytes = std::fs::read(neff).with_context(|| format!("reading {}", neff.display()))?;
-            let key = NeffKey::new(&module.manifest, target, &version, flags);
+            let key = NeffKey::new(&module.manifest, &plan.target, &version, &plan.flags);
             let path = key
                 .install(cache_dir, &bytes, &module.manifest)
                 .with_context(|| format!("installing {} into {}", neff.display(), cache_dir.display()))?;
@@ -250,31 +361,46 @@ fn install_or_script(
         return Ok(());
     }
     let script = out.join("compile.sh");
-    // Paths in the script are relative to its own directory, so it runs wherever it is copied.
+    // Paths are relative to the script's directory, so it runs wherever the directory is copied.
+    // Old NEFFs and the version file go first; the version is written only once every compile
+    // has succeeded (set -e), so a failed run can never be installed as a finished one.
     let mut text = String::from(concat!(
         "#!/usr/bin/env bash\n",
-        "# Written by `accelrt compile`: run on any host where neuronx-cc is installed (the AWS Neuron\n",
-        "# SDK's compiler; no Neuron device needed), then run the same `accelrt compile` again.\n",
+        "# Written by `accelrt compile`: run with bash on any host where neuronx-cc is installed (the\n",
+        "# AWS Neuron SDK's compiler; no Neuron device needed), then run the same `accelrt compile` again.\n",
         "set -euo pipefail\n",
         "cd \"$(dirname \"$0\")\"\n",
-        "neuronx-cc --version > compiler-version.txt\n",
+        "rm -f compiler-version.txt\n",
     ));
-    for hlo in hlo_paths {
+    for (hlo, neff) in hlo_paths.iter().zip(&neffs) {
         let name = Path::new(hlo.file_name().expect("a file"));
-        text.push_str(&command_line(name, target, flags, &neff_path_beside(name)));
+        let neff_name = Path::new(neff.file_name().expect("a file"));
+        text.push_str(&format!("rm -f {}\n", shell_quote(&neff_name.display().to_string())));
+        text.push_str(&command_line(name, &plan.target, &plan.flags, neff_name));
         text.push('\n');
     }
-    std::fs::write(&script, &text).with_context(|| format!("writing {}", script.display()))?;
+    text.push_str("neuronx-cc --version > compiler-version.txt\n");
+    write_file(&out.join(PLAN_FILE), serde_json::to_string_pretty(plan).expect("serialisable").as_bytes())?;
+    write_file(&script, text.as_bytes())?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755));
     }
+    let found = neffs.iter().filter(|n| n.is_file()).count();
+    let partial = if found > 0 {
+        format!(" ({found} NEFF(s) there are from an unfinished run of compile.sh and will be made again)")
+    } else {
+        String::new()
+    };
     eprintln!(
-        "neuronx-cc is not installed here (set {} or put it on PATH). The HLO modules are in {}; compile them with:\n\n{}\nthen run this command again with --out {} to install the NEFFs into {}",
+        "neuronx-cc is not installed here (set {} or put it on PATH). The HLO modules are in {}{partial}; compile them \
+         where neuronx-cc is with `bash {}`, which runs:\n\n{}\nthen run this command again with --out {} to install the \
+         NEFFs into {}",
         accelrt::neuron::compile::COMPILER_ENV,
         out.display(),
-        text.lines().filter(|l| l.starts_with("neuronx-cc")).map(|l| format!("  {l}\n")).collect::<String>(),
+        script.display(),
+        text.lines().filter(|l| l.starts_with("neuronx-cc compile")).map(|l| format!("  {l}\n")).collect::<String>(),
         out.display(),
         cache_dir.display()
     );

@@ -212,6 +212,44 @@ fn without_a_compiler_the_command_writes_a_script_and_installs_what_it_made() {
     assert!(printed.trim().ends_with("batch=2,seq=16@2.21.0.0@e3b0c442.neff"), "{printed}");
     let on_neuron = embed("neuron:0", &neff, "Hello, Neuron!\n");
     assert_eq!(on_neuron.len(), 1);
+    // The same directory with other flags (or another target) would file those NEFFs under a key
+    // they do not match: refused.
+    let mut other = compile.to_vec();
+    other.extend(["--compiler-flags", "--optlevel 1"]);
+    let o = accelrt_in(&other, &neff, &path_with(None));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("compiled for another command"), "{err}");
+    // Flags that would contradict the key are refused before anything runs.
+    let o = accelrt_in(
+        &[
+            "compile",
+            "--model",
+            "all-minilm-l6-v2",
+            "--target",
+            "inf2",
+            "--bucket",
+            "batch=1,seq=8",
+            "--compiler-flags",
+            "--target trn2",
+        ],
+        &neff,
+        &path_with(None),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("`--target` is set by accelrt compile itself"), "{err}");
+    // Buckets that cannot be right are refused by name.
+    for (bucket, why) in [
+        ("batch=1,seq=8,slots=2", "`slots` is for generation models"),
+        ("batch=1099511627776,seq=128", "more than 96 GiB"),
+    ] {
+        let o = accelrt_in(
+            &["compile", "--model", "all-minilm-l6-v2", "--target", "inf2", "--bucket", bucket],
+            &neff,
+            &path_with(None),
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(why), "{bucket}: {err}");
+    }
 }
 
 /// SmolLM2 with its KV caches on the (simulated) device: `generate` gives xla:cpu's greedy text

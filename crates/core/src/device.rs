@@ -47,7 +47,15 @@ impl FromStr for DeviceSpec {
             Some((k, i)) => (k, Some(i)),
             None => (spec, None),
         };
-        let number = |s: &str| s.parse::<u32>().map_err(|_| bad("the index must be a non-negative integer"));
+        // NeuronCore indices stay far below u32::MAX (the largest instance has 128 cores), which
+        // keeps `first + count` from overflowing anywhere a range is used.
+        const MAX_INDEX: u32 = 1 << 16;
+        let number = |s: &str| {
+            s.parse::<u32>()
+                .ok()
+                .filter(|&n| n < MAX_INDEX)
+                .ok_or_else(|| bad("the index must be an integer from 0 to 65535"))
+        };
         match (kind, index) {
             ("cpu", None) => Ok(DeviceSpec::Cpu),
             ("cpu", Some(_)) => Err(bad("the CPU device takes no index; use `cpu`")),

@@ -22,8 +22,12 @@ fn device_strings_parse() {
 fn bad_device_strings_say_why() {
     for (s, why) in [
         ("gpu:0", "expected `cpu`"),
-        ("cuda:x", "non-negative integer"),
-        ("cuda:-1", "non-negative integer"),
+        ("cuda:x", "integer from 0 to 65535"),
+        ("cuda:-1", "integer from 0 to 65535"),
+        // Past u32 ranges used to wrap `first + count` to 0 and pass the core-count check.
+        ("neuron:4294967295", "integer from 0 to 65535"),
+        ("neuron:0-4294967295", "integer from 0 to 65535"),
+        ("neuron:1-65536", "integer from 0 to 65535"),
         ("cpu:0", "takes no index"),
         ("neuron:3-1", "A ≤ B"),
         ("", "expected `cpu`"),

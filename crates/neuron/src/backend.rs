@@ -71,7 +71,7 @@ impl NeuronOptions {
             Some(dir) => PathBuf::from(dir),
             None => default_cache_dir(),
         };
-        let target = std::env::var(TARGET_ENV).unwrap_or_else(|_| "inf2".into());
+        let target = std::env::var(TARGET_ENV).ok().filter(|t| !t.is_empty()).unwrap_or_else(|| "inf2".into());
         if !["inf2", "trn1", "trn2"].contains(&target.as_str()) {
             return Err(format!("{TARGET_ENV}={target}: the targets are inf2, trn1 and trn2"));
         }
@@ -143,6 +143,13 @@ impl NeuronBackend {
     /// The cached NEFFs this backend would load for `graph` computed in `compute`, one per bucket,
     /// and why every other NEFF of the graph in the cache is not used.
     pub fn find_neffs(&self, graph: &Graph, compute: DType) -> (Vec<CachedNeff>, Vec<String>) {
+        let (chosen, why, _) = self.find_neffs_checked(graph, compute);
+        (chosen, why)
+    }
+
+    /// [`find_neffs`](Self::find_neffs), with the buckets that have NEFFs of several flag sets
+    /// (which `prepare` refuses rather than pick one silently).
+    fn find_neffs_checked(&self, graph: &Graph, compute: DType) -> (Vec<CachedNeff>, Vec<String>, Vec<String>) {
         let hash = graph.content_hash();
         let (found, refused) = scan(&self.options.cache_dir, &hash, &self.options.target);
         let mut why: Vec<String> = refused.into_iter().map(|(p, r)| format!("{}: {r}", p.display())).collect();
@@ -152,8 +159,8 @@ impl NeuronBackend {
             let name = neff.neff.display().to_string();
             if key.compute_dtype != compute {
                 why.push(format!("{name}: computes in {}, this run asks for {compute}", key.compute_dtype));
-            } else if self.options.flags.as_ref().is_some_and(|f| *f != key.flags) {
-                why.push(format!("{name}: compiled with flags {:?}, {FLAGS_ENV} asks for others", key.flags));
+            } else if let Some(wanted) = self.options.flags.as_ref().filter(|f| **f != key.flags) {
+                why.push(format!("{name}: compiled with flags {:?}, {FLAGS_ENV} asks for {wanted:?}", key.flags));
             } else if key.compiler.major != self.runtime_major {
                 why.push(format!(
                     "{name}: compiled by neuronx-cc {} (major version {}), but this Neuron runtime is {} (major \
@@ -165,6 +172,7 @@ impl NeuronBackend {
             }
         }
         let mut chosen = Vec::new();
+        let mut ambiguous = Vec::new();
         for (bucket, mut neffs) in by_bucket {
             // The newest compiler wins; several flag sets for it are ambiguous without FLAGS_ENV.
             neffs.sort_by(|a, b| b.manifest.key.compiler.cmp(&a.manifest.key.compiler));
@@ -172,7 +180,7 @@ impl NeuronBackend {
             let same: Vec<&CachedNeff> = neffs.iter().filter(|n| n.manifest.key.compiler == newest).collect();
             let flag_sets: BTreeSet<&Vec<String>> = same.iter().map(|n| &n.manifest.key.flags).collect();
             if flag_sets.len() > 1 {
-                why.push(format!(
+                ambiguous.push(format!(
                     "bucket {bucket}: NEFFs compiled with different flags ({}); choose with {FLAGS_ENV}",
                     flag_sets.iter().map(|f| format!("{f:?}")).collect::<Vec<_>>().join(", ")
                 ));
@@ -180,7 +188,7 @@ impl NeuronBackend {
             }
             chosen.push(neffs.swap_remove(0));
         }
-        (chosen, why)
+        (chosen, why, ambiguous)
     }
 }
 
@@ -205,9 +213,25 @@ impl Backend for NeuronBackend {
         weights: &dyn WeightSource,
         options: &PrepareOptions,
     ) -> Result<Box<dyn Executable>> {
+        // Training state would have to persist between runs on the device; the export does not
+        // carry it yet (it refuses Variable/Assign), so neither does this backend.
+        if let Some(node) = graph.nodes().iter().find(|n| matches!(n.op, Op::Variable { .. } | Op::Assign { .. })) {
+            return Err(Error::Unsupported {
+                backend: BACKEND.into(),
+                what: format!("training state (`{}` is a {}): train on cpu or cuda", node.name, node.op.kind()),
+            });
+        }
         let compute = options.compute_dtype.unwrap_or(DType::F32);
         let export_options = ExportOptions { compute_dtype: Some(compute) };
-        let (neffs, refused) = self.find_neffs(graph, compute);
+        let (neffs, refused, ambiguous) = self.find_neffs_checked(graph, compute);
+        if !ambiguous.is_empty() {
+            return Err(err(format!(
+                "the NEFF cache {} is ambiguous for graph `{}`: {}",
+                NeffKey::dir_for(&self.options.cache_dir, &graph.content_hash(), &self.options.target).display(),
+                graph.name(),
+                ambiguous.join("; ")
+            )));
+        }
         if neffs.is_empty() {
             return Err(err(missing_neffs_message(graph, &self.options, compute, &refused)));
         }
@@ -267,10 +291,17 @@ impl Backend for NeuronBackend {
 fn missing_neffs_message(graph: &Graph, options: &NeuronOptions, compute: DType, refused: &[String]) -> String {
     let symbols = input_symbols(graph);
     let example: Vec<String> = symbols.iter().map(|s| format!("{s}=N")).collect();
-    let slots = if graph.nodes().iter().any(|n| matches!(n.op, Op::KvCache { .. })) { ",slots=N" } else { "" };
+    let capacity = graph.nodes().iter().find_map(|n| match n.op {
+        Op::KvCache { capacity, .. } => Some(capacity),
+        _ => None,
+    });
+    let slots = if capacity.is_some() { ",slots=N" } else { "" };
+    // The context is part of the program (the caches' capacity): NEFFs of another context are
+    // another graph, so the advice must carry this one.
+    let context = capacity.map(|c| format!(" --context {c}")).unwrap_or_default();
     let mut text = format!(
         "no NEFF for graph `{}` ({}) computing in {compute} for target {} in {}; compile them with \
-         `accelrt compile --model MODEL --target {} --bucket {}{slots} [--bucket …]` (docs/neuron.md)",
+         `accelrt compile --model MODEL --target {}{context} --bucket {}{slots} [--bucket …]` (docs/neuron.md)",
         graph.name(),
         graph.content_hash(),
         options.target,
@@ -506,7 +537,13 @@ impl NeuronExecutable {
                 match loaded.model.execute_refs(&ins, &outs) {
                     // Zeros may well give NaN (a norm of zeros): that is not a failure here.
                     Ok(()) | Err(NeuronError::Status { status: crate::NrtStatus(NUM_ERR), .. }) => {}
-                    Err(e) => return Err(backend_err(e)),
+                    Err(e) => {
+                        return Err(err(format!(
+                            "warming up bucket {} on NeuronCore {}: {e}",
+                            bucket_key(&manifest.bucket),
+                            core.index
+                        )))
+                    }
                 }
             }
         }
@@ -579,17 +616,18 @@ impl NeuronExecutable {
     /// The loaded buckets as `accelrt compile --bucket` names them (a session's slots without
     /// the spare cache row).
     fn loaded_buckets(&self) -> String {
-        let mut names: Vec<String> = self
+        let mut buckets: Vec<Bucket> = self
             .manifests
             .iter()
             .map(|m| {
                 let mut b = m.bucket.clone();
                 b.slots = b.slots.map(|s| s.saturating_sub(1));
-                bucket_key(&b)
+                b
             })
             .collect();
-        names.sort();
-        names.join("; ")
+        // By size, not as text (batch=8 before batch=32).
+        buckets.sort_by_key(|b| (b.slots, b.dims.values().copied().collect::<Vec<_>>()));
+        buckets.iter().map(bucket_key).collect::<Vec<_>>().join("; ")
     }
 
     /// A step (with a session state or without), planned, checked and run.
@@ -828,8 +866,11 @@ impl Executable for NeuronExecutable {
         if self.caches.is_empty() {
             return Ok(SessionState::new(BACKEND, slots, Box::new(())));
         }
-        let total = slots + 1;
-        let Some(manifest) = self.manifests.iter().find(|m| m.bucket.slots == Some(total)) else {
+        // The smallest compiled session that holds `slots` sequences (and its spare row): a session
+        // of 1 runs on programs compiled for 8, its caches simply have rows it never uses.
+        let Some(manifest) =
+            self.manifests.iter().filter(|m| m.bucket.slots.is_some_and(|s| s > slots)).min_by_key(|m| m.bucket.slots)
+        else {
             return Err(Error::Unsupported {
                 backend: BACKEND.into(),
                 what: format!(
@@ -848,6 +889,7 @@ impl Executable for NeuronExecutable {
             t.write(&vec![0u8; bytes], 0).map_err(backend_err)?;
             caches.push(t);
         }
+        let total = manifest.bucket.slots.expect("filtered above");
         Ok(SessionState::new(BACKEND, slots, Box::new(NeuronState { owner: self.id, core, slots: total, caches })))
     }
 

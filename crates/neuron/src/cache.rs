@@ -70,7 +70,14 @@ impl CompilerVersion {
             }
             let parse = |s: &str| s.parse::<u64>().ok();
             if let (Some(major), Some(minor), Some(patch)) = (parse(numbers[0]), parse(numbers[1]), parse(numbers[2])) {
-                return Some(CompilerVersion { major, minor, patch, text: word.to_string() });
+                // The text becomes part of a file name: keep only what a version is made of, so
+                // that a crafted version string cannot reach outside the cache (`../`).
+                let text: String = word
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '+' | '_'))
+                    .take(64)
+                    .collect();
+                return Some(CompilerVersion { major, minor, patch, text });
             }
         }
         None
@@ -199,7 +206,13 @@ pub fn scan(cache_dir: &Path, graph_hash: &str, target: &str) -> (Vec<CachedNeff
         if path.extension().and_then(|e| e.to_str()) != Some("json") {
             continue;
         }
-        let manifest = std::fs::read_to_string(&path).map_err(|e| e.to_string()).and_then(|text| {
+        // Only regular files, and only their first MAX_MANIFEST_BYTES: a FIFO would block the
+        // read forever and a link to /dev/zero would never end.
+        if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+            refused.push((path, "not a regular file".into()));
+            continue;
+        }
+        let manifest = read_bounded(&path).and_then(|text| {
             serde_json::from_str::<NeffManifest>(&text).map_err(|e| format!("not a NEFF manifest: {e}"))
         });
         let manifest = match manifest {
@@ -241,6 +254,20 @@ pub fn read_checked(cached: &CachedNeff) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
+/// Manifests are a few KiB; anything past this is not one.
+const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+
+fn read_bounded(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    file.take(MAX_MANIFEST_BYTES + 1).read_to_string(&mut text).map_err(|e| e.to_string())?;
+    if text.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(format!("larger than {MAX_MANIFEST_BYTES} bytes: not a NEFF manifest"));
+    }
+    Ok(text)
+}
+
 fn sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -248,13 +275,28 @@ fn sha256(bytes: &[u8]) -> String {
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().expect("cache paths have a parent");
     std::fs::create_dir_all(dir)?;
+    // Unique across processes and hosts sharing the directory (EFS): containers often share PIDs.
     let tmp = dir.join(format!(
-        ".{}.partial-{}",
+        ".{}.partial-{}-{:016x}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("neff"),
-        std::process::id()
+        std::process::id(),
+        unique()
     ));
     std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+/// A number that differs between calls, processes and hosts (std's per-process random hash
+/// keys, the time and a counter).
+pub(crate) fn unique() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.finish()
 }
 
 #[cfg(test)]
@@ -268,6 +310,9 @@ mod tests {
         assert_eq!(v.text, "2.21.33363.0+1c5ab5b7");
         assert_eq!(CompilerVersion::find("neuronx-cc 2.15.128.0 (accelrt test double)").unwrap().major, 2);
         assert!(CompilerVersion::find("no version here 1.2").is_none());
+        // Only version characters survive into the text (it becomes part of a file name).
+        let v = CompilerVersion::find("NeuronX Compiler version 2.21.0-x/../../../tmp/PWNED").unwrap();
+        assert_eq!(v.text, "2.21.0");
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub enum CompileError {
     Failed { input: PathBuf, status: String, log: String, hint: String },
     #[error("neuronx-cc reported success but wrote no NEFF at {0}")]
     NoOutput(PathBuf),
+    /// `--compiler-flags` that do not parse or that name what accelrt sets itself.
+    #[error("--compiler-flags: {0}")]
+    Flags(String),
     #[error("writing {path}: {source}")]
     Io {
         path: PathBuf,
@@ -79,8 +82,14 @@ impl Compiler {
 
     /// Runs `neuronx-cc compile hlo --framework XLA --target target --output neff flags…` and
     /// returns once the NEFF is written. A failure carries the end of the compiler's output and
-    /// the usual remedy (see [`failure_hint`]).
+    /// the usual remedy (see [`failure_hint`]). A file already at `neff` is removed first, so a
+    /// compiler that writes nothing is never mistaken for one that wrote it.
     pub fn compile(&self, hlo: &Path, target: &str, flags: &[String], neff: &Path) -> Result<(), CompileError> {
+        match std::fs::remove_file(neff) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(CompileError::Io { path: neff.to_path_buf(), source }),
+        }
         let out = Command::new(&self.program)
             .args(compile_args(hlo, target, flags, neff))
             .output()
@@ -88,10 +97,18 @@ impl Compiler {
         if !out.status.success() {
             let log = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
             let tail: Vec<&str> = log.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
+            #[cfg(unix)]
+            let signal = std::os::unix::process::ExitStatusExt::signal(&out.status);
+            #[cfg(not(unix))]
+            let signal: Option<i32> = None;
             return Err(CompileError::Failed {
                 input: hlo.to_path_buf(),
-                status: out.status.code().map_or("by a signal".into(), |c| c.to_string()),
-                hint: failure_hint(&log, out.status.code(), flags),
+                status: match (out.status.code(), signal) {
+                    (Some(c), _) => c.to_string(),
+                    (None, Some(s)) => format!("killed by signal {s}"),
+                    (None, None) => "unknown".into(),
+                },
+                hint: failure_hint(&log, out.status.code(), signal, flags),
                 log: tail.join("\n"),
             });
         }
@@ -102,8 +119,10 @@ impl Compiler {
     }
 
     /// Compiles `hlo` (the module `manifest` describes) and installs the NEFF and its manifest
-    /// into `cache_dir`; the NEFF is first written next to `hlo` as `<stem>.neff`. Returns the
-    /// key and the NEFF's path in the cache.
+    /// into `cache_dir`. The compiler writes to a name of this call's own beside `hlo` (another
+    /// process compiling the same bucket with other flags into the same directory cannot swap
+    /// NEFFs with it), which is renamed to `<stem>.neff` once installed. Returns the key and the
+    /// NEFF's path in the cache.
     pub fn compile_into_cache(
         &self,
         hlo: &Path,
@@ -112,15 +131,42 @@ impl Compiler {
         flags: &[String],
         cache_dir: &Path,
     ) -> Result<(NeffKey, PathBuf), CompileError> {
-        let neff = neff_path_beside(hlo);
-        self.compile(hlo, target, flags, &neff)?;
-        let bytes = std::fs::read(&neff).map_err(|source| CompileError::Io { path: neff.clone(), source })?;
-        let key = NeffKey::new(manifest, target, &self.version, flags);
-        let path = key
-            .install(cache_dir, &bytes, manifest)
-            .map_err(|source| CompileError::Io { path: key.neff_path(cache_dir), source })?;
-        Ok((key, path))
+        let beside = neff_path_beside(hlo);
+        let own = beside.with_file_name(format!(
+            ".{}.{}-{:016x}.neff",
+            beside.file_name().and_then(|n| n.to_str()).unwrap_or("module"),
+            std::process::id(),
+            crate::cache::unique()
+        ));
+        let result = self.compile(hlo, target, flags, &own).and_then(|()| {
+            let bytes = std::fs::read(&own).map_err(|source| CompileError::Io { path: own.clone(), source })?;
+            let key = NeffKey::new(manifest, target, &self.version, flags);
+            let path = key
+                .install(cache_dir, &bytes, manifest)
+                .map_err(|source| CompileError::Io { path: key.neff_path(cache_dir), source })?;
+            std::fs::rename(&own, &beside).map_err(|source| CompileError::Io { path: beside.clone(), source })?;
+            Ok((key, path))
+        });
+        let _ = std::fs::remove_file(&own);
+        result
     }
+}
+
+/// Splits `--compiler-flags` as a POSIX shell would (quotes keep a value with spaces in one
+/// argument, as neuronx-cc's `--tensorizer-options='…'` style needs) and refuses the arguments
+/// accelrt sets itself: the input, `--framework`, `--target` and `--output` (`-o`), which would
+/// otherwise make the NEFF disagree with its cache key.
+pub fn parse_flags(text: &str) -> Result<Vec<String>, CompileError> {
+    let flags = shlex::split(text).ok_or_else(|| CompileError::Flags(format!("unbalanced quotes in {text:?}")))?;
+    for f in &flags {
+        let name = f.split('=').next().unwrap_or(f);
+        if matches!(name, "--framework" | "--target" | "--output" | "-o" | "compile") {
+            return Err(CompileError::Flags(format!(
+                "`{name}` is set by accelrt compile itself (--target, and the paths it writes); leave it out"
+            )));
+        }
+    }
+    Ok(flags)
 }
 
 /// `X.neff` for `X.hlo.pb`.
@@ -147,32 +193,41 @@ pub fn compile_args(hlo: &Path, target: &str, flags: &[String], neff: &Path) -> 
 
 /// The command line to run by hand (shell-quoted where needed).
 pub fn command_line(hlo: &Path, target: &str, flags: &[String], neff: &Path) -> String {
-    let quote = |s: &str| {
-        if s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=,:@+".contains(c)) {
-            s.to_string()
-        } else {
-            format!("'{}'", s.replace('\'', "'\\''"))
-        }
-    };
     std::iter::once("neuronx-cc".to_string())
-        .chain(compile_args(hlo, target, flags, neff).iter().map(|a| quote(a)))
+        .chain(compile_args(hlo, target, flags, neff).iter().map(|a| shell_quote(a)))
         .collect::<Vec<_>>()
         .join(" ")
 }
 
-/// What usually helps when `neuronx-cc` fails, from what it printed: internal compiler errors
-/// often pass at a lower optimisation level; a process killed by the kernel (SIGKILL, exit 137)
-/// has run out of host memory, which large models do on the smaller instances (trn1.2xlarge has
-/// 32 GiB).
-pub fn failure_hint(log: &str, code: Option<i32>, flags: &[String]) -> String {
+/// `s` as one POSIX shell word: unchanged when it is made of safe characters, else single-quoted.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=,:@+".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// What usually helps when `neuronx-cc` fails, from how it ended and what it printed: a process
+/// killed by SIGKILL (or exit 137, a shell's report of it) or one that says it ran out of memory
+/// has most likely hit the host's memory, which large models do on the smaller instances
+/// (trn1.2xlarge has 32 GiB); an internal compiler error often passes at a lower optimisation
+/// level. Anything else gets no hint: the compiler's own messages say more.
+pub fn failure_hint(log: &str, code: Option<i32>, signal: Option<i32>, flags: &[String]) -> String {
     let lower = log.to_lowercase();
-    let killed = code.is_none() || code == Some(137) || lower.contains("killed") || lower.contains("out of memory");
-    if killed {
+    let oom_words = lower.lines().any(|l| l.trim_start().starts_with("killed"))
+        || lower.contains("out of memory")
+        || lower.contains("memoryerror")
+        || lower.contains("cannot allocate memory");
+    if signal == Some(9) || code == Some(137) || oom_words {
         return " — the compiler was killed, most likely out of host memory: compile on a larger instance \
                  (compiling needs no Neuron device) or with fewer buckets at once"
             .into();
     }
-    let internal = lower.contains("internal") || lower.contains("assert") || lower.contains("unexpected");
+    let internal = lower.contains("internal compiler error")
+        || lower.contains("internal error")
+        || lower.contains("assertionerror")
+        || lower.contains("assertion failed");
     let has_optlevel = flags.iter().any(|f| f.starts_with("--optlevel") || f.starts_with("-O"));
     if internal && !has_optlevel {
         return " — an internal compiler error: try again with `--compiler-flags '--optlevel 1'`, and report the \
@@ -208,10 +263,28 @@ mod tests {
     }
 
     #[test]
+    fn flags_split_like_a_shell_and_keep_accelrts_own_arguments_out() {
+        assert_eq!(
+            parse_flags("--model-type transformer --tensorizer-options='--verify-hlo --foo'").unwrap(),
+            ["--model-type", "transformer", "--tensorizer-options=--verify-hlo --foo"]
+        );
+        assert!(parse_flags("").unwrap().is_empty());
+        for bad in ["--target trn2", "--output /tmp/x.neff", "--framework=XLA", "-o x", "'unbalanced"] {
+            assert!(parse_flags(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn failures_come_with_the_usual_remedy() {
-        assert!(failure_hint("Killed", Some(137), &[]).contains("host memory"));
-        assert!(failure_hint("INTERNAL ERROR: assert failed in tiling", Some(1), &[]).contains("--optlevel 1"));
-        assert_eq!(failure_hint("INTERNAL ERROR", Some(1), &["--optlevel".into(), "1".into()]), "");
-        assert_eq!(failure_hint("unsupported operator", Some(1), &[]), "");
+        assert!(failure_hint("Killed", Some(137), None, &[]).contains("host memory"));
+        assert!(failure_hint("", None, Some(9), &[]).contains("host memory"));
+        assert!(failure_hint("INTERNAL ERROR: assert failed in tiling", Some(1), None, &[]).contains("--optlevel 1"));
+        assert_eq!(failure_hint("INTERNAL ERROR", Some(1), None, &["--optlevel".into(), "1".into()]), "");
+        assert_eq!(failure_hint("unsupported operator", Some(1), None, &[]), "");
+        // Found by trying: a crash is not memory, a word containing "killed" is not a kill, and a
+        // bad argument is not an internal error.
+        assert_eq!(failure_hint("", None, Some(11), &[]), "");
+        assert_eq!(failure_hint("ERROR: tensor 'skilled_op' has no layout", Some(1), None, &[]), "");
+        assert_eq!(failure_hint("error: unexpected keyword argument '--auto-cast'", Some(2), None, &[]), "");
     }
 }

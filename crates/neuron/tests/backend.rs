@@ -155,6 +155,10 @@ fn one_neff_serves_every_checkpoint_with_its_own_weights() {
     assert_ne!(a.get("pooled"), c.get("pooled"), "two checkpoints gave the same output");
 }
 
+fn neff_dir(cache: &Path, graph: &Graph) -> std::path::PathBuf {
+    accelrt_neuron::NeffKey::dir_for(cache, &graph.content_hash(), "inf2")
+}
+
 fn manifest_of(neff: &Path) -> (std::path::PathBuf, NeffManifest) {
     let path = neff.with_extension("json");
     let m: NeffManifest = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
@@ -181,6 +185,13 @@ fn the_cache_refuses_foreign_altered_and_ambiguous_neffs() {
     );
     // Beside a 2.x NEFF of the same bucket, the 2.x one is used.
     compile_bucket(cache.path(), &graph, "batch=2,seq=4", &[]);
+    let exe = backend("neuron:0", cache.path()).prepare(&graph, &weights, &PrepareOptions::default()).unwrap();
+    assert_matches_reference(exe.as_ref(), &graph, &weights, 2, 4);
+    // Junk beside them: a FIFO (reading it would block forever) and a link to /dev/zero (reading
+    // it would never end) are passed over, not read.
+    let dir = neff_dir(cache.path(), &graph);
+    assert!(std::process::Command::new("mkfifo").arg(dir.join("fifo.json")).status().unwrap().success());
+    std::os::unix::fs::symlink("/dev/zero", dir.join("zero.json")).unwrap();
     let exe = backend("neuron:0", cache.path()).prepare(&graph, &weights, &PrepareOptions::default()).unwrap();
     assert_matches_reference(exe.as_ref(), &graph, &weights, 2, 4);
 

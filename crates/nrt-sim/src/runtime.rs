@@ -18,6 +18,7 @@ const SUCCESS: c_int = 0;
 const FAILURE: c_int = 1;
 const INVALID: c_int = 2;
 const INVALID_HANDLE: c_int = 3;
+const RESOURCE: c_int = 4;
 const UNINITIALIZED: c_int = 13;
 const UNSUPPORTED_NEFF_VERSION: c_int = 10;
 const CLOSED: c_int = 14;
@@ -352,8 +353,15 @@ pub unsafe extern "C" fn nrt_tensor_allocate(
         }
         // The name only labels the tensor in the runtime's logs; sets bind tensors by their own names.
         let _ = name;
+        // Device memory is finite: a size the host cannot hold is NRT_RESOURCE, as the runtime
+        // reports an allocation beyond the device's memory, not an abort of the process.
+        let mut data = Vec::new();
+        if data.try_reserve_exact(size).is_err() {
+            return RESOURCE;
+        }
+        data.resize(size, 0);
         LIVE_TENSORS.fetch_add(1, Ordering::SeqCst);
-        *tensor = Box::into_raw(Box::new(Tensor { data: vec![0; size] }));
+        *tensor = Box::into_raw(Box::new(Tensor { data }));
         SUCCESS
     })
 }
