@@ -241,6 +241,13 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, HostTensor)]) -> Resul
     let tmp = path.with_extension("safetensors.partial");
     safetensors::tensor::serialize_to_file(views, None, &tmp)
         .map_err(|e| TrainError::InvalidArgument(format!("writing {}: {e}", tmp.display())))?;
+    // The safetensors crate creates its file owner-only (0600); a model directory is read by
+    // whoever serves it, like the config files copied beside it (which keep the umask's mode).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).map_err(|e| TrainError::io(&tmp, e))?;
+    }
     std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
 }
 
