@@ -5,13 +5,11 @@
 mod common;
 
 use accelrt::core::reference;
-use accelrt::core::{WeightSource, WeightView};
 use accelrt::models::gguf::GgufFile;
 use accelrt::models::llama::{self, LlamaConfig};
 use accelrt::models::{ChatMessage, ChatTokenizer, SamplingParams, StopReason, TextGenerator};
 use accelrt::{DType, HostTensor, PrepareOptions};
 use common::{smollm2_gguf, smollm2_reference, test_devices};
-use std::borrow::Cow;
 
 fn load(device: &str, context: usize) -> TextGenerator {
     let backend = accelrt::open_backend(device).unwrap();
@@ -99,23 +97,6 @@ fn greedy_generation_matches_llama_cpp() {
     }
 }
 
-/// Every quantised tensor of a GGUF, dequantised to f32: the same model without quantised matmuls.
-struct Dequantised<'a>(&'a GgufFile);
-
-impl WeightSource for Dequantised<'_> {
-    fn get(&self, name: &str) -> accelrt::core::Result<WeightView<'_>> {
-        let view = self.0.get(name)?;
-        match view.dtype {
-            DType::Quant(q) => {
-                let values = accelrt::core::quant::dequantize(q, &view.bytes)?;
-                let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-                Ok(WeightView { dtype: DType::F32, shape: view.shape, bytes: Cow::Owned(bytes) })
-            }
-            _ => Ok(view),
-        }
-    }
-}
-
 /// The graph on a backend against the reference evaluator (f64, weights dequantised exactly) on
 /// several prompts, comparing the last position's logits. With the weights dequantised for the
 /// backend too, the graph path itself must agree closely; with quantised matmuls the 8-bit
@@ -134,7 +115,7 @@ fn logits_match_the_reference_evaluator() {
     };
     let quantised = llama::build_graph(&config, 64, &stored).unwrap();
     let f32_graph = llama::build_graph(&config, 64, &widened).unwrap();
-    let dequantised = Dequantised(&file);
+    let dequantised = accelrt::core::quant::Dequantized(&file);
     let tok = ChatTokenizer::from_gguf(&file).unwrap();
     for device in test_devices() {
         let backend = accelrt::open_backend(&device).unwrap();

@@ -5,13 +5,12 @@
 
 mod common;
 
-use accelrt::core::{reference, WeightView};
+use accelrt::core::reference;
 use accelrt::models::gguf::GgufFile;
 use accelrt::models::llama::{self, LlamaConfig};
 use accelrt::models::{ChatTokenizer, SentenceEmbedder};
-use accelrt::{DType, Executable, HostTensor, PrepareOptions, WeightSource};
+use accelrt::{DType, Executable, HostTensor, PrepareOptions};
 use common::*;
-use std::borrow::Cow;
 use std::process::{Command, Output};
 
 fn xla_embedder() -> SentenceEmbedder {
@@ -39,23 +38,6 @@ fn minilm_on_xla_cpu_matches_sentence_transformers() {
         for (i, (a, b)) in got.iter().zip(&batched).enumerate() {
             let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
             assert!(diff <= 1e-6, "text {i} differs by {diff} at batch size {batch_size}");
-        }
-    }
-}
-
-/// Every quantised tensor of a GGUF, dequantised to f32.
-struct Dequantised<'a>(&'a GgufFile);
-
-impl WeightSource for Dequantised<'_> {
-    fn get(&self, name: &str) -> accelrt::core::Result<WeightView<'_>> {
-        let view = self.0.get(name)?;
-        match view.dtype {
-            DType::Quant(q) => {
-                let values = accelrt::core::quant::dequantize(q, &view.bytes)?;
-                let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-                Ok(WeightView { dtype: DType::F32, shape: view.shape, bytes: Cow::Owned(bytes) })
-            }
-            _ => Ok(view),
         }
     }
 }
@@ -123,7 +105,7 @@ fn smollm2_on_xla_cpu_decodes_like_candle_with_the_same_dequantised_weights() {
     let xla = accelrt::open_backend("xla:cpu").unwrap();
     let cpu = accelrt::open_backend("cpu").unwrap();
     let exe_x = xla.prepare(&quantised, &file, &PrepareOptions::default()).unwrap();
-    let exe_c = cpu.prepare(&f32_graph, &Dequantised(&file), &PrepareOptions::default()).unwrap();
+    let exe_c = cpu.prepare(&f32_graph, &accelrt::core::quant::Dequantized(&file), &PrepareOptions::default()).unwrap();
 
     // Prefill logits against the f64 reference evaluator (weights dequantised exactly).
     let mut worst = 0.0f64;

@@ -17,7 +17,7 @@
 use crate::workload::{cycle, RequestStats, Workload};
 use crate::{BenchError, Result};
 use serde::Deserialize;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 
 /// The longest reply line read from a peer runner, in bytes.
 const MAX_REPLY_BYTES: u64 = 16 << 20;
@@ -47,11 +47,98 @@ pub struct PeerOptions {
     pub max_tokens: Option<usize>,
 }
 
-pub struct ExternalRunner {
+/// A peer runner's process (`$ACCELRT_PYTHON script --model-dir … --threads … --device … --dtype
+/// … extra…`): one JSON line in per query, one JSON line back, read up to `max_line` bytes.
+/// Inference and training peers both talk to their runner through it.
+pub(crate) struct RunnerProcess {
     name: String,
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
+    max_line: u64,
+}
+
+impl RunnerProcess {
+    pub(crate) fn spawn(
+        name: &str,
+        script: &Path,
+        model_dir: &Path,
+        options: &PeerOptions,
+        extra: &[String],
+        max_line: u64,
+    ) -> Result<RunnerProcess> {
+        let fail = |message: String| BenchError::Peer { peer: name.into(), message };
+        if !script.is_file() {
+            return Err(fail(format!("runner script {} not found", script.display())));
+        }
+        let python = std::env::var("ACCELRT_PYTHON").unwrap_or_else(|_| "python3".into());
+        let mut child = Command::new(&python)
+            .arg(script)
+            .arg("--model-dir")
+            .arg(model_dir)
+            .args(["--threads", &options.threads.to_string(), "--device", &options.device, "--dtype", &options.dtype])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| fail(format!("could not start `{python} {}`: {e}", script.display())))?;
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("piped"));
+        Ok(RunnerProcess { name: name.into(), child, stdin, stdout, max_line })
+    }
+
+    /// The runner's process id (its CPU time counts as the run's, not as other load).
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `message` as one JSON line, ready for [`send`](Self::send) (serialised apart so that a
+    /// caller can keep the serialising out of what it times).
+    pub(crate) fn line(message: &serde_json::Value) -> Vec<u8> {
+        let mut line = serde_json::to_vec(message).expect("serialisable");
+        line.push(b'\n');
+        line
+    }
+
+    /// Sends one line made by [`line`](Self::line); `what` names it in the error.
+    pub(crate) fn send(&mut self, line: &[u8], what: &str) -> Result<()> {
+        let stdin = self.stdin.as_mut().expect("open until drop");
+        stdin.write_all(line).and_then(|_| stdin.flush()).map_err(|e| self.fail(format!("sending {what}: {e}")))
+    }
+
+    /// The next reply line.
+    pub(crate) fn read_line(&mut self) -> Result<String> {
+        let mut line = String::new();
+        // A runner that prints without end must not grow this process without bound.
+        let n = (&mut self.stdout)
+            .take(self.max_line)
+            .read_line(&mut line)
+            .map_err(|e| self.fail(format!("reading its output: {e}")))?;
+        if n as u64 == self.max_line && !line.ends_with('\n') {
+            return Err(self.fail(format!("a reply line is longer than {} bytes", self.max_line)));
+        }
+        if n == 0 {
+            let status = self.child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+            return Err(self.fail(format!("the runner exited ({status}); see its messages above")));
+        }
+        Ok(line)
+    }
+
+    pub(crate) fn fail(&self, message: String) -> BenchError {
+        BenchError::Peer { peer: self.name.clone(), message }
+    }
+}
+
+impl Drop for RunnerProcess {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+pub struct ExternalRunner {
+    process: RunnerProcess,
     texts: Vec<String>,
     max_tokens: Option<usize>,
     requests: Vec<RequestStats>,
@@ -80,37 +167,11 @@ impl ExternalRunner {
         texts: Vec<String>,
     ) -> Result<ExternalRunner> {
         let fail = |message: String| BenchError::Peer { peer: name.into(), message };
-        if !script.is_file() {
-            return Err(fail(format!("runner script {} not found", script.display())));
-        }
-        let python = std::env::var("ACCELRT_PYTHON").unwrap_or_else(|_| "python3".into());
-        let mut command = Command::new(&python);
-        if let Some(n) = options.max_tokens {
-            command.arg(script).arg("--max-tokens").arg(n.to_string());
-        } else {
-            command.arg(script);
-        }
-        let mut child = command
-            .arg("--model-dir")
-            .arg(model_dir)
-            .arg("--threads")
-            .arg(options.threads.to_string())
-            .arg("--device")
-            .arg(&options.device)
-            .arg("--dtype")
-            .arg(&options.dtype)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| fail(format!("could not start `{python} {}`: {e}", script.display())))?;
-        let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let extra: Vec<String> =
+            options.max_tokens.map(|n| vec!["--max-tokens".into(), n.to_string()]).unwrap_or_default();
+        let process = RunnerProcess::spawn(name, script, model_dir, options, &extra, MAX_REPLY_BYTES)?;
         let mut runner = ExternalRunner {
-            name: name.into(),
-            child,
-            stdin,
-            stdout,
+            process,
             texts,
             max_tokens: options.max_tokens,
             requests: Vec::new(),
@@ -127,22 +188,11 @@ impl ExternalRunner {
 
     /// The runner's process id (its CPU time counts as the run's, not as other load).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     fn read_reply(&mut self) -> Result<Reply> {
-        let mut line = String::new();
-        // A runner that prints without end must not grow this process without bound.
-        let n = std::io::Read::take(&mut self.stdout, MAX_REPLY_BYTES)
-            .read_line(&mut line)
-            .map_err(|e| self.fail(format!("reading its output: {e}")))?;
-        if n as u64 == MAX_REPLY_BYTES && !line.ends_with('\n') {
-            return Err(self.fail(format!("a reply line is longer than {MAX_REPLY_BYTES} bytes")));
-        }
-        if n == 0 {
-            let status = self.child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-            return Err(self.fail(format!("the runner exited ({status}); see its messages above")));
-        }
+        let line = self.process.read_line()?;
         let reply: Reply = serde_json::from_str(&line).map_err(|e| self.fail(format!("bad reply {line:?}: {e}")))?;
         if let Some(e) = reply.error {
             return Err(self.fail(e));
@@ -151,7 +201,7 @@ impl ExternalRunner {
     }
 
     fn fail(&self, message: String) -> BenchError {
-        BenchError::Peer { peer: self.name.clone(), message }
+        self.process.fail(message)
     }
 }
 
@@ -162,12 +212,7 @@ impl Workload for ExternalRunner {
             Some(_) => serde_json::json!({ "prompts": texts }),
             None => serde_json::json!({ "texts": texts }),
         };
-        let mut msg = serde_json::to_vec(&query).expect("serialisable");
-        msg.push(b'\n');
-        let stdin = self.stdin.as_mut().expect("open until drop");
-        if let Err(e) = stdin.write_all(&msg).and_then(|_| stdin.flush()) {
-            return Err(self.fail(format!("sending a query: {e}")));
-        }
+        self.process.send(&RunnerProcess::line(&query), "a query")?;
         let reply = self.read_reply()?;
         match reply.n {
             Some(n) if n == count => {}
@@ -211,11 +256,4 @@ struct PeerRequest {
     output_tokens: usize,
     ttft_ms: f64,
     tpot_ms: Option<f64>,
-}
-
-impl Drop for ExternalRunner {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let _ = self.child.wait();
-    }
 }

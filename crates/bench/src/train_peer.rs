@@ -15,12 +15,10 @@
 //! The runner is started with `--model-dir DIR --threads N --device D --dtype T --lr X
 //! --weight-decay W --dropout P`.
 
-use crate::peers::{PeerInfo, PeerOptions};
+use crate::peers::{PeerInfo, PeerOptions, RunnerProcess};
 use crate::{BenchError, Result};
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The longest reply line read from a training runner (replies are a few hundred bytes).
@@ -106,10 +104,7 @@ struct StepLine {
 
 /// A running training peer.
 pub struct TrainingPeer {
-    name: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
+    process: RunnerProcess,
     /// What the runner said about itself.
     pub info: PeerInfo,
     /// `mnrl` or `causal-lm`, as the runner chose from the model directory.
@@ -127,35 +122,22 @@ impl TrainingPeer {
         options: &PeerOptions,
         hyper: &TrainHyper,
     ) -> Result<TrainingPeer> {
-        let fail = |message: String| BenchError::Peer { peer: name.into(), message };
-        if !script.is_file() {
-            return Err(fail(format!("runner script {} not found", script.display())));
-        }
-        let python = std::env::var("ACCELRT_PYTHON").unwrap_or_else(|_| "python3".into());
-        let mut child = Command::new(&python)
-            .arg(script)
-            .arg("--model-dir")
-            .arg(model_dir)
-            .args(["--threads", &options.threads.to_string(), "--device", &options.device, "--dtype", &options.dtype])
-            .args(["--lr", &hyper.lr.to_string(), "--weight-decay", &hyper.weight_decay.to_string()])
-            .args(["--dropout", &hyper.dropout.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| fail(format!("could not start `{python} {}`: {e}", script.display())))?;
-        let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let extra: Vec<String> = vec![
+            "--lr".into(),
+            hyper.lr.to_string(),
+            "--weight-decay".into(),
+            hyper.weight_decay.to_string(),
+            "--dropout".into(),
+            hyper.dropout.to_string(),
+        ];
+        let process = RunnerProcess::spawn(name, script, model_dir, options, &extra, MAX_REPLY_BYTES)?;
         let mut peer = TrainingPeer {
-            name: name.into(),
-            child,
-            stdin,
-            stdout,
+            process,
             info: PeerInfo { system: name.into(), versions: Default::default(), dtype: None, device: None },
             task: String::new(),
             parameters: None,
         };
-        let line = peer.read_line()?;
+        let line = peer.process.read_line()?;
         let ready: ReadyLine =
             serde_json::from_str(&line).map_err(|e| peer.fail(format!("bad ready line {line:?}: {e}")))?;
         if let Some(e) = ready.error {
@@ -173,20 +155,16 @@ impl TrainingPeer {
 
     /// The runner's process id (its CPU time counts as the run's).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// Sends one batch, waits for the step to finish, returns what the runner measured.
     pub fn step(&mut self, batch: TrainBatch<'_>) -> Result<PeerStep> {
         let rows = batch.rows();
-        let mut msg = serde_json::to_vec(&batch.to_query()).expect("serialisable");
-        msg.push(b'\n');
+        let line = RunnerProcess::line(&batch.to_query());
         let start = Instant::now();
-        let stdin = self.stdin.as_mut().expect("open until drop");
-        if let Err(e) = stdin.write_all(&msg).and_then(|_| stdin.flush()) {
-            return Err(self.fail(format!("sending a batch: {e}")));
-        }
-        let line = self.read_line()?;
+        self.process.send(&line, "a batch")?;
+        let line = self.process.read_line()?;
         let round_trip = start.elapsed();
         let reply: StepLine = serde_json::from_str(&line).map_err(|e| self.fail(format!("bad reply {line:?}: {e}")))?;
         if let Some(e) = reply.error {
@@ -211,31 +189,7 @@ impl TrainingPeer {
         })
     }
 
-    fn read_line(&mut self) -> Result<String> {
-        let mut line = String::new();
-        // A runner that prints without end must not grow this process without bound.
-        let n = (&mut self.stdout)
-            .take(MAX_REPLY_BYTES)
-            .read_line(&mut line)
-            .map_err(|e| self.fail(format!("reading its output: {e}")))?;
-        if n as u64 == MAX_REPLY_BYTES && !line.ends_with('\n') {
-            return Err(self.fail(format!("a reply line is longer than {MAX_REPLY_BYTES} bytes")));
-        }
-        if n == 0 {
-            let status = self.child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-            return Err(self.fail(format!("the runner exited ({status}); see its messages above")));
-        }
-        Ok(line)
-    }
-
     fn fail(&self, message: String) -> BenchError {
-        BenchError::Peer { peer: self.name.clone(), message }
-    }
-}
-
-impl Drop for TrainingPeer {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let _ = self.child.wait();
+        self.process.fail(message)
     }
 }

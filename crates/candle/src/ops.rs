@@ -118,24 +118,7 @@ pub(crate) fn eval(op: &Op, val: &dyn Fn(ValueId) -> Tensor, ctx: &mut RunContex
         Op::Softmax { x } => candle_nn::ops::softmax_last_dim(&val(*x).contiguous()?),
         Op::Attention { q, k, v, mask, causal, scale, q_positions } => {
             let (q, k, v) = (val(*q), val(*k), val(*v));
-            let (_, hq, q_len, _) = q.dims4()?;
-            let (_, hkv, kv_len, _) = k.dims4()?;
-            if hkv == 0 || hq % hkv != 0 {
-                candle_core::bail!("q heads ({hq}) must be a multiple of kv heads ({hkv})");
-            }
-            if *causal && q_len > kv_len {
-                candle_core::bail!("causal attention needs kv length ({kv_len}) ≥ query length ({q_len})");
-            }
-            let key = (*mask, *causal, *q_positions, q_len, kv_len);
-            if !ctx.attention_bias.contains_key(&key) {
-                let visibility = match q_positions {
-                    Some(p) => Visibility::Positions(val(*p)),
-                    None if *causal => Visibility::Causal,
-                    None => Visibility::All,
-                };
-                let bias = attention_bias(mask.map(&val), &visibility, q_len, kv_len, q.dtype(), ctx.device)?;
-                ctx.attention_bias.insert(key, bias);
-            }
+            let (key, hq, hkv, q_len) = attention_shape_and_bias(&q, &k, *mask, *causal, *q_positions, val, ctx)?;
             if q.device().is_cpu() && q.dtype() == DType::F32 && q_len <= SMALL_QUERY {
                 return small_query_attention(&q, &k, &v, ctx.attention_bias[&key].as_ref(), *scale);
             }
@@ -252,24 +235,7 @@ pub(crate) fn eval(op: &Op, val: &dyn Fn(ValueId) -> Tensor, ctx: &mut RunContex
         }
         Op::AttentionProbs { q, k, mask, causal, scale, q_positions } => {
             let (q, k) = (val(*q), val(*k));
-            let (_, hq, q_len, _) = q.dims4()?;
-            let (_, hkv, kv_len, _) = k.dims4()?;
-            if hkv == 0 || hq % hkv != 0 {
-                candle_core::bail!("q heads ({hq}) must be a multiple of kv heads ({hkv})");
-            }
-            if *causal && q_len > kv_len {
-                candle_core::bail!("causal attention needs kv length ({kv_len}) ≥ query length ({q_len})");
-            }
-            let key = (*mask, *causal, *q_positions, q_len, kv_len);
-            if !ctx.attention_bias.contains_key(&key) {
-                let visibility = match q_positions {
-                    Some(p) => Visibility::Positions(val(*p)),
-                    None if *causal => Visibility::Causal,
-                    None => Visibility::All,
-                };
-                let bias = attention_bias(mask.map(&val), &visibility, q_len, kv_len, q.dtype(), ctx.device)?;
-                ctx.attention_bias.insert(key, bias);
-            }
+            let (key, hq, hkv, _) = attention_shape_and_bias(&q, &k, *mask, *causal, *q_positions, val, ctx)?;
             let k = repeat_kv(&k, hq / hkv)?;
             let scores = q.contiguous()?.matmul(&k.contiguous()?.t()?)?.affine(*scale, 0.0)?;
             let scores = match &ctx.attention_bias[&key] {
@@ -284,6 +250,38 @@ pub(crate) fn eval(op: &Op, val: &dyn Fn(ValueId) -> Tensor, ctx: &mut RunContex
 /// Query blocks up to this long take the direct CPU kernel (decode steps); longer ones (prefill)
 /// use candle's matmuls, which are faster for big blocks.
 const SMALL_QUERY: usize = 8;
+
+/// The checks and the cached additive mask (`ctx.attention_bias[key]`) that Attention and
+/// AttentionProbs share: returns the bias key, the query and kv head counts and the query length.
+fn attention_shape_and_bias(
+    q: &Tensor,
+    k: &Tensor,
+    mask: Option<ValueId>,
+    causal: bool,
+    q_positions: Option<ValueId>,
+    val: &dyn Fn(ValueId) -> Tensor,
+    ctx: &mut RunContext<'_>,
+) -> Result<(BiasKey, usize, usize, usize)> {
+    let (_, hq, q_len, _) = q.dims4()?;
+    let (_, hkv, kv_len, _) = k.dims4()?;
+    if hkv == 0 || hq % hkv != 0 {
+        candle_core::bail!("q heads ({hq}) must be a multiple of kv heads ({hkv})");
+    }
+    if causal && q_len > kv_len {
+        candle_core::bail!("causal attention needs kv length ({kv_len}) ≥ query length ({q_len})");
+    }
+    let key = (mask, causal, q_positions, q_len, kv_len);
+    if !ctx.attention_bias.contains_key(&key) {
+        let visibility = match q_positions {
+            Some(p) => Visibility::Positions(val(p)),
+            None if causal => Visibility::Causal,
+            None => Visibility::All,
+        };
+        let bias = attention_bias(mask.map(val), &visibility, q_len, kv_len, q.dtype(), ctx.device)?;
+        ctx.attention_bias.insert(key, bias);
+    }
+    Ok((key, hq, hkv, q_len))
+}
 
 fn small_query_attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>, scale: f64) -> Result<Tensor> {
     let (b, hq, sq, d) = q.dims4()?;

@@ -57,6 +57,41 @@ pub(crate) fn infer(name: &str, op: &Op, earlier: &[Node]) -> Result<(DType, Sha
         same_dim(&p.0[0], x_shape.0.last().unwrap_or(&Dim::Fixed(1)), &format!("{what} size vs last axis"))
     };
 
+    // What Attention and AttentionProbs both require of q [batch, heads, seq, d] and k
+    // [batch, kv heads, kv_len, d], the mask, the query positions and the scale.
+    let check_attention = |qs: &Shape,
+                           ks: &Shape,
+                           mask: Option<ValueId>,
+                           q_positions: Option<ValueId>,
+                           causal: bool,
+                           scale: f64|
+     -> Result<()> {
+        same_dim(&qs.0[3], &ks.0[3], "head size of q vs k")?;
+        if let (Some(hq), Some(hkv)) = (qs.0[1].fixed(), ks.0[1].fixed()) {
+            if hkv == 0 || hq % hkv != 0 {
+                return Err(fail(format!("q heads ({hq}) must be a multiple of kv heads ({hkv})")));
+            }
+        }
+        if let Some(m) = mask {
+            let ms = rank_is(m, &[2], "mask")?;
+            same_dim(&ms.0[0], &qs.0[0], "mask batch")?;
+            same_dim(&ms.0[1], &ks.0[2], "mask length vs kv length")?;
+        }
+        if let Some(p) = q_positions {
+            int_of(p, "q_positions")?;
+            let ps = rank_is(p, &[2], "q_positions")?;
+            same_dim(&ps.0[0], &qs.0[0], "q_positions batch")?;
+            same_dim(&ps.0[1], &qs.0[2], "q_positions length vs query length")?;
+            if causal {
+                return Err(fail("`causal` and `q_positions` are two ways to mask the future; give one".into()));
+            }
+        }
+        if !scale.is_finite() {
+            return Err(fail(format!("scale must be finite, got {scale}")));
+        }
+        Ok(())
+    };
+
     Ok(match op {
         Op::Input { dtype, shape } => {
             if let DType::Quant(_) = dtype {
@@ -249,29 +284,7 @@ pub(crate) fn infer(name: &str, op: &Op, earlier: &[Node]) -> Result<(DType, Sha
             let qs = rank_is(*q, &[4], "q")?;
             let ks = rank_is(*k, &[4], "k")?;
             same_dim(&qs.0[0], &ks.0[0], "batch of q vs k")?;
-            same_dim(&qs.0[3], &ks.0[3], "head size of q vs k")?;
-            if let (Some(hq), Some(hkv)) = (qs.0[1].fixed(), ks.0[1].fixed()) {
-                if hkv == 0 || hq % hkv != 0 {
-                    return Err(fail(format!("q heads ({hq}) must be a multiple of kv heads ({hkv})")));
-                }
-            }
-            if let Some(m) = mask {
-                let ms = rank_is(*m, &[2], "mask")?;
-                same_dim(&ms.0[0], &qs.0[0], "mask batch")?;
-                same_dim(&ms.0[1], &ks.0[2], "mask length vs kv length")?;
-            }
-            if let Some(p) = q_positions {
-                int_of(*p, "q_positions")?;
-                let ps = rank_is(*p, &[2], "q_positions")?;
-                same_dim(&ps.0[0], &qs.0[0], "q_positions batch")?;
-                same_dim(&ps.0[1], &qs.0[2], "q_positions length vs query length")?;
-                if *causal {
-                    return Err(fail("`causal` and `q_positions` are two ways to mask the future; give one".into()));
-                }
-            }
-            if !scale.is_finite() {
-                return Err(fail(format!("scale must be finite, got {scale}")));
-            }
+            check_attention(qs, ks, *mask, *q_positions, *causal, *scale)?;
             (d, Shape(vec![qs.0[0].clone(), qs.0[1].clone(), qs.0[2].clone(), ks.0[2].clone()]))
         }
         Op::LayerNorm { x, gamma, beta, eps } => {
@@ -309,29 +322,7 @@ pub(crate) fn infer(name: &str, op: &Op, earlier: &[Node]) -> Result<(DType, Sha
             same_dim(&ks.0[0], &vs.0[0], "batch of k vs v")?;
             same_dim(&ks.0[1], &vs.0[1], "heads of k vs v")?;
             same_dim(&ks.0[2], &vs.0[2], "kv length of k vs v")?;
-            same_dim(&qs.0[3], &ks.0[3], "head size of q vs k")?;
-            if let (Some(hq), Some(hkv)) = (qs.0[1].fixed(), ks.0[1].fixed()) {
-                if hkv == 0 || hq % hkv != 0 {
-                    return Err(fail(format!("q heads ({hq}) must be a multiple of kv heads ({hkv})")));
-                }
-            }
-            if let Some(m) = mask {
-                let ms = rank_is(*m, &[2], "mask")?;
-                same_dim(&ms.0[0], &qs.0[0], "mask batch")?;
-                same_dim(&ms.0[1], &ks.0[2], "mask length vs kv length")?;
-            }
-            if let Some(p) = q_positions {
-                int_of(*p, "q_positions")?;
-                let ps = rank_is(*p, &[2], "q_positions")?;
-                same_dim(&ps.0[0], &qs.0[0], "q_positions batch")?;
-                same_dim(&ps.0[1], &qs.0[2], "q_positions length vs query length")?;
-                if *causal {
-                    return Err(fail("`causal` and `q_positions` are two ways to mask the future; give one".into()));
-                }
-            }
-            if !scale.is_finite() {
-                return Err(fail(format!("scale must be finite, got {scale}")));
-            }
+            check_attention(qs, ks, *mask, *q_positions, *causal, *scale)?;
             (d, Shape(vec![qs.0[0].clone(), qs.0[1].clone(), qs.0[2].clone(), vs.0[3].clone()]))
         }
         Op::Rope { x, positions, base, .. } => {

@@ -98,3 +98,21 @@ pub fn quantize(q: QuantType, values: &[f32]) -> Result<Vec<u8>> {
     }
     Ok(out)
 }
+
+/// Another weight source with every block-quantised tensor dequantised to f32 (others as stored):
+/// the same model for a graph built with f32 where the file holds quantised blocks — e.g. to run
+/// a backend's f32 path on exactly the values a quantising backend dequantises at upload.
+pub struct Dequantized<'a>(pub &'a dyn crate::WeightSource);
+
+impl crate::WeightSource for Dequantized<'_> {
+    fn get(&self, name: &str) -> Result<crate::WeightView<'_>> {
+        let view = self.0.get(name)?;
+        match view.dtype {
+            DType::Quant(q) => {
+                let bytes = dequantize(q, &view.bytes)?.iter().flat_map(|v| v.to_le_bytes()).collect();
+                Ok(crate::WeightView { dtype: DType::F32, shape: view.shape, bytes: std::borrow::Cow::Owned(bytes) })
+            }
+            _ => Ok(view),
+        }
+    }
+}

@@ -7,31 +7,11 @@
 
 mod common;
 
-use accelrt_core::{
-    reference, Backend, DType, DeviceSpec, Executable, HostTensor, PrepareOptions, WeightSource, WeightView,
-};
+use accelrt_core::{reference, Backend, DType, DeviceSpec, Executable, HostTensor, PrepareOptions};
 use accelrt_models::gguf::GgufFile;
 use accelrt_models::llama::{self, LlamaConfig};
 use accelrt_models::{registry, ChatTokenizer, ModelStore};
 use accelrt_neuron::{NeuronBackend, NeuronOptions};
-use std::borrow::Cow;
-
-/// Every quantised tensor of a GGUF, dequantised to f32 (what the exported program takes).
-struct Dequantised<'a>(&'a GgufFile);
-
-impl WeightSource for Dequantised<'_> {
-    fn get(&self, name: &str) -> accelrt_core::Result<WeightView<'_>> {
-        let view = self.0.get(name)?;
-        match view.dtype {
-            DType::Quant(q) => {
-                let values = accelrt_core::quant::dequantize(q, &view.bytes)?;
-                let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-                Ok(WeightView { dtype: DType::F32, shape: view.shape, bytes: Cow::Owned(bytes) })
-            }
-            _ => Ok(view),
-        }
-    }
-}
 
 fn step_inputs(rows: &[(u32, u32, &[u32])]) -> [HostTensor; 3] {
     let n = rows[0].2.len();
@@ -109,7 +89,7 @@ fn smollm2_generates_on_neuron_with_kv_state_on_the_device_like_candle() {
     let neuron = NeuronBackend::with_options(&"neuron:0".parse::<DeviceSpec>().unwrap(), options).unwrap();
     let exe_n = neuron.prepare(&graph, &file, &PrepareOptions::default()).unwrap();
     let cpu = accelrt_candle::CandleBackend::cpu();
-    let exe_c = cpu.prepare(&f32_graph, &Dequantised(&file), &PrepareOptions::default()).unwrap();
+    let exe_c = cpu.prepare(&f32_graph, &accelrt_core::quant::Dequantized(&file), &PrepareOptions::default()).unwrap();
 
     let prompts: Vec<Vec<u32>> =
         ["The capital of France is", "def fibonacci(n):", "Once upon a time, in a quiet village"]
