@@ -118,6 +118,38 @@ fn resolve_model(store: &ModelStore, model: &str) -> Result<Task> {
     }
 }
 
+/// What training writes (`--out`, `--log`) must never be what it reads: a log opened over the
+/// data file empties it, and an `--out` on the model's own directory overwrites the model being
+/// trained. A first run also needs an empty (or new) `--out`, so nothing there is replaced
+/// unnoticed; `--resume` continues in one that holds a checkpoint.
+fn check_outputs_spare_inputs(a: &TrainArgs, model: &Path, data: &Path) -> Result<()> {
+    let canonical = |p: &Path| std::fs::canonicalize(p).ok();
+    let (model, data) = (canonical(model), canonical(data));
+    let model_dir = model.as_ref().map(|m| if m.is_file() { m.parent().unwrap_or(m).to_path_buf() } else { m.clone() });
+    if let Some(log) = a.log.as_deref().and_then(canonical) {
+        if Some(&log) == data.as_ref() || model_dir.as_ref().is_some_and(|m| log.starts_with(m)) {
+            bail!("--log {} is an input of this run (the data or the model); choose another file", log.display());
+        }
+    }
+    if let Some(out) = canonical(&a.out) {
+        if model_dir.as_ref().is_some_and(|m| out == *m || m.starts_with(&out)) {
+            bail!("--out {} holds the model being trained; write the trained model elsewhere", a.out.display());
+        }
+        if data.as_ref().is_some_and(|d| d.starts_with(&out)) && !a.resume {
+            bail!("--out {} holds the training data; write the trained model elsewhere", a.out.display());
+        }
+        let empty = std::fs::read_dir(&out).map(|mut d| d.next().is_none()).unwrap_or(false);
+        if !a.resume && !empty {
+            bail!(
+                "--out {} is not empty: training writes the model there; use a new directory (or --resume to continue \
+                 the checkpoint in it)",
+                a.out.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `--data shakespeare` names the fetched data set's training file for the task.
 fn resolve_data(store: &ModelStore, data: &str, file: &str) -> Result<PathBuf> {
     if Path::new(data).exists() {
@@ -252,16 +284,25 @@ pub fn train(store: &ModelStore, a: TrainArgs) -> Result<()> {
     };
     let backend = accelrt::open_backend(&a.backend)?;
     let options = PrepareOptions::default();
-    let (mut trainer, task, data_path, seq_len) = match resolve_model(store, &a.model)? {
+    let model = resolve_model(store, &a.model)?;
+    let source = match &model {
+        Task::Mnrl { dir } => dir.clone(),
+        Task::CausalLm { path } => path.clone(),
+    };
+    let data = resolve_data(
+        store,
+        &a.data,
+        if matches!(model, Task::Mnrl { .. }) { dataset::PAIRS_TRAIN } else { dataset::CORPUS_TRAIN },
+    )?;
+    check_outputs_spare_inputs(&a, &source, &data)?;
+    let (mut trainer, task, data_path, seq_len) = match model {
         Task::Mnrl { dir } => {
-            let data = resolve_data(store, &a.data, dataset::PAIRS_TRAIN)?;
             let pairs = PairsFile::open(&data)?;
             let trainer = MnrlTrainer::new(&dir, backend.as_ref(), &options, a.batch_size, &config)
                 .with_context(|| format!("preparing the training step of {}", dir.display()))?;
             (Trainer::Mnrl { trainer, pairs }, "mnrl", data, None)
         }
         Task::CausalLm { path } => {
-            let data = resolve_data(store, &a.data, dataset::CORPUS_TRAIN)?;
             let trainer = CausalLmTrainer::new(&path, backend.as_ref(), &options, a.seq_len, &config)
                 .with_context(|| format!("preparing the training step of {}", path.display()))?;
             let windows =

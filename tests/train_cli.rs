@@ -125,3 +125,49 @@ fn dropout_is_refused_not_ignored() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("dropout is not implemented"), "{err}");
 }
+
+/// What a run writes is never what it reads (found by trying): a `--log` on the data file used to
+/// empty it, and an `--out` on the model directory or one already holding files was overwritten.
+#[test]
+fn outputs_never_overwrite_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("pairs.jsonl");
+    let pairs = "{\"anchor\": \"to be or not to be\", \"positive\": \"that is the question\"}\n";
+    std::fs::write(&data, pairs.repeat(4)).unwrap();
+    let model = dir.path().join("model");
+    let run = |out: &Path, log: Option<&Path>| {
+        let mut args = vec!["train", "--model", "all-minilm-l6-v2", "--data", data.to_str().unwrap(), "--steps", "1"];
+        args.extend(["--batch-size", "2", "--no-progress", "--out", out.to_str().unwrap()]);
+        if let Some(log) = log {
+            args.extend(["--log", log.to_str().unwrap()]);
+        }
+        accelrt(&args)
+    };
+    let refused = |o: std::process::Output, why: &str| {
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(!o.status.success() && err.contains(why), "{err}");
+    };
+    refused(run(&model, Some(&data)), "is an input of this run");
+    assert_eq!(std::fs::read_to_string(&data).unwrap(), pairs.repeat(4), "the data file is untouched");
+    std::fs::create_dir(&model).unwrap();
+    std::fs::write(model.join("keep.txt"), "mine").unwrap();
+    refused(run(&model, None), "is not empty");
+    assert_eq!(std::fs::read_to_string(model.join("keep.txt")).unwrap(), "mine");
+    // The model being trained, given as its own output.
+    let cached = accelrt::models::ModelStore::from_env().ensure(&accelrt::models::registry::ALL_MINILM_L6_V2).unwrap();
+    let o = accelrt(&[
+        "train",
+        "--model",
+        cached.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--no-progress",
+        "--out",
+        cached.to_str().unwrap(),
+    ]);
+    refused(o, "holds the model being trained");
+}
