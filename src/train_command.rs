@@ -403,6 +403,22 @@ pub fn train(store: &ModelStore, a: TrainArgs) -> Result<()> {
         }
     }
     progress.finish();
+    // A loss is checked before each update, so the last update (or a blown-up moment) could
+    // still leave NaN or infinite weights: those are never saved as a model or a checkpoint.
+    for (name, value) in trainer.session().parameters()? {
+        let finite = match value.as_f32() {
+            Some(v) => v.iter().all(|x| x.is_finite()),
+            None => value.to_f64_vec().iter().all(|x| x.is_finite()),
+        };
+        if !finite {
+            bail!(
+                "after step {} parameter `{name}` holds NaN or infinite values (a learning rate too high?); nothing \
+                 was written to {}",
+                a.steps,
+                a.out.display()
+            );
+        }
+    }
     save_checkpoint(&mut trainer, &sampler)?;
     trainer.save_model(&a.out)?;
     eprintln!(

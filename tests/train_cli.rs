@@ -171,3 +171,30 @@ fn outputs_never_overwrite_inputs() {
     ]);
     refused(o, "holds the model being trained");
 }
+
+/// An update that blows the weights up is not saved as a model (found by trying: `--lr 3e38`
+/// wrote 101 non-finite tensors and exited 0).
+#[test]
+fn non_finite_weights_are_never_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = accelrt(&[
+        "train",
+        "--model",
+        "all-minilm-l6-v2",
+        "--data",
+        "shakespeare",
+        "--steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--lr",
+        "3e38",
+        "--no-progress",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("holds NaN or infinite values"), "{err}");
+    assert!(!out.join("model.safetensors").exists(), "nothing is written");
+}
