@@ -285,7 +285,7 @@ struct BenchArgs {
     /// Device the peers run on: cpu or cuda
     #[arg(long, default_value = "cpu")]
     peer_device: String,
-    /// Dtype the peers run in: f32 or f16
+    /// Dtype the peers run in: f32, bf16 (PyTorch on the CPU) or f16 (PyTorch on a GPU)
     #[arg(long, default_value = "f32")]
     peer_dtype: String,
     /// Folder holding the peer runner scripts

@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Peer runner: sentence-transformers on PyTorch (fp32, CPU), same texts and batches as accelrt."""
+"""Peer runner: sentence-transformers on PyTorch (f32 by default; bf16 or f16 weights and compute with
+--dtype, as PyTorch users run them: bf16 on CPUs with AVX-512 BF16 or AMX, f16 on GPUs), same texts and
+batches as accelrt."""
 import argparse
 import os
 import sys
@@ -15,7 +17,7 @@ def main():
     p.add_argument("--model-dir", required=True)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--dtype", default="f32", choices=["f32", "f16"])
+    p.add_argument("--dtype", default="f32", choices=["f32", "bf16", "f16"])
     a = p.parse_args()
     try:
         import sentence_transformers
@@ -29,6 +31,10 @@ def main():
     model = sentence_transformers.SentenceTransformer(a.model_dir, device=a.device)
     if a.dtype == "f16":
         model = model.half()
+    elif a.dtype == "bf16":
+        # The weights themselves in bf16 (model.to, not autocast): every matmul then runs in bf16
+        # through oneDNN, which uses AMX tiles or AVX-512 BF16 where the CPU has them.
+        model = model.to(torch.bfloat16)
     model.eval()
 
     def embed(texts):
