@@ -233,6 +233,13 @@ pub(crate) fn eval(op: &Op, val: &dyn Fn(ValueId) -> Tensor, ctx: &mut RunContex
             let p2 = (p.affine(c.decay, 0.0)? - (m2.clone() / denom)?.affine(c.step_size, 0.0)?)?;
             Tensor::stack(&[p2, m2, v2], 0)
         }
+        Op::Dropout { x, seed, p, stream } => {
+            let x = val(*x);
+            let seed = val(*seed).to_dtype(DType::U32)?.to_scalar::<u32>()?;
+            let mask = dropout_mask(x.elem_count(), seed, *p, *stream);
+            let mask = Tensor::from_vec(mask, x.dims(), ctx.device)?.to_dtype(x.dtype())?;
+            x.mul(&mask)
+        }
         Op::AttentionProbs { q, k, mask, causal, scale, q_positions } => {
             let (q, k) = (val(*q), val(*k));
             let (key, hq, hkv, _) = attention_shape_and_bias(&q, &k, *mask, *causal, *q_positions, val, ctx)?;
@@ -391,4 +398,33 @@ fn rope_tables(positions: &Tensor, head: usize, base: f64, dtype: DType, device:
     let cos = Tensor::from_vec(cos, shape.as_slice(), device)?.to_dtype(dtype)?;
     let sin = Tensor::from_vec(sin, shape.as_slice(), device)?.to_dtype(dtype)?;
     Ok((cos, sin))
+}
+
+/// `Op::Dropout`'s multipliers in row-major order: 1/(1 − p) where MurmurHash3_x86_32 of
+/// (stream, index) with `seed` reaches ⌊p·2³²⌋, else 0 (the formula is on the op).
+fn dropout_mask(len: usize, seed: u32, p: f64, stream: u32) -> Vec<f32> {
+    // p < 1 (checked when the graph was built), so the threshold is below 2³².
+    let threshold = (p * 4_294_967_296.0).floor() as u64;
+    let scale = (1.0 / (1.0 - p)) as f32;
+    // The first block (the stream) is the same for every element.
+    let h = murmur_block(seed, stream);
+    (0..len)
+        .map(|i| if u64::from(murmur_finish(murmur_block(h, i as u32), 8)) >= threshold { scale } else { 0.0 })
+        .collect()
+}
+
+/// One 4-byte block of MurmurHash3_x86_32's body (SMHasher, MurmurHash3.cpp).
+fn murmur_block(h: u32, block: u32) -> u32 {
+    let k = block.wrapping_mul(0xcc9e_2d51).rotate_left(15).wrapping_mul(0x1b87_3593);
+    (h ^ k).rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64)
+}
+
+/// MurmurHash3_x86_32's finalisation of a key of `len` bytes (fmix32).
+fn murmur_finish(h: u32, len: u32) -> u32 {
+    let mut h = h ^ len;
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
 }

@@ -623,6 +623,19 @@ pub fn adamw_step() -> Case {
     m.finish(&[("stacked", out)])
 }
 
+/// Dropout (`Op::Dropout`): two masks of one seed told apart by their streams, at p = 0.1 and
+/// 0.5, and p = 0. Every backend must drop exactly the reference's elements: one element dropped
+/// differently is off by the whole value.
+pub fn dropout() -> Case {
+    let mut m = Maker::new("dropout");
+    let x = m.input("x", &[sym("batch"), sym("seq"), fixed(12)], &[3, 5, 12]);
+    let seed = m.input_tensor("seed", &[], HostTensor::u32(vec![], vec![0x5EED_2024]).unwrap());
+    let light = m.op("light", Op::Dropout { x, seed, p: 0.1, stream: 0 });
+    let half = m.op("half", Op::Dropout { x, seed, p: 0.5, stream: 1 });
+    let none = m.op("none", Op::Dropout { x, seed, p: 0.0, stream: 2 });
+    m.finish(&[("light", light), ("half", half), ("none", none)])
+}
+
 /// In-range ids [batch, seq] for `training_ops`' scatter-add (with repeats).
 fn m_ids(m: &mut Maker) -> ValueId {
     let ids = HostTensor::u32(vec![2, 3], vec![4, 0, 4, 1, 4, 2]).unwrap();
@@ -742,6 +755,11 @@ pub fn grad_take_last() -> Case {
     with_gradients("grad_take_last", take_last())
 }
 
+/// Dropout's gradient: the incoming gradient with the forward pass's mask.
+pub fn grad_dropout() -> Case {
+    with_gradients("grad_dropout", dropout())
+}
+
 /// A whole BERT-style encoder layer's gradients: embedding tables (scatter-add), layer norms,
 /// padded attention, GELU, pooling and normalisation.
 pub fn grad_encoder_block() -> Case {
@@ -812,6 +830,7 @@ pub fn all() -> Vec<Case> {
         kv_cache_session(),
         training_ops(),
         adamw_step(),
+        dropout(),
         grad_binary_broadcast(),
         grad_unary(),
         grad_matmul_batched_broadcast(),
@@ -826,6 +845,7 @@ pub fn all() -> Vec<Case> {
         grad_mean_pool(),
         grad_l2_normalize(),
         grad_take_last(),
+        grad_dropout(),
         grad_encoder_block(),
         grad_decoder_block(),
         grad_causal_lm_loss(),

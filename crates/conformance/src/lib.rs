@@ -32,10 +32,10 @@ macro_rules! conformance_tests {
             rope_half_split, rope_interleaved_per_row, reshape_permute, slice_concat,
             mean_pool, l2_normalize, cast, positions, encoder_block, decoder_block,
             quantised_linear, quantised_embedding, take_last, kv_cache_session,
-            training_ops, adamw_step, grad_binary_broadcast, grad_unary, grad_matmul_batched_broadcast, grad_linear,
+            training_ops, adamw_step, dropout, grad_binary_broadcast, grad_unary, grad_matmul_batched_broadcast, grad_linear,
             grad_layer_norm, grad_rms_norm, grad_softmax, grad_attention_gqa_cached_causal,
             grad_rope_interleaved_per_row, grad_reshape_permute, grad_slice_concat, grad_mean_pool,
-            grad_l2_normalize, grad_take_last, grad_encoder_block, grad_decoder_block, grad_causal_lm_loss,
+            grad_l2_normalize, grad_take_last, grad_dropout, grad_encoder_block, grad_decoder_block, grad_causal_lm_loss,
             grad_mnrl_loss
         );
     };

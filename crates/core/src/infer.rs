@@ -287,6 +287,20 @@ pub(crate) fn infer(name: &str, op: &Op, earlier: &[Node]) -> Result<(DType, Sha
             check_attention(qs, ks, *mask, *q_positions, *causal, *scale)?;
             (d, Shape(vec![qs.0[0].clone(), qs.0[1].clone(), qs.0[2].clone(), ks.0[2].clone()]))
         }
+        Op::Dropout { x, seed, p, .. } => {
+            let d = float_of(*x, "x")?;
+            let s = get(*seed);
+            if s.dtype != DType::U32 || s.shape.rank() != 0 {
+                return Err(fail(format!(
+                    "seed `{}` must be a u32 scalar (shape []), not {} {}",
+                    s.name, s.dtype, s.shape
+                )));
+            }
+            if !(0.0..1.0).contains(p) {
+                return Err(fail(format!("dropout probability must be in [0, 1), got {p}")));
+            }
+            (d, get(*x).shape.clone())
+        }
         Op::LayerNorm { x, gamma, beta, eps } => {
             let d = float_of(*x, "x")?;
             let xs = &get(*x).shape;

@@ -306,6 +306,47 @@ pub enum Op {
         scale: f64,
         q_positions: Option<ValueId>,
     },
+    /// Inverted dropout (training): each element of x is kept, scaled by 1/(1 − p), or zeroed, by a
+    /// mask every backend computes identically — a counter-based hash of the element's position,
+    /// not a stateful random generator, so the reference evaluator can check it bit for bit and a
+    /// resumed run draws the same masks.
+    ///
+    /// `seed` is a u32 scalar (shape []); `stream` tells apart the dropout nodes of one graph that
+    /// share a seed; `p` ∈ [0, 1) (p = 0 is the identity). Element i of x (its row-major flat
+    /// index, taken modulo 2³²; the StableHLO export refuses values of more than 2³² elements) is
+    /// kept iff
+    ///
+    /// ```text
+    /// MurmurHash3_x86_32(key = le32(stream) ‖ le32(i), seed) ≥ ⌊p · 2³²⌋
+    /// ```
+    ///
+    /// where MurmurHash3_x86_32 is Austin Appleby's 32-bit MurmurHash3 (SMHasher,
+    /// `MurmurHash3.cpp`) of the 8-byte key, all arithmetic on u32 wrapping:
+    ///
+    /// ```text
+    /// h = seed
+    /// for k in [stream, i]:
+    ///     k = k · 0xcc9e2d51; k = rotl(k, 15); k = k · 0x1b873593
+    ///     h = h ^ k; h = rotl(h, 13); h = h · 5 + 0xe6546b64
+    /// h = h ^ 8                                   (the key's length in bytes)
+    /// h = h ^ (h >> 16); h = h · 0x85ebca6b; h = h ^ (h >> 13); h = h · 0xc2b2ae35; h = h ^ (h >> 16)
+    /// ```
+    ///
+    /// Kept elements become x · (1 / (1 − p)) (the scale computed in f64, applied in the compute
+    /// dtype), dropped ones 0. The gradient is the same op on the incoming gradient (same seed,
+    /// stream and p), so forward and backward drop the same elements.
+    ///
+    /// **Feeding `seed` from a training graph**: make it a graph input (u32, shape []) that the
+    /// trainer sets every step from the run's seed and the step number through a hash (for
+    /// example MurmurHash3_x86_32 of le32(step) with the run seed as its seed), never from a
+    /// stateful generator, so a run resumed at step n feeds the seeds the uninterrupted run fed;
+    /// give every dropout node of the graph its own `stream` (e.g. its index among them).
+    Dropout {
+        x: ValueId,
+        seed: ValueId,
+        p: f64,
+        stream: u32,
+    },
 }
 
 impl Op {
@@ -341,6 +382,7 @@ impl Op {
             Op::Positions { like, .. } => vec![*like],
             Op::OneHot { ids, .. } => vec![*ids],
             Op::IndexAdd { ids, src, .. } => vec![*ids, *src],
+            Op::Dropout { x, seed, .. } => vec![*x, *seed],
             Op::AttentionProbs { q, k, mask, q_positions, .. } => {
                 [Some(*q), Some(*k), *mask, *q_positions].into_iter().flatten().collect()
             }
@@ -381,6 +423,7 @@ impl Op {
             Op::OneHot { .. } => "one_hot",
             Op::IndexAdd { .. } => "index_add",
             Op::AttentionProbs { .. } => "attention_probs",
+            Op::Dropout { .. } => "dropout",
         }
     }
 }

@@ -59,7 +59,8 @@ fn copy_block(src: &[u8], dst: &mut [u8], elem: usize, small: &[usize], big: &[u
 /// output. Conservative: a symbol is refused when any op mixes values along an axis that carries it
 /// (or a size derived from it): softmax, layer/RMS/L2 norms over it, `TakeLast` along it, the
 /// contracted axis of a matmul or linear layer, the axis of a concatenation, a reshape that merges
-/// it into a derived size, a sum or log-softmax over it, the ids of a scatter-add, and the key axis
+/// it into a derived size, a sum or log-softmax over it, the ids of a scatter-add, any axis of a
+/// dropout's input (its mask follows the row-major index), and the key axis
 /// of an attention (or its weights) that neither masks (`mask`, not causal) nor limits by
 /// `q_positions`. Mean pooling is masked; everything else is per position.
 pub fn paddable_symbols(graph: &Graph) -> BTreeSet<String> {
@@ -172,6 +173,8 @@ fn paddable_ignoring(graph: &Graph, ignore: &BTreeSet<usize>) -> BTreeSet<String
             }
             Op::LogSoftmax { x } => mixed.extend(last(*x)),
             Op::IndexAdd { ids, .. } => mixed.extend(syms_of(*ids)),
+            // The mask hashes each element's row-major index, which padding any axis shifts.
+            Op::Dropout { x, .. } => mixed.extend(syms_of(*x)),
             _ => {}
         }
         // Sizes this node derives stand for every symbol of its operands — for a reshape, every
@@ -245,6 +248,17 @@ mod tests {
         let f = b2.add("flat", Op::Reshape { x, dims: vec![ReshapeDim::Keep(0), ReshapeDim::Infer] }).unwrap();
         b2.output("f", f);
         assert_eq!(paddable_symbols(&b2.build().unwrap()), ["batch".to_string()].into());
+    }
+
+    #[test]
+    fn no_axis_of_a_dropout_input_is_paddable() {
+        use crate::{DType, GraphBuilder, Shape};
+        let mut b = GraphBuilder::new("t");
+        let x = b.input("x", DType::F32, Shape(vec![Dim::sym("batch"), Dim::sym("seq"), Dim::Fixed(4)])).unwrap();
+        let seed = b.input("seed", DType::U32, Shape(vec![])).unwrap();
+        let d = b.add("d", Op::Dropout { x, seed, p: 0.1, stream: 0 }).unwrap();
+        b.output("d", d);
+        assert!(paddable_symbols(&b.build().unwrap()).is_empty());
     }
 
     #[test]

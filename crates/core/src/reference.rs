@@ -435,6 +435,10 @@ fn eval_nodes(
                 }
                 Val::F(out.into_dyn())
             }
+            Op::Dropout { x, seed, p, stream } => {
+                let seed = i(*seed)?.iter().next().copied().ok_or_else(|| fail("seed has no value".into()))?;
+                Val::F(dropout(f(*x)?, seed as u32, *p, *stream))
+            }
             Op::AttentionProbs { q, k, mask, causal, scale, q_positions } => {
                 let mask = mask.map(|m| vals[m.index()].clone());
                 let q_positions = q_positions.map(|p| i(p).cloned()).transpose()?;
@@ -730,6 +734,39 @@ fn rope(x: &ArrayD<f64>, pos: &ArrayD<i64>, base: f64, style: RopeStyle) -> Resu
         }
     }
     Ok(out)
+}
+
+/// `Op::Dropout`: elements whose hash of (seed, stream, row-major index) reaches ⌊p·2³²⌋ are kept
+/// and scaled by 1/(1 − p), the others are 0.
+fn dropout(x: &ArrayD<f64>, seed: u32, p: f64, stream: u32) -> ArrayD<f64> {
+    // p < 1, so p·2³² < 2³² and the threshold fits a u32 (at most 2³² − 1).
+    let threshold = (p * 4_294_967_296.0).floor() as u64;
+    let scale = 1.0 / (1.0 - p);
+    let x = x.as_standard_layout();
+    let kept = x.iter().enumerate().map(|(index, &v)| {
+        if u64::from(murmur3_x86_32(&[stream, index as u32], seed)) >= threshold {
+            v * scale
+        } else {
+            0.0
+        }
+    });
+    ArrayD::from_shape_vec(x.raw_dim(), kept.collect()).expect("one value per element")
+}
+
+/// MurmurHash3_x86_32 (Austin Appleby, SMHasher `MurmurHash3.cpp`) of a key made of whole
+/// little-endian 32-bit blocks (so no tail bytes).
+fn murmur3_x86_32(blocks: &[u32], seed: u32) -> u32 {
+    let mut h = seed;
+    for &block in blocks {
+        let k = block.wrapping_mul(0xcc9e_2d51).rotate_left(15).wrapping_mul(0x1b87_3593);
+        h = (h ^ k).rotate_left(13).wrapping_mul(5).wrapping_add(0xe654_6b64);
+    }
+    h ^= (blocks.len() * 4) as u32;
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
 }
 
 /// The concrete output shape of a reshape of `src`.

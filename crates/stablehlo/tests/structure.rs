@@ -50,6 +50,10 @@ fn each_op_family_lowers_to_its_stablehlo_ops() {
         (cases::positions, &["stablehlo.iota"]),
         (cases::take_last, &["stablehlo.slice"]),
         (cases::kv_cache_session, &["stablehlo.dynamic_update_slice", "stablehlo.dynamic_slice"]),
+        (
+            cases::dropout,
+            &["stablehlo.iota", "stablehlo.xor", "stablehlo.shift_right_logical", "stablehlo.or", "stablehlo.select"],
+        ),
     ];
     for (make, ops) in expect {
         let module = export_case(&make());

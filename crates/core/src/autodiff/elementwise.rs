@@ -1,5 +1,5 @@
 //! Gradients of element-wise ops: binary ops with NumPy broadcasting (each operand's gradient is
-//! summed back to its own shape), activations, and casts between float types.
+//! summed back to its own shape), activations, casts between float types, and dropout.
 
 use super::{Ctx, R};
 use crate::{BinaryOp, Op, UnaryOp, ValueId};
@@ -117,6 +117,19 @@ pub(super) fn cast(ctx: &mut Ctx<'_>, x: ValueId, g: ValueId) -> R<Vec<(ValueId,
     Ok(vec![(x, ctx.add("cast", Op::Cast { x: g, dtype })?)])
 }
 
+/// y = x · mask / (1 − p), so dx = dy · mask / (1 − p): the same dropout (same seed, stream and
+/// p, hence the same mask, since dy has x's shape) applied to the incoming gradient.
+pub(super) fn dropout(
+    ctx: &mut Ctx<'_>,
+    x: ValueId,
+    seed: ValueId,
+    p: f64,
+    stream: u32,
+    g: ValueId,
+) -> R<Vec<(ValueId, ValueId)>> {
+    Ok(vec![(x, ctx.add("dropout", Op::Dropout { x: g, seed, p, stream })?)])
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::check::Check;
@@ -189,6 +202,17 @@ mod tests {
         let x = c.input("x", &[Dim::Fixed(4)], &[4]);
         let s = c.op(Op::Unary { op: UnaryOp::Step, x });
         let y = c.op(Op::Binary { op: BinaryOp::Mul, a: s, b: x });
+        c.run(y);
+    }
+
+    #[test]
+    fn dropout_drops_the_same_elements_of_the_gradient() {
+        let mut c = Check::new("dropout");
+        let x = c.input("x", &[Dim::sym("batch"), Dim::Fixed(9)], &[4, 9]);
+        let seed = c.fixed_input("seed", &[], crate::HostTensor::u32(vec![], vec![77]).unwrap());
+        let d = c.op(Op::Dropout { x, seed, p: 0.3, stream: 2 });
+        // Through a non-linearity, so the gradient at x is not the mask alone.
+        let y = c.op(Op::Unary { op: UnaryOp::Tanh, x: d });
         c.run(y);
     }
 }

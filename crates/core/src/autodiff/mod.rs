@@ -9,7 +9,7 @@
 //! for them).
 //!
 //! The rules are grouped by op family, each beside its finite-difference check:
-//! `elementwise` (binary with broadcasting, activations, affine, cast), `linalg` (matmul, linear,
+//! `elementwise` (binary with broadcasting, activations, affine, cast, dropout), `linalg` (matmul, linear,
 //! embedding, index-add), `norm` (layer/RMS/L2 norms, softmax, log-softmax, mean pooling,
 //! reduce-sum), `attention` (attention, attention weights, rotary embeddings) and `shape`
 //! (reshape, permute, slice, concat, take-last).
@@ -179,6 +179,7 @@ fn rule(
         Op::Unary { op, x } => elementwise::unary(ctx, *op, *x, id, g),
         Op::Affine { x, mul, .. } => Ok(vec![(*x, ctx.affine(g, *mul, 0.0)?)]),
         Op::Cast { x, .. } => elementwise::cast(ctx, *x, g),
+        Op::Dropout { x, seed, p, stream } => elementwise::dropout(ctx, *x, *seed, *p, *stream, g),
         Op::MatMul { a, b, transpose_b } => linalg::matmul(ctx, *a, *b, *transpose_b, g, wants),
         Op::Linear { x, weight, bias } => linalg::linear(ctx, *x, *weight, *bias, g, wants),
         Op::Embedding { table, ids } => linalg::embedding(ctx, *table, *ids, g),

@@ -1,6 +1,6 @@
-//! Element-wise ops: binary with NumPy broadcasting, activations, affine maps.
+//! Element-wise ops: binary with NumPy broadcasting, activations, affine maps, dropout.
 
-use crate::emit::{Cmp, Emitter, R, V};
+use crate::emit::{Cmp, Elem, Emitter, R, V};
 use accelrt_core::{BinaryOp, UnaryOp};
 
 /// `a op b`, both broadcast to `shape` (the graph's broadcast of the two).
@@ -114,4 +114,59 @@ pub(super) fn adamw_step(
     one.extend_from_slice(&shape);
     let parts = [e.reshape(&p2, &one)?, e.reshape(&m2, &one)?, e.reshape(&v2, &one)?];
     e.concatenate(&[&parts[0], &parts[1], &parts[2]], 0)
+}
+
+/// `Op::Dropout`: the keep mask as the op defines it — MurmurHash3_x86_32 of (stream, row-major
+/// index) with the scalar ui32 `seed`, on ui32 (integer ops wrap, as the formula needs) — so the
+/// program drops exactly the elements the reference and every other backend drop.
+pub(super) fn dropout(e: &mut Emitter, x: &V, seed: &V, p: f64, stream: u32) -> R<V> {
+    let shape = x.shape().to_vec();
+    let len: usize = shape.iter().product();
+    if len > 1 << 32 {
+        return Err(format!("dropout indexes elements in 32 bits; {len} elements is too many"));
+    }
+    // The first block (the stream) is a constant: hashed once, on the scalar seed.
+    let stream = e.scalar(Elem::U32, stream as f64);
+    let h = murmur_block(e, seed, &stream)?;
+    let h = e.broadcast_to(&h, &[len])?;
+    let index = e.iota(Elem::U32, &[len], 0);
+    let h = murmur_block(e, &h, &index)?;
+    let h = e.binary_const("xor", &h, 8.0)?;
+    let h = xor_shift_right(e, &h, 16)?;
+    let h = e.binary_const("multiply", &h, 0x85eb_ca6b_u32 as f64)?;
+    let h = xor_shift_right(e, &h, 13)?;
+    let h = e.binary_const("multiply", &h, 0xc2b2_ae35_u32 as f64)?;
+    let h = xor_shift_right(e, &h, 16)?;
+    let h = e.reshape(&h, &shape)?;
+    // Kept iff h ≥ ⌊p·2³²⌋ (p < 1, so the threshold fits a u32), written as threshold ≤ h.
+    let threshold = e.splat(Elem::U32, (p * 4_294_967_296.0).floor(), &shape);
+    let keep = e.compare(&threshold, &h, Cmp::Le)?;
+    let scaled = e.binary_const("multiply", x, 1.0 / (1.0 - p))?;
+    let zero = e.splat(x.elem(), 0.0, &shape);
+    e.select(&keep, &scaled, &zero)
+}
+
+/// One 4-byte block of MurmurHash3_x86_32's body: k = rotl(block·c1, 15)·c2; h = rotl(h ^ k, 13)·5
+/// + 0xe6546b64 (`h` and `block` of one ui32 type).
+fn murmur_block(e: &mut Emitter, h: &V, block: &V) -> R<V> {
+    let k = e.binary_const("multiply", block, 0xcc9e_2d51_u32 as f64)?;
+    let k = rotate_left(e, &k, 15)?;
+    let k = e.binary_const("multiply", &k, 0x1b87_3593_u32 as f64)?;
+    let h = e.binary("xor", h, &k)?;
+    let h = rotate_left(e, &h, 13)?;
+    let h = e.binary_const("multiply", &h, 5.0)?;
+    e.binary_const("add", &h, 0xe654_6b64_u32 as f64)
+}
+
+/// (x << n) | (x >> (32 − n)) on ui32.
+fn rotate_left(e: &mut Emitter, x: &V, n: u32) -> R<V> {
+    let high = e.binary_const("shift_left", x, n as f64)?;
+    let low = e.binary_const("shift_right_logical", x, (32 - n) as f64)?;
+    e.binary("or", &high, &low)
+}
+
+/// x ^ (x >> n) on ui32.
+fn xor_shift_right(e: &mut Emitter, x: &V, n: u32) -> R<V> {
+    let shifted = e.binary_const("shift_right_logical", x, n as f64)?;
+    e.binary("xor", x, &shifted)
 }
