@@ -222,3 +222,16 @@ fn serve_refuses_what_it_cannot_serve() {
     let o = accelrt(&["serve", "--backend", "cuda:0", "--port", "0"], b"", None);
     assert_fails_with(&o, "cuda:0");
 }
+
+#[test]
+fn an_os_error_is_said_once() {
+    // The error names the file and says its cause; the chain of causes must not repeat it.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.json");
+    let o = accelrt(&["report", missing.to_str().unwrap()], b"", None);
+    assert_fails_with(&o, "No such file or directory");
+    assert_eq!(stderr(&o).matches("No such file or directory").count(), 1, "{}", stderr(&o));
+    // A directory holding no result file is named as such.
+    let o = accelrt(&["report", dir.path().to_str().unwrap()], b"", None);
+    assert_fails_with(&o, "no result files");
+}

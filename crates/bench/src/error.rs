@@ -9,6 +9,9 @@ pub enum BenchError {
     #[error(transparent)]
     Core(#[from] accelrt_core::Error),
 
+    #[error(transparent)]
+    Train(#[from] accelrt_train::TrainError),
+
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 

@@ -133,6 +133,11 @@ pub fn run(config: &BenchConfig, url: &str) -> Result<Outcome> {
     if !config.peers.is_empty() {
         return Err(BenchError::Invalid("--peers run in-process; they cannot be combined with --url".into()));
     }
+    if config.scenarios.contains(&ScenarioKind::Training) {
+        return Err(BenchError::Invalid(
+            "a server does not train: the training scenario runs in-process, without --url".into(),
+        ));
+    }
     let base = url.trim_end_matches('/').to_string();
     let info = server_info(&base)?;
     let chat = match info.task.as_str() {
@@ -237,7 +242,8 @@ fn concurrency_of(kind: ScenarioKind, config: &BenchConfig) -> usize {
     match kind {
         ScenarioKind::Offline => config.concurrency,
         ScenarioKind::SingleStream => 1,
-        ScenarioKind::Server => 0, // open loop: as many as the arrivals make
+        ScenarioKind::Server => 0,   // open loop: as many as the arrivals make
+        ScenarioKind::Training => 1, // refused by `run` before any scenario starts
     }
 }
 
@@ -261,6 +267,9 @@ async fn run_scenario(
             progress.finish();
             let (m, requests) = measure(kind, answers, duration, rules, None);
             Ok((m, vec![], requests))
+        }
+        ScenarioKind::Training => {
+            Err(BenchError::Invalid("a server does not train: the training scenario runs in-process".into()))
         }
         ScenarioKind::Server => {
             let bound = config.p99_ms.expect("validated");

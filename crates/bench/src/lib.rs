@@ -19,11 +19,13 @@ pub mod result;
 pub mod run;
 pub mod scenario;
 pub mod stats;
+mod summary;
 pub mod train_peer;
 pub mod training;
 pub mod workload;
 
 pub use error::{BenchError, Result};
 pub use result::{BenchResult, Pricing};
-pub use run::{run, summary, BenchConfig};
+pub use run::{run, BenchConfig};
 pub use scenario::{Measurement, RunRules, ScenarioKind};
+pub use summary::summary;

@@ -42,6 +42,12 @@ impl Limit {
     pub const CLIENTS: Limit = Limit { min: 1.0, max: 1e5, unit: "clients" };
     /// `--max-tokens`, `--context`: tokens per sequence.
     pub const TOKENS: Limit = Limit { min: 1.0, max: 1e7, unit: "tokens" };
+    /// A probability below 1 (dropout).
+    pub const PROBABILITY: Limit = Limit { min: 0.0, max: 0.999_999, unit: "" };
+    /// `--lr`, `--weight-decay`: a training hyper-parameter, positive and below 10.
+    pub const HYPER: Limit = Limit { min: 0.0, max: 10.0, unit: "" };
+    /// Step losses kept in a training result ([`crate::training::MAX_LOSSES`]).
+    pub const LOSSES: Limit = Limit { min: 0.0, max: crate::training::MAX_LOSSES as f64, unit: "losses" };
 
     /// `Ok` when `value` is finite and within the limit; else what is wrong, without a subject
     /// ("must be …").

@@ -303,6 +303,61 @@ pub fn write_report_with(results: &[BenchResult], out: &Path, options: &ReportOp
                 rows: table,
             });
         }
+        let training: Vec<&Row> = rows.iter().filter(|row| row.r.training.is_some()).collect();
+        if !training.is_empty() {
+            blocks.push(Block::Paragraph {
+                strong: None,
+                text: "Training (throughput above counts training samples — pairs or windows —, p99 the step time; every system trained on the same batches):".into(),
+            });
+            let table = training
+                .iter()
+                .map(|row| {
+                    let r = row.r;
+                    let t = r.training.as_ref().expect("filtered");
+                    let losses = match (t.losses.first(), t.losses.last()) {
+                        (Some(a), Some(b)) => format!("{a:.4} → {b:.4}"),
+                        _ => "—".into(),
+                    };
+                    vec![
+                        Cell::plain(row.instance_label()),
+                        Cell::plain(&r.system),
+                        Cell::plain(&r.backend),
+                        Cell::plain(match t.seq_len {
+                            Some(n) => format!("{} × {n} tokens", plain_text(&t.task)),
+                            None => plain_text(&t.task),
+                        }),
+                        Cell::plain(r.batch_size.to_string()),
+                        Cell::plain(format!("{:.2}", r.throughput_per_s)),
+                        Cell::plain(format!("{:.1}", t.tokens_per_s)),
+                        Cell::plain(format!("{:.0} / {:.0}", r.latency_ms.p50, r.latency_ms.p99)),
+                        Cell::plain(
+                            r.memory
+                                .peak_host_bytes
+                                .map(|b| format!("{:.2}", b as f64 / 1e9))
+                                .unwrap_or_else(|| "—".into()),
+                        ),
+                        Cell::plain(losses),
+                        Cell::money(dollars(t.usd_per_million_tokens, r.price.as_ref(), today, row.cost_counts())),
+                    ]
+                })
+                .collect();
+            blocks.push(Block::Table {
+                header: vec![
+                    "instance",
+                    "system",
+                    "backend",
+                    "task",
+                    "batch",
+                    "samples/s",
+                    "training tokens/s",
+                    "step p50 / p99 (ms)",
+                    "peak memory (GB)",
+                    "loss first → last",
+                    "$/1M training tokens",
+                ],
+                rows: table,
+            });
+        }
         let invalid: Vec<String> = rows
             .iter()
             .filter(|row| !row.r.valid)
@@ -362,7 +417,10 @@ pub fn write_report_with(results: &[BenchResult], out: &Path, options: &ReportOp
             let meeting: Vec<&Row> = rows
                 .iter()
                 .filter(|row| {
-                    row.cost_counts() && row.r.latency_ms.p99 <= bound && row.r.usd_per_million_inferences.is_some()
+                    row.r.training.is_none()
+                        && row.cost_counts()
+                        && row.r.latency_ms.p99 <= bound
+                        && row.r.usd_per_million_inferences.is_some()
                 })
                 .collect();
             let cost = |row: &Row| row.r.usd_per_million_inferences.unwrap_or(f64::INFINITY);
@@ -500,8 +558,10 @@ fn charts(blocks: &mut Vec<Block>, out: &Path, slug: &str, title: &str, rows: &[
         rows.iter().filter(|row| row.r.valid && keep(row)).flat_map(|row| f(row.r)).collect()
     };
     // Offline (and server) throughput and single-stream latency are different measures: separate charts.
-    let throughput =
-        bars_of(&|row| row.r.scenario != ScenarioKind::SingleStream, &|r| vec![(name(r), r.throughput_per_s)]);
+    let inference = |row: &Row| row.r.training.is_none();
+    let throughput = bars_of(&|row| inference(row) && row.r.scenario != ScenarioKind::SingleStream, &|r| {
+        vec![(name(r), r.throughput_per_s)]
+    });
     if !throughput.is_empty() {
         chart(format!("{slug}-throughput.svg"), "throughput, offline and server".into(), &|p| {
             chart::bars(p, &format!("{title}: throughput (offline, server)"), "inferences / s", &throughput)
@@ -543,6 +603,26 @@ fn charts(blocks: &mut Vec<Block>, out: &Path, slug: &str, title: &str, rows: &[
         let tpot = generation(&|g| vec![("p50", g.tpot_ms.p50), ("p99", g.tpot_ms.p99)]);
         chart(format!("{slug}-tpot.svg"), "time per output token".into(), &|p| {
             chart::bars(p, &format!("{title}: time per output token"), "ms", &tpot)
+        })?;
+    }
+    // Training: tokens/s and $ per 1M training tokens, apart from inference's measures.
+    let training = |f: &dyn Fn(&crate::training::TrainingMetrics) -> Option<f64>| {
+        bars_of(&|row| row.r.training.is_some(), &|r| {
+            r.training.as_ref().and_then(f).map(|v| (name(r), v)).into_iter().collect()
+        })
+    };
+    let training_tokens = training(&|t| Some(t.tokens_per_s));
+    if !training_tokens.is_empty() {
+        chart(format!("{slug}-training-tokens-per-s.svg"), "training tokens per second".into(), &|p| {
+            chart::bars(p, &format!("{title}: training tokens / s"), "tokens / s", &training_tokens)
+        })?;
+    }
+    let training_cost = bars_of(&|row| row.r.training.is_some() && row.cost_counts(), &|r| {
+        r.training.as_ref().and_then(|t| t.usd_per_million_tokens).map(|c| (name(r), c)).into_iter().collect()
+    });
+    if !training_cost.is_empty() {
+        chart(format!("{slug}-training-cost.svg"), "$ per 1M training tokens".into(), &|p| {
+            chart::bars(p, &format!("{title}: $ per 1M training tokens"), "US$ / 1M", &training_cost)
         })?;
     }
     let curves: Vec<chart::LoadCurve> = rows

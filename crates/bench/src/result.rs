@@ -6,6 +6,7 @@ use crate::hardware::HardwareCheck;
 use crate::limits::{bounded_name, Limit, MAX_NAME_PART};
 use crate::scenario::{Measurement, ScenarioKind};
 use crate::stats::Latency;
+use crate::training::TrainingMetrics;
 use crate::{BenchError, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -111,6 +112,11 @@ pub struct BenchResult {
     /// "inferences" above are requests (each of `max_tokens` output tokens).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<GenerationMetrics>,
+    /// The training scenario only: task, data, optimiser, training tokens/s, step losses and cost
+    /// per 1M training tokens. For training, "inferences" above are training samples (pairs or
+    /// windows), latency is the step time, and `usd_per_million_inferences` is left empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training: Option<TrainingMetrics>,
     /// The catalog's facts about `instance_type` (vCPUs, memory, accelerator, prices) as checked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<Instance>,
@@ -180,6 +186,7 @@ impl BenchResult {
                 format!("server throughput at {:.1} queries/s (p99 ≤ {b} ms)", m.target_qps.unwrap_or(0.0))
             }
             (ScenarioKind::Offline, _) => "offline throughput".into(),
+            (ScenarioKind::Training, _) => "training throughput: $ per 1M training tokens (see `training`)".into(),
             _ => "single-stream throughput (one query at a time)".into(),
         };
         let price_usd_per_hour = pricing.price.as_ref().map(|p| p.usd_per_hour);
@@ -219,6 +226,7 @@ impl BenchResult {
             instance: pricing.instance.clone(),
             environment,
             generation: None,
+            training: None,
         }
         .refusing_empty()
     }
@@ -346,6 +354,9 @@ impl BenchResult {
             ]);
             latency_fields(&mut fields, "generation.ttft_ms", &g.ttft_ms);
             latency_fields(&mut fields, "generation.tpot_ms", &g.tpot_ms);
+        }
+        if let Some(t) = &self.training {
+            fields.extend(t.fields());
         }
         for (name, value, limit) in fields {
             limit.check(value).map_err(|why| format!("`{name}` {why}"))?;

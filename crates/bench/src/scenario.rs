@@ -18,6 +18,10 @@ pub enum ScenarioKind {
     Offline,
     SingleStream,
     Server,
+    /// Training steps back to back on batches of the model's training data (forward, loss,
+    /// backward, optimiser update); not an MLPerf Inference scenario, run on its own
+    /// (`crate::run::training`).
+    Training,
 }
 
 impl std::str::FromStr for ScenarioKind {
@@ -27,7 +31,8 @@ impl std::str::FromStr for ScenarioKind {
             "offline" => Ok(ScenarioKind::Offline),
             "single-stream" => Ok(ScenarioKind::SingleStream),
             "server" => Ok(ScenarioKind::Server),
-            _ => Err(format!("unknown scenario `{s}` (offline, single-stream, server)")),
+            "training" => Ok(ScenarioKind::Training),
+            _ => Err(format!("unknown scenario `{s}` (offline, single-stream, server, training)")),
         }
     }
 }
@@ -38,6 +43,7 @@ impl std::fmt::Display for ScenarioKind {
             ScenarioKind::Offline => "offline",
             ScenarioKind::SingleStream => "single-stream",
             ScenarioKind::Server => "server",
+            ScenarioKind::Training => "training",
         })
     }
 }
@@ -60,12 +66,13 @@ impl RunRules {
     }
 
     /// MLPerf Inference's minimums (600 s; 24,576 samples offline, 1,024 queries single-stream,
-    /// 270,336 queries server).
+    /// 270,336 queries server). Training has no MLPerf Inference minimum: 600 s and 10 steps.
     pub fn mlperf(kind: ScenarioKind) -> RunRules {
         let min_queries = match kind {
             ScenarioKind::Offline => 24_576,
             ScenarioKind::SingleStream => 1_024,
             ScenarioKind::Server => 270_336,
+            ScenarioKind::Training => 10,
         };
         RunRules { warmup: Duration::from_secs(10), min_duration: Duration::from_secs(600), min_queries }
     }

@@ -1,129 +1,113 @@
-//! The measures of a training workload (issue 14, item 7): samples/s, tokens/s, step time
-//! percentiles, peak memory and dollars per million training tokens, from per-step samples that
-//! either side of a run produces — accelrt's own steps or a [`crate::train_peer::TrainingPeer`]'s —
-//! so both are summarised by the same arithmetic.
-//!
-//! Throughput is counted over the measured steps' summed step times: steps run back to back, and
-//! whatever the harness does between steps (reading the next batch) is left out on both sides.
+//! What a training result carries besides the throughput and step times every result has
+//! (`BenchResult::throughput_per_s` is training samples per second there, `latency_ms` the step
+//! time): the task and its data, the optimiser's settings, training tokens per second and the
+//! price of a million of them, and every step's loss (the first steps' losses show that accelrt
+//! and a peer trained the same model on the same batches).
 
+use crate::limits::Limit;
 use crate::result::usd_per_million;
-use crate::stats::Latency;
-use crate::train_peer::PeerStep;
-use crate::{BenchError, Result};
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
 
-/// One training step as measured.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StepSample {
-    /// Examples in the batch (pairs, or windows).
-    pub rows: usize,
-    /// Non-padding input tokens of the batch.
-    pub tokens: u64,
-    /// Wall time of the step.
-    pub time: Duration,
-}
+/// The most step losses a result file may hold (a training run of the harness takes minutes;
+/// this bounds what a hostile file can make the report read).
+pub const MAX_LOSSES: usize = 1_000_000;
 
-impl From<&PeerStep> for StepSample {
-    /// A peer's step as the harness timed it (around query and reply, as for inference peers):
-    /// the pipe and JSON add well under a millisecond to steps of tens of milliseconds and more.
-    fn from(step: &PeerStep) -> StepSample {
-        StepSample { rows: step.rows, tokens: step.tokens, time: step.round_trip }
-    }
-}
-
-/// A training run's summary, as result files and reports carry it.
+/// A training run's own measures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainingSummary {
-    /// Steps measured (after the warm-up).
-    pub steps: usize,
-    pub samples_per_s: f64,
+pub struct TrainingMetrics {
+    /// `mnrl` (MultipleNegativesRankingLoss on pairs) or `causal-lm` (next-token cross-entropy).
+    pub task: String,
+    /// The data file's name.
+    pub data: String,
+    /// Causal LM: tokens per window (every window is full, so tokens = rows × seq_len).
+    pub seq_len: Option<usize>,
+    /// AdamW's (constant) learning rate and decoupled weight decay.
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// Dropout probability of the run (0: the harness trains without dropout on every side).
+    pub dropout: f64,
+    /// Unmeasured steps before the measured ones.
+    pub warmup_steps: usize,
+    /// Non-padding input tokens of the measured steps.
+    pub tokens: u64,
+    /// `tokens` over the measured steps' summed step times.
     pub tokens_per_s: f64,
-    /// Step time percentiles, in milliseconds.
-    pub step_ms: Latency,
-    pub peak_memory_bytes: Option<u64>,
-    /// `usd_per_hour` spread over the tokens trained per hour; absent when the run is not priced.
+    /// Every step's loss before its update, warm-up steps first.
+    pub losses: Vec<f64>,
+    /// The price per hour spread over the tokens trained per hour; absent when the run is unpriced.
     pub usd_per_million_tokens: Option<f64>,
 }
 
-/// Summarises `samples` after dropping the first `warmup` (compilation, allocator growth and
-/// caches make first steps slower than the steady state a training run is priced at).
-pub fn summarize(
-    samples: &[StepSample],
-    warmup: usize,
-    peak_memory_bytes: Option<u64>,
-    usd_per_hour: Option<f64>,
-) -> Result<TrainingSummary> {
-    let measured = samples.get(warmup..).unwrap_or(&[]);
-    if measured.is_empty() {
-        return Err(BenchError::Invalid(format!(
-            "{} training steps with {warmup} of warm-up leave none to measure",
-            samples.len()
-        )));
+impl TrainingMetrics {
+    /// The cost per million training tokens at `usd_per_hour` and `tokens_per_s`
+    /// ([`usd_per_million`]: price × 10⁶ / (3600 × throughput)).
+    pub fn usd_per_million_tokens(usd_per_hour: Option<f64>, tokens_per_s: f64) -> Option<f64> {
+        usd_per_hour.and_then(|p| usd_per_million(p, tokens_per_s))
     }
-    let seconds: f64 = measured.iter().map(|s| s.time.as_secs_f64()).sum();
-    if seconds <= 0.0 {
-        return Err(BenchError::Invalid("the measured training steps took no time".into()));
+
+    /// Each number with its limit, named as in the result file, for `BenchResult::check`.
+    pub(crate) fn fields(&self) -> Vec<(String, f64, Limit)> {
+        let mut fields = vec![
+            ("training.seq_len".into(), self.seq_len.unwrap_or(1) as f64, Limit::TOKENS),
+            ("training.lr".into(), self.lr, Limit::HYPER),
+            ("training.weight_decay".into(), self.weight_decay, Limit::HYPER),
+            ("training.dropout".into(), self.dropout, Limit::PROBABILITY),
+            ("training.warmup_steps".into(), self.warmup_steps as f64, Limit::COUNT),
+            ("training.tokens".into(), self.tokens as f64, Limit::COUNT),
+            ("training.tokens_per_s".into(), self.tokens_per_s, Limit::RATE),
+            ("training.usd_per_million_tokens".into(), self.usd_per_million_tokens.unwrap_or(0.0), Limit::COST),
+            ("training.losses (count)".into(), self.losses.len() as f64, Limit::LOSSES),
+        ];
+        // A loss is finite (a run whose loss diverged stops with an error instead of a result).
+        if let Some((i, l)) = self.losses.iter().enumerate().find(|(_, l)| !l.is_finite()) {
+            fields.push((format!("training.losses[{i}]"), *l, Limit::COUNT));
+        }
+        fields
     }
-    let rows: usize = measured.iter().map(|s| s.rows).sum();
-    let tokens: u64 = measured.iter().map(|s| s.tokens).sum();
-    let tokens_per_s = tokens as f64 / seconds;
-    Ok(TrainingSummary {
-        steps: measured.len(),
-        samples_per_s: rows as f64 / seconds,
-        tokens_per_s,
-        step_ms: Latency::from_samples(&measured.iter().map(|s| s.time).collect::<Vec<_>>()),
-        peak_memory_bytes,
-        usd_per_million_tokens: usd_per_hour.and_then(|p| usd_per_million(p, tokens_per_s)),
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn sample(ms: u64, rows: usize, tokens: u64) -> StepSample {
-        StepSample { rows, tokens, time: Duration::from_millis(ms) }
+    fn metrics() -> TrainingMetrics {
+        TrainingMetrics {
+            task: "causal-lm".into(),
+            data: "corpus-train.txt".into(),
+            seq_len: Some(128),
+            lr: 5e-5,
+            weight_decay: 0.01,
+            dropout: 0.0,
+            warmup_steps: 1,
+            tokens: 5120,
+            tokens_per_s: 1000.0,
+            losses: vec![3.7, 3.6],
+            usd_per_million_tokens: None,
+        }
     }
 
     #[test]
-    fn throughput_percentiles_and_cost() {
-        // A slow first step (warm-up), then 100 steps: 99 of 100 ms and one of 300 ms.
-        let mut samples = vec![sample(5000, 8, 1000)];
-        samples.extend((0..99).map(|_| sample(100, 8, 1000)));
-        samples.push(sample(300, 8, 1000));
-        let s = summarize(&samples, 1, Some(3 << 30), Some(3.6)).unwrap();
-        assert_eq!(s.steps, 100);
-        // 100 steps in 10.2 s: 800 samples, 100 000 tokens.
-        assert!((s.samples_per_s - 800.0 / 10.2).abs() < 1e-9);
-        assert!((s.tokens_per_s - 100_000.0 / 10.2).abs() < 1e-6);
-        assert_eq!(s.step_ms.p50, 100.0);
-        assert_eq!(s.step_ms.p99, 100.0, "nearest rank: the 99th of 100 sorted samples");
-        assert_eq!(s.step_ms.max, 300.0);
-        // $3.60/h is $0.001/s; 1M tokens take 1e6 / 9803.9 s = 102 s, so $0.102.
-        assert!((s.usd_per_million_tokens.unwrap() - 0.102).abs() < 1e-9);
-        assert_eq!(s.peak_memory_bytes, Some(3 << 30));
-        assert!(summarize(&samples, 1, None, None).unwrap().usd_per_million_tokens.is_none());
+    fn cost_per_million_tokens() {
+        // $3.60/h is $0.001/s; 1M tokens at 1000 tokens/s take 1000 s: $1.
+        assert!((TrainingMetrics::usd_per_million_tokens(Some(3.6), 1000.0).unwrap() - 1.0).abs() < 1e-12);
+        assert_eq!(TrainingMetrics::usd_per_million_tokens(None, 1000.0), None);
+        assert_eq!(TrainingMetrics::usd_per_million_tokens(Some(3.6), 0.0), None);
     }
 
     #[test]
-    fn nothing_to_measure_is_an_error() {
-        let samples = vec![sample(100, 8, 1000); 3];
-        assert!(summarize(&samples, 3, None, None).is_err());
-        assert!(summarize(&samples, 5, None, None).is_err());
-        assert!(summarize(&[sample(0, 8, 1000)], 0, None, None).is_err());
-    }
-
-    #[test]
-    fn a_peer_step_is_counted_as_the_harness_timed_it() {
-        let step = PeerStep {
-            rows: 4,
-            loss: 3.7,
-            tokens: 512,
-            step: Duration::from_millis(90),
-            round_trip: Duration::from_millis(91),
-            peak_memory_bytes: None,
+    fn checked_fields_catch_a_bad_loss_and_bad_numbers() {
+        let check = |m: &TrainingMetrics| {
+            m.fields().into_iter().find_map(|(name, v, limit)| limit.check(v).err().map(|_| name))
         };
-        assert_eq!(StepSample::from(&step), sample(91, 4, 512));
+        assert_eq!(check(&metrics()), None);
+        let mut m = metrics();
+        m.losses[1] = f64::NAN;
+        assert_eq!(check(&m).as_deref(), Some("training.losses[1]"));
+        let mut m = metrics();
+        m.dropout = 1.5;
+        assert_eq!(check(&m).as_deref(), Some("training.dropout"));
+        let mut m = metrics();
+        m.tokens_per_s = -1.0;
+        assert_eq!(check(&m).as_deref(), Some("training.tokens_per_s"));
     }
 }
