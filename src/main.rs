@@ -127,7 +127,7 @@ enum Command {
     Fleet(fleet_command::FleetCommand),
     /// Merge result files from several instances/backends into DIR/report.md with SVG charts
     Report {
-        /// Result files written by `accelrt bench`
+        /// Result files written by `accelrt bench`, or directories of them (their *.json files)
         #[arg(required = true)]
         results: Vec<PathBuf>,
         /// Output directory
@@ -214,20 +214,25 @@ struct BenchArgs {
     /// With --url: clients with a request out at once in the offline scenario (saturates the server)
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
-    /// Scenarios, comma-separated: offline, single-stream, server
+    /// Scenarios, comma-separated: offline, single-stream, server; or training alone (training
+    /// steps on the model's training data, with `--peers pytorch` beside it: samples/s, tokens/s,
+    /// step time, $/1M training tokens)
     #[arg(long, value_delimiter = ',', default_value = "offline,single-stream")]
     scenario: Vec<ScenarioKind>,
-    /// Samples per query offline; the largest dynamic batch in the server scenario
-    /// [default: 32 for embeddings, 4 prompts for generation]
+    /// Samples per query offline; the largest dynamic batch in the server scenario; pairs or
+    /// windows per training step [default: 32 for embeddings, 4 prompts for generation; training:
+    /// 8 pairs, 4 windows]
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Unmeasured warm-up before each scenario, in seconds [default: 2 for embeddings, 1 for generation]
+    /// Unmeasured warm-up before each scenario, in seconds [default: 2 for embeddings, 1 for
+    /// generation, one step for training]
     #[arg(long)]
     warmup: Option<f64>,
     /// A run is valid only if it lasts at least this many seconds… [default: 10]
     #[arg(long)]
     min_duration: Option<f64>,
-    /// …and completes at least this many queries [default: 64 for embeddings, 4 for generation]
+    /// …and completes at least this many queries [default: 64 for embeddings, 4 for generation;
+    /// training steps: 8 for embeddings, 4 for decoders]
     #[arg(long)]
     min_queries: Option<usize>,
     /// Use MLPerf Inference's minimums instead (600 s; 24,576 / 1,024 / 270,336 queries)
@@ -279,7 +284,7 @@ struct BenchArgs {
     #[arg(long, default_value_t = models::generator::DEFAULT_CONTEXT)]
     context: usize,
     /// Also run peers through the same scenarios: pytorch, onnxruntime (embeddings), llamacpp
-    /// (generation) (see benches/peers/)
+    /// (generation); for training: pytorch (see benches/peers/)
     #[arg(long, value_delimiter = ',')]
     peers: Vec<String>,
     /// Device the peers run on: cpu or cuda
@@ -297,6 +302,19 @@ struct BenchArgs {
     /// Seed of the server scenario's arrival times
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Training: the data — a pairs file (JSON lines {"anchor", "positive"}) for embedding
+    /// models, a text corpus for decoders, or a data set name (its training file)
+    #[arg(long, default_value = "shakespeare")]
+    data: String,
+    /// Training, decoders: tokens per window of the corpus
+    #[arg(long, default_value_t = 128)]
+    seq_len: usize,
+    /// Training: AdamW's learning rate (constant)
+    #[arg(long, default_value_t = 5e-5)]
+    lr: f64,
+    /// Training: AdamW's decoupled weight decay
+    #[arg(long, default_value_t = 0.01)]
+    weight_decay: f64,
     /// Directory for the JSON results
     #[arg(long, default_value = "results")]
     out: PathBuf,
@@ -309,9 +327,24 @@ struct BenchArgs {
 
 fn main() {
     if let Err(e) = run(Cli::parse()) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", error_chain(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes, joined by ": " (as `{:#}` does), leaving out a cause whose text the
+/// message already holds: many errors say their cause in their own message ("{path}: {source}")
+/// and also return it as their source, which would print it twice.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -365,7 +398,8 @@ fn run(cli: Cli) -> Result<()> {
                 check_flag("--p99-ms", bound, Limit::LATENCY_BOUND_MS)?;
             }
             let catalog = catalog.as_deref().map(Catalog::load).transpose()?.unwrap_or_else(Catalog::builtin);
-            let loaded = results.iter().map(|p| bench::BenchResult::load(p)).collect::<Result<Vec<_>, _>>()?;
+            let files = result_files(&results)?;
+            let loaded = files.iter().map(|p| bench::BenchResult::load(p)).collect::<Result<Vec<_>, _>>()?;
             let options = bench::report::ReportOptions { p99_ms, catalog, ..Default::default() };
             let path = bench::report::write_report_with(&loaded, &out, &options)?;
             println!("{}", path.display());
@@ -373,6 +407,29 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// The result files named: files as they are, and for a directory (such as `accelrt bench`'s
+/// `--out`) the `.json` files directly in it, in name order.
+fn result_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if !path.is_dir() {
+            files.push(path.clone());
+            continue;
+        }
+        let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        if found.is_empty() {
+            bail!("{}: no result files (*.json) in this directory", path.display());
+        }
+        found.sort();
+        files.extend(found);
+    }
+    Ok(files)
 }
 
 fn devices(json: bool) -> Result<()> {
@@ -488,15 +545,25 @@ fn run_bench(store: &ModelStore, a: BenchArgs) -> Result<()> {
         Some(path) => bench::run::read_texts(path)?,
         None => DEFAULT_TEXTS.lines().map(str::to_string).collect(),
     };
+    // A training run's peers take training steps: their own runners (`<name>_train_runner.py`).
+    let training = a.scenario.contains(&ScenarioKind::Training);
+    if training && a.url.is_some() {
+        bail!("a server does not train: the training scenario runs in-process, without --url");
+    }
     let peers = a
         .peers
         .iter()
         .map(|name| {
-            let script = a.peers_dir.join(format!("{name}_runner.py"));
+            let (file, known) = if training {
+                (format!("{name}_train_runner.py"), "training peers: pytorch")
+            } else {
+                (format!("{name}_runner.py"), "peers: pytorch, onnxruntime, llamacpp")
+            };
+            let script = a.peers_dir.join(file);
             if script.is_file() {
                 Ok((name.clone(), script))
             } else {
-                bail!("unknown peer `{name}`: no runner {} (peers: pytorch, onnxruntime, llamacpp)", script.display())
+                bail!("unknown peer `{name}`: no runner {} ({known})", script.display())
             }
         })
         .collect::<Result<Vec<_>>>()?;
@@ -507,7 +574,7 @@ fn run_bench(store: &ModelStore, a: BenchArgs) -> Result<()> {
         None => Some(bench::run::model_kind(&a.model)?),
     };
     let configure = |kind: models::ModelKind| {
-        let defaults = bench::run::Defaults::for_kind(kind);
+        let defaults = bench::run::Defaults::for_run(kind, &a.scenario);
         let rules = (!a.mlperf).then(|| RunRules {
             warmup: a.warmup.map(Duration::from_secs_f64).unwrap_or(defaults.rules.warmup),
             min_duration: a.min_duration.map(Duration::from_secs_f64).unwrap_or(defaults.rules.min_duration),
@@ -539,6 +606,12 @@ fn run_bench(store: &ModelStore, a: BenchArgs) -> Result<()> {
             context: a.context,
             concurrency: a.concurrency,
             out: Some(a.out.clone()),
+            training: bench::run::TrainingOptions {
+                data: a.data.clone(),
+                seq_len: a.seq_len,
+                lr: a.lr,
+                weight_decay: a.weight_decay,
+            },
         }
     };
     let mut config = configure(kind.unwrap_or(models::ModelKind::SentenceEmbedding));
@@ -634,7 +707,7 @@ fn generate(store: &ModelStore, a: GenerateArgs) -> Result<()> {
     };
     let mut out = std::io::stdout().lock();
     let mut write_error = None;
-    let g = generator.generate(&ids, &params, a.max_tokens, |_, piece| {
+    let g = generator.generate(&ids, &params, a.max_tokens, |piece| {
         if write_error.is_none() {
             if let Err(e) = out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
                 write_error = Some(e);
@@ -648,7 +721,7 @@ fn generate(store: &ModelStore, a: GenerateArgs) -> Result<()> {
     let decode: Duration = g.decode_times.iter().sum();
     let per_token = (!g.decode_times.is_empty()).then(|| decode.as_secs_f64() / g.decode_times.len() as f64);
     eprintln!(
-        "[{} prompt tokens, {} generated, stop: {:?}; time to first token {:.1} ms{}]",
+        "[{} prompt tokens, {} generated, finish: {}; time to first token {:.1} ms{}]",
         g.prompt_tokens,
         g.tokens.len(),
         g.stop,
