@@ -721,7 +721,7 @@ fn generate(store: &ModelStore, a: GenerateArgs) -> Result<()> {
     let decode: Duration = g.decode_times.iter().sum();
     let per_token = (!g.decode_times.is_empty()).then(|| decode.as_secs_f64() / g.decode_times.len() as f64);
     eprintln!(
-        "[{} prompt tokens, {} generated, finish: {}; time to first token {:.1} ms{}]",
+        "[{} prompt tokens, {} generated, stop: {:?}; time to first token {:.1} ms{}]",
         g.prompt_tokens,
         g.tokens.len(),
         g.stop,
