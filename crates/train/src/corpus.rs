@@ -6,8 +6,11 @@
 //! `LlamaForCausalLM(input_ids=w, labels=w)`), so a window yields `seq_len - 1` predictions.
 //!
 //! The file is read whole, because tokenising pieces separately changes the tokens at the seams.
-//! What bounds memory is an explicit size limit ([`DEFAULT_MAX_CORPUS_BYTES`]), not the file.
+//! What bounds memory is an explicit size limit ([`DEFAULT_MAX_CORPUS_BYTES`]), not the file; only
+//! a regular file is read (see [`crate::datafile`]), and what was read is identified by its length
+//! and SHA-256 ([`TokenWindows::identity`]).
 
+use crate::datafile::{self, DataIdentity, IdentityHasher};
 use crate::{Result, TrainError};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -21,6 +24,7 @@ pub struct TokenWindows {
     tokens: Vec<u32>,
     seq_len: usize,
     source: PathBuf,
+    identity: Option<DataIdentity>,
 }
 
 impl TokenWindows {
@@ -34,22 +38,28 @@ impl TokenWindows {
         tokenize: impl FnOnce(&str) -> std::result::Result<Vec<u32>, E>,
     ) -> Result<TokenWindows> {
         let path = path.as_ref();
-        let file = std::fs::File::open(path).map_err(|e| TrainError::io(path, e))?;
-        let mut bytes = Vec::new();
+        let (file, len) = datafile::open_regular(path, max_bytes)?;
+        let mut bytes = Vec::with_capacity(len as usize);
         file.take(max_bytes + 1).read_to_end(&mut bytes).map_err(|e| TrainError::io(path, e))?;
+        // The size was checked at opening; a file that grew since is still cut off here.
         if bytes.len() as u64 > max_bytes {
             return Err(TrainError::BadFile {
                 path: path.to_path_buf(),
                 message: format!("larger than the {max_bytes}-byte limit for a corpus"),
             });
         }
+        let mut hasher = IdentityHasher::default();
+        hasher.update(&bytes);
+        let identity = hasher.finish();
         let text = String::from_utf8(bytes).map_err(|e| TrainError::BadFile {
             path: path.to_path_buf(),
             message: format!("not UTF-8 (first bad byte at offset {})", e.utf8_error().valid_up_to()),
         })?;
         let tokens =
             tokenize(&text).map_err(|e| TrainError::Tokenizer { path: path.to_path_buf(), message: e.to_string() })?;
-        Self::from_tokens(tokens, seq_len, path)
+        let mut windows = Self::from_tokens(tokens, seq_len, path)?;
+        windows.identity = Some(identity);
+        Ok(windows)
     }
 
     /// Windows over tokens already computed; `source` names them in messages.
@@ -66,7 +76,13 @@ impl TokenWindows {
                 message: format!("{} tokens, fewer than one window of {seq_len}", tokens.len()),
             });
         }
-        Ok(TokenWindows { tokens, seq_len, source })
+        Ok(TokenWindows { tokens, seq_len, source, identity: None })
+    }
+
+    /// The length and SHA-256 of the file the tokens came from ([`TokenWindows::from_file`];
+    /// `None` for [`TokenWindows::from_tokens`]).
+    pub fn identity(&self) -> Option<&DataIdentity> {
+        self.identity.as_ref()
     }
 
     /// The number of whole windows.
@@ -174,5 +190,24 @@ mod tests {
         assert!(msg.contains("not UTF-8") && msg.contains("offset 2"), "{msg}");
         let failing = TokenWindows::from_file(f.path(), 2, 100, |_: &str| Err::<Vec<u32>, _>("no vocab")).unwrap_err();
         assert!(failing.to_string().contains("no vocab"));
+        // Not a file: refused before reading (a FIFO would hang, /dev/zero fill memory).
+        let dir = tempfile::tempdir().unwrap();
+        let msg = TokenWindows::from_file(dir.path(), 2, 100, bytes_tokenizer).unwrap_err().to_string();
+        assert!(msg.contains("is a directory"), "{msg}");
+        #[cfg(unix)]
+        {
+            let msg = TokenWindows::from_file("/dev/zero", 2, 1 << 40, bytes_tokenizer).unwrap_err().to_string();
+            assert!(msg.contains("is a device"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn the_identity_is_what_was_read() {
+        let f = file_with(b"abc");
+        let w = TokenWindows::from_file(f.path(), 2, 100, bytes_tokenizer).unwrap();
+        let id = w.identity().unwrap();
+        assert_eq!(id.bytes, 3);
+        assert_eq!(id.sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert!(TokenWindows::from_tokens(vec![1, 2], 2, "x").unwrap().identity().is_none());
     }
 }

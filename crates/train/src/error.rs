@@ -3,9 +3,10 @@ use std::path::PathBuf;
 /// Everything the training data pipeline can refuse or fail at.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
-    /// Reading or writing a file failed.
-    #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    /// Reading or writing a file failed. The OS error is part of the message and deliberately
+    /// not an error `source` as well: a report that prints the chain (`{:#}`) would print it twice.
+    #[error("{}: {cause}", path.display())]
+    Io { path: PathBuf, cause: std::io::Error },
     /// One line of a data file is not what the format requires; `line` is 1-based.
     #[error("{}:{line}: {message}", path.display())]
     BadLine { path: PathBuf, line: u64, message: String },
@@ -42,7 +43,25 @@ pub enum TrainError {
 }
 
 impl TrainError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> TrainError {
-        TrainError::Io { path: path.into(), source }
+    pub(crate) fn io(path: impl Into<PathBuf>, cause: std::io::Error) -> TrainError {
+        TrainError::Io { path: path.into(), cause }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The OS error appears once in a report of the whole chain (it used to appear twice).
+    #[test]
+    fn an_io_error_is_reported_once() {
+        let e = TrainError::io("/no/such", std::io::Error::from(std::io::ErrorKind::NotFound));
+        let mut report = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            report.push_str(&format!(": {s}"));
+            source = s.source();
+        }
+        assert_eq!(report, format!("/no/such: {}", std::io::Error::from(std::io::ErrorKind::NotFound)));
     }
 }

@@ -10,6 +10,8 @@
 //!   position that is saved and restored exactly;
 //! - [`schedule`]: learning-rate schedules (constant, linear warm-up + cosine) as functions of the step;
 //! - [`steplog`]: the JSON-lines step log (`step`, `loss`, `lr`, `tokens`, `seconds`);
+//! - [`datafile`]: training data files — regular files only, and the identity (length, SHA-256)
+//!   of what was read;
 //! - [`eval`]: MNRL loss and retrieval metrics on embeddings (held-out measures, loss checks);
 //! - [`step`]: the training steps of the bundled models (MiniLM + MNRL, Llama GGUF + causal-LM
 //!   cross-entropy) on a backend, the trained model's files and checkpoints;
@@ -18,6 +20,7 @@
 //! docs/training.md describes the data, its derivation and the formats.
 
 pub mod corpus;
+pub mod datafile;
 pub mod dataset;
 mod error;
 pub mod eval;
@@ -30,6 +33,7 @@ pub mod steplog;
 mod tar;
 
 pub use corpus::TokenWindows;
+pub use datafile::DataIdentity;
 pub use dataset::{DataStore, DatasetSpec, SHAKESPEARE};
 pub use error::TrainError;
 pub use pairs::{Pair, PairsFile};

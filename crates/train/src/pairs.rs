@@ -4,7 +4,10 @@
 //! The file is read once to check every line and remember where each example starts; examples are
 //! then read back by offset when a batch needs them. Memory is 24 bytes per example, not the file,
 //! and a line longer than [`MAX_LINE_BYTES`] is an error, not an allocation as large as the file.
+//! Only a regular file of at most [`MAX_PAIRS_FILE_BYTES`] is read (see [`crate::datafile`]), and
+//! what was read is identified by its length and SHA-256 ([`PairsFile::identity`]).
 
+use crate::datafile::{self, DataIdentity, IdentityHasher};
 use crate::{Result, TrainError};
 use serde::{Deserialize, Serialize};
 use std::fs::File;
@@ -14,6 +17,10 @@ use std::path::{Path, PathBuf};
 /// The longest line accepted (1 MiB): far above any sentence an encoder with a 512-token limit
 /// can use, low enough that a file without newlines cannot exhaust memory.
 pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// The largest pairs file read (1 GiB): millions of pairs, while the index of the smallest
+/// possible lines (30 bytes each) stays under 1 GB of memory.
+pub const MAX_PAIRS_FILE_BYTES: u64 = 1 << 30;
 
 /// One training example: a text and the text that should embed close to it. The other positives
 /// of a batch are its negatives.
@@ -39,6 +46,7 @@ pub struct PairsFile {
     file: File,
     entries: Vec<Entry>,
     file_len: u64,
+    identity: DataIdentity,
 }
 
 /// Parses one line (without its newline) as a [`Pair`]; `line` is 1-based, for the message.
@@ -50,24 +58,33 @@ pub fn parse_pair_line(path: &Path, line: u64, bytes: &[u8]) -> Result<Pair> {
         return Err(bad(expected.into()));
     }
     let pair: Pair = serde_json::from_slice(bytes).map_err(|e| bad(format!("{expected} ({e})")))?;
-    if pair.anchor.is_empty() {
-        return Err(bad("\"anchor\" is an empty string".into()));
-    }
-    if pair.positive.is_empty() {
-        return Err(bad("\"positive\" is an empty string".into()));
+    // A text of only whitespace tokenises to nothing but the special tokens: no example at all.
+    for (key, text) in [("anchor", &pair.anchor), ("positive", &pair.positive)] {
+        if text.is_empty() {
+            return Err(bad(format!("\"{key}\" is an empty string")));
+        }
+        if text.trim().is_empty() {
+            return Err(bad(format!("\"{key}\" is only whitespace")));
+        }
     }
     Ok(pair)
 }
 
-/// Reads the next line of at most `max` bytes into `buf` (without `\n` or `\r\n`). `Ok(false)` at
-/// the end of the file.
-fn read_bounded_line(reader: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> std::io::Result<Option<usize>> {
+/// Reads the next line of at most `max` bytes into `buf` (without `\n` or `\r\n`), hashing the
+/// raw bytes into `hasher`. Returns the raw length read, `None` at the end of the file.
+fn read_bounded_line(
+    reader: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+    hasher: &mut IdentityHasher,
+) -> std::io::Result<Option<usize>> {
     buf.clear();
     // +1 for the newline, +1 more to tell "exactly max" from "longer than max".
     let n = reader.take(max as u64 + 2).read_until(b'\n', buf)?;
     if n == 0 {
         return Ok(None);
     }
+    hasher.update(buf);
     let raw = n;
     if buf.last() == Some(&b'\n') {
         buf.pop();
@@ -79,19 +96,23 @@ fn read_bounded_line(reader: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -
 }
 
 impl PairsFile {
-    /// Opens `path`, checks every line and indexes the examples. Blank lines are skipped (they
-    /// still count for the line numbers of messages); anything else that is not a pair with two
-    /// non-empty strings is an error naming the line.
+    /// Opens `path` (a regular file of at most [`MAX_PAIRS_FILE_BYTES`]), checks every line and
+    /// indexes the examples. Blank lines are skipped (they still count for the line numbers of
+    /// messages); anything else that is not a pair of two strings with something besides
+    /// whitespace is an error naming the line.
     pub fn open(path: impl AsRef<Path>) -> Result<PairsFile> {
         let path = path.as_ref().to_path_buf();
-        let file = File::open(&path).map_err(|e| TrainError::io(&path, e))?;
-        let mut reader = BufReader::with_capacity(1 << 16, file.try_clone().map_err(|e| TrainError::io(&path, e))?);
+        let (file, len) = datafile::open_regular(&path, MAX_PAIRS_FILE_BYTES)?;
+        // Only the length seen at opening is read: a file growing meanwhile is caught by `get`.
+        let reader = file.try_clone().map_err(|e| TrainError::io(&path, e))?.take(len);
+        let mut reader = BufReader::with_capacity(1 << 16, reader);
+        let mut hasher = IdentityHasher::default();
         let mut entries = Vec::new();
         let mut buf = Vec::new();
         let mut offset = 0u64;
         let mut line = 0u64;
-        while let Some(raw) =
-            read_bounded_line(&mut reader, &mut buf, MAX_LINE_BYTES).map_err(|e| TrainError::io(&path, e))?
+        while let Some(raw) = read_bounded_line(&mut reader, &mut buf, MAX_LINE_BYTES, &mut hasher)
+            .map_err(|e| TrainError::io(&path, e))?
         {
             line += 1;
             if buf.len() > MAX_LINE_BYTES {
@@ -110,7 +131,12 @@ impl PairsFile {
         if entries.is_empty() {
             return Err(TrainError::BadFile { path, message: "no pairs in the file".into() });
         }
-        Ok(PairsFile { path, file, entries, file_len: offset })
+        Ok(PairsFile { path, file, entries, file_len: offset, identity: hasher.finish() })
+    }
+
+    /// The length and SHA-256 of the bytes indexed (what a checkpoint records of its data).
+    pub fn identity(&self) -> &DataIdentity {
+        &self.identity
     }
 
     /// The file this reads.
@@ -202,6 +228,8 @@ mod tests {
             ("{\"anchor\":\"a\"}\n", 1, "positive"),
             ("{\"anchor\":\"a\",\"positve\":\"p\"}\n", 1, "positve"),
             ("{\"anchor\":\"\",\"positive\":\"p\"}\n", 1, "\"anchor\" is an empty string"),
+            ("\n{\"anchor\":\" \\t\\n \",\"positive\":\"p\"}\n", 2, "\"anchor\" is only whitespace"),
+            ("{\"anchor\":\"a\",\"positive\":\"\\u00a0 \"}\n", 1, "\"positive\" is only whitespace"),
             ("\n\n{\"anchor\":\"a\",\"positive\":7}\n", 3, "expected a JSON object"),
             ("[\"a\", \"p\"]\n", 1, "expected a JSON object"),
         ];

@@ -15,7 +15,7 @@
 use crate::{Result, TrainError};
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// One line of the step log.
@@ -38,39 +38,65 @@ pub struct StepLog {
     last_step: Option<u64>,
 }
 
+/// The longest step-log line read back (64 KiB; a line is about 100 bytes).
+const MAX_LOG_LINE: u64 = 1 << 16;
+
+/// Refuses a `path` that exists and is not a regular file: opening a FIFO waits for its other
+/// end, and a device or directory is no log.
+fn check_regular_or_missing(path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => Err(TrainError::BadFile {
+            path: path.to_path_buf(),
+            message: "exists and is not a regular file; the step log must be a file".into(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 impl StepLog {
-    /// Starts a new log at `path` (an existing file is replaced).
+    /// Starts a new log at `path` (an existing regular file is replaced).
     pub fn create(path: impl AsRef<Path>) -> Result<StepLog> {
         let path = path.as_ref().to_path_buf();
+        check_regular_or_missing(&path)?;
         let file = File::create(&path).map_err(|e| TrainError::io(&path, e))?;
         Ok(StepLog { path, file, last_step: None })
     }
 
     /// Continues the log of a run resumed from a checkpoint taken after step `checkpoint_step`:
-    /// lines for later steps (written after the checkpoint, before the run stopped) are removed,
-    /// since those steps run again. A missing file starts a new log.
+    /// the file is cut before the first line of a later step (written after the checkpoint,
+    /// before the run stopped; those steps run again). The lines kept are kept **byte for byte**
+    /// (never parsed and written again, which could change a float's last digit). A missing file
+    /// starts a new log.
     pub fn resume(path: impl AsRef<Path>, checkpoint_step: u64) -> Result<StepLog> {
         let path = path.as_ref().to_path_buf();
-        let kept = match File::open(&path) {
-            Ok(f) => read_records(BufReader::new(f), &path)?
-                .into_iter()
-                .filter(|r| r.step <= checkpoint_step)
-                .collect::<Vec<_>>(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        check_regular_or_missing(&path)?;
+        let file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return StepLog::create(&path),
             Err(e) => return Err(TrainError::io(&path, e)),
         };
-        // Rewritten aside and renamed, so an interruption leaves the old log, not half of one.
+        let (keep, last_step, ends_with_newline) = kept_prefix(&file, &path, checkpoint_step)?;
+        // The kept bytes are copied aside and renamed over the log, so an interruption leaves the
+        // old log, not half of one.
         let tmp = path.with_extension(format!("partial-{}", std::process::id()));
-        {
-            let mut out = File::create(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
-            for r in &kept {
-                write_line(&mut out, r).map_err(|e| TrainError::io(&tmp, e))?;
+        let copy = || -> std::io::Result<()> {
+            use std::io::Seek;
+            let mut from = &file;
+            from.seek(std::io::SeekFrom::Start(0))?;
+            let mut out = File::create(&tmp)?;
+            let copied = std::io::copy(&mut from.take(keep), &mut out)?;
+            if copied != keep {
+                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "the log shrank while it was read"));
             }
-            out.sync_all().map_err(|e| TrainError::io(&tmp, e))?;
-        }
+            if !ends_with_newline {
+                out.write_all(b"\n")?;
+            }
+            out.sync_all()
+        };
+        copy().map_err(|e| TrainError::io(&tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| TrainError::io(&path, e))?;
         let file = OpenOptions::new().append(true).open(&path).map_err(|e| TrainError::io(&path, e))?;
-        Ok(StepLog { path, file, last_step: kept.last().map(|r| r.step) })
+        Ok(StepLog { path, file, last_step })
     }
 
     /// Appends one step's line and flushes it. Steps must increase; numbers must be finite.
@@ -98,6 +124,38 @@ fn write_line(out: &mut File, record: &StepRecord) -> std::io::Result<()> {
     line.push(b'\n');
     out.write_all(&line)?;
     out.flush()
+}
+
+/// Scans a log for the lines to keep on resuming at `checkpoint_step`: everything before the
+/// first line of a later step. Returns the byte length of that prefix, the last kept step, and
+/// whether the prefix ends with a newline (an empty one counts as ending with one).
+fn kept_prefix(file: &File, path: &Path, checkpoint_step: u64) -> Result<(u64, Option<u64>, bool)> {
+    let mut reader = BufReader::new(file);
+    let (mut keep, mut last_step, mut ends_with_newline) = (0u64, None, true);
+    let mut buf = Vec::new();
+    for line in 1u64.. {
+        buf.clear();
+        let n =
+            (&mut reader).take(MAX_LOG_LINE + 1).read_until(b'\n', &mut buf).map_err(|e| TrainError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        let bad = |message: String| TrainError::BadLine { path: path.to_path_buf(), line, message };
+        if n as u64 > MAX_LOG_LINE {
+            return Err(bad(format!("line longer than {MAX_LOG_LINE} bytes: not a step log")));
+        }
+        let text = std::str::from_utf8(&buf).map_err(|_| bad("not UTF-8: not a step log".into()))?;
+        if !text.trim().is_empty() {
+            let r: StepRecord = serde_json::from_str(text).map_err(|e| bad(format!("not a step record: {e}")))?;
+            if r.step > checkpoint_step {
+                break;
+            }
+            last_step = Some(r.step);
+        }
+        keep += n as u64;
+        ends_with_newline = buf.last() == Some(&b'\n');
+    }
+    Ok((keep, last_step, ends_with_newline))
 }
 
 fn read_records(reader: impl BufRead, path: &Path) -> Result<Vec<StepRecord>> {
@@ -173,6 +231,40 @@ mod tests {
         let fresh = dir.path().join("new.jsonl");
         StepLog::resume(&fresh, 10).unwrap().write(&rec(11, 1.0)).unwrap();
         assert_eq!(read_step_log(&fresh).unwrap().len(), 1);
+    }
+
+    /// Resuming keeps the earlier lines byte for byte, however they were written (it used to parse
+    /// and print them again, which may change a float's digits).
+    #[test]
+    fn resume_keeps_earlier_lines_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        let kept = "{\"step\":1,\"loss\":2.46400000000000019,\"lr\":1e-4,\"tokens\":512,\"seconds\":0.1}\n\n\
+                    {\"seconds\":3.0E0,\"step\":2,\"loss\":0.30000000000000004,\"lr\":0.0,\"tokens\":7}\n";
+        std::fs::write(&path, format!("{kept}{{\"step\":3,\"loss\":1,\"lr\":0,\"tokens\":1,\"seconds\":1}}\n"))
+            .unwrap();
+        let mut log = StepLog::resume(&path, 2).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), kept);
+        log.write(&rec(3, 0.5)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with(kept) && text.lines().count() == 4, "{text}");
+        // A last line without its newline (a run killed mid-write, kept) gets one before the next.
+        std::fs::write(&path, "{\"step\":1,\"loss\":1,\"lr\":0,\"tokens\":1,\"seconds\":1}").unwrap();
+        StepLog::resume(&path, 1).unwrap().write(&rec(2, 0.5)).unwrap();
+        assert_eq!(read_step_log(&path).unwrap().len(), 2);
+    }
+
+    /// A log path that is a FIFO or a directory is refused, not opened (a FIFO would block).
+    #[cfg(unix)]
+    #[test]
+    fn a_log_that_is_not_a_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pipe");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        for path in [fifo.as_path(), dir.path()] {
+            assert!(StepLog::create(path).unwrap_err().to_string().contains("not a regular file"));
+            assert!(StepLog::resume(path, 1).unwrap_err().to_string().contains("not a regular file"));
+        }
     }
 
     #[test]
