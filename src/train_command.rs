@@ -6,13 +6,13 @@
 use accelrt::core::optim::AdamW;
 use accelrt::core::training::{Optimizer, TrainingConfig};
 use accelrt::models::{self, ModelStore};
-use accelrt::train::step::{self, CausalLmTrainer, MnrlTrainer, StepOutcome};
+use accelrt::train::checkpoint::{self, TrainerState, MAX_GRAD_ACCUM, MAX_STEPS};
+use accelrt::train::step::{self, CausalLmTrainer, MnrlTrainer, StepOutcome, TrainerOptions};
 use accelrt::train::{
-    dataset, DataStore, LrSchedule, Order, Pair, PairsFile, Sampler, SamplerState, StepLog, StepRecord, TokenWindows,
+    dataset, DataIdentity, DataStore, LrSchedule, Order, Pair, PairsFile, Sampler, StepLog, StepRecord, TokenWindows,
 };
 use accelrt::PrepareOptions;
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -32,12 +32,18 @@ pub struct TrainArgs {
     /// Optimiser steps to run in all (a resumed run continues up to this many)
     #[arg(long, default_value_t = 100)]
     steps: u64,
-    /// Examples per step: pairs (MNRL) or windows of --seq-len tokens (decoders)
+    /// Examples per micro-batch: pairs (MNRL) or windows of --seq-len tokens (decoders)
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
-    /// Decoders: tokens per window (the corpus is cut into consecutive windows of this length)
-    #[arg(long, default_value_t = 128)]
-    seq_len: usize,
+    /// Gradient accumulation: micro-batches of --batch-size per optimiser step. For the causal-LM
+    /// loss the update is that of one batch N times as large; for MNRL each micro-batch keeps its
+    /// own in-batch negatives (--batch-size - 1 per anchor), so it is NOT a bigger MNRL batch
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    /// Decoders only: tokens per window (the corpus is cut into consecutive windows of this
+    /// length; default 128). Refused for MNRL, whose texts are cut at the model's max_seq_length
+    #[arg(long)]
+    seq_len: Option<usize>,
     /// Peak learning rate (AdamW)
     #[arg(long, default_value_t = 2e-5)]
     lr: f64,
@@ -84,21 +90,8 @@ pub struct TrainArgs {
     no_progress: bool,
 }
 
-/// What a checkpoint records besides the tensors (DIR/checkpoint/trainer.json).
-#[derive(Serialize, Deserialize, PartialEq, Debug)]
-struct Checkpoint {
-    /// Updates applied so far.
-    steps: u64,
-    /// The data position and order: the next batch after a resume is the one the uninterrupted
-    /// run would have had.
-    sampler: SamplerState,
-    /// The settings a resume must share (a different model, data set, batch or window size would
-    /// continue a different training).
-    task: String,
-    model: String,
-    data: PathBuf,
-    seq_len: Option<usize>,
-}
+/// Tokens per window for decoders when --seq-len is not given.
+const DEFAULT_SEQ_LEN: usize = 128;
 
 /// The task a model directory implies.
 enum Task {
@@ -173,6 +166,14 @@ impl Trainer {
         }
     }
 
+    fn identity(&self) -> &DataIdentity {
+        match self {
+            Trainer::Mnrl { pairs, .. } => pairs.identity(),
+            Trainer::CausalLm { windows, .. } => windows.identity().expect("windows read from a file"),
+        }
+    }
+
+    /// One optimiser step on `batch`: the examples of all its micro-batches, in order.
     fn step(&mut self, batch: &[usize], lr: f64) -> Result<StepOutcome> {
         Ok(match self {
             Trainer::Mnrl { trainer, pairs } => {
@@ -260,8 +261,11 @@ pub fn train(store: &ModelStore, a: TrainArgs) -> Result<()> {
             a.dropout
         );
     }
-    if a.steps == 0 {
-        bail!("--steps must be at least 1");
+    if a.steps == 0 || a.steps > MAX_STEPS {
+        bail!("--steps must be between 1 and {MAX_STEPS}");
+    }
+    if a.grad_accum == 0 || a.grad_accum as u64 > MAX_GRAD_ACCUM {
+        bail!("--grad-accum must be between 1 and {MAX_GRAD_ACCUM}");
     }
     if a.checkpoint_every == Some(0) {
         bail!("--checkpoint-every must be at least 1");
@@ -282,9 +286,18 @@ pub fn train(store: &ModelStore, a: TrainArgs) -> Result<()> {
         optimizer: Optimizer::AdamW(AdamW { weight_decay: a.weight_decay, ..AdamW::default() }),
         clip_norm: a.clip_norm,
     };
+    let trainer_options = TrainerOptions { grad_accum: a.grad_accum };
     let backend = accelrt::open_backend(&a.backend)?;
     let options = PrepareOptions::default();
     let model = resolve_model(store, &a.model)?;
+    if matches!(model, Task::Mnrl { .. }) {
+        if let Some(n) = a.seq_len {
+            bail!(
+                "--seq-len {n}: windows of tokens are for decoders; an embedding model's texts are cut at its own \
+                 max_seq_length (sentence_bert_config.json), as `accelrt embed` cuts them"
+            );
+        }
+    }
     let source = match &model {
         Task::Mnrl { dir } => dir.clone(),
         Task::CausalLm { path } => path.clone(),
@@ -298,76 +311,62 @@ pub fn train(store: &ModelStore, a: TrainArgs) -> Result<()> {
     let (mut trainer, task, data_path, seq_len) = match model {
         Task::Mnrl { dir } => {
             let pairs = PairsFile::open(&data)?;
-            let trainer = MnrlTrainer::new(&dir, backend.as_ref(), &options, a.batch_size, &config)
-                .with_context(|| format!("preparing the training step of {}", dir.display()))?;
+            let trainer =
+                MnrlTrainer::with_options(&dir, backend.as_ref(), &options, a.batch_size, &config, &trainer_options)
+                    .with_context(|| format!("preparing the training step of {}", dir.display()))?;
             (Trainer::Mnrl { trainer, pairs }, "mnrl", data, None)
         }
         Task::CausalLm { path } => {
-            let trainer = CausalLmTrainer::new(&path, backend.as_ref(), &options, a.seq_len, &config)
-                .with_context(|| format!("preparing the training step of {}", path.display()))?;
+            let seq_len = a.seq_len.unwrap_or(DEFAULT_SEQ_LEN);
+            let trainer =
+                CausalLmTrainer::with_options(&path, backend.as_ref(), &options, seq_len, &config, &trainer_options)
+                    .with_context(|| format!("preparing the training step of {}", path.display()))?;
             let windows =
-                TokenWindows::from_file(&data, a.seq_len, accelrt::train::corpus::DEFAULT_MAX_CORPUS_BYTES, |text| {
+                TokenWindows::from_file(&data, seq_len, accelrt::train::corpus::DEFAULT_MAX_CORPUS_BYTES, |text| {
                     trainer.tokenizer().encode(text)
                 })?;
-            (Trainer::CausalLm { trainer: Box::new(trainer), windows }, "causal-lm", data, Some(a.seq_len))
+            (Trainer::CausalLm { trainer: Box::new(trainer), windows }, "causal-lm", data, Some(seq_len))
         }
     };
     let order = if a.no_shuffle { Order::FileOrder } else { Order::Shuffled { seed: a.seed } };
     let checkpoint_dir = a.out.join("checkpoint");
-    let expected = |steps: u64, sampler: SamplerState| Checkpoint {
+    // The sampler hands out micro-batches; an optimiser step takes `grad_accum` of them.
+    let mut sampler = Sampler::new(trainer.examples(), a.batch_size, order)?;
+    let identity = trainer.identity().clone();
+    let describe = |steps: u64, sampler: &Sampler| TrainerState {
         steps,
-        sampler,
+        grad_accum: a.grad_accum as u64,
+        sampler: sampler.state(),
         task: task.to_string(),
         model: a.model.clone(),
         data: data_path.clone(),
+        data_identity: identity.clone(),
         seq_len,
     };
 
-    let (mut sampler, mut log) = if a.resume {
-        let path = checkpoint_dir.join("trainer.json");
-        let text = std::fs::read_to_string(&path).with_context(|| format!("--resume: reading {}", path.display()))?;
-        let saved: Checkpoint = serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
-        let mine = expected(saved.steps, saved.sampler.clone());
-        if saved != mine {
+    let mut log = if a.resume {
+        let saved = TrainerState::read(&checkpoint_dir).context("--resume")?;
+        let differences = saved.differences(&describe(saved.steps, &sampler));
+        if !differences.is_empty() {
             bail!(
-                "--resume: the checkpoint in {} was made for {} {} on {} (batch {}, order {:?}); these flags train {} {} on {} (batch {}, order {:?})",
+                "--resume: the checkpoint in {} was made for another training:\n  {}",
                 checkpoint_dir.display(),
-                saved.task,
-                saved.model,
-                saved.data.display(),
-                saved.sampler.batch_size,
-                saved.sampler.order,
-                task,
-                a.model,
-                data_path.display(),
-                a.batch_size,
-                order
+                differences.join("\n  ")
             );
         }
-        if saved.sampler.batch_size != a.batch_size as u64 || saved.sampler.order != order {
-            bail!(
-                "--resume: the checkpoint used batch size {} and order {:?}",
-                saved.sampler.batch_size,
-                saved.sampler.order
-            );
-        }
-        step::restore_state(trainer.session(), &checkpoint_dir.join("state.safetensors"), saved.steps)?;
-        let sampler = Sampler::restore(saved.sampler, trainer.examples())?;
-        let log = a.log.as_ref().map(|p| StepLog::resume(p, saved.steps)).transpose()?;
+        step::restore_state(trainer.session(), &checkpoint_dir.join(checkpoint::STATE_FILE), saved.steps)
+            .context("--resume")?;
+        sampler = Sampler::restore(saved.sampler, trainer.examples())?;
         eprintln!("resumed at step {} from {}", saved.steps, checkpoint_dir.display());
-        (sampler, log)
+        a.log.as_ref().map(|p| StepLog::resume(p, saved.steps)).transpose()?
     } else {
-        let log = a.log.as_ref().map(StepLog::create).transpose()?;
-        (Sampler::new(trainer.examples(), a.batch_size, order)?, log)
+        a.log.as_ref().map(StepLog::create).transpose()?
     };
 
     let save_checkpoint = |trainer: &mut Trainer, sampler: &Sampler| -> Result<()> {
         std::fs::create_dir_all(&checkpoint_dir).with_context(|| format!("creating {}", checkpoint_dir.display()))?;
-        let steps = step::save_state(trainer.session(), &checkpoint_dir.join("state.safetensors"))?;
-        let json = serde_json::to_string_pretty(&expected(steps, sampler.state()))?;
-        let tmp = checkpoint_dir.join("trainer.json.partial");
-        std::fs::write(&tmp, json).with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, checkpoint_dir.join("trainer.json"))?;
+        let steps = step::save_state(trainer.session(), &checkpoint_dir.join(checkpoint::STATE_FILE))?;
+        describe(steps, sampler).write(&checkpoint_dir)?;
         Ok(())
     };
 
@@ -380,7 +379,7 @@ pub fn train(store: &ModelStore, a: TrainArgs) -> Result<()> {
     for k in start..a.steps {
         let t0 = Instant::now();
         let lr = schedule.lr_at(k);
-        let batch = sampler.next_batch();
+        let batch: Vec<usize> = (0..a.grad_accum).flat_map(|_| sampler.next_batch()).collect();
         let out = trainer.step(&batch, lr).with_context(|| format!("step {}", k + 1))?;
         let seconds = t0.elapsed().as_secs_f64();
         tokens_total += out.tokens as u64;

@@ -1,7 +1,9 @@
 //! `accelrt train` end to end on the candle CPU backend: a run resumed from its checkpoint ends
-//! where the uninterrupted run ends, the trained directory loads in `embed`, and dropout (not
-//! implemented) is refused rather than ignored. Needs the all-MiniLM-L6-v2 files and the
-//! Shakespeare data set (`accelrt fetch …`); MiniLM batches of 4 pairs keep it to seconds a step.
+//! where the uninterrupted run ends (with and without gradient accumulation), the trained
+//! directory loads in `embed`, dropout (not implemented) is refused rather than ignored, and
+//! damaged checkpoints and hostile inputs are refused with messages that name the problem. Needs
+//! the all-MiniLM-L6-v2 files and the Shakespeare data set (`accelrt fetch …`); MiniLM batches of
+//! 2–4 pairs keep it to seconds a step.
 
 use accelrt::models::SafetensorsWeights;
 use accelrt::WeightSource;
@@ -197,4 +199,199 @@ fn non_finite_weights_are_never_saved() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("holds NaN or infinite values"), "{err}");
     assert!(!out.join("model.safetensors").exists(), "nothing is written");
+}
+
+/// A small pairs file of distinct texts (MiniLM batches of 2 run in about a second).
+fn small_pairs(dir: &Path, n: usize) -> std::path::PathBuf {
+    let path = dir.join("pairs.jsonl");
+    let mut text = String::new();
+    for i in 0..n {
+        text.push_str(&format!(
+            "{{\"anchor\": \"speech number {i} about the {i}th king\", \"positive\": \"reply {i}: long live king {i}\"}}\n"
+        ));
+    }
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `accelrt train` on MiniLM with batches of 2 and `extra` flags.
+fn train_small(data: &Path, out: &Path, steps: u64, extra: &[&str]) -> std::process::Output {
+    let steps = steps.to_string();
+    let mut args = vec!["train", "--model", "all-minilm-l6-v2", "--data", data.to_str().unwrap()];
+    args.extend(["--batch-size", "2", "--lr", "1e-4", "--seed", "3", "--steps", &steps, "--no-progress"]);
+    args.extend(["--out", out.to_str().unwrap()]);
+    args.extend(extra);
+    accelrt(&args)
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// With `--grad-accum 2` a step takes two micro-batches: the log counts optimiser steps (tokens of
+/// both micro-batches), and 2 steps + `--resume` to 3 end where 3 steps in one run end — the data
+/// position (in micro-batches) restored exactly. The resumed log keeps the first lines byte for
+/// byte (it used to parse and print them again).
+#[test]
+fn accumulated_steps_resume_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_pairs(dir.path(), 9);
+    let (straight, resumed) = (dir.path().join("straight"), dir.path().join("resumed"));
+    let log = |out: &Path| out.with_extension("jsonl");
+    let run = |out: &Path, steps: u64, resume: bool| {
+        let log = log(out);
+        let mut extra = vec!["--grad-accum", "2", "--log", log.to_str().unwrap()];
+        if resume {
+            extra.push("--resume");
+        }
+        let o = train_small(&data, out, steps, &extra);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    run(&straight, 3, false);
+    run(&resumed, 2, false);
+    let first_two = std::fs::read_to_string(log(&resumed)).unwrap();
+    run(&resumed, 3, true);
+    let text = std::fs::read_to_string(log(&resumed)).unwrap();
+    assert!(text.starts_with(&first_two) && text.lines().count() == 3, "{text}");
+
+    let (a, b) = (
+        accelrt::train::steplog::read_step_log(log(&straight)).unwrap(),
+        accelrt::train::steplog::read_step_log(log(&resumed)).unwrap(),
+    );
+    assert_eq!(a.iter().map(|r| r.step).collect::<Vec<_>>(), [1, 2, 3]);
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x.loss - y.loss).abs() <= 1e-5 * x.loss.abs(), "{a:?} vs {b:?}");
+        assert_eq!(x.tokens, y.tokens, "the same micro-batches");
+    }
+    // 4 examples per step (2 micro-batches of 2 pairs, anchors and positives): more tokens than
+    // one micro-batch's 2 pairs could hold.
+    assert!(a[0].tokens > 4 * 10, "{:?}", a[0]);
+    let state: accelrt::train::TrainerState =
+        serde_json::from_str(&std::fs::read_to_string(straight.join("checkpoint").join("trainer.json")).unwrap())
+            .unwrap();
+    // 9 pairs = 4 micro-batches per epoch; 3 steps × 2 = 6 micro-batches = epoch 1, batch 2.
+    assert_eq!((state.steps, state.grad_accum), (3, 2));
+    assert_eq!((state.sampler.position.epoch, state.sampler.position.batch), (1, 2));
+    let wa = SafetensorsWeights::open(&straight.join("model.safetensors")).unwrap();
+    let wb = SafetensorsWeights::open(&resumed.join("model.safetensors")).unwrap();
+    let mut worst = 0.0f64;
+    for name in wa.names() {
+        let (x, y) = (wa.get(&name).unwrap().to_host().unwrap(), wb.get(&name).unwrap().to_host().unwrap());
+        for (p, q) in x.to_f64_vec().iter().zip(y.to_f64_vec()) {
+            worst = worst.max((p - q).abs());
+        }
+    }
+    assert!(worst <= 1e-6, "resumed weights differ by {worst}");
+    // Resuming with another accumulation is another training.
+    let o = train_small(&data, &resumed, 4, &["--grad-accum", "3", "--resume"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("--grad-accum: the checkpoint has 2, this run 3"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Red-team findings on `--resume`: a checkpoint missing a parameter or a moment, with an extra
+/// or mis-shaped tensor, with hostile counts in trainer.json, or resumed on other data behind the
+/// same path, is refused with a message naming the problem (each used to be accepted).
+#[test]
+fn damaged_checkpoints_and_other_data_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_pairs(dir.path(), 6);
+    let out = dir.path().join("out");
+    let o = train_small(&data, &out, 1, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ckpt = out.join("checkpoint");
+    let state_path = ckpt.join("state.safetensors");
+    let original = accelrt::train::step::read_safetensors(&state_path).unwrap();
+    let json = std::fs::read_to_string(ckpt.join("trainer.json")).unwrap();
+    let resume = || train_small(&data, &out, 2, &["--resume"]);
+    let refused = |o: std::process::Output, needles: &[&str]| {
+        let err = stderr(&o);
+        assert!(!o.status.success(), "accepted: {err}");
+        for n in needles {
+            assert!(err.contains(n), "`{n}` not in: {err}");
+        }
+    };
+    let write_state = |tensors: &[(String, accelrt::HostTensor)]| {
+        accelrt::train::step::write_safetensors(&state_path, tensors).unwrap();
+    };
+
+    let moment = "encoder.layer.0.attention.self.query.weight.adam_m";
+    write_state(&original.iter().filter(|(n, _)| n != moment).cloned().collect::<Vec<_>>());
+    refused(resume(), &["missing 1 of", moment]);
+    let param = "embeddings.word_embeddings.weight";
+    write_state(&original.iter().filter(|(n, _)| n != param).cloned().collect::<Vec<_>>());
+    refused(resume(), &["missing 1 of", &format!("`{param}`")]);
+    let mut extra = original.clone();
+    extra.push(("surprise".into(), accelrt::HostTensor::f32(vec![1], vec![1.0]).unwrap()));
+    write_state(&extra);
+    refused(resume(), &["unexpected tensor `surprise`"]);
+    let bias = "encoder.layer.0.output.dense.bias";
+    let mut misshaped: Vec<_> = original.iter().filter(|(n, _)| n != bias).cloned().collect();
+    misshaped.push((bias.into(), accelrt::HostTensor::f32(vec![2], vec![0.0; 2]).unwrap()));
+    write_state(&misshaped);
+    refused(resume(), &[&format!("`{bias}` is f32 [2], expected f32 [384]")]);
+    write_state(&original);
+
+    // Hostile counts in trainer.json.
+    let mut hostile: serde_json::Value = serde_json::from_str(&json).unwrap();
+    hostile["sampler"]["position"]["epoch"] = serde_json::json!(u64::MAX);
+    std::fs::write(ckpt.join("trainer.json"), hostile.to_string()).unwrap();
+    refused(resume(), &["trainer.json", "is not where 1 steps"]);
+    hostile = serde_json::from_str(&json).unwrap();
+    hostile["steps"] = serde_json::json!(u64::MAX);
+    std::fs::write(ckpt.join("trainer.json"), hostile.to_string()).unwrap();
+    refused(resume(), &["trainer.json", "more than the"]);
+    std::fs::write(ckpt.join("trainer.json"), &json).unwrap();
+
+    // Other data behind the same path: refused by content, naming both.
+    let before = std::fs::read(&data).unwrap();
+    let mut changed = before.clone();
+    changed.extend_from_slice(b"{\"anchor\": \"one more speech\", \"positive\": \"and its reply\"}\n");
+    std::fs::write(&data, &changed).unwrap();
+    refused(resume(), &["data: the checkpoint has", "SHA-256"]);
+    // Same length, one byte different.
+    let mut flipped = before.clone();
+    let at = flipped.iter().position(|&b| b == b'7').unwrap_or(20);
+    flipped[at] = b'8';
+    std::fs::write(&data, &flipped).unwrap();
+    refused(resume(), &["data: the checkpoint has"]);
+    std::fs::write(&data, &before).unwrap();
+    let o = resume();
+    assert!(o.status.success(), "the intact checkpoint resumes: {}", stderr(&o));
+}
+
+/// Red-team findings on the inputs: `--data` that is a FIFO, a device or a directory is refused
+/// at once (it used to hang or read forever), a whitespace-only text is refused with its line,
+/// `--seq-len` is refused for MNRL (it used to be ignored), and an OS error is printed once.
+#[test]
+fn hostile_inputs_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let refused = |o: std::process::Output, needle: &str| {
+        let err = stderr(&o);
+        assert!(!o.status.success() && err.contains(needle), "`{needle}` not in: {err}");
+        err
+    };
+    let fifo = dir.path().join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    refused(train_small(&fifo, &out, 1, &[]), "is a FIFO (named pipe), not a regular file");
+    refused(train_small(Path::new("/dev/zero"), &out, 1, &[]), "is a device, not a regular file");
+    refused(train_small(dir.path(), &out, 1, &[]), "is a directory, not a regular file");
+
+    let blank = dir.path().join("blank.jsonl");
+    std::fs::write(
+        &blank,
+        "{\"anchor\": \"a real line\", \"positive\": \"and a reply\"}\n{\"anchor\": \"  \\t \", \"positive\": \"p\"}\n",
+    )
+    .unwrap();
+    refused(train_small(&blank, &out, 1, &[]), "blank.jsonl:2: \"anchor\" is only whitespace");
+
+    let data = small_pairs(dir.path(), 4);
+    refused(train_small(&data, &out, 1, &["--seq-len", "64"]), "--seq-len 64: windows of tokens are for decoders");
+
+    let missing = dir.path().join("no-such-dir").join("log.jsonl");
+    let err = refused(train_small(&data, &out, 1, &["--log", missing.to_str().unwrap()]), "log.jsonl");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "the OS error once: {err}");
 }

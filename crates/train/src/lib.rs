@@ -10,6 +10,8 @@
 //!   position that is saved and restored exactly;
 //! - [`schedule`]: learning-rate schedules (constant, linear warm-up + cosine) as functions of the step;
 //! - [`steplog`]: the JSON-lines step log (`step`, `loss`, `lr`, `tokens`, `seconds`);
+//! - [`checkpoint`]: a checkpoint's `trainer.json` (step count, data position, settings), checked
+//!   before a resume;
 //! - [`datafile`]: training data files — regular files only, and the identity (length, SHA-256)
 //!   of what was read;
 //! - [`eval`]: MNRL loss and retrieval metrics on embeddings (held-out measures, loss checks);
@@ -19,6 +21,7 @@
 //!
 //! docs/training.md describes the data, its derivation and the formats.
 
+pub mod checkpoint;
 pub mod corpus;
 pub mod datafile;
 pub mod dataset;
@@ -32,6 +35,7 @@ pub mod step;
 pub mod steplog;
 mod tar;
 
+pub use checkpoint::TrainerState;
 pub use corpus::TokenWindows;
 pub use datafile::DataIdentity;
 pub use dataset::{DataStore, DatasetSpec, SHAKESPEARE};

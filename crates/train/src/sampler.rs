@@ -50,6 +50,11 @@ pub struct Sampler {
     permutation: Vec<u32>,
 }
 
+/// The highest epoch a state may be at (2⁴⁸): every epoch takes at least one batch, so a run
+/// within [`crate::checkpoint::MAX_STEPS`] × [`crate::checkpoint::MAX_GRAD_ACCUM`] batches never
+/// gets there, and counting epochs can never overflow.
+pub const MAX_EPOCH: u64 = 1 << 48;
+
 fn epoch_seed(seed: u64, epoch: u64) -> u64 {
     // Two independent SplitMix64 outputs combined, so epochs do not get shifted copies of one
     // stream (seeding with seed + epoch would: SplitMix64's state advances by a constant).
@@ -92,6 +97,12 @@ impl Sampler {
             return Err(TrainError::InvalidArgument(format!(
                 "{examples} examples are fewer than one batch of {}",
                 state.batch_size
+            )));
+        }
+        if state.position.epoch > MAX_EPOCH {
+            return Err(TrainError::Restore(format!(
+                "epoch {} is past the highest possible ({MAX_EPOCH})",
+                state.position.epoch
             )));
         }
         let mut sampler = Sampler { state, permutation: Vec::new() };
@@ -201,6 +212,8 @@ mod tests {
         assert!(matches!(Sampler::restore(state, 21), Err(TrainError::Restore(_))));
         let past = SamplerState { position: DataPosition { epoch: 0, batch: 5 }, ..state };
         assert!(matches!(Sampler::restore(past, 20), Err(TrainError::Restore(_))));
+        let last = SamplerState { position: DataPosition { epoch: u64::MAX, batch: 4 }, ..state };
+        assert!(matches!(Sampler::restore(last, 20), Err(TrainError::Restore(_))), "epoch + 1 would wrap");
     }
 
     #[test]

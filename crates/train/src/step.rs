@@ -14,9 +14,20 @@
 //!
 //! Dropout is not an op of the graph IR yet, so these steps run without dropout (PyTorch's
 //! `dropout = 0`); callers refuse a positive probability rather than ignore it.
+//!
+//! **Gradient accumulation** ([`TrainerOptions::grad_accum`] = N): a step takes N micro-batches
+//! (N × the batch size of examples) and applies one update from their averaged gradients
+//! ([`accelrt_core::training::accumulating_training_graph`]). For the causal-LM loss (a mean over
+//! predictions, every window the same length) that is the update of one batch N times as large,
+//! up to float rounding. For MNRL it is **not**: each micro-batch's anchors meet only that
+//! micro-batch's positives as negatives, so N micro-batches of B pairs average N losses with B − 1
+//! negatives per anchor, while one batch of N·B pairs would have N·B − 1. Accumulation there buys
+//! a steadier gradient at the memory of B pairs, not the harder task of a bigger batch.
 
 use crate::{Pair, Result, TrainError};
-use accelrt_core::training::{training_graph, TrainingConfig, TrainingGraph, TrainingSession, TrainingState};
+use accelrt_core::training::{
+    accumulating_training_graph, TrainingConfig, TrainingGraph, TrainingSession, TrainingState,
+};
 use accelrt_core::{
     loss, Backend, DType, Graph, GraphBuilder, HostTensor, Op, PrepareOptions, WeightSource, WeightView,
 };
@@ -37,6 +48,33 @@ pub struct StepOutcome {
     pub grad_norm: Option<f64>,
     /// Non-padding input tokens of the batch.
     pub tokens: usize,
+}
+
+/// How a trainer runs its steps, beyond the optimiser ([`TrainingConfig`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrainerOptions {
+    /// Micro-batches per optimiser step (1: no accumulation). See the module documentation for
+    /// what accumulation means for each loss.
+    pub grad_accum: usize,
+}
+
+impl Default for TrainerOptions {
+    fn default() -> TrainerOptions {
+        TrainerOptions { grad_accum: 1 }
+    }
+}
+
+impl TrainerOptions {
+    fn check(&self) -> Result<()> {
+        let max = crate::checkpoint::MAX_GRAD_ACCUM;
+        if self.grad_accum == 0 || self.grad_accum as u64 > max {
+            return Err(TrainError::InvalidArgument(format!(
+                "--grad-accum {} must be between 1 and {max}",
+                self.grad_accum
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The f32 weights of `graph`: what a full fine-tune trains.
@@ -60,6 +98,7 @@ pub fn mnrl_graph(
     prefix: &str,
     batch_size: usize,
     config: &TrainingConfig,
+    options: &TrainerOptions,
 ) -> Result<TrainingGraph> {
     let forward = bert::build_graph(cfg, head, prefix)?;
     let emb = forward
@@ -77,7 +116,8 @@ pub fn mnrl_graph(
     b.output(accelrt_core::training::LOSS_OUTPUT, l);
     let forward = b.build()?;
     let names: Vec<&str> = params.iter().map(String::as_str).collect();
-    Ok(training_graph(&forward, accelrt_core::training::LOSS_OUTPUT, &names, config)?)
+    let loss = accelrt_core::training::LOSS_OUTPUT;
+    Ok(accumulating_training_graph(&forward, loss, &names, config, options.grad_accum)?)
 }
 
 /// A sentence-transformers BERT model in training with MNRL, its state on a backend.
@@ -100,6 +140,20 @@ impl MnrlTrainer {
         batch_size: usize,
         config: &TrainingConfig,
     ) -> Result<MnrlTrainer> {
+        Self::with_options(dir, backend, options, batch_size, config, &TrainerOptions::default())
+    }
+
+    /// [`MnrlTrainer::new`] with [`TrainerOptions`]: with `grad_accum` N, each step takes N
+    /// micro-batches of `batch_size` pairs (each with its own in-batch negatives).
+    pub fn with_options(
+        dir: &Path,
+        backend: &dyn Backend,
+        options: &PrepareOptions,
+        batch_size: usize,
+        config: &TrainingConfig,
+        trainer: &TrainerOptions,
+    ) -> Result<MnrlTrainer> {
+        trainer.check()?;
         if batch_size < 2 {
             return Err(TrainError::InvalidArgument(format!(
                 "MNRL needs at least 2 pairs per batch (in-batch negatives), got {batch_size}"
@@ -110,7 +164,7 @@ impl MnrlTrainer {
         let weights = SafetensorsWeights::open(&dir.join("model.safetensors"))?;
         let prefix = if weights.contains("bert.embeddings.word_embeddings.weight") { "bert." } else { "" };
         cfg.check_weights(&weights, prefix)?;
-        let training = mnrl_graph(&cfg, head, prefix, batch_size, config)?;
+        let training = mnrl_graph(&cfg, head, prefix, batch_size, config, trainer)?;
         let session = TrainingSession::new(backend, &training, &weights, options)?;
         // The tokenizer comes with the inference pipeline (truncation, special tokens and the
         // long-text guard exactly as `embed` applies them); its graph costs one more copy of the
@@ -119,9 +173,14 @@ impl MnrlTrainer {
         Ok(MnrlTrainer { session, embedder, dir: dir.to_path_buf(), batch_size })
     }
 
-    /// Pairs per step.
+    /// Pairs per micro-batch (per step without accumulation).
     pub fn batch_size(&self) -> usize {
         self.batch_size
+    }
+
+    /// Micro-batches per optimiser step.
+    pub fn grad_accum(&self) -> usize {
+        self.session.micro_batches()
     }
 
     /// The batch tensors of `pairs`: anchors then positives, padded to the longest of all.
@@ -140,11 +199,30 @@ impl MnrlTrainer {
         Ok((vec![batch.input_ids, batch.attention_mask, batch.token_type_ids], batch.tokens))
     }
 
-    /// One optimiser step on `pairs` at learning rate `lr`.
+    /// One optimiser step on `pairs` at learning rate `lr`: `batch_size × grad_accum` pairs, taken
+    /// as consecutive micro-batches of `batch_size`. The loss is the mean of the micro-batches'.
     pub fn step(&mut self, pairs: &[Pair], lr: f64) -> Result<StepOutcome> {
-        let (t, tokens) = self.batch(pairs)?;
-        let inputs = [(PAIR_IDS, &t[0]), (bert::ATTENTION_MASK, &t[1]), (bert::TOKEN_TYPE_IDS, &t[2])];
-        let r = self.session.step(&inputs, lr)?;
+        let n = self.grad_accum();
+        if pairs.len() != self.batch_size * n {
+            return Err(TrainError::InvalidArgument(format!(
+                "a step of {} pairs; this step takes {n} micro-batch(es) of {}",
+                pairs.len(),
+                self.batch_size
+            )));
+        }
+        let mut tensors = Vec::with_capacity(n);
+        let mut tokens = 0;
+        for micro in pairs.chunks(self.batch_size) {
+            let (t, count) = self.batch(micro)?;
+            tensors.push(t);
+            tokens += count;
+        }
+        let inputs: Vec<[(&str, &HostTensor); 3]> = tensors
+            .iter()
+            .map(|t| [(PAIR_IDS, &t[0]), (bert::ATTENTION_MASK, &t[1]), (bert::TOKEN_TYPE_IDS, &t[2])])
+            .collect();
+        let micro: Vec<&[(&str, &HostTensor)]> = inputs.iter().map(|i| i.as_slice()).collect();
+        let r = self.session.accumulated_step(&micro, lr)?;
         finite(r.loss, self.session.steps())?;
         Ok(StepOutcome { loss: r.loss, grad_norm: r.grad_norm, tokens })
     }
@@ -270,11 +348,15 @@ pub fn save_state(session: &TrainingSession, path: &Path) -> Result<u64> {
     Ok(state.steps)
 }
 
-/// Restores a state written by [`save_state`] after `steps` updates.
+/// Restores a state written by [`save_state`] after `steps` updates. The file must hold exactly
+/// the session's parameters and optimiser moments, each with its dtype and shape (what is
+/// missing, extra or mis-shaped is named, and nothing is restored).
 pub fn restore_state(session: &mut TrainingSession, path: &Path, steps: u64) -> Result<()> {
+    crate::datafile::open_regular(path, u64::MAX)?;
     let variables = read_safetensors(path)?;
-    session.restore(&TrainingState { steps, variables })?;
-    Ok(())
+    session
+        .restore(&TrainingState { steps, variables })
+        .map_err(|e| TrainError::BadFile { path: path.to_path_buf(), message: e.to_string() })
 }
 
 /// A GGUF file's weights with every tensor converted to f32 (block-quantised and half-precision
@@ -300,9 +382,11 @@ impl WeightSource for DequantizedGguf<'_> {
     }
 }
 
-/// The causal-LM step's graph: the Llama training graph (all positions' logits, no caches) with
-/// every weight f32 and [`loss::causal_lm_loss`] on the input tokens as labels.
-pub fn causal_lm_graph(cfg: &llama::LlamaConfig, config: &TrainingConfig) -> Result<TrainingGraph> {
+/// The causal-LM forward graph with its loss: the Llama training graph (all positions' logits, no
+/// caches) with every weight f32 and [`loss::causal_lm_loss`] on the input tokens as labels,
+/// output as [`accelrt_core::training::LOSS_OUTPUT`]. The training step differentiates it; the
+/// held-out loss ([`crate::eval::CausalLmEvaluator`]) runs it as it is.
+pub fn causal_lm_loss_graph(cfg: &llama::LlamaConfig) -> Result<Graph> {
     let forward = llama::build_training_graph(cfg, &|_| Ok(DType::F32))?;
     let logits = forward
         .outputs()
@@ -311,13 +395,24 @@ pub fn causal_lm_graph(cfg: &llama::LlamaConfig, config: &TrainingConfig) -> Res
         .map(|(_, id)| *id)
         .expect("the Llama graph outputs logits");
     let tokens = forward.nodes().iter().position(|n| n.name == llama::TOKENS).expect("the graph has tokens");
-    let params = trainable(&forward);
     let mut b = GraphBuilder::from_graph(forward);
     let l = loss::causal_lm_loss(&mut b, "lm_loss", logits, accelrt_core::ValueId(tokens as u32))?;
     b.output(accelrt_core::training::LOSS_OUTPUT, l);
-    let forward = b.build()?;
+    Ok(b.build()?)
+}
+
+/// The causal-LM step's graph: [`causal_lm_loss_graph`] differentiated with respect to every
+/// weight, with `options.grad_accum` micro-batches per update.
+pub fn causal_lm_graph(
+    cfg: &llama::LlamaConfig,
+    config: &TrainingConfig,
+    options: &TrainerOptions,
+) -> Result<TrainingGraph> {
+    let forward = causal_lm_loss_graph(cfg)?;
+    let params = trainable(&forward);
     let names: Vec<&str> = params.iter().map(String::as_str).collect();
-    Ok(training_graph(&forward, accelrt_core::training::LOSS_OUTPUT, &names, config)?)
+    let loss = accelrt_core::training::LOSS_OUTPUT;
+    Ok(accumulating_training_graph(&forward, loss, &names, config, options.grad_accum)?)
 }
 
 /// A Llama GGUF model in training with next-token cross-entropy, its state on a backend.
@@ -339,6 +434,20 @@ impl CausalLmTrainer {
         seq_len: usize,
         config: &TrainingConfig,
     ) -> Result<CausalLmTrainer> {
+        Self::with_options(path, backend, options, seq_len, config, &TrainerOptions::default())
+    }
+
+    /// [`CausalLmTrainer::new`] with [`TrainerOptions`]: with `grad_accum` N, each step's windows
+    /// are split into N equal micro-batches whose averaged gradient makes one update.
+    pub fn with_options(
+        path: &Path,
+        backend: &dyn Backend,
+        options: &PrepareOptions,
+        seq_len: usize,
+        config: &TrainingConfig,
+        trainer: &TrainerOptions,
+    ) -> Result<CausalLmTrainer> {
+        trainer.check()?;
         let gguf = accelrt_models::generator::find_gguf(path)?;
         let file = GgufFile::open(&gguf)?;
         let cfg = llama::LlamaConfig::from_gguf(&file)?;
@@ -349,7 +458,7 @@ impl CausalLmTrainer {
             )));
         }
         let tokenizer = ChatTokenizer::from_gguf(&file)?;
-        let training = causal_lm_graph(&cfg, config)?;
+        let training = causal_lm_graph(&cfg, config, trainer)?;
         let session = TrainingSession::new(backend, &training, &DequantizedGguf(&file), options)?;
         Ok(CausalLmTrainer { session, tokenizer, config: cfg, gguf, seq_len })
     }
@@ -370,17 +479,25 @@ impl CausalLmTrainer {
     }
 
     /// One optimiser step on `tokens` (rows of `seq_len`, concatenated) at learning rate `lr`.
+    /// With `grad_accum` N the rows are split into N equal consecutive micro-batches.
     pub fn step(&mut self, tokens: &[u32], lr: f64) -> Result<StepOutcome> {
-        if tokens.is_empty() || !tokens.len().is_multiple_of(self.seq_len) {
+        let n = self.session.micro_batches();
+        let window = self.seq_len * n;
+        if tokens.is_empty() || tokens.len() % window != 0 {
             return Err(TrainError::InvalidArgument(format!(
-                "{} tokens are not whole windows of {}",
+                "{} tokens are not {n} equal micro-batch(es) of whole windows of {}",
                 tokens.len(),
                 self.seq_len
             )));
         }
-        let rows = tokens.len() / self.seq_len;
-        let t = HostTensor::u32(vec![rows, self.seq_len], tokens.to_vec())?;
-        let r = self.session.step(&[(llama::TOKENS, &t)], lr)?;
+        let rows = tokens.len() / window;
+        let tensors = tokens
+            .chunks(rows * self.seq_len)
+            .map(|micro| HostTensor::u32(vec![rows, self.seq_len], micro.to_vec()))
+            .collect::<accelrt_core::Result<Vec<_>>>()?;
+        let inputs: Vec<[(&str, &HostTensor); 1]> = tensors.iter().map(|t| [(llama::TOKENS, t)]).collect();
+        let micro: Vec<&[(&str, &HostTensor)]> = inputs.iter().map(|i| i.as_slice()).collect();
+        let r = self.session.accumulated_step(&micro, lr)?;
         finite(r.loss, self.session.steps())?;
         Ok(StepOutcome { loss: r.loss, grad_norm: r.grad_norm, tokens: tokens.len() })
     }
