@@ -721,10 +721,10 @@ fn generate(store: &ModelStore, a: GenerateArgs) -> Result<()> {
     let decode: Duration = g.decode_times.iter().sum();
     let per_token = (!g.decode_times.is_empty()).then(|| decode.as_secs_f64() / g.decode_times.len() as f64);
     eprintln!(
-        "[{} prompt tokens, {} generated, stop: {:?}; time to first token {:.1} ms{}]",
+        "[{} prompt tokens, {} generated, finish: {}; time to first token {:.1} ms{}]",
         g.prompt_tokens,
         g.tokens.len(),
-        g.stop,
+        g.finish_reason,
         g.time_to_first_token.as_secs_f64() * 1e3,
         per_token.map(|t| format!(", decode {:.1} tokens/s ({:.1} ms/token)", 1.0 / t, t * 1e3)).unwrap_or_default()
     );

@@ -194,7 +194,7 @@ fn nan_in_a_gguf_norm_weight_is_an_error_not_an_empty_answer() {
     });
     let g = generator(&path, 128);
     let prompt = g.text_prompt("Hello").unwrap();
-    let err = g.generate(&prompt, &accelrt::models::SamplingParams::greedy(), 4, |_, _| {}).unwrap_err();
+    let err = g.generate(&prompt, &accelrt::models::SamplingParams::greedy(), 4, |_| {}).unwrap_err();
     assert!(matches!(&err, ModelError::NonFinite { .. }), "{err}");
     eprintln!("{err}");
 

@@ -5,7 +5,7 @@
 
 mod common;
 
-use accelrt::models::{ChatMessage, SamplingParams, SentenceEmbedder, StopReason, TextGenerator};
+use accelrt::models::{ChatMessage, SamplingParams, SentenceEmbedder, TextGenerator};
 use common::{minilm_dir, smollm2_gguf, ServeProcess};
 use std::process::Command;
 
@@ -20,7 +20,7 @@ fn expected() -> serde_json::Value {
     let max_tokens = 24;
     let prompt = g.tokenizer().apply_chat_template(&[ChatMessage::new("user", user)]).unwrap();
     let ids = g.tokenizer().encode(&prompt).unwrap();
-    let out = g.generate(&ids, &SamplingParams::greedy(), max_tokens, |_, _| {}).unwrap();
+    let out = g.generate(&ids, &SamplingParams::greedy(), max_tokens, |_| {}).unwrap();
     // A stop string from the middle of the answer: its fifth word.
     let cut = out.text.char_indices().filter(|(_, c)| *c == ' ').nth(4).map(|(i, _)| i).expect("a few words");
     let stop: String = out.text[cut..].chars().take(5).collect();
@@ -31,7 +31,7 @@ fn expected() -> serde_json::Value {
             "user": user,
             "max_tokens": max_tokens,
             "text": out.text,
-            "finish_reason": if out.stop == StopReason::Stop { "stop" } else { "length" },
+            "finish_reason": out.finish_reason.to_string(),
             "completion_tokens": out.tokens.len(),
             "stop": stop,
             "text_before_stop": &out.text[..cut],

@@ -7,7 +7,7 @@ mod common;
 use accelrt::core::reference;
 use accelrt::models::gguf::GgufFile;
 use accelrt::models::llama::{self, LlamaConfig};
-use accelrt::models::{ChatMessage, ChatTokenizer, SamplingParams, StopReason, TextGenerator};
+use accelrt::models::{ChatMessage, ChatTokenizer, FinishReason, SamplingParams, TextGenerator};
 use accelrt::{DType, HostTensor, PrepareOptions};
 use common::{smollm2_gguf, smollm2_reference, test_devices};
 
@@ -174,12 +174,12 @@ fn sampling_with_a_seed_is_reproducible_and_streams_the_text() {
     let params =
         SamplingParams { temperature: 0.8, top_k: Some(40), top_p: Some(0.95), repetition_penalty: 1.1, seed: 42 };
     let mut streamed = String::new();
-    let a = g.generate(&ids, &params, 24, |_, piece| streamed.push_str(piece)).unwrap();
-    let b = g.generate(&ids, &params, 24, |_, _| {}).unwrap();
+    let a = g.generate(&ids, &params, 24, |piece| streamed.push_str(piece)).unwrap();
+    let b = g.generate(&ids, &params, 24, |_| {}).unwrap();
     assert_eq!(a.tokens, b.tokens);
     assert_eq!(streamed, a.text);
     assert_eq!(a.text, g.tokenizer().decode(&a.tokens).unwrap());
-    let other = g.generate(&ids, &SamplingParams { seed: 43, ..params.clone() }, 24, |_, _| {}).unwrap();
+    let other = g.generate(&ids, &SamplingParams { seed: 43, ..params.clone() }, 24, |_| {}).unwrap();
     assert_ne!(a.tokens, other.tokens, "a different seed should give different text");
 }
 
@@ -192,9 +192,9 @@ fn batched_decode_matches_one_sequence_at_a_time() {
         .map(|t| g.tokenizer().encode(t).unwrap())
         .collect();
     let params = SamplingParams::greedy();
-    let together = g.generate_batch(&prompts, &params, accelrt::models::Limits::max_tokens(12), |_, _, _| {}).unwrap();
+    let together = g.generate_batch(&prompts, &params, &accelrt::models::Limits::max_tokens(12), |_, _| {}).unwrap();
     for (p, t) in prompts.iter().zip(&together) {
-        let alone = g.generate(p, &params, 12, |_, _| {}).unwrap();
+        let alone = g.generate(p, &params, 12, |_| {}).unwrap();
         assert_eq!(alone.tokens, t.tokens);
     }
 }
@@ -203,15 +203,15 @@ fn batched_decode_matches_one_sequence_at_a_time() {
 fn bad_requests_are_refused_clearly() {
     let g = load("cpu", 16);
     let long = g.tokenizer().encode(&"word ".repeat(40)).unwrap();
-    let err = g.generate(&long, &SamplingParams::greedy(), 4, |_, _| {}).unwrap_err().to_string();
+    let err = g.generate(&long, &SamplingParams::greedy(), 4, |_| {}).unwrap_err().to_string();
     assert!(err.contains("context holds 16 positions"), "{err}");
     let ids = g.tokenizer().encode("Hi").unwrap();
-    let err = g.generate(&ids, &SamplingParams::greedy(), 0, |_, _| {}).unwrap_err().to_string();
+    let err = g.generate(&ids, &SamplingParams::greedy(), 0, |_| {}).unwrap_err().to_string();
     assert!(err.contains("at least 1"), "{err}");
-    assert!(g.generate(&[], &SamplingParams::greedy(), 4, |_, _| {}).is_err());
+    assert!(g.generate(&[], &SamplingParams::greedy(), 4, |_| {}).is_err());
     // Output stops when the context is full.
-    let out = g.generate(&ids, &SamplingParams::greedy(), 100, |_, _| {}).unwrap();
-    assert!(out.stop == StopReason::ContextFull || out.stop == StopReason::Stop);
+    let out = g.generate(&ids, &SamplingParams::greedy(), 100, |_| {}).unwrap();
+    assert!(out.finish_reason == FinishReason::Length || out.finish_reason == FinishReason::Stop);
     assert!(ids.len() + out.tokens.len() <= 16);
 }
 

@@ -2,9 +2,10 @@
 //! the session's caches, then one token per step, several sequences decoded together in one step.
 
 use crate::chat_tokenizer::{ChatMessage, ChatTokenizer};
+use crate::decode::{FinishReason, Limits, Sequence};
 use crate::gguf::GgufFile;
 use crate::llama::{self, LlamaConfig};
-use crate::sampling::{Sampler, SamplingParams};
+use crate::sampling::SamplingParams;
 use crate::{ModelError, Result};
 use accelrt_core::{Backend, Executable, HostTensor, PrepareOptions, SessionState};
 use std::path::{Path, PathBuf};
@@ -13,40 +14,16 @@ use std::time::{Duration, Instant};
 /// Cache positions per sequence when the caller does not choose (capped by the model's context).
 pub const DEFAULT_CONTEXT: usize = 2048;
 
-/// How long generations may run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// The most tokens to generate per sequence (≥ 1).
-    pub max_tokens: usize,
-    /// Keep generating past end-of-sequence tokens (benchmarks: every request yields `max_tokens`).
-    pub ignore_stop: bool,
-}
-
-impl Limits {
-    pub fn max_tokens(max_tokens: usize) -> Limits {
-        Limits { max_tokens, ignore_stop: false }
-    }
-}
-
-/// Why a generation ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StopReason {
-    /// The model produced an end-of-sequence or end-of-turn token (not included in the output).
-    Stop,
-    /// `max_tokens` were generated.
-    MaxTokens,
-    /// The sequence filled its cache (the context length chosen when the model was loaded).
-    ContextFull,
-}
-
 /// One finished generation, with its timings.
 #[derive(Debug, Clone)]
 pub struct Generation {
+    /// The prompt's length in tokens.
     pub prompt_tokens: usize,
+    /// The generated tokens (an end-of-sequence token that ended the generation is not among them).
     pub tokens: Vec<u32>,
+    /// The generated text, cut before a stop string if one was reached.
     pub text: String,
-    pub stop: StopReason,
+    pub finish_reason: FinishReason,
     /// From the start of the request to the first generated token (prefill + first sample); in a
     /// batch, from the start of the batch (prompts are prefilled one after another).
     pub time_to_first_token: Duration,
@@ -237,130 +214,87 @@ impl TextGenerator {
         Ok(())
     }
 
-    /// Generates from token ids; `on_token(id, text)` sees each new token with the text it adds
-    /// (text can lag a token behind while a multi-byte character is incomplete).
+    /// Generates from token ids, at most `max_tokens` tokens; `on_text` sees the text as it
+    /// becomes safe to show (see [`crate::decode::Advance::text`]; the pieces add up to [`Generation::text`]).
     pub fn generate(
         &self,
         prompt: &[u32],
         params: &SamplingParams,
         max_tokens: usize,
-        mut on_token: impl FnMut(u32, &str),
+        mut on_text: impl FnMut(&str),
     ) -> Result<Generation> {
         let limits = Limits::max_tokens(max_tokens);
-        let mut out = self.generate_batch(&[prompt.to_vec()], params, limits, |_, id, text| on_token(id, text))?;
+        let mut out = self.generate_batch(&[prompt.to_vec()], params, &limits, |_, text| on_text(text))?;
         Ok(out.remove(0))
     }
 
     /// Generates for several prompts at once: each prompt is prefilled into its own slot, then all
     /// unfinished sequences decode together, one token each per step. `params.seed` seeds the first
-    /// sequence; sequence i uses seed + i. `on_token(sequence, id, text)` streams the output.
+    /// sequence; sequence i uses seed + i. `on_text(sequence, text)` streams the output.
     pub fn generate_batch(
         &self,
         prompts: &[Vec<u32>],
         params: &SamplingParams,
-        limits: Limits,
-        mut on_token: impl FnMut(usize, u32, &str),
+        limits: &Limits,
+        mut on_text: impl FnMut(usize, &str),
     ) -> Result<Vec<Generation>> {
         if prompts.is_empty() {
             return Err(ModelError::InvalidInput("no prompts".into()));
         }
-        if limits.max_tokens == 0 {
-            return Err(ModelError::InvalidInput("max tokens must be at least 1".into()));
-        }
-        for p in prompts {
+        let mut seqs = Vec::with_capacity(prompts.len());
+        for (i, p) in prompts.iter().enumerate() {
             self.check_prompt(p)?;
+            let params = SamplingParams { seed: params.seed.wrapping_add(i as u64), ..params.clone() };
+            seqs.push(Timed {
+                seq: Sequence::new(p.clone(), params, limits.clone())?,
+                ttft: Duration::ZERO,
+                decode_times: Vec::new(),
+            });
         }
         let mut state = self.new_session(prompts.len())?;
-        let mut seqs = Vec::with_capacity(prompts.len());
         let start = Instant::now();
-        for (i, prompt) in prompts.iter().enumerate() {
-            let mut sampler =
-                Sampler::new(SamplingParams { seed: params.seed.wrapping_add(i as u64), ..params.clone() })?;
-            let logits = self.step(&mut state, &[(i, 0, prompt)])?;
-            let first = sampler.sample(&logits[0], prompt);
-            let mut seq = Sequence::new(prompt.clone(), sampler);
-            seq.push(first, self, limits, &mut |id, text| on_token(i, id, text))?;
-            seq.ttft = start.elapsed();
-            seqs.push(seq);
+        // Prompts differ in length, so each is prefilled in a step of its own.
+        for (i, t) in seqs.iter_mut().enumerate() {
+            let logits = self.step_sequences(&mut state, &[(i, &t.seq)])?;
+            let advance = t.seq.advance(self, &logits[0])?;
+            on_text(i, &advance.text);
+            t.ttft = start.elapsed();
         }
         loop {
-            let active: Vec<usize> = (0..seqs.len()).filter(|&i| seqs[i].stop.is_none()).collect();
+            let active: Vec<usize> = (0..seqs.len()).filter(|&i| seqs[i].seq.finish_reason().is_none()).collect();
             if active.is_empty() {
                 break;
             }
-            let last: Vec<[u32; 1]> = active.iter().map(|&i| [*seqs[i].history.last().expect("one token")]).collect();
-            let rows: Vec<(usize, usize, &[u32])> =
-                active.iter().zip(&last).map(|(&i, t)| (i, seqs[i].history.len() - 1, &t[..])).collect();
+            let batch: Vec<(usize, &Sequence)> = active.iter().map(|&i| (i, &seqs[i].seq)).collect();
             let started = Instant::now();
-            let logits = self.step(&mut state, &rows)?;
+            let logits = self.step_sequences(&mut state, &batch)?;
             for (&i, row) in active.iter().zip(&logits) {
-                let seq = &mut seqs[i];
-                let next = seq.sampler.sample(row, &seq.history);
-                seq.push(next, self, limits, &mut |id, text| on_token(i, id, text))?;
+                let advance = seqs[i].seq.advance(self, row)?;
+                on_text(i, &advance.text);
             }
             let took = started.elapsed();
             for &i in &active {
                 seqs[i].decode_times.push(took);
             }
         }
-        Ok(seqs.into_iter().map(Sequence::finish).collect())
+        Ok(seqs.into_iter().map(Timed::finish).collect())
     }
 }
 
-/// A sequence being generated.
-struct Sequence {
-    prompt_len: usize,
-    /// Prompt and generated tokens.
-    history: Vec<u32>,
-    sampler: Sampler,
-    text: String,
-    stop: Option<StopReason>,
+/// A sequence of [`TextGenerator::generate_batch`] with its timings.
+struct Timed {
+    seq: Sequence,
     ttft: Duration,
     decode_times: Vec<Duration>,
 }
 
-impl Sequence {
-    fn new(prompt: Vec<u32>, sampler: Sampler) -> Sequence {
-        Sequence {
-            prompt_len: prompt.len(),
-            history: prompt,
-            sampler,
-            text: String::new(),
-            stop: None,
-            ttft: Duration::ZERO,
-            decode_times: Vec::new(),
-        }
-    }
-
-    /// Takes a sampled token: stops on a stop token, else appends it and streams its text.
-    fn push(&mut self, id: u32, g: &TextGenerator, limits: Limits, on_token: &mut dyn FnMut(u32, &str)) -> Result<()> {
-        if !limits.ignore_stop && g.tokenizer.is_stop(id) {
-            self.stop = Some(StopReason::Stop);
-            return Ok(());
-        }
-        self.history.push(id);
-        let text = g.tokenizer.decode(&self.history[self.prompt_len..])?;
-        // Hold back text that ends in an incomplete character; it is emitted with the next token.
-        let delta = if text.ends_with('\u{fffd}') { "" } else { text.get(self.text.len()..).unwrap_or("") };
-        on_token(id, delta);
-        if !text.ends_with('\u{fffd}') {
-            self.text = text;
-        }
-        let generated = self.history.len() - self.prompt_len;
-        if generated >= limits.max_tokens {
-            self.stop = Some(StopReason::MaxTokens);
-        } else if self.history.len() >= g.context {
-            self.stop = Some(StopReason::ContextFull);
-        }
-        Ok(())
-    }
-
+impl Timed {
     fn finish(self) -> Generation {
         Generation {
-            prompt_tokens: self.prompt_len,
-            tokens: self.history[self.prompt_len..].to_vec(),
-            text: self.text,
-            stop: self.stop.expect("finished sequences have a stop reason"),
+            prompt_tokens: self.seq.prompt_len(),
+            tokens: self.seq.generated().to_vec(),
+            text: self.seq.text().to_string(),
+            finish_reason: self.seq.finish_reason().expect("the loop runs every sequence to its end"),
             time_to_first_token: self.ttft,
             decode_times: self.decode_times,
         }

@@ -3,6 +3,7 @@
 
 pub mod bert;
 pub mod chat_tokenizer;
+pub mod decode;
 mod embedder;
 mod error;
 pub mod generator;
@@ -11,16 +12,19 @@ pub mod llama;
 pub mod registry;
 pub mod sampling;
 pub mod store;
+mod text_stream;
 mod weights;
 
 pub use chat_tokenizer::{ChatMessage, ChatTokenizer};
+pub use decode::{Advance, FinishReason, Limits, Sequence};
 pub use embedder::{SentenceEmbedder, TokenBatch};
 pub use error::{ModelError, Result};
-pub use generator::{Generation, Limits, StopReason, TextGenerator};
+pub use generator::{Generation, TextGenerator};
 pub use gguf::GgufFile;
 pub use registry::{lookup, ModelKind, ModelSpec, MODELS};
 pub use sampling::{Sampler, SamplingParams};
 pub use store::ModelStore;
+pub use text_stream::TextStream;
 pub use weights::SafetensorsWeights;
 
 use std::path::{Path, PathBuf};

@@ -160,7 +160,7 @@ fn load_and_use_llama(path: &Path) -> Result<(), ModelError> {
     let file = GgufFile::open(path)?;
     check_tensor_bytes(&file, file.tensors().keys().cloned());
     let prompt = g.chat_prompt(&[ChatMessage::new("user", "ab cd")])?;
-    g.generate(&prompt, &SamplingParams::greedy(), 2, |_, _| {})?;
+    g.generate(&prompt, &SamplingParams::greedy(), 2, |_| {})?;
     Ok(())
 }
 

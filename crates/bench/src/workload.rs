@@ -58,8 +58,8 @@ impl<'a> GenerationWorkload<'a> {
 impl Workload for GenerationWorkload<'_> {
     fn run(&mut self, first: usize, count: usize) -> Result<()> {
         let batch: Vec<Vec<u32>> = cycle(&self.prompts, first, count).cloned().collect();
-        let limits = Limits { max_tokens: self.max_tokens, ignore_stop: true };
-        let out = self.generator.generate_batch(&batch, &SamplingParams::greedy(), limits, |_, _, _| {})?;
+        let limits = Limits { ignore_eos: true, ..Limits::max_tokens(self.max_tokens) };
+        let out = self.generator.generate_batch(&batch, &SamplingParams::greedy(), &limits, |_, _| {})?;
         for g in out {
             let decode: Duration = g.decode_times.iter().sum();
             self.requests.push(RequestStats {

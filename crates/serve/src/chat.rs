@@ -4,9 +4,7 @@
 
 use crate::api::ApiError;
 use crate::metrics::Metrics;
-use crate::text_stream::TextStream;
-use accelrt_models::{Sampler, SamplingParams, TextGenerator};
-use serde::Serialize;
+use accelrt_models::{FinishReason, Limits, SamplingParams, Sequence, TextGenerator};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -31,21 +29,8 @@ pub struct ChatJob {
     /// The prompt's token ids (chat template applied); fits the context (checked by the caller).
     pub prompt: Vec<u32>,
     pub params: SamplingParams,
-    /// The most tokens to generate (≥ 1); the context can end it sooner.
-    pub max_tokens: usize,
-    /// Strings that end the generation; they are not part of the output.
-    pub stop: Vec<String>,
-    /// Keep going past end-of-sequence tokens (benchmarks: fixed output lengths).
-    pub ignore_eos: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FinishReason {
-    /// End-of-sequence token or a stop string.
-    Stop,
-    /// `max_tokens` or the context ran out.
-    Length,
+    /// `max_tokens` (≥ 1; the context can end it sooner), stop strings, `ignore_eos`.
+    pub limits: Limits,
 }
 
 /// What a request hears from the model thread, in order: text pieces, then one end.
@@ -152,56 +137,36 @@ impl ChatScheduler {
     }
 }
 
-/// A sequence in the decode batch.
+/// A sequence in the decode batch, with the client it streams to.
 struct Active {
-    job: ChatJob,
+    seq: Sequence,
     events: mpsc::UnboundedSender<ChatEvent>,
-    sampler: Sampler,
-    /// Prompt and generated tokens.
-    history: Vec<u32>,
-    text: TextStream,
 }
 
 impl Active {
-    fn generated(&self) -> &[u32] {
-        &self.history[self.job.prompt.len()..]
-    }
-
-    /// Takes a sampled token; returns why the sequence ends, if it does.
-    fn push(&mut self, id: u32, g: &TextGenerator, metrics: &Metrics) -> Result<Option<FinishReason>, String> {
-        if !self.job.ignore_eos && g.tokenizer().is_stop(id) {
-            let rest = self.text.finish();
-            self.send_text(rest);
-            return Ok(Some(FinishReason::Stop));
+    /// Takes the sequence's logits: streams its new text, counts its token, and ends the request
+    /// when the sequence ends. Returns whether it goes on.
+    fn advance(&mut self, g: &TextGenerator, logits: &[f32], metrics: &Metrics) -> bool {
+        let advance = match self.seq.advance(g, logits) {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = self.events.send(ChatEvent::Failed(e.to_string()));
+                return false;
+            }
+        };
+        if advance.token.is_some() {
+            metrics.generated(1);
         }
-        self.history.push(id);
-        metrics.generated(1);
-        let text = g.tokenizer().decode(self.generated()).map_err(|e| e.to_string())?;
-        let (delta, hit_stop) = self.text.update(&text);
-        self.send_text(delta);
-        if hit_stop {
-            return Ok(Some(FinishReason::Stop));
+        if !advance.text.is_empty() {
+            let _ = self.events.send(ChatEvent::Text(advance.text));
         }
-        if self.generated().len() >= self.job.max_tokens || self.history.len() >= g.context() {
-            let rest = self.text.finish();
-            self.send_text(rest);
-            return Ok(Some(FinishReason::Length));
-        }
-        Ok(None)
-    }
-
-    fn send_text(&self, text: String) {
-        if !text.is_empty() {
-            let _ = self.events.send(ChatEvent::Text(text));
-        }
-    }
-
-    fn finish(self, reason: FinishReason) {
+        let Some(reason) = advance.finish else { return true };
         let _ = self.events.send(ChatEvent::Finished {
             reason,
-            prompt_tokens: self.job.prompt.len(),
-            completion_tokens: self.history.len() - self.job.prompt.len(),
+            prompt_tokens: self.seq.prompt_len(),
+            completion_tokens: self.seq.generated().len(),
         });
+        false
     }
 }
 
@@ -241,7 +206,7 @@ impl ModelLoop<'_> {
             self.metrics.cancelled();
             return;
         }
-        let mut sampler = match Sampler::new(q.job.params.clone()) {
+        let seq = match Sequence::new(q.job.prompt, q.job.params, q.job.limits) {
             Ok(s) => s,
             Err(e) => {
                 let _ = q.events.send(ChatEvent::Failed(e.to_string()));
@@ -249,7 +214,7 @@ impl ModelLoop<'_> {
             }
         };
         let started = Instant::now();
-        let logits = match self.g.step(&mut self.session, &[(slot, 0, &q.job.prompt)]) {
+        let logits = match self.g.step_sequences(&mut self.session, &[(slot, &seq)]) {
             Ok(l) => l,
             Err(e) => {
                 tracing::error!(error = %e, "prefill failed");
@@ -257,23 +222,13 @@ impl ModelLoop<'_> {
                 return;
             }
         };
+        let prompt_len = seq.prompt_len();
         // Prefill activations: about 16 values of the model's width per prompt token.
-        crate::memory::note(q.job.prompt.len() * self.g.config().hidden_size * 4 * 16);
-        let first = sampler.sample(&logits[0], &q.job.prompt);
-        self.metrics.prefilled(q.job.prompt.len(), started.elapsed(), q.enqueued.elapsed());
-        let mut active = Active {
-            history: q.job.prompt.clone(),
-            text: TextStream::new(q.job.stop.clone()),
-            job: q.job,
-            events: q.events,
-            sampler,
-        };
-        match active.push(first, self.g, self.metrics) {
-            Ok(None) => self.slots[slot] = Some(active),
-            Ok(Some(reason)) => active.finish(reason),
-            Err(e) => {
-                let _ = active.events.send(ChatEvent::Failed(e));
-            }
+        crate::memory::note(prompt_len * self.g.config().hidden_size * 4 * 16);
+        self.metrics.prefilled(prompt_len, started.elapsed(), q.enqueued.elapsed());
+        let mut active = Active { seq, events: q.events };
+        if active.advance(self.g, &logits[0], self.metrics) {
+            self.slots[slot] = Some(active);
         }
     }
 
@@ -293,18 +248,11 @@ impl ModelLoop<'_> {
         if running.is_empty() {
             return;
         }
-        let last: Vec<[u32; 1]> = running
-            .iter()
-            .map(|&i| [*self.slots[i].as_ref().expect("running").history.last().expect("≥ 1 token")])
-            .collect();
-        let rows: Vec<(usize, usize, &[u32])> = running
-            .iter()
-            .zip(&last)
-            .map(|(&i, t)| (i, self.slots[i].as_ref().expect("running").history.len() - 1, &t[..]))
-            .collect();
+        let batch: Vec<(usize, &Sequence)> =
+            running.iter().map(|&i| (i, &self.slots[i].as_ref().expect("running").seq)).collect();
         let started = Instant::now();
-        let result = self.g.step(&mut self.session, &rows);
-        self.metrics.decode_step(rows.len(), started.elapsed());
+        let result = self.g.step_sequences(&mut self.session, &batch);
+        self.metrics.decode_step(batch.len(), started.elapsed());
         let logits = match result {
             Ok(l) => l,
             Err(e) => {
@@ -319,14 +267,8 @@ impl ModelLoop<'_> {
         };
         for (&i, row) in running.iter().zip(&logits) {
             let active = self.slots[i].as_mut().expect("running");
-            let next = active.sampler.sample(row, &active.history);
-            match active.push(next, self.g, self.metrics) {
-                Ok(None) => {}
-                Ok(Some(reason)) => self.slots[i].take().expect("running").finish(reason),
-                Err(e) => {
-                    let a = self.slots[i].take().expect("running");
-                    let _ = a.events.send(ChatEvent::Failed(e));
-                }
+            if !active.advance(self.g, row, self.metrics) {
+                self.slots[i] = None;
             }
         }
     }

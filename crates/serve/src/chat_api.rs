@@ -1,8 +1,7 @@
 //! The OpenAI chat-completions request, its checks, and the response and stream-chunk shapes.
 
 use crate::api::{quoted, ApiError};
-use crate::chat::FinishReason;
-use accelrt_models::{ChatMessage, SamplingParams};
+use accelrt_models::{ChatMessage, FinishReason, SamplingParams};
 use serde::Deserialize;
 use serde_json::{json, Value};
 

@@ -2,10 +2,11 @@
 //! of chunks ending with `data: [DONE]`.
 
 use crate::api::{parse_body, ApiError};
-use crate::chat::{ChatEvent, ChatJob, ChatScheduler, FinishReason};
+use crate::chat::{ChatEvent, ChatJob, ChatScheduler};
 use crate::chat_api::{ChatCompletionRequest, Completion};
 use crate::request_id::RequestId;
 use crate::router::{AppState, Engine};
+use accelrt_models::{FinishReason, Limits};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -80,13 +81,12 @@ async fn chat(
             "messages",
         ));
     }
-    let job = ChatJob {
+    let limits = Limits {
         max_tokens: max_tokens.unwrap_or(context - prompt.len()),
-        prompt,
-        params,
-        stop,
         ignore_eos: request.ignore_eos == Some(true),
+        stop,
     };
+    let job = ChatJob { prompt, params, limits };
     let accepted = Accepted {
         completion: Completion::new(&id.0, &state.info.model),
         include_usage: request.include_usage(),

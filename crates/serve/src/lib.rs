@@ -27,14 +27,13 @@ mod metrics;
 mod queue;
 mod request_id;
 mod router;
-mod text_stream;
 
+pub use accelrt_models::FinishReason;
 pub use api::{ApiError, EmbeddingRequest};
 pub use batcher::{BatchLimits, EmbeddingBatcher};
-pub use chat::{ChatEvent, ChatJob, ChatLimits, ChatScheduler, FinishReason};
+pub use chat::{ChatEvent, ChatJob, ChatLimits, ChatScheduler};
 pub use chat_api::ChatCompletionRequest;
 pub use connections::{ensure_open_files, serve};
 pub use metrics::Metrics;
 pub use request_id::RequestId;
 pub use router::{model_id, router, AppState, Engine, ServerInfo};
-pub use text_stream::TextStream;

@@ -45,10 +45,10 @@ fn start(limits: ChatLimits, timeout: Duration) -> Server {
 fn library_answer(g: &TextGenerator, user: &str, max_tokens: usize) -> (String, &'static str) {
     let prompt = g.tokenizer().apply_chat_template(&[ChatMessage::new("user", user)]).unwrap();
     let ids = g.tokenizer().encode(&prompt).unwrap();
-    let out = g.generate(&ids, &SamplingParams::greedy(), max_tokens, |_, _| {}).unwrap();
-    let reason = match out.stop {
-        accelrt_models::StopReason::Stop => "stop",
-        _ => "length",
+    let out = g.generate(&ids, &SamplingParams::greedy(), max_tokens, |_| {}).unwrap();
+    let reason = match out.finish_reason {
+        accelrt_models::FinishReason::Stop => "stop",
+        accelrt_models::FinishReason::Length => "length",
     };
     (out.text, reason)
 }
@@ -367,6 +367,9 @@ fn a_full_queue_is_refused_at_once_and_slow_requests_time_out() {
             assert_eq!(json["error"]["code"], "timeout");
         }
     });
+    // The timed-out request still in the queue leaves it when the model thread ends its current
+    // step (slow on a loaded machine): until then the queue is full.
+    assert!(eventually(Duration::from_secs(30), || metric(&server.get("/metrics").1, "accelrt_queue_depth") == 0.0));
     // A stream that times out ends with an error event and no [DONE].
     let mut body = long.clone();
     body["stream"] = json!(true);

@@ -142,7 +142,7 @@ fn streaming_chats_with_hang_ups_and_a_flood_of_oversized_requests() {
             let messages = [ChatMessage::new("system", SYSTEM), ChatMessage::new("user", p)];
             let text = g.tokenizer().apply_chat_template(&messages).unwrap();
             let ids = g.tokenizer().encode(&text).unwrap();
-            g.generate(&ids, &SamplingParams::greedy(), MAX_TOKENS, |_, _| {}).unwrap().text
+            g.generate(&ids, &SamplingParams::greedy(), MAX_TOKENS, |_| {}).unwrap().text
         })
         .collect();
     let info = ServerInfo {
