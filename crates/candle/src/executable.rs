@@ -4,14 +4,16 @@ use crate::convert::{candle_err, download, to_candle_dtype, upload, upload_weigh
 use crate::ops::{eval, RunContext};
 use crate::quantized::QuantWeight;
 use accelrt_core::{
-    load_weight, one_shot_slots, DType, Error, Executable, Graph, HostTensor, Op, Outputs, Result, SessionState,
-    ValueId, VariableInit, WeightSource,
+    load_weight, one_shot_slots, DType, Error, Executable, ExecutableId, Graph, HostTensor, Op, Outputs, Result,
+    SessionState, ValueId, VariableInit, WeightSource,
 };
 use candle_core::{Device, Tensor};
 use std::collections::{HashMap, HashSet};
 
 pub struct CandleExecutable {
     graph: Graph,
+    /// Stamped into every session state this executable makes; only it may run with them.
+    id: ExecutableId,
     device: Device,
     /// The dtype floating-point work runs in, when the caller overrode the graph's.
     compute_override: Option<candle_core::DType>,
@@ -111,6 +113,7 @@ impl CandleExecutable {
         }
         Ok(CandleExecutable {
             graph: graph.clone(),
+            id: ExecutableId::fresh(),
             device,
             compute_override,
             weights: uploaded,
@@ -207,7 +210,9 @@ fn kv_cache(
     }
     let plan = state.plan_cache_write(node, capacity, &pos, &slot_ids)?;
     let n_slots = state.slots();
-    let caches = state.inner_mut::<Caches>().map_err(|e| e.to_string())?;
+    // `run_steps` checked the owner before the step began.
+    let owner = state.owner();
+    let caches = state.inner_mut::<Caches>(owner).map_err(|e| e.to_string())?;
     let per_slot = caches.kv.entry(node).or_insert_with(|| vec![None; n_slots]);
     let mut rows = Vec::with_capacity(b);
     let run =
@@ -245,12 +250,12 @@ impl Executable for CandleExecutable {
     }
 
     fn new_state(&self, slots: usize) -> Result<SessionState> {
-        Ok(SessionState::new(BACKEND, slots, Box::new(Caches::default())))
+        Ok(SessionState::new(BACKEND, self.id, slots, Box::new(Caches::default())))
     }
 
     fn read_variable(&self, state: &SessionState, name: &str) -> Result<HostTensor> {
         let index = self.variable_index(name)?;
-        let t = self.variable_value(state.inner::<Caches>()?, index)?;
+        let t = self.variable_value(state.inner::<Caches>(self.id)?, index)?;
         download(&t, self.graph.nodes()[index].dtype)
     }
 
@@ -271,7 +276,7 @@ impl Executable for CandleExecutable {
             });
         }
         let t = upload(value, &self.device)?;
-        state.inner_mut::<Caches>()?.variables.insert(index, t);
+        state.inner_mut::<Caches>(self.id)?.variables.insert(index, t);
         Ok(())
     }
 
@@ -310,6 +315,7 @@ impl CandleExecutable {
     }
 
     fn run_steps(&self, state: &mut SessionState, inputs: &[(&str, &HostTensor)]) -> Result<Outputs> {
+        state.check_owner(self.id)?;
         self.graph.bind_inputs(inputs)?;
         self.check_ids(inputs)?;
         let mut ctx = RunContext {
@@ -333,7 +339,7 @@ impl CandleExecutable {
                     }
                 }
                 Op::Variable { .. } => {
-                    let t = self.variable_value(state.inner::<Caches>()?, i)?;
+                    let t = self.variable_value(state.inner::<Caches>(self.id)?, i)?;
                     match self.compute_override {
                         Some(compute) => t.to_dtype(compute).map_err(candle_err)?,
                         None => t,
@@ -389,7 +395,7 @@ impl CandleExecutable {
             }
         }
         if !assigned.is_empty() {
-            state.inner_mut::<Caches>()?.variables.extend(assigned);
+            state.inner_mut::<Caches>(self.id)?.variables.extend(assigned);
         }
         let mut outputs = Vec::with_capacity(self.graph.outputs().len());
         for (name, id) in self.graph.outputs() {

@@ -1,6 +1,6 @@
 //! Each graph op as candle tensor operations.
 
-use accelrt_core::reference::reshape_target;
+use accelrt_core::reshape_target;
 use accelrt_core::{BinaryOp, Op, RopeStyle, UnaryOp, ValueId};
 use candle_core::{DType, Device, Result, Tensor, D};
 use std::collections::{HashMap, HashSet};

@@ -62,9 +62,9 @@ fn scalar_input_check(b: &GraphBuilder, name: &str, id: ValueId, what: &str) -> 
 }
 
 /// The per-step coefficients of `Op::AdamWStep` (`torch.optim.AdamW`, not amsgrad), from the
-/// hyper-parameters, the learning rate and the step number t (from 1), in f64. The reference
-/// evaluator and the candle CPU kernel both apply them with [`AdamWCoefficients::apply`], so the
-/// op has one definition.
+/// hyper-parameters, the learning rate and the step number t (from 1), in f64, for backends'
+/// kernels (candle's CPU kernel applies them with [`AdamWCoefficients::apply`]). The reference
+/// evaluator writes the formula out on its own, so that it checks this code rather than shares it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamWCoefficients {
     /// 1 − lr·weight_decay (decoupled weight decay).

@@ -7,6 +7,7 @@
 use crate::{Error, Result};
 use std::any::Any;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One row's write into a cache: positions `start..start + count` of slot `slot`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,10 +25,34 @@ pub struct CacheWrite {
     pub kv_len: usize,
 }
 
+/// Which executable made a session state: unique within the process. Each executable takes one
+/// with [`ExecutableId::fresh`] when it is prepared and stamps it into every state it makes, so a
+/// state cannot be run by another executable — of another graph, or of the same graph prepared
+/// again, whose caches and variables would be other tensors — even of the same backend type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ExecutableId(u64);
+
+impl ExecutableId {
+    /// An id no other call in this process returns.
+    pub fn fresh() -> ExecutableId {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        ExecutableId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl std::fmt::Display for ExecutableId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "executable #{}", self.0)
+    }
+}
+
 /// The state of one session: `slots` sequences, each with its own cache of up to the graph's
-/// capacity positions. Made by `Executable::new_state`; only the executable that made it runs with it.
+/// capacity positions. Made by `Executable::new_state`; only the executable that made it runs with
+/// it: the backend's part is reached only through the owner's id ([`SessionState::inner`]), and a
+/// backend checks [`SessionState::check_owner`] before anything else in a step.
 pub struct SessionState {
     backend: &'static str,
+    owner: ExecutableId,
     slots: usize,
     /// Positions written so far, per cache node (by node index) and slot.
     written: HashMap<usize, Vec<usize>>,
@@ -35,8 +60,30 @@ pub struct SessionState {
 }
 
 impl SessionState {
-    pub fn new(backend: &'static str, slots: usize, inner: Box<dyn Any + Send>) -> SessionState {
-        SessionState { backend, slots, written: HashMap::new(), inner }
+    /// A state of `slots` sequences made by the executable `owner` of `backend`, holding the
+    /// backend's own part `inner`.
+    pub fn new(backend: &'static str, owner: ExecutableId, slots: usize, inner: Box<dyn Any + Send>) -> SessionState {
+        SessionState { backend, owner, slots, written: HashMap::new(), inner }
+    }
+
+    /// The executable that made this state.
+    pub fn owner(&self) -> ExecutableId {
+        self.owner
+    }
+
+    /// `Ok` when `executable` made this state; otherwise an error naming both (nothing changes).
+    pub fn check_owner(&self, executable: ExecutableId) -> Result<()> {
+        if executable == self.owner {
+            return Ok(());
+        }
+        Err(Error::Backend {
+            backend: self.backend.to_string(),
+            message: format!(
+                "this session state was made by {} ({}), not by {executable} that was asked to run with it; \
+                 a state runs only with the executable whose new_state made it",
+                self.owner, self.backend
+            ),
+        })
     }
 
     /// How many sequences this state holds at once.
@@ -58,21 +105,26 @@ impl SessionState {
         }
     }
 
-    /// The backend's own part of the state, to read.
-    pub fn inner<T: 'static>(&self) -> Result<&T> {
-        self.inner.downcast_ref::<T>().ok_or_else(|| Error::Backend {
-            backend: self.backend.to_string(),
-            message: "this session state was made by another executable".into(),
-        })
+    /// The backend's own part of the state, to read, for the executable `owner` (which must have
+    /// made it: [`SessionState::check_owner`]).
+    pub fn inner<T: 'static>(&self, owner: ExecutableId) -> Result<&T> {
+        self.check_owner(owner)?;
+        self.inner.downcast_ref::<T>().ok_or_else(|| self.wrong_type())
     }
 
-    /// The backend's own part of the state.
-    pub fn inner_mut<T: 'static>(&mut self) -> Result<&mut T> {
-        let backend = self.backend;
-        self.inner.downcast_mut::<T>().ok_or_else(|| Error::Backend {
-            backend: backend.to_string(),
-            message: "this session state was made by another executable".into(),
-        })
+    /// The backend's own part of the state, for the executable `owner` (which must have made it).
+    pub fn inner_mut<T: 'static>(&mut self, owner: ExecutableId) -> Result<&mut T> {
+        self.check_owner(owner)?;
+        let err = self.wrong_type();
+        self.inner.downcast_mut::<T>().ok_or(err)
+    }
+
+    /// The owner matches but the backend's part has another type: a backend bug, reported as one.
+    fn wrong_type(&self) -> Error {
+        Error::Backend {
+            backend: self.backend.to_string(),
+            message: format!("the session state of {} does not hold this backend's state type", self.owner),
+        }
     }
 
     /// Checks a cache write (`positions` [batch, count] and `slots` [batch], row-major) against
@@ -129,7 +181,11 @@ impl SessionState {
 
 impl std::fmt::Debug for SessionState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionState").field("backend", &self.backend).field("slots", &self.slots).finish()
+        f.debug_struct("SessionState")
+            .field("backend", &self.backend)
+            .field("owner", &self.owner)
+            .field("slots", &self.slots)
+            .finish()
     }
 }
 
@@ -147,4 +203,26 @@ pub fn one_shot_slots(graph: &crate::Graph, inputs: &[(&str, &crate::HostTensor)
         }
     }
     slots
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_owner_reaches_the_backend_part_and_a_refusal_names_both() {
+        let (maker, other) = (ExecutableId::fresh(), ExecutableId::fresh());
+        assert_ne!(maker, other);
+        let mut state = SessionState::new("test", maker, 2, Box::new(7u32));
+        assert_eq!(state.owner(), maker);
+        assert_eq!(*state.inner::<u32>(maker).unwrap(), 7);
+        *state.inner_mut::<u32>(maker).unwrap() = 8;
+        let err = state.inner::<u32>(other).unwrap_err().to_string();
+        assert!(err.contains(&maker.to_string()) && err.contains(&other.to_string()), "{err}");
+        assert!(state.inner_mut::<u32>(other).is_err());
+        assert!(state.check_owner(other).is_err() && state.check_owner(maker).is_ok());
+        // The right owner with the wrong type is a backend bug, reported as such.
+        assert!(state.inner::<String>(maker).unwrap_err().to_string().contains("state type"));
+        assert_eq!(*state.inner::<u32>(maker).unwrap(), 8);
+    }
 }

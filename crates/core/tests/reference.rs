@@ -103,3 +103,22 @@ fn out_of_range_ids_are_an_error_naming_the_node() {
     let err = reference::evaluate(&g, &w, &[("ids", &bad)]).unwrap_err().to_string();
     assert!(err.contains("node `lookup`") && err.contains("out of range"), "{err}");
 }
+
+#[test]
+fn a_reference_session_runs_one_graph_only() {
+    let graph = |name: &str| {
+        let mut b = GraphBuilder::new(name);
+        let x = b.input("x", DType::F32, Shape::new([2])).unwrap();
+        let y = b.add("y", Op::Unary { op: UnaryOp::Exp, x }).unwrap();
+        b.output("y", y);
+        b.build().unwrap()
+    };
+    let (first, second) = (graph("first"), graph("second"));
+    let x = HostTensor::f32(vec![2], vec![0.0, 1.0]).unwrap();
+    let mut state = reference::new_state(0);
+    let w = HostWeights::new();
+    reference::evaluate_with_state(&first, &w, &[("x", &x)], &mut state).unwrap();
+    reference::evaluate_with_state(&first, &w, &[("x", &x)], &mut state).unwrap();
+    let err = reference::evaluate_with_state(&second, &w, &[("x", &x)], &mut state).unwrap_err().to_string();
+    assert!(err.contains("ran another graph") && err.contains("second"), "{err}");
+}

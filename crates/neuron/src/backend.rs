@@ -23,13 +23,13 @@ use crate::runtime::{Model, Runtime, Tensor, TensorInfo, TensorRefs, TensorUsage
 use crate::status::NeuronError;
 use accelrt_core::padding::{chunkable_symbol, pad, paddable_symbols, unpad};
 use accelrt_core::{
-    Backend, DType, DeviceInfo, DeviceKind, DeviceSpec, Dim, Error, Executable, Graph, HostTensor, Op, Outputs,
-    PrepareOptions, Result, SessionState, WeightSource, KV_LEN,
+    Backend, DType, DeviceInfo, DeviceKind, DeviceSpec, Dim, Error, Executable, ExecutableId, Graph, HostTensor, Op,
+    Outputs, PrepareOptions, Result, SessionState, WeightSource, KV_LEN,
 };
 use accelrt_stablehlo::{export, weight_argument, ArgumentRole, Bucket, ExportOptions, Manifest, OutputRole};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 const BACKEND: &str = "neuron";
@@ -430,7 +430,6 @@ struct CacheNode {
 
 /// A session's caches: device tensors on one core, with one spare slot for padded rows.
 struct NeuronState {
-    owner: u64,
     core: usize,
     /// Slots including the spare one.
     slots: usize,
@@ -438,10 +437,9 @@ struct NeuronState {
     caches: Vec<Tensor>,
 }
 
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
 pub struct NeuronExecutable {
-    id: u64,
+    /// Stamped into every session state this executable makes; only it may run with them.
+    id: ExecutableId,
     graph: Graph,
     rt: Arc<Runtime>,
     /// Each loaded program's module, in the cores' program order.
@@ -496,7 +494,7 @@ impl NeuronExecutable {
             }
         }
         Ok(NeuronExecutable {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            id: ExecutableId::fresh(),
             graph: graph.clone(),
             rt,
             manifests,
@@ -661,13 +659,7 @@ impl NeuronExecutable {
             }
         }
         let inner = match state {
-            Some(state) => {
-                let inner = state.inner_mut::<NeuronState>()?;
-                if inner.owner != self.id {
-                    return Err(err("this session state was made by another executable"));
-                }
-                Some(inner)
-            }
+            Some(state) => Some(state.inner_mut::<NeuronState>(self.id)?),
             None => None,
         };
         let slots = inner.as_ref().map(|s| s.slots);
@@ -864,7 +856,7 @@ impl Executable for NeuronExecutable {
     /// rows: the last is the spare slot padded batch rows write to.
     fn new_state(&self, slots: usize) -> Result<SessionState> {
         if self.caches.is_empty() {
-            return Ok(SessionState::new(BACKEND, slots, Box::new(())));
+            return Ok(SessionState::new(BACKEND, self.id, slots, Box::new(())));
         }
         // The smallest compiled session that holds `slots` sequences (and its spare row): a session
         // of 1 runs on programs compiled for 8, its caches simply have rows it never uses.
@@ -890,10 +882,13 @@ impl Executable for NeuronExecutable {
             caches.push(t);
         }
         let total = manifest.bucket.slots.expect("filtered above");
-        Ok(SessionState::new(BACKEND, slots, Box::new(NeuronState { owner: self.id, core, slots: total, caches })))
+        Ok(SessionState::new(BACKEND, self.id, slots, Box::new(NeuronState { core, slots: total, caches })))
     }
 
     fn run_with_state(&self, state: &mut SessionState, inputs: &[(&str, &HostTensor)]) -> Result<Outputs> {
+        // Before anything reads or records into the state (the cache plan), even for a graph
+        // without caches: a state runs only with the executable that made it.
+        state.check_owner(self.id)?;
         self.step(Some(state), inputs)
     }
 

@@ -63,6 +63,21 @@ fn the_conformance_suite_passes_through_the_ffi() {
     assert_eq!(ran, cases::all().len());
 }
 
+/// A session state runs only with the executable that made it (another executable of the same
+/// graph is refused before the state records anything), with caches and without.
+#[test]
+fn a_session_state_runs_only_with_the_executable_that_made_it() {
+    let cache = tempfile::tempdir().unwrap();
+    for case in accelrt_conformance::session_owner_cases() {
+        let first = Case { later_steps: vec![], ..case };
+        for bucket in case_buckets(&first) {
+            compile_bucket(cache.path(), &first.graph, &bucket, &[]);
+        }
+    }
+    let b = backend("neuron:0", cache.path());
+    accelrt_conformance::check_session_owner(&b, &PrepareOptions::default()).unwrap();
+}
+
 /// Masked mean pooling over a linear layer: padding rows and positions must not change the result.
 fn pooled_graph() -> (Graph, HostWeights) {
     let mut b = GraphBuilder::new("pooled");

@@ -6,8 +6,8 @@ use crate::cache::{self, Entry};
 use crate::{backend_err, PjrtBackend, BACKEND};
 use accelrt_core::padding::{pad, unpad};
 use accelrt_core::{
-    one_shot_slots, Bindings, DType, Dim, Error, Executable, Graph, HostTensor, Op, Outputs, PrepareOptions, Result,
-    SessionState, WeightSource, KV_LEN,
+    one_shot_slots, Bindings, DType, Dim, Error, Executable, ExecutableId, Graph, HostTensor, Op, Outputs,
+    PrepareOptions, Result, SessionState, WeightSource, KV_LEN,
 };
 use accelrt_pjrt::{
     Argument as PjrtArgument, Buffer, Client, CompileOptions, Device, ElementType, LoadedExecutable, ProgramFormat,
@@ -17,7 +17,6 @@ use accelrt_stablehlo::{
 };
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// One bucket's compiled program.
@@ -42,7 +41,6 @@ struct CacheNode {
 /// The backend's part of a session: one cache buffer per `KvCache` node (graph order), each with
 /// the session's slots plus one spare slot that padded batch rows write to.
 struct PjrtState {
-    owner: u64,
     /// Slots including the spare one.
     slots: usize,
     caches: Vec<Buffer>,
@@ -51,10 +49,9 @@ struct PjrtState {
 /// A bucket's program once compiled; its own lock makes concurrent first runs compile it once.
 type ProgramSlot = Arc<Mutex<Option<Arc<Program>>>>;
 
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
 pub struct PjrtExecutable {
-    id: u64,
+    /// Stamped into every session state this executable makes; only it may run with them.
+    id: ExecutableId,
     graph: Graph,
     client: Client,
     device: Device,
@@ -201,7 +198,7 @@ impl PjrtExecutable {
         symbols.sort();
         symbols.dedup();
         Ok(PjrtExecutable {
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            id: ExecutableId::fresh(),
             graph: graph.clone(),
             client: backend.client.clone(),
             device,
@@ -349,7 +346,7 @@ impl PjrtExecutable {
             let zeros = vec![0u8; dims.iter().product::<usize>() * elem];
             caches.push(upload_bytes(&self.client, c.dtype, &zeros, &dims, self.portable.then_some(&self.device))?);
         }
-        Ok(PjrtState { owner: self.id, slots: total, caches })
+        Ok(PjrtState { slots: total, caches })
     }
 
     fn step(&self, state: Option<&mut SessionState>, inputs: &[(&str, &HostTensor)]) -> Result<Outputs> {
@@ -377,10 +374,7 @@ impl PjrtExecutable {
         }
         let (slots_total, spare) = match state.as_deref_mut() {
             Some(state) => {
-                let inner = state.inner_mut::<PjrtState>()?;
-                if inner.owner != self.id {
-                    return Err(backend_err("this session state was made by another executable"));
-                }
+                let inner = state.inner_mut::<PjrtState>(self.id)?;
                 (Some(inner.slots), inner.slots - 1)
             }
             None => (None, 0),
@@ -429,7 +423,7 @@ impl PjrtExecutable {
             }
         }
         let mut state_inner = match state {
-            Some(state) => Some(state.inner_mut::<PjrtState>()?),
+            Some(state) => Some(state.inner_mut::<PjrtState>(self.id)?),
             None => None,
         };
         // The caches are donated: the program writes each update into its cache's memory. A run
@@ -596,10 +590,13 @@ impl Executable for PjrtExecutable {
 
     fn new_state(&self, slots: usize) -> Result<SessionState> {
         let inner = self.new_pjrt_state(slots)?;
-        Ok(SessionState::new(BACKEND, slots, Box::new(inner)))
+        Ok(SessionState::new(BACKEND, self.id, slots, Box::new(inner)))
     }
 
     fn run_with_state(&self, state: &mut SessionState, inputs: &[(&str, &HostTensor)]) -> Result<Outputs> {
+        // Before anything reads or records into the state (the cache plan), even for a graph
+        // without caches: a state runs only with the executable that made it.
+        state.check_owner(self.id)?;
         if self.caches.is_empty() {
             return self.step(None, inputs);
         }

@@ -2,7 +2,7 @@
 //! at their full capacity, quantised weights as the f32 values they stand for.
 
 use crate::ExportError;
-use accelrt_core::{reference::reshape_target, Bindings, DType, Dim, Graph, GraphBuilder, Op, KV_LEN};
+use accelrt_core::{reshape_target, Bindings, DType, Dim, Graph, GraphBuilder, Op, KV_LEN};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
