@@ -406,6 +406,7 @@ impl Loaded {
             outputs.push(match out.role {
                 OutputRole::Output => Some(Tensor::allocate(rt, core, bytes, &name).map_err(backend_err)?),
                 OutputRole::State { .. } => None,
+                OutputRole::Variable { .. } => return Err(no_training_state()),
             });
         }
         Ok(Loaded { model, inputs, outputs })
@@ -740,6 +741,7 @@ impl NeuronExecutable {
                     cache += 1;
                     &caches[cache - 1]
                 }
+                ArgumentRole::Variable { .. } => return Err(no_training_state()),
             };
             ins.add(&input_name(i), t).map_err(backend_err)?;
         }
@@ -759,6 +761,7 @@ impl NeuronExecutable {
                     let k = state_args.iter().position(|c| c == cache).expect("every state output has its argument");
                     &caches[k]
                 }
+                OutputRole::Variable { .. } => return Err(no_training_state()),
             };
             outs.add(&output_name(j), t).map_err(backend_err)?;
         }
@@ -894,5 +897,14 @@ impl Executable for NeuronExecutable {
 
     fn synchronize(&self) -> Result<()> {
         Ok(())
+    }
+}
+
+/// A program with training state (graph variables): this backend does not hold variables yet
+/// (graphs with them are refused at prepare; a NEFF built from one is refused here).
+fn no_training_state() -> Error {
+    Error::Unsupported {
+        backend: BACKEND.into(),
+        what: "graph variables (training state) in a Neuron program: training on Neuron is not supported yet".into(),
     }
 }

@@ -7,7 +7,7 @@ use crate::{backend_err, PjrtBackend, BACKEND};
 use accelrt_core::padding::{pad, unpad};
 use accelrt_core::{
     one_shot_slots, Bindings, DType, Dim, Error, Executable, ExecutableId, Graph, HostTensor, Op, Outputs,
-    PrepareOptions, Result, SessionState, WeightSource, KV_LEN,
+    PrepareOptions, Result, SessionState, VariableInit, WeightSource, KV_LEN,
 };
 use accelrt_pjrt::{
     Argument as PjrtArgument, Buffer, Client, CompileOptions, Device, ElementType, LoadedExecutable, ProgramFormat,
@@ -38,12 +38,23 @@ struct CacheNode {
     dtype: DType,
 }
 
+/// A graph variable (`Op::Variable`: training state) and its value before any step.
+struct VariableNode {
+    name: String,
+    dtype: DType,
+    shape: Vec<usize>,
+    /// The weight it starts from (`VariableInit::Weight`), read once at prepare; `None`: zeros.
+    initial: Option<HostTensor>,
+}
+
 /// The backend's part of a session: one cache buffer per `KvCache` node (graph order), each with
-/// the session's slots plus one spare slot that padded batch rows write to.
+/// the session's slots plus one spare slot that padded batch rows write to, and one buffer per
+/// graph variable (graph order), on the device between steps.
 struct PjrtState {
     /// Slots including the spare one.
     slots: usize,
     caches: Vec<Buffer>,
+    variables: Vec<Buffer>,
 }
 
 /// A bucket's program once compiled; its own lock makes concurrent first runs compile it once.
@@ -65,6 +76,7 @@ pub struct PjrtExecutable {
     weight_args: Vec<Argument>,
     weights: Vec<Buffer>,
     caches: Vec<CacheNode>,
+    variables: Vec<VariableNode>,
     /// Inputs that feed an embedding straight away, with the table's row count.
     id_inputs: Vec<(String, usize)>,
     /// The symbols of the graph's inputs.
@@ -179,6 +191,18 @@ impl PjrtExecutable {
                 });
             }
         }
+        // Variables start from their weight (read and checked now, uploaded per session) or zeros.
+        let mut variables = Vec::new();
+        for node in graph.nodes() {
+            if let Op::Variable { init, .. } = node.op {
+                let shape = node.shape.concrete().expect("variables have fixed shapes");
+                let initial = match init {
+                    VariableInit::Weight => Some(accelrt_core::load_weight(weights, node)?.to_host()?),
+                    VariableInit::Zeros => None,
+                };
+                variables.push(VariableNode { name: node.name.clone(), dtype: node.dtype, shape, initial });
+            }
+        }
         let mut id_inputs = Vec::new();
         for node in graph.nodes() {
             if let Op::Embedding { table, ids } = node.op {
@@ -211,6 +235,7 @@ impl PjrtExecutable {
             weight_args,
             weights: uploaded,
             caches,
+            variables,
             id_inputs,
             symbols,
             paddable: accelrt_core::padding::paddable_symbols(graph),
@@ -346,7 +371,39 @@ impl PjrtExecutable {
             let zeros = vec![0u8; dims.iter().product::<usize>() * elem];
             caches.push(upload_bytes(&self.client, c.dtype, &zeros, &dims, self.portable.then_some(&self.device))?);
         }
-        Ok(PjrtState { slots: total, caches })
+        let mut variables = Vec::with_capacity(self.variables.len());
+        for v in &self.variables {
+            let buffer = match &v.initial {
+                Some(t) => upload(&self.client, t, &v.shape, self.portable.then_some(&self.device))?,
+                None => {
+                    let elem = v.dtype.size_in_bytes().expect("variables are plain floats");
+                    let zeros = vec![0u8; v.shape.iter().product::<usize>() * elem];
+                    upload_bytes(&self.client, v.dtype, &zeros, &v.shape, self.portable.then_some(&self.device))?
+                }
+            };
+            variables.push(buffer);
+        }
+        Ok(PjrtState { slots: total, caches, variables })
+    }
+
+    /// Whether runs need a session state: the graph has caches or variables.
+    fn has_state(&self) -> bool {
+        !self.caches.is_empty() || !self.variables.is_empty()
+    }
+
+    fn variable_index(&self, name: &str) -> Result<usize> {
+        self.variables.iter().position(|v| v.name == name).ok_or_else(|| Error::Graph(format!("no variable `{name}`")))
+    }
+
+    /// A session's variable buffers, refusing a session that lost them in a failed step.
+    fn variables_of<'s>(&self, state: &'s mut SessionState) -> Result<&'s mut Vec<Buffer>> {
+        let inner = state.inner_mut::<PjrtState>(self.id)?;
+        if inner.variables.len() != self.variables.len() {
+            return Err(backend_err(
+                "this session lost its variables when an earlier step failed on the device; start a new session",
+            ));
+        }
+        Ok(&mut inner.variables)
     }
 
     fn step(&self, state: Option<&mut SessionState>, inputs: &[(&str, &HostTensor)]) -> Result<Outputs> {
@@ -372,12 +429,13 @@ impl PjrtExecutable {
                 starts.push(write.rows.iter().map(|r| r.start).collect());
             }
         }
+        // Slots size the caches only: a graph with variables alone is not specialised to them.
         let (slots_total, spare) = match state.as_deref_mut() {
-            Some(state) => {
+            Some(state) if !self.caches.is_empty() => {
                 let inner = state.inner_mut::<PjrtState>(self.id)?;
                 (Some(inner.slots), inner.slots - 1)
             }
-            None => (None, 0),
+            _ => (None, 0),
         };
 
         let size = |s: &String, n: usize| if self.paddable.contains(s) { self.buckets.pad(s, n) } else { n };
@@ -395,7 +453,7 @@ impl PjrtExecutable {
         let device = self.portable.then_some(&self.device);
         let mut owned: Vec<Buffer> = Vec::new();
         let mut order: Vec<(char, usize)> = Vec::new();
-        let (mut w, mut s) = (0, 0);
+        let (mut w, mut s, mut v) = (0, 0, 0);
         for arg in &program.manifest.arguments {
             match &arg.role {
                 ArgumentRole::Input => {
@@ -420,6 +478,10 @@ impl PjrtExecutable {
                     order.push(('s', s));
                     s += 1;
                 }
+                ArgumentRole::Variable { .. } => {
+                    order.push(('v', v));
+                    v += 1;
+                }
             }
         }
         let mut state_inner = match state {
@@ -428,22 +490,29 @@ impl PjrtExecutable {
         };
         // The caches are donated: the program writes each update into its cache's memory. A run
         // that fails after the call has consumed them, so the session is then unusable (below).
-        let mut donated: Vec<Option<Buffer>> = match state_inner.as_mut() {
+        // So are the variables: the optimiser's update is written over each parameter and moment.
+        let (mut donated, mut donated_variables): (Vec<Option<Buffer>>, Vec<Option<Buffer>>) = match state_inner
+            .as_mut()
+        {
             Some(inner) => {
-                if inner.caches.len() != self.caches.len() {
+                if inner.caches.len() != self.caches.len() || inner.variables.len() != self.variables.len() {
                     return Err(backend_err(
-                        "this session lost its KV caches when an earlier step failed on the device; start a new session",
-                    ));
+                            "this session lost its KV caches or variables when an earlier step failed on the device; start a new session",
+                        ));
                 }
-                std::mem::take(&mut inner.caches).into_iter().map(Some).collect()
+                (
+                    std::mem::take(&mut inner.caches).into_iter().map(Some).collect(),
+                    std::mem::take(&mut inner.variables).into_iter().map(Some).collect(),
+                )
             }
-            None => Vec::new(),
+            None => (Vec::new(), Vec::new()),
         };
         let args: Vec<PjrtArgument> = order
             .iter()
             .map(|&(kind, i)| match kind {
                 'i' => PjrtArgument::Keep(&owned[i]),
                 'w' => PjrtArgument::Keep(&self.weights[i]),
+                'v' => PjrtArgument::Donate(donated_variables[i].take().expect("each variable is passed once")),
                 _ => PjrtArgument::Donate(donated[i].take().expect("each cache is passed once")),
             })
             .collect();
@@ -454,10 +523,12 @@ impl PjrtExecutable {
 
         let mut results = Vec::new();
         let mut new_caches = Vec::new();
+        let mut new_variables = Vec::new();
         let mut graph_output = 0;
         for (out, buffer) in program.manifest.outputs.iter().zip(outputs) {
             match out.role {
                 OutputRole::State { .. } => new_caches.push(buffer),
+                OutputRole::Variable { .. } => new_variables.push(buffer),
                 OutputRole::Output => {
                     let (name, id) = &self.graph.outputs()[graph_output];
                     graph_output += 1;
@@ -479,10 +550,11 @@ impl PjrtExecutable {
             }
         }
         if let Some(inner) = state_inner.as_mut() {
-            if new_caches.len() != self.caches.len() {
-                return Err(backend_err("the program returned another number of caches than it takes"));
+            if new_caches.len() != self.caches.len() || new_variables.len() != self.variables.len() {
+                return Err(backend_err("the program returned another number of caches or variables than it takes"));
             }
             inner.caches = new_caches;
+            inner.variables = new_variables;
         }
         Ok(Outputs::new(results))
     }
@@ -581,7 +653,8 @@ impl Executable for PjrtExecutable {
     }
 
     fn run(&self, inputs: &[(&str, &HostTensor)]) -> Result<Outputs> {
-        if self.caches.is_empty() {
+        // A graph with caches runs on empty ones, and one with variables on their initial values.
+        if !self.has_state() {
             return self.step(None, inputs);
         }
         let mut state = self.new_state(one_shot_slots(&self.graph, inputs))?;
@@ -597,10 +670,42 @@ impl Executable for PjrtExecutable {
         // Before anything reads or records into the state (the cache plan), even for a graph
         // without caches: a state runs only with the executable that made it.
         state.check_owner(self.id)?;
-        if self.caches.is_empty() {
+        if !self.has_state() {
             return self.step(None, inputs);
         }
         self.step(Some(state), inputs)
+    }
+
+    fn read_variable(&self, state: &SessionState, name: &str) -> Result<HostTensor> {
+        state.check_owner(self.id)?;
+        let index = self.variable_index(name)?;
+        let inner = state.inner::<PjrtState>(self.id)?;
+        let buffer = inner.variables.get(index).ok_or_else(|| {
+            backend_err(
+                "this session lost its variables when an earlier step failed on the device; start a new session",
+            )
+        })?;
+        let v = &self.variables[index];
+        let bytes = buffer.to_bytes().map_err(backend_err)?;
+        HostTensor::from_le_bytes(v.dtype, v.shape.clone(), &bytes)
+    }
+
+    fn write_variable(&self, state: &mut SessionState, name: &str, value: &HostTensor) -> Result<()> {
+        state.check_owner(self.id)?;
+        let index = self.variable_index(name)?;
+        let v = &self.variables[index];
+        if value.dtype() != v.dtype || value.shape() != v.shape.as_slice() {
+            return Err(Error::Graph(format!(
+                "variable `{name}` is {} {:?}; got {} {:?}",
+                v.dtype,
+                v.shape,
+                value.dtype(),
+                value.shape()
+            )));
+        }
+        let buffer = upload(&self.client, value, &v.shape, self.portable.then_some(&self.device))?;
+        self.variables_of(state)?[index] = buffer;
+        Ok(())
     }
 
     fn synchronize(&self) -> Result<()> {

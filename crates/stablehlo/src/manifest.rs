@@ -59,6 +59,10 @@ pub enum ArgumentRole {
     /// The contents of a `KvCache` node's cache, [slots, heads, capacity, head size]: zeros for a
     /// new session, then the matching state output of the previous step.
     State { cache: String },
+    /// The value of the graph variable `variable` (`Op::Variable`: a parameter in training, an
+    /// optimiser moment), at its exact dtype and shape: `init` for a new session (the weight of
+    /// that name, or zeros), then the matching variable output of the previous step.
+    Variable { variable: String, init: accelrt_core::VariableInit },
 }
 
 /// One result of the exported function.
@@ -80,6 +84,9 @@ pub enum OutputRole {
     Output,
     /// The updated cache of `cache`, to pass as that state argument next step.
     State { cache: String },
+    /// The next value of the variable `variable` (its `Assign`'s value, or the value it came in
+    /// with when the graph does not assign it), to pass as that variable argument next step.
+    Variable { variable: String },
 }
 
 impl Manifest {
@@ -91,19 +98,23 @@ impl Manifest {
         serde_json::from_str(text)
     }
 
-    /// (argument index, output index) of every state pair: the output's value is the argument's
-    /// next value.
+    /// (argument index, output index) of every state pair — caches and variables: the output's
+    /// value is the argument's next value.
     pub fn state_pairs(&self) -> Vec<(usize, usize)> {
         let mut pairs = Vec::new();
         for (o, out) in self.outputs.iter().enumerate() {
-            if let OutputRole::State { cache } = &out.role {
-                let arg = self
+            let arg = match &out.role {
+                OutputRole::Output => continue,
+                OutputRole::State { cache } => self
                     .arguments
                     .iter()
-                    .position(|a| matches!(&a.role, ArgumentRole::State { cache: c } if c == cache))
-                    .expect("every state output has its argument");
-                pairs.push((arg, o));
-            }
+                    .position(|a| matches!(&a.role, ArgumentRole::State { cache: c } if c == cache)),
+                OutputRole::Variable { variable } => self
+                    .arguments
+                    .iter()
+                    .position(|a| matches!(&a.role, ArgumentRole::Variable { variable: v, .. } if v == variable)),
+            };
+            pairs.push((arg.expect("every state output has its argument"), o));
         }
         pairs
     }

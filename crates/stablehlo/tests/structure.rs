@@ -199,3 +199,35 @@ fn identical_inputs_give_identical_modules() {
     assert_eq!(a, b);
     assert_eq!(a.manifest.mlir_sha256.len(), 64);
 }
+
+#[test]
+fn variables_are_arguments_aliased_to_their_next_values() {
+    // A running sum: v ← v + x each step. The variable enters at its exact type and leaves as the
+    // result its argument is aliased to, after the graph's outputs.
+    let mut g = GraphBuilder::new("running_sum");
+    let x = g.input("x", DType::F32, Shape::new([3])).unwrap();
+    let v = g
+        .add(
+            "total",
+            Op::Variable { dtype: DType::F32, shape: Shape::new([3]), init: accelrt_core::VariableInit::Zeros },
+        )
+        .unwrap();
+    let sum = g.add("sum", Op::Binary { op: accelrt_core::BinaryOp::Add, a: v, b: x }).unwrap();
+    let assigned = g.add("assign_total", Op::Assign { var: v, value: sum }).unwrap();
+    g.output("sum", assigned);
+    let graph = g.build().unwrap();
+    let bucket =
+        Bucket::from_bindings(&graph.bind_inputs(&[("x", &HostTensor::f32(vec![3], vec![0.0; 3]).unwrap())]).unwrap());
+    let module = export(&graph, &bucket, &ExportOptions::default()).unwrap();
+    let m = &module.manifest;
+    assert_eq!(
+        m.arguments[1].role,
+        ArgumentRole::Variable { variable: "total".into(), init: accelrt_core::VariableInit::Zeros }
+    );
+    let outs: Vec<(&str, &OutputRole)> = m.outputs.iter().map(|o| (o.name.as_str(), &o.role)).collect();
+    assert_eq!(outs, [("sum", &OutputRole::Output), ("total", &OutputRole::Variable { variable: "total".into() })]);
+    assert_eq!(m.state_pairs(), [(1, 1)]);
+    let sig = module.mlir.lines().find(|l| l.contains("func.func")).unwrap();
+    assert!(sig.contains("%arg1: tensor<3xf32> {tf.aliasing_output = 1 : i32}"), "{sig}");
+    assert_eq!(sig.matches("tf.aliasing_output").count(), 1, "{sig}");
+}

@@ -102,7 +102,26 @@ pub(crate) fn lower(original: &Graph, spec: &Specialised, compute: DType) -> Res
             caches.push((index, arg));
         }
     }
+    // Variables (training state): exact dtype at the edge, like weights; their values persist
+    // between runs as the caches' do, so each is aliased to its next value below.
+    let mut variables: Vec<(usize, V)> = Vec::new();
+    for (index, node) in graph.nodes().iter().enumerate() {
+        if let Op::Variable { init, .. } = node.op {
+            let arg = param(Ty::new(exact_elem(node.dtype), &spec.shapes[index]));
+            arguments.push(Argument {
+                name: node.name.clone(),
+                dtype: node.dtype,
+                shape: arg.shape().to_vec(),
+                role: ArgumentRole::Variable { variable: node.name.clone(), init },
+            });
+            variables.push((index, arg));
+        }
+    }
     let cache_params: Vec<String> = caches.iter().map(|(_, v)| v.name.clone()).collect();
+    let variable_params: Vec<String> = variables.iter().map(|(_, v)| v.name.clone()).collect();
+    for (index, arg) in &variables {
+        values[*index] = Some(e.convert(arg, elem_of(graph.nodes()[*index].dtype, compute)));
+    }
     // Inputs enter at their exact types; f32 ones are computed in `compute` from here on.
     for (id, node) in graph.inputs() {
         let v = values[id.index()].take().expect("set above");
@@ -114,7 +133,7 @@ pub(crate) fn lower(original: &Graph, spec: &Specialised, compute: DType) -> Res
     for (index, node) in graph.nodes().iter().enumerate() {
         from_cache[index] =
             matches!(node.op, Op::KvCache { .. }) || node.op.operands().iter().any(|id| from_cache[id.index()]);
-        if matches!(node.op, Op::Input { .. } | Op::Weight { .. }) {
+        if matches!(node.op, Op::Input { .. } | Op::Weight { .. } | Op::Variable { .. }) {
             continue;
         }
         e.comment(&format!("{} `{}`", node.op.kind(), node.name));
@@ -130,6 +149,13 @@ pub(crate) fn lower(original: &Graph, spec: &Specialised, compute: DType) -> Res
                     .map_err(unsupported)?;
                 caches[slot].1 = updated;
                 out
+            }
+            Op::Assign { var, value } => {
+                // The variable's next value, at its exact type (the function's result).
+                let slot = variables.iter().position(|(i, _)| *i == var.index()).expect("Assign targets a Variable");
+                let dtype = graph.node(*var).dtype;
+                variables[slot].1 = e.convert(&get(*value), exact_elem(dtype));
+                get(*value)
             }
             op => lower_op(&mut e, op, &get, &want).map_err(unsupported)?,
         };
@@ -164,15 +190,28 @@ pub(crate) fn lower(original: &Graph, spec: &Specialised, compute: DType) -> Res
         });
         results.push(v.clone());
     }
+    for (index, v) in &variables {
+        let name = graph.nodes()[*index].name.clone();
+        outputs.push(Output {
+            name: name.clone(),
+            dtype: dtype_of(v.elem()),
+            shape: v.shape().to_vec(),
+            role: OutputRole::Variable { variable: name },
+        });
+        results.push(v.clone());
+    }
 
     let mut text = String::new();
     // Each cache parameter is aliased to its updated cache (`tf.aliasing_output`, which XLA's
     // MLIR-to-HLO conversion turns into the module's input_output_alias): a runtime that donates
     // the cache gets the update written in place instead of a copy of every cache per step.
-    let first_state_output = results.len() - caches.len();
+    // Variables are aliased the same way: the optimiser's update is written over the parameter.
+    let first_state_output = results.len() - caches.len() - variables.len();
+    let state_params = cache_params.iter().chain(&variable_params);
+    let aliased: Vec<&String> = state_params.collect();
     let signature: Vec<String> = params
         .iter()
-        .map(|p| match cache_params.iter().position(|name| *name == p.name) {
+        .map(|p| match aliased.iter().position(|name| **name == p.name) {
             Some(k) => format!("{}: {} {{tf.aliasing_output = {} : i32}}", p.name, p.ty, first_state_output + k),
             None => format!("{}: {}", p.name, p.ty),
         })
@@ -190,11 +229,6 @@ pub(crate) fn lower(original: &Graph, spec: &Specialised, compute: DType) -> Res
 
 /// Refuses what a static-shape program cannot express with the reference's meaning.
 fn check_static(op: &Op, from_cache: &[bool]) -> Result<(), String> {
-    if let Op::Variable { .. } | Op::Assign { .. } = op {
-        // The design (docs/ARCHITECTURE.md, training): variables become arguments aliased to
-        // results, as the KV caches are; the PJRT backend does not hold them yet.
-        return Err("graph variables (training state) are not exported to StableHLO yet".into());
-    }
     if let Op::Attention { k, mask, causal, q_positions: None, .. } = op {
         // Keys from a cache are exported at the full capacity: which of them a query may see must
         // come from its position (or a padding mask), never from the cache's length.
@@ -212,7 +246,7 @@ fn check_static(op: &Op, from_cache: &[bool]) -> Result<(), String> {
 fn lower_op(e: &mut Emitter, op: &Op, get: &dyn Fn(accelrt_core::ValueId) -> V, want: &Ty) -> Result<V, String> {
     Ok(match op {
         Op::Input { .. } | Op::Weight { .. } | Op::KvCache { .. } => unreachable!("handled by the caller"),
-        Op::Variable { .. } | Op::Assign { .. } => unreachable!("refused by check_static"),
+        Op::Variable { .. } | Op::Assign { .. } => unreachable!("handled by the caller"),
         Op::Embedding { table, ids } => linalg::embedding(e, &get(*table), &get(*ids)),
         Op::MatMul { a, b, transpose_b } => linalg::matmul(e, &get(*a), &get(*b), *transpose_b, &want.shape)?,
         Op::Linear { x, weight, bias } => linalg::linear(e, &get(*x), &get(*weight), bias.map(get).as_ref())?,
