@@ -88,3 +88,23 @@ fn probabilities_outside_zero_to_one_and_bad_seeds_are_refused() {
     let s = b.input("seed", DType::U32, Shape(vec![])).unwrap();
     assert!(b.add("drop", Op::Dropout { x, seed: s, p: 0.1, stream: 0 }).is_err());
 }
+
+#[test]
+fn a_dropout_graph_round_trips_through_json_and_a_tampered_probability_is_refused() {
+    let mut b = GraphBuilder::new("dropout_json");
+    let x = b.input("x", DType::F32, Shape(vec![Dim::sym("n")])).unwrap();
+    let s = b.input("seed", DType::U32, Shape(vec![])).unwrap();
+    let y = b.add("y", Op::Dropout { x, seed: s, p: 0.125, stream: 3 }).unwrap();
+    b.output("y", y);
+    let graph = b.build().unwrap();
+    let json = graph.to_json();
+    assert!(json.contains("\"kind\": \"dropout\""), "{json}");
+    let back = Graph::from_json(&json).unwrap();
+    assert_eq!(back, graph);
+    assert_eq!(back.content_hash(), graph.content_hash());
+    // The stream and the probability are part of what the hash covers.
+    let other = Graph::from_json(&json.replace("\"stream\": 3", "\"stream\": 4")).unwrap();
+    assert_ne!(other.content_hash(), graph.content_hash());
+    let err = Graph::from_json(&json.replace("0.125", "1.5")).unwrap_err().to_string();
+    assert!(err.contains("[0, 1)"), "{err}");
+}
