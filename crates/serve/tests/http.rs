@@ -295,8 +295,8 @@ fn a_request_of_many_long_inputs_runs_in_batches_within_the_limits() {
     // 1024 padded tokens hold 4 inputs of 256: exactly 10 batches, none over either limit.
     let metrics = server.get("/metrics").1;
     assert_eq!(metric(&metrics, "accelrt_batch_size_count"), 10.0, "{metrics}");
-    assert_eq!(metric(&metrics, "accelrt_batch_size_bucket{le=\"4.0\"}"), 10.0);
-    assert_eq!(metric(&metrics, "accelrt_batch_padded_tokens_bucket{le=\"1024.0\"}"), 10.0);
+    assert_eq!(metric(&metrics, "accelrt_batch_size_bucket{le=\"4\"}"), 10.0);
+    assert_eq!(metric(&metrics, "accelrt_batch_padded_tokens_bucket{le=\"1024\"}"), 10.0);
     assert_eq!(metric(&metrics, "accelrt_batch_padded_tokens_sum"), (40 * 256) as f64);
 
     // Short inputs fill batches by count instead; requests arriving together share batches and each
@@ -327,8 +327,8 @@ fn a_request_of_many_long_inputs_runs_in_batches_within_the_limits() {
     });
     let metrics = server.get("/metrics").1;
     let batches = metric(&metrics, "accelrt_batch_size_count");
-    assert_eq!(metric(&metrics, "accelrt_batch_size_bucket{le=\"8.0\"}"), batches, "no batch over 8 inputs");
-    assert_eq!(metric(&metrics, "accelrt_batch_padded_tokens_bucket{le=\"1024.0\"}"), batches);
+    assert_eq!(metric(&metrics, "accelrt_batch_size_bucket{le=\"8\"}"), batches, "no batch over 8 inputs");
+    assert_eq!(metric(&metrics, "accelrt_batch_padded_tokens_bucket{le=\"1024\"}"), batches);
     server.shutdown();
 }
 
@@ -353,7 +353,7 @@ fn a_huge_request_is_split_and_a_hang_up_skips_the_rest_of_it() {
     // 2,048 inputs of 256 tokens would take 256 batches of 8; the hang-up stopped it far sooner.
     assert_eq!(metric(&metrics, "accelrt_batch_size_count"), after_cancel, "batches went on after the hang-up");
     assert!(after_cancel < 256.0, "{after_cancel} batches");
-    assert_eq!(metric(&metrics, "accelrt_batch_padded_tokens_bucket{le=\"2048.0\"}"), after_cancel);
+    assert_eq!(metric(&metrics, "accelrt_batch_padded_tokens_bucket{le=\"2048\"}"), after_cancel);
     assert_eq!(metric(&metrics, "accelrt_queue_depth"), 0.0);
     let (status, _, _) =
         server.post("/v1/embeddings", &serde_json::json!({"model": MODEL, "input": "after"}).to_string());
