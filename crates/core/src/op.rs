@@ -104,7 +104,7 @@ pub enum Op {
     },
     /// One fused AdamW update (`torch.optim.AdamW`, not amsgrad) of a parameter: param, grad, m and v
     /// have one shape S; `lr` and `step` (1 for the first update) are float scalars (shape []).
-    /// Yields [3] + S: the new parameter, m and v, stacked (see `accelrt_core::optim`):
+    /// Yields `[3] + S`: the new parameter, m and v, stacked (see `accelrt_core::optim`):
     /// p' = p·(1 − lr·wd) − lr/(1 − β1^t) · m' / (√v' / √(1 − β2^t) + eps),
     /// m' = β1·m + (1 − β1)·g, v' = β2·v + (1 − β2)·g². Fused because the optimiser touches every
     /// parameter: as ~20 element-wise ops it dominated a training step's time.
@@ -126,7 +126,7 @@ pub enum Op {
         var: ValueId,
         value: ValueId,
     },
-    /// Rows of `table` ([vocab, hidden]) selected by integer `ids` (any shape): ids.shape + [hidden].
+    /// Rows of `table` ([vocab, hidden]) selected by integer `ids` (any shape): `ids.shape + [hidden]`.
     Embedding {
         table: ValueId,
         ids: ValueId,
@@ -199,7 +199,7 @@ pub enum Op {
     },
     /// A key/value cache that persists across runs of one session (see `Executable::new_state`).
     ///
-    /// Writes x ([batch, heads, new, d]) into the cache slot `slots[b]` ([batch], integer) of each row
+    /// Writes x ([batch, heads, new, d]) into the cache slot `slots[b]` (`[batch]`, integer) of each row
     /// at positions `positions[b, ..]` ([batch, new], integer; consecutive within a row, the first at
     /// most the slot's current length), then yields every row's cache up to the step's longest row:
     /// [batch, heads, kv_len, d] with kv_len = max over rows of (last position + 1). Entries past a
@@ -218,7 +218,7 @@ pub enum Op {
         axis: usize,
     },
     /// Rotary position embedding of x: [batch, heads, seq, d] at integer `positions`
-    /// ([seq], or [batch, seq] for rows at different offsets); frequencies base^(−2i/d).
+    /// (`[seq]`, or `[batch, seq]` for rows at different offsets); frequencies base^(−2i/d).
     Rope {
         x: ValueId,
         positions: ValueId,
@@ -229,7 +229,7 @@ pub enum Op {
         x: ValueId,
         dims: Vec<ReshapeDim>,
     },
-    /// Output axis i is input axis perm[i].
+    /// Output axis i is input axis `perm[i]`.
     Permute {
         x: ValueId,
         perm: Vec<usize>,
@@ -277,7 +277,7 @@ pub enum Op {
     LogSoftmax {
         x: ValueId,
     },
-    /// One-hot rows of integer `ids` (any shape): ids.shape + [depth] of float `dtype`, 1 at
+    /// One-hot rows of integer `ids` (any shape): `ids.shape + [depth]` of float `dtype`, 1 at
     /// position ids[…] and 0 elsewhere. An id outside 0..depth (such as −100, PyTorch's ignore
     /// index) gives a row of zeros.
     OneHot {
@@ -286,7 +286,7 @@ pub enum Op {
         dtype: DType,
     },
     /// The adjoint of `Embedding`: a zero [rows, width] matrix with every row `src[i]` of `src`
-    /// (ids.shape + [width]) added into row `ids[i]` (a scatter-add; repeated ids accumulate).
+    /// (`ids.shape + [width]`) added into row `ids[i]` (a scatter-add; repeated ids accumulate).
     /// Ids must be in 0..rows.
     IndexAdd {
         ids: ValueId,

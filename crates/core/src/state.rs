@@ -127,7 +127,7 @@ impl SessionState {
         }
     }
 
-    /// Checks a cache write (`positions` [batch, count] and `slots` [batch], row-major) against
+    /// Checks a cache write (`positions` `[batch, count]` and `slots` `[batch]`, row-major) against
     /// the rules of `Op::KvCache` and records it. Nothing is recorded when it is refused.
     pub fn plan_cache_write(
         &mut self,

@@ -1,7 +1,7 @@
 //! Shape and dtype inference: the rules that say what value each op produces. Fixed sizes are
 //! checked when the graph is built; symbolic sizes are checked by the evaluators when it runs.
 //!
-//! [`infer`] only dispatches: each op family's rules live in the submodule named as in
+//! `infer` only dispatches: each op family's rules live in the submodule named as in
 //! `crate::reference` (its f64 semantics), `crate::autodiff` (its gradient) and the StableHLO
 //! lowering — `elementwise`, `linalg`, `norm`, `attention`, `shape` and `state` (inputs, weights,
 //! variables, KV caches). Rules that evaluators also need at run time (a reshape's concrete target)

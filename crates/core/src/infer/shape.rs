@@ -39,7 +39,7 @@ pub(super) fn reshape(cx: &Cx<'_>, x: ValueId, dims: &[ReshapeDim]) -> Result<(D
 }
 
 /// The concrete output shape of a reshape of a value of shape `src` (what `Op::Reshape` means
-/// once the symbols are bound): `Keep(i)` is src[i], `Fixed(n)` is n, `Infer` takes the rest.
+/// once the symbols are bound): `Keep(i)` is `src[i]`, `Fixed(n)` is n, `Infer` takes the rest.
 /// An error when the element counts cannot match or an axis to keep does not exist.
 pub fn reshape_target(src: &[usize], dims: &[ReshapeDim]) -> Result<Vec<usize>, String> {
     let total: usize = src.iter().product();

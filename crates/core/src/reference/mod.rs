@@ -6,7 +6,7 @@
 //! *rules*, each tested on its own: shape inference (`crate::infer`, including a reshape's
 //! concrete target) and the KV-cache write plan (`SessionState::plan_cache_write`).
 //!
-//! [`eval_nodes`] only dispatches: each op family's semantics live in the submodule named as in
+//! `eval_nodes` only dispatches: each op family's semantics live in the submodule named as in
 //! `crate::infer` (its shape rule), `crate::autodiff` (its gradient) and the StableHLO lowering.
 
 mod attention;
