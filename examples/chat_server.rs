@@ -19,7 +19,7 @@ fn main() -> anyhow::Result<()> {
     let generator = TextGenerator::load(&gguf, backend.as_ref(), &Default::default(), generator::DEFAULT_CONTEXT)?;
     let info = ServerInfo {
         model: registry::SMOLLM2_135M_INSTRUCT.id.into(),
-        task: "chat".into(),
+        task: accelrt_serve::Task::Chat,
         backend: backend.name().into(),
         device: backend.device().to_string(),
         version: env!("CARGO_PKG_VERSION").into(),

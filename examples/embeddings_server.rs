@@ -19,7 +19,7 @@ fn main() -> anyhow::Result<()> {
         backend: backend.name().into(),
         device: backend.device().to_string(),
         version: env!("CARGO_PKG_VERSION").into(),
-        task: "embeddings".into(),
+        task: accelrt_serve::Task::Embeddings,
         dimensions: Some(embedder.dimension()),
         max_input_tokens: embedder.max_tokens(),
     };

@@ -617,7 +617,7 @@ fn run_bench(store: &ModelStore, a: BenchArgs) -> Result<()> {
     let mut config = configure(kind.unwrap_or(models::ModelKind::SentenceEmbedding));
     bench::run::validate(&config)?;
     if let Some(url) = &a.url {
-        if bench::http_target::server_info(url)?.task == "chat" {
+        if bench::http_target::server_info(url)?.task == models::Task::Chat {
             config = configure(models::ModelKind::TextGeneration);
             bench::run::validate(&config)?;
         }

@@ -3,7 +3,9 @@
 use crate::{compute_override, resolve_gguf};
 use accelrt::models::{self, ModelKind, ModelStore};
 use accelrt::{DType, PrepareOptions};
-use accelrt_serve::{AppState, BatchLimits, ChatLimits, ChatScheduler, EmbeddingBatcher, Engine, Metrics, ServerInfo};
+use accelrt_serve::{
+    AppState, BatchLimits, ChatLimits, ChatScheduler, EmbeddingBatcher, Engine, Metrics, ServerInfo, Task,
+};
 use anyhow::{bail, Context, Result};
 use std::sync::Arc;
 use std::time::Duration;
@@ -141,21 +143,21 @@ pub fn serve(store: &ModelStore, a: ServeArgs) -> Result<()> {
     let backend = accelrt::open_backend(&a.backend)?;
     let options = PrepareOptions { compute_dtype: compute_override(a.dtype) };
     let metrics = Arc::new(Metrics::default());
+    let chat = is_generation_model(&a.model);
     let mut info = ServerInfo {
         model: String::new(),
-        task: String::new(),
+        task: if chat { Task::Chat } else { Task::Embeddings },
         backend: backend.name().into(),
         device: backend.device().to_string(),
         version: env!("CARGO_PKG_VERSION").into(),
         dimensions: None,
         max_input_tokens: 0,
     };
-    let engine: Engine = if is_generation_model(&a.model) {
+    let engine: Engine = if chat {
         let path = resolve_gguf(store, &a.model)?;
         let generator = models::TextGenerator::load(&path, backend.as_ref(), &options, a.context)
             .with_context(|| format!("loading {}", path.display()))?;
         info.model = served_name(&a)?;
-        info.task = "chat".into();
         info.max_input_tokens = generator.context();
         let limits = ChatLimits { max_sequences: a.max_sequences, queue: a.queue };
         ChatScheduler::start(generator, limits, metrics.clone())
@@ -166,7 +168,6 @@ pub fn serve(store: &ModelStore, a: ServeArgs) -> Result<()> {
         let embedder = models::SentenceEmbedder::load(&dir, backend.as_ref(), &options)
             .with_context(|| format!("loading {}", dir.display()))?;
         info.model = served_name(&a)?;
-        info.task = "embeddings".into();
         info.dimensions = Some(embedder.dimension());
         info.max_input_tokens = embedder.max_tokens();
         // Any request's inputs are split into batches within these limits, so one input of the

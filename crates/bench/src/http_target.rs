@@ -20,26 +20,14 @@ use crate::scenario::{self, Measurement, RunRules, ScenarioKind};
 use crate::stats::Latency;
 use crate::workload::RequestStats;
 use crate::{BenchError, Result};
-use accelrt_core::{DeviceInfo, DeviceKind};
+use accelrt_core::{DeviceInfo, DeviceKind, DeviceSpec};
+pub use accelrt_models::{ServerInfo, Task};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Exp};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// What the server says about itself (`GET /info`).
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct ServerInfo {
-    pub model: String,
-    pub task: String,
-    #[serde(default)]
-    pub backend: String,
-    #[serde(default)]
-    pub device: String,
-    #[serde(default)]
-    pub version: String,
-}
 
 /// How one request went.
 struct Answer {
@@ -140,11 +128,7 @@ pub fn run(config: &BenchConfig, url: &str) -> Result<Outcome> {
     }
     let base = url.trim_end_matches('/').to_string();
     let info = server_info(&base)?;
-    let chat = match info.task.as_str() {
-        "embeddings" => false,
-        "chat" => true,
-        other => return Err(BenchError::Invalid(format!("the server's task `{other}` is not embeddings or chat"))),
-    };
+    let chat = info.task == Task::Chat;
     let bodies = config
         .texts
         .iter()
@@ -180,7 +164,7 @@ pub fn run(config: &BenchConfig, url: &str) -> Result<Outcome> {
         .build()
         .map_err(|e| BenchError::Invalid(format!("client runtime: {e}")))?;
     let device = DeviceInfo {
-        kind: device_kind(&info.device),
+        kind: device_kind(&info.device)?,
         spec: info.device.clone(),
         name: format!("{} served at {base}", info.device),
         memory_total_bytes: None,
@@ -228,14 +212,11 @@ fn is_local(base: &str) -> bool {
     matches!(host, "localhost" | "127.0.0.1" | "[" | "0.0.0.0") || host.starts_with("127.")
 }
 
-fn device_kind(spec: &str) -> DeviceKind {
-    if spec.starts_with("cuda") {
-        DeviceKind::Cuda
-    } else if spec.starts_with("neuron") {
-        DeviceKind::Neuron
-    } else {
-        DeviceKind::Cpu
-    }
+/// The kind of the server's device, from its device string (what is priced).
+fn device_kind(spec: &str) -> Result<DeviceKind> {
+    let device: DeviceSpec =
+        spec.parse().map_err(|e| BenchError::Invalid(format!("the server's device cannot be priced: {e}")))?;
+    Ok(device.kind())
 }
 
 fn concurrency_of(kind: ScenarioKind, config: &BenchConfig) -> usize {
@@ -453,4 +434,20 @@ fn measure(
         p99_bound_ms: server.map(|s| s.1),
     };
     (m, requests)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_servers_device_is_read_as_a_device_spec() {
+        assert_eq!(device_kind("cuda:1").unwrap(), DeviceKind::Cuda);
+        assert_eq!(device_kind("neuron:0-3").unwrap(), DeviceKind::Neuron);
+        assert_eq!(device_kind("xla:cpu").unwrap(), DeviceKind::Cpu);
+        assert_eq!(device_kind("cpu").unwrap(), DeviceKind::Cpu);
+        // Before, anything not starting with cuda or neuron was priced as a CPU.
+        let err = device_kind("gpu0").unwrap_err().to_string();
+        assert!(err.contains("cannot be priced") && err.contains("gpu0"), "{err}");
+    }
 }

@@ -21,11 +21,25 @@ pub struct EmbeddingRequest {
     pub input: EmbeddingInput,
     pub model: String,
     #[serde(default)]
-    pub encoding_format: Option<String>,
+    pub encoding_format: EncodingFormat,
     #[serde(default)]
     pub dimensions: Option<usize>,
     #[serde(default)]
     pub user: Option<String>,
+}
+
+/// `encoding_format` of an embeddings request: how each vector is written in the answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EncodingFormat {
+    /// A JSON array of numbers (the default).
+    #[default]
+    Float,
+    /// The little-endian f32 bytes, base64-encoded.
+    Base64,
+    /// Any other string: refused (400) by the route, naming the field, as OpenAI refuses it.
+    #[serde(other)]
+    Unsupported,
 }
 
 #[derive(Debug, Clone, Serialize)]

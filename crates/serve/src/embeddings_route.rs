@@ -1,7 +1,8 @@
 //! `POST /v1/embeddings`.
 
 use crate::api::{
-    parse_body, ApiError, EmbeddingData, EmbeddingInput, EmbeddingRequest, EmbeddingResponse, EmbeddingValue, Usage,
+    parse_body, ApiError, EmbeddingData, EmbeddingInput, EmbeddingRequest, EmbeddingResponse, EmbeddingValue,
+    EncodingFormat, Usage,
 };
 use crate::router::{AppState, Engine};
 use accelrt_models::SentenceEmbedder;
@@ -42,14 +43,11 @@ async fn embed(state: &Arc<AppState>, body: Result<Bytes, BytesRejection>) -> Re
     let Engine::Embeddings(batcher) = &state.engine else {
         return Err(ApiError::wrong_task(&state.info.model, "a chat model", "/v1/chat/completions"));
     };
-    let base64 = match request.encoding_format.as_deref() {
-        None | Some("float") => false,
-        Some("base64") => true,
-        Some(other) => {
-            return Err(ApiError::invalid(
-                format!("encoding_format `{}`: use float or base64", crate::api::quoted(other)),
-                Some("encoding_format"),
-            ))
+    let base64 = match request.encoding_format {
+        EncodingFormat::Float => false,
+        EncodingFormat::Base64 => true,
+        EncodingFormat::Unsupported => {
+            return Err(ApiError::invalid("encoding_format must be float or base64", Some("encoding_format")))
         }
     };
     let dimensions = batcher.embedder().dimension();

@@ -28,12 +28,12 @@ mod queue;
 mod request_id;
 mod router;
 
-pub use accelrt_models::FinishReason;
-pub use api::{ApiError, EmbeddingRequest};
+pub use accelrt_models::{FinishReason, ServerInfo, Task};
+pub use api::{ApiError, EmbeddingRequest, EncodingFormat};
 pub use batcher::{BatchLimits, EmbeddingBatcher};
 pub use chat::{ChatEvent, ChatJob, ChatLimits, ChatScheduler};
 pub use chat_api::ChatCompletionRequest;
 pub use connections::{ensure_open_files, serve};
 pub use metrics::Metrics;
 pub use request_id::RequestId;
-pub use router::{model_id, router, AppState, Engine, ServerInfo};
+pub use router::{model_id, router, AppState, Engine};

@@ -4,29 +4,14 @@ use crate::batcher::EmbeddingBatcher;
 use crate::chat::ChatScheduler;
 use crate::metrics::Metrics;
 use crate::{body, chat_route, embeddings_route, request_id};
+use accelrt_models::ServerInfo;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// What `GET /info` reports.
-#[derive(Debug, Clone, Serialize)]
-pub struct ServerInfo {
-    pub model: String,
-    /// `embeddings` or `chat`.
-    pub task: String,
-    pub backend: String,
-    pub device: String,
-    pub version: String,
-    /// Embeddings: the vector length.
-    pub dimensions: Option<usize>,
-    /// Embeddings: tokens per input; chat: positions per sequence (prompt and output together).
-    pub max_input_tokens: usize,
-}
 
 /// A model id for clients (`/v1/models`, `model` in requests) made from a model's name, file or
 /// directory name: lower case, and any run of characters other than letters, digits, `.`, `_` and
@@ -200,7 +185,7 @@ mod tests {
     fn info() -> ServerInfo {
         ServerInfo {
             model: "m".into(),
-            task: "chat".into(),
+            task: accelrt_models::Task::Chat,
             backend: "candle".into(),
             device: "cpu".into(),
             version: "test".into(),

@@ -27,7 +27,7 @@ fn start(limits: ChatLimits, timeout: Duration) -> Server {
     let generator = load();
     let info = ServerInfo {
         model: MODEL.into(),
-        task: "chat".into(),
+        task: accelrt_serve::Task::Chat,
         backend: "candle".into(),
         device: "cpu".into(),
         version: "test".into(),

@@ -30,7 +30,7 @@ fn start(l: Limits) -> Server {
     let embedder = SentenceEmbedder::load(&dir, &accelrt_candle::CandleBackend::cpu(), &Default::default()).unwrap();
     let info = ServerInfo {
         model: MODEL.into(),
-        task: "embeddings".into(),
+        task: accelrt_serve::Task::Embeddings,
         backend: "candle".into(),
         device: "cpu".into(),
         version: "test".into(),

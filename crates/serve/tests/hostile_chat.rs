@@ -29,7 +29,7 @@ fn load(path: &Path) -> TextGenerator {
 fn start(generator: TextGenerator) -> Server {
     let info = ServerInfo {
         model: MODEL.into(),
-        task: "chat".into(),
+        task: accelrt_serve::Task::Chat,
         backend: "candle".into(),
         device: "cpu".into(),
         version: "test".into(),

@@ -22,7 +22,7 @@ fn start(limits: BatchLimits, max_inputs: usize, max_body: usize) -> Server {
     let embedder = embedder();
     let info = ServerInfo {
         model: MODEL.into(),
-        task: "embeddings".into(),
+        task: accelrt_serve::Task::Embeddings,
         backend: "candle".into(),
         device: "cpu".into(),
         version: "test".into(),

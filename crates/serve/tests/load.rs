@@ -147,7 +147,7 @@ fn streaming_chats_with_hang_ups_and_a_flood_of_oversized_requests() {
         .collect();
     let info = ServerInfo {
         model: CHAT_MODEL.into(),
-        task: "chat".into(),
+        task: accelrt_serve::Task::Chat,
         backend: "candle".into(),
         device: "cpu".into(),
         version: "test".into(),
@@ -304,7 +304,7 @@ fn embeddings_with_a_flood_of_huge_and_oversized_requests() {
     let want = lib.embed(&texts.iter().map(String::as_str).collect::<Vec<_>>()).unwrap();
     let info = ServerInfo {
         model: EMBEDDINGS_MODEL.into(),
-        task: "embeddings".into(),
+        task: accelrt_serve::Task::Embeddings,
         backend: "candle".into(),
         device: "cpu".into(),
         version: "test".into(),
