@@ -117,7 +117,17 @@ def main():
     def peak_memory():
         if a.device.startswith("cuda"):
             return int(torch.cuda.max_memory_allocated())
-        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
+        # VmHWM is this process's own high-water mark. Not ru_maxrss: Linux keeps that across
+        # execve, so a runner started by a harness that had trained a large model would report
+        # the harness's peak as its own.
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB elsewhere
 
     out = sys.stdout
     ready = {"ready": True, "system": "pytorch", "versions": versions, "dtype": a.dtype, "device": a.device,
