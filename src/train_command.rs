@@ -7,7 +7,9 @@ use accelrt::core::optim::AdamW;
 use accelrt::core::training::{Optimizer, TrainingConfig};
 use accelrt::models::{self, ModelStore};
 use accelrt::train::checkpoint::{self, TrainerState, MAX_GRAD_ACCUM, MAX_STEPS};
-use accelrt::train::step::{self, CausalLmTrainer, MnrlTrainer, StepOutcome, TrainerOptions};
+use accelrt::train::step::{
+    self, CausalLmTrainer, DropoutChoice, DropoutRates, MnrlTrainer, StepOutcome, TrainerOptions,
+};
 use accelrt::train::{
     dataset, DataIdentity, DataStore, LrSchedule, Order, Pair, PairsFile, Sampler, StepLog, StepRecord, TokenWindows,
 };
@@ -59,16 +61,18 @@ pub struct TrainArgs {
     /// Clip gradients to this global norm (torch's clip_grad_norm_); off by default
     #[arg(long)]
     clip_norm: Option<f64>,
-    /// Seed of the shuffled batch order
+    /// Seed of the shuffled batch order and of the dropout masks
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Batches in file order (batch k is examples k*B .. (k+1)*B), no shuffling
     #[arg(long)]
     no_shuffle: bool,
-    /// Dropout probability. Only 0 is supported (dropout is not an op of accelrt's graph yet), and
-    /// 0 is the default whatever the model's config says; a positive value is refused
-    #[arg(long, default_value_t = 0.0)]
-    dropout: f64,
+    /// Dropout probability, everywhere the model applies dropout in training (BERT: embeddings,
+    /// attention weights, layer outputs; Llama: attention weights). Default: the model's config
+    /// (MiniLM: 0.1; SmolLM2: 0). 0 turns it off. Masks derive from --seed and the step, so
+    /// --resume draws the same ones
+    #[arg(long)]
+    dropout: Option<f64>,
     /// Write one JSON line per step here (step, loss, lr, tokens, seconds)
     #[arg(long)]
     log: Option<PathBuf>,
@@ -166,6 +170,13 @@ impl Trainer {
         }
     }
 
+    fn dropout(&self) -> DropoutRates {
+        match self {
+            Trainer::Mnrl { trainer, .. } => trainer.dropout(),
+            Trainer::CausalLm { trainer, .. } => trainer.dropout(),
+        }
+    }
+
     fn identity(&self) -> &DataIdentity {
         match self {
             Trainer::Mnrl { pairs, .. } => pairs.identity(),
@@ -255,12 +266,11 @@ fn human(d: Duration) -> String {
 
 /// Runs `accelrt train`.
 pub fn train(store: &ModelStore, a: TrainArgs) -> Result<()> {
-    if a.dropout != 0.0 {
-        bail!(
-            "--dropout {}: dropout is not implemented in accelrt's training graphs yet; only --dropout 0 is supported",
-            a.dropout
-        );
-    }
+    let dropout = match a.dropout {
+        None => DropoutChoice::ModelConfig,
+        Some(p) if (0.0..1.0).contains(&p) => DropoutChoice::Probability(p),
+        Some(p) => bail!("--dropout {p} must be in [0, 1)"),
+    };
     if a.steps == 0 || a.steps > MAX_STEPS {
         bail!("--steps must be between 1 and {MAX_STEPS}");
     }
@@ -286,7 +296,7 @@ pub fn train(store: &ModelStore, a: TrainArgs) -> Result<()> {
         optimizer: Optimizer::AdamW(AdamW { weight_decay: a.weight_decay, ..AdamW::default() }),
         clip_norm: a.clip_norm,
     };
-    let trainer_options = TrainerOptions { grad_accum: a.grad_accum };
+    let trainer_options = TrainerOptions { grad_accum: a.grad_accum, dropout, seed: a.seed };
     let backend = accelrt::open_backend(&a.backend)?;
     let options = PrepareOptions::default();
     let model = resolve_model(store, &a.model)?;
@@ -333,6 +343,7 @@ pub fn train(store: &ModelStore, a: TrainArgs) -> Result<()> {
     // The sampler hands out micro-batches; an optimiser step takes `grad_accum` of them.
     let mut sampler = Sampler::new(trainer.examples(), a.batch_size, order)?;
     let identity = trainer.identity().clone();
+    let rates = trainer.dropout();
     let describe = |steps: u64, sampler: &Sampler| TrainerState {
         steps,
         grad_accum: a.grad_accum as u64,
@@ -342,6 +353,8 @@ pub fn train(store: &ModelStore, a: TrainArgs) -> Result<()> {
         data: data_path.clone(),
         data_identity: identity.clone(),
         seq_len,
+        dropout: rates,
+        dropout_seed: rates.any().then_some(a.seed),
     };
 
     let mut log = if a.resume {

@@ -1,7 +1,8 @@
 //! `accelrt train` end to end on the candle CPU backend: a run resumed from its checkpoint ends
 //! where the uninterrupted run ends (with and without gradient accumulation), the trained
-//! directory loads in `embed`, dropout (not implemented) is refused rather than ignored, and
-//! damaged checkpoints and hostile inputs are refused with messages that name the problem. Needs
+//! directory loads in `embed`, dropout follows the model's config or `--dropout` (and a resumed run
+//! draws the same masks: the resume tests run with MiniLM's default 0.1), and damaged checkpoints
+//! and hostile inputs are refused with messages that name the problem. Needs
 //! the all-MiniLM-L6-v2 files and the Shakespeare data set (`accelrt fetch …`); MiniLM batches of
 //! 2–4 pairs keep it to seconds a step.
 
@@ -55,6 +56,11 @@ fn a_resumed_run_ends_where_the_uninterrupted_one_does() {
     train(&straight, 3, false);
     train(&resumed, 2, false);
     train(&resumed, 3, true);
+    // Dropout is on (MiniLM's config says 0.1), so the resumed step drew the uninterrupted run's masks.
+    let state: accelrt::train::TrainerState =
+        serde_json::from_str(&std::fs::read_to_string(resumed.join("checkpoint").join("trainer.json")).unwrap())
+            .unwrap();
+    assert_eq!((state.dropout.hidden, state.dropout.attention, state.dropout_seed), (0.1, 0.1, Some(7)));
 
     // The same batches (shuffled by seed, the data position restored): the same losses. candle's
     // CPU matmuls may round differently between runs (threads split work by load), so 1e-5
@@ -109,23 +115,37 @@ fn a_resumed_run_ends_where_the_uninterrupted_one_does() {
     }
 }
 
+/// `--dropout` defaults to the model's config (MiniLM: 0.1), `--dropout 0` turns it off, and a
+/// probability outside [0, 1) is refused. One step in file order each: the default and an explicit
+/// 0.1 draw the same masks (same seed, same step), 0 gives the dropout-free loss.
 #[test]
-fn dropout_is_refused_not_ignored() {
+fn dropout_defaults_to_the_config_and_zero_turns_it_off() {
     let dir = tempfile::tempdir().unwrap();
-    let o = accelrt(&[
-        "train",
-        "--model",
-        "all-minilm-l6-v2",
-        "--data",
-        "shakespeare",
-        "--dropout",
-        "0.1",
-        "--out",
-        dir.path().to_str().unwrap(),
-    ]);
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("dropout is not implemented"), "{err}");
+    let data = small_pairs(dir.path(), 4);
+    let run = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let log = out.with_extension("jsonl");
+        let mut args = vec!["--no-shuffle", "--log", log.to_str().unwrap()];
+        args.extend(extra);
+        let o = train_small(&data, &out, 1, &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let state: accelrt::train::TrainerState =
+            serde_json::from_str(&std::fs::read_to_string(out.join("checkpoint").join("trainer.json")).unwrap())
+                .unwrap();
+        (accelrt::train::steplog::read_step_log(&log).unwrap()[0].loss, state.dropout)
+    };
+    let (default, rates) = run("default", &[]);
+    assert_eq!((rates.hidden, rates.attention), (0.1, 0.1), "MiniLM's config.json");
+    let (explicit, _) = run("explicit", &["--dropout", "0.1"]);
+    let (off, rates) = run("off", &["--dropout", "0"]);
+    assert_eq!((rates.hidden, rates.attention), (0.0, 0.0));
+    assert!((default - explicit).abs() <= 1e-6 * default, "{default} vs {explicit}");
+    assert!((default - off).abs() > 1e-3, "dropout changes the loss: {default} vs {off}");
+    for bad in ["1", "-0.1", "NaN"] {
+        let flag = format!("--dropout={bad}");
+        let o = train_small(&data, &dir.path().join("bad"), 1, &[&flag]);
+        assert!(!o.status.success() && stderr(&o).contains("must be in [0, 1)"), "{bad}: {}", stderr(&o));
+    }
 }
 
 /// What a run writes is never what it reads (found by trying): a `--log` on the data file used to

@@ -215,21 +215,106 @@ pub const INPUT_IDS: &str = "input_ids";
 pub const ATTENTION_MASK: &str = "attention_mask";
 pub const TOKEN_TYPE_IDS: &str = "token_type_ids";
 pub const EMBEDDINGS: &str = "embeddings";
+/// The training graph's dropout seed input (u32, shape []), present only when some dropout
+/// probability is positive; the trainer sets it every step (see `Op::Dropout`).
+pub const DROPOUT_SEED: &str = "dropout_seed";
+
+/// The dropout probabilities of a BERT model in training, where Hugging Face's `BertModel`
+/// applies them: `hidden_dropout_prob` after the embeddings' LayerNorm and after each layer's
+/// attention-output and FFN-output projections (before the residual sum), and
+/// `attention_probs_dropout_prob` on the attention weights. Read from `config.json`; a missing
+/// key is transformers' default, 0.1.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct BertDropout {
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f64,
+    #[serde(default = "default_dropout")]
+    pub attention_probs_dropout_prob: f64,
+}
+
+fn default_dropout() -> f64 {
+    0.1
+}
+
+impl BertDropout {
+    /// No dropout anywhere (the training graph is then the inference graph).
+    pub const NONE: BertDropout = BertDropout { hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0 };
+
+    /// The same probability everywhere (`accelrt train --dropout P`).
+    pub fn uniform(p: f64) -> BertDropout {
+        BertDropout { hidden_dropout_prob: p, attention_probs_dropout_prob: p }
+    }
+
+    /// The probabilities `config.json` at `path` states; each must be in [0, 1).
+    pub fn from_file(path: &Path) -> Result<BertDropout> {
+        let d: BertDropout = read_json(path)?;
+        d.check().map_err(|m| ModelError::config(path, m))?;
+        Ok(d)
+    }
+
+    /// Each probability is in [0, 1) (1 would drop everything; `Op::Dropout` refuses it).
+    pub fn check(&self) -> std::result::Result<(), String> {
+        for (name, p) in [
+            ("hidden_dropout_prob", self.hidden_dropout_prob),
+            ("attention_probs_dropout_prob", self.attention_probs_dropout_prob),
+        ] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(format!("{name} {p} is not in [0, 1)"));
+            }
+        }
+        Ok(())
+    }
+}
 
 /// Builds the encoder + sentence head as a graph. Inputs (u32, [batch, seq]): `input_ids`,
 /// `attention_mask` (1 = token, 0 = padding) and `token_type_ids`; output `embeddings` [batch, hidden].
 /// Weight names follow the Hugging Face checkpoint, each prefixed with `prefix` (e.g. "" or "bert.").
+/// No dropout: this is the inference graph.
 pub fn build_graph(cfg: &BertConfig, head: SentenceHead, prefix: &str) -> Result<Graph> {
-    Ok(BertBuilder { cfg, prefix, b: GraphBuilder::new("bert-sentence-embedding") }.build(head)?)
+    build_training_graph(cfg, head, prefix, BertDropout::NONE)
+}
+
+/// The graph of [`build_graph`] with dropout where `BertModel` applies it in training (see
+/// [`BertDropout`]). With every probability 0 it is exactly [`build_graph`]'s graph; otherwise it
+/// takes one more input, [`DROPOUT_SEED`], and attention computes its weights explicitly
+/// (`AttentionProbs`, dropout, then the product with the values) instead of the fused op. Each
+/// dropout node has its own `stream` (its index among them, in graph order).
+pub fn build_training_graph(cfg: &BertConfig, head: SentenceHead, prefix: &str, dropout: BertDropout) -> Result<Graph> {
+    dropout.check().map_err(|m| ModelError::InvalidInput(format!("dropout: {m}")))?;
+    let b = GraphBuilder::new("bert-sentence-embedding");
+    Ok(BertBuilder { cfg, prefix, b, dropout, seed: None, streams: 0 }.build(head)?)
 }
 
 struct BertBuilder<'a> {
     cfg: &'a BertConfig,
     prefix: &'a str,
     b: GraphBuilder,
+    dropout: BertDropout,
+    /// The seed input, once the graph has one.
+    seed: Option<ValueId>,
+    /// Dropout nodes so far (the next one's stream).
+    streams: u32,
 }
 
 impl BertBuilder<'_> {
+    /// Dropout of `x` with probability `p` (none at all when `p` is 0).
+    fn dropout(&mut self, name: &str, x: ValueId, p: f64) -> accelrt_core::Result<ValueId> {
+        if p == 0.0 {
+            return Ok(x);
+        }
+        let seed = match self.seed {
+            Some(s) => s,
+            None => {
+                let s = self.b.input(DROPOUT_SEED, DType::U32, Shape(vec![]))?;
+                self.seed = Some(s);
+                s
+            }
+        };
+        let stream = self.streams;
+        self.streams += 1;
+        self.b.add(format!("{name}.dropout"), Op::Dropout { x, seed, p, stream })
+    }
+
     fn weight(&mut self, name: &str, shape: &[usize]) -> accelrt_core::Result<ValueId> {
         let full = format!("{}{name}", self.prefix);
         self.b.weight(&full, DType::F32, Shape::new(shape.iter().copied()))
@@ -274,6 +359,8 @@ impl BertBuilder<'_> {
         let e = self.b.add("embeddings.sum_position", Op::Binary { op: BinaryOp::Add, a: e, b: p })?;
         let e = self.b.add("embeddings.sum_type", Op::Binary { op: BinaryOp::Add, a: e, b: t })?;
         let mut x = self.layer_norm("embeddings.LayerNorm", e)?;
+        let (hidden_p, attention_p) = (self.dropout.hidden_dropout_prob, self.dropout.attention_probs_dropout_prob);
+        x = self.dropout("embeddings", x, hidden_p)?;
 
         let act = activation(&cfg.hidden_act).expect("checked when the config was read");
         let scale = 1.0 / ((h / cfg.num_attention_heads) as f64).sqrt();
@@ -285,19 +372,31 @@ impl BertBuilder<'_> {
             let q = self.split_heads(&format!("{p}.q"), q)?;
             let k = self.split_heads(&format!("{p}.k"), k)?;
             let v = self.split_heads(&format!("{p}.v"), v)?;
-            let a = self.b.add(
-                format!("{p}.attention"),
-                Op::Attention { q, k, v, mask: Some(mask), causal: false, scale, q_positions: None },
-            )?;
+            let a = if attention_p > 0.0 {
+                // Dropout acts on the attention weights, so they are computed explicitly.
+                let probs = self.b.add(
+                    format!("{p}.attention.probs"),
+                    Op::AttentionProbs { q, k, mask: Some(mask), causal: false, scale, q_positions: None },
+                )?;
+                let probs = self.dropout(&format!("{p}.attention.probs"), probs, attention_p)?;
+                self.b.add(format!("{p}.attention"), Op::MatMul { a: probs, b: v, transpose_b: false })?
+            } else {
+                self.b.add(
+                    format!("{p}.attention"),
+                    Op::Attention { q, k, v, mask: Some(mask), causal: false, scale, q_positions: None },
+                )?
+            };
             let a = self.b.add(format!("{p}.attention.merge_t"), Op::Permute { x: a, perm: vec![0, 2, 1, 3] })?;
             let dims = vec![ReshapeDim::Keep(0), ReshapeDim::Keep(1), ReshapeDim::Fixed(h)];
             let a = self.b.add(format!("{p}.attention.merge"), Op::Reshape { x: a, dims })?;
             let o = self.linear(&format!("{p}.attention.output.dense"), a, h, h)?;
+            let o = self.dropout(&format!("{p}.attention.output"), o, hidden_p)?;
             let r = self.b.add(format!("{p}.attention.residual"), Op::Binary { op: BinaryOp::Add, a: o, b: x })?;
             let x1 = self.layer_norm(&format!("{p}.attention.output.LayerNorm"), r)?;
             let i = self.linear(&format!("{p}.intermediate.dense"), x1, ffn, h)?;
             let i = self.b.add(format!("{p}.intermediate.act"), Op::Unary { op: act, x: i })?;
             let o = self.linear(&format!("{p}.output.dense"), i, h, ffn)?;
+            let o = self.dropout(&format!("{p}.output"), o, hidden_p)?;
             let r = self.b.add(format!("{p}.output.residual"), Op::Binary { op: BinaryOp::Add, a: o, b: x1 })?;
             x = self.layer_norm(&format!("{p}.output.LayerNorm"), r)?;
         }

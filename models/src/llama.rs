@@ -15,6 +15,9 @@ pub const TOKENS: &str = "tokens";
 pub const POSITIONS: &str = "positions";
 pub const SLOTS: &str = "slots";
 pub const LOGITS: &str = "logits";
+/// The training graph's dropout seed input (u32, shape []), present only with a positive
+/// attention dropout; the trainer sets it every step (see `Op::Dropout`).
+pub const DROPOUT_SEED: &str = "dropout_seed";
 
 /// The hyper-parameters of a Llama-architecture model, as the GGUF metadata states them.
 #[derive(Debug, Clone, PartialEq)]
@@ -177,7 +180,7 @@ impl LlamaConfig {
 /// (u32, [batch]: each row's sequence in the session). Output: `logits` (f32, [batch, vocab]) of
 /// each row's last new token.
 pub fn build_graph(cfg: &LlamaConfig, capacity: usize, dtype_of: &dyn Fn(&str) -> Result<DType>) -> Result<Graph> {
-    let mut b = LlamaBuilder { cfg, dtype_of, b: GraphBuilder::new("llama-decoder") };
+    let mut b = LlamaBuilder { cfg, dtype_of, b: GraphBuilder::new("llama-decoder"), attention_dropout: 0.0 };
     b.build(Some(capacity))
 }
 
@@ -189,7 +192,25 @@ pub fn build_graph(cfg: &LlamaConfig, capacity: usize, dtype_of: &dyn Fn(&str) -
 /// (f32, [batch, seq, vocab]). A separate builder rather than an option of the inference graph, so
 /// the inference graph (and every compiled artefact keyed by its hash) stays as it is.
 pub fn build_training_graph(cfg: &LlamaConfig, dtype_of: &dyn Fn(&str) -> Result<DType>) -> Result<Graph> {
-    let mut b = LlamaBuilder { cfg, dtype_of, b: GraphBuilder::new("llama-decoder-train") };
+    build_training_graph_with_dropout(cfg, dtype_of, 0.0)
+}
+
+/// [`build_training_graph`] with dropout `p` on the attention weights, where Hugging Face's
+/// `LlamaAttention` applies its `attention_dropout` in training (the only dropout of a Llama;
+/// SmolLM2's config sets it to 0, and GGUF metadata does not carry it). With `p` = 0 it is
+/// exactly [`build_training_graph`]'s graph; otherwise the graph takes [`DROPOUT_SEED`] and each
+/// layer computes its attention weights explicitly (`AttentionProbs`, dropout, then the product
+/// with the values, query heads grouped over their key/value head), layer `l`'s dropout on stream
+/// `l`.
+pub fn build_training_graph_with_dropout(
+    cfg: &LlamaConfig,
+    dtype_of: &dyn Fn(&str) -> Result<DType>,
+    p: f64,
+) -> Result<Graph> {
+    if !(0.0..1.0).contains(&p) {
+        return Err(ModelError::InvalidInput(format!("attention dropout {p} is not in [0, 1)")));
+    }
+    let mut b = LlamaBuilder { cfg, dtype_of, b: GraphBuilder::new("llama-decoder-train"), attention_dropout: p };
     b.build(None)
 }
 
@@ -197,6 +218,8 @@ struct LlamaBuilder<'a> {
     cfg: &'a LlamaConfig,
     dtype_of: &'a dyn Fn(&str) -> Result<DType>,
     b: GraphBuilder,
+    /// Dropout on the attention weights (training graph only; 0 = none).
+    attention_dropout: f64,
 }
 
 impl LlamaBuilder<'_> {
@@ -230,6 +253,51 @@ impl LlamaBuilder<'_> {
         self.op(format!("{name}.heads"), Op::Permute { x: r, perm: vec![0, 2, 1, 3] })
     }
 
+    /// Causal attention with dropout on its weights, as `Op::Attention` computes it otherwise:
+    /// P = AttentionProbs(q, k) [batch, hq, seq, seq], dropped out, then P·v with query head h
+    /// reading key/value head h / (hq / hkv): v's heads are repeated to hq ([batch, hkv, 1, seq, d]
+    /// concatenated `group` times on the new axis, then merged), so the product is a plain 4-D
+    /// one. Returns the op of the last step, to be added under the attention's name.
+    #[allow(clippy::too_many_arguments)]
+    fn dropout_attention(
+        &mut self,
+        p: &str,
+        q: ValueId,
+        k: ValueId,
+        v: ValueId,
+        scale: f64,
+        seed: ValueId,
+        layer: usize,
+    ) -> Result<Op> {
+        let (hq, hkv, d) = (self.cfg.num_heads, self.cfg.num_kv_heads, self.cfg.head_dim);
+        let probs = self.op(
+            format!("{p}.attention.probs"),
+            Op::AttentionProbs { q, k, mask: None, causal: true, scale, q_positions: None },
+        )?;
+        let stream = u32::try_from(layer).map_err(|_| ModelError::InvalidInput("too many layers".into()))?;
+        let probs = self.op(
+            format!("{p}.attention.probs.dropout"),
+            Op::Dropout { x: probs, seed, p: self.attention_dropout, stream },
+        )?;
+        let group = hq / hkv;
+        let v = if group > 1 {
+            let dims = vec![
+                ReshapeDim::Keep(0),
+                ReshapeDim::Keep(1),
+                ReshapeDim::Fixed(1),
+                ReshapeDim::Keep(2),
+                ReshapeDim::Fixed(d),
+            ];
+            let one = self.op(format!("{p}.attention.v.grouped"), Op::Reshape { x: v, dims })?;
+            let rep = self.op(format!("{p}.attention.v.repeated"), Op::Concat { xs: vec![one; group], axis: 2 })?;
+            let dims = vec![ReshapeDim::Keep(0), ReshapeDim::Fixed(hq), ReshapeDim::Keep(3), ReshapeDim::Fixed(d)];
+            self.op(format!("{p}.attention.v.heads"), Op::Reshape { x: rep, dims })?
+        } else {
+            v
+        };
+        Ok(Op::MatMul { a: probs, b: v, transpose_b: false })
+    }
+
     /// `capacity`: the cache size of the inference graph, or `None` for the training graph (no
     /// cache, all positions' logits).
     fn build(&mut self, capacity: Option<usize>) -> Result<Graph> {
@@ -246,6 +314,10 @@ impl LlamaBuilder<'_> {
             None => (self.op("positions", Op::Positions { like: tokens, axis: 1 })?, None),
         };
 
+        let seed = match self.attention_dropout > 0.0 {
+            true => Some(self.b.input(DROPOUT_SEED, DType::U32, Shape(vec![]))?),
+            false => None,
+        };
         let embed = self.weight("token_embd.weight", &[cfg.vocab_size, h])?;
         let mut x = self.op("embed", Op::Embedding { table: embed, ids: tokens })?;
         // The residual stream is f32 whatever the table is stored in.
@@ -273,6 +345,8 @@ impl LlamaBuilder<'_> {
                     let v = self.op(format!("{p}.v.cache"), Op::KvCache { x: v, positions, slots, capacity })?;
                     Op::Attention { q, k, v, mask: None, causal: false, scale, q_positions: Some(positions) }
                 }
+                // Whole sequences from position 0, with dropout on the attention weights.
+                _ if seed.is_some() => self.dropout_attention(&p, q, k, v, scale, seed.expect("checked"), l)?,
                 // Whole sequences from position 0: plain causal attention over the block.
                 _ => Op::Attention { q, k, v, mask: None, causal: true, scale, q_positions: None },
             };

@@ -9,6 +9,7 @@
 //! the settings in which a checkpoint differs from the run that wants to resume it.
 
 use crate::datafile::{self, DataIdentity};
+use crate::step::DropoutRates;
 use crate::{Result, SamplerState, TrainError};
 use serde::{Deserialize, Serialize};
 use std::io::Read;
@@ -47,6 +48,10 @@ pub struct TrainerState {
     pub data_identity: DataIdentity,
     /// Tokens per window (decoders).
     pub seq_len: Option<usize>,
+    /// The dropout probabilities the step applies.
+    pub dropout: DropoutRates,
+    /// The run seed the dropout masks derive from (only with dropout).
+    pub dropout_seed: Option<u64>,
 }
 
 impl TrainerState {
@@ -126,6 +131,8 @@ impl TrainerState {
         differ("order", format!("{:?}", self.sampler.order), format!("{:?}", run.sampler.order));
         differ("--grad-accum", self.grad_accum.to_string(), run.grad_accum.to_string());
         differ("--seq-len", format!("{:?}", self.seq_len), format!("{:?}", run.seq_len));
+        differ("dropout", format!("{:?}", self.dropout), format!("{:?}", run.dropout));
+        differ("the dropout seed (--seed)", format!("{:?}", self.dropout_seed), format!("{:?}", run.dropout_seed));
         out
     }
 }
@@ -151,6 +158,8 @@ mod tests {
             data: "pairs.jsonl".into(),
             data_identity: DataIdentity { bytes: 10, sha256: "ab".repeat(32) },
             seq_len: None,
+            dropout: DropoutRates { hidden: 0.1, attention: 0.1 },
+            dropout_seed: Some(7),
         }
     }
 
@@ -229,11 +238,13 @@ mod tests {
         let other = TrainerState {
             grad_accum: 4,
             seq_len: Some(128),
+            dropout: DropoutRates { hidden: 0.0, attention: 0.1 },
+            dropout_seed: Some(8),
             sampler: SamplerState { batch_size: 8, order: Order::FileOrder, ..state().sampler },
             ..state()
         };
         let d = state().differences(&other).join("\n");
-        for needle in ["--grad-accum", "--seq-len", "--batch-size", "order"] {
+        for needle in ["--grad-accum", "--seq-len", "--batch-size", "order", "dropout:", "dropout seed"] {
             assert!(d.contains(needle), "{d}");
         }
     }

@@ -12,8 +12,15 @@
 //!   tokens; every weight is dequantised to f32 for training, and tied embeddings stay one
 //!   parameter (both uses add into its gradient).
 //!
-//! Dropout is not an op of the graph IR yet, so these steps run without dropout (PyTorch's
-//! `dropout = 0`); callers refuse a positive probability rather than ignore it.
+//! **Dropout** ([`TrainerOptions::dropout`]) is applied where the reference implementations apply
+//! it in training — BERT: `hidden_dropout_prob` after the embeddings and each layer's two output
+//! projections, `attention_probs_dropout_prob` on the attention weights
+//! ([`bert::build_training_graph`]); Llama: `attention_dropout` on the attention weights
+//! ([`llama::build_training_graph_with_dropout`]) — by `Op::Dropout`, whose masks are a hash of
+//! a seed and each element's position. The seed of each micro-batch is [`dropout_seed`] of the
+//! run's seed, the optimiser step and the micro-batch, so a resumed run draws the masks the
+//! uninterrupted run drew. [`TrainerOptions::default`] has no dropout (the PyTorch reference
+//! numbers are taken with dropout 0); inference graphs never contain dropout.
 //!
 //! **Gradient accumulation** ([`TrainerOptions::grad_accum`] = N): a step takes N micro-batches
 //! (N × the batch size of examples) and applies one update from their averaged gradients
@@ -50,22 +57,72 @@ pub struct StepOutcome {
     pub tokens: usize,
 }
 
+/// Which dropout a training step applies.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DropoutChoice {
+    /// None (PyTorch's `dropout = 0`, or `model.eval()`).
+    Off,
+    /// What the model's configuration says: BERT's `hidden_dropout_prob` and
+    /// `attention_probs_dropout_prob` from `config.json`; a Llama GGUF carries no dropout key, and
+    /// Llama's `attention_dropout` defaults to 0 (SmolLM2's config states 0), so none.
+    ModelConfig,
+    /// This probability everywhere the model applies dropout (`accelrt train --dropout P`).
+    Probability(f64),
+}
+
+/// The dropout probabilities a model's training graph applies (Llama: only `attention`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DropoutRates {
+    /// On hidden states (BERT's `hidden_dropout_prob`).
+    pub hidden: f64,
+    /// On attention weights.
+    pub attention: f64,
+}
+
+impl DropoutRates {
+    /// Whether any dropout is applied (then the graph takes a seed).
+    pub fn any(&self) -> bool {
+        self.hidden > 0.0 || self.attention > 0.0
+    }
+}
+
 /// How a trainer runs its steps, beyond the optimiser ([`TrainingConfig`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TrainerOptions {
     /// Micro-batches per optimiser step (1: no accumulation). See the module documentation for
     /// what accumulation means for each loss.
     pub grad_accum: usize,
+    /// Which dropout to apply.
+    pub dropout: DropoutChoice,
+    /// The run's seed, from which each micro-batch's dropout seed is derived ([`dropout_seed`]).
+    pub seed: u64,
 }
 
 impl Default for TrainerOptions {
+    /// No accumulation, no dropout.
     fn default() -> TrainerOptions {
-        TrainerOptions { grad_accum: 1 }
+        TrainerOptions { grad_accum: 1, dropout: DropoutChoice::Off, seed: 0 }
     }
+}
+
+/// The dropout seed (the `u32` scalar input of `Op::Dropout`) of micro-batch `micro` (from 0) of
+/// optimiser step `step` (from 1) in a run seeded `seed`: a pure function of the three, through
+/// SplitMix64 ([`crate::rng`]), so a run resumed at any step feeds the seeds the uninterrupted
+/// run fed, and every micro-batch of every step draws other masks.
+pub fn dropout_seed(seed: u64, step: u64, micro: u64) -> u32 {
+    use crate::rng::SplitMix64;
+    let position = SplitMix64::new(step).next_u64() ^ SplitMix64::new(micro ^ 0xD409_0D07_5EED_0001).next_u64();
+    let mixed = SplitMix64::new(seed).next_u64() ^ position;
+    (SplitMix64::new(mixed).next_u64() >> 32) as u32
 }
 
 impl TrainerOptions {
     fn check(&self) -> Result<()> {
+        if let DropoutChoice::Probability(p) = self.dropout {
+            if !(0.0..1.0).contains(&p) {
+                return Err(TrainError::InvalidArgument(format!("--dropout {p} must be in [0, 1)")));
+            }
+        }
         let max = crate::checkpoint::MAX_GRAD_ACCUM;
         if self.grad_accum == 0 || self.grad_accum as u64 > max {
             return Err(TrainError::InvalidArgument(format!(
@@ -92,15 +149,19 @@ fn trainable(graph: &Graph) -> Vec<String> {
 /// sides; padding is masked in attention and pooling, so each row's embedding is the one it gets
 /// alone), then rows 0..B and B..2B feed [`loss::mnrl_loss`]. One encoder pass rather than two
 /// copies of the graph keeps one set of weight nodes, so each parameter has one gradient.
+///
+/// `dropout` as [`bert::build_training_graph`] applies it; `grad_accum` micro-batches per update.
+#[allow(clippy::too_many_arguments)]
 pub fn mnrl_graph(
     cfg: &bert::BertConfig,
     head: bert::SentenceHead,
     prefix: &str,
     batch_size: usize,
     config: &TrainingConfig,
-    options: &TrainerOptions,
+    grad_accum: usize,
+    dropout: bert::BertDropout,
 ) -> Result<TrainingGraph> {
-    let forward = bert::build_graph(cfg, head, prefix)?;
+    let forward = bert::build_training_graph(cfg, head, prefix, dropout)?;
     let emb = forward
         .outputs()
         .iter()
@@ -117,12 +178,30 @@ pub fn mnrl_graph(
     let forward = b.build()?;
     let names: Vec<&str> = params.iter().map(String::as_str).collect();
     let loss = accelrt_core::training::LOSS_OUTPUT;
-    Ok(accumulating_training_graph(&forward, loss, &names, config, options.grad_accum)?)
+    Ok(accumulating_training_graph(&forward, loss, &names, config, grad_accum)?)
+}
+
+/// Whether a graph takes a dropout seed (the BERT and Llama seed inputs share one name).
+fn takes_seed(graph: &Graph) -> bool {
+    debug_assert_eq!(bert::DROPOUT_SEED, llama::DROPOUT_SEED);
+    graph.nodes().iter().any(|n| n.name == bert::DROPOUT_SEED && matches!(n.op, Op::Input { .. }))
+}
+
+/// The per-micro-batch dropout seeds of the next step, as input tensors (none without dropout).
+fn seeds(session: &TrainingSession, dropout: Option<u64>) -> Result<Vec<HostTensor>> {
+    let Some(seed) = dropout else { return Ok(Vec::new()) };
+    let step = session.steps() + 1;
+    (0..session.micro_batches() as u64)
+        .map(|m| Ok(HostTensor::u32(vec![], vec![dropout_seed(seed, step, m)])?))
+        .collect()
 }
 
 /// A sentence-transformers BERT model in training with MNRL, its state on a backend.
 pub struct MnrlTrainer {
     session: TrainingSession,
+    /// The run seed, when the graph applies dropout.
+    dropout_seed: Option<u64>,
+    rates: DropoutRates,
     /// The original model, used for its tokenizer (truncation and special tokens exactly as
     /// `embed` does them).
     embedder: SentenceEmbedder,
@@ -164,13 +243,21 @@ impl MnrlTrainer {
         let weights = SafetensorsWeights::open(&dir.join("model.safetensors"))?;
         let prefix = if weights.contains("bert.embeddings.word_embeddings.weight") { "bert." } else { "" };
         cfg.check_weights(&weights, prefix)?;
-        let training = mnrl_graph(&cfg, head, prefix, batch_size, config, trainer)?;
+        let dropout = match trainer.dropout {
+            DropoutChoice::Off => bert::BertDropout::NONE,
+            DropoutChoice::ModelConfig => bert::BertDropout::from_file(&dir.join("config.json"))?,
+            DropoutChoice::Probability(p) => bert::BertDropout::uniform(p),
+        };
+        let rates =
+            DropoutRates { hidden: dropout.hidden_dropout_prob, attention: dropout.attention_probs_dropout_prob };
+        let training = mnrl_graph(&cfg, head, prefix, batch_size, config, trainer.grad_accum, dropout)?;
+        let dropout_seed = takes_seed(&training.graph).then_some(trainer.seed);
         let session = TrainingSession::new(backend, &training, &weights, options)?;
         // The tokenizer comes with the inference pipeline (truncation, special tokens and the
         // long-text guard exactly as `embed` applies them); its graph costs one more copy of the
         // weights, small next to the optimiser's two moments.
         let embedder = SentenceEmbedder::load(dir, backend, options)?;
-        Ok(MnrlTrainer { session, embedder, dir: dir.to_path_buf(), batch_size })
+        Ok(MnrlTrainer { session, dropout_seed, rates, embedder, dir: dir.to_path_buf(), batch_size })
     }
 
     /// Pairs per micro-batch (per step without accumulation).
@@ -181,6 +268,11 @@ impl MnrlTrainer {
     /// Micro-batches per optimiser step.
     pub fn grad_accum(&self) -> usize {
         self.session.micro_batches()
+    }
+
+    /// The dropout probabilities the step applies.
+    pub fn dropout(&self) -> DropoutRates {
+        self.rates
     }
 
     /// The batch tensors of `pairs`: anchors then positives, padded to the longest of all.
@@ -217,9 +309,15 @@ impl MnrlTrainer {
             tensors.push(t);
             tokens += count;
         }
-        let inputs: Vec<[(&str, &HostTensor); 3]> = tensors
+        let seeds = seeds(&self.session, self.dropout_seed)?;
+        let inputs: Vec<Vec<(&str, &HostTensor)>> = tensors
             .iter()
-            .map(|t| [(PAIR_IDS, &t[0]), (bert::ATTENTION_MASK, &t[1]), (bert::TOKEN_TYPE_IDS, &t[2])])
+            .enumerate()
+            .map(|(i, t)| {
+                let mut inputs = vec![(PAIR_IDS, &t[0]), (bert::ATTENTION_MASK, &t[1]), (bert::TOKEN_TYPE_IDS, &t[2])];
+                inputs.extend(seeds.get(i).map(|s| (bert::DROPOUT_SEED, s)));
+                inputs
+            })
             .collect();
         let micro: Vec<&[(&str, &HostTensor)]> = inputs.iter().map(|i| i.as_slice()).collect();
         let r = self.session.accumulated_step(&micro, lr)?;
@@ -387,7 +485,11 @@ impl WeightSource for DequantizedGguf<'_> {
 /// output as [`accelrt_core::training::LOSS_OUTPUT`]. The training step differentiates it; the
 /// held-out loss ([`crate::eval::CausalLmEvaluator`]) runs it as it is.
 pub fn causal_lm_loss_graph(cfg: &llama::LlamaConfig) -> Result<Graph> {
-    let forward = llama::build_training_graph(cfg, &|_| Ok(DType::F32))?;
+    loss_graph(cfg, 0.0)
+}
+
+fn loss_graph(cfg: &llama::LlamaConfig, attention_dropout: f64) -> Result<Graph> {
+    let forward = llama::build_training_graph_with_dropout(cfg, &|_| Ok(DType::F32), attention_dropout)?;
     let logits = forward
         .outputs()
         .iter()
@@ -402,22 +504,27 @@ pub fn causal_lm_loss_graph(cfg: &llama::LlamaConfig) -> Result<Graph> {
 }
 
 /// The causal-LM step's graph: [`causal_lm_loss_graph`] differentiated with respect to every
-/// weight, with `options.grad_accum` micro-batches per update.
+/// weight, with `grad_accum` micro-batches per update and dropout `attention_dropout` on the
+/// attention weights.
 pub fn causal_lm_graph(
     cfg: &llama::LlamaConfig,
     config: &TrainingConfig,
-    options: &TrainerOptions,
+    grad_accum: usize,
+    attention_dropout: f64,
 ) -> Result<TrainingGraph> {
-    let forward = causal_lm_loss_graph(cfg)?;
+    let forward = loss_graph(cfg, attention_dropout)?;
     let params = trainable(&forward);
     let names: Vec<&str> = params.iter().map(String::as_str).collect();
     let loss = accelrt_core::training::LOSS_OUTPUT;
-    Ok(accumulating_training_graph(&forward, loss, &names, config, options.grad_accum)?)
+    Ok(accumulating_training_graph(&forward, loss, &names, config, grad_accum)?)
 }
 
 /// A Llama GGUF model in training with next-token cross-entropy, its state on a backend.
 pub struct CausalLmTrainer {
     session: TrainingSession,
+    /// The run seed, when the graph applies dropout.
+    dropout_seed: Option<u64>,
+    attention_dropout: f64,
     tokenizer: ChatTokenizer,
     config: llama::LlamaConfig,
     gguf: PathBuf,
@@ -458,9 +565,14 @@ impl CausalLmTrainer {
             )));
         }
         let tokenizer = ChatTokenizer::from_gguf(&file)?;
-        let training = causal_lm_graph(&cfg, config, trainer)?;
+        let attention_dropout = match trainer.dropout {
+            DropoutChoice::Off | DropoutChoice::ModelConfig => 0.0,
+            DropoutChoice::Probability(p) => p,
+        };
+        let training = causal_lm_graph(&cfg, config, trainer.grad_accum, attention_dropout)?;
+        let dropout_seed = takes_seed(&training.graph).then_some(trainer.seed);
         let session = TrainingSession::new(backend, &training, &DequantizedGguf(&file), options)?;
-        Ok(CausalLmTrainer { session, tokenizer, config: cfg, gguf, seq_len })
+        Ok(CausalLmTrainer { session, dropout_seed, attention_dropout, tokenizer, config: cfg, gguf, seq_len })
     }
 
     /// The model's tokenizer (to cut a corpus into windows).
@@ -476,6 +588,11 @@ impl CausalLmTrainer {
     /// The GGUF file the model came from.
     pub fn gguf(&self) -> &Path {
         &self.gguf
+    }
+
+    /// The dropout probabilities the step applies (a Llama has only attention dropout).
+    pub fn dropout(&self) -> DropoutRates {
+        DropoutRates { hidden: 0.0, attention: self.attention_dropout }
     }
 
     /// One optimiser step on `tokens` (rows of `seq_len`, concatenated) at learning rate `lr`.
@@ -495,7 +612,14 @@ impl CausalLmTrainer {
             .chunks(rows * self.seq_len)
             .map(|micro| HostTensor::u32(vec![rows, self.seq_len], micro.to_vec()))
             .collect::<accelrt_core::Result<Vec<_>>>()?;
-        let inputs: Vec<[(&str, &HostTensor); 1]> = tensors.iter().map(|t| [(llama::TOKENS, t)]).collect();
+        let seeds = seeds(&self.session, self.dropout_seed)?;
+        let inputs: Vec<Vec<(&str, &HostTensor)>> = tensors
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                std::iter::once((llama::TOKENS, t)).chain(seeds.get(i).map(|s| (llama::DROPOUT_SEED, s))).collect()
+            })
+            .collect();
         let micro: Vec<&[(&str, &HostTensor)]> = inputs.iter().map(|i| i.as_slice()).collect();
         let r = self.session.accumulated_step(&micro, lr)?;
         finite(r.loss, self.session.steps())?;

@@ -8,7 +8,7 @@ use accelrt_core::training::{Optimizer, TrainingConfig, TrainingSession};
 use accelrt_core::{HostTensor, HostWeights, Op};
 use accelrt_models::llama::{self, LlamaConfig};
 use accelrt_train::rng::SplitMix64;
-use accelrt_train::step::{causal_lm_graph, causal_lm_loss_graph, TrainerOptions};
+use accelrt_train::step::{causal_lm_graph, causal_lm_loss_graph};
 
 const SEQ: usize = 8;
 
@@ -64,7 +64,7 @@ fn session(cfg: &LlamaConfig, w: &HostWeights, grad_accum: usize) -> TrainingSes
         optimizer: Optimizer::AdamW(AdamW { weight_decay: 0.01, ..AdamW::default() }),
         clip_norm: Some(1.0),
     };
-    let training = causal_lm_graph(cfg, &config, &TrainerOptions { grad_accum }).unwrap();
+    let training = causal_lm_graph(cfg, &config, grad_accum, 0.0).unwrap();
     let backend = accelrt_candle::CandleBackend::new(&"cpu".parse().unwrap()).unwrap();
     TrainingSession::new(&backend, &training, w, &Default::default()).unwrap()
 }
