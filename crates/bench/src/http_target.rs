@@ -13,6 +13,7 @@
 //! first text chunk (TTFT) and per token after it (TPOT).
 
 use crate::environment::{Environment, LoadProbe};
+use crate::load::{Arrivals, LoadSearch, Sweep};
 use crate::progress::Progress;
 use crate::result::{BenchResult, GenerationMetrics};
 use crate::run::{BenchConfig, Outcome};
@@ -22,9 +23,6 @@ use crate::workload::RequestStats;
 use crate::{BenchError, Result};
 use accelrt_core::{DeviceInfo, DeviceKind, DeviceSpec};
 pub use accelrt_models::{ServerInfo, Task};
-use rand::rngs::StdRng;
-use rand::SeedableRng;
-use rand_distr::{Distribution, Exp};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -261,8 +259,8 @@ async fn run_scenario(
                     RunRules { min_queries: 8, min_duration: rules.min_duration.min(Duration::from_secs(3)), ..*rules };
                 let (answers, duration) = closed_loop(target, clients, &quick, &hidden).await?;
                 let upper = answers.iter().filter(|a| a.result.is_ok()).count() as f64 / duration.as_secs_f64();
-                let mut search = scenario::LoadSearch::new(upper)?;
-                let mut sweep: Vec<(Measurement, Vec<RequestStats>)> = Vec::new();
+                let mut search = LoadSearch::new(upper)?;
+                let mut runs: Vec<(Measurement, Vec<RequestStats>)> = Vec::new();
                 for step in 0..config.search_steps.max(1) {
                     let qps = search.load();
                     let label = format!("{label} {}/{} {qps:.1}/s", step + 1, config.search_steps);
@@ -270,23 +268,9 @@ async fn run_scenario(
                     let (m, reqs) = open_loop(target, rules, qps, bound, config.seed, &progress).await?;
                     progress.finish();
                     search.record(m.valid);
-                    sweep.push((m, reqs));
+                    runs.push((m, reqs));
                 }
-                // The best valid load, or (none valid) the lowest load tried, so the failure shows.
-                let shown = match sweep
-                    .iter()
-                    .filter(|(m, _)| m.valid)
-                    .max_by(|a, b| a.0.throughput_per_s.total_cmp(&b.0.throughput_per_s))
-                {
-                    Some(best) => best.clone(),
-                    None => sweep
-                        .iter()
-                        .min_by(|a, b| a.0.target_qps.partial_cmp(&b.0.target_qps).expect("finite"))
-                        .expect("≥ 1 step")
-                        .clone(),
-                };
-                let mut all: Vec<Measurement> = sweep.into_iter().map(|(m, _)| m).collect();
-                all.sort_by(|a, b| a.target_qps.partial_cmp(&b.target_qps).expect("finite loads"));
+                let (shown, all) = Sweep::new(runs).into_shown();
                 Ok((shown.0, all, shown.1))
             } else {
                 let qps = config.qps.expect("validated");
@@ -355,20 +339,12 @@ async fn open_loop(
     seed: u64,
     progress: &Progress,
 ) -> Result<(Measurement, Vec<RequestStats>)> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let gap = Exp::new(qps.max(f64::MIN_POSITIVE)).expect("qps > 0");
-    let mut t = 0.0f64;
-    let mut arrivals = Vec::new();
-    while arrivals.len() < rules.min_queries.max(1) || t < rules.min_duration.as_secs_f64() {
-        t += gap.sample(&mut rng);
-        arrivals.push(Duration::from_secs_f64(t));
-    }
-    let planned = arrivals.len();
-    let give_up = Duration::from_secs_f64(2.0 * t + rules.min_duration.as_secs_f64());
+    let schedule = Arrivals::poisson(qps, rules, seed)?;
+    let planned = schedule.at.len();
     let start = tokio::time::Instant::now();
     let answers = Arc::new(Mutex::new(Vec::with_capacity(planned)));
     let mut tasks = tokio::task::JoinSet::new();
-    for (i, at) in arrivals.iter().enumerate() {
+    for (i, at) in schedule.at.iter().enumerate() {
         if crate::interrupt::requested() {
             return Err(BenchError::Interrupted);
         }
@@ -382,15 +358,16 @@ async fn open_loop(
         });
     }
     let finished =
-        tokio::time::timeout_at(start + give_up, async { while tasks.join_next().await.is_some() {} }).await.is_ok();
+        tokio::time::timeout_at(start + schedule.give_up, async { while tasks.join_next().await.is_some() {} })
+            .await
+            .is_ok();
     // Requests still out when the run gives up are abandoned (JoinSet drops abort them).
     let duration = start.elapsed();
     let answers = std::mem::take(&mut *answers.lock().unwrap_or_else(|e| e.into_inner()));
     let answered = answers.len();
     let (mut m, requests) = measure(ScenarioKind::Server, answers, duration, rules, Some((qps, p99_bound_ms)));
     if !finished {
-        m.invalid_reasons
-            .push(format!("could not keep up with {qps:.1} requests/s ({answered} of {planned} answered)"));
+        m.invalid_reasons.push(schedule.gave_up(qps, answered));
         m.valid = false;
     }
     Ok((m, requests))

@@ -12,6 +12,7 @@ pub mod http_target;
 pub mod imds;
 pub mod interrupt;
 pub mod limits;
+pub mod load;
 pub mod peers;
 pub mod progress;
 pub mod report;

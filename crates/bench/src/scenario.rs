@@ -6,9 +6,6 @@ use crate::progress::Progress;
 use crate::stats::Latency;
 use crate::workload::Workload;
 use crate::Result;
-use rand::rngs::StdRng;
-use rand::SeedableRng;
-use rand_distr::{Distribution, Exp};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -210,21 +207,13 @@ pub fn server(
     if !(qps.is_finite() && qps > 0.0) || batch == 0 {
         return Err(crate::BenchError::Invalid(format!("server needs qps > 0 and batch ≥ 1 (got {qps}, {batch})")));
     }
+    let schedule = crate::load::Arrivals::poisson(qps, rules, seed)?;
     warm_up(w, clock, rules, batch)?;
     w.start_measuring();
-    // Arrivals until both the minimum duration and the minimum query count are covered.
-    let mut rng = StdRng::seed_from_u64(seed);
-    let gap = Exp::new(qps).expect("qps > 0");
     let start = clock.now();
-    let mut t = 0.0f64;
-    let mut arrivals: Vec<Duration> = Vec::new();
-    while arrivals.len() < rules.min_queries.max(1) || t < rules.min_duration.as_secs_f64() {
-        t += gap.sample(&mut rng);
-        arrivals.push(start + Duration::from_secs_f64(t));
-    }
+    let arrivals: Vec<Duration> = schedule.at.iter().map(|&a| start + a).collect();
     let planned = arrivals.len();
-    // An overloaded system would take forever to drain its queue: stop at twice the planned time.
-    let give_up = start + Duration::from_secs_f64(2.0 * t + rules.min_duration.as_secs_f64());
+    let give_up = start + schedule.give_up;
     let mut latencies = Vec::with_capacity(planned);
     let mut next = 0;
     let mut reasons = Vec::new();
@@ -232,7 +221,7 @@ pub fn server(
         stop_if_interrupted()?;
         let now = clock.now();
         if now > give_up {
-            reasons.push(format!("could not keep up with {qps:.1} queries/s ({next} of {planned} served)"));
+            reasons.push(schedule.gave_up(qps, next));
             break;
         }
         if arrivals[next] > now {
@@ -286,63 +275,15 @@ pub fn find_max_qps(
     search_max_qps(upper, steps, |qps| server(w, clock, rules, batch, qps, p99_bound_ms, seed, &Progress::hidden()))
 }
 
-/// The search of `find_max_qps` over any way of running the server scenario at a given load.
+/// The search of `find_max_qps` over any way of running the server scenario at a given load
+/// ([`crate::load::search`]): the best valid run, if any, and every run in order of load.
 pub fn search_max_qps(
     upper: f64,
     steps: usize,
     mut run_at: impl FnMut(f64) -> Result<Measurement>,
 ) -> Result<(Option<Measurement>, Vec<Measurement>)> {
-    let mut search = LoadSearch::new(upper)?;
-    let mut best: Option<Measurement> = None;
-    let mut sweep = Vec::new();
-    for _ in 0..steps.max(1) {
-        let m = run_at(search.load())?;
-        search.record(m.valid);
-        if m.valid && best.as_ref().is_none_or(|b| m.throughput_per_s > b.throughput_per_s) {
-            best = Some(m.clone());
-        }
-        sweep.push(m);
-    }
-    sweep.sort_by(|a, b| a.target_qps.partial_cmp(&b.target_qps).expect("finite loads"));
-    Ok((best, sweep))
+    let sweep = crate::load::search(upper, steps, |_, qps| Ok((run_at(qps)?, ())))?;
+    Ok((sweep.best().map(|(m, ())| m.clone()), sweep.measurements()))
 }
 
-/// The arrival rates of the search for the highest valid server load: start at an upper estimate
-/// (e.g. the offline throughput), double while runs stay valid, then bisect between the best valid
-/// and the lowest invalid load.
-#[derive(Debug, Clone)]
-pub struct LoadSearch {
-    /// The highest load seen valid (0: none yet).
-    lo: f64,
-    /// The lowest load seen invalid.
-    hi: Option<f64>,
-    qps: f64,
-}
-
-impl LoadSearch {
-    pub fn new(upper: f64) -> Result<LoadSearch> {
-        if !(upper.is_finite() && upper > 0.0) {
-            return Err(crate::BenchError::Invalid(format!("the search needs a positive starting load, got {upper}")));
-        }
-        Ok(LoadSearch { lo: 0.0, hi: None, qps: upper })
-    }
-
-    /// The load to try next.
-    pub fn load(&self) -> f64 {
-        self.qps
-    }
-
-    /// Takes the outcome of a run at `load()` and picks the next load.
-    pub fn record(&mut self, valid: bool) {
-        if valid {
-            self.lo = self.qps;
-        } else {
-            self.hi = Some(self.hi.map_or(self.qps, |h| h.min(self.qps)));
-        }
-        self.qps = match self.hi {
-            None => self.qps * 2.0,
-            Some(h) if self.lo == 0.0 => h / 2.0,
-            Some(h) => (self.lo + h) / 2.0,
-        };
-    }
-}
+pub use crate::load::LoadSearch;
