@@ -1,7 +1,9 @@
 //! A graph prepared on a candle device: weights uploaded once, then runs op by op.
 
 use crate::convert::{candle_err, download, to_candle_dtype, upload, upload_weight, BACKEND};
+use crate::linear::PackedLinear;
 use crate::ops::{eval, RunContext};
+use crate::padding::RowSkip;
 use crate::quantized::QuantWeight;
 use accelrt_core::{
     load_weight, one_shot_slots, DType, Error, Executable, ExecutableId, Graph, HostTensor, Op, Outputs, Result,
@@ -21,6 +23,12 @@ pub struct CandleExecutable {
     weights: HashMap<usize, Tensor>,
     /// Block-quantised weights, by node index (they stay quantised; see `QuantWeight`).
     quant: HashMap<usize, QuantWeight>,
+    /// f32 linear-layer weights packed for the CPU kernel (`crate::linear`), by node index; they
+    /// are not uploaded as tensors.
+    packed: HashMap<usize, PackedLinear>,
+    /// Linear layers that may leave padded rows uncomputed, and the mask input that says which
+    /// rows are padding (`crate::padding`).
+    row_skip: Option<RowSkip>,
     /// Initial values of variables initialised from weights, by node index, in their declared
     /// dtype (a session's first step reads them; zero-initialised ones are made on first use).
     initial: HashMap<usize, Tensor>,
@@ -69,12 +77,23 @@ impl CandleExecutable {
             Some(d) => return Err(Error::Unsupported { backend: BACKEND.into(), what: format!("compute dtype {d}") }),
         };
         let transposed = linear_only_weights(graph);
+        // f32 linear weights go to the packed CPU kernel when the work stays in f32.
+        let pack = device.is_cpu() && compute_override.is_none() && crate::linear::available();
         let mut uploaded = HashMap::new();
         let mut quant = HashMap::new();
+        let mut packed = HashMap::new();
         for (id, node) in graph.weights() {
             let view = load_weight(weights, node)?;
             if let DType::Quant(_) = view.dtype {
                 quant.insert(id.index(), QuantWeight::upload(&view, &device)?);
+                continue;
+            }
+            if let (true, true, DType::F32, [n, k]) =
+                (pack, transposed.contains(&id.index()), view.dtype, view.shape.as_slice())
+            {
+                let w = view.to_host()?;
+                let w = w.as_f32().expect("an f32 weight holds f32 values");
+                packed.insert(id.index(), PackedLinear::pack(w, *n, *k));
                 continue;
             }
             let mut t = upload_weight(&view, &device)?;
@@ -86,6 +105,14 @@ impl CandleExecutable {
             }
             uploaded.insert(id.index(), t);
         }
+        let packed_linears: HashSet<usize> = graph
+            .nodes()
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| matches!(n.op, Op::Linear { weight, .. } if packed.contains_key(&weight.index())))
+            .map(|(i, _)| i)
+            .collect();
+        let row_skip = crate::padding::analyse(graph, &packed_linears);
         let mut initial = HashMap::new();
         for (i, node) in graph.nodes().iter().enumerate() {
             if let Op::Variable { init: VariableInit::Weight, .. } = node.op {
@@ -118,12 +145,25 @@ impl CandleExecutable {
             compute_override,
             weights: uploaded,
             quant,
+            packed,
+            row_skip,
             initial,
             transposed,
             last_use,
             id_inputs,
             profile: std::env::var_os(PROFILE_ENV).map(|_| Default::default()),
         })
+    }
+
+    /// With row skipping: the mask's [batch, seq] and the rows (flattened) that are not padding;
+    /// `None` when nothing would be skipped.
+    fn valid_rows(&self, inputs: &[(&str, &HostTensor)]) -> Option<([usize; 2], Vec<usize>)> {
+        let skip = self.row_skip.as_ref()?;
+        let name = &self.graph.nodes()[skip.mask].name;
+        let mask = inputs.iter().find(|(n, _)| n == name)?.1;
+        let [b, s] = mask.shape()[..] else { return None };
+        let rows: Vec<usize> = mask.to_i64_vec()?.iter().enumerate().filter(|(_, &m)| m != 0).map(|(i, _)| i).collect();
+        (rows.len() < b * s).then_some(([b, s], rows))
     }
 
     fn check_ids(&self, inputs: &[(&str, &HostTensor)]) -> Result<()> {
@@ -325,6 +365,7 @@ impl CandleExecutable {
             attention_bias: HashMap::new(),
             rope_tables: HashMap::new(),
         };
+        let valid_rows = self.valid_rows(inputs);
         let mut vals: Vec<Option<Tensor>> = vec![None; self.graph.nodes().len()];
         let mut assigned: Vec<(usize, Tensor)> = Vec::new();
         for (i, node) in self.graph.nodes().iter().enumerate() {
@@ -352,7 +393,7 @@ impl CandleExecutable {
                     assigned.push((var.index(), stored));
                     v
                 }
-                Op::Weight { .. } if self.quant.contains_key(&i) => continue,
+                Op::Weight { .. } if self.quant.contains_key(&i) || self.packed.contains_key(&i) => continue,
                 Op::Weight { .. } => self.weights[&i].clone(),
                 Op::Linear { x, weight, bias } if self.quant.contains_key(&weight.index()) => {
                     let x = vals[x.index()].as_ref().expect("operands are evaluated first");
@@ -362,6 +403,18 @@ impl CandleExecutable {
                         y = y.broadcast_add(b).map_err(|e| node_err(node, e))?;
                     }
                     y
+                }
+                Op::Linear { x, weight, bias } if self.packed.contains_key(&weight.index()) => {
+                    let get = |id: &ValueId| vals[id.index()].as_ref().expect("operands are evaluated first");
+                    let x = get(x);
+                    let rows = match (&valid_rows, &self.row_skip) {
+                        (Some((dims, rows)), Some(skip)) if skip.linears.contains(&i) && x.dims()[..2] == dims[..] => {
+                            Some(rows.as_slice())
+                        }
+                        _ => None,
+                    };
+                    crate::linear::forward_tensor(&self.packed[&weight.index()], x, bias.as_ref().map(get), rows)
+                        .map_err(|e| node_err(node, e))?
                 }
                 Op::Embedding { table, ids } if self.quant.contains_key(&table.index()) => {
                     let ids = vals[ids.index()].as_ref().expect("operands are evaluated first");
