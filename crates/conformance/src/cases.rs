@@ -796,59 +796,8 @@ pub fn grad_mnrl_loss() -> Case {
     with_gradients("grad_mnrl_loss", m.finish(&[("mnrl", loss)]))
 }
 
-/// Every case, for tools that iterate (e.g. a device check that reports each by name).
+/// Every case, for tools that iterate (e.g. a device check that reports each by name), in the
+/// order of the list in `__with_case_names!` (lib.rs), which `conformance_tests!` also expands.
 pub fn all() -> Vec<Case> {
-    vec![
-        embedding(),
-        matmul_batched_broadcast(),
-        matmul_transposed(),
-        linear(),
-        linear_no_bias(),
-        binary_broadcast(),
-        unary(),
-        affine(),
-        layer_norm(),
-        layer_norm_no_beta(),
-        rms_norm(),
-        softmax(),
-        attention_padding_mask(),
-        attention_causal(),
-        attention_gqa_cached_causal(),
-        rope_half_split(),
-        rope_interleaved_per_row(),
-        reshape_permute(),
-        slice_concat(),
-        mean_pool(),
-        l2_normalize(),
-        cast(),
-        positions(),
-        encoder_block(),
-        decoder_block(),
-        quantised_linear(),
-        quantised_embedding(),
-        take_last(),
-        kv_cache_session(),
-        training_ops(),
-        adamw_step(),
-        dropout(),
-        grad_binary_broadcast(),
-        grad_unary(),
-        grad_matmul_batched_broadcast(),
-        grad_linear(),
-        grad_layer_norm(),
-        grad_rms_norm(),
-        grad_softmax(),
-        grad_attention_gqa_cached_causal(),
-        grad_rope_interleaved_per_row(),
-        grad_reshape_permute(),
-        grad_slice_concat(),
-        grad_mean_pool(),
-        grad_l2_normalize(),
-        grad_take_last(),
-        grad_dropout(),
-        grad_encoder_block(),
-        grad_decoder_block(),
-        grad_causal_lm_loss(),
-        grad_mnrl_loss(),
-    ]
+    crate::__with_case_names!(all)
 }
