@@ -1,10 +1,20 @@
-//! Measures on embeddings that need no gradient: the MultipleNegativesRankingLoss of a batch (the
-//! held-out loss of an embedding model, and a check of the training loss against
-//! sentence-transformers), and retrieval of each anchor's positive among many (the before/after
-//! metric of a fine-tune). Computed in f64 from the f32 embeddings.
+//! Held-out measures, which need no gradient.
+//!
+//! - On embeddings: the MultipleNegativesRankingLoss of a batch (the held-out loss of an embedding
+//!   model, and a check of the training loss against sentence-transformers), and retrieval of each
+//!   anchor's positive among many (the before/after metric of a fine-tune). Computed in f64 from
+//!   the f32 embeddings.
+//! - For a causal LM: [`CausalLmEvaluator`], the mean next-token cross-entropy over windows of a
+//!   corpus (the held-out loss of a SmolLM2 fine-tune), with accelrt's own forward pass — the
+//!   training step's forward graph and loss, run without the backward pass or the update.
 
+use crate::corpus::TokenWindows;
+use crate::step::{causal_lm_loss_graph, DequantizedGguf};
 use crate::{Result, TrainError};
+use accelrt_core::{Backend, Executable, HostTensor, PrepareOptions, WeightSource};
+use accelrt_models::{llama, ChatTokenizer, GgufFile};
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 
 fn check(anchors: &[Vec<f32>], positives: &[Vec<f32>]) -> Result<usize> {
     if anchors.is_empty() || anchors.len() != positives.len() {
@@ -83,6 +93,83 @@ pub fn retrieval(anchors: &[Vec<f32>], positives: &[Vec<f32>]) -> Result<Retriev
         recall_at_10: r10 as f64 / n as f64,
         mrr: rr / n as f64,
     })
+}
+
+/// A causal LM's held-out loss over some windows of a corpus.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct HeldoutLoss {
+    /// Windows evaluated.
+    pub windows: usize,
+    /// Next-token predictions counted: `windows × (seq_len − 1)`.
+    pub predictions: usize,
+    /// Mean cross-entropy (nats) over those predictions.
+    pub mean_loss: f64,
+}
+
+/// The mean next-token cross-entropy of a Llama-architecture model over windows of a corpus,
+/// defined as the training loss is ([`crate::step::causal_lm_loss_graph`]: every window predicts
+/// its tokens 1..S from their prefixes), so it is the number `accelrt train`'s step log shows,
+/// measured on text the model is not trained on.
+pub struct CausalLmEvaluator {
+    exe: Box<dyn Executable>,
+    tokenizer: Option<ChatTokenizer>,
+}
+
+impl CausalLmEvaluator {
+    /// Prepares the loss graph of `cfg` with `weights` (converted to f32 as the training step
+    /// converts them) on `backend`.
+    pub fn new(
+        cfg: &llama::LlamaConfig,
+        weights: &dyn WeightSource,
+        backend: &dyn Backend,
+        options: &PrepareOptions,
+    ) -> Result<CausalLmEvaluator> {
+        let graph = causal_lm_loss_graph(cfg)?;
+        let exe = backend.prepare(&graph, weights, options)?;
+        Ok(CausalLmEvaluator { exe, tokenizer: None })
+    }
+
+    /// Loads a GGUF model (a file, or a directory holding one: the original or one `accelrt train`
+    /// wrote), dequantised to f32, with its tokenizer.
+    pub fn from_gguf(path: &Path, backend: &dyn Backend, options: &PrepareOptions) -> Result<CausalLmEvaluator> {
+        let gguf = accelrt_models::generator::find_gguf(path)?;
+        let file = GgufFile::open(&gguf)?;
+        let cfg = llama::LlamaConfig::from_gguf(&file)?;
+        let mut evaluator = Self::new(&cfg, &DequantizedGguf(&file), backend, options)?;
+        evaluator.tokenizer = Some(ChatTokenizer::from_gguf(&file)?);
+        Ok(evaluator)
+    }
+
+    /// The model's tokenizer ([`CausalLmEvaluator::from_gguf`] only), to cut a corpus into windows.
+    pub fn tokenizer(&self) -> Option<&ChatTokenizer> {
+        self.tokenizer.as_ref()
+    }
+
+    /// The mean loss over the first `count` windows of `windows` (all of them if fewer), run in
+    /// batches of `batch` windows; each batch's mean is weighted by its predictions, summed in f64.
+    pub fn loss(&self, windows: &TokenWindows, count: usize, batch: usize) -> Result<HeldoutLoss> {
+        let count = count.min(windows.len());
+        if count == 0 || batch == 0 {
+            return Err(TrainError::InvalidArgument("evaluate at least one window, in batches of at least one".into()));
+        }
+        let per_window = windows.seq_len() - 1;
+        let mut total = 0.0f64;
+        for start in (0..count).step_by(batch) {
+            let rows: Vec<usize> = (start..(start + batch).min(count)).collect();
+            let t = HostTensor::u32(vec![rows.len(), windows.seq_len()], windows.batch(&rows)?)?;
+            let out = self.exe.run(&[(llama::TOKENS, &t)])?;
+            let loss = out
+                .get(accelrt_core::training::LOSS_OUTPUT)
+                .map(|l| l.to_f64_vec()[0])
+                .ok_or_else(|| TrainError::InvalidArgument("the loss graph has no loss output".into()))?;
+            if !loss.is_finite() {
+                return Err(TrainError::InvalidArgument(format!("the loss of windows {start}.. is {loss}")));
+            }
+            total += loss * (rows.len() * per_window) as f64;
+        }
+        let predictions = count * per_window;
+        Ok(HeldoutLoss { windows: count, predictions, mean_loss: total / predictions as f64 })
+    }
 }
 
 #[cfg(test)]

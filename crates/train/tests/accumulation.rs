@@ -1,14 +1,18 @@
-//! Gradient accumulation on a small random Llama (the SmolLM2 architecture at toy size, so it runs
-//! in seconds and needs no download), on the candle CPU backend: two accumulated micro-batches of
-//! 2 windows update the weights as one batch of 4 does (the causal-LM loss is a mean over equally
-//! many predictions per window), step after step.
+//! Gradient accumulation and the held-out loss on a small random Llama (the SmolLM2 architecture
+//! at toy size, so it runs in seconds and needs no download), on the candle CPU backend:
+//!
+//! - two accumulated micro-batches of 2 windows update the weights as one batch of 4 does (the
+//!   causal-LM loss is a mean over equally many predictions per window), step after step;
+//! - the held-out evaluator's loss is the training step's loss on the same windows.
 
 use accelrt_core::optim::AdamW;
 use accelrt_core::training::{Optimizer, TrainingConfig, TrainingSession};
 use accelrt_core::{HostTensor, HostWeights, Op};
 use accelrt_models::llama::{self, LlamaConfig};
+use accelrt_train::eval::CausalLmEvaluator;
 use accelrt_train::rng::SplitMix64;
 use accelrt_train::step::{causal_lm_graph, causal_lm_loss_graph};
+use accelrt_train::TokenWindows;
 
 const SEQ: usize = 8;
 
@@ -106,4 +110,24 @@ fn two_micro_batches_of_two_windows_update_like_one_batch_of_four() {
     let one = HostTensor::u32(vec![2, SEQ], tokens(2, 9)).unwrap();
     assert!(acc.accumulated_step(&[&[(llama::TOKENS, &one)]], lr).is_err());
     assert_eq!(acc.steps(), 3);
+}
+
+#[test]
+fn the_heldout_loss_is_the_training_loss_of_the_same_windows() {
+    let cfg = tiny();
+    let w = weights(&cfg);
+    let ids = tokens(5, 21);
+    let windows = TokenWindows::from_tokens(ids.clone(), SEQ, "tiny").unwrap();
+    let backend = accelrt_candle::CandleBackend::new(&"cpu".parse().unwrap()).unwrap();
+    let evaluator = CausalLmEvaluator::new(&cfg, &w, &backend, &Default::default()).unwrap();
+    // 4 windows in batches of 3 (a full and a partial batch, weighted by predictions).
+    let held = evaluator.loss(&windows, 4, 3).unwrap();
+    assert_eq!((held.windows, held.predictions), (4, 4 * (SEQ - 1)));
+    let mut s = session(&cfg, &w, 1);
+    let t = HostTensor::u32(vec![4, SEQ], ids[..4 * SEQ].to_vec()).unwrap();
+    let train = s.step(&[(llama::TOKENS, &t)], 0.0).unwrap().loss;
+    assert!((held.mean_loss - train).abs() <= 1e-5 * train, "{} vs {train}", held.mean_loss);
+    // Asking for more windows than there are evaluates all of them.
+    assert_eq!(evaluator.loss(&windows, 100, 2).unwrap().windows, 5);
+    assert!(evaluator.loss(&windows, 0, 2).is_err());
 }

@@ -211,3 +211,25 @@ fn minilm_step1_gradient_norm_matches_pytorch() {
     eprintln!("step-1 gradient norm: accelrt {ours:.7} PyTorch {theirs:.7}");
     assert!((ours - theirs).abs() <= 1e-4 * theirs, "gradient norm {ours} vs PyTorch {theirs}");
 }
+
+/// accelrt's held-out loss of the original SmolLM2 (`eval::CausalLmEvaluator`: the training
+/// step's forward graph and loss, no update) on the first 64 windows of 128 tokens of the held-out
+/// corpus is PyTorch's for the same windows (`heldout_before`, f32), within the losses' 1e-5.
+#[test]
+fn smollm2_heldout_loss_matches_pytorch() {
+    let f = fixture("smollm2-ce-reference.json");
+    let want = &f["heldout_before"];
+    let (seq_len, windows) = (want["seq_len"].as_u64().unwrap() as usize, want["windows"].as_u64().unwrap() as usize);
+    let backend = accelrt_candle::CandleBackend::new(&"cpu".parse().unwrap()).unwrap();
+    let dir = model_dir("smollm2-135m-instruct");
+    let evaluator = accelrt_train::eval::CausalLmEvaluator::from_gguf(&dir, &backend, &Default::default()).unwrap();
+    let data = DataStore::from_env().ensure(&SHAKESPEARE).unwrap().join(dataset::CORPUS_HELDOUT);
+    let tokenizer = evaluator.tokenizer().unwrap();
+    let corpus = accelrt_train::TokenWindows::from_file(&data, seq_len, 1 << 30, |t| tokenizer.encode(t)).unwrap();
+    assert_eq!(corpus.tokens().len() as u64, want["stream_tokens"].as_u64().unwrap());
+    assert_eq!(corpus.identity().unwrap().sha256, want["data_sha256"].as_str().unwrap());
+    let got = evaluator.loss(&corpus, windows, 4).unwrap();
+    assert_eq!(got.predictions as u64, want["predictions"].as_u64().unwrap());
+    let reference = want["mean_loss"].as_f64().unwrap();
+    assert!((got.mean_loss - reference).abs() <= 1e-5 * reference, "accelrt {} vs PyTorch {reference}", got.mean_loss);
+}
