@@ -1,12 +1,13 @@
 //! Criterion: a linear layer at MiniLM's shapes, candle's matmul (the weight stored transposed,
 //! [in, out], as the executable keeps it, plus a broadcast bias add) beside the packed kernel
-//! (`accelrt_candle::linear`). 22 rows is one average sentence of the built-in set; 704 is a
+//! (`accelrt_candle::linear`), in f32 and in bf16 (`vdpbf16ps`, where the CPU has AVX-512 BF16).
+//! 22 rows is one average sentence of the built-in set; 704 is a
 //! batch of 32 such sentences.
 //!
 //!     cargo bench -p accelrt-candle --bench linear
 
-use accelrt_candle::linear::{available, PackedLinear};
-use candle_core::{Device, Tensor};
+use accelrt_candle::linear::{available, available_bf16, PackedLinear};
+use candle_core::{DType, Device, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion};
 
 fn values(n: usize, seed: usize) -> Vec<f32> {
@@ -28,6 +29,21 @@ fn linear(c: &mut Criterion) {
             let packed = PackedLinear::pack(&w, n, k);
             c.bench_function(&format!("linear/{m}x{k}x{n}/packed"), |bench| {
                 bench.iter(|| pool.install(|| packed.forward(&x, m, Some(&b))))
+            });
+        }
+        if available_bf16() {
+            let (xb, wb, bb) = (
+                xt.to_dtype(DType::BF16).unwrap(),
+                wt.to_dtype(DType::BF16).unwrap(),
+                bt.to_dtype(DType::BF16).unwrap(),
+            );
+            c.bench_function(&format!("linear/{m}x{k}x{n}/candle-bf16"), |bench| {
+                bench.iter(|| pool.install(|| xb.matmul(&wb).unwrap().broadcast_add(&bb).unwrap()))
+            });
+            let packed = PackedLinear::pack_bf16(&w, n, k);
+            let x16: Vec<half::bf16> = x.iter().map(|&v| half::bf16::from_f32(v)).collect();
+            c.bench_function(&format!("linear/{m}x{k}x{n}/packed-bf16"), |bench| {
+                bench.iter(|| pool.install(|| packed.forward_rows_bf16(&x16, m, Some(&b), None)))
             });
         }
     }

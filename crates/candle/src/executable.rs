@@ -23,8 +23,8 @@ pub struct CandleExecutable {
     weights: HashMap<usize, Tensor>,
     /// Block-quantised weights, by node index (they stay quantised; see `QuantWeight`).
     quant: HashMap<usize, QuantWeight>,
-    /// f32 linear-layer weights packed for the CPU kernel (`crate::linear`), by node index; they
-    /// are not uploaded as tensors.
+    /// f32 linear-layer weights packed for the CPU kernels (`crate::linear`; in bf16 when that is
+    /// the compute dtype), by node index; they are not uploaded as tensors.
     packed: HashMap<usize, PackedLinear>,
     /// Linear layers that may leave padded rows uncomputed, and the mask input that says which
     /// rows are padding (`crate::padding`).
@@ -77,8 +77,14 @@ impl CandleExecutable {
             Some(d) => return Err(Error::Unsupported { backend: BACKEND.into(), what: format!("compute dtype {d}") }),
         };
         let transposed = linear_only_weights(graph);
-        // f32 linear weights go to the packed CPU kernel when the work stays in f32.
-        let pack = device.is_cpu() && compute_override.is_none() && crate::linear::available();
+        // f32 linear weights go to the packed CPU kernels when the work stays in f32, or runs in
+        // bf16 on a CPU with AVX-512 BF16.
+        let pack = device.is_cpu()
+            && match compute_override {
+                None => crate::linear::available(),
+                Some(candle_core::DType::BF16) => crate::linear::available_bf16(),
+                Some(_) => false,
+            };
         let mut uploaded = HashMap::new();
         let mut quant = HashMap::new();
         let mut packed = HashMap::new();
@@ -93,8 +99,14 @@ impl CandleExecutable {
             {
                 let w = view.to_host()?;
                 let w = w.as_f32().expect("an f32 weight holds f32 values");
-                packed.insert(id.index(), PackedLinear::pack(w, *n, *k));
-                continue;
+                if compute_override.is_none() {
+                    packed.insert(id.index(), PackedLinear::pack(w, *n, *k));
+                    continue;
+                }
+                if k % 2 == 0 {
+                    packed.insert(id.index(), PackedLinear::pack_bf16(w, *n, *k));
+                    continue;
+                }
             }
             let mut t = upload_weight(&view, &device)?;
             if let (true, Some(compute)) = (node.dtype.is_float(), compute_override) {

@@ -38,14 +38,36 @@ pub fn available() -> bool {
     }
 }
 
-/// A linear layer's weight, `[out, in]` as stored in a model, packed for [`PackedLinear::forward`].
+/// Whether this CPU runs the bf16 kernel (AVX-512 BF16's `vdpbf16ps`: two bf16 products summed
+/// into each f32 lane, twice the multiply-adds per instruction of f32 FMA).
+pub fn available_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// A linear layer's weight, `[out, in]` as stored in a model, packed for [`PackedLinear::forward`]
+/// (f32) or [`PackedLinear::forward_rows_bf16`] (bf16).
 pub struct PackedLinear {
     /// Input features (`in`).
     k: usize,
     /// Output features (`out`).
     n: usize,
-    /// ⌈n / NR⌉ panels of `[k][NR]`, the last one padded with zero columns.
-    panels: Vec<f32>,
+    panels: Panels,
+}
+
+/// ⌈n / NR⌉ panels, the last one padded with zero columns.
+enum Panels {
+    /// `[k][NR]` f32 each.
+    F32(Vec<f32>),
+    /// `[k/2][NR]` pairs of bf16 each: the pair (w[j][2p], w[j][2p+1]) as one u32, low half
+    /// first, the layout `vdpbf16ps` multiplies.
+    Bf16(Vec<u32>),
 }
 
 impl PackedLinear {
@@ -57,7 +79,7 @@ impl PackedLinear {
         let n_panels = n.div_ceil(NR);
         let mut panels = vec![0f32; n_panels * k * NR];
         if k == 0 {
-            return PackedLinear { k, n, panels };
+            return PackedLinear { k, n, panels: Panels::F32(panels) };
         }
         for (p, panel) in panels.chunks_exact_mut(k * NR).enumerate() {
             for (col, row) in w.chunks_exact(k).enumerate().skip(p * NR).take(NR) {
@@ -67,7 +89,31 @@ impl PackedLinear {
                 }
             }
         }
-        PackedLinear { k, n, panels }
+        PackedLinear { k, n, panels: Panels::F32(panels) }
+    }
+
+    /// Packs `w`, the `[n, k]` row-major matrix of a layer y = x·wᵀ, rounded to bf16 (to nearest
+    /// even, as candle's and PyTorch's casts round) for [`forward_rows_bf16`](Self::forward_rows_bf16).
+    ///
+    /// Panics if `w.len() != n * k` or if `k` is odd (the kernel multiplies pairs of features).
+    pub fn pack_bf16(w: &[f32], n: usize, k: usize) -> PackedLinear {
+        assert_eq!(w.len(), n * k, "weight of {} values is not [{n}, {k}]", w.len());
+        assert!(k.is_multiple_of(2), "the bf16 kernel needs an even number of input features (got {k})");
+        let pairs = k / 2;
+        let mut panels = vec![0u32; n.div_ceil(NR) * pairs * NR];
+        for (col, row) in w.chunks_exact(k.max(1)).enumerate().take(n) {
+            let (p, c) = (col / NR, col % NR);
+            for (i, pair) in row.chunks_exact(2).enumerate() {
+                let (lo, hi) = (half::bf16::from_f32(pair[0]).to_bits(), half::bf16::from_f32(pair[1]).to_bits());
+                panels[(p * pairs + i) * NR + c] = lo as u32 | (hi as u32) << 16;
+            }
+        }
+        PackedLinear { k, n, panels: Panels::Bf16(panels) }
+    }
+
+    /// Whether the weight was packed for the bf16 kernel.
+    pub fn is_bf16(&self) -> bool {
+        matches!(self.panels, Panels::Bf16(_))
     }
 
     /// Input features.
@@ -94,13 +140,61 @@ impl PackedLinear {
     ///
     /// Panics as `forward` does, or if a row index is out of range.
     pub fn forward_rows(&self, x: &[f32], m: usize, bias: Option<&[f32]>, rows: Option<&[usize]>) -> Vec<f32> {
+        let Panels::F32(panels) = &self.panels else { panic!("the weight was packed for bf16") };
+        assert_eq!(x.len(), m * self.k, "x of {} values is not [{m}, {}]", x.len(), self.k);
+        assert!(available(), "the packed linear kernel needs AVX-512F");
+        let k = self.k;
+        self.run(m, bias, rows, &|block, p, cols, bias, out| {
+            // SAFETY: `run` hands each call its own (row block, panel) tile of y and checked the
+            // row indices; the feature was checked above.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                panel_f32(x, k, block, &panels[p * k * NR..(p + 1) * k * NR], bias, out, self.n, cols)
+            };
+        })
+    }
+
+    /// As [`forward_rows`](Self::forward_rows) for a weight packed with
+    /// [`pack_bf16`](Self::pack_bf16) and x in bf16; products are summed in f32.
+    ///
+    /// Panics as `forward_rows` does, if the weight was packed for f32, or if the CPU lacks
+    /// AVX-512 BF16 (check [`available_bf16`]).
+    pub fn forward_rows_bf16(
+        &self,
+        x: &[half::bf16],
+        m: usize,
+        bias: Option<&[f32]>,
+        rows: Option<&[usize]>,
+    ) -> Vec<f32> {
+        let Panels::Bf16(panels) = &self.panels else { panic!("the weight was packed for f32") };
+        assert_eq!(x.len(), m * self.k, "x of {} values is not [{m}, {}]", x.len(), self.k);
+        assert!(available_bf16(), "the bf16 linear kernel needs AVX-512 BF16");
+        let pairs = self.k / 2;
+        self.run(m, bias, rows, &|block, p, cols, bias, out| {
+            // SAFETY: as in `forward_rows`; a row of x is `pairs` u32 pairs of bf16.
+            #[cfg(target_arch = "x86_64")]
+            unsafe {
+                let x = x.as_ptr() as *const u32;
+                panel_bf16(x, pairs, block, &panels[p * pairs * NR..(p + 1) * pairs * NR], bias, out, self.n, cols)
+            };
+        })
+    }
+
+    /// Allocates y [m, n] (zeros) and calls `panel(rows, panel index, columns, bias of those
+    /// columns, y)` for every (row block, panel) tile, in parallel when the product is big enough.
+    #[allow(clippy::type_complexity)]
+    fn run(
+        &self,
+        m: usize,
+        bias: Option<&[f32]>,
+        rows: Option<&[usize]>,
+        panel: &(dyn Fn(&[usize], usize, std::ops::Range<usize>, Option<&[f32]>, OutPtr) + Sync),
+    ) -> Vec<f32> {
         let (k, n) = (self.k, self.n);
-        assert_eq!(x.len(), m * k, "x of {} values is not [{m}, {k}]", x.len());
         if let Some(b) = bias {
             assert_eq!(b.len(), n, "bias of {} values for {n} outputs", b.len());
         }
         assert!(rows.is_none_or(|r| r.iter().all(|&i| i < m)), "a row index is out of range for {m} rows");
-        assert!(available(), "the packed linear kernel needs AVX-512F");
         let mut y = vec![0f32; m * n];
         let all: Vec<usize>;
         let rows = match rows {
@@ -119,14 +213,7 @@ impl PackedLinear {
         let task = |t: usize| {
             let (rb, p) = (t / n_panels, t % n_panels);
             let cols = p * NR..((p + 1) * NR).min(n);
-            let panel = &self.panels[p * k * NR..(p + 1) * k * NR];
-            let bias = bias.map(|b| &b[cols.clone()]);
-            // SAFETY: tasks write disjoint (row block, panel) tiles of `y`, which outlives the
-            // parallel loop; row indices were checked above; the feature was checked above.
-            #[cfg(target_arch = "x86_64")]
-            unsafe {
-                panel_f32(x, k, blocks[rb], panel, bias, out, n, cols)
-            };
+            panel(blocks[rb], p, cols.clone(), bias.map(|b| &b[cols]), out);
         };
         let tasks = blocks.len() * n_panels;
         if rows.len() * n * k < PARALLEL_MIN_MACS {
@@ -142,8 +229,8 @@ impl PackedLinear {
     }
 }
 
-/// `PackedLinear::forward` on candle tensors: x [..., k] of any float dtype (computed in f32,
-/// returned in x's dtype), bias [n]; returns [..., n]. With `rows`, only those rows of x (indices
+/// `PackedLinear::forward` on candle tensors: x [..., k] of any float dtype (computed in f32, or
+/// in bf16 with f32 sums for a bf16-packed weight; returned in x's dtype), bias [n]; returns [..., n]. With `rows`, only those rows of x (indices
 /// into x as [rows, k], ascending) are computed and the others are zeros (see `crate::padding`).
 pub(crate) fn forward_tensor(
     w: &PackedLinear,
@@ -163,15 +250,18 @@ pub(crate) fn forward_tensor(
         candle_core::bail!("linear: bias of {} values for {} outputs", bias.map_or(0, |b| b.len()), w.n);
     }
     let m: usize = x.dims()[..x.rank() - 1].iter().product();
-    let x = x.to_dtype(DType::F32)?.contiguous()?;
+    if rows.is_some_and(|rows| rows.iter().any(|&r| r >= m)) {
+        candle_core::bail!("linear: row index out of range for {m} rows");
+    }
+    let x = x.to_dtype(if w.is_bf16() { DType::BF16 } else { DType::F32 })?.contiguous()?;
     let y = {
         let (storage, layout) = x.storage_and_layout();
         let candle_core::Storage::Cpu(cpu) = &*storage else { candle_core::bail!("linear: not a CPU tensor") };
         let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("linear: not contiguous") };
-        if rows.is_some_and(|rows| rows.iter().any(|&r| r >= m)) {
-            candle_core::bail!("linear: row index out of range for {m} rows");
+        match w.is_bf16() {
+            true => w.forward_rows_bf16(&cpu.as_slice::<half::bf16>()?[start..end], m, bias.as_deref(), rows),
+            false => w.forward_rows(&cpu.as_slice::<f32>()?[start..end], m, bias.as_deref(), rows),
         }
-        w.forward_rows(&cpu.as_slice::<f32>()?[start..end], m, bias.as_deref(), rows)
     };
     Tensor::from_vec(y, shape, x.device())?.to_dtype(dtype)
 }
@@ -252,6 +342,75 @@ unsafe fn tile_f32<const R: usize>(
     }
 }
 
+/// `panel_f32` for bf16: x rows are `pairs` u32 pairs of bf16, the panel `[pairs][NR]` pairs.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn panel_bf16(
+    x: *const u32,
+    pairs: usize,
+    rows: &[usize],
+    panel: &[u32],
+    bias: Option<&[f32]>,
+    y: OutPtr,
+    ldy: usize,
+    cols: std::ops::Range<usize>,
+) {
+    let mut bias_padded = [0f32; NR];
+    if let Some(b) = bias {
+        bias_padded[..b.len()].copy_from_slice(b);
+    }
+    let width = cols.len();
+    for tile in rows.chunks(MR) {
+        let a = |i: usize| x.add(tile[i] * pairs);
+        let c = |i: usize| y.0.add(tile[i] * ldy + cols.start);
+        let b = panel.as_ptr();
+        let bias = &bias_padded;
+        match tile.len() {
+            8 => tile_bf16::<8>(std::array::from_fn(a), pairs, b, bias, std::array::from_fn(c), width),
+            7 => tile_bf16::<7>(std::array::from_fn(a), pairs, b, bias, std::array::from_fn(c), width),
+            6 => tile_bf16::<6>(std::array::from_fn(a), pairs, b, bias, std::array::from_fn(c), width),
+            5 => tile_bf16::<5>(std::array::from_fn(a), pairs, b, bias, std::array::from_fn(c), width),
+            4 => tile_bf16::<4>(std::array::from_fn(a), pairs, b, bias, std::array::from_fn(c), width),
+            3 => tile_bf16::<3>(std::array::from_fn(a), pairs, b, bias, std::array::from_fn(c), width),
+            2 => tile_bf16::<2>(std::array::from_fn(a), pairs, b, bias, std::array::from_fn(c), width),
+            _ => tile_bf16::<1>(std::array::from_fn(a), pairs, b, bias, std::array::from_fn(c), width),
+        }
+    }
+}
+
+/// R rows × NR columns in bf16: each step broadcasts one pair of x's features and multiplies it
+/// with the panel's pairs, both products summed into the f32 accumulators (`vdpbf16ps`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[inline]
+unsafe fn tile_bf16<const R: usize>(
+    a: [*const u32; R],
+    pairs: usize,
+    b: *const u32,
+    bias: &[f32; NR],
+    c: [*mut f32; R],
+    width: usize,
+) {
+    let mut lo = [_mm512_loadu_ps(bias.as_ptr()); R];
+    let mut hi = [_mm512_loadu_ps(bias.as_ptr().add(16)); R];
+    for p in 0..pairs {
+        let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(p * NR) as *const _));
+        let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(p * NR + 16) as *const _));
+        for r in 0..R {
+            let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(*a[r].add(p) as i32));
+            lo[r] = _mm512_dpbf16_ps(lo[r], av, b0);
+            hi[r] = _mm512_dpbf16_ps(hi[r], av, b1);
+        }
+    }
+    let mask = if width >= NR { u32::MAX } else { (1u32 << width) - 1 };
+    let (m0, m1) = (mask as u16, (mask >> 16) as u16);
+    for r in 0..R {
+        _mm512_mask_storeu_ps(c[r], m0, lo[r]);
+        _mm512_mask_storeu_ps(c[r].add(16), m1, hi[r]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,6 +464,39 @@ mod tests {
                 assert_eq!(got, full, "row {r} is computed exactly as without skipping");
             } else {
                 assert!(got.iter().all(|&v| v == 0.0), "row {r} is skipped");
+            }
+        }
+    }
+
+    #[test]
+    fn bf16_matches_the_f64_product_of_the_rounded_operands() {
+        if !available_bf16() {
+            eprintln!("skipped: no AVX-512 BF16 on this CPU");
+            return;
+        }
+        let round = |v: &[f32]| -> Vec<half::bf16> { v.iter().map(|&x| half::bf16::from_f32(x)).collect() };
+        for (m, n, k) in [(1, 1, 2), (3, 31, 6), (13, 70, 34), (65, 33, 8), (9, 384, 384)] {
+            let (x, w, b) = (round(&values(m * k, 7)), values(n * k, 8), values(n, 9));
+            let packed = PackedLinear::pack_bf16(&w, n, k);
+            let rows: Vec<usize> = (0..m).filter(|r| r % 4 != 2).collect();
+            for (bias, rows) in [(None, None), (Some(b.as_slice()), Some(rows.as_slice()))] {
+                let y = packed.forward_rows_bf16(&x, m, bias, rows);
+                for i in 0..m {
+                    for j in 0..n {
+                        let got = y[i * n + j] as f64;
+                        if rows.is_some_and(|rows| !rows.contains(&i)) {
+                            assert_eq!(got, 0.0);
+                            continue;
+                        }
+                        // The products of bf16 values are exact in f32; only the sums round.
+                        let exact: f64 = (0..k)
+                            .map(|p| x[i * k + p].to_f64() * half::bf16::from_f32(w[j * k + p]).to_f64())
+                            .sum::<f64>()
+                            + bias.map_or(0.0, |b| b[j] as f64);
+                        let bound = 1e-5 * (1.0 + exact.abs()) * (k as f64).sqrt();
+                        assert!((got - exact).abs() <= bound, "({m},{n},{k}) [{i},{j}]: {got} vs {exact}");
+                    }
+                }
             }
         }
     }

@@ -91,6 +91,11 @@ pub(crate) fn eval(op: &Op, val: &dyn Fn(ValueId) -> Tensor, ctx: &mut RunContex
                 UnaryOp::Gelu if x.dtype() == DType::F32 && x.device().is_cpu() => {
                     x.contiguous()?.apply_op1_no_bwd(&crate::kernels::GeluErf)
                 }
+                // candle's bf16/f16 erf is scalar and converts per element (24 % of a bf16 MiniLM
+                // forward); the f32 kernel between two casts is exact to the f32 GELU, then rounded.
+                UnaryOp::Gelu if matches!(x.dtype(), DType::BF16 | DType::F16) && x.device().is_cpu() => {
+                    x.to_dtype(DType::F32)?.apply_op1_no_bwd(&crate::kernels::GeluErf)?.to_dtype(x.dtype())
+                }
                 UnaryOp::Gelu => x.gelu_erf(),
                 UnaryOp::GeluTanh => x.gelu(),
                 UnaryOp::Silu => x.silu(),
