@@ -306,9 +306,9 @@ struct BenchArgs {
     /// models, a text corpus for decoders, or a data set name (its training file)
     #[arg(long, default_value = "shakespeare")]
     data: String,
-    /// Training, decoders: tokens per window of the corpus
-    #[arg(long, default_value_t = 128)]
-    seq_len: usize,
+    /// Training, decoders: tokens per window of the corpus [default: 128]
+    #[arg(long)]
+    seq_len: Option<usize>,
     /// Training: AdamW's learning rate (constant)
     #[arg(long, default_value_t = 5e-5)]
     lr: f64,

@@ -108,9 +108,13 @@ fn minilm_training_steps_match_pytorch_first_losses_and_are_priced_per_training_
     assert_eq!(results.len(), 2, "accelrt and the peer");
     let ours = results.iter().find(|r| r["system"] == "accelrt").unwrap();
     let theirs = results.iter().find(|r| r["system"] == "standin").unwrap();
+    assert_eq!(ours["valid"], true, "{ours}");
+    // The stand-in's "loss" (8, the rows) is not accelrt's first loss: not the same step, so its
+    // result is kept but marked invalid.
+    assert_eq!(theirs["valid"], false);
+    assert!(theirs["invalid_reasons"][0].as_str().unwrap().contains("not the same step"), "{theirs}");
     for r in [ours, theirs] {
         assert_eq!(r["scenario"], "training");
-        assert_eq!(r["valid"], true, "{r}");
         assert_eq!(r["queries"], 2);
         assert_eq!(r["samples"], 16);
         assert!(r["usd_per_million_inferences"].is_null(), "training samples are not inferences");
@@ -158,7 +162,20 @@ fn minilm_training_steps_match_pytorch_first_losses_and_are_priced_per_training_
     assert_eq!(theirs["training"]["losses"], serde_json::json!([8.0, 8.0, 8.0]));
     assert_eq!(theirs["memory"]["peak_host_bytes"], 123456789, "the peer's own peak, not the harness's");
 
-    // `accelrt report` lists the training rows with their cost per training token.
+    // `accelrt report` lists the training rows with their cost per training token, and refuses a
+    // result whose cost does not follow from its price and throughput.
+    let edited = dir.path().join("edited");
+    std::fs::create_dir_all(&edited).unwrap();
+    let mut doctored = ours.clone();
+    doctored["training"]["usd_per_million_tokens"] = serde_json::json!(1e-6);
+    std::fs::write(edited.join("r.json"), doctored.to_string()).unwrap();
+    let o = accelrt(&["report", edited.to_str().unwrap(), "--out", dir.path().join("r2").to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("usd_per_million_tokens"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let report_dir = dir.path().join("report");
     let o = accelrt(&["report", out.to_str().unwrap(), "--out", report_dir.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -239,6 +256,7 @@ fn training_refusals_are_clear() {
         (&["--scenario", "training", "--lr", "20"], "--lr"),
         (&["--scenario", "training", "--data", "no-such-data"], "no-such-data"),
         (&["--scenario", "training", "--url", "http://127.0.0.1:9"], "does not train"),
+        (&["--scenario", "training", "--seq-len", "64"], "--seq-len is for decoders"),
     ];
     for (args, needle) in cases {
         let mut all = vec!["bench", "--out", out.to_str().unwrap(), "--no-progress"];
@@ -247,5 +265,88 @@ fn training_refusals_are_clear() {
         let stderr = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "{args:?} succeeded");
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
+
+/// Runners that misbehave: each run must end (no hang), keep accelrt's own result intact, and name
+/// the peer's fault.
+#[test]
+fn misbehaving_training_peers_end_as_peer_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let peers = dir.path().join("peers");
+    std::fs::create_dir_all(&peers).unwrap();
+    let ready = |system: &str| {
+        format!(
+            "import json, sys\nprint(json.dumps({{'ready': True, 'system': '{system}', 'task': 'mnrl'}}), flush=True)\n"
+        )
+    };
+    let reply = "print(json.dumps({'n': len(json.loads(l)['train']['pairs']), 'loss': 1.0, 'tokens': 10, 'step_ms': STEP}), flush=True)";
+    let cases = [
+        // Calls itself accelrt: its result would have replaced accelrt's file.
+        ("impostor", format!("{}for l in sys.stdin:\n    {}\n", ready("accelrt"), reply.replace("STEP", "1"))),
+        // A step time no Duration holds (this panicked).
+        ("eternal", format!("{}for l in sys.stdin:\n    {}\n", ready("eternal"), reply.replace("STEP", "1e300"))),
+        // A reply line of 3 MiB, then the runner blocks writing more (this hung).
+        (
+            "flood",
+            format!(
+                "{}for l in sys.stdin:\n    sys.stdout.write('x' * (3 << 20)); sys.stdout.flush()\n",
+                ready("flood")
+            ),
+        ),
+        // Ignores the end of its input (this hung after the results were written).
+        (
+            "stubborn",
+            format!(
+                "{}import time\nfor l in sys.stdin:\n    {}\nwhile True:\n    time.sleep(1)\n",
+                ready("stubborn"),
+                reply.replace("STEP", "1")
+            ),
+        ),
+    ];
+    for (name, body) in &cases {
+        std::fs::write(peers.join(format!("{name}_train_runner.py")), body).unwrap();
+    }
+    for (name, needle) in
+        [("impostor", "same name"), ("eternal", "step time"), ("flood", "longer than"), ("stubborn", "")]
+    {
+        let out = dir.path().join(format!("results-{name}"));
+        let start = std::time::Instant::now();
+        let o = accelrt(&[
+            "bench",
+            "--scenario",
+            "training",
+            "--batch-size",
+            "2",
+            "--warmup",
+            "0",
+            "--min-duration",
+            "0",
+            "--min-queries",
+            "1",
+            "--peers",
+            name,
+            "--peers-dir",
+            peers.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--no-progress",
+        ]);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(start.elapsed() < std::time::Duration::from_secs(240), "{name}: took {:?}", start.elapsed());
+        let results = results_in(&out);
+        let ours: Vec<_> = results.iter().filter(|r| r["system"] == "accelrt").collect();
+        assert_eq!(ours.len(), 1, "{name}: accelrt's result kept once");
+        assert_eq!(ours[0]["environment"]["device"], "cpu");
+        assert!(ours[0]["training"]["losses"][0].as_f64().unwrap() > 0.0);
+        if name == "stubborn" {
+            // Its steps were fine; it is killed after the grace period once its input is closed.
+            assert!(o.status.success(), "{name}: {stderr}");
+            assert_eq!(results.len(), 2);
+        } else {
+            assert!(!o.status.success(), "{name} succeeded");
+            assert!(stderr.contains(needle), "{name}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+        }
     }
 }

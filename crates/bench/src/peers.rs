@@ -21,9 +21,18 @@ use std::io::{BufRead, BufReader, Read, Write};
 
 /// The longest reply line read from a peer runner, in bytes.
 const MAX_REPLY_BYTES: u64 = 16 << 20;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+/// The longest a runner may take to answer anything (loading a model, one query, one training
+/// step): far above any real step (a minute on a loaded 2-vCPU machine), short of forever.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// How long a runner gets to exit once its input is closed before it is killed.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
 
 /// What a runner says about itself when it is ready.
 #[derive(Debug, Clone, Deserialize)]
@@ -54,7 +63,8 @@ pub(crate) struct RunnerProcess {
     name: String,
     child: Child,
     stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
+    /// Reply lines, read by a thread of their own so that a wait can time out or be interrupted.
+    replies: Receiver<std::io::Result<Option<String>>>,
     max_line: u64,
 }
 
@@ -72,7 +82,10 @@ impl RunnerProcess {
             return Err(fail(format!("runner script {} not found", script.display())));
         }
         let python = std::env::var("ACCELRT_PYTHON").unwrap_or_else(|_| "python3".into());
+        // Its own process group: Ctrl-C on the terminal reaches the harness, which stops between
+        // queries and ends the runner itself, instead of killing the runner mid-step.
         let mut child = Command::new(&python)
+            .process_group(0)
             .arg(script)
             .arg("--model-dir")
             .arg(model_dir)
@@ -84,8 +97,24 @@ impl RunnerProcess {
             .spawn()
             .map_err(|e| fail(format!("could not start `{python} {}`: {e}", script.display())))?;
         let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().expect("piped"));
-        Ok(RunnerProcess { name: name.into(), child, stdin, stdout, max_line })
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+        let (send, replies) = std::sync::mpsc::channel();
+        std::thread::spawn(move || loop {
+            // A runner that prints without end must not grow this process without bound: a line
+            // is read up to `max_line` bytes (one more says it is longer), then reading stops.
+            let mut line = String::new();
+            let read = (&mut stdout).take(max_line + 1).read_line(&mut line);
+            let done = !matches!(read, Ok(n) if n > 0 && n as u64 <= max_line);
+            let message = match read {
+                Ok(0) => Ok(None),
+                Ok(_) => Ok(Some(line)),
+                Err(e) => Err(e),
+            };
+            if send.send(message).is_err() || done {
+                return;
+            }
+        });
+        Ok(RunnerProcess { name: name.into(), child, stdin, replies, max_line })
     }
 
     /// The runner's process id (its CPU time counts as the run's, not as other load).
@@ -107,22 +136,51 @@ impl RunnerProcess {
         stdin.write_all(line).and_then(|_| stdin.flush()).map_err(|e| self.fail(format!("sending {what}: {e}")))
     }
 
-    /// The next reply line.
+    /// The next reply line, waiting at most [`REPLY_TIMEOUT`]; Ctrl-C ends the wait
+    /// (`BenchError::Interrupted`).
     pub(crate) fn read_line(&mut self) -> Result<String> {
-        let mut line = String::new();
-        // A runner that prints without end must not grow this process without bound.
-        let n = (&mut self.stdout)
-            .take(self.max_line)
-            .read_line(&mut line)
-            .map_err(|e| self.fail(format!("reading its output: {e}")))?;
-        if n as u64 == self.max_line && !line.ends_with('\n') {
-            return Err(self.fail(format!("a reply line is longer than {} bytes", self.max_line)));
+        let start = Instant::now();
+        let reply = loop {
+            match self.replies.recv_timeout(Duration::from_millis(200)) {
+                Ok(reply) => break reply,
+                Err(RecvTimeoutError::Disconnected) => break Ok(None),
+                Err(RecvTimeoutError::Timeout) => {
+                    if crate::interrupt::requested() {
+                        return Err(BenchError::Interrupted);
+                    }
+                    if start.elapsed() > REPLY_TIMEOUT {
+                        return Err(self.fail(format!("no reply within {} s", REPLY_TIMEOUT.as_secs())));
+                    }
+                }
+            }
+        };
+        match reply.map_err(|e| self.fail(format!("reading its output: {e}")))? {
+            Some(line) if line.len() as u64 > self.max_line => {
+                Err(self.fail(format!("a reply line is longer than {} bytes", self.max_line)))
+            }
+            Some(line) => Ok(line),
+            None => {
+                let status = self.finish().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                Err(self.fail(format!("the runner exited ({status}); see its messages above")))
+            }
         }
-        if n == 0 {
-            let status = self.child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-            return Err(self.fail(format!("the runner exited ({status}); see its messages above")));
+    }
+
+    /// Closes the runner's input and waits for it to exit, killing it after [`EXIT_GRACE`]
+    /// (a runner stuck writing to a pipe nobody reads, or ignoring the end of its input).
+    fn finish(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + EXIT_GRACE;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return self.child.wait();
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        Ok(line)
     }
 
     pub(crate) fn fail(&self, message: String) -> BenchError {
@@ -132,8 +190,7 @@ impl RunnerProcess {
 
 impl Drop for RunnerProcess {
     fn drop(&mut self) {
-        drop(self.stdin.take());
-        let _ = self.child.wait();
+        let _ = self.finish();
     }
 }
 

@@ -307,25 +307,25 @@ pub fn write_report_with(results: &[BenchResult], out: &Path, options: &ReportOp
         if !training.is_empty() {
             blocks.push(Block::Paragraph {
                 strong: None,
-                text: "Training (throughput above counts training samples — pairs or windows —, p99 the step time; every system trained on the same batches):".into(),
+                text: "Training (throughput above counts training samples — pairs or windows —, p99 the step time; within one run of `accelrt bench`, every system trains on the same batches — rows with the same task and data):".into(),
             });
             let table = training
                 .iter()
                 .map(|row| {
                     let r = row.r;
                     let t = r.training.as_ref().expect("filtered");
-                    let losses = match (t.losses.first(), t.losses.last()) {
-                        (Some(a), Some(b)) => format!("{a:.4} → {b:.4}"),
-                        _ => "—".into(),
-                    };
+                    let losses = crate::training::loss_span(&t.losses);
                     vec![
                         Cell::plain(row.instance_label()),
                         Cell::plain(&r.system),
                         Cell::plain(&r.backend),
-                        Cell::plain(match t.seq_len {
-                            Some(n) => format!("{} × {n} tokens", plain_text(&t.task)),
-                            None => plain_text(&t.task),
-                        }),
+                        Cell::plain(format!(
+                            "{}{} on {}, AdamW lr {:e}",
+                            plain_text(&t.task),
+                            t.seq_len.map(|n| format!(" × {n} tokens")).unwrap_or_default(),
+                            plain_text(&t.data),
+                            t.lr
+                        )),
                         Cell::plain(r.batch_size.to_string()),
                         Cell::plain(format!("{:.2}", r.throughput_per_s)),
                         Cell::plain(format!("{:.1}", t.tokens_per_s)),

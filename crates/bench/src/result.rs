@@ -235,7 +235,9 @@ impl BenchResult {
     /// measured time. Such a result's zeros are not a measurement (a throughput of 0 and a p99 of
     /// 0 ms would otherwise look valid, and cheapest).
     pub fn empty_reason(&self) -> Option<String> {
-        (self.queries == 0 || self.samples == 0 || self.duration_s <= 0.0 || self.duration_s.is_nan()).then(|| {
+        let no_tokens = self.training.as_ref().is_some_and(|t| t.tokens == 0);
+        (self.queries == 0 || self.samples == 0 || self.duration_s <= 0.0 || self.duration_s.is_nan() || no_tokens)
+            .then(|| {
             format!(
                 "empty measurement: {} queries answered, {} samples in {} s (a result needs at least one answered query over a measured time)",
                 self.queries, self.samples, self.duration_s
@@ -355,8 +357,14 @@ impl BenchResult {
             latency_fields(&mut fields, "generation.ttft_ms", &g.ttft_ms);
             latency_fields(&mut fields, "generation.tpot_ms", &g.tpot_ms);
         }
-        if let Some(t) = &self.training {
-            fields.extend(t.fields());
+        match (&self.training, self.scenario) {
+            (Some(t), ScenarioKind::Training) => {
+                fields.extend(t.fields());
+                t.check_consistent(self.duration_s, self.price_usd_per_hour)?;
+            }
+            (None, ScenarioKind::Training) => return Err("a training result without its `training` block".into()),
+            (Some(_), other) => return Err(format!("a `training` block on a {other} result")),
+            (None, _) => {}
         }
         for (name, value, limit) in fields {
             limit.check(value).map_err(|why| format!("`{name}` {why}"))?;

@@ -95,12 +95,13 @@ pub fn summary(results: &[BenchResult], catalog: &Catalog) -> String {
     }
     // The same measured throughput priced at the catalog's instances of this device kind. These are
     // prices applied to this machine's measurement, not measurements on those instances.
-    let kind = if first.backend.starts_with("cuda") {
-        "cuda"
-    } else if first.backend.starts_with("neuron") {
-        "neuron"
-    } else {
-        "cpu"
+    // A device the catalog does not price by kind (a PJRT plugin's) gets no what-if table.
+    use accelrt_core::{DeviceKind, DeviceSpec};
+    let kind = match first.backend.parse::<DeviceSpec>().map(|d| d.kind()) {
+        Ok(DeviceKind::Cpu) => "cpu",
+        Ok(DeviceKind::Cuda) => "cuda",
+        Ok(DeviceKind::Neuron) => "neuron",
+        _ => return s,
     };
     // The best valid accelrt throughput: training tokens/s for a training run, else inferences/s
     // (single-stream measures latency, not what an instance can do).
@@ -173,13 +174,13 @@ fn training_table(s: &mut String, results: &[&BenchResult]) {
     };
     writeln!(
         s,
-        "training ({what}; AdamW lr {}, weight decay {}; {} data; steps on the same batches on every system):",
+        "training ({what}; AdamW lr {:e}, weight decay {:e}; {} data; steps on the same batches on every system):",
         first.lr, first.weight_decay, first.data
     )
     .unwrap();
     writeln!(
         s,
-        "{:<14} {:>5} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>17} {:>14}",
+        "{:<14} {:>5} {:>6} {:>6} {:>10} {:>10} {:>10} {:>10} {:>9} {:>21} {:>14}",
         "system",
         "batch",
         "valid",
@@ -197,13 +198,10 @@ fn training_table(s: &mut String, results: &[&BenchResult]) {
         let t = r.training.as_ref().expect("filtered");
         let cost = t.usd_per_million_tokens.map(|c| format!("{c:.4}")).unwrap_or_else(|| "—".into());
         let peak = r.memory.peak_host_bytes.map(|b| format!("{:.2}", b as f64 / 1e9)).unwrap_or_else(|| "—".into());
-        let losses = match (t.losses.first(), t.losses.last()) {
-            (Some(a), Some(b)) => format!("{a:.4} → {b:.4}"),
-            _ => "—".into(),
-        };
+        let losses = crate::training::loss_span(&t.losses);
         writeln!(
             s,
-            "{:<14} {:>5} {:>6} {:>6} {:>10.2} {:>10.1} {:>7.0} ms {:>7.0} ms {:>9} {:>17} {:>14}",
+            "{:<14} {:>5} {:>6} {:>6} {:>10.2} {:>10.1} {:>7.0} ms {:>7.0} ms {:>9} {:>21} {:>14}",
             r.system,
             r.batch_size,
             if r.valid { "yes" } else { "NO" },
@@ -226,8 +224,8 @@ fn training_table(s: &mut String, results: &[&BenchResult]) {
     {
         let (a, b) = (ours.training.as_ref().expect("filtered"), peer.training.as_ref().expect("filtered"));
         if b.tokens_per_s > 0.0 {
-            writeln!(s, "accelrt / {}: {:.2}× the training tokens/s", peer.system, a.tokens_per_s / b.tokens_per_s)
-                .unwrap();
+            let ratio = crate::training::short_number(a.tokens_per_s / b.tokens_per_s);
+            writeln!(s, "accelrt / {}: {ratio}× the training tokens/s", peer.system).unwrap();
         }
     }
 }

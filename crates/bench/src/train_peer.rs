@@ -23,6 +23,10 @@ use std::time::{Duration, Instant};
 
 /// The longest reply line read from a training runner (replies are a few hundred bytes).
 const MAX_REPLY_BYTES: u64 = 1 << 20;
+/// The most tokens a runner may report for one step (a billion: far above any batch it is sent).
+const MAX_STEP_TOKENS: u64 = 1 << 30;
+/// The largest peak memory a runner may report: 64 TiB, above any EC2 instance's memory.
+const MAX_PEAK_BYTES: u64 = 64 << 40;
 
 /// The optimiser settings a training runner uses (the same as the accelrt side of the run).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -176,8 +180,22 @@ impl TrainingPeer {
         let (Some(loss), Some(tokens), Some(step_ms)) = (reply.loss, reply.tokens, reply.step_ms) else {
             return Err(self.fail(format!("a step reply needs loss, tokens and step_ms: {line:?}")));
         };
-        if !loss.is_finite() || !step_ms.is_finite() || step_ms < 0.0 {
+        // Losses here (cross-entropy, MNRL) are never negative; a step takes under a day.
+        if !loss.is_finite() || loss < 0.0 || !step_ms.is_finite() || !(0.0..=8.64e7).contains(&step_ms) {
             return Err(self.fail(format!("reported loss {loss} and step time {step_ms} ms")));
+        }
+        if tokens == 0 || tokens > MAX_STEP_TOKENS {
+            return Err(self.fail(format!("reported {tokens} tokens for a batch of {rows}")));
+        }
+        if let TrainBatch::Windows(w) = batch {
+            // The harness knows a window batch's tokens exactly.
+            let want: usize = w.iter().map(|r| r.len()).sum();
+            if tokens != want as u64 {
+                return Err(self.fail(format!("reported {tokens} tokens for windows of {want}")));
+            }
+        }
+        if reply.peak_memory_bytes.is_some_and(|b| b > MAX_PEAK_BYTES) {
+            return Err(self.fail(format!("reported a peak memory of {:?} bytes", reply.peak_memory_bytes)));
         }
         Ok(PeerStep {
             rows,

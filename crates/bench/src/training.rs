@@ -38,11 +38,56 @@ pub struct TrainingMetrics {
     pub usd_per_million_tokens: Option<f64>,
 }
 
+/// A loss (or any measure) for a table: four decimals, or three significant digits in exponent
+/// form when that would be wide or show nothing (a diverged loss of 1e300 must not widen a table
+/// by 300 digits).
+pub fn short_number(x: f64) -> String {
+    if x == 0.0 || (1e-3..1e5).contains(&x.abs()) {
+        format!("{x:.4}")
+    } else {
+        format!("{x:.3e}")
+    }
+}
+
+/// The first and last loss of a run, for tables.
+pub fn loss_span(losses: &[f64]) -> String {
+    match (losses.first(), losses.last()) {
+        (Some(a), Some(b)) => format!("{} → {}", short_number(*a), short_number(*b)),
+        _ => "—".into(),
+    }
+}
+
 impl TrainingMetrics {
     /// The cost per million training tokens at `usd_per_hour` and `tokens_per_s`
     /// ([`usd_per_million`]: price × 10⁶ / (3600 × throughput)).
     pub fn usd_per_million_tokens(usd_per_hour: Option<f64>, tokens_per_s: f64) -> Option<f64> {
         usd_per_hour.and_then(|p| usd_per_million(p, tokens_per_s))
+    }
+
+    /// Whether the derived numbers follow from the measured ones: `tokens_per_s` = tokens over
+    /// the result's `duration_s`, and the cost = price × 10⁶ / (3600 × tokens/s), each within 1e-6
+    /// relative (a hand-edited file must not show a throughput or cost it did not measure).
+    pub(crate) fn check_consistent(&self, duration_s: f64, usd_per_hour: Option<f64>) -> Result<(), String> {
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * a.abs().max(b.abs());
+        if duration_s > 0.0 && !close(self.tokens_per_s, self.tokens as f64 / duration_s) {
+            return Err(format!(
+                "`training.tokens_per_s` {} is not `training.tokens` {} over `duration_s` {duration_s}",
+                self.tokens_per_s, self.tokens
+            ));
+        }
+        let cost = Self::usd_per_million_tokens(usd_per_hour, self.tokens_per_s);
+        let agrees = match (cost, self.usd_per_million_tokens) {
+            (Some(want), Some(got)) => close(want, got),
+            (None, None) => true,
+            _ => false,
+        };
+        if !agrees {
+            return Err(format!(
+                "`training.usd_per_million_tokens` {:?} does not follow from the price {usd_per_hour:?} and {} tokens/s",
+                self.usd_per_million_tokens, self.tokens_per_s
+            ));
+        }
+        Ok(())
     }
 
     /// Each number with its limit, named as in the result file, for `BenchResult::check`.

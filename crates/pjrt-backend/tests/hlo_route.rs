@@ -41,7 +41,7 @@ fn every_stateless_case_runs_from_its_hlo_proto_like_the_reference() {
             let host = match &arg.role {
                 ArgumentRole::Input => feed.iter().find(|(n, _)| *n == arg.name).unwrap().1.clone(),
                 ArgumentRole::Weight { .. } => weight_argument(arg, &case.weights).unwrap(),
-                ArgumentRole::State { .. } => unreachable!("stateless cases"),
+                ArgumentRole::State { .. } | ArgumentRole::Variable { .. } => unreachable!("stateless cases"),
             };
             let dims: Vec<i64> = arg.shape.iter().map(|&d| d as i64).collect();
             buffers.push(client.buffer_from_bytes(element_type(arg.dtype), &host.to_le_bytes(), &dims, None).unwrap());

@@ -72,7 +72,21 @@ pub struct Outcome {
 
 impl Outcome {
     /// Keeps a result, writing it at once when the configuration names an output directory.
+    /// A result whose numbers break their limits, or whose file would replace another result of
+    /// this run (a peer calling itself `accelrt`), is refused, so the run never writes a file that
+    /// `accelrt report` refuses or loses what it measured.
     pub(crate) fn keep(&mut self, config: &BenchConfig, r: BenchResult) -> Result<()> {
+        r.check().map_err(|why| BenchError::Invalid(format!("{} {}: {why}", r.system, r.scenario)))?;
+        if self
+            .results
+            .iter()
+            .any(|k| (&k.system, k.scenario) == (&r.system, r.scenario) || k.file_name() == r.file_name())
+        {
+            return Err(BenchError::Invalid(format!(
+                "{} {}: a second result under the same name (system `{}`) would pass for the first",
+                r.system, r.scenario, r.system
+            )));
+        }
         if let Some(dir) = &config.out {
             self.written.push(r.save(dir)?);
         }
@@ -201,7 +215,9 @@ pub fn validate(config: &BenchConfig) -> Result<()> {
         }
         check_flag("--lr", config.training.lr, Limit::HYPER)?;
         check_flag("--weight-decay", config.training.weight_decay, Limit::HYPER)?;
-        check_flag("--seq-len", config.training.seq_len as f64, Limit::TOKENS)?;
+        if let Some(n) = config.training.seq_len {
+            check_flag("--seq-len", n as f64, Limit::TOKENS)?;
+        }
         if config.options.compute_dtype.is_some_and(|d| d != accelrt_core::DType::F32) {
             return Err(BenchError::Invalid(
                 "training runs in f32 (mixed precision is not implemented): drop --dtype".into(),

@@ -35,8 +35,9 @@ pub struct TrainingOptions {
     /// UTF-8 text corpus for decoders, or the name of a data set (`shakespeare`) whose training
     /// file for the task is used (fetched into the cache when missing).
     pub data: String,
-    /// Decoders: tokens per window (the corpus is cut into consecutive windows of this length).
-    pub seq_len: usize,
+    /// Decoders: tokens per window (the corpus is cut into consecutive windows of this length);
+    /// `None`: [`DEFAULT_SEQ_LEN`]. Refused for sentence-embedding models (pairs are not cut).
+    pub seq_len: Option<usize>,
     /// AdamW's learning rate (constant; the throughput does not depend on it).
     pub lr: f64,
     /// AdamW's decoupled weight decay, on every parameter.
@@ -46,9 +47,16 @@ pub struct TrainingOptions {
 impl Default for TrainingOptions {
     /// The Shakespeare data set, windows of 128 tokens, AdamW at 5e-5 with weight decay 0.01.
     fn default() -> TrainingOptions {
-        TrainingOptions { data: "shakespeare".into(), seq_len: 128, lr: 5e-5, weight_decay: 0.01 }
+        TrainingOptions { data: "shakespeare".into(), seq_len: None, lr: 5e-5, weight_decay: 0.01 }
     }
 }
+
+/// Tokens per window when `--seq-len` is not given.
+pub const DEFAULT_SEQ_LEN: usize = 128;
+
+/// How far a peer's first loss may be from accelrt's (relative) and still count as the same step
+/// on the same batch: f32 runs agree to about 1e-6 (docs/training.md).
+const SAME_STEP_LOSS: f64 = 1e-3;
 
 /// One training step as measured, on either side of the run.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -168,6 +176,12 @@ pub(super) fn run_training(
     model_name: &str,
 ) -> Result<Outcome> {
     let t = &config.training;
+    if kind == ModelKind::SentenceEmbedding && t.seq_len.is_some() {
+        return Err(BenchError::Invalid(
+            "--seq-len is for decoders (corpus windows); pairs are tokenised whole, up to the model's limit".into(),
+        ));
+    }
+    let seq_len = t.seq_len.unwrap_or(DEFAULT_SEQ_LEN);
     let data_path = resolve_data(store, &t.data, kind)?;
     let adamw = TrainingConfig {
         optimizer: Optimizer::AdamW(AdamW { weight_decay: t.weight_decay, ..AdamW::default() }),
@@ -180,10 +194,10 @@ pub(super) fn run_training(
             (AccelrtTrainer::Mnrl(trainer), Data::Pairs(pairs), "mnrl")
         }
         ModelKind::TextGeneration => {
-            let trainer = CausalLmTrainer::new(model, backend, &config.options, t.seq_len, &adamw)?;
+            let trainer = CausalLmTrainer::new(model, backend, &config.options, seq_len, &adamw)?;
             let windows = TokenWindows::from_file(
                 &data_path,
-                t.seq_len,
+                seq_len,
                 accelrt_train::corpus::DEFAULT_MAX_CORPUS_BYTES,
                 |text| trainer.tokenizer().encode(text),
             )?;
@@ -203,10 +217,11 @@ pub(super) fn run_training(
     let describe = TrainingDescription {
         task,
         data: &data_path,
-        seq_len: (kind == ModelKind::TextGeneration).then_some(t.seq_len),
+        seq_len: (kind == ModelKind::TextGeneration).then_some(seq_len),
         options: t,
     };
     let mut outcome = Outcome::default();
+    let first_loss;
     {
         let probe = LoadProbe::start(vec![]);
         let mut ours = (trainer, t.lr);
@@ -214,6 +229,7 @@ pub(super) fn run_training(
         let load = probe.finish(true);
         match run {
             Ok(run) => {
+                first_loss = run.warmup.first().map(|s| s.loss);
                 let mut env = Environment::capture(backend.name(), &device);
                 env.host_load = load;
                 let r = result(config, model_name, "accelrt", env, device_bytes(backend), false, &describe, &run);
@@ -242,8 +258,20 @@ pub(super) fn run_training(
                     env.details.push(("dtype".into(), d.clone()));
                 }
                 env.host_load = load;
-                let r = result(config, model_name, &peer.info.system, env, None, true, &describe, &run);
-                outcome.keep(config, r)?;
+                let mut r = result(config, model_name, &peer.info.system, env, None, true, &describe, &run);
+                // Both sides start from the same weights on the same batch: their first losses
+                // agree unless the peer trained something else (another model, batch or loss).
+                if let (Some(ours), Some(theirs)) = (first_loss, run.warmup.first().map(|s| s.loss)) {
+                    if (ours - theirs).abs() > SAME_STEP_LOSS * ours.abs() {
+                        r.valid = false;
+                        r.invalid_reasons.push(format!(
+                            "its first loss {theirs} is not accelrt's {ours} (within {SAME_STEP_LOSS} relative): not the same step on the same batch"
+                        ));
+                    }
+                }
+                if let Err(e) = outcome.keep(config, r) {
+                    outcome.peer_failures.push(e);
+                }
             }
             Err(BenchError::Interrupted) => {
                 outcome.interrupted = true;

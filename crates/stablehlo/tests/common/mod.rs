@@ -90,7 +90,8 @@ impl JaxJob {
                     self.weights.insert(key, path.clone());
                     weight_argument(arg, weights).unwrap()
                 }
-                ArgumentRole::State { .. } => continue,
+                // Session state (caches; no conformance case has variables) stays with the runner.
+                ArgumentRole::State { .. } | ArgumentRole::Variable { .. } => continue,
             };
             std::fs::write(&path, tensor.to_le_bytes()).unwrap();
             paths.insert(arg.name.clone(), path.display().to_string().into());
