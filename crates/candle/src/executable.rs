@@ -260,7 +260,7 @@ fn kv_cache(
             x.dims()
         ));
     }
-    let plan = state.plan_cache_write(node, capacity, &pos, &slot_ids)?;
+    let plan = state.plan_cache_write(node, capacity, &pos, &slot_ids).map_err(|e| e.to_string())?;
     let n_slots = state.slots();
     // `run_steps` checked the owner before the step began.
     let owner = state.owner();

@@ -135,39 +135,33 @@ impl SessionState {
         capacity: usize,
         positions: &[i64],
         slots: &[i64],
-    ) -> Result<CacheWrite, String> {
+    ) -> std::result::Result<CacheWrite, CacheWriteError> {
         let batch = slots.len();
         if batch == 0 || !positions.len().is_multiple_of(batch) {
-            return Err(format!("{} positions do not split over {batch} rows", positions.len()));
+            return Err(CacheWriteError::Uneven { positions: positions.len(), rows: batch });
         }
         let count = positions.len() / batch;
         let written = self.written.entry(node).or_insert_with(|| vec![0; self.slots]);
         let mut rows = Vec::with_capacity(batch);
         for (r, &slot) in slots.iter().enumerate() {
             if slot < 0 || slot as usize >= self.slots {
-                return Err(format!("row {r}: slot {slot} is outside this session's {} slots", self.slots));
+                return Err(CacheWriteError::SlotOutOfRange { row: r, slot, slots: self.slots });
             }
             let slot = slot as usize;
             if rows.iter().any(|w: &RowWrite| w.slot == slot) {
-                return Err(format!("row {r}: slot {slot} appears twice in one step"));
+                return Err(CacheWriteError::DuplicateSlot { row: r, slot });
             }
             let row = &positions[r * count..(r + 1) * count];
             let start = row.first().copied().unwrap_or(0);
             if row.iter().enumerate().any(|(i, &p)| p != start + i as i64) || start < 0 {
-                return Err(format!("row {r}: positions {row:?} are not consecutive from ≥ 0"));
+                return Err(CacheWriteError::NotConsecutive { row: r, positions: row.to_vec() });
             }
             let start = start as usize;
             if start > written[slot] {
-                return Err(format!(
-                    "row {r}: writes position {start} but slot {slot} holds only {} (positions would be skipped)",
-                    written[slot]
-                ));
+                return Err(CacheWriteError::Gap { row: r, start, slot, held: written[slot] });
             }
             if start + count > capacity {
-                return Err(format!(
-                    "row {r}: positions up to {} exceed the cache capacity of {capacity}",
-                    start + count - 1
-                ));
+                return Err(CacheWriteError::OverCapacity { row: r, last: start + count - 1, capacity });
             }
             rows.push(RowWrite { slot, start, count });
         }
@@ -177,6 +171,25 @@ impl SessionState {
         let kv_len = rows.iter().map(|w| w.start + w.count).max().unwrap_or(0);
         Ok(CacheWrite { rows, kv_len })
     }
+}
+
+/// Why a cache write breaks the rules of `Op::KvCache` ([`SessionState::plan_cache_write`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CacheWriteError {
+    /// The positions are not `count` per row of the batch.
+    #[error("{positions} positions do not split over {rows} rows")]
+    Uneven { positions: usize, rows: usize },
+    #[error("row {row}: slot {slot} is outside this session's {slots} slots")]
+    SlotOutOfRange { row: usize, slot: i64, slots: usize },
+    #[error("row {row}: slot {slot} appears twice in one step")]
+    DuplicateSlot { row: usize, slot: usize },
+    #[error("row {row}: positions {positions:?} are not consecutive from ≥ 0")]
+    NotConsecutive { row: usize, positions: Vec<i64> },
+    /// The row would start past what its slot holds, leaving positions unwritten.
+    #[error("row {row}: writes position {start} but slot {slot} holds only {held} (positions would be skipped)")]
+    Gap { row: usize, start: usize, slot: usize, held: usize },
+    #[error("row {row}: positions up to {last} exceed the cache capacity of {capacity}")]
+    OverCapacity { row: usize, last: usize, capacity: usize },
 }
 
 impl std::fmt::Debug for SessionState {

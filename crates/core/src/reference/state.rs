@@ -149,7 +149,7 @@ pub(super) fn kv_cache(
     if pos.len() != b * n || slot_ids.len() != b {
         return Err(a.fail(format!("positions/slots do not match x {:?}", x.shape())));
     }
-    let plan = state.plan_cache_write(index, capacity, &pos, &slot_ids).map_err(|m| a.fail(m))?;
+    let plan = state.plan_cache_write(index, capacity, &pos, &slot_ids).map_err(|e| a.fail(e.to_string()))?;
     let n_slots = state.slots();
     let per_slot = caches_mut(state)?.kv.entry(index).or_insert_with(|| vec![None; n_slots]);
     let mut out = ArrayD::<f64>::zeros(IxDyn(&[b, h, plan.kv_len, d]));
