@@ -153,16 +153,7 @@ pub(super) fn run_peer(
     let info = runner.info.clone();
     let pid = runner.pid();
     outcome.interrupted = run_scenarios(config, &mut runner, name, &[pid], &mut |o| {
-        let mut env = Environment::capture(&info.system, device);
-        env.device = info.device.clone().unwrap_or_else(|| config.peer_device.clone());
-        env.details = info
-            .versions
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
-            .collect();
-        if let Some(d) = &info.dtype {
-            env.details.push(("dtype".into(), d.clone()));
-        }
+        let mut env = super::peer_environment(&info, device, config);
         env.host_load = o.load;
         // A peer's own memory is not this process's; leave it out rather than misreport it.
         let mut r = BenchResult::new(&o.m, model_name, &info.system, &config.pricing, &o.sweep, env, None);

@@ -176,6 +176,26 @@ pub fn run(config: &BenchConfig, backend: &dyn Backend, store: &ModelStore) -> R
     }
 }
 
+/// The environment of a peer's result: the device it says it ran on (else `--peer-device`), its
+/// library versions and dtype as details. Inference and training peers alike.
+pub(super) fn peer_environment(
+    info: &crate::peers::PeerInfo,
+    device: &accelrt_core::DeviceInfo,
+    config: &BenchConfig,
+) -> Environment {
+    let mut env = Environment::capture(&info.system, device);
+    env.device = info.device.clone().unwrap_or_else(|| config.peer_device.clone());
+    env.details = info
+        .versions
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+        .collect();
+    if let Some(d) = &info.dtype {
+        env.details.push(("dtype".into(), d.clone()));
+    }
+    env
+}
+
 /// Refuses a configuration before anything runs: every number by its kind (each error names its
 /// flag), then the combinations the scenarios need.
 pub fn validate(config: &BenchConfig) -> Result<()> {

@@ -246,17 +246,7 @@ pub(super) fn run_training(
         let peer = run_peer(config, name, script, model, &mut data, &rules);
         match peer {
             Ok((peer, run, load)) => {
-                let mut env = Environment::capture(&peer.info.system, &device);
-                env.device = peer.info.device.clone().unwrap_or_else(|| config.peer_device.clone());
-                env.details = peer
-                    .info
-                    .versions
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
-                    .collect();
-                if let Some(d) = &peer.info.dtype {
-                    env.details.push(("dtype".into(), d.clone()));
-                }
+                let mut env = super::peer_environment(&peer.info, &device, config);
                 env.host_load = load;
                 let mut r = result(config, model_name, &peer.info.system, env, None, true, &describe, &run);
                 // Both sides start from the same weights on the same batch: their first losses
