@@ -82,10 +82,13 @@ pub trait Executable: Send + Sync {
 pub struct Outputs(Vec<(String, HostTensor)>);
 
 impl Outputs {
+    /// Wraps `(name, tensor)` pairs; a backend passes them in the graph's output order. Names are
+    /// not checked for duplicates (the graph already guarantees unique output names).
     pub fn new(outputs: Vec<(String, HostTensor)>) -> Outputs {
         Outputs(outputs)
     }
 
+    /// The output called `name`, or `None` if the graph has no such output.
     pub fn get(&self, name: &str) -> Option<&HostTensor> {
         self.0.iter().find(|(n, _)| n == name).map(|(_, t)| t)
     }
@@ -96,14 +99,17 @@ impl Outputs {
         Some(self.0.remove(i).1)
     }
 
+    /// `(name, tensor)` pairs in the graph's output order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &HostTensor)> {
         self.0.iter().map(|(n, t)| (n.as_str(), t))
     }
 
+    /// Number of outputs held (fewer than the graph's after [`Outputs::take`]).
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// True when no outputs are left (every one was taken).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }

@@ -9,24 +9,31 @@ use std::str::FromStr;
 /// Which device a backend should run on, parsed from a device string.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum DeviceSpec {
+    /// The host CPU (`cpu`), all of its cores.
     Cpu,
     /// An NVIDIA GPU by ordinal.
     Cuda(usize),
     /// A contiguous range of NeuronCores: `neuron:N` is one core, `neuron:A-B` cores A to B inclusive.
     Neuron {
+        /// Index of the first core, below 65536.
         first: u32,
+        /// Number of cores, at least 1.
         count: u32,
     },
     /// The XLA CPU PJRT plugin (fetched and verified into the cache), through the PJRT backend.
     XlaCpu,
     /// Device `device` of the PJRT plugin library at `plugin` (`pjrt:PATH` is device 0).
     Pjrt {
+        /// Path of the plugin's shared library, as written in the device string.
         plugin: PathBuf,
+        /// The plugin's device index, below 65536.
         device: usize,
     },
 }
 
 impl DeviceSpec {
+    /// The family of hardware this spec names; `xla:cpu` counts as [`DeviceKind::Cpu`], while a
+    /// `pjrt:` plugin is [`DeviceKind::Pjrt`] until it is opened.
     pub fn kind(&self) -> DeviceKind {
         match self {
             DeviceSpec::Cpu => DeviceKind::Cpu,
@@ -111,11 +118,16 @@ impl fmt::Display for DeviceSpec {
     }
 }
 
+/// The family of hardware a device belongs to; serialised in snake case (`cpu`, `cuda`, …) in
+/// benchmark results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceKind {
+    /// A host CPU, directly or through the XLA CPU plugin.
     Cpu,
+    /// An NVIDIA GPU.
     Cuda,
+    /// AWS NeuronCores (Inferentia, Trainium).
     Neuron,
     /// A PJRT plugin's device, before the plugin says what hardware it is (an opened backend
     /// reports the real kind in its `DeviceInfo`).
@@ -136,12 +148,17 @@ impl fmt::Display for DeviceKind {
 /// What a backend reports about the device it runs on (recorded in benchmark results).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeviceInfo {
+    /// The hardware family actually found (a PJRT backend reports what its plugin runs on).
     pub kind: DeviceKind,
     /// The device string it was opened with, e.g. `cuda:0`.
     pub spec: String,
     /// Human-readable model name, e.g. the CPU brand string or the GPU name.
     pub name: String,
+    /// The device's total memory in bytes (host RAM for a CPU); `None` where the runtime does
+    /// not say.
     pub memory_total_bytes: Option<u64>,
+    /// Memory still free, in bytes (available host RAM for a CPU), when the info was read; it
+    /// changes as models are loaded. `None` where the runtime does not say.
     pub memory_free_bytes: Option<u64>,
     /// Further facts (core count, compute capability, driver and runtime versions …).
     pub details: Vec<(String, String)>,

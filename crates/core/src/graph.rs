@@ -14,8 +14,13 @@ pub const GRAPH_FORMAT_VERSION: u32 = 1;
 pub struct Node {
     /// Unique within the graph. For inputs and weights it is the input's or weight's name.
     pub name: String,
+    /// What the node computes; its operands are earlier nodes' `ValueId`s.
     pub op: Op,
+    /// The element type of the node's value, as shape inference gives it (checked again when a
+    /// graph is validated or loaded).
     pub dtype: DType,
+    /// The shape of the node's value. Symbols are the inputs' (`batch`, `seq`), `kv_len` after a
+    /// `KvCache`, or derived ones named `<node>:<axis>` for sizes only a run knows.
     pub shape: Shape,
 }
 
@@ -53,14 +58,21 @@ impl<'de> Deserialize<'de> for Graph {
 }
 
 impl Graph {
+    /// The model's name, as given to `GraphBuilder::new`; part of the content hash.
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// Every node in order: a node's `ValueId` is its index, and operands precede their users,
+    /// so evaluating in this order is a valid schedule.
     pub fn nodes(&self) -> &[Node] {
         &self.nodes
     }
 
+    /// The node that produces `id`.
+    ///
+    /// # Panics
+    /// If `id` is not an index of this graph's nodes (e.g. an id from another graph).
     pub fn node(&self, id: ValueId) -> &Node {
         &self.nodes[id.index()]
     }
@@ -75,6 +87,8 @@ impl Graph {
         self.with_op(|op| matches!(op, Op::Weight { .. }))
     }
 
+    /// The named outputs as (name, value) pairs, in the order they were declared, which is the
+    /// order runs return them in.
     pub fn outputs(&self) -> &[(String, ValueId)] {
         &self.outputs
     }
@@ -85,6 +99,11 @@ impl Graph {
 
     /// Checks every invariant: operands precede their users, inferred types match the stored ones,
     /// names are unique, outputs exist.
+    ///
+    /// # Errors
+    /// `Error::Node` naming the first node whose name repeats or whose op breaks its shape rule or
+    /// disagrees with the stored type; `Error::Graph` when there are no outputs, an output refers
+    /// to no node, or two outputs share a name.
     pub fn validate(&self) -> Result<()> {
         let mut names = BTreeSet::new();
         for (i, node) in self.nodes.iter().enumerate() {
@@ -121,22 +140,38 @@ impl Graph {
         hex::encode(Sha256::digest(bytes))
     }
 
+    /// The graph as pretty-printed JSON, the form `from_json` reads back (its `format` field is
+    /// `GRAPH_FORMAT_VERSION`). `content_hash` hashes the compact form, not this text.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a graph always serialises")
     }
 
+    /// Reads a graph written by `to_json` and validates it, so a tampered file is rejected.
+    ///
+    /// # Errors
+    /// `Error::Serde` for malformed JSON, a `format` other than `GRAPH_FORMAT_VERSION`, or a graph
+    /// that fails `validate` (the message says which node and why).
     pub fn from_json(text: &str) -> Result<Graph> {
         Ok(serde_json::from_str(text)?)
     }
 
     /// Checks named inputs against the declared inputs (names, dtypes, ranks, fixed sizes, and
     /// that each symbol gets one size) and returns the symbol bindings.
+    ///
+    /// # Errors
+    /// `Error::UnknownInput` for a name the graph does not declare; `Error::MissingInput` for a
+    /// declared input not given; `Error::Input` for an input given twice, a wrong dtype, rank or
+    /// fixed size, or a symbol given two different sizes.
     pub fn bind_inputs<'a>(&self, inputs: &[(&'a str, &'a HostTensor)]) -> Result<Bindings> {
         let mut bindings = Bindings::default();
-        for (name, _) in inputs {
+        for (i, (name, _)) in inputs.iter().enumerate() {
             if !self.inputs().any(|(_, n)| n.name == *name) {
                 let expected = self.inputs().map(|(_, n)| n.name.as_str()).collect::<Vec<_>>().join(", ");
                 return Err(Error::UnknownInput { name: name.to_string(), expected });
+            }
+            // Two tensors for one input: which one runs would be an accident of the order.
+            if inputs[..i].iter().any(|(earlier, _)| earlier == name) {
+                return Err(Error::Input { name: name.to_string(), message: "given twice".into() });
             }
         }
         for (_, node) in self.inputs() {
@@ -177,11 +212,16 @@ pub struct GraphBuilder {
 }
 
 impl GraphBuilder {
+    /// An empty graph called `name` (the name is part of the graph's content hash).
     pub fn new(name: impl Into<String>) -> GraphBuilder {
         GraphBuilder { name: name.into(), nodes: Vec::new(), outputs: Vec::new() }
     }
 
     /// Adds a node named `name` (which must be unique) and returns its value.
+    ///
+    /// # Errors
+    /// `Error::Node` if the name is taken, an operand is not an earlier node, or the operands do
+    /// not fit the op's shape and dtype rule; nothing is added then.
     pub fn add(&mut self, name: impl Into<String>, op: Op) -> Result<ValueId> {
         let name = name.into();
         if self.nodes.iter().any(|n| n.name == name) {
@@ -192,14 +232,22 @@ impl GraphBuilder {
         Ok(ValueId(self.nodes.len() as u32 - 1))
     }
 
+    /// Adds a graph input (`Op::Input`); callers pass a tensor named `name` at every run. Errors as
+    /// `add` (a block-quantised dtype is refused).
     pub fn input(&mut self, name: &str, dtype: DType, shape: Shape) -> Result<ValueId> {
         self.add(name, Op::Input { dtype, shape })
     }
 
+    /// Adds a weight (`Op::Weight`), read as `name` from the weight source when the graph is
+    /// prepared. Errors as `add` (the shape must be fixed).
     pub fn weight(&mut self, name: &str, dtype: DType, shape: Shape) -> Result<ValueId> {
         self.add(name, Op::Weight { dtype, shape })
     }
 
+    /// The node added as `id`.
+    ///
+    /// # Panics
+    /// If `id` was not returned by this builder.
     pub fn node(&self, id: ValueId) -> &Node {
         &self.nodes[id.index()]
     }
@@ -225,11 +273,18 @@ impl GraphBuilder {
         self.nodes.iter().any(|n| n.name == name)
     }
 
+    /// Declares `id` as a graph output called `name`, and returns the builder for chaining. Nothing
+    /// is checked here: `build` refuses an unknown id or a repeated name.
     pub fn output(&mut self, name: &str, id: ValueId) -> &mut Self {
         self.outputs.push((name.to_string(), id));
         self
     }
 
+    /// Finishes and validates the graph (`Graph::validate`).
+    ///
+    /// # Errors
+    /// `Error::Graph` when no output was declared, an output refers to no node, or two outputs
+    /// share a name.
     pub fn build(self) -> Result<Graph> {
         let graph = Graph { format: GRAPH_FORMAT_VERSION, name: self.name, nodes: self.nodes, outputs: self.outputs };
         graph.validate()?;

@@ -1,6 +1,8 @@
 //! accelrt-core: the model graph every backend runs, host tensors, weights by name, the reference
 //! evaluator used as the test oracle, and the `Backend` trait.
 
+#![warn(missing_docs)]
+
 pub mod autodiff;
 mod backend;
 mod device;

@@ -1,5 +1,5 @@
 //! Training losses as graph-building functions: each appends the ops of one loss to a graph being
-//! built and returns the scalar loss value (shape []), ready for [`crate::autodiff::grad`].
+//! built and returns the scalar loss value (shape `[]`), ready for [`crate::autodiff::grad`].
 
 use crate::{BinaryOp, Error, GraphBuilder, Op, Result, UnaryOp, ValueId};
 
@@ -32,14 +32,14 @@ impl Namer<'_> {
 
 /// Next-token cross-entropy of a causal language model, as Hugging Face's `LlamaForCausalLM`
 /// computes it from `labels`: position t's logits predict `labels[t + 1]` (the last position
-/// predicts nothing), and the loss is the mean over predicted tokens of −log softmax(logits)[label].
+/// predicts nothing), and the loss is the mean over predicted tokens of `−log softmax(logits)[label]`.
 ///
-/// - `logits`: [batch, seq, vocab], floating point, vocab fixed.
-/// - `labels`: [batch, seq], integer (usually the input ids themselves). A label outside
+/// - `logits`: `[batch, seq, vocab]`, floating point, vocab fixed.
+/// - `labels`: `[batch, seq]`, integer (usually the input ids themselves). A label outside
 ///   0..vocab — [`IGNORE_INDEX`] (−100) in an i64 tensor, or any id ≥ vocab — is not predicted and
 ///   not counted (padding).
 ///
-/// Returns the scalar loss (shape [], logits' dtype). With no counted label at all the loss is
+/// Returns the scalar loss (shape `[]`, logits' dtype). With no counted label at all the loss is
 /// 0/0 = NaN, as in PyTorch. The targets are one-hot rows of the logits' size (no gather op is
 /// needed), so the step holds one more tensor of the logits' size.
 pub fn causal_lm_loss(b: &mut GraphBuilder, name: &str, logits: ValueId, labels: ValueId) -> Result<ValueId> {
@@ -69,14 +69,14 @@ pub fn causal_lm_loss(b: &mut GraphBuilder, name: &str, logits: ValueId, labels:
 }
 
 /// sentence-transformers' `MultipleNegativesRankingLoss` (in-batch negatives) with its default
-/// similarity, cosine: scores[i, j] = scale · cos(anchor_i, positive_j), and the loss is the mean
-/// over i of cross-entropy(scores[i, :], target i) — each anchor's own positive against every other
+/// similarity, cosine: `scores[i, j] = scale · cos(anchor_i, positive_j)`, and the loss is the mean
+/// over i of `cross-entropy(scores[i, :], target i)` — each anchor's own positive against every other
 /// positive of the batch. Cosine uses `torch.nn.functional.normalize`'s x / max(‖x‖, 1e-12).
 ///
-/// - `anchors`, `positives`: [n, dim] embeddings, floating point (n may be symbolic).
+/// - `anchors`, `positives`: `[n, dim]` embeddings, floating point (n may be symbolic).
 /// - `scale`: [`MNRL_SCALE`] (20) in sentence-transformers.
 ///
-/// Returns the scalar loss (shape []). The diagonal score is computed directly as
+/// Returns the scalar loss (shape `[]`). The diagonal score is computed directly as
 /// scale · Σ â_i·p̂_i, so no n × n identity (of a symbolic n) is needed.
 pub fn mnrl_loss(
     b: &mut GraphBuilder,
@@ -111,7 +111,7 @@ pub fn mnrl_loss(
 }
 
 /// Σ of the squares of every element of `values` (each of any shape): the squared global norm
-/// that gradient clipping uses. Returns a scalar [].
+/// that gradient clipping uses. Returns a scalar (shape `[]`).
 pub fn sum_of_squares(b: &mut GraphBuilder, name: &str, values: &[ValueId]) -> Result<ValueId> {
     let mut n = Namer { b, prefix: name.to_string() };
     let mut total: Option<ValueId> = None;

@@ -1,7 +1,7 @@
 //! Optimiser updates and gradient clipping as graph-building functions, so that a whole training
 //! step — forward, loss, backward, clipping, update — is one graph, hence one program on a
 //! compiled backend. The learning rate and the step number are graph **inputs** (scalars, shape
-//! []), so a schedule (warm-up, cosine) changes them per step with no recompilation.
+//! `[]`), so a schedule (warm-up, cosine) changes them per step with no recompilation.
 //!
 //! The formulas are PyTorch's, step for step, so the weights after a step can be compared with
 //! `torch.optim.AdamW` / `torch.optim.SGD` and `torch.nn.utils.clip_grad_norm_`.
@@ -11,8 +11,11 @@ use crate::{BinaryOp, Error, GraphBuilder, Op, ReshapeDim, Result, UnaryOp, Valu
 /// AdamW's hyper-parameters (PyTorch's defaults: β = (0.9, 0.999), eps 1e-8, weight decay 0.01).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamW {
+    /// Decay rate of the first moment (running mean of gradients), in `[0, 1)`.
     pub beta1: f64,
+    /// Decay rate of the second moment (running mean of squared gradients), in `[0, 1)`.
     pub beta2: f64,
+    /// Added to the bias-corrected √v in the denominator, to keep the step finite where v ≈ 0.
     pub eps: f64,
     /// Decoupled weight decay: p ← p·(1 − lr·weight_decay) before the Adam step.
     pub weight_decay: f64,
@@ -29,8 +32,11 @@ impl Default for AdamW {
 /// as PyTorch's); p ← p − lr·(nesterov ? g + momentum·buf : buf).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Sgd {
+    /// Momentum factor; 0 (the default) is plain SGD.
     pub momentum: f64,
+    /// L2 penalty added to the gradient (coupled, unlike AdamW's); 0 turns it off.
     pub weight_decay: f64,
+    /// Nesterov momentum: step along g + momentum·buf instead of buf.
     pub nesterov: bool,
 }
 
@@ -73,12 +79,17 @@ pub struct AdamWCoefficients {
     pub step_size: f64,
     /// √(1 − β2^t).
     pub sqrt_bc2: f64,
+    /// [`AdamW::beta1`], copied.
     pub beta1: f64,
+    /// [`AdamW::beta2`], copied.
     pub beta2: f64,
+    /// [`AdamW::eps`], copied.
     pub eps: f64,
 }
 
 impl AdamWCoefficients {
+    /// The coefficients for learning rate `lr` at step `t` (from 1; at `t` = 0 the bias
+    /// corrections divide by zero and give infinities or NaN).
     pub fn new(config: &AdamW, lr: f64, t: f64) -> AdamWCoefficients {
         AdamWCoefficients {
             decay: 1.0 - lr * config.weight_decay,
@@ -102,7 +113,7 @@ impl AdamWCoefficients {
 }
 
 /// One AdamW update of parameter `param` with gradient `grad` and moments `m`, `v` (each of the
-/// parameter's shape) at learning rate `lr` and step `step` (float scalars, shape []; `step`
+/// parameter's shape) at learning rate `lr` and step `step` (float scalars, shape `[]`; `step`
 /// counts from 1), as one fused `Op::AdamWStep` (formula: [`AdamWCoefficients`]).
 ///
 /// Returns (new parameter, new m, new v). `name` prefixes the nodes (one per parameter).

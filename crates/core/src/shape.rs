@@ -4,19 +4,26 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// One dimension: a fixed size, or a named symbol bound by the inputs at run time.
+/// One dimension: a fixed size, or a named symbol bound by the inputs at run time. In a graph's
+/// JSON a dim is a number or a string.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Dim {
+    /// A size known when the graph is built; checked against operands then.
     Fixed(usize),
+    /// A named size such as `batch` or `seq`: every occurrence of one name in a graph is one size,
+    /// bound at run time by the input tensors (`Graph::bind_inputs`). Shape inference adds
+    /// `kv_len` (after a `KvCache`) and derived symbols `<node>:<axis>`, which no input binds.
     Sym(String),
 }
 
 impl Dim {
+    /// A symbolic dim named `name`: shorthand for `Dim::Sym(name.to_string())`.
     pub fn sym(name: &str) -> Dim {
         Dim::Sym(name.to_string())
     }
 
+    /// The size if it is fixed, `None` for a symbol.
     pub fn fixed(&self) -> Option<usize> {
         match self {
             Dim::Fixed(n) => Some(*n),
@@ -61,14 +68,18 @@ impl fmt::Display for Dim {
 pub struct Shape(pub Vec<Dim>);
 
 impl Shape {
+    /// A shape from anything that converts to `Dim`: `usize` sizes become fixed dims, `&str`s
+    /// symbols, e.g. `Shape::new(["batch", "seq"])`; to mix both, pass `Dim`s.
     pub fn new<D: Into<Dim>>(dims: impl IntoIterator<Item = D>) -> Shape {
         Shape(dims.into_iter().map(Into::into).collect())
     }
 
+    /// The number of axes (0 for a scalar).
     pub fn rank(&self) -> usize {
         self.0.len()
     }
 
+    /// The dims, outermost axis first.
     pub fn dims(&self) -> &[Dim] {
         &self.0
     }
@@ -78,7 +89,8 @@ impl Shape {
         self.0.iter().map(Dim::fixed).collect()
     }
 
-    /// Concrete sizes under a binding of the symbols.
+    /// Concrete sizes under a binding of the symbols; `None` if a symbol is unbound, as derived
+    /// symbols and `kv_len` are in bindings from `Graph::bind_inputs`.
     pub fn resolve(&self, bindings: &Bindings) -> Option<Vec<usize>> {
         self.0
             .iter()
@@ -108,6 +120,7 @@ impl fmt::Display for Shape {
 pub struct Bindings(BTreeMap<String, usize>);
 
 impl Bindings {
+    /// The size bound to the symbol `name`, `None` if none is.
     pub fn get(&self, name: &str) -> Option<usize> {
         self.0.get(name).copied()
     }
@@ -123,6 +136,7 @@ impl Bindings {
         }
     }
 
+    /// Every (symbol, size) pair, sorted by symbol name.
     pub fn iter(&self) -> impl Iterator<Item = (&str, usize)> {
         self.0.iter().map(|(k, v)| (k.as_str(), *v))
     }

@@ -12,8 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// One row's write into a cache: positions `start..start + count` of slot `slot`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RowWrite {
+    /// The session slot (sequence) this batch row writes to, below the state's slot count.
     pub slot: usize,
+    /// First cache position written; at most the positions the slot already held.
     pub start: usize,
+    /// Number of positions written (the step's tokens per row).
     pub count: usize,
 }
 
@@ -21,7 +24,10 @@ pub struct RowWrite {
 /// cached sequence the step yields (the longest row's end).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheWrite {
+    /// One write per batch row, in batch order.
     pub rows: Vec<RowWrite>,
+    /// The largest `start + count` over the rows: how many cache positions attention reads this
+    /// step.
     pub kv_len: usize,
 }
 
@@ -152,8 +158,10 @@ impl SessionState {
                 return Err(CacheWriteError::DuplicateSlot { row: r, slot });
             }
             let row = &positions[r * count..(r + 1) * count];
-            let start = row.first().copied().unwrap_or(0);
-            if row.iter().enumerate().any(|(i, &p)| p != start + i as i64) || start < 0 {
+            // A step of no tokens writes nothing: it starts where the slot ends, so the slot keeps
+            // its length (starting at 0 would make it forget the cached sequence).
+            let start = row.first().copied().unwrap_or(written[slot] as i64);
+            if row.iter().enumerate().any(|(i, &p)| start.checked_add(i as i64) != Some(p)) || start < 0 {
                 return Err(CacheWriteError::NotConsecutive { row: r, positions: row.to_vec() });
             }
             let start = start as usize;
@@ -178,18 +186,62 @@ impl SessionState {
 pub enum CacheWriteError {
     /// The positions are not `count` per row of the batch.
     #[error("{positions} positions do not split over {rows} rows")]
-    Uneven { positions: usize, rows: usize },
+    Uneven {
+        /// Number of position ids given.
+        positions: usize,
+        /// Number of batch rows (entries of `slots`); 0 is refused too.
+        rows: usize,
+    },
+    /// A row names a slot that is negative or not below the session's slot count; make the state
+    /// with more slots (`Executable::new_state`).
     #[error("row {row}: slot {slot} is outside this session's {slots} slots")]
-    SlotOutOfRange { row: usize, slot: i64, slots: usize },
+    SlotOutOfRange {
+        /// Batch row, from 0.
+        row: usize,
+        /// The slot id given.
+        slot: i64,
+        /// The session's slot count.
+        slots: usize,
+    },
+    /// Two rows of one step write the same slot; each sequence may appear once per step.
     #[error("row {row}: slot {slot} appears twice in one step")]
-    DuplicateSlot { row: usize, slot: usize },
+    DuplicateSlot {
+        /// The second row naming the slot.
+        row: usize,
+        /// The repeated slot.
+        slot: usize,
+    },
+    /// A row's positions are not `start, start + 1, …` with `start ≥ 0`.
     #[error("row {row}: positions {positions:?} are not consecutive from ≥ 0")]
-    NotConsecutive { row: usize, positions: Vec<i64> },
+    NotConsecutive {
+        /// Batch row, from 0.
+        row: usize,
+        /// That row's positions as given.
+        positions: Vec<i64>,
+    },
     /// The row would start past what its slot holds, leaving positions unwritten.
     #[error("row {row}: writes position {start} but slot {slot} holds only {held} (positions would be skipped)")]
-    Gap { row: usize, start: usize, slot: usize, held: usize },
+    Gap {
+        /// Batch row, from 0.
+        row: usize,
+        /// The row's first position.
+        start: usize,
+        /// The slot it writes.
+        slot: usize,
+        /// Positions the slot holds so far.
+        held: usize,
+    },
+    /// The row's last position is not below the cache's capacity (the graph's maximum sequence
+    /// length); end the sequence or build the graph with a larger cache.
     #[error("row {row}: positions up to {last} exceed the cache capacity of {capacity}")]
-    OverCapacity { row: usize, last: usize, capacity: usize },
+    OverCapacity {
+        /// Batch row, from 0.
+        row: usize,
+        /// The last position the row would write.
+        last: usize,
+        /// The cache's capacity in positions.
+        capacity: usize,
+    },
 }
 
 impl std::fmt::Debug for SessionState {
@@ -237,5 +289,21 @@ mod tests {
         // The right owner with the wrong type is a backend bug, reported as such.
         assert!(state.inner::<String>(maker).unwrap_err().to_string().contains("state type"));
         assert_eq!(*state.inner::<u32>(maker).unwrap(), 8);
+    }
+
+    #[test]
+    fn a_step_of_no_tokens_keeps_the_cached_sequence() {
+        let mut state = SessionState::new("test", ExecutableId::fresh(), 1, Box::new(()));
+        assert_eq!(state.plan_cache_write(0, 8, &[0, 1, 2], &[0]).unwrap().kv_len, 3);
+        // positions `[1, 0]`: nothing written, and the slot still holds 3 positions.
+        assert_eq!(state.plan_cache_write(0, 8, &[], &[0]).unwrap().kv_len, 3);
+        assert_eq!(state.plan_cache_write(0, 8, &[3], &[0]).unwrap().kv_len, 4);
+    }
+
+    #[test]
+    fn positions_near_the_integer_limit_are_refused_not_wrapped() {
+        let mut state = SessionState::new("test", ExecutableId::fresh(), 1, Box::new(()));
+        let err = state.plan_cache_write(0, 8, &[i64::MAX, i64::MIN], &[0]).unwrap_err();
+        assert!(matches!(err, CacheWriteError::NotConsecutive { row: 0, .. }), "{err:?}");
     }
 }

@@ -52,13 +52,17 @@ pub const GRAD_ACC_SUFFIX: &str = ".grad_acc";
 /// Which update a training step applies.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Optimizer {
+    /// `torch.optim.AdamW`; keeps two moment variables per parameter (`<param>.adam_m`,
+    /// `<param>.adam_v`).
     AdamW(AdamW),
+    /// `torch.optim.SGD` with momentum; keeps one buffer per parameter (`<param>.momentum`).
     Sgd(Sgd),
 }
 
 /// How a training step updates the parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TrainingConfig {
+    /// The update rule and its hyper-parameters (the learning rate is a per-step input instead).
     pub optimizer: Optimizer,
     /// Clip gradients to this global norm first (`clip_grad_norm_`), or not at all.
     pub clip_norm: Option<f64>,
@@ -67,6 +71,8 @@ pub struct TrainingConfig {
 /// The graph of one training step and the names of what persists between steps.
 #[derive(Debug, Clone)]
 pub struct TrainingGraph {
+    /// The whole step (forward, loss, backward, clipping, update, assignments), to prepare on a
+    /// backend that holds variables.
     pub graph: Graph,
     /// The trained parameters (variables named as the weights they start from).
     pub params: Vec<String>,
@@ -174,6 +180,16 @@ pub fn accumulating_training_graph(
             .ok_or_else(|| AutodiffError::UnknownName(name.to_string()))
     };
     let loss = find(loss)?;
+    let loss_node = forward.node(loss);
+    // The step reports one number and differentiates it; a tensor "loss" would be summed by the
+    // backward pass but reported by its first element.
+    if loss_node.shape.rank() != 0 || !loss_node.dtype.is_float() {
+        return Err(Error::node(
+            &loss_node.name,
+            format!("the loss must be a floating-point scalar, not {} {}", loss_node.dtype, loss_node.shape),
+        )
+        .into());
+    }
     let mut param_ids = Vec::with_capacity(params.len());
     for &p in params {
         let id = find(p)?;
@@ -304,7 +320,10 @@ pub struct StepResult {
 /// optimiser's moments (by variable name).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainingState {
+    /// Optimiser updates applied so far; the next step runs with step number `steps + 1`.
     pub steps: u64,
+    /// Parameters and optimiser variables by name; [`TrainingSession::save`] writes the parameters
+    /// first, [`TrainingSession::restore`] accepts any order.
     pub variables: Vec<(String, HostTensor)>,
 }
 

@@ -144,3 +144,37 @@ fn weights_are_checked_against_the_graph() {
     let err = load_weight(&HostWeights::new(), node).unwrap_err().to_string();
     assert_eq!(err, "weight `w`: not found");
 }
+
+#[test]
+fn ops_over_the_last_axis_refuse_a_scalar_at_build() {
+    let mut b = GraphBuilder::new("scalar");
+    let x = b.input("x", DType::F32, Shape(vec![])).unwrap();
+    let g = b.weight("g", DType::F32, Shape::new([1])).unwrap();
+    for (name, op) in [
+        ("softmax", Op::Softmax { x }),
+        ("log_softmax", Op::LogSoftmax { x }),
+        ("l2", Op::L2Normalize { x, eps: 1e-12 }),
+        ("ln", Op::LayerNorm { x, gamma: g, beta: None, eps: 1e-5 }),
+        ("rms", Op::RmsNorm { x, gamma: g, eps: 1e-5 }),
+    ] {
+        let err = b.add(name, op).unwrap_err().to_string();
+        assert!(err.contains("last axis") && err.contains("scalar"), "{name}: {err}");
+    }
+}
+
+#[test]
+fn an_input_given_twice_is_refused() {
+    let g = small_graph();
+    let x = HostTensor::f32(vec![1, 4], vec![0.0; 4]).unwrap();
+    let err = g.bind_inputs(&[("x", &x), ("x", &x)]).unwrap_err().to_string();
+    assert!(err.contains("given twice"), "{err}");
+}
+
+#[test]
+fn a_shape_whose_size_overflows_is_refused_not_wrapped() {
+    // 2^62 · 4 bytes wraps to 0 in 64-bit arithmetic, which would match an empty buffer.
+    let err = HostTensor::from_le_bytes(DType::F32, vec![1 << 62], &[]).unwrap_err().to_string();
+    assert!(err.contains("more than fits"), "{err}");
+    let err = HostTensor::f32(vec![1 << 32, 1 << 32], vec![]).unwrap_err().to_string();
+    assert!(err.contains("more than fits"), "{err}");
+}

@@ -4,8 +4,8 @@
 //! Attention's backward pass recomputes the weights P with `AttentionProbs` (the same masking as
 //! the forward op, so hidden keys get exactly 0 and so no gradient), then
 //! dV = Pᵀ·dO, dP = dO·Vᵀ, dS = P ⊙ (dP − Σ dP·P), dQ = scale·dS·K, dK = scale·dSᵀ·Q.
-//! With grouped-query heads (q_heads = group × kv_heads), q-side values [b, q_heads, len, ·] are
-//! viewed as [b, kv_heads, group·len, ·] (head h = kv·group + i, row-major), so the products with
+//! With grouped-query heads (q_heads = group × kv_heads), q-side values `[b, q_heads, len, ·]`
+//! are viewed as `[b, kv_heads, group·len, ·]` (head h = kv·group + i, row-major), so the products with
 //! the shared key/value heads sum over the group by themselves.
 
 use super::norm::softmax_backward;
@@ -30,7 +30,7 @@ fn heads(ctx: &Ctx<'_>, q: ValueId, k: ValueId) -> R<Heads> {
     }
 }
 
-/// [b, q_heads, len, ·] → [b, kv_heads, group·len, ·] (nothing with `Heads::Same`).
+/// `[b, q_heads, len, ·]` → `[b, kv_heads, group·len, ·]` (nothing with `Heads::Same`).
 fn group(ctx: &mut Ctx<'_>, x: ValueId, heads: &Heads) -> R<ValueId> {
     match heads {
         Heads::Same => Ok(x),
@@ -167,7 +167,7 @@ mod tests {
     use super::super::check::Check;
     use crate::{Dim, HostTensor, Op, RopeStyle};
 
-    /// q [2, hq, sq, 4], k/v [2, hkv, t, 4|3], with the masking given.
+    /// q `[2, hq, sq, 4]`, k/v `[2, hkv, t, 4|3]`, with the masking given.
     #[allow(clippy::too_many_arguments)]
     fn attention_check(
         name: &str,

@@ -34,11 +34,25 @@ use crate::{BinaryOp, DType, Dim, Graph, GraphBuilder, Node, Op, ReshapeDim, Una
 pub enum AutodiffError {
     /// A gradient would have to flow through an op that has none.
     #[error("node `{node}` ({kind}) is not differentiable here: {reason}")]
-    NotDifferentiable { node: String, kind: &'static str, reason: String },
+    NotDifferentiable {
+        /// The forward node's name.
+        node: String,
+        /// Its op kind as `Op::kind` spells it, e.g. `kv_cache`.
+        kind: &'static str,
+        /// Why it has no gradient here.
+        reason: String,
+    },
 
     /// The loss, or a value the gradient is taken with respect to, is not floating point.
     #[error("node `{node}`: {what} must be floating point to take a gradient, not {dtype}")]
-    NotFloat { node: String, what: &'static str, dtype: DType },
+    NotFloat {
+        /// The node's name.
+        node: String,
+        /// Its role: the loss, or a value to differentiate with respect to.
+        what: &'static str,
+        /// Its (integer) dtype.
+        dtype: DType,
+    },
 
     /// A `ValueId` that is not a node of the graph.
     #[error("value {0} is not a node of this graph")]
@@ -51,7 +65,9 @@ pub enum AutodiffError {
     /// Adding a gradient node failed (a shape the rule did not foresee); names the forward node.
     #[error("gradient of node `{node}`: {source}")]
     Build {
+        /// The forward node whose gradient rule failed.
         node: String,
+        /// The builder's error.
         #[source]
         source: crate::Error,
     },
@@ -67,7 +83,7 @@ pub(crate) type R<T> = std::result::Result<T, AutodiffError>;
 /// and returns the gradient values in `wrt`'s order (each with the dtype and shape of its value;
 /// symbolic sizes may carry other symbol names with the same run-time size).
 ///
-/// `loss` may have any shape: its elements are summed (the usual case is a scalar, shape []).
+/// `loss` may have any shape: its elements are summed (the usual case is a scalar, shape `[]`).
 /// A value the loss does not depend on gets a gradient of zeros. Nodes are named
 /// `grad:<forward node>:<what><n>`.
 pub fn grad(b: &mut GraphBuilder, loss: ValueId, wrt: &[ValueId]) -> R<Vec<ValueId>> {

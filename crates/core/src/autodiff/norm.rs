@@ -104,7 +104,7 @@ pub(super) fn log_softmax(ctx: &mut Ctx<'_>, x: ValueId, y: ValueId, g: ValueId)
     Ok(vec![(x, ctx.minus(g, ps)?)])
 }
 
-/// y = x / max(n, eps), n = ‖x‖: dx = (g − y·(y·g)·[n > eps]) / max(n, eps).
+/// y = x / max(n, eps), n = ‖x‖: `dx = (g − y·(y·g)·[n > eps]) / max(n, eps)`.
 pub(super) fn l2_normalize(
     ctx: &mut Ctx<'_>,
     x: ValueId,
@@ -126,7 +126,7 @@ pub(super) fn l2_normalize(
     Ok(vec![(x, ctx.div(t, denominator)?)])
 }
 
-/// y[b] = Σ_s x[b, s]·w[b, s] with w = m / max(Σ m, 1e-9): dx[b, s, :] = g[b, :]·w[b, s].
+/// `y[b] = Σ_s x[b, s]·w[b, s]` with w = m / max(Σ m, 1e-9): `dx[b, s, :] = g[b, :]·w[b, s]`.
 pub(super) fn mean_pool(ctx: &mut Ctx<'_>, x: ValueId, mask: ValueId, g: ValueId) -> R<Vec<(ValueId, ValueId)>> {
     let dtype = ctx.node(x).dtype;
     let m = ctx.add("mask", Op::Cast { x: mask, dtype })?;

@@ -54,8 +54,8 @@ pub(super) fn attention_probs(
     Ok((d, Shape(vec![qs.0[0].clone(), qs.0[1].clone(), qs.0[2].clone(), ks.0[2].clone()])))
 }
 
-/// What Attention and AttentionProbs both require of q [batch, heads, seq, d] and k
-/// [batch, kv heads, kv_len, d], the mask, the query positions and the scale.
+/// What Attention and AttentionProbs both require of q `[batch, heads, seq, d]` and k
+/// `[batch, kv_heads, kv_len, d]`, the mask, the query positions and the scale.
 fn check_attention(cx: &Cx<'_>, qs: &Shape, ks: &Shape, visibility: &Visibility, scale: f64) -> Result<()> {
     cx.same_dim(&qs.0[3], &ks.0[3], "head size of q vs k")?;
     if let (Some(hq), Some(hkv)) = (qs.0[1].fixed(), ks.0[1].fixed()) {

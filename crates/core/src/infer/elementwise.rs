@@ -40,7 +40,7 @@ pub(super) fn dropout(cx: &Cx<'_>, x: ValueId, seed: ValueId, p: f64) -> Result<
 }
 
 /// `[param, grad, m, v]` of one shape and float dtype, `lr` and `step` scalars of that dtype,
-/// `[β1, β2, eps, weight decay]`: the new parameter, m and v stacked as [3] + the shape.
+/// `[β1, β2, eps, weight decay]`: the new parameter, m and v stacked as `[3]` + the shape.
 pub(super) fn adamw_step(
     cx: &Cx<'_>,
     tensors: [ValueId; 4],

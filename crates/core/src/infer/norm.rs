@@ -1,5 +1,5 @@
 //! Shape rules of normalisations and reductions: layer/RMS/L2 norms, log-softmax, masked mean
-//! pooling, sums over axes (softmax shares the element-wise rule).
+//! pooling, sums over axes, softmax and log-softmax (all over the last axis).
 
 use super::{check_eps, Cx};
 use crate::{DType, Dim, Result, Shape, ValueId};
@@ -12,7 +12,7 @@ pub(super) fn layer_norm(
     beta: Option<ValueId>,
     eps: f64,
 ) -> Result<(DType, Shape)> {
-    let d = cx.float_of(x, "x")?;
+    let d = last_axis_float(cx, x, "layer/RMS norm")?;
     let xs = &cx.get(x).shape;
     cx.feature_vector(gamma, xs, "gamma")?;
     if let Some(b) = beta {
@@ -24,15 +24,24 @@ pub(super) fn layer_norm(
 
 pub(super) fn l2_normalize(cx: &Cx<'_>, x: ValueId, eps: f64) -> Result<(DType, Shape)> {
     check_eps(cx, eps)?;
-    Ok((cx.float_of(x, "x")?, cx.get(x).shape.clone()))
+    Ok((last_axis_float(cx, x, "l2_normalize")?, cx.get(x).shape.clone()))
 }
 
-pub(super) fn log_softmax(cx: &Cx<'_>, x: ValueId) -> Result<(DType, Shape)> {
+/// Softmax and log-softmax: over the last axis, shape kept.
+pub(super) fn softmax(cx: &Cx<'_>, x: ValueId, what: &str) -> Result<(DType, Shape)> {
+    Ok((last_axis_float(cx, x, what)?, cx.get(x).shape.clone()))
+}
+
+/// The dtype of `x`, which an op over its last axis needs to be floating point with one axis at
+/// least (a scalar has no last axis; the oracle would have nothing to normalise over).
+fn last_axis_float(cx: &Cx<'_>, x: ValueId, what: &str) -> Result<DType> {
     let d = cx.float_of(x, "x")?;
     if cx.get(x).shape.rank() == 0 {
-        return Err(cx.fail("log_softmax needs at least one axis".into()));
+        return Err(
+            cx.fail(format!("{what} works over the last axis and needs x with at least one axis, not a scalar"))
+        );
     }
-    Ok((d, cx.get(x).shape.clone()))
+    Ok(d)
 }
 
 pub(super) fn mean_pool(cx: &Cx<'_>, x: ValueId, mask: ValueId) -> Result<(DType, Shape)> {

@@ -70,7 +70,7 @@ pub(super) fn attention_probs(
     Ok(Val::F(probs(a.f(q)?, a.f(k)?, mask, &visibility, scale).map_err(|m| a.fail(m))?))
 }
 
-/// The attention weights [b, hq, sq, t]: softmax over the visible keys, exactly 0 for hidden ones
+/// The attention weights `[b, hq, sq, t]`: softmax over the visible keys, exactly 0 for hidden ones
 /// (a query that sees no key gets a row of zeros).
 fn probs(
     q: &ArrayD<f64>,

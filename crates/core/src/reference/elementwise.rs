@@ -103,10 +103,10 @@ fn murmur3_x86_32(blocks: &[u32], seed: u32) -> u32 {
     h ^ (h >> 16)
 }
 
-/// `Op::AdamWStep` as `torch.optim.AdamW` writes it, element by element in f64, from [param, grad,
-/// m, v], the scalars lr and step t, and [β1, β2, eps, weight decay]:
+/// `Op::AdamWStep` as `torch.optim.AdamW` writes it, element by element in f64, from `[param, grad,
+/// m, v]`, the scalars lr and step t, and `[β1, β2, eps, weight decay]`:
 /// m' = β1·m + (1 − β1)·g; v' = β2·v + (1 − β2)·g²;
-/// p' = p·(1 − lr·wd) − lr/(1 − β1^t) · m' / (√v' / √(1 − β2^t) + eps); yields [p', m', v'] stacked.
+/// p' = p·(1 − lr·wd) − lr/(1 − β1^t) · m' / (√v' / √(1 − β2^t) + eps); yields `[p', m', v']` stacked.
 pub(super) fn adamw_step(
     a: &Args<'_>,
     [param, grad, m, v]: [ValueId; 4],

@@ -6,7 +6,7 @@ use crate::{load_weight, Error, Graph, HostTensor, Node, Op, Result, SessionStat
 use ndarray::{s, ArrayD, IxDyn};
 use std::collections::HashMap;
 
-/// The reference evaluator's session state: per `KvCache` node, per slot, [heads, capacity, d];
+/// The reference evaluator's session state: per `KvCache` node, per slot, `[heads, capacity, d]`;
 /// the values of the graph's variables; and which graph the session runs.
 #[derive(Default)]
 struct Caches {
@@ -131,7 +131,7 @@ pub fn read_variable(
     HostTensor::from_f64(node.dtype, value.shape().to_vec(), &value.iter().copied().collect::<Vec<_>>())
 }
 
-/// Writes x [b, h, n, d] into the slots' caches at the step's positions (the plan checked by
+/// Writes x `[b, h, n, d]` into the slots' caches at the step's positions (the plan checked by
 /// `SessionState::plan_cache_write`) and yields every row's cache up to the step's kv length.
 pub(super) fn kv_cache(
     a: &Args<'_>,
