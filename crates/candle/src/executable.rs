@@ -12,6 +12,10 @@ use accelrt_core::{
 use candle_core::{Device, Tensor};
 use std::collections::{HashMap, HashSet};
 
+/// A graph prepared by [`CandleBackend`](crate::CandleBackend): weights uploaded once (GGUF blocks
+/// stay quantised; on a CPU, f32 linear-layer weights are packed for accelrt's own kernels), then
+/// each run evaluates the graph node by node on the device, freeing every value after its last
+/// use. Sessions keep KV caches and graph variables as candle tensors.
 pub struct CandleExecutable {
     graph: Graph,
     /// Stamped into every session state this executable makes; only it may run with them.

@@ -149,15 +149,25 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-/// Shapes of one attention call: q [b, hq, sq, d], k [b, hkv, t, d], v [b, hkv, t, dv].
+/// Shapes of one attention call: q `[batch, q_heads, q_len, head_dim]`, k
+/// `[batch, kv_heads, kv_len, head_dim]`, v `[batch, kv_heads, kv_len, v_dim]`; the output is
+/// `[batch, q_heads, q_len, v_dim]`.
 #[derive(Debug, Clone, Copy)]
 pub struct AttentionShape {
+    /// Sequences in the batch.
     pub batch: usize,
+    /// Query heads; a multiple of `kv_heads`.
     pub q_heads: usize,
+    /// Queries per sequence and head (1 in a decode step).
     pub q_len: usize,
+    /// Size of each query and key vector.
     pub head_dim: usize,
+    /// Key/value heads (grouped-query attention): query head `h` reads KV head
+    /// `h / (q_heads / kv_heads)`. Equal to `q_heads` for plain multi-head attention.
     pub kv_heads: usize,
+    /// Keys (and values) per sequence and head.
     pub kv_len: usize,
+    /// Size of each value vector, and so of each output vector.
     pub v_dim: usize,
 }
 
@@ -166,8 +176,11 @@ pub struct AttentionShape {
 /// candle builds this from a dozen small tensor ops (repeat of the KV heads, two matmuls, softmax,
 /// bias), each with its own allocation and thread hand-off; for one query per head that overhead
 /// was most of the attention time. This computes each (batch, head) row directly, reading
-/// grouped-query KV heads in place. `bias` is the additive mask [rows, 1, q_len, kv_len] with rows
-/// 1 or batch. All layouts are row-major.
+/// grouped-query KV heads in place. `bias` is the additive mask `[rows, 1, q_len, kv_len]` with
+/// its `rows` (1 or batch) as the second element. All layouts are row-major; the result is
+/// softmax(q·kᵀ·`scale` + bias)·v, `[batch, q_heads, q_len, v_dim]`.
+///
+/// Panics if a slice is shorter than `shape` says.
 pub fn attention_f32(
     q: &[f32],
     k: &[f32],

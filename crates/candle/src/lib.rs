@@ -1,5 +1,7 @@
 //! accelrt-candle: the `Backend` built on candle. CPU always; CUDA behind the `cuda` feature.
 
+#![warn(missing_docs)]
+
 mod convert;
 mod device_info;
 mod executable;
@@ -62,6 +64,8 @@ impl CandleBackend {
         Ok(CandleBackend { spec: spec.clone(), device, info })
     }
 
+    /// The CPU backend, which cannot fail: the same as `new(&DeviceSpec::Cpu)` without the
+    /// `Result`.
     pub fn cpu() -> CandleBackend {
         CandleBackend { spec: DeviceSpec::Cpu, device: Device::Cpu, info: device_info::cpu_info() }
     }

@@ -20,6 +20,8 @@ pub enum QFormat {
 }
 
 impl QFormat {
+    /// Bytes per block of 32 weights, as GGUF stores them: 20 for Q4_1 (two f16 and 16 bytes of
+    /// nibbles), 34 for Q8_0 (one f16 and 32 bytes).
     pub fn block_bytes(self) -> usize {
         match self {
             QFormat::Q4_1 => 20,
@@ -241,8 +243,11 @@ mod x86 {
 /// Which dot-product implementation this CPU runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernel {
+    /// Portable Rust for any CPU; also the oracle the SIMD kernels are tested against.
     Scalar,
+    /// x86-64 with AVX2, FMA and F16C: `vpmaddubsw` + `vpmaddwd` per 32 weights.
     Avx2,
+    /// x86-64 with AVX2, FMA, F16C and AVX-512 F, VL and VNNI: one `vpdpbusd` per 32 weights.
     Avx512Vnni,
 }
 
@@ -284,7 +289,9 @@ fn dot_group<const R: usize>(kernel: Kernel, format: QFormat, w: &[u8], acts: [&
     }
 }
 
-/// y[m, n] = x[m, k] · W[n, k]ᵀ, with W as `n` rows of k/32 blocks of `format`.
+/// `y[m, n] = x[m, k] · W[n, k]ᵀ`, with W as `n` rows of k/32 blocks of `format`; y is returned
+/// row-major. The activations are first quantised to 8-bit blocks of 32, as llama.cpp does, so the
+/// result differs from an f32 product by that rounding.
 ///
 /// Panics if the sizes disagree (callers check shapes first) or if `kernel` needs CPU features
 /// this machine lacks (use [`best_kernel`]).
