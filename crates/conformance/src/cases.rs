@@ -1,5 +1,17 @@
 //! The cases: small graphs with seeded random weights and inputs. Inputs use symbolic batch and
-//! sequence dimensions, as real models do.
+//! sequence dimensions, as real models do. Each function here builds one case afresh; the random
+//! values are drawn from a generator seeded by the case's name, so a case is the same on every
+//! call and every machine. Shapes below are written as the graph declares them; the sizes a case
+//! runs at are in its inputs.
+//!
+//! # Gradient cases
+//!
+//! The `grad_*` cases take a forward case and add a scalar loss, Σ over its outputs of
+//! `sum(output · probe.<output>)`, where each probe is an extra random f32 input of the output's
+//! shape (so every element enters the loss with its own weight), then append the backward pass
+//! (`accelrt_core::autodiff::grad`). Their outputs are the forward outputs, `loss`, and
+//! `grad.<name>` for every float input and weight. Backends computing in f16/bf16 are allowed
+//! 0.15 abs + 0.15 rel on them ([`Case::half_tolerance`]).
 
 use crate::Tolerance;
 use accelrt_core::{
@@ -14,9 +26,13 @@ use std::borrow::Cow;
 /// One conformance case: a graph, its weights and one set of inputs — or, for graphs with caches,
 /// several steps of one session.
 pub struct Case {
+    /// The case's name: the function that builds it, and the test `conformance_tests!` makes.
     pub name: &'static str,
+    /// The graph under test, with symbolic dimensions where a real model has them.
     pub graph: Graph,
+    /// Every weight the graph names.
     pub weights: CaseWeights,
+    /// The first (for most cases the only) step's inputs, by graph input name, at concrete sizes.
     pub inputs: Vec<(String, HostTensor)>,
     /// Further steps run in the same session after `inputs` (caches carry over); every step's
     /// outputs are compared.
@@ -36,7 +52,11 @@ pub struct Case {
 /// Weights of a case: plain tensors, plus block-quantised ones as raw GGUF-layout bytes.
 #[derive(Debug, Clone, Default)]
 pub struct CaseWeights {
+    /// Unquantised weights (f32 in every case here), by name.
     pub plain: HostWeights,
+    /// Block-quantised weights: (name, block type, logical shape in elements (`[rows, cols]`),
+    /// the blocks as `accelrt_core::quant::quantize` writes them, GGUF's layout). A name here
+    /// shadows the same name in `plain`.
     pub quantised: Vec<(String, QuantType, Vec<usize>, Vec<u8>)>,
 }
 
@@ -157,6 +177,8 @@ fn fixed(n: usize) -> Dim {
     Dim::Fixed(n)
 }
 
+/// Embedding lookup: ids `[batch, seq]` (u32, run at `[3, 5]`) into a table `[50, 8]`; output
+/// `out` is `[batch, seq, 8]`.
 pub fn embedding() -> Case {
     let mut m = Maker::new("embedding");
     let table = m.weight("table", &[50, 8], 1.0);
@@ -165,6 +187,8 @@ pub fn embedding() -> Case {
     m.finish(&[("out", out)])
 }
 
+/// Batched matmul whose right operand lacks the batch axis: `[batch, 2, m, 16]` × `[2, 16, 9]`
+/// → `[batch, 2, m, 9]` (b broadcast over `batch`).
 pub fn matmul_batched_broadcast() -> Case {
     let mut m = Maker::new("matmul_batched_broadcast");
     let a = m.input("a", &[sym("batch"), fixed(2), sym("m"), fixed(16)], &[3, 2, 7, 16]);
@@ -173,6 +197,8 @@ pub fn matmul_batched_broadcast() -> Case {
     m.finish(&[("out", out)])
 }
 
+/// Matmul with the right operand transposed (`transpose_b`): `[batch, m, 24]` × `[batch, n, 24]`ᵀ
+/// → `[batch, m, n]`.
 pub fn matmul_transposed() -> Case {
     let mut m = Maker::new("matmul_transposed");
     let a = m.input("a", &[sym("batch"), sym("m"), fixed(24)], &[2, 5, 24]);
@@ -181,6 +207,8 @@ pub fn matmul_transposed() -> Case {
     m.finish(&[("out", out)])
 }
 
+/// `Op::Linear` with PyTorch-layout weight `[out, in]` = `[48, 32]` and bias `[48]` on x
+/// `[batch, seq, 32]` → `[batch, seq, 48]`.
 pub fn linear() -> Case {
     let mut m = Maker::new("linear");
     let x = m.input("x", &[sym("batch"), sym("seq"), fixed(32)], &[2, 5, 32]);
@@ -190,6 +218,7 @@ pub fn linear() -> Case {
     m.finish(&[("out", out)])
 }
 
+/// `Op::Linear` without bias: x `[rows, 40]`, weight `[24, 40]` → `[rows, 24]`.
 pub fn linear_no_bias() -> Case {
     let mut m = Maker::new("linear_no_bias");
     let x = m.input("x", &[sym("rows"), fixed(40)], &[7, 40]);
@@ -198,6 +227,8 @@ pub fn linear_no_bias() -> Case {
     m.finish(&[("out", out)])
 }
 
+/// Add, sub (`b − a`), mul of `[batch, seq, 8]` with `[seq, 8]` under NumPy broadcasting,
+/// and a division by a weight `[8]` kept positive (`exp` of it); one output per op.
 pub fn binary_broadcast() -> Case {
     let mut m = Maker::new("binary_broadcast");
     let a = m.input("a", &[sym("batch"), sym("seq"), fixed(8)], &[2, 3, 8]);
@@ -212,6 +243,8 @@ pub fn binary_broadcast() -> Case {
     m.finish(&[("add", add), ("sub", sub), ("mul", mul), ("div", div)])
 }
 
+/// GELU (erf), GELU (tanh approximation), SiLU, ReLU, tanh and exp of x `[batch, 64]`, one output
+/// named after each op.
 pub fn unary() -> Case {
     let mut m = Maker::new("unary");
     let x = m.input("x", &[sym("batch"), fixed(64)], &[4, 64]);
@@ -227,6 +260,7 @@ pub fn unary() -> Case {
     m.finish(&outs)
 }
 
+/// `Op::Affine`: `x · 0.125 − 1.5` on `[batch, 10]`.
 pub fn affine() -> Case {
     let mut m = Maker::new("affine");
     let x = m.input("x", &[sym("batch"), fixed(10)], &[3, 10]);
@@ -234,6 +268,7 @@ pub fn affine() -> Case {
     m.finish(&[("out", out)])
 }
 
+/// LayerNorm over the last axis of `[batch, seq, 48]` with gain and bias, eps 1e-12 (BERT's).
 pub fn layer_norm() -> Case {
     let mut m = Maker::new("layer_norm");
     let x = m.input("x", &[sym("batch"), sym("seq"), fixed(48)], &[2, 3, 48]);
@@ -243,6 +278,7 @@ pub fn layer_norm() -> Case {
     m.finish(&[("out", out)])
 }
 
+/// LayerNorm over `[batch, 20]` with a gain and no bias, eps 1e-5.
 pub fn layer_norm_no_beta() -> Case {
     let mut m = Maker::new("layer_norm_no_beta");
     let x = m.input("x", &[sym("batch"), fixed(20)], &[3, 20]);
@@ -251,6 +287,7 @@ pub fn layer_norm_no_beta() -> Case {
     m.finish(&[("out", out)])
 }
 
+/// RMSNorm over the last axis of `[batch, seq, 36]`, eps 1e-5.
 pub fn rms_norm() -> Case {
     let mut m = Maker::new("rms_norm");
     let x = m.input("x", &[sym("batch"), sym("seq"), fixed(36)], &[2, 4, 36]);
@@ -259,6 +296,7 @@ pub fn rms_norm() -> Case {
     m.finish(&[("out", out)])
 }
 
+/// Softmax over the last axis of `[batch, 3, 17]`.
 pub fn softmax() -> Case {
     let mut m = Maker::new("softmax");
     let x = m.input("x", &[sym("batch"), fixed(3), fixed(17)], &[2, 3, 17]);
@@ -286,10 +324,13 @@ fn attention_case(
     m.finish(&[("out", out)])
 }
 
+/// Attention, 4 heads, q/k/v `[batch, 4, 6, 16]`, with a padding mask `[batch, kv_len]` (the first
+/// row unpadded, the others keep a random prefix), not causal, scale 1/√16.
 pub fn attention_padding_mask() -> Case {
     attention_case("attention_padding_mask", 4, 4, 6, 6, true, false)
 }
 
+/// Causal attention without a mask: 2 heads, q/k/v `[batch, 2, 5, 16]`, scale 1/√16.
 pub fn attention_causal() -> Case {
     attention_case("attention_causal", 2, 2, 5, 5, false, true)
 }
@@ -299,6 +340,8 @@ pub fn attention_gqa_cached_causal() -> Case {
     attention_case("attention_gqa_cached_causal", 6, 2, 3, 8, true, true)
 }
 
+/// Rotary embedding with half-split pairing (feature i with i + d/2, as Hugging Face Llama), base
+/// 10000, on x `[batch, 2, seq, 16]` at positions `0..seq` (`Op::Positions`).
 pub fn rope_half_split() -> Case {
     let mut m = Maker::new("rope_half_split");
     let x = m.input("x", &[sym("batch"), fixed(2), sym("seq"), fixed(16)], &[2, 2, 5, 16]);
@@ -317,6 +360,10 @@ pub fn rope_interleaved_per_row() -> Case {
     m.finish(&[("out", out)])
 }
 
+/// Splitting heads and merging them back: x `[batch, seq, 12]` → reshape `[batch, seq, 3, 4]` (last
+/// axis inferred) → permute to `[batch, 3, seq, 4]` (output `heads`), scaled, permuted back and
+/// merged to `[batch, seq, 12]` (output `merged`). The scale is a consumer of a non-contiguous
+/// value, which strided backends get wrong first.
 pub fn reshape_permute() -> Case {
     let mut m = Maker::new("reshape_permute");
     let x = m.input("x", &[sym("batch"), sym("seq"), fixed(12)], &[2, 5, 12]);
@@ -336,6 +383,9 @@ pub fn reshape_permute() -> Case {
     m.finish(&[("heads", perm), ("merged", merged)])
 }
 
+/// Slices and a concatenation of x `[batch, seq, 10]` and y `[batch, other, 10]`: `first` is x's
+/// first position (`[batch, 1, 10]`), `tail` its features from 4 on (`[batch, seq, 6]`), and `cat`
+/// is x, y and `first` joined along axis 1 (`[batch, seq + other + 1, 10]`).
 pub fn slice_concat() -> Case {
     let mut m = Maker::new("slice_concat");
     let x = m.input("x", &[sym("batch"), sym("seq"), fixed(10)], &[2, 6, 10]);
@@ -346,6 +396,8 @@ pub fn slice_concat() -> Case {
     m.finish(&[("first", first), ("tail", tail), ("cat", cat)])
 }
 
+/// Masked mean pooling of x `[batch, seq, 12]` over the positions its padding mask `[batch, seq]`
+/// keeps → `[batch, 12]`.
 pub fn mean_pool() -> Case {
     let mut m = Maker::new("mean_pool");
     let x = m.input("x", &[sym("batch"), sym("seq"), fixed(12)], &[4, 7, 12]);
@@ -354,6 +406,7 @@ pub fn mean_pool() -> Case {
     m.finish(&[("out", out)])
 }
 
+/// L2 normalisation of each row of `[batch, 30]`, eps 1e-12.
 pub fn l2_normalize() -> Case {
     let mut m = Maker::new("l2_normalize");
     let x = m.input("x", &[sym("batch"), fixed(30)], &[5, 30]);
@@ -361,6 +414,8 @@ pub fn l2_normalize() -> Case {
     m.finish(&[("out", out)])
 }
 
+/// Casts: f32 `[batch, 16]` to f16 and back (`round_trip`, so the f16 rounding is what is
+/// compared), and u32 ids `[batch, 4]` (below 1000) to f32 and to i64.
 pub fn cast() -> Case {
     let mut m = Maker::new("cast");
     let x = m.input("x", &[sym("batch"), fixed(16)], &[3, 16]);
@@ -372,6 +427,8 @@ pub fn cast() -> Case {
     m.finish(&[("round_trip", back), ("ids_f32", ids_f), ("ids_i64", ids_i)])
 }
 
+/// `Op::Positions` along the sequence axis of ids `[batch, seq]` (run at seq = 9): the u32 vector
+/// `0..seq` (output `positions`) and its rows of a table `[16, 4]` (output `emb`).
 pub fn positions() -> Case {
     let mut m = Maker::new("positions");
     let ids = m.ids("ids", &[sym("batch"), sym("seq")], &[2, 9], 10);
@@ -690,42 +747,62 @@ fn with_gradients(name: &'static str, case: Case) -> Case {
     Case { name, graph: b.build().unwrap(), inputs, half_tolerance, ..case }
 }
 
+/// [`binary_broadcast`] with a loss over its outputs and the loss's gradients (see "Gradient cases" in
+/// the module docs).
 pub fn grad_binary_broadcast() -> Case {
     with_gradients("grad_binary_broadcast", binary_broadcast())
 }
 
+/// [`unary`] with a loss over its outputs and the loss's gradients (see "Gradient cases" in
+/// the module docs).
 pub fn grad_unary() -> Case {
     with_gradients("grad_unary", unary())
 }
 
+/// [`matmul_batched_broadcast`] with a loss over its outputs and the loss's gradients (see "Gradient cases" in
+/// the module docs).
 pub fn grad_matmul_batched_broadcast() -> Case {
     with_gradients("grad_matmul_batched_broadcast", matmul_batched_broadcast())
 }
 
+/// [`linear`] with a loss over its outputs and the loss's gradients (see "Gradient cases" in
+/// the module docs).
 pub fn grad_linear() -> Case {
     with_gradients("grad_linear", linear())
 }
 
+/// [`layer_norm`] with a loss over its outputs and the loss's gradients (see "Gradient cases" in
+/// the module docs).
 pub fn grad_layer_norm() -> Case {
     with_gradients("grad_layer_norm", layer_norm())
 }
 
+/// [`rms_norm`] with a loss over its outputs and the loss's gradients (see "Gradient cases" in
+/// the module docs).
 pub fn grad_rms_norm() -> Case {
     with_gradients("grad_rms_norm", rms_norm())
 }
 
+/// [`softmax`] with a loss over its outputs and the loss's gradients (see "Gradient cases" in
+/// the module docs).
 pub fn grad_softmax() -> Case {
     with_gradients("grad_softmax", softmax())
 }
 
+/// [`attention_gqa_cached_causal`] with a loss over its outputs and the loss's gradients (see "Gradient cases" in
+/// the module docs).
 pub fn grad_attention_gqa_cached_causal() -> Case {
     with_gradients("grad_attention_gqa_cached_causal", attention_gqa_cached_causal())
 }
 
+/// [`rope_interleaved_per_row`] with a loss over its outputs and the loss's gradients (see "Gradient cases" in
+/// the module docs).
 pub fn grad_rope_interleaved_per_row() -> Case {
     with_gradients("grad_rope_interleaved_per_row", rope_interleaved_per_row())
 }
 
+/// [`reshape_permute`] with a loss over its outputs and the loss's gradients (see "Gradient cases" in
+/// the module docs).
 pub fn grad_reshape_permute() -> Case {
     with_gradients("grad_reshape_permute", reshape_permute())
 }
@@ -743,14 +820,20 @@ pub fn grad_slice_concat() -> Case {
     with_gradients("grad_slice_concat", m.finish(&[("middle", middle), ("tail", tail), ("cat", cat)]))
 }
 
+/// [`mean_pool`] with a loss over its outputs and the loss's gradients (see "Gradient cases" in
+/// the module docs).
 pub fn grad_mean_pool() -> Case {
     with_gradients("grad_mean_pool", mean_pool())
 }
 
+/// [`l2_normalize`] with a loss over its outputs and the loss's gradients (see "Gradient cases" in
+/// the module docs).
 pub fn grad_l2_normalize() -> Case {
     with_gradients("grad_l2_normalize", l2_normalize())
 }
 
+/// [`take_last`] with a loss over its outputs and the loss's gradients (see "Gradient cases" in
+/// the module docs).
 pub fn grad_take_last() -> Case {
     with_gradients("grad_take_last", take_last())
 }

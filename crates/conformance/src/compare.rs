@@ -1,10 +1,13 @@
 use crate::Case;
 use accelrt_core::{reference, Backend, DType, HostTensor, Outputs, PrepareOptions};
 
-/// Element-wise bound: |got − want| ≤ abs + rel·|want|.
+/// Element-wise bound: |got − want| ≤ abs + rel·|want|, in f64 on the values as the outputs hold
+/// them. A NaN on either side never passes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Tolerance {
+    /// The absolute term, in the outputs' own units.
     pub abs: f64,
+    /// The relative term: a fraction of |want| (1e-4 is 0.01 %).
     pub rel: f64,
 }
 
@@ -22,6 +25,16 @@ impl Tolerance {
 
 /// Runs `case` on `backend` and on the reference evaluator; describes the first mismatch.
 /// A case with several steps runs them in one session on each side and compares every step.
+///
+/// The bound is [`Tolerance::for_compute`] of `options.compute_dtype` (f32 when unset), widened
+/// term by term to the case's `min_tolerance` and, in f16/bf16, its `half_tolerance`.
+///
+/// # Errors
+///
+/// A message naming what failed: `prepare`, `new_state`, `run` or the reference evaluator (with
+/// the step for multi-step cases), an output missing or of another dtype or shape than the
+/// reference's, or the element that is furthest outside the bound (got, want and the tolerance).
+/// Outputs the reference does not produce are not checked.
 pub fn run_case(backend: &dyn Backend, case: &Case, options: &PrepareOptions) -> Result<(), String> {
     let compute = options.compute_dtype.unwrap_or(DType::F32);
     let mut tol = Tolerance::for_compute(compute);

@@ -14,6 +14,8 @@
 //! Tolerances (|got − want| ≤ abs + rel·|want|, element-wise) depend on the dtype the backend
 //! computes in; see [`Tolerance::for_compute`].
 
+#![warn(missing_docs)]
+
 pub mod cases;
 mod compare;
 mod sessions;

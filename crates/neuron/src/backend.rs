@@ -37,8 +37,11 @@ const BACKEND: &str = "neuron";
 /// NRT_EXEC_COMPLETED_WITH_NUM_ERR: the program ran and produced NaN or Inf.
 const NUM_ERR: i32 = 1003;
 
-/// Environment variables that configure the backend (see docs/neuron.md).
+/// Environment variable naming the NEFF cache directory (default [`default_cache_dir`]); see
+/// docs/neuron.md for every variable the backend reads.
 pub const NEFF_CACHE_ENV: &str = "ACCELRT_NEFF_CACHE";
+/// Environment variable choosing the chip whose NEFFs are loaded: `inf2` (default), `trn1` or
+/// `trn2`.
 pub const TARGET_ENV: &str = "ACCELRT_NEURON_TARGET";
 /// Chooses among NEFFs of one bucket compiled with different flags: the flags, space-separated,
 /// exactly as given to `accelrt compile --compiler-flags`.
@@ -55,6 +58,7 @@ fn err(message: impl Into<String>) -> Error {
 /// Where NEFFs are looked up and for which chip.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NeuronOptions {
+    /// The NEFF cache (layout in [`crate::cache`]).
     pub cache_dir: PathBuf,
     /// `inf2`, `trn1` or `trn2` (neuronx-cc's `--target`).
     pub target: String,
@@ -66,6 +70,11 @@ pub struct NeuronOptions {
 impl NeuronOptions {
     /// `$ACCELRT_NEFF_CACHE` (else `neff/` in the cache directory, `~/.cache/accelrt/neff` by
     /// default), `$ACCELRT_NEURON_TARGET` (else inf2), `$ACCELRT_NEURON_FLAGS` (else any).
+    /// Empty variables count as unset, except `$ACCELRT_NEURON_FLAGS`, where empty means "no flags".
+    ///
+    /// # Errors
+    ///
+    /// A message when the target is not `inf2`, `trn1` or `trn2`.
     pub fn from_env() -> std::result::Result<NeuronOptions, String> {
         let cache_dir = match std::env::var_os(NEFF_CACHE_ENV).filter(|v| !v.is_empty()) {
             Some(dir) => PathBuf::from(dir),
@@ -86,6 +95,9 @@ pub fn default_cache_dir() -> PathBuf {
     accelrt_core::files::default_cache_dir().join("neff")
 }
 
+/// The Neuron backend for a range of NeuronCores (`neuron:N`, `neuron:A-B`): runs graphs whose
+/// NEFFs are in the cache, on every core of the range, through the Neuron runtime loaded at run
+/// time. Training graphs (variables) are refused.
 pub struct NeuronBackend {
     spec: DeviceSpec,
     first: u32,
@@ -98,13 +110,28 @@ pub struct NeuronBackend {
 }
 
 impl NeuronBackend {
-    /// Opens NeuronCores `first..first+count` of this machine with options from the environment.
+    /// Opens NeuronCores `first..first+count` of this machine with options from the environment
+    /// ([`NeuronOptions::from_env`]).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidDevice`] for a bad `$ACCELRT_NEURON_TARGET`; otherwise as
+    /// [`NeuronBackend::with_options`].
     pub fn new(spec: &DeviceSpec) -> Result<NeuronBackend> {
         let options =
             NeuronOptions::from_env().map_err(|reason| Error::InvalidDevice { spec: spec.to_string(), reason })?;
         NeuronBackend::with_options(spec, options)
     }
 
+    /// Opens the NeuronCores `spec` names with explicit options: initialises the process's
+    /// runtime ([`Runtime::get`]) and records its version for the device info and for the NEFF
+    /// compatibility check.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidDevice`] when `spec` is not a Neuron device; [`Error::Unavailable`] when the
+    /// runtime cannot be loaded or initialised, or the machine has fewer cores than the range
+    /// needs.
     pub fn with_options(spec: &DeviceSpec, options: NeuronOptions) -> Result<NeuronBackend> {
         let DeviceSpec::Neuron { first, count } = *spec else {
             return Err(Error::InvalidDevice { spec: spec.to_string(), reason: "not a NeuronCore device".into() });
@@ -438,6 +465,11 @@ struct NeuronState {
     caches: Vec<Tensor>,
 }
 
+/// A graph prepared by [`NeuronBackend`]: every cached bucket's program loaded on every core of
+/// the range, with the weights uploaded once per core. Stateless runs go to a free core (taken in
+/// turn); a session stays on the core its caches were allocated on. A step's sizes must fit a
+/// loaded bucket (or, for a session, chunks of loaded sizes), else it is refused with
+/// [`Error::Unsupported`] naming the buckets that are loaded.
 pub struct NeuronExecutable {
     /// Stamped into every session state this executable makes; only it may run with them.
     id: ExecutableId,
@@ -508,7 +540,8 @@ impl NeuronExecutable {
         })
     }
 
-    /// The buckets loaded, in the cores' program order.
+    /// The buckets loaded, in the cores' program order. A session bucket's `slots` counts the
+    /// spare cache row too.
     pub fn buckets(&self) -> Vec<Bucket> {
         self.manifests.iter().map(|m| m.bucket.clone()).collect()
     }

@@ -51,10 +51,16 @@ pub fn bucket_key(bucket: &Bucket) -> String {
 /// that matter are the first three. The runtime loads NEFFs of its own major version only.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct CompilerVersion {
+    /// First number (2 for the neuronx-cc 2.x releases); compared with the runtime's major
+    /// version when NEFFs are chosen.
     pub major: u64,
+    /// Second number (21 in `2.21.33363.0`).
     pub minor: u64,
+    /// Third number (neuronx-cc puts a build number here, e.g. 33363).
     pub patch: u64,
-    /// The whole version as printed (e.g. `2.21.33363.0+1c5ab5b7`).
+    /// The whole version as printed (e.g. `2.21.33363.0+1c5ab5b7`), cut at the first character
+    /// that is not alphanumeric, `.`, `+` or `_`, and to 64 characters: it becomes part of
+    /// cache file names.
     pub text: String,
 }
 
@@ -99,11 +105,13 @@ pub struct NeffKey {
     pub mlir_sha256: String,
     /// [`WEIGHTS_POLICY`].
     pub weights: String,
+    /// The dtype the module computes in (`accelrt compile --dtype`; f32 unless asked).
     pub compute_dtype: DType,
     /// The exported bucket (its `slots` counts the caches' rows, the spare one included).
     pub bucket: Bucket,
     /// `inf2`, `trn1` or `trn2`.
     pub target: String,
+    /// The compiler that made the NEFF.
     pub compiler: CompilerVersion,
     /// The compiler flags, in the order given (besides input, `--framework`, `--target`, `--output`).
     pub flags: Vec<String>,
@@ -143,10 +151,14 @@ impl NeffKey {
         format!("{}@{}@{}", bucket_key(&self.bucket), self.compiler.text, NeffKey::flags_hash(&self.flags))
     }
 
+    /// Where this key's NEFF lives under `cache_dir`:
+    /// `<graph hash>/<target>/<bucket>@<compiler version>@<flags hash>.neff`. The compute dtype
+    /// and module hash are not in the name; the manifest beside it records them.
     pub fn neff_path(&self, cache_dir: &Path) -> PathBuf {
         NeffKey::dir_for(cache_dir, &self.graph_hash, &self.target).join(format!("{}.neff", self.stem()))
     }
 
+    /// Where this key's [`NeffManifest`] lives: [`NeffKey::neff_path`] with `.json` for `.neff`.
     pub fn manifest_path(&self, cache_dir: &Path) -> PathBuf {
         NeffKey::dir_for(cache_dir, &self.graph_hash, &self.target).join(format!("{}.json", self.stem()))
     }
@@ -173,6 +185,7 @@ impl NeffKey {
 pub struct NeffManifest {
     /// [`MANIFEST_FORMAT`].
     pub format: String,
+    /// Everything the NEFF was compiled from and by.
     pub key: NeffKey,
     /// Hex SHA-256 of the NEFF file.
     pub neff_sha256: String,
@@ -181,6 +194,7 @@ pub struct NeffManifest {
 }
 
 impl NeffManifest {
+    /// The manifest as the cache stores it: pretty-printed JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a manifest always serialises")
     }
@@ -189,7 +203,10 @@ impl NeffManifest {
 /// A NEFF found in the cache, with its manifest.
 #[derive(Debug, Clone)]
 pub struct CachedNeff {
+    /// The NEFF file (not yet read or checked: [`read_checked`] does both).
     pub neff: PathBuf,
+    /// Its manifest, already checked to be of [`MANIFEST_FORMAT`] and of the directory's graph
+    /// and target.
     pub manifest: NeffManifest,
 }
 
@@ -241,6 +258,11 @@ pub fn scan(cache_dir: &Path, graph_hash: &str, target: &str) -> (Vec<CachedNeff
 }
 
 /// Reads a cached NEFF and checks it against the SHA-256 its manifest records.
+///
+/// # Errors
+///
+/// A message naming the file when it cannot be read, or when its SHA-256 differs from the
+/// manifest's (a truncated or altered copy: delete it and compile again).
 pub fn read_checked(cached: &CachedNeff) -> Result<Vec<u8>, String> {
     let bytes = std::fs::read(&cached.neff).map_err(|e| format!("reading {}: {e}", cached.neff.display()))?;
     let actual = sha256(&bytes);

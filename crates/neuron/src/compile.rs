@@ -22,25 +22,51 @@ pub const TARGETS: [&str; 3] = ["inf2", "trn1", "trn2"];
 /// What can go wrong compiling.
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {
+    /// The compiler could not be started at all (no such file, not executable, its Python
+    /// interpreter missing). Check `$ACCELRT_NEURONX_CC` or the Neuron SDK's installation.
     #[error("could not run {program} ({source})")]
     Run {
+        /// The executable that was run.
         program: PathBuf,
+        /// Why the operating system could not run it.
         #[source]
         source: std::io::Error,
     },
+    /// `--version` printed nothing that reads as `A.B.C`: most likely the program is not
+    /// `neuronx-cc`.
     #[error("`{program} --version` printed no version ({output:?})")]
-    NoVersion { program: PathBuf, output: String },
+    NoVersion {
+        /// The executable that was asked.
+        program: PathBuf,
+        /// Its stdout and stderr, trimmed.
+        output: String,
+    },
     /// The compiler ran and failed; `log` is the end of what it printed, `hint` what usually helps.
     #[error("neuronx-cc failed on {input} (exit {status}){hint}:\n{log}")]
-    Failed { input: PathBuf, status: String, log: String, hint: String },
+    Failed {
+        /// The HLO file being compiled.
+        input: PathBuf,
+        /// The exit code, `killed by signal N`, or `unknown`.
+        status: String,
+        /// The last 40 lines of its stdout and stderr.
+        log: String,
+        /// What usually helps ([`failure_hint`]), with its leading ` — `; empty when there is
+        /// nothing to add to the compiler's own messages.
+        hint: String,
+    },
+    /// The compiler exited with success but no NEFF file is at the path it was given.
     #[error("neuronx-cc reported success but wrote no NEFF at {0}")]
     NoOutput(PathBuf),
     /// `--compiler-flags` that do not parse or that name what accelrt sets itself.
     #[error("--compiler-flags: {0}")]
     Flags(String),
+    /// A file could not be removed, read, written or renamed: the old NEFF at the output path,
+    /// the compiler's output, or the cache entry. Check the directory's permissions and space.
     #[error("writing {path}: {source}")]
     Io {
+        /// The file concerned.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
@@ -49,12 +75,20 @@ pub enum CompileError {
 /// A `neuronx-cc` executable and its version.
 #[derive(Debug, Clone)]
 pub struct Compiler {
+    /// The executable, run with the arguments of [`compile_args`].
     pub program: PathBuf,
+    /// What it printed for `--version`; part of every NEFF's cache key.
     pub version: CompilerVersion,
 }
 
 impl Compiler {
-    /// `$ACCELRT_NEURONX_CC`, else `neuronx-cc` on `PATH`; `Ok(None)` when neither exists.
+    /// `$ACCELRT_NEURONX_CC`, else `neuronx-cc` on `PATH`; `Ok(None)` when the variable is unset
+    /// (or empty) and `PATH` has no `neuronx-cc`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Compiler::at`] for the program found, including one named by the variable that does
+    /// not exist ([`CompileError::Run`]).
     pub fn find() -> Result<Option<Compiler>, CompileError> {
         let program = match std::env::var_os(COMPILER_ENV).filter(|v| !v.is_empty()) {
             Some(p) => PathBuf::from(p),
@@ -66,7 +100,12 @@ impl Compiler {
         Compiler::at(&program).map(Some)
     }
 
-    /// The compiler at `program`, asked for its version.
+    /// The compiler at `program`, asked for its version (it runs `program --version`).
+    ///
+    /// # Errors
+    ///
+    /// [`CompileError::Run`] when it cannot be run, [`CompileError::NoVersion`] when its output
+    /// holds no version.
     pub fn at(program: &Path) -> Result<Compiler, CompileError> {
         let out = Command::new(program)
             .arg("--version")
@@ -84,6 +123,11 @@ impl Compiler {
     /// returns once the NEFF is written. A failure carries the end of the compiler's output and
     /// the usual remedy (see [`failure_hint`]). A file already at `neff` is removed first, so a
     /// compiler that writes nothing is never mistaken for one that wrote it.
+    ///
+    /// # Errors
+    ///
+    /// [`CompileError::Io`] when an old file at `neff` cannot be removed; [`CompileError::Run`],
+    /// [`CompileError::Failed`] (non-zero exit or a signal) or [`CompileError::NoOutput`].
     pub fn compile(&self, hlo: &Path, target: &str, flags: &[String], neff: &Path) -> Result<(), CompileError> {
         match std::fs::remove_file(neff) {
             Ok(()) => {}
@@ -122,7 +166,12 @@ impl Compiler {
     /// into `cache_dir`. The compiler writes to a name of this call's own beside `hlo` (another
     /// process compiling the same bucket with other flags into the same directory cannot swap
     /// NEFFs with it), which is renamed to `<stem>.neff` once installed. Returns the key and the
-    /// NEFF's path in the cache.
+    /// NEFF's path in the cache. The temporary file is removed however this returns.
+    ///
+    /// # Errors
+    ///
+    /// As [`Compiler::compile`], and [`CompileError::Io`] when the NEFF cannot be read back,
+    /// installed or renamed.
     pub fn compile_into_cache(
         &self,
         hlo: &Path,
@@ -156,6 +205,11 @@ impl Compiler {
 /// argument, as neuronx-cc's `--tensorizer-options='…'` style needs) and refuses the arguments
 /// accelrt sets itself: the input, `--framework`, `--target` and `--output` (`-o`), which would
 /// otherwise make the NEFF disagree with its cache key.
+///
+/// # Errors
+///
+/// [`CompileError::Flags`] for unbalanced quotes or one of those arguments (also the word
+/// `compile`).
 pub fn parse_flags(text: &str) -> Result<Vec<String>, CompileError> {
     let flags = shlex::split(text).ok_or_else(|| CompileError::Flags(format!("unbalanced quotes in {text:?}")))?;
     for f in &flags {
@@ -169,13 +223,16 @@ pub fn parse_flags(text: &str) -> Result<Vec<String>, CompileError> {
     Ok(flags)
 }
 
-/// `X.neff` for `X.hlo.pb`.
+/// `X.neff` for `X.hlo.pb`, in the same directory (`module.neff` if the name is not UTF-8; a name
+/// without the `.hlo.pb` suffix just gets `.neff` appended).
 pub fn neff_path_beside(hlo: &Path) -> PathBuf {
     let name = hlo.file_name().and_then(|n| n.to_str()).unwrap_or("module.hlo.pb");
     hlo.with_file_name(format!("{}.neff", name.strip_suffix(".hlo.pb").unwrap_or(name)))
 }
 
-/// The arguments after `neuronx-cc`.
+/// The arguments after `neuronx-cc`: `compile <hlo> --framework XLA --target <target> --output
+/// <neff>`, then `flags` unchanged (the documented `neuronx-cc` command line for XLA input, per
+/// `../shared/reference/neuron-runtime.md`).
 pub fn compile_args(hlo: &Path, target: &str, flags: &[String], neff: &Path) -> Vec<String> {
     let mut args = vec![
         "compile".to_string(),
@@ -191,7 +248,8 @@ pub fn compile_args(hlo: &Path, target: &str, flags: &[String], neff: &Path) -> 
     args
 }
 
-/// The command line to run by hand (shell-quoted where needed).
+/// The command line to run by hand (shell-quoted where needed), for messages and for
+/// `compile.sh` where no compiler is installed.
 pub fn command_line(hlo: &Path, target: &str, flags: &[String], neff: &Path) -> String {
     std::iter::once("neuronx-cc".to_string())
         .chain(compile_args(hlo, target, flags, neff).iter().map(|a| shell_quote(a)))

@@ -7,6 +7,8 @@
 //! Status: the binding and wrappers are tested against `accelrt-nrt-sim`, a test double that exports
 //! the same C functions; none of this has run on real Neuron hardware yet (docs/neuron.md).
 
+#![warn(missing_docs)]
+
 pub mod backend;
 pub mod cache;
 pub mod compile;

@@ -7,7 +7,9 @@ use std::ffi::{c_char, CString};
 use std::sync::{Arc, Mutex};
 
 /// The Neuron runtime of this process: loaded and initialised once. The runtime cannot be
-/// initialised again after it is closed, so `shutdown` is final for the process.
+/// initialised again after it is closed, so `shutdown` is final for the process. Its NeuronCores
+/// are claimed exclusively by this process while it is open (both facts from
+/// `../shared/reference/neuron-runtime.md`, beside the repository).
 pub struct Runtime {
     api: Api,
 }
@@ -22,14 +24,24 @@ enum Global {
 
 static GLOBAL: Mutex<Global> = Mutex::new(Global::Uninitialised);
 
-/// `nrt_get_version`, for results and bug reports.
+/// `nrt_get_version`, for results and bug reports: a NEFF compiled for another runtime version
+/// fails to load (`NRT_UNSUPPORTED_NEFF_VERSION`), so results record which runtime ran them.
+/// Displayed as `major.minor.patch.maintenance (library)`, e.g. `2.34.10.0 (libnrt.so.1)`; the
+/// four numbers are the C struct's `rt_major`, `rt_minor`, `rt_patch` and `rt_maintenance`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeVersion {
+    /// 2 for the Neuron runtime 2.x this binding is written for; the backend loads only NEFFs
+    /// from a compiler of the same major version.
     pub major: u64,
+    /// Second number (34 in `2.34.10.0`).
     pub minor: u64,
+    /// Third number (10 in `2.34.10.0`).
     pub patch: u64,
+    /// Fourth number (0 in `2.34.10.0`).
     pub maintenance: u64,
+    /// `rt_detail`: the runtime's own free-text description (up to 127 bytes).
     pub detail: String,
+    /// `git_hash`: the commit the runtime was built from (up to 63 bytes).
     pub git_hash: String,
     /// The library file that was loaded.
     pub library: String,
@@ -47,7 +59,14 @@ fn c_string(chars: &[c_char]) -> String {
 }
 
 impl Runtime {
-    /// The runtime, loading the library and calling `nrt_init` on first use.
+    /// The runtime, loading the library and calling `nrt_init` on first use; later calls share it.
+    ///
+    /// # Errors
+    ///
+    /// [`NeuronError::Closed`] after [`Runtime::shutdown`]; [`NeuronError::LibraryNotFound`] or
+    /// [`NeuronError::MissingSymbol`] when no usable library is found; [`NeuronError::Status`]
+    /// when `nrt_init` fails (for example because another process holds the NeuronCores). A
+    /// failed first call leaves the runtime uninitialised, so a later call tries again.
     pub fn get() -> Result<Arc<Runtime>> {
         let mut global = GLOBAL.lock().unwrap_or_else(|e| e.into_inner());
         match &*global {
@@ -65,12 +84,19 @@ impl Runtime {
     }
 
     /// Loads the library and resolves every symbol the binding needs, without initialising it:
-    /// where the runtime would come from, or why it cannot be used here.
+    /// where the runtime would come from (the library's path), or why it cannot be used here
+    /// ([`NeuronError::LibraryNotFound`], [`NeuronError::MissingSymbol`]). Claims no NeuronCore.
     pub fn probe() -> Result<std::path::PathBuf> {
         Api::load().map(|api| api.path.clone())
     }
 
-    /// Closes the runtime for good (`nrt_close`). Refused while models or tensors still hold it.
+    /// Closes the runtime for good (`nrt_close`); a runtime never opened stays unopened, and a
+    /// second shutdown does nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`NeuronError::Invalid`] while any [`Arc<Runtime>`] is still held (every [`Model`],
+    /// [`Tensor`], [`TensorSet`] and [`TensorRefs`] holds one); the runtime then stays open.
     pub fn shutdown() -> Result<()> {
         let mut global = GLOBAL.lock().unwrap_or_else(|e| e.into_inner());
         let rt = match std::mem::take(&mut *global) {
@@ -97,6 +123,11 @@ impl Runtime {
         }
     }
 
+    /// The runtime's version (`nrt_get_version`).
+    ///
+    /// # Errors
+    ///
+    /// [`NeuronError::Status`] when the call fails.
     pub fn version(&self) -> Result<RuntimeVersion> {
         // SAFETY: a plain out-struct of the documented layout and size.
         let mut v: NrtVersion = unsafe { std::mem::zeroed() };
@@ -112,7 +143,12 @@ impl Runtime {
         })
     }
 
-    /// NeuronCores on this machine.
+    /// NeuronCores on this machine (`nrt_get_total_nc_count`): 2 per Inferentia2 or Trainium1
+    /// chip, 8 per Trainium2 chip.
+    ///
+    /// # Errors
+    ///
+    /// [`NeuronError::Status`] when the call fails.
     pub fn core_count(&self) -> Result<u32> {
         let mut n = 0u32;
         check("nrt_get_total_nc_count", unsafe { (self.api.get_total_nc_count)(&mut n) })?;
@@ -123,7 +159,9 @@ impl Runtime {
 /// Whether a tensor of a model is an input or an output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TensorUsage {
+    /// Read by the program: bound in the input set of `nrt_execute` (`usage` 0).
     Input,
+    /// Written by the program: bound in the output set (`usage` 1).
     Output,
 }
 
@@ -131,10 +169,16 @@ pub enum TensorUsage {
 /// numbering changed between SDK versions): callers validate by byte size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorInfo {
+    /// The name the tensor must be bound under in a tensor set (at most 255 bytes).
     pub name: String,
+    /// Whether the program reads or writes it.
     pub usage: TensorUsage,
+    /// Its size in bytes: the size to allocate, and what a caller should check.
     pub size: usize,
+    /// The runtime's `nrt_dtype_t`: SDK 2.28 uses hardware codes (`FLOAT32` = 0xA), earlier
+    /// headers a sequence (`FLOAT32` = 1), so do not rely on it.
     pub dtype_code: u32,
+    /// Its dimensions, outermost first (empty for a scalar).
     pub shape: Vec<u32>,
 }
 
@@ -149,7 +193,15 @@ unsafe impl Send for Model {}
 unsafe impl Sync for Model {}
 
 impl Model {
-    /// Loads a NEFF on `core_count` NeuronCores from `start_core` (`None`: the runtime chooses).
+    /// Loads a NEFF (the compiled program's bytes) starting at NeuronCore `start_core` (`None`:
+    /// the runtime chooses). The core count argument, deprecated, is passed as -1. The runtime
+    /// copies what it keeps, so `neff` may be dropped afterwards.
+    ///
+    /// # Errors
+    ///
+    /// [`NeuronError::Status`] from `nrt_load`, notably `NRT_UNSUPPORTED_NEFF_VERSION` (compiled
+    /// for another runtime version) and `NRT_LOAD_NOT_ENOUGH_NC` (fewer free cores than the
+    /// program needs); [`NeuronError::Invalid`] if the runtime returns no model.
     pub fn load(rt: &Arc<Runtime>, neff: &[u8], start_core: Option<u32>) -> Result<Model> {
         let start = start_core.map_or(-1, |c| c as i32);
         let mut ptr = std::ptr::null_mut();
@@ -161,7 +213,12 @@ impl Model {
         Ok(Model { rt: rt.clone(), ptr })
     }
 
-    /// The model's inputs and outputs.
+    /// The model's inputs and outputs, in the order the runtime lists them.
+    ///
+    /// # Errors
+    ///
+    /// [`NeuronError::Status`] from `nrt_get_model_tensor_info`; [`NeuronError::Invalid`] for a
+    /// missing array or a usage other than input or output.
     pub fn tensor_info(&self) -> Result<Vec<TensorInfo>> {
         let mut array: *mut NrtTensorInfoArray = std::ptr::null_mut();
         check("nrt_get_model_tensor_info", unsafe { (self.rt.api.get_model_tensor_info)(self.ptr, &mut array) })?;
@@ -201,13 +258,24 @@ impl Model {
             .collect()
     }
 
-    /// Runs the program: reads `inputs`, writes `outputs`.
+    /// Runs the program: reads `inputs`, writes `outputs`; returns when the outputs are written.
+    /// Each set must hold a tensor of the right size under every name [`Model::tensor_info`]
+    /// lists for its usage.
+    ///
+    /// # Errors
+    ///
+    /// [`NeuronError::Status`] from `nrt_execute`, for example `NRT_EXEC_BAD_INPUT` or
+    /// `NRT_EXEC_COMPLETED_WITH_NUM_ERR` (the program completed but produced NaN or Inf).
     pub fn execute(&self, inputs: &TensorSet, outputs: &mut TensorSet) -> Result<()> {
         check("nrt_execute", unsafe { (self.rt.api.execute)(self.ptr, inputs.ptr, outputs.ptr) })
     }
 
     /// Runs the program on tensors owned elsewhere: reads `inputs`, writes `outputs`. One tensor
     /// may be in both (an input the program updates in place, such as a KV cache).
+    ///
+    /// # Errors
+    ///
+    /// As [`Model::execute`].
     pub fn execute_refs(&self, inputs: &TensorRefs<'_>, outputs: &TensorRefs<'_>) -> Result<()> {
         check("nrt_execute", unsafe { (self.rt.api.execute)(self.ptr, inputs.ptr, outputs.ptr) })
     }
@@ -232,7 +300,14 @@ pub struct Tensor {
 unsafe impl Send for Tensor {}
 
 impl Tensor {
-    /// Allocates `size` bytes on the device for NeuronCore `core`.
+    /// Allocates `size` bytes of device memory (the device placement, 0) for
+    /// NeuronCore `core`, labelled `name`; [`TensorSet::add`] binds it under that name. The
+    /// contents are whatever the runtime gives: write before a program reads it.
+    ///
+    /// # Errors
+    ///
+    /// [`NeuronError::Invalid`] for a name with a NUL byte or a tensor of another size than asked;
+    /// [`NeuronError::Status`] from `nrt_tensor_allocate` (e.g. `NRT_RESOURCE`).
     pub fn allocate(rt: &Arc<Runtime>, core: u32, size: usize, name: &str) -> Result<Tensor> {
         let c_name = CString::new(name).map_err(|_| NeuronError::Invalid(format!("tensor name {name:?} has a NUL")))?;
         let mut ptr = std::ptr::null_mut();
@@ -251,10 +326,12 @@ impl Tensor {
         Ok(tensor)
     }
 
+    /// Its size in bytes, as allocated.
     pub fn size(&self) -> usize {
         self.size
     }
 
+    /// The name it was allocated with: the name [`TensorSet::add`] binds it under.
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -269,6 +346,12 @@ impl Tensor {
         Ok(())
     }
 
+    /// Copies `bytes` from the host into the tensor, starting `offset` bytes in.
+    ///
+    /// # Errors
+    ///
+    /// [`NeuronError::Invalid`] when the range does not fit in the tensor (checked before the
+    /// call); [`NeuronError::Status`] from `nrt_tensor_write`.
     pub fn write(&mut self, bytes: &[u8], offset: usize) -> Result<()> {
         self.check_range(offset, bytes.len())?;
         check("nrt_tensor_write", unsafe {
@@ -276,6 +359,11 @@ impl Tensor {
         })
     }
 
+    /// Copies `buf.len()` bytes of the tensor, starting `offset` bytes in, into `buf`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Tensor::write`] (`nrt_tensor_read`).
     pub fn read(&self, buf: &mut [u8], offset: usize) -> Result<()> {
         self.check_range(offset, buf.len())?;
         check("nrt_tensor_read", unsafe {
@@ -303,13 +391,22 @@ pub struct TensorSet {
 unsafe impl Send for TensorSet {}
 
 impl TensorSet {
+    /// An empty set (`nrt_allocate_tensor_set`).
+    ///
+    /// # Errors
+    ///
+    /// [`NeuronError::Status`] when the runtime refuses.
     pub fn new(rt: &Arc<Runtime>) -> Result<TensorSet> {
         let mut ptr = std::ptr::null_mut();
         check("nrt_allocate_tensor_set", unsafe { (rt.api.allocate_tensor_set)(&mut ptr) })?;
         Ok(TensorSet { rt: rt.clone(), ptr, tensors: Vec::new() })
     }
 
-    /// Adds `tensor` under its own name.
+    /// Adds `tensor` under its own name, taking ownership of it.
+    ///
+    /// # Errors
+    ///
+    /// [`NeuronError::Status`] from `nrt_add_tensor_to_tensor_set`; the tensor is then dropped.
     pub fn add(&mut self, tensor: Tensor) -> Result<()> {
         let name = CString::new(tensor.name.as_str()).expect("checked at allocation");
         check("nrt_add_tensor_to_tensor_set", unsafe {
@@ -319,10 +416,12 @@ impl TensorSet {
         Ok(())
     }
 
+    /// The tensor added under `name` (the first, if several share it), e.g. to read an output.
     pub fn get(&self, name: &str) -> Option<&Tensor> {
         self.tensors.iter().find(|t| t.name == name)
     }
 
+    /// The tensor added under `name`, to write an input before [`Model::execute`].
     pub fn get_mut(&mut self, name: &str) -> Option<&mut Tensor> {
         self.tensors.iter_mut().find(|t| t.name == name)
     }
@@ -344,13 +443,24 @@ pub struct TensorRefs<'a> {
 }
 
 impl<'a> TensorRefs<'a> {
+    /// An empty set (`nrt_allocate_tensor_set`).
+    ///
+    /// # Errors
+    ///
+    /// [`NeuronError::Status`] when the runtime refuses.
     pub fn new(rt: &Arc<Runtime>) -> Result<TensorRefs<'a>> {
         let mut ptr = std::ptr::null_mut();
         check("nrt_allocate_tensor_set", unsafe { (rt.api.allocate_tensor_set)(&mut ptr) })?;
         Ok(TensorRefs { rt: rt.clone(), ptr, _tensors: std::marker::PhantomData })
     }
 
-    /// Adds `tensor` under `name` (the name the program's tensor info gives it).
+    /// Adds `tensor` under `name` (the name the program's tensor info gives it). The same tensor
+    /// may be added to several sets, and under several names.
+    ///
+    /// # Errors
+    ///
+    /// [`NeuronError::Invalid`] for a name with a NUL byte; [`NeuronError::Status`] from
+    /// `nrt_add_tensor_to_tensor_set`.
     pub fn add(&mut self, name: &str, tensor: &'a Tensor) -> Result<()> {
         let name = CString::new(name).map_err(|_| NeuronError::Invalid(format!("tensor name {name:?} has a NUL")))?;
         check("nrt_add_tensor_to_tensor_set", unsafe {

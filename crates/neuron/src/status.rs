@@ -1,12 +1,23 @@
 //! `NRT_STATUS` codes and the crate's error type.
+//!
+//! The codes and names are those of the `NRT_STATUS` enum as the project's reference notes list
+//! them (`../shared/reference/neuron-runtime.md`, beside the repository; collected from the public
+//! Neuron SDK 2.28 documentation). The SDK headers themselves are proprietary and not copied.
 
 use std::path::PathBuf;
 
 /// A status returned by the Neuron runtime. Unknown codes are kept as numbers.
+///
+/// Displayed as `NAME (code)` plus, for a few codes, what usually causes them, e.g.
+/// `NRT_EXEC_NC_BUSY (1005) (the NeuronCores are held by another process)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NrtStatus(pub i32);
+pub struct NrtStatus(
+    /// The raw `NRT_STATUS` value the C call returned.
+    pub i32,
+);
 
 impl NrtStatus {
+    /// `NRT_SUCCESS` (0): the only status that is not an error.
     pub const SUCCESS: NrtStatus = NrtStatus(0);
 
     /// The status's name as in the Neuron documentation (`NRT_TIMEOUT`, …).
@@ -63,26 +74,55 @@ impl std::fmt::Display for NrtStatus {
     }
 }
 
+/// What can go wrong loading or calling the Neuron runtime.
 #[derive(Debug, thiserror::Error)]
 pub enum NeuronError {
-    /// No Neuron runtime library could be opened.
+    /// No Neuron runtime library could be opened: not installed (package
+    /// `aws-neuronx-runtime-lib`, in `/opt/aws/neuron/lib`), or not where `ACCELRT_NEURON_LIB`
+    /// points. Install the runtime or set that variable to the library's path.
     #[error("the Neuron runtime library could not be loaded; tried: {}", tried.join("; "))]
-    LibraryNotFound { tried: Vec<String> },
+    LibraryNotFound {
+        /// Each place tried, with the loader's reason.
+        tried: Vec<String>,
+    },
 
+    /// The library opened but lacks a function the binding needs: most likely not a Neuron
+    /// runtime 2.x library (its symbols are versioned `NRT_2.0.0`). Point `ACCELRT_NEURON_LIB` at
+    /// the SDK's `libnrt.so.1`.
     #[error("{library}: symbol `{symbol}` is missing ({message}); is this a Neuron runtime 2.x library?")]
-    MissingSymbol { library: PathBuf, symbol: &'static str, message: String },
+    MissingSymbol {
+        /// The library file that was opened.
+        library: PathBuf,
+        /// The C function that could not be resolved, e.g. `nrt_execute`.
+        symbol: &'static str,
+        /// The dynamic loader's message.
+        message: String,
+    },
 
-    /// A runtime call returned a status other than success.
+    /// A runtime call returned a status other than success. The runtime's log (stderr, more
+    /// with `NEURON_RT_LOG_LEVEL`) usually says why.
     #[error("{call} failed: {status}")]
-    Status { call: &'static str, status: NrtStatus },
+    Status {
+        /// The C function that failed, e.g. `nrt_load`.
+        call: &'static str,
+        /// What it returned.
+        status: NrtStatus,
+    },
 
+    /// [`Runtime::shutdown`](crate::Runtime::shutdown) closed the runtime earlier in this
+    /// process; the runtime cannot be initialised twice in one process, so start a new process.
     #[error("the Neuron runtime was closed in this process and cannot be initialised again")]
     Closed,
 
+    /// A misuse or an answer the binding cannot accept, checked on the Rust side: a tensor name
+    /// with a NUL byte, a read or write outside a tensor, a shutdown while handles are alive, a
+    /// runtime call that succeeded but returned no object or an unknown tensor usage. The message
+    /// says which.
     #[error("{0}")]
     Invalid(String),
 }
 
+/// This crate's result type: errors are [`NeuronError`] unless stated otherwise.
 pub type Result<T, E = NeuronError> = std::result::Result<T, E>;
 
 /// Turns a status into `Ok` or a typed error naming the call.

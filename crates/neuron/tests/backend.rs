@@ -325,10 +325,10 @@ fn last_position_decoder() -> (Graph, HostWeights) {
             )
             .unwrap(),
         );
-        let y = b.add(&format!("{name}_y"), Op::Linear { x, weight: w, bias: None }).unwrap();
+        let y = b.add(format!("{name}_y"), Op::Linear { x, weight: w, bias: None }).unwrap();
         let r = b
             .add(
-                &format!("{name}_r"),
+                format!("{name}_r"),
                 Op::Reshape {
                     x: y,
                     dims: vec![
@@ -340,7 +340,7 @@ fn last_position_decoder() -> (Graph, HostWeights) {
                 },
             )
             .unwrap();
-        b.add(&format!("{name}_t"), Op::Permute { x: r, perm: vec![0, 2, 1, 3] }).unwrap()
+        b.add(format!("{name}_t"), Op::Permute { x: r, perm: vec![0, 2, 1, 3] }).unwrap()
     };
     let q = heads_of(&mut b, "wq", 0.05);
     let k = heads_of(&mut b, "wk", 0.04);

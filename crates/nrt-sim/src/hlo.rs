@@ -40,14 +40,24 @@ pub enum HloNeffError {
     Malformed(String),
     /// The header's format is not [`HLO_NEFF_FORMAT`].
     #[error("HLO NEFF format {found} is not supported (this test double reads format {HLO_NEFF_FORMAT})")]
-    UnsupportedVersion { found: u32 },
+    UnsupportedVersion {
+        /// The format the file's header states.
+        found: u32,
+    },
     /// `--target` is not one neuronx-cc knows.
     #[error("unknown target {0:?} (expected one of inf2, trn1, trn2)")]
     UnknownTarget(String),
     /// The manifest declares a tensor no NEFF tensor can hold (block-quantised types are
     /// dequantised by the exporter; one here means the manifest is wrong).
     #[error("{what} {name:?} has dtype {dtype:?}, which a NEFF tensor cannot hold")]
-    UnsupportedDType { what: &'static str, name: String, dtype: DType },
+    UnsupportedDType {
+        /// `argument` or `output` (from the manifest), or `tensor` (from a NEFF's header).
+        what: &'static str,
+        /// The argument's, output's or tensor's name.
+        name: String,
+        /// Its dtype: a block-quantised one.
+        dtype: DType,
+    },
     /// The HLO compiled, but its results differ from the manifest's outputs.
     #[error("the HLO does not match its manifest: {0}")]
     Mismatch(String),
@@ -83,6 +93,7 @@ pub struct HloNeffHeader {
 /// A parsed HLO NEFF.
 #[derive(Debug, Clone)]
 pub struct HloNeff {
+    /// The header, its format and HLO checksum already checked.
     pub header: HloNeffHeader,
     /// The serialized `HloModuleProto`.
     pub hlo: Vec<u8>,
@@ -124,6 +135,11 @@ pub(crate) fn element_type(dtype: DType) -> Option<ElementType> {
 /// "Compiles" a serialized XLA `HloModuleProto` into an HLO simulator NEFF for `target`,
 /// recording `flags` as given. The NEFF's tensors are named after the manifest's arguments and
 /// outputs by position ([`input_name`], [`output_name`]) with their dtypes and shapes.
+///
+/// # Errors
+///
+/// [`HloNeffError::UnknownTarget`] for a target not in [`TARGETS`], [`HloNeffError::Malformed`]
+/// for empty HLO, [`HloNeffError::UnsupportedDType`] for a block-quantised argument or output.
 ///
 /// This only packages: it does not run XLA. [`validate_hlo`] checks that the HLO compiles and
 /// matches the manifest (the stand-in compiler does both); `nrt_load` compiles it again.
@@ -176,6 +192,12 @@ impl HloNeff {
     }
 
     /// Reads an HLO NEFF, checking its layout, format version and HLO checksum.
+    ///
+    /// # Errors
+    ///
+    /// [`HloNeffError::Malformed`] for a wrong magic, truncation, or HLO bytes that differ from the
+    /// header's size or SHA-256; [`HloNeffError::UnsupportedVersion`]; [`HloNeffError::Json`] for
+    /// a header that does not parse; [`HloNeffError::UnsupportedDType`].
     pub fn parse(bytes: &[u8]) -> Result<HloNeff, HloNeffError> {
         let malformed = |m: &str| HloNeffError::Malformed(m.into());
         if !Self::is_hlo_neff(bytes) {
@@ -214,6 +236,11 @@ impl HloNeff {
 
     /// Compiles the HLO with the process's XLA CPU client and checks its results against the
     /// header's outputs (count, element type, shape).
+    ///
+    /// # Errors
+    ///
+    /// [`HloNeffError::Pjrt`] when the plugin cannot be loaded or refuses the HLO,
+    /// [`HloNeffError::Mismatch`] when the results differ from the header.
     pub fn load(&self) -> Result<LoadedExecutable, HloNeffError> {
         let outputs: Vec<(DType, Vec<usize>)> =
             self.header.outputs.iter().map(|d| (d.dtype, d.shape.clone())).collect();
@@ -224,6 +251,10 @@ impl HloNeff {
 /// Checks that `hlo` compiles with XLA CPU and that its results are the manifest's outputs in
 /// number, element type and shape: what the stand-in compiler checks before writing a NEFF, so a
 /// broken export fails at compile time, as it would with neuronx-cc.
+///
+/// # Errors
+///
+/// As [`HloNeff::load`].
 pub fn validate_hlo(hlo: &[u8], manifest: &Manifest) -> Result<(), HloNeffError> {
     let outputs: Vec<(DType, Vec<usize>)> = manifest.outputs.iter().map(|o| (o.dtype, o.shape.clone())).collect();
     compile_checked(hlo, &outputs).map(drop)

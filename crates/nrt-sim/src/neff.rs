@@ -11,8 +11,12 @@ pub const MAGIC: &[u8; 16] = b"ACCELRT-SIM-NEFF";
 /// A NEFF tensor: its name in tensor sets, element type and static shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TensorDecl {
+    /// The name the tensor must be bound under in a tensor set: a graph input or output name
+    /// for graph NEFFs, `input{i}` / `output{j}` for HLO NEFFs.
     pub name: String,
+    /// Its element type.
     pub dtype: DType,
+    /// Its static shape in elements, outermost first.
     pub shape: Vec<usize>,
 }
 
@@ -40,10 +44,14 @@ struct Header {
     weights: Vec<WeightDecl>,
 }
 
-/// A parsed simulator NEFF.
+/// A parsed graph NEFF. It is also the [`WeightSource`] of its graph: the weights packed in it.
 pub struct SimNeff {
+    /// The graph it runs, re-validated by `Graph::from_json`.
     pub graph: Graph,
+    /// The graph's inputs at the shapes it was packed for, in the order given to [`pack`].
     pub inputs: Vec<TensorDecl>,
+    /// The graph's outputs at the shapes the example inputs gave them, in the graph's output
+    /// order.
     pub outputs: Vec<TensorDecl>,
     weights: Vec<WeightDecl>,
     blob: Vec<u8>,
@@ -65,7 +73,14 @@ impl WeightSource for SimNeff {
 }
 
 /// "Compiles" `graph` with `weights` for one static shape: `inputs` are example inputs of that
-/// shape (their values only serve to work out the output shapes).
+/// shape (their values only serve to work out the output shapes). The result is [`MAGIC`], the
+/// JSON header's length (u64, little-endian), the header (graph, tensors, weight table) and the
+/// weights' bytes as the source gives them.
+///
+/// # Errors
+///
+/// The reference evaluator's error when the graph does not run on `inputs`, a missing weight, or
+/// a header that does not serialise.
 pub fn pack(graph: &Graph, weights: &dyn WeightSource, inputs: &[(&str, &HostTensor)]) -> Result<Vec<u8>> {
     let outputs = reference::evaluate(graph, weights, inputs)?;
     let mut blob = Vec::new();
@@ -102,6 +117,12 @@ pub fn pack(graph: &Graph, weights: &dyn WeightSource, inputs: &[(&str, &HostTen
 }
 
 impl SimNeff {
+    /// Reads a graph NEFF made by [`pack`].
+    ///
+    /// # Errors
+    ///
+    /// A message when the bytes do not start with [`MAGIC`], the header is truncated or is not
+    /// valid JSON, a weight lies past the end, or the graph fails validation.
     pub fn parse(bytes: &[u8]) -> std::result::Result<SimNeff, String> {
         if bytes.len() < 24 || &bytes[..16] != MAGIC {
             return Err("not a simulator NEFF (the test double runs only files made by nrt_sim::pack)".into());

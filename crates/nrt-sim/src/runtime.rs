@@ -77,6 +77,12 @@ fn guarded(call: &str, needs_init: bool, body: impl FnOnce() -> c_int) -> c_int 
 }
 
 /// Test hook: the next `times` calls of `call` (e.g. "nrt_execute") return `status` and do nothing.
+/// A new injection for the same call replaces the old one. The calls that close or free
+/// (`nrt_close`, `nrt_unload`, `nrt_free_model_tensor_info`, `nrt_tensor_free`,
+/// `nrt_destroy_tensor_set`) and `nrt_tensor_get_size` cannot be made to fail. A call that needs
+/// an open runtime, made before `nrt_init` or after `nrt_close`, still returns
+/// `NRT_UNINITIALIZED` / `NRT_CLOSED` and leaves the injection in place. Returns `NRT_INVALID`
+/// for a null `call` or `times` of 0.
 #[no_mangle]
 pub unsafe extern "C" fn nrt_sim_inject_failure(call: *const c_char, status: c_int, times: u32) -> c_int {
     if call.is_null() || times == 0 {
@@ -89,7 +95,9 @@ pub unsafe extern "C" fn nrt_sim_inject_failure(call: *const c_char, status: c_i
     SUCCESS
 }
 
-/// Test hook: live models, tensors, tensor sets and tensor-info arrays (4 counters).
+/// Test hook: live models, tensors, tensor sets and tensor-info arrays, written in that order as
+/// 4 `i64`s to `out` (which must have room for them; null is ignored). Counts are process-wide
+/// and never reset, so a test compares them before and after.
 #[no_mangle]
 pub unsafe extern "C" fn nrt_sim_live_objects(out: *mut i64) {
     if out.is_null() {
@@ -100,6 +108,9 @@ pub unsafe extern "C" fn nrt_sim_live_objects(out: *mut i64) {
     }
 }
 
+/// `nrt_init`: opens the simulated runtime. `framework` must be a valid framework (≥ 1; a
+/// standalone program passes `NO_FW` = 1); the version strings are ignored. `NRT_INVALID` when
+/// already open or for framework 0, `NRT_CLOSED` after `nrt_close`.
 #[no_mangle]
 pub unsafe extern "C" fn nrt_init(framework: c_int, _fw_version: *const c_char, _fal_version: *const c_char) -> c_int {
     guarded("nrt_init", false, || {
@@ -116,6 +127,8 @@ pub unsafe extern "C" fn nrt_init(framework: c_int, _fw_version: *const c_char, 
     })
 }
 
+/// `nrt_close`: closes the runtime for the rest of the process. Live handles are not freed (the
+/// live-object counters show them).
 #[no_mangle]
 pub unsafe extern "C" fn nrt_close() {
     let mut s = sim();
@@ -124,6 +137,8 @@ pub unsafe extern "C" fn nrt_close() {
     }
 }
 
+/// `nrt_version_t`, laid out as documented: four `u64` version numbers, then `rt_detail`
+/// (128 bytes) and `git_hash` (64 bytes), both NUL-terminated.
 #[repr(C)]
 pub struct Version {
     rt_major: u64,
@@ -140,6 +155,9 @@ fn copy_str(dst: &mut [c_char], s: &str) {
     }
 }
 
+/// `nrt_get_version`: fills `ver` with version 2.0.0.0, `rt_detail` saying this is the test
+/// double and `git_hash` `0000000`. Works before `nrt_init`. `NRT_INVALID` for a null `ver` or a
+/// `size` below the struct's.
 #[no_mangle]
 pub unsafe extern "C" fn nrt_get_version(ver: *mut Version, size: usize) -> c_int {
     guarded("nrt_get_version", false, || {
@@ -154,6 +172,8 @@ pub unsafe extern "C" fn nrt_get_version(ver: *mut Version, size: usize) -> c_in
     })
 }
 
+/// `nrt_get_total_nc_count`: the simulated core count, `$NRT_SIM_CORES` (default 2). Works
+/// before `nrt_init`.
 #[no_mangle]
 pub unsafe extern "C" fn nrt_get_total_nc_count(count: *mut u32) -> c_int {
     guarded("nrt_get_total_nc_count", false, || {
@@ -211,6 +231,12 @@ fn load_program(data: &[u8]) -> Result<Program, (c_int, String)> {
     SimNeff::parse(data).map(Program::Graph).map_err(|e| (INVALID, e))
 }
 
+/// `nrt_load`: parses a graph or HLO simulator NEFF (an HLO NEFF is compiled with XLA CPU here)
+/// and returns the model. `start_nc` is only checked against the core count (-1 lets the runtime
+/// choose); `_nc_count` is ignored. `NRT_INVALID` for anything that is not a simulator NEFF (real
+/// NEFFs included), `NRT_UNSUPPORTED_NEFF_VERSION` for another HLO NEFF format,
+/// `NRT_FAILURE` when XLA refuses the HLO, `NRT_LOAD_NOT_ENOUGH_NC` (9) for a start core past
+/// the count.
 #[no_mangle]
 pub unsafe extern "C" fn nrt_load(
     bytes: *const c_void,
@@ -241,6 +267,7 @@ pub unsafe extern "C" fn nrt_load(
     })
 }
 
+/// `nrt_unload`: frees a model from [`nrt_load`]. `NRT_INVALID_HANDLE` for null.
 #[no_mangle]
 pub unsafe extern "C" fn nrt_unload(model: *mut Model) -> c_int {
     if model.is_null() {
@@ -251,6 +278,8 @@ pub unsafe extern "C" fn nrt_unload(model: *mut Model) -> c_int {
     SUCCESS
 }
 
+/// `nrt_tensor_info_t`, laid out as documented (296 bytes on x86-64): NUL-terminated `name`,
+/// `usage` (0 input, 1 output), `size` in bytes, `dtype` code, and `ndim` dimensions at `shape`.
 #[repr(C)]
 pub struct TensorInfo {
     name: [c_char; 256],
@@ -261,6 +290,7 @@ pub struct TensorInfo {
     ndim: u32,
 }
 
+/// `nrt_tensor_info_array_t`: a `u64` count followed by that many [`TensorInfo`]s.
 #[repr(C)]
 pub struct TensorInfoArray {
     count: u64,
@@ -281,6 +311,9 @@ fn dtype_code(d: accelrt_core::DType) -> u32 {
     }
 }
 
+/// `nrt_get_model_tensor_info`: every input (in the NEFF's order), then every output, with
+/// SDK 2.28's hardware dtype codes (0 for a block-quantised type). Free the array with
+/// [`nrt_free_model_tensor_info`].
 #[no_mangle]
 pub unsafe extern "C" fn nrt_get_model_tensor_info(model: *mut Model, info: *mut *mut TensorInfoArray) -> c_int {
     guarded("nrt_get_model_tensor_info", true, || {
@@ -316,6 +349,8 @@ fn array_layout(n: usize) -> std::alloc::Layout {
     std::alloc::Layout::from_size_align(size.max(8), 8).expect("valid layout")
 }
 
+/// `nrt_free_model_tensor_info`: frees an array from [`nrt_get_model_tensor_info`] and the
+/// shapes it points to. `NRT_INVALID` for null.
 #[no_mangle]
 pub unsafe extern "C" fn nrt_free_model_tensor_info(info: *mut TensorInfoArray) -> c_int {
     if info.is_null() {
@@ -331,14 +366,20 @@ pub unsafe extern "C" fn nrt_free_model_tensor_info(info: *mut TensorInfoArray) 
     SUCCESS
 }
 
+/// A simulated device tensor: host bytes, zeroed at allocation.
 pub struct Tensor {
     data: Vec<u8>,
 }
 
+/// A simulated tensor set: tensors by name, referred to, not owned (freeing the set frees none of
+/// them). Adding a name again replaces the tensor bound under it.
 pub struct TensorSet {
     tensors: Vec<(String, *mut Tensor)>,
 }
 
+/// `nrt_tensor_allocate`: `size` zeroed bytes. `placement` must be 0 (device), else
+/// `NRT_INVALID`; the core and the name are ignored. `NRT_RESOURCE` when the host cannot
+/// reserve `size` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn nrt_tensor_allocate(
     placement: c_int,
@@ -366,6 +407,8 @@ pub unsafe extern "C" fn nrt_tensor_allocate(
     })
 }
 
+/// `nrt_tensor_free`: frees the tensor and sets `*tensor` to null; a null pointer is ignored. Sets
+/// that still refer to it are not told.
 #[no_mangle]
 pub unsafe extern "C" fn nrt_tensor_free(tensor: *mut *mut Tensor) {
     if tensor.is_null() || (*tensor).is_null() {
@@ -376,6 +419,7 @@ pub unsafe extern "C" fn nrt_tensor_free(tensor: *mut *mut Tensor) {
     LIVE_TENSORS.fetch_sub(1, Ordering::SeqCst);
 }
 
+/// `nrt_tensor_get_size`: the tensor's size in bytes (0 for null).
 #[no_mangle]
 pub unsafe extern "C" fn nrt_tensor_get_size(tensor: *const Tensor) -> usize {
     if tensor.is_null() {
@@ -385,6 +429,8 @@ pub unsafe extern "C" fn nrt_tensor_get_size(tensor: *const Tensor) -> usize {
     }
 }
 
+/// `nrt_tensor_write`: copies `size` bytes from `buf` to the tensor at byte `offset`.
+/// `NRT_INVALID` for a null pointer or a range past the tensor's end.
 #[no_mangle]
 pub unsafe extern "C" fn nrt_tensor_write(
     tensor: *mut Tensor,
@@ -407,6 +453,8 @@ pub unsafe extern "C" fn nrt_tensor_write(
     })
 }
 
+/// `nrt_tensor_read`: copies `size` bytes of the tensor from byte `offset` into `buf`.
+/// `NRT_INVALID` for a null pointer or a range past the tensor's end.
 #[no_mangle]
 pub unsafe extern "C" fn nrt_tensor_read(tensor: *const Tensor, buf: *mut c_void, offset: usize, size: usize) -> c_int {
     guarded("nrt_tensor_read", true, || {
@@ -424,6 +472,7 @@ pub unsafe extern "C" fn nrt_tensor_read(tensor: *const Tensor, buf: *mut c_void
     })
 }
 
+/// `nrt_allocate_tensor_set`: an empty set.
 #[no_mangle]
 pub unsafe extern "C" fn nrt_allocate_tensor_set(set: *mut *mut TensorSet) -> c_int {
     guarded("nrt_allocate_tensor_set", true, || {
@@ -436,6 +485,8 @@ pub unsafe extern "C" fn nrt_allocate_tensor_set(set: *mut *mut TensorSet) -> c_
     })
 }
 
+/// `nrt_destroy_tensor_set`: frees the set (not its tensors) and sets `*set` to null; a null
+/// pointer is ignored.
 #[no_mangle]
 pub unsafe extern "C" fn nrt_destroy_tensor_set(set: *mut *mut TensorSet) {
     if set.is_null() || (*set).is_null() {
@@ -446,6 +497,8 @@ pub unsafe extern "C" fn nrt_destroy_tensor_set(set: *mut *mut TensorSet) {
     LIVE_SETS.fetch_sub(1, Ordering::SeqCst);
 }
 
+/// `nrt_add_tensor_to_tensor_set`: binds `tensor` under `name`, replacing any tensor bound under
+/// that name. The set keeps the pointer: the tensor must outlive the set's use.
 #[no_mangle]
 pub unsafe extern "C" fn nrt_add_tensor_to_tensor_set(
     set: *mut TensorSet,
@@ -464,6 +517,12 @@ pub unsafe extern "C" fn nrt_add_tensor_to_tensor_set(
     })
 }
 
+/// `nrt_execute`: runs the model synchronously, reading each input tensor by its NEFF name from
+/// `inputs` and writing each output into `outputs`. A graph NEFF is evaluated by the reference
+/// evaluator (in f64, rounded to the outputs' dtypes); an HLO NEFF runs on XLA CPU. Missing or
+/// wrongly sized inputs are `NRT_EXEC_BAD_INPUT`, outputs `NRT_INVALID`; the evaluator or XLA
+/// failing is `NRT_FAILURE`; NaN or infinity in an output is `NRT_EXEC_COMPLETED_WITH_NUM_ERR`
+/// with the outputs written.
 #[no_mangle]
 pub unsafe extern "C" fn nrt_execute(model: *mut Model, inputs: *const TensorSet, outputs: *mut TensorSet) -> c_int {
     guarded("nrt_execute", true, || {
