@@ -12,7 +12,9 @@ const BUILTIN: &str = include_str!("../data/instances.json");
 pub struct Accelerator {
     /// e.g. `NVIDIA A10G`, `AWS Inferentia2 (2 NeuronCore-v2)`.
     pub model: String,
+    /// How many of them the instance has (GPUs, or Inferentia/Trainium chips).
     pub count: u32,
+    /// Accelerator memory in GiB, all `count` devices together.
     pub memory_gib: f64,
     /// The accelrt device kind that drives it: `cuda` or `neuron`.
     pub kind: String,
@@ -23,24 +25,35 @@ pub struct Accelerator {
 pub struct Price {
     /// `on-demand`, `reserved-1yr`, `spot`, …
     pub basis: String,
+    /// The price in US dollars per instance-hour; checked to lie in `Limit::PRICE_PER_HOUR`.
     pub usd_per_hour: f64,
+    /// The AWS region the price is for (e.g. `us-east-1`); `None` when the source does not say.
     #[serde(default)]
     pub region: Option<String>,
+    /// Where the price was read (a URL, a pricing API, `--price-per-hour`, a user's note).
     pub source: String,
+    /// When it was read: `YYYY-MM-DD` or `YYYY-MM` (see [`price_date`]); drives the staleness flag.
     pub date_read: String,
 }
 
 /// One EC2 instance type: its hardware and prices.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Instance {
+    /// The EC2 API name, e.g. `c7i.xlarge`, `inf2.xlarge`.
     pub instance_type: String,
+    /// The family part of the type, e.g. `c7i`, `g5`, `inf2`.
     pub family: String,
     /// `cpu`, `gpu-g`, `gpu-p`, `inferentia1`, `inferentia2`, `trainium1`, `trainium2`.
     pub category: String,
+    /// vCPUs (hardware threads); a run must use exactly this many threads to be priced as this type.
     pub vcpus: u32,
+    /// Host memory in GiB (2^30 bytes).
     pub memory_gib: f64,
+    /// The accelerator, or `None` for a CPU-only type.
     pub accelerator: Option<Accelerator>,
+    /// Its prices, one per basis (and region), in no particular order.
     pub prices: Vec<Price>,
+    /// Free text shown with the instance (a caveat about its price or hardware).
     #[serde(default)]
     pub note: Option<String>,
 }
@@ -48,9 +61,12 @@ pub struct Instance {
 /// The instance catalog: `{"schema_version": 1, "description": …, "instances": […]}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Catalog {
+    /// The file format's version; `1` today.
     pub schema_version: u32,
+    /// Free text about the catalog (its sources and how prices were read).
     #[serde(default)]
     pub description: String,
+    /// Every instance type, each `instance_type` once.
     pub instances: Vec<Instance>,
 }
 
@@ -62,6 +78,11 @@ impl Catalog {
 
     /// A catalog file of the same schema (`--catalog FILE`), e.g. to add instance types the shipped
     /// one lacks. Every price is checked like a `--prices` file's.
+    ///
+    /// # Errors
+    /// [`BenchError::Io`] or [`BenchError::File`] when the file cannot be read or is over
+    /// `limits::MAX_FILE_BYTES`; [`BenchError::File`] when it does not parse, an instance has zero
+    /// vCPUs or non-positive memory, a price is out of bounds, or a `date_read` is not a date.
     pub fn load(path: &Path) -> Result<Catalog> {
         let text = crate::limits::read_bounded(path, crate::limits::MAX_FILE_BYTES, "catalog")?;
         let c: Catalog =
@@ -88,7 +109,10 @@ impl Catalog {
         self.instances.iter().find(|i| i.instance_type == instance_type)
     }
 
-    /// The instance of that type, or an error naming the closest types the catalog knows.
+    /// The instance of that type.
+    ///
+    /// # Errors
+    /// [`BenchError::Invalid`] when the catalog lacks it, naming up to three close types.
     pub fn lookup(&self, instance_type: &str) -> Result<&Instance> {
         self.get(instance_type).ok_or_else(|| {
             let close = self.close_names(instance_type, 3);
@@ -139,17 +163,29 @@ pub fn price_is_stale(price: &Price, today: chrono::NaiveDate) -> bool {
 /// "usd_per_hour": …, "source": …, "date_read": …}]}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct PriceOverrides {
+    /// The prices in file order; for one type and basis the first entry wins.
     pub prices: Vec<PriceOverride>,
 }
 
+/// One entry of a `--prices` file: a price for one instance type, its fields flattened beside
+/// `instance_type`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PriceOverride {
+    /// The EC2 type the price is for; it need not be in the catalog.
     pub instance_type: String,
+    /// The price (`basis`, `usd_per_hour`, `region`, `source`, `date_read`).
     #[serde(flatten)]
     pub price: Price,
 }
 
 impl PriceOverrides {
+    /// Reads a `--prices` file.
+    ///
+    /// # Errors
+    /// [`BenchError::Io`] or [`BenchError::File`] when it cannot be read or is over
+    /// `limits::MAX_FILE_BYTES`; [`BenchError::File`] when it does not parse or a `usd_per_hour` is
+    /// out of `Limit::PRICE_PER_HOUR` or a `date_read` is not a date (as in [`Catalog::load`]),
+    /// naming the entry.
     pub fn load(path: &Path) -> Result<PriceOverrides> {
         let text = crate::limits::read_bounded(path, crate::limits::MAX_FILE_BYTES, "price file")?;
         let o: PriceOverrides =
@@ -159,13 +195,23 @@ impl PriceOverrides {
                 path: path.into(),
                 message: format!("`prices[{i}].usd_per_hour` ({}) {why}", p.instance_type),
             })?;
+            // Checked as the catalog's are: an unreadable date would only show later, as "stale".
+            price_date(&p.price.date_read).ok_or_else(|| BenchError::File {
+                path: path.into(),
+                message: format!(
+                    "`prices[{i}].date_read` ({}) {:?} is not YYYY-MM or YYYY-MM-DD",
+                    p.instance_type, p.price.date_read
+                ),
+            })?;
         }
         Ok(o)
     }
 }
 
-/// The price to use for `instance_type` on `basis`. Precedence: `--price-per-hour`, then the
-/// overrides file, then the catalog.
+/// The price to use for `instance_type` on `basis`. Precedence: `--price-per-hour` (`flag`, USD per
+/// hour; basis `user`, dated today), then the overrides file (its entry for that basis, else its
+/// first entry for the type on any basis), then the catalog's price on `basis`. `None` when no
+/// instance type is known and no flag is given, or nothing matches.
 pub fn resolve_price(
     catalog: &Catalog,
     overrides: Option<&PriceOverrides>,

@@ -4,6 +4,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// The time source of a scenario. Times are offsets from the clock's own start, not wall-clock
+/// instants, so a real and a virtual clock read the same way.
 pub trait Clock: Send + Sync {
     /// Time since the clock started.
     fn now(&self) -> Duration;
@@ -11,11 +13,13 @@ pub trait Clock: Send + Sync {
     fn sleep_until(&self, t: Duration);
 }
 
+/// The monotonic wall clock ([`Instant`]), started when made; what every measured run uses.
 pub struct RealClock {
     start: Instant,
 }
 
 impl RealClock {
+    /// A clock reading zero now.
     pub fn new() -> RealClock {
         RealClock { start: Instant::now() }
     }
@@ -40,17 +44,21 @@ impl Clock for RealClock {
     }
 }
 
-/// A clock that only moves when told to.
+/// A clock that only moves when told to: [`Clock::sleep_until`] jumps to the target instead of
+/// waiting, so tests of the scenarios run instantly and give exact numbers.
 #[derive(Default)]
 pub struct VirtualClock {
     now: Mutex<Duration>,
 }
 
 impl VirtualClock {
+    /// A clock at zero; it stays there until [`VirtualClock::advance`] or [`Clock::sleep_until`]
+    /// moves it.
     pub fn new() -> VirtualClock {
         VirtualClock::default()
     }
 
+    /// Moves the clock forward by `d` (a fake workload calls this with its service time).
     pub fn advance(&self, d: Duration) {
         *self.now.lock().expect("clock lock") += d;
     }

@@ -8,16 +8,30 @@ use std::path::Path;
 /// The machine a result was measured on, and how busy it was.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Environment {
+    /// What ran the model: the accelrt backend's name (e.g. `candle`, `xla`) for accelrt, the
+    /// peer's system name (e.g. `pytorch`) for a peer, the server's backend for `--url`.
     pub backend: String,
+    /// The device string, e.g. `cpu`, `cuda:0`, `neuron:0-1`; for a peer, the device it reports
+    /// (else `--peer-device`).
     pub device: String,
+    /// The device's model name (the CPU brand string, the GPU name).
     pub device_name: String,
+    /// Device memory in bytes, when the backend reports it (`None` for the CPU).
     pub device_memory_total_bytes: Option<u64>,
+    /// The host CPU's model name (`/proc/cpuinfo`), else the architecture.
     pub cpu_model: String,
+    /// Threads available to the run (`available_parallelism`); must equal the catalog's vCPUs for
+    /// the run to be priced as that instance type.
     pub cpu_threads: usize,
+    /// Host memory (`MemTotal`) in bytes; `None` off Linux.
     pub host_memory_bytes: Option<u64>,
+    /// `OS ARCH`, e.g. `linux x86_64`.
     pub os: String,
+    /// The harness's crate version (`CARGO_PKG_VERSION`).
     pub accelrt_version: String,
+    /// The source commit the harness was built from; see [`git_commit`].
     pub git_commit: String,
+    /// `rustc --version` of the compiler that built the harness (`unknown` if it could not be read).
     pub rustc: String,
     /// Further device/runtime facts (driver, runtime, library versions …).
     pub details: Vec<(String, String)>,
@@ -32,6 +46,9 @@ pub struct Environment {
 }
 
 impl Environment {
+    /// This host and `device` as they are now, recorded as run by `backend`. `date` is the time of
+    /// the call (the harness calls it when a scenario ends); `host_load` is left `None` for the
+    /// caller to fill in. Reads `/proc` and runs `git` once per process; never fails.
     pub fn capture(backend: &str, device: &DeviceInfo) -> Environment {
         Environment {
             backend: backend.into(),
@@ -110,7 +127,8 @@ pub struct HostLoad {
     pub noisy_reasons: Vec<String>,
 }
 
-/// CPU time counters at one moment, in clock ticks.
+/// CPU time counters at one moment, in clock ticks (`USER_HZ`, usually 1/100 s) since boot. Only
+/// the difference between two readings means anything.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct CpuTimes {
     /// Every CPU's time: user, nice, system, idle, iowait, irq, softirq and steal.

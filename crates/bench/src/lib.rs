@@ -2,6 +2,8 @@
 //! environment of every run, the instance catalog and cost per 1M inferences, versioned result
 //! files, merged reports with charts, and peers driven through an external-runner protocol.
 
+#![warn(missing_docs)]
+
 pub mod catalog;
 mod chart;
 pub mod clock;

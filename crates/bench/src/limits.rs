@@ -8,7 +8,9 @@ use std::path::Path;
 /// The interval one kind of number must lie in (both ends included; always finite).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limit {
+    /// The smallest value allowed, in `unit`.
     pub min: f64,
+    /// The largest value allowed, in `unit`.
     pub max: f64,
     /// The unit, for messages.
     pub unit: &'static str,
@@ -44,7 +46,8 @@ impl Limit {
     pub const TOKENS: Limit = Limit { min: 1.0, max: 1e7, unit: "tokens" };
     /// A probability below 1 (dropout).
     pub const PROBABILITY: Limit = Limit { min: 0.0, max: 0.999_999, unit: "" };
-    /// `--lr`, `--weight-decay`: a training hyper-parameter, positive and below 10.
+    /// `--lr`, `--weight-decay`: a training hyper-parameter from 0 to 10, both included (0 is a
+    /// legitimate weight decay, and a learning rate of 0 measures a step without moving anything).
     pub const HYPER: Limit = Limit { min: 0.0, max: 10.0, unit: "" };
     /// Step losses kept in a training result ([`crate::training::MAX_LOSSES`]).
     pub const LOSSES: Limit = Limit { min: 0.0, max: crate::training::MAX_LOSSES as f64, unit: "losses" };

@@ -37,11 +37,17 @@ const EXIT_GRACE: Duration = Duration::from_secs(5);
 /// What a runner says about itself when it is ready.
 #[derive(Debug, Clone, Deserialize)]
 pub struct PeerInfo {
+    /// The system's name as results record it (e.g. `pytorch`, `onnxruntime`); a name already
+    /// measured in the run (such as `accelrt`) makes its result refused.
     pub system: String,
+    /// Library versions it reports (e.g. `{"torch": "2.4.0"}`), copied into the result's
+    /// environment details.
     #[serde(default)]
     pub versions: serde_json::Map<String, serde_json::Value>,
+    /// The dtype it computes in (`f32`, `f16`, …), as it says.
     #[serde(default)]
     pub dtype: Option<String>,
+    /// The device it ran on (e.g. `cpu`, `cuda:0`); `None`: the `--peer-device` it was given.
     #[serde(default)]
     pub device: Option<String>,
 }
@@ -49,8 +55,12 @@ pub struct PeerInfo {
 /// How a peer runs: threads, device (`cpu`, `cuda`) and dtype (`f32`, `f16`), passed to the runner.
 #[derive(Debug, Clone)]
 pub struct PeerOptions {
+    /// CPU threads the runner may use (`--threads`); the harness passes this machine's available
+    /// parallelism, as accelrt uses.
     pub threads: usize,
+    /// The device the runner should use (`--device`, from `--peer-device`).
     pub device: String,
+    /// The dtype the runner should compute in (`--dtype`, from `--peer-dtype`).
     pub dtype: String,
     /// Text generation: new tokens per request (the runner then answers generation queries).
     pub max_tokens: Option<usize>,
@@ -194,11 +204,14 @@ impl Drop for RunnerProcess {
     }
 }
 
+/// An inference peer as a [`Workload`]: a runner process fed the same input set, one query per
+/// JSON line. Dropping it closes the runner's input and waits for it to exit (killing it after 5 s).
 pub struct ExternalRunner {
     process: RunnerProcess,
     texts: Vec<String>,
     max_tokens: Option<usize>,
     requests: Vec<RequestStats>,
+    /// What the runner said about itself in its ready line.
     pub info: PeerInfo,
 }
 
@@ -215,7 +228,14 @@ struct Reply {
 }
 
 impl ExternalRunner {
-    /// Starts `script` (a Python runner) on `model_dir` and waits until it has loaded the model.
+    /// Starts `script` (a Python runner, run with `$ACCELRT_PYTHON`, else `python3`) on `model_dir`
+    /// and waits until it has loaded the model. `texts` are the inputs (generation: full prompts,
+    /// chat template applied).
+    ///
+    /// # Errors
+    /// [`BenchError::Peer`] when the script is missing, cannot be started, reports an error, exits,
+    /// sends something other than a ready line first, or does not answer within [`REPLY_TIMEOUT`];
+    /// [`BenchError::Interrupted`] on Ctrl-C while waiting.
     pub fn spawn(
         name: &str,
         script: &Path,
@@ -287,7 +307,15 @@ impl Workload for ExternalRunner {
             if requests.len() != count {
                 return Err(self.fail(format!("reported {} requests for {count} prompts", requests.len())));
             }
-            let ms = |v: f64| Duration::from_secs_f64(v.max(0.0) / 1e3);
+            // A peer's times become Durations: anything but a finite time up to a day is a broken
+            // runner (a huge or infinite one would panic `Duration::from_secs_f64`).
+            for r in &requests {
+                let bad = |v: f64| !v.is_finite() || !(0.0..=8.64e7).contains(&v);
+                if bad(r.ttft_ms) || r.tpot_ms.is_some_and(bad) {
+                    return Err(self.fail(format!("reported ttft_ms {} and tpot_ms {:?}", r.ttft_ms, r.tpot_ms)));
+                }
+            }
+            let ms = |v: f64| Duration::from_secs_f64(v / 1e3);
             self.requests.extend(requests.into_iter().map(|r| RequestStats {
                 prompt_tokens: r.prompt_tokens,
                 output_tokens: r.output_tokens,

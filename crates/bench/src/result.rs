@@ -11,9 +11,13 @@ use crate::{BenchError, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+/// The result file format this build writes and the only one [`BenchResult::load`] accepts.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// Dollars per million inferences at `usd_per_hour` and `throughput_per_s` inferences per second.
+/// US dollars per million units (inferences, output tokens, training tokens) at `usd_per_hour`
+/// (USD per instance-hour) and `throughput_per_s` units per second: `usd_per_hour × 10⁶ /
+/// (3600 × throughput_per_s)`. `None` when the throughput is not positive or the price is not
+/// finite.
 pub fn usd_per_million(usd_per_hour: f64, throughput_per_s: f64) -> Option<f64> {
     (throughput_per_s > 0.0 && usd_per_hour.is_finite()).then(|| usd_per_hour * 1e6 / (3600.0 * throughput_per_s))
 }
@@ -21,9 +25,13 @@ pub fn usd_per_million(usd_per_hour: f64, throughput_per_s: f64) -> Option<f64> 
 /// One load tried by the server scenario's search.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SweepPoint {
+    /// The offered load: Poisson arrivals per second (queries/s; each query is one sample).
     pub target_qps: f64,
+    /// Samples answered per second of that run (below `target_qps` when the system fell behind).
     pub throughput_per_s: f64,
+    /// That run's 99th-percentile latency from scheduled arrival to completion, in ms.
     pub p99_ms: f64,
+    /// Whether that run met every rule, the p99 bound included.
     pub valid: bool,
 }
 
@@ -32,19 +40,27 @@ pub struct SweepPoint {
 pub struct GenerationMetrics {
     /// New tokens per request (every request produces exactly this many).
     pub max_tokens: usize,
+    /// Requests (prompts) measured, warm-up excluded.
     pub requests: usize,
+    /// Mean prompt length in tokens (chat template included), over the measured requests.
     pub prompt_tokens_mean: f64,
+    /// Output tokens of all measured requests together.
     pub output_tokens: usize,
     /// Output tokens per second over the measured run (all sequences together).
     pub output_tokens_per_s: f64,
-    /// Time to first token per request (offline: from the start of its batch).
+    /// Time to first token per request, in ms (offline: from the start of its batch).
     pub ttft_ms: Latency,
-    /// Time per output token after the first, per request.
+    /// Mean time per output token after the first, per request, in ms (requests of one output
+    /// token are left out).
     pub tpot_ms: Latency,
+    /// US dollars per million output tokens at the run's price per hour and
+    /// `output_tokens_per_s` ([`usd_per_million`]); `None` when the run is unpriced.
     pub usd_per_million_output_tokens: Option<f64>,
 }
 
 impl GenerationMetrics {
+    /// The metrics of the measured `requests` of a run of `duration_s` seconds (measured time,
+    /// warm-up excluded), priced at `usd_per_hour` (USD per instance-hour) when given.
     pub fn new(
         requests: &[crate::workload::RequestStats],
         max_tokens: usize,
@@ -69,44 +85,77 @@ impl GenerationMetrics {
     }
 }
 
+/// Memory the measured system used.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Memory {
+    /// Peak resident host memory (Linux `VmHWM`) in bytes: this process's for accelrt, the
+    /// runner's own report for a training peer; `None` where it was not measured (inference peers,
+    /// a server measured with `--url`) or off Linux.
     pub peak_host_bytes: Option<u64>,
-    /// Device memory in use, where the backend can report it.
+    /// Device memory in use when the result was made (total minus free), in bytes, where the
+    /// backend can report it; `None` for the CPU and for peers.
     pub device_bytes: Option<u64>,
 }
 
+/// One scenario's result on one system: the file `accelrt bench` writes and `accelrt report`
+/// reads (schema in docs/bench.md, "Result files").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BenchResult {
+    /// Always [`SCHEMA_VERSION`] in a file this build wrote or accepted.
     pub schema_version: u32,
+    /// Which scenario was run.
     pub scenario: ScenarioKind,
+    /// The model measured: its id for a known model (e.g. `sentence-transformers/all-MiniLM-L6-v2`),
+    /// else the name of the file or directory given.
     pub model: String,
     /// What ran the model: `accelrt`, or a peer (`pytorch`, `onnxruntime`).
     pub system: String,
     /// The device string (`cpu`, `cuda:0`, `neuron:0`).
     pub backend: String,
+    /// Samples per query (offline), 1 (single-stream), the largest dynamic batch (server), or rows
+    /// per training step (training).
     pub batch_size: usize,
+    /// Whether the run met every rule (duration, query count, the server's p99 bound, a training
+    /// peer's first loss). An invalid result is kept and shown, marked.
     pub valid: bool,
+    /// Why it is invalid, one sentence per broken rule; empty when valid.
     pub invalid_reasons: Vec<String>,
-    /// Inferences (samples) per second.
+    /// Inferences (samples) per second over the measured duration; for generation, requests per
+    /// second; for training, training samples (pairs or windows) per second.
     pub throughput_per_s: f64,
+    /// Latency in ms: per query (offline, single-stream), per sample from scheduled arrival to
+    /// completion (server), per step (training).
     pub latency_ms: Latency,
+    /// Queries (training: steps) completed in the measured part, warm-up excluded.
     pub queries: usize,
+    /// Samples (inferences, requests, training rows) in those queries.
     pub samples: usize,
+    /// Measured time in seconds, warm-up excluded; for training, the sum of the measured steps'
+    /// own times.
     pub duration_s: f64,
+    /// The EC2 instance type the run is priced as; `None` when unknown.
     pub instance_type: Option<String>,
     /// Where the instance type came from: `--instance-type`, `ACCELRT_INSTANCE_TYPE`, `imds`, or `unknown`.
     pub instance_type_source: String,
+    /// The price the cost uses, in USD per instance-hour (`price.usd_per_hour`); `None` when unpriced.
     pub price_usd_per_hour: Option<f64>,
+    /// The full price record: basis, region, source and the date it was read.
     pub price: Option<Price>,
+    /// US dollars per million inferences: `price_usd_per_hour × 10⁶ / (3600 × throughput_per_s)`
+    /// ([`usd_per_million`]). `None` when unpriced, when nothing was answered, and always for
+    /// training (see `training.usd_per_million_tokens`).
     pub usd_per_million_inferences: Option<f64>,
     /// Which throughput the cost uses, in words.
     pub cost_basis: String,
-    /// Server scenario: the offered load, the bound, and every load tried by `--find-max-qps`.
+    /// Server scenario only: the offered load of this run, in queries/s (one sample per query).
     pub target_qps: Option<f64>,
+    /// Server scenario only: the p99 latency bound (`--p99-ms`), in ms.
     pub p99_bound_ms: Option<f64>,
+    /// Server scenario with `--find-max-qps`: every load tried, in the order tried; empty otherwise.
     pub sweep: Vec<SweepPoint>,
+    /// Host and device memory the measured system used.
     pub memory: Memory,
+    /// The machine, software and host load the result was measured with.
     pub environment: Environment,
     /// Text generation only: tokens, TTFT, TPOT and cost per 1M output tokens. For generation,
     /// "inferences" above are requests (each of `max_tokens` output tokens).
@@ -238,11 +287,12 @@ impl BenchResult {
         let no_tokens = self.training.as_ref().is_some_and(|t| t.tokens == 0);
         (self.queries == 0 || self.samples == 0 || self.duration_s <= 0.0 || self.duration_s.is_nan() || no_tokens)
             .then(|| {
-            format!(
-                "empty measurement: {} queries answered, {} samples in {} s (a result needs at least one answered query over a measured time)",
-                self.queries, self.samples, self.duration_s
-            )
-        })
+                let tokens = if no_tokens { ", 0 training tokens" } else { "" };
+                format!(
+                    "empty measurement: {} queries answered, {} samples{tokens} in {} s (a result needs at least one answered query over a measured time)",
+                    self.queries, self.samples, self.duration_s
+                )
+            })
     }
 
     /// This result, marked invalid (with the reason, once) when it measured nothing; see
@@ -280,9 +330,12 @@ impl BenchResult {
         )
     }
 
-    /// Writes the result into `dir` (created if needed) under [`file_name`](Self::file_name).
-    /// The file appears whole or not at all (written aside, then renamed), so an interrupted run
-    /// never leaves half a result.
+    /// Writes the result into `dir` (created if needed) under [`file_name`](Self::file_name) and
+    /// returns its path. The file appears whole or not at all (written aside, then renamed), so an
+    /// interrupted run never leaves half a result. An existing file of the same name is replaced.
+    ///
+    /// # Errors
+    /// [`BenchError::Io`] naming the directory or file that could not be created, written or renamed.
     pub fn save(&self, dir: &Path) -> Result<std::path::PathBuf> {
         std::fs::create_dir_all(dir).map_err(|e| BenchError::io(dir, e))?;
         let path = dir.join(self.file_name());
@@ -293,7 +346,13 @@ impl BenchResult {
         Ok(path)
     }
 
-    /// Reads a result file, refusing other schema versions with a clear message.
+    /// Reads a result file, refusing other schema versions with a clear message. A result that
+    /// measured nothing is returned marked invalid ([`refusing_empty`](Self::refusing_empty)).
+    ///
+    /// # Errors
+    /// [`BenchError::Io`] when it cannot be read; [`BenchError::File`] when it is over
+    /// `limits::MAX_FILE_BYTES`, is not JSON, has no or another `schema_version`, does not match
+    /// the schema, or fails [`check`](Self::check).
     pub fn load(path: &Path) -> Result<BenchResult> {
         let text = crate::limits::read_bounded(path, crate::limits::MAX_FILE_BYTES, "result file")?;
         let value: serde_json::Value =

@@ -9,11 +9,19 @@ use crate::Result;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+/// A scenario, named in flags and files in kebab case (`offline`, `single-stream`, `server`,
+/// `training`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ScenarioKind {
+    /// Queries of `--batch-size` samples back to back, all available at once; the metric is
+    /// samples/s ([`offline`]).
     Offline,
+    /// One sample at a time, each issued when the previous one is done; the metric is latency
+    /// ([`single_stream`]).
     SingleStream,
+    /// Single-sample queries with Poisson arrivals at `--qps`, dynamically batched; valid only
+    /// under the `--p99-ms` bound ([`server`], [`find_max_qps`]).
     Server,
     /// Training steps back to back on batches of the model's training data (forward, loss,
     /// backward, optimiser update); not an MLPerf Inference scenario, run on its own
@@ -78,20 +86,27 @@ impl RunRules {
 /// What one scenario run measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Measurement {
+    /// The scenario that was run.
     pub scenario: ScenarioKind,
     /// Samples (inferences) per query issued by the harness (the maximum batch for the server).
     pub batch_size: usize,
+    /// Queries completed after warm-up.
     pub queries: usize,
+    /// Samples in those queries (`queries × batch_size` offline; `queries` for the server).
     pub samples: usize,
+    /// Measured time in seconds, from the end of warm-up to the last completion.
     pub duration_s: f64,
     /// Samples per second over the measured part of the run.
     pub throughput_per_s: f64,
     /// Per query (offline, single-stream) or per sample from arrival to completion (server).
     pub latency_ms: Latency,
+    /// Whether every rule held ([`RunRules`], and for the server the p99 bound and the schedule).
     pub valid: bool,
+    /// One sentence per broken rule; empty when valid.
     pub invalid_reasons: Vec<String>,
-    /// Server scenario only: the offered load and the latency bound.
+    /// Server scenario only: the offered load, in queries/s.
     pub target_qps: Option<f64>,
+    /// Server scenario only: the p99 latency bound, in ms.
     pub p99_bound_ms: Option<f64>,
 }
 
@@ -128,6 +143,10 @@ pub(crate) fn check_rules(rules: &RunRules, duration: Duration, queries: usize, 
 }
 
 /// Back-to-back queries of `batch` samples: everything is available at once. Metric: samples/s.
+///
+/// # Errors
+/// [`BenchError::Invalid`](crate::BenchError::Invalid) for a `batch` of 0;
+/// [`BenchError::Interrupted`](crate::BenchError::Interrupted) on Ctrl-C; any error of the workload.
 pub fn offline(
     w: &mut dyn Workload,
     clock: &dyn Clock,
@@ -139,6 +158,9 @@ pub fn offline(
 }
 
 /// One sample at a time, each issued when the previous one finished. Metric: latency percentiles.
+///
+/// # Errors
+/// [`BenchError::Interrupted`](crate::BenchError::Interrupted) on Ctrl-C; any error of the workload.
 pub fn single_stream(
     w: &mut dyn Workload,
     clock: &dyn Clock,
@@ -192,7 +214,14 @@ fn closed_loop(
 
 /// Poisson arrivals of single-sample queries at `qps`, served in dynamic batches of up to `batch`
 /// (everything that has arrived when the device frees up). Latency runs from a query's scheduled
-/// arrival to its completion. Valid only if p99 ≤ `p99_bound_ms` (and the run rules hold).
+/// arrival to its completion, in ms. Valid only if p99 ≤ `p99_bound_ms` (and the run rules hold);
+/// the arrival schedule is [`crate::load::Arrivals::poisson`] with `seed`, so a seed gives the same
+/// arrivals on every system. A run that falls too far behind its schedule stops and is invalid.
+///
+/// # Errors
+/// [`BenchError::Invalid`](crate::BenchError::Invalid) when `qps` is not a positive finite number
+/// or `batch` is 0; [`BenchError::Interrupted`](crate::BenchError::Interrupted)
+/// on Ctrl-C; any error of the workload.
 #[allow(clippy::too_many_arguments)]
 pub fn server(
     w: &mut dyn Workload,

@@ -6,17 +6,25 @@ use std::time::Duration;
 /// Latency summary in milliseconds (nearest-rank percentiles).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Latency {
+    /// Median, in ms.
     pub p50: f64,
+    /// 90th percentile, in ms.
     pub p90: f64,
+    /// 95th percentile, in ms.
     pub p95: f64,
+    /// 99th percentile, in ms (what `--p99-ms` is checked against).
     pub p99: f64,
+    /// 99.9th percentile, in ms; serialised as `p99.9`.
     #[serde(rename = "p99.9")]
     pub p999: f64,
+    /// Slowest sample, in ms.
     pub max: f64,
+    /// Arithmetic mean, in ms.
     pub mean: f64,
 }
 
-/// The nearest-rank percentile `p` (0–100) of sorted samples.
+/// The nearest-rank percentile `p` (0–100) of samples sorted ascending: the sample of rank
+/// `ceil(p / 100 × n)`, clamped to `1..=n`. Zero for no samples.
 pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -26,6 +34,7 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 impl Latency {
+    /// The summary of `samples` (any order; every field is zero when there are none).
     pub fn from_samples(samples: &[Duration]) -> Latency {
         let mut s = samples.to_vec();
         s.sort();

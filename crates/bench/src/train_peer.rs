@@ -31,8 +31,11 @@ const MAX_PEAK_BYTES: u64 = 64 << 40;
 /// The optimiser settings a training runner uses (the same as the accelrt side of the run).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TrainHyper {
+    /// AdamW's learning rate (constant, no schedule), passed as `--lr`.
     pub lr: f64,
+    /// AdamW's decoupled weight decay, passed as `--weight-decay`.
     pub weight_decay: f64,
+    /// Dropout probability in `[0, 1)`, passed as `--dropout`; the harness always sends 0.
     pub dropout: f64,
 }
 
@@ -66,13 +69,18 @@ impl TrainBatch<'_> {
 /// What a runner reports for one step, and the harness's own time around the exchange.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PeerStep {
+    /// Rows of the batch (pairs or windows); checked to equal what was sent.
     pub rows: usize,
+    /// The batch's loss before the update (finite, not negative).
     pub loss: f64,
+    /// Non-padding input tokens of the batch, as the runner counted them (windows: checked to be
+    /// rows × sequence length).
     pub tokens: u64,
     /// Timed by the runner around the step itself.
     pub step: Duration,
     /// Timed by the harness around query and reply (adds pipe and JSON time).
     pub round_trip: Duration,
+    /// The runner's peak resident memory so far (its `VmHWM`), in bytes, if it reports one.
     pub peak_memory_bytes: Option<u64>,
 }
 
@@ -119,6 +127,11 @@ pub struct TrainingPeer {
 
 impl TrainingPeer {
     /// Starts `script` on `model_dir` and waits until it has loaded the model and its optimiser.
+    ///
+    /// # Errors
+    /// [`BenchError::Peer`] when the script is missing or cannot be started, or its first line is
+    /// an error, not JSON, not `ready`, or names no `task`; also when it exits or stays silent past
+    /// [`REPLY_TIMEOUT`](crate::peers::REPLY_TIMEOUT). [`BenchError::Interrupted`] on Ctrl-C.
     pub fn spawn(
         name: &str,
         script: &Path,
@@ -163,6 +176,12 @@ impl TrainingPeer {
     }
 
     /// Sends one batch, waits for the step to finish, returns what the runner measured.
+    ///
+    /// # Errors
+    /// [`BenchError::Peer`] when the runner reports an error, answers for another number of rows,
+    /// omits `loss`, `tokens` or `step_ms`, reports a negative or non-finite loss, a step time
+    /// outside 0 to 24 h, a token count of 0, above 2^30 or (windows) not the batch's, or a peak
+    /// memory above 64 TiB. [`BenchError::Interrupted`] on Ctrl-C while waiting.
     pub fn step(&mut self, batch: TrainBatch<'_>) -> Result<PeerStep> {
         let rows = batch.rows();
         let line = RunnerProcess::line(&batch.to_query());

@@ -21,20 +21,23 @@ pub struct TrainingMetrics {
     pub data: String,
     /// Causal LM: tokens per window (every window is full, so tokens = rows × seq_len).
     pub seq_len: Option<usize>,
-    /// AdamW's (constant) learning rate and decoupled weight decay.
+    /// AdamW's learning rate (constant, no schedule).
     pub lr: f64,
+    /// AdamW's decoupled weight decay.
     pub weight_decay: f64,
     /// Dropout probability of the run (0: the harness trains without dropout on every side).
     pub dropout: f64,
     /// Unmeasured steps before the measured ones.
     pub warmup_steps: usize,
-    /// Non-padding input tokens of the measured steps.
+    /// Non-padding input tokens of the measured steps, warm-up excluded.
     pub tokens: u64,
-    /// `tokens` over the measured steps' summed step times.
+    /// Training tokens per second: `tokens` over the measured steps' summed step times (the
+    /// result's `duration_s`).
     pub tokens_per_s: f64,
     /// Every step's loss before its update, warm-up steps first.
     pub losses: Vec<f64>,
-    /// The price per hour spread over the tokens trained per hour; absent when the run is unpriced.
+    /// US dollars per million training tokens: price per hour × 10⁶ / (3600 × `tokens_per_s`);
+    /// absent when the run is unpriced.
     pub usd_per_million_tokens: Option<f64>,
 }
 

@@ -4,6 +4,8 @@ use crate::Result;
 use accelrt_models::{Limits, SamplingParams, SentenceEmbedder, TextGenerator};
 use std::time::Duration;
 
+/// What a scenario sends queries to: a model in this process, or a peer's runner. Samples are
+/// addressed by index into the workload's own input set, so every system gets the same inputs.
 pub trait Workload {
     /// Runs one query made of `count` samples, starting at sample `first` of the input set (wrapping
     /// around its end). Returns once the results are back on the host.
@@ -21,7 +23,9 @@ pub trait Workload {
 /// One generation request, as measured.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RequestStats {
+    /// Tokens of the prompt as the model saw it (chat template included).
     pub prompt_tokens: usize,
+    /// New tokens generated for it (`max_tokens` unless the system stopped early).
     pub output_tokens: usize,
     /// From the start of the query to this request's first output token.
     pub time_to_first_token: Duration,
@@ -40,6 +44,11 @@ pub struct GenerationWorkload<'a> {
 }
 
 impl<'a> GenerationWorkload<'a> {
+    /// A workload over `prompts` (token ids, already templated), each decoded for `max_tokens`
+    /// new tokens.
+    ///
+    /// # Errors
+    /// [`BenchError::Invalid`](crate::BenchError::Invalid) when `prompts` is empty or `max_tokens` is 0.
     pub fn new(
         generator: &'a TextGenerator,
         prompts: Vec<Vec<u32>>,
@@ -88,6 +97,10 @@ pub struct EmbeddingWorkload<'a> {
 }
 
 impl<'a> EmbeddingWorkload<'a> {
+    /// A workload embedding `texts` (raw text; each query tokenizes its batch).
+    ///
+    /// # Errors
+    /// [`BenchError::Invalid`](crate::BenchError::Invalid) when `texts` is empty.
     pub fn new(embedder: &'a SentenceEmbedder, texts: Vec<String>) -> Result<EmbeddingWorkload<'a>> {
         if texts.is_empty() {
             return Err(crate::BenchError::Invalid("the input set has no texts".into()));
@@ -96,7 +109,10 @@ impl<'a> EmbeddingWorkload<'a> {
     }
 }
 
-/// The `count` items after `first`, wrapping around the set.
+/// The `count` items from index `first` on, wrapping around the end of `items`.
+///
+/// # Panics
+/// When `items` is empty and `count` > 0 (the workloads refuse an empty input set up front).
 pub fn cycle<T>(items: &[T], first: usize, count: usize) -> impl Iterator<Item = &T> {
     (0..count).map(move |i| &items[(first + i) % items.len()])
 }

@@ -101,6 +101,14 @@ fn bad_override_files_are_refused() {
         let err = PriceOverrides::load(&path).unwrap_err().to_string();
         assert!(err.contains("prices.json") && err.contains("usd_per_hour"), "{bad}: {err}");
     }
+    // An unreadable date is refused when the file is read, as the catalog's are.
+    std::fs::write(
+        &path,
+        r#"{"prices": [{"instance_type": "a.b", "basis": "x", "usd_per_hour": 1, "source": "s", "date_read": "last week"}]}"#,
+    )
+    .unwrap();
+    let err = PriceOverrides::load(&path).unwrap_err().to_string();
+    assert!(err.contains("prices[0].date_read") && err.contains("last week"), "{err}");
     std::fs::write(&path, "{").unwrap();
     assert!(PriceOverrides::load(&path).is_err());
     assert!(PriceOverrides::load(&dir.path().join("missing.json")).is_err());

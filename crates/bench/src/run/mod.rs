@@ -21,27 +21,43 @@ use model::resolve_model;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Everything one `accelrt bench` run needs, as the command line gives it; [`validate`] checks it
+/// before anything runs.
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
     /// A known model name or a model directory.
     pub model: String,
+    /// The scenarios to run, in this order; training must be alone.
     pub scenarios: Vec<ScenarioKind>,
-    /// Samples per query offline; the largest dynamic batch in the server scenario.
+    /// Samples per query offline; the largest dynamic batch in the server scenario; rows (pairs
+    /// or windows) per step in training. 1 to 10⁶.
     pub batch_size: usize,
     /// Rules for every scenario; `None` uses MLPerf's per-scenario minimums.
     pub rules: Option<RunRules>,
+    /// Server scenario: the offered load in queries/s (`--qps`); required unless `find_max_qps`.
     pub qps: Option<f64>,
+    /// Server scenario: the p99 latency bound in ms (`--p99-ms`); required for the server.
     pub p99_ms: Option<f64>,
+    /// Server scenario: search for the highest valid load instead of running at `qps`.
     pub find_max_qps: bool,
+    /// Server runs in that search, 1 to 100.
     pub search_steps: usize,
+    /// The inference input set, one sample per entry (prompts for generation); queries take
+    /// them in order, wrapping. Unused by training.
     pub texts: Vec<String>,
     /// Peer runners: (name, script path), and how they run.
     pub peers: Vec<(String, PathBuf)>,
+    /// The device string passed to every peer runner (`cpu`, `cuda`).
     pub peer_device: String,
+    /// The dtype passed to every peer runner (`f32`, `bf16`, `f16`); training requires `f32`.
     pub peer_dtype: String,
+    /// The instance type and price every result is priced with.
     pub pricing: Pricing,
+    /// How accelrt prepares the model (compute dtype); training requires f32.
     pub options: PrepareOptions,
+    /// Whether to show progress on stderr (a bar on a terminal, else a line every 5 s).
     pub progress: bool,
+    /// Seed of the server scenario's Poisson arrival times (the same seed, the same schedule).
     pub seed: u64,
     /// Text generation: new tokens per request.
     pub max_tokens: usize,
@@ -260,7 +276,11 @@ pub fn validate(config: &BenchConfig) -> Result<()> {
     Ok(())
 }
 
-/// Reads an input set: one text per line.
+/// Reads an input set: one text per line (empty lines are samples too).
+///
+/// # Errors
+/// [`BenchError::Io`] when it cannot be read; [`BenchError::File`] when it is over
+/// `limits::MAX_FILE_BYTES`, not UTF-8, or has no line.
 pub fn read_texts(path: &Path) -> Result<Vec<String>> {
     let text = crate::limits::read_bounded(path, crate::limits::MAX_FILE_BYTES, "input set")?;
     let texts: Vec<String> = text.lines().map(str::to_string).collect();
