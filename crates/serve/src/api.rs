@@ -3,14 +3,25 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
-/// `input` of an embeddings request.
+/// `input` of an embeddings request (OpenAI `input`: a string, an array of strings, an array of
+/// token ids, or an array of token-id arrays). Each input gives one vector. The route refuses
+/// (400) an empty list and more than [`AppState::max_inputs`](crate::AppState::max_inputs) inputs
+/// (default 2048).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum EmbeddingInput {
+    /// One text. The model's tokenizer adds the special tokens and truncates to the model's input
+    /// length (`max_input_tokens`, special tokens included), as sentence-transformers does.
     Text(String),
+    /// Several texts, each tokenised as [`EmbeddingInput::Text`]; one vector each, in this order.
     Texts(Vec<String>),
+    /// One input as token ids of the model's vocabulary, run as given (no special tokens added,
+    /// no truncation): 1 to `max_input_tokens` ids, each below the vocabulary size, else 400
+    /// (`context_length_exceeded` when too long).
     Tokens(Vec<u32>),
+    /// Several token-id inputs, each checked as [`EmbeddingInput::Tokens`].
     TokenLists(Vec<Vec<u32>>),
 }
 
@@ -18,12 +29,20 @@ pub enum EmbeddingInput {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddingRequest {
+    /// OpenAI `input`: what to embed: a string, strings, token ids or lists of
+    /// token ids; 1 to `max_inputs` inputs (default 2048).
     pub input: EmbeddingInput,
+    /// OpenAI `model`: must equal the served model's id ([`ServerInfo::model`](crate::ServerInfo),
+    /// as `/v1/models` lists it); any other is refused with 404 `model_not_found`.
     pub model: String,
+    /// OpenAI `encoding_format`; absent means [`EncodingFormat::Float`].
     #[serde(default)]
     pub encoding_format: EncodingFormat,
+    /// OpenAI `dimensions`: accepted only when it equals the model's own vector length; vectors
+    /// are never shortened, so any other value is refused (400).
     #[serde(default)]
     pub dimensions: Option<usize>,
+    /// OpenAI `user` (an end-user id for abuse monitoring): accepted and not used.
     #[serde(default)]
     pub user: Option<String>,
 }
@@ -42,31 +61,46 @@ pub enum EncodingFormat {
     Unsupported,
 }
 
+/// OpenAI `embedding` of one answer item, written as the request's `encoding_format` asks.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum EmbeddingValue {
+    /// A JSON array of the model's `dimension` f32 values.
     Float(Vec<f32>),
+    /// The same values as little-endian f32 bytes (4 per value), standard base64 with padding.
     Base64(String),
 }
 
+/// One vector of an embeddings answer (OpenAI's `Embedding` object, an item of `data`).
 #[derive(Debug, Clone, Serialize)]
 pub struct EmbeddingData {
+    /// OpenAI `object`: always `"embedding"`.
     pub object: &'static str,
+    /// OpenAI `index`: 0-based position of the input in the request's `input`.
     pub index: usize,
+    /// OpenAI `embedding`: the vector.
     pub embedding: EmbeddingValue,
 }
 
+/// OpenAI `usage` of an embeddings answer.
 #[derive(Debug, Clone, Serialize)]
 pub struct Usage {
+    /// Token ids the model ran, over all inputs: special tokens included, padding not.
     pub prompt_tokens: usize,
+    /// Equal to `prompt_tokens`: embeddings generate nothing.
     pub total_tokens: usize,
 }
 
+/// The answer to `POST /v1/embeddings` (OpenAI's `CreateEmbeddingResponse`).
 #[derive(Debug, Clone, Serialize)]
 pub struct EmbeddingResponse {
+    /// OpenAI `object`: always `"list"`.
     pub object: &'static str,
+    /// OpenAI `data`: one item per input, in input order.
     pub data: Vec<EmbeddingData>,
+    /// OpenAI `model`: the served model's id.
     pub model: String,
+    /// OpenAI `usage`.
     pub usage: Usage,
 }
 
@@ -91,33 +125,52 @@ pub fn quoted(text: &str) -> String {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{status}: {message}")]
 pub struct ApiError {
+    /// The HTTP status of the answer.
     pub status: StatusCode,
+    /// OpenAI `error.message`, for people; any text quoted from the request is clipped with
+    /// `clip`, so the message stays small.
     pub message: String,
+    /// OpenAI `error.type`: `invalid_request_error` (4xx), `rate_limit_error` (429) or
+    /// `server_error` (5xx).
     pub kind: &'static str,
+    /// OpenAI `error.code`, for programs (e.g. `model_not_found`, `context_length_exceeded`,
+    /// `overloaded`); `None` is written as `null`.
     pub code: Option<&'static str>,
-    pub param: Option<&'static str>,
-    /// Seconds, for 429 and 503.
+    /// OpenAI `error.param`: the request parameter at fault (a field, or a path into the request
+    /// such as `messages[2].content`); `None` (`null`) when the body as a whole is.
+    pub param: Option<Cow<'static, str>>,
+    /// The `Retry-After` header in seconds: 1 for 429, 5 for 503, `None` otherwise.
     pub retry_after: Option<u64>,
 }
 
 impl ApiError {
+    /// 400 `invalid_request_error` without a code: the request asks for something invalid or
+    /// unsupported; `param` names the parameter at fault.
     pub fn invalid(message: impl Into<String>, param: Option<&'static str>) -> ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             message: message.into(),
             kind: "invalid_request_error",
             code: None,
-            param,
+            param: param.map(Cow::Borrowed),
             retry_after: None,
         }
     }
 
-    /// The request body is over the byte limit (the only cause of 413).
-    pub fn too_large(message: impl Into<String>) -> ApiError {
+    /// As [`ApiError::invalid`], with a `param` made for this request: a path into it such as
+    /// `messages[2].content`.
+    pub fn invalid_at(message: impl Into<String>, param: String) -> ApiError {
+        ApiError { param: Some(Cow::Owned(param)), ..ApiError::invalid(message, None) }
+    }
+
+    /// The request body is over the byte limit (the only cause of 413). `param` names the
+    /// parameter that holds the bulk of a body on the route it was sent to: `input` for
+    /// embeddings, `messages` for chat, `None` (`null`) on routes that take no body.
+    pub fn too_large(message: impl Into<String>, param: Option<&'static str>) -> ApiError {
         ApiError {
             status: StatusCode::PAYLOAD_TOO_LARGE,
             code: Some("input_too_large"),
-            ..ApiError::invalid(message, Some("input"))
+            ..ApiError::invalid(message, param)
         }
     }
 
@@ -136,6 +189,8 @@ impl ApiError {
         }
     }
 
+    /// 404 `model_not_found`: the request's `model` (quoted, clipped) is not `served`, the one
+    /// model this server has.
     pub fn unknown_model(model: &str, served: &str) -> ApiError {
         ApiError {
             status: StatusCode::NOT_FOUND,
@@ -147,6 +202,9 @@ impl ApiError {
         }
     }
 
+    /// 429 `rate_limit_error`, code `overloaded`, `Retry-After: 1`: the bounded queue in front of
+    /// the model thread is full. Refused at once so the client (or the load balancer) can retry
+    /// elsewhere or later.
     pub fn overloaded() -> ApiError {
         ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,
@@ -158,6 +216,8 @@ impl ApiError {
         }
     }
 
+    /// 503 `server_error`, code `unavailable`, `Retry-After: 5`: the server is draining for
+    /// shutdown, or its model thread has stopped.
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
@@ -169,6 +229,8 @@ impl ApiError {
         }
     }
 
+    /// 500 `server_error` without a code: the model or the server failed on a valid request
+    /// (inference error, model thread gone); `message` is sent to the client.
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
@@ -231,15 +293,27 @@ impl ApiError {
     }
 }
 
-/// A request body as `T`: 413 past the body limit, 400 for malformed JSON, 422 for JSON of the
-/// wrong shape or types.
-pub fn parse_body<T: serde::de::DeserializeOwned>(
+/// The parameter a 413 on `route` names: the one that holds the bulk of a body there (`input` on
+/// `/v1/embeddings`, `messages` on `/v1/chat/completions`); `None` on routes that take no body,
+/// where the body as a whole is at fault.
+pub(crate) fn body_param(route: &str) -> Option<&'static str> {
+    match route {
+        "/v1/embeddings" => Some("input"),
+        "/v1/chat/completions" => Some("messages"),
+        _ => None,
+    }
+}
+
+/// A request body for `route` as `T`: 413 past the body limit (naming [`body_param`]), 400 for
+/// malformed JSON, 422 for JSON of the wrong shape or types.
+pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
     max_body_bytes: usize,
+    route: &str,
 ) -> Result<T, ApiError> {
     let body = body.map_err(|e| match e.status() {
         StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::too_large(format!("the request body exceeds {max_body_bytes} bytes"))
+            ApiError::too_large(format!("the request body exceeds {max_body_bytes} bytes"), body_param(route))
         }
         _ => ApiError::invalid(e.body_text(), None),
     })?;

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
+/// Bounds of the embeddings batcher: the size of one model batch and of the queue in front of it.
+/// Defaults: 32 inputs, 8192 padded tokens, 256 waiting requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchLimits {
     /// The most inputs in one model batch.
@@ -82,7 +84,36 @@ pub struct EmbeddingBatcher {
 impl EmbeddingBatcher {
     /// Starts the model thread. A token budget too small for one input of the model's length is
     /// raised to that length (with a warning; `accelrt serve` refuses such a setting instead).
+    ///
+    /// # Errors
+    ///
+    /// `ModelError::InvalidInput` when the OS cannot start the thread (as
+    /// [`ChatScheduler::start`](crate::ChatScheduler::start) reports it).
+    pub fn try_start(
+        embedder: SentenceEmbedder,
+        limits: BatchLimits,
+        metrics: Arc<Metrics>,
+    ) -> Result<EmbeddingBatcher, accelrt_models::ModelError> {
+        EmbeddingBatcher::start_on(std::thread::Builder::new().name("accelrt-model".into()), embedder, limits, metrics)
+    }
+
+    /// [`EmbeddingBatcher::try_start`] for callers that cannot handle the error; prefer
+    /// `try_start`.
+    ///
+    /// # Panics
+    ///
+    /// If the OS cannot start the thread.
     pub fn start(embedder: SentenceEmbedder, limits: BatchLimits, metrics: Arc<Metrics>) -> EmbeddingBatcher {
+        EmbeddingBatcher::try_start(embedder, limits, metrics).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `try_start` with the model thread started by `thread` (tests: one that cannot start).
+    fn start_on(
+        thread: std::thread::Builder,
+        embedder: SentenceEmbedder,
+        limits: BatchLimits,
+        metrics: Arc<Metrics>,
+    ) -> Result<EmbeddingBatcher, accelrt_models::ModelError> {
         let limits = limits.fitting(embedder.max_tokens()).unwrap_or_else(|(fitted, why)| {
             tracing::warn!("{why}; using {}", fitted.max_batch_tokens);
             fitted
@@ -91,11 +122,10 @@ impl EmbeddingBatcher {
         let embedder = Arc::new(embedder);
         let worker = embedder.clone();
         let m = metrics.clone();
-        std::thread::Builder::new()
-            .name("accelrt-model".into())
+        thread
             .spawn(move || model_loop(&worker, rx, limits, &m))
-            .expect("the model thread starts");
-        EmbeddingBatcher { tx, embedder, metrics, limits }
+            .map_err(|e| accelrt_models::ModelError::InvalidInput(format!("cannot start the model thread: {e}")))?;
+        Ok(EmbeddingBatcher { tx, embedder, metrics, limits })
     }
 
     /// Whether the model thread is still running (its end of the queue is dropped when it ends).
@@ -103,6 +133,7 @@ impl EmbeddingBatcher {
         !self.tx.is_closed()
     }
 
+    /// The model being served (for its dimension, input length and vocabulary).
     pub fn embedder(&self) -> &SentenceEmbedder {
         &self.embedder
     }
@@ -117,7 +148,14 @@ impl EmbeddingBatcher {
         self.limits
     }
 
-    /// Queues one request's token lists; refuses at once when the queue is full.
+    /// Queues one request's token lists; refuses at once when the queue is full. The receiver
+    /// gets one vector per list, in order, or the model's error message; dropping it cancels the
+    /// items not yet run.
+    ///
+    /// # Errors
+    ///
+    /// [`ApiError::overloaded`] (429) when [`BatchLimits::queue`] requests are already waiting;
+    /// [`ApiError::unavailable`] (503) when the model thread has stopped.
     pub fn submit(&self, items: Vec<Vec<u32>>) -> Result<oneshot::Receiver<Reply>, ApiError> {
         let (reply, rx) = oneshot::channel();
         crate::queue::enqueue(&self.tx, Job { items, reply, enqueued: Instant::now() }, &self.metrics)?;
@@ -265,6 +303,22 @@ mod tests {
     #[test]
     fn the_first_item_always_goes_in() {
         assert_eq!(spans(&requests(&[&[300, 1]]), limits(4, 256)), [(0, 0..1)]);
+    }
+
+    /// A thread the OS cannot start (here: one asking for a stack larger than the address space)
+    /// is an error from `try_start`, as from `ChatScheduler::start`, not a panic.
+    #[test]
+    fn a_model_thread_that_cannot_start_is_an_error_not_a_panic() {
+        use accelrt_models::{registry, ModelStore};
+        let dir = ModelStore::from_env()
+            .ensure(&registry::ALL_MINILM_L6_V2)
+            .unwrap_or_else(|e| panic!("all-MiniLM-L6-v2 is needed by this test: {e}"));
+        let embedder =
+            SentenceEmbedder::load(&dir, &accelrt_candle::CandleBackend::cpu(), &Default::default()).unwrap();
+        let unstartable = std::thread::Builder::new().stack_size(1 << 60);
+        let started = EmbeddingBatcher::start_on(unstartable, embedder, BatchLimits::default(), Default::default());
+        let e = started.err().expect("an error, not a batcher without a thread");
+        assert!(e.to_string().contains("cannot start the model thread"), "{e}");
     }
 
     #[test]

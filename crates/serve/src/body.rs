@@ -5,7 +5,7 @@
 //! sending midway gets 408 and its connection is closed; once shutdown begins, a body still
 //! arriving is abandoned (503) rather than waited for.
 
-use crate::api::ApiError;
+use crate::api::{body_param, ApiError};
 use crate::router::AppState;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -23,7 +23,7 @@ pub async fn read_whole_body(State(state): State<Arc<AppState>>, request: Reques
     // without `100 Continue` (hyper sends that only when the body is first read).
     let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > state.max_body_bytes as u64) {
-        let error = ApiError::too_large(format!("the request body exceeds {} bytes", state.max_body_bytes));
+        let error = too_large(&state, parts.uri.path());
         return refused(&state, parts.uri.path(), started, error);
     }
     let read = Limited::new(body, state.max_body_bytes).collect();
@@ -39,12 +39,15 @@ pub async fn read_whole_body(State(state): State<Arc<AppState>>, request: Reques
             return next.run(Request::from_parts(parts, Body::from(bytes))).await;
         }
         Err(_elapsed) => ApiError::body_timeout(state.body_timeout),
-        Ok(Err(e)) if e.is::<LengthLimitError>() => {
-            ApiError::too_large(format!("the request body exceeds {} bytes", state.max_body_bytes))
-        }
+        Ok(Err(e)) if e.is::<LengthLimitError>() => too_large(&state, parts.uri.path()),
         Ok(Err(e)) => ApiError::invalid(format!("could not read the request body: {e}"), None),
     };
     refused(&state, parts.uri.path(), started, error)
+}
+
+/// 413 for a body over the limit, naming the parameter that holds the bulk of a body on `path`.
+fn too_large(state: &AppState, path: &str) -> ApiError {
+    ApiError::too_large(format!("the request body exceeds {} bytes", state.max_body_bytes), body_param(path))
 }
 
 /// An answer to a request whose body was not read to its end: the connection cannot be reused.

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 
+/// Sizes of the chat scheduler: the decode batch and the queue in front of it. Defaults: 8
+/// sequences, 64 waiting requests; [`ChatScheduler::start`] raises a 0 to 1.
 #[derive(Debug, Clone, Copy)]
 pub struct ChatLimits {
     /// Sequences decoding together (slots of the session; each holds a full context of cache).
@@ -28,6 +30,7 @@ impl Default for ChatLimits {
 pub struct ChatJob {
     /// The prompt's token ids (chat template applied); fits the context (checked by the caller).
     pub prompt: Vec<u32>,
+    /// Temperature, top-k, top-p and seed of this request's sampler.
     pub params: SamplingParams,
     /// `max_tokens` (≥ 1; the context can end it sooner), stop strings, `ignore_eos`.
     pub limits: Limits,
@@ -36,8 +39,20 @@ pub struct ChatJob {
 /// What a request hears from the model thread, in order: text pieces, then one end.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChatEvent {
+    /// The next piece of output text, never empty. Text that could still be the start of a stop
+    /// string, or bytes of an unfinished character, is held back until that is decided.
     Text(String),
-    Finished { reason: FinishReason, prompt_tokens: usize, completion_tokens: usize },
+    /// The generation ended; no more events follow.
+    Finished {
+        /// Why: a stop token or stop string, or the `max_tokens` or context limit.
+        reason: FinishReason,
+        /// Tokens of the prompt (after the chat template).
+        prompt_tokens: usize,
+        /// Tokens generated: those of a stop string count (its text is cut), an end-of-sequence
+        /// token that ended the generation does not.
+        completion_tokens: usize,
+    },
+    /// The model failed on this request (the message says how); no more events follow.
     Failed(String),
 }
 
@@ -57,6 +72,12 @@ pub struct ChatScheduler {
 
 impl ChatScheduler {
     /// Starts the model thread; fails if the session's caches cannot be allocated.
+    ///
+    /// # Errors
+    ///
+    /// The backend's error when the session for [`ChatLimits::max_sequences`] sequences cannot
+    /// be created (e.g. out of memory for the caches); `ModelError::InvalidInput` when the slot
+    /// table cannot be allocated or the thread cannot be started.
     pub fn start(
         generator: TextGenerator,
         limits: ChatLimits,
@@ -96,6 +117,7 @@ impl ChatScheduler {
         Ok(ChatScheduler { tx, generator, limits, metrics })
     }
 
+    /// The model being served (for its context length and tokenizer).
     pub fn generator(&self) -> &TextGenerator {
         &self.generator
     }
@@ -105,6 +127,7 @@ impl ChatScheduler {
         self.generator.clone()
     }
 
+    /// The limits in force (each at least 1).
     pub fn limits(&self) -> ChatLimits {
         self.limits
     }
@@ -130,6 +153,11 @@ impl ChatScheduler {
 
     /// Queues a generation; refuses at once when the queue is full. Dropping the receiver cancels
     /// the generation (before its prefill, or between two decode steps).
+    ///
+    /// # Errors
+    ///
+    /// [`ApiError::overloaded`] (429) when [`ChatLimits::queue`] requests are already waiting;
+    /// [`ApiError::unavailable`] (503) when the model thread has stopped.
     pub fn submit(&self, job: ChatJob) -> Result<mpsc::UnboundedReceiver<ChatEvent>, ApiError> {
         let (events, rx) = mpsc::unbounded_channel();
         crate::queue::enqueue(&self.tx, Queued { job, events, enqueued: Instant::now() }, &self.metrics)?;

@@ -5,17 +5,24 @@ use accelrt_models::{ChatMessage, FinishReason, SamplingParams};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+/// OpenAI message `content`: a string or an array of content parts.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum MessageContent {
+    /// The message's text, used as is.
     Text(String),
+    /// Content parts; only text parts are taken (their texts joined with no separator), any
+    /// other part (image, audio, file) is refused (400).
     Parts(Vec<ContentPart>),
 }
 
+/// One OpenAI content part, e.g. `{"type": "text", "text": "…"}`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ContentPart {
+    /// OpenAI `type`: only `"text"` is accepted.
     #[serde(rename = "type")]
     pub kind: String,
+    /// OpenAI `text`: required when `type` is `"text"`. Other fields of a part are ignored.
     #[serde(default)]
     pub text: Option<String>,
 }
@@ -24,7 +31,13 @@ pub struct ContentPart {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequestMessage {
+    /// OpenAI `role`: `system`, `developer` (given to the template as `system`), `user` or
+    /// `assistant`; `tool` and `function` are refused (400).
     pub role: String,
+    /// OpenAI `content`: required (as OpenAI requires it) for `system`, `developer` and `user`
+    /// messages, which are refused (400, `param` `messages[i].content`) without it; an
+    /// `assistant` message may omit it or send null (OpenAI allows that beside tool calls or a
+    /// `refusal`), and is then an empty turn.
     #[serde(default)]
     pub content: Option<MessageContent>,
     /// Refused when set: the chat template has no place for participant names.
@@ -33,28 +46,46 @@ pub struct RequestMessage {
     /// Refused when set (function calling is not supported).
     #[serde(default)]
     pub tool_calls: Option<Value>,
+    /// Refused when set (a `tool` message's id; tool messages are not supported).
     #[serde(default)]
     pub tool_call_id: Option<Value>,
+    /// Refused when set (legacy function calling).
     #[serde(default)]
     pub function_call: Option<Value>,
+    /// Refused when set (a reference to an earlier audio answer; audio is not supported).
     #[serde(default)]
     pub audio: Option<Value>,
-    /// An assistant's refusal text (null is accepted).
+    /// OpenAI `refusal`: an assistant's refusal text; a string or null is accepted and not used,
+    /// anything else is refused.
     #[serde(default)]
     pub refusal: Option<Value>,
 }
 
+/// OpenAI `stop`: one string or a list of at most [`MAX_STOPS`] non-empty strings (empty ones
+/// are dropped, not counted).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum StopInput {
+    /// A single stop string.
     One(String),
+    /// Up to [`MAX_STOPS`] non-empty stop strings; more is refused (400). Empty strings are
+    /// dropped before counting.
     Many(Vec<String>),
 }
 
+/// OpenAI `stream_options` (used only with `stream: true`), with every field OpenAI defines; any
+/// other is refused (400 "Unrecognized request argument supplied"), as in the request itself.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StreamOptions {
+    /// OpenAI `include_usage`: when true, one more chunk before `data: [DONE]`, with no choices
+    /// and the request's `usage`.
     #[serde(default)]
     pub include_usage: Option<bool>,
+    /// OpenAI `include_obfuscation` (random padding on stream events, against size side
+    /// channels): accepted and not used; no padding is sent, the text is the same.
+    #[serde(default)]
+    pub include_obfuscation: Option<bool>,
 }
 
 /// The chat-completions request: every parameter OpenAI defines is here, either honoured or refused
@@ -64,80 +95,120 @@ pub struct StreamOptions {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChatCompletionRequest {
+    /// OpenAI `model`: must equal the served model's id (as `/v1/models` lists it); any other is
+    /// refused with 404 `model_not_found`.
     pub model: String,
+    /// OpenAI `messages`: the conversation, at least one message, rendered with the model's chat
+    /// template (see [`ChatCompletionRequest::chat_messages()`]). A prompt that leaves no room for
+    /// one generated token in the context is refused (400 `context_length_exceeded`).
     pub messages: Vec<RequestMessage>,
+    /// OpenAI `max_tokens` (deprecated there in favour of `max_completion_tokens`): the most
+    /// tokens to generate, at least 1; see [`ChatCompletionRequest::max_tokens()`].
     #[serde(default)]
     pub max_tokens: Option<usize>,
+    /// OpenAI `max_completion_tokens`: as `max_tokens`; when both are given they must be equal.
     #[serde(default)]
     pub max_completion_tokens: Option<usize>,
+    /// OpenAI `temperature`: in `[0, 2]`, default 1; 0 is greedy decoding.
     #[serde(default)]
     pub temperature: Option<f32>,
+    /// OpenAI `top_p` (nucleus sampling): in `[0, 1]`, default 1 (off); 0 keeps only the most
+    /// likely token, i.e. greedy decoding.
     #[serde(default)]
     pub top_p: Option<f32>,
+    /// OpenAI `seed`: the sampler's seed (a negative value is taken as its two's-complement
+    /// `u64`); absent means a fresh seed for every request.
     #[serde(default)]
     pub seed: Option<i64>,
+    /// OpenAI `stop`: one string or up to 4 (`MAX_STOPS`, OpenAI's limit); the output ends just
+    /// before the first one generated and never contains it (finish reason `stop`). Empty strings
+    /// can never match: they are dropped and do not count towards the limit.
     #[serde(default)]
     pub stop: Option<StopInput>,
+    /// OpenAI `stream`: `true` answers with server-sent events of chunks ending in
+    /// `data: [DONE]`; absent or `false`, with one JSON object.
     #[serde(default)]
     pub stream: Option<bool>,
+    /// OpenAI `stream_options`: only `include_usage` is used.
     #[serde(default)]
     pub stream_options: Option<StreamOptions>,
+    /// OpenAI `n` (choices per request): only 1 (the default); any other value is refused.
     #[serde(default)]
     pub n: Option<usize>,
+    /// OpenAI `frequency_penalty`: only 0 (the default); any other value is refused.
     #[serde(default)]
     pub frequency_penalty: Option<f32>,
+    /// OpenAI `presence_penalty`: only 0 (the default); any other value is refused.
     #[serde(default)]
     pub presence_penalty: Option<f32>,
+    /// OpenAI `logprobs`: only `false` (the default); `true` is refused.
     #[serde(default)]
     pub logprobs: Option<bool>,
+    /// OpenAI `user` (an end-user id for abuse monitoring): accepted and not used.
     #[serde(default)]
     pub user: Option<String>,
-    /// Function calling and structured output are not supported; they are refused, not ignored.
+    /// OpenAI `tools`: refused unless absent, null or an empty list (function calling is not
+    /// supported; it is refused, not ignored).
     #[serde(default)]
     pub tools: Option<Value>,
+    /// OpenAI `response_format`: only null or `{"type": "text"}`; JSON mode and JSON schemas
+    /// are refused.
     #[serde(default)]
     pub response_format: Option<Value>,
-    /// Refused unless empty: token biases are not supported.
+    /// OpenAI `logit_bias`: refused unless null or an empty object (token biases are not
+    /// supported).
     #[serde(default)]
     pub logit_bias: Option<Value>,
-    /// Legacy function calling: refused.
+    /// OpenAI `functions` (legacy function calling): refused unless absent, null or empty.
     #[serde(default)]
     pub functions: Option<Value>,
+    /// OpenAI `function_call` (legacy): refused unless null or `"none"`.
     #[serde(default)]
     pub function_call: Option<Value>,
+    /// OpenAI `tool_choice`: refused unless null or `"none"`.
     #[serde(default)]
     pub tool_choice: Option<Value>,
-    /// Refused unless 0 (log probabilities are not supported).
+    /// OpenAI `top_logprobs`: refused unless null or 0 (log probabilities are not supported).
     #[serde(default)]
     pub top_logprobs: Option<Value>,
-    /// Only `["text"]`.
+    /// OpenAI `modalities`: only null or `["text"]`.
     #[serde(default)]
     pub modalities: Option<Value>,
-    /// Refused when set.
+    /// OpenAI `prediction` (predicted output): refused unless null.
     #[serde(default)]
     pub prediction: Option<Value>,
+    /// OpenAI `audio` (audio output settings): refused unless null.
     #[serde(default)]
     pub audio: Option<Value>,
+    /// OpenAI `reasoning_effort` (reasoning models): refused unless null.
     #[serde(default)]
     pub reasoning_effort: Option<Value>,
+    /// OpenAI `web_search_options`: refused unless null.
     #[serde(default)]
     pub web_search_options: Option<Value>,
+    /// OpenAI `verbosity`: refused unless null.
     #[serde(default)]
     pub verbosity: Option<Value>,
-    /// Accepted; they do not change the output.
+    /// OpenAI `store`: accepted and not used (nothing is stored; the output is the same).
     #[serde(default)]
     pub store: Option<Value>,
+    /// OpenAI `metadata`: accepted and not used.
     #[serde(default)]
     pub metadata: Option<Value>,
+    /// OpenAI `service_tier`: accepted and not used (there is one tier).
     #[serde(default)]
     pub service_tier: Option<Value>,
+    /// OpenAI `parallel_tool_calls`: accepted and not used (tools are refused anyway).
     #[serde(default)]
     pub parallel_tool_calls: Option<Value>,
+    /// OpenAI `prompt_cache_key`: accepted and not used.
     #[serde(default)]
     pub prompt_cache_key: Option<Value>,
+    /// OpenAI `safety_identifier`: accepted and not used.
     #[serde(default)]
     pub safety_identifier: Option<Value>,
-    /// accelrt extension: keep only the k most likely tokens.
+    /// accelrt extension (not in OpenAI's API): keep only the k most likely tokens before
+    /// sampling; at least 1 (0 is refused), absent means no limit.
     #[serde(default)]
     pub top_k: Option<usize>,
     /// accelrt extension (as in vLLM): do not stop at end-of-sequence tokens; benchmarks use it to
@@ -150,15 +221,25 @@ pub struct ChatCompletionRequest {
 pub const MAX_STOPS: usize = 4;
 
 impl ChatCompletionRequest {
+    /// Whether the answer is a stream of server-sent events (`stream: true`).
     pub fn streaming(&self) -> bool {
         self.stream == Some(true)
     }
 
+    /// Whether a stream ends with a usage chunk (`stream_options.include_usage: true`).
     pub fn include_usage(&self) -> bool {
         self.stream_options.as_ref().and_then(|o| o.include_usage) == Some(true)
     }
 
     /// The messages for the chat template; refuses roles and content it cannot take.
+    ///
+    /// # Errors
+    ///
+    /// 400 (`param` `messages`) for an empty list, a role other than system, developer, user or
+    /// assistant, a set `name`, `tool_calls`, `tool_call_id`, `function_call` or `audio`, a
+    /// `refusal` that is not a string, or a content part other than text; 400 with `param`
+    /// `messages[i].content` for a system, developer or user message without content (absent or
+    /// null), and `messages[i].content[j].text` for a text part without `text`.
     pub fn chat_messages(&self) -> Result<Vec<ChatMessage>, ApiError> {
         if self.messages.is_empty() {
             return Err(ApiError::invalid("`messages` is empty", Some("messages")));
@@ -194,13 +275,27 @@ impl ChatCompletionRequest {
                     return Err(ApiError::invalid(format!("messages[{i}].refusal must be a string"), Some("messages")));
                 }
                 let content = match &m.content {
+                    // OpenAI requires content for system, developer and user messages; only an
+                    // assistant's may be left out (beside tool calls or a refusal).
+                    None if m.role != "assistant" => {
+                        return Err(ApiError::invalid_at(
+                            format!("messages[{i}]: a `{}` message needs `content`", m.role),
+                            format!("messages[{i}].content"),
+                        ))
+                    }
                     None => String::new(),
                     Some(MessageContent::Text(t)) => t.clone(),
                     Some(MessageContent::Parts(parts)) => {
                         let mut text = String::new();
-                        for p in parts {
+                        for (j, p) in parts.iter().enumerate() {
                             match (p.kind.as_str(), &p.text) {
                                 ("text", Some(t)) => text.push_str(t),
+                                ("text", None) => {
+                                    return Err(ApiError::invalid_at(
+                                        format!("messages[{i}].content[{j}]: a text part has no `text`"),
+                                        format!("messages[{i}].content[{j}].text"),
+                                    ))
+                                }
                                 (kind, _) => {
                                     return Err(ApiError::invalid(
                                         format!(
@@ -223,7 +318,14 @@ impl ChatCompletionRequest {
     }
 
     /// Sampling parameters with OpenAI's defaults (temperature 1, top_p 1, a fresh seed); top_p 0
-    /// is greedy.
+    /// is greedy. The repetition penalty is always off (1).
+    ///
+    /// # Errors
+    ///
+    /// 400 naming the parameter for a temperature outside `[0, 2]`, a top_p outside `[0, 1]`,
+    /// `top_k` 0, `n` other than 1, a non-zero frequency or presence penalty, `logprobs: true`,
+    /// tools, a `response_format` other than text, and the other parameters that would change
+    /// the output and that the server does not do (see the fields' docs).
     pub fn sampling(&self) -> Result<SamplingParams, ApiError> {
         let temperature = self.temperature.unwrap_or(1.0);
         if !(temperature.is_finite() && (0.0..=2.0).contains(&temperature)) {
@@ -316,8 +418,14 @@ impl ChatCompletionRequest {
         Ok(())
     }
 
-    /// `max_completion_tokens` (the newer name) or `max_tokens`; `None` means up to the context.
-    /// Both given and different is refused.
+    /// `max_completion_tokens` (the newer name) or `max_tokens`; `None` means up to the context
+    /// (context positions minus prompt tokens). A larger value is allowed: the generation then
+    /// ends when the context is full, with finish reason `length`.
+    ///
+    /// # Errors
+    ///
+    /// 400 when both are given and differ, or when the value is 0 (`param` the field that was
+    /// sent: `max_completion_tokens` when it was, else `max_tokens`).
     pub fn max_tokens(&self) -> Result<Option<usize>, ApiError> {
         if let (Some(a), Some(b)) = (self.max_completion_tokens, self.max_tokens) {
             if a != b {
@@ -327,22 +435,38 @@ impl ChatCompletionRequest {
                 ));
             }
         }
-        match self.max_completion_tokens.or(self.max_tokens) {
-            Some(0) => Err(ApiError::invalid("max_tokens must be at least 1", Some("max_tokens"))),
+        // The field named is the one the value came from.
+        let (name, value) = match self.max_completion_tokens {
+            Some(m) => ("max_completion_tokens", Some(m)),
+            None => ("max_tokens", self.max_tokens),
+        };
+        match value {
+            Some(0) => Err(ApiError::invalid(format!("{name} must be at least 1"), Some(name))),
             m => Ok(m),
         }
     }
 
+    /// The stop strings, without empty ones (an empty string can never match, so it is dropped
+    /// rather than refused).
+    ///
+    /// # Errors
+    ///
+    /// 400 (`param` `stop`) for more than 4 (`MAX_STOPS`) non-empty strings; empty ones do not
+    /// count.
     pub fn stops(&self) -> Result<Vec<String>, ApiError> {
-        let stops = match &self.stop {
+        let stops: Vec<String> = match &self.stop {
             None => vec![],
             Some(StopInput::One(s)) => vec![s.clone()],
             Some(StopInput::Many(v)) => v.clone(),
         };
+        let stops: Vec<String> = stops.into_iter().filter(|s| !s.is_empty()).collect();
         if stops.len() > MAX_STOPS {
-            return Err(ApiError::invalid(format!("at most {MAX_STOPS} stop strings"), Some("stop")));
+            return Err(ApiError::invalid(
+                format!("at most {MAX_STOPS} stop strings (not counting empty ones), got {}", stops.len()),
+                Some("stop"),
+            ));
         }
-        Ok(stops.into_iter().filter(|s| !s.is_empty()).collect())
+        Ok(stops)
     }
 }
 
@@ -359,10 +483,28 @@ fn rand_seed() -> u64 {
     h.finish()
 }
 
+/// `chatcmpl-`, a random per-process prefix (16 hex digits) and a counter (8 or more): unique
+/// within a process (whatever the clients send), and practically so across processes.
+fn completion_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let prefix = PREFIX.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+        h.finish()
+    });
+    format!("chatcmpl-{prefix:016x}{:08x}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// OpenAI `usage` of a chat completion: prompt tokens (after the chat template), generated
+/// tokens, and their sum.
 pub fn usage(prompt_tokens: usize, completion_tokens: usize) -> Value {
     json!({
         "prompt_tokens": prompt_tokens,
@@ -374,15 +516,20 @@ pub fn usage(prompt_tokens: usize, completion_tokens: usize) -> Value {
 /// What every object of one completion carries (id, model, creation time), and those objects.
 #[derive(Debug, Clone)]
 pub struct Completion {
+    /// OpenAI `id`: `chatcmpl-` followed by 24 or more lower-case hex digits, unique to this
+    /// completion (never taken from the client, so a reused `x-request-id` cannot repeat it), the
+    /// same in every chunk of a stream.
     pub id: String,
+    /// OpenAI `model`: the served model's id.
     pub model: String,
+    /// OpenAI `created`: Unix time in seconds when the request was accepted.
     pub created: u64,
 }
 
 impl Completion {
-    /// The completion for request `request_id`: id `chatcmpl-<request id>`, created now.
-    pub fn new(request_id: &str, model: &str) -> Completion {
-        Completion { id: format!("chatcmpl-{request_id}"), model: model.to_string(), created: unix_now() }
+    /// A new completion of `model`, with a fresh id, created now.
+    pub fn new(model: &str) -> Completion {
+        Completion { id: completion_id(), model: model.to_string(), created: unix_now() }
     }
 
     fn object(&self, object: &str, choices: Value) -> Value {
@@ -420,5 +567,129 @@ impl Completion {
         let mut v = self.object("chat.completion.chunk", json!([]));
         v["usage"] = usage(prompt_tokens, completion_tokens);
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::parse_body;
+
+    /// `body` as the chat route parses it.
+    fn parse(body: Value) -> Result<ChatCompletionRequest, ApiError> {
+        parse_body(Ok(body.to_string().into()), 1 << 20, "/v1/chat/completions")
+    }
+
+    fn request(extra: Value) -> ChatCompletionRequest {
+        let mut body = json!({ "model": "m", "messages": [{ "role": "user", "content": "x" }] });
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        parse(body).unwrap()
+    }
+
+    fn param(e: &ApiError) -> Option<&str> {
+        e.param.as_deref()
+    }
+
+    #[test]
+    fn a_text_part_without_text_is_refused_as_such_not_as_an_unsupported_part() {
+        for part in [json!({ "type": "text" }), json!({ "type": "text", "text": null })] {
+            let messages = json!([{ "role": "user", "content": [{ "type": "text", "text": "a" }, part] }]);
+            let e = request(json!({ "messages": messages })).chat_messages().unwrap_err();
+            assert_eq!(e.status, 400);
+            assert_eq!(e.message, "messages[0].content[1]: a text part has no `text`");
+            assert_eq!(param(&e), Some("messages[0].content[1].text"));
+            assert_eq!(e.body()["error"]["param"], "messages[0].content[1].text");
+        }
+        // Another kind of part is still refused as unsupported.
+        let messages = json!([{ "role": "user", "content": [{ "type": "image_url", "image_url": {} }] }]);
+        let e = request(json!({ "messages": messages })).chat_messages().unwrap_err();
+        assert!(e.message.contains("content part `image_url` is not supported"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_zero_token_limit_names_the_field_the_client_sent() {
+        let e = request(json!({ "max_completion_tokens": 0 })).max_tokens().unwrap_err();
+        assert_eq!((e.status.as_u16(), param(&e)), (400, Some("max_completion_tokens")));
+        assert_eq!(e.message, "max_completion_tokens must be at least 1");
+        let e = request(json!({ "max_tokens": 0 })).max_tokens().unwrap_err();
+        assert_eq!((e.status.as_u16(), param(&e)), (400, Some("max_tokens")));
+        assert_eq!(e.message, "max_tokens must be at least 1");
+        let e = request(json!({ "max_tokens": 0, "max_completion_tokens": 0 })).max_tokens().unwrap_err();
+        assert_eq!(param(&e), Some("max_completion_tokens"));
+        assert_eq!(request(json!({ "max_completion_tokens": 3 })).max_tokens().unwrap(), Some(3));
+    }
+
+    #[test]
+    fn empty_stop_strings_are_dropped_and_not_counted_towards_the_limit() {
+        let stops = request(json!({ "stop": ["", "a", "", "b", "c", "d", ""] })).stops().unwrap();
+        assert_eq!(stops, ["a", "b", "c", "d"]);
+        assert!(request(json!({ "stop": "" })).stops().unwrap().is_empty());
+        assert!(request(json!({ "stop": ["", "", "", "", ""] })).stops().unwrap().is_empty());
+        // Five that can match are one too many.
+        let e = request(json!({ "stop": ["", "a", "b", "c", "d", "e"] })).stops().unwrap_err();
+        assert_eq!((e.status.as_u16(), param(&e)), (400, Some("stop")));
+        assert!(e.message.contains("at most 4 stop strings"), "{}", e.message);
+    }
+
+    #[test]
+    fn stream_options_refuse_fields_openai_does_not_define() {
+        let e = parse(json!({
+            "model": "m",
+            "messages": [{ "role": "user", "content": "x" }],
+            "stream": true,
+            "stream_options": { "include_usage": true, "include_tokens": true },
+        }))
+        .unwrap_err();
+        assert_eq!(e.status, 400);
+        assert_eq!(e.message, "Unrecognized request argument supplied: include_tokens");
+        // Both fields OpenAI defines are accepted.
+        let r = request(
+            json!({ "stream": true, "stream_options": { "include_usage": true, "include_obfuscation": false } }),
+        );
+        assert!(r.include_usage());
+        assert!(!request(json!({ "stream_options": null })).include_usage());
+    }
+
+    #[test]
+    fn system_developer_and_user_messages_need_content_an_assistant_message_need_not() {
+        for role in ["system", "developer", "user"] {
+            for message in [json!({ "role": role }), json!({ "role": role, "content": null })] {
+                let messages = json!([
+                    { "role": "system", "content": "s" },
+                    { "role": "user", "content": "u" },
+                    message,
+                ]);
+                let e = request(json!({ "messages": messages })).chat_messages().unwrap_err();
+                assert_eq!(e.status, 400, "{role}");
+                assert_eq!(param(&e), Some("messages[2].content"), "{role}");
+                assert_eq!(e.message, format!("messages[2]: a `{role}` message needs `content`"));
+            }
+        }
+        // An assistant turn without content (e.g. one that carried a refusal) is an empty turn;
+        // empty content is content.
+        let messages = json!([
+            { "role": "user", "content": "u" },
+            { "role": "assistant", "content": null, "refusal": "no" },
+            { "role": "assistant" },
+            { "role": "user", "content": "" },
+        ]);
+        let got = request(json!({ "messages": messages })).chat_messages().unwrap();
+        assert_eq!(got.len(), 4);
+    }
+
+    #[test]
+    fn completion_ids_are_unique_per_completion() {
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| Completion::new("m").id).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in &ids {
+            let hex = id.strip_prefix("chatcmpl-").unwrap();
+            assert!(hex.len() >= 24 && hex.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        }
+        // Every object of one completion carries its id.
+        let c = Completion::new("m");
+        assert_eq!(c.chunk(json!({}), None)["id"], c.id.as_str());
+        assert_eq!(c.whole("t", FinishReason::Stop, 1, 1)["id"], c.id.as_str());
     }
 }

@@ -4,7 +4,6 @@
 use crate::api::{parse_body, ApiError};
 use crate::chat::{ChatEvent, ChatJob, ChatScheduler};
 use crate::chat_api::{ChatCompletionRequest, Completion};
-use crate::request_id::RequestId;
 use crate::router::{AppState, Engine};
 use accelrt_models::{FinishReason, Limits};
 use axum::body::Bytes;
@@ -13,7 +12,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -23,13 +22,9 @@ use tokio::sync::mpsc;
 
 const ROUTE: &str = "/v1/chat/completions";
 
-pub async fn chat_completions(
-    State(state): State<Arc<AppState>>,
-    Extension(id): Extension<RequestId>,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+pub async fn chat_completions(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
     let started = Instant::now();
-    let response = match chat(&state, &id, body).await {
+    let response = match chat(&state, body).await {
         Ok(r) => r,
         Err(e) => {
             if e.status.is_server_error() && e.status != StatusCode::SERVICE_UNAVAILABLE {
@@ -52,15 +47,11 @@ struct Accepted {
     timeout: Duration,
 }
 
-async fn chat(
-    state: &Arc<AppState>,
-    id: &RequestId,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+async fn chat(state: &Arc<AppState>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     if state.is_draining() {
         return Err(ApiError::unavailable("the server is shutting down"));
     }
-    let request: ChatCompletionRequest = parse_body(body, state.max_body_bytes)?;
+    let request: ChatCompletionRequest = parse_body(body, state.max_body_bytes, ROUTE)?;
     if request.model != state.info.model {
         return Err(ApiError::unknown_model(&request.model, &state.info.model));
     }
@@ -87,8 +78,10 @@ async fn chat(
         stop,
     };
     let job = ChatJob { prompt, params, limits };
+    // The completion's own id (never the client's request id, which a client may reuse); it is on
+    // the generation's log line, inside the request's span (which carries the request id).
     let accepted = Accepted {
-        completion: Completion::new(&id.0, &state.info.model),
+        completion: Completion::new(&state.info.model),
         include_usage: request.include_usage(),
         events: scheduler.submit(job)?,
         deadline: tokio::time::Instant::now() + state.request_timeout,
@@ -125,7 +118,7 @@ async fn whole(mut a: Accepted) -> Result<Response, ApiError> {
         match event {
             Some(ChatEvent::Text(t)) => text.push_str(&t),
             Some(ChatEvent::Finished { reason, prompt_tokens, completion_tokens }) => {
-                tracing::info!(?reason, prompt_tokens, completion_tokens, "generated");
+                tracing::info!(completion = %a.completion.id, ?reason, prompt_tokens, completion_tokens, "generated");
                 let body = a.completion.whole(&text, reason, prompt_tokens, completion_tokens);
                 return Ok(Json(body).into_response());
             }
@@ -174,7 +167,10 @@ impl StreamState {
                     return Some(a.completion.chunk(json!({ "content": t }), None).to_string())
                 }
                 Ok(Some(ChatEvent::Finished { reason, prompt_tokens, completion_tokens })) => {
-                    self.span.in_scope(|| tracing::info!(?reason, prompt_tokens, completion_tokens, "streamed"));
+                    let completion = &a.completion.id;
+                    self.span.in_scope(
+                        || tracing::info!(%completion, ?reason, prompt_tokens, completion_tokens, "streamed"),
+                    );
                     self.finish(reason, prompt_tokens, completion_tokens);
                 }
                 Ok(Some(ChatEvent::Failed(e))) => self.fail(ApiError::internal(format!("generation failed: {e}"))),

@@ -36,7 +36,7 @@ async fn embed(state: &Arc<AppState>, body: Result<Bytes, BytesRejection>) -> Re
     if state.is_draining() {
         return Err(ApiError::unavailable("the server is shutting down"));
     }
-    let request: EmbeddingRequest = parse_body(body, state.max_body_bytes)?;
+    let request: EmbeddingRequest = parse_body(body, state.max_body_bytes, "/v1/embeddings")?;
     if request.model != state.info.model {
         return Err(ApiError::unknown_model(&request.model, &state.info.model));
     }

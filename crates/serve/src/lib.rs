@@ -14,6 +14,8 @@
 //! - Graceful shutdown: draining turns health to 503 and refuses new work; queued and running
 //!   requests finish.
 
+#![warn(missing_docs)]
+
 mod api;
 mod batcher;
 mod body;

@@ -107,7 +107,9 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// A request answered on `route` with HTTP `status`, `took` from arrival to response.
+    /// A request answered on `route` with HTTP `status`, `took` from arrival to response
+    /// (`accelrt_requests_total` and `accelrt_request_seconds`). `route` becomes a label value:
+    /// pass one of the served routes, never a client's path.
     pub fn request(&self, route: &str, status: u16, took: Duration) {
         self.requests.get_or_create(&[("route", route.to_string()), ("status", status.to_string())]).inc();
         self.request.observe(took.as_secs_f64());
@@ -118,6 +120,7 @@ impl Metrics {
         self.queue_depth.inc_by(delta);
     }
 
+    /// Embeddings: one request's texts were tokenised in `took` (`accelrt_tokenize_seconds`).
     pub fn tokenized(&self, took: Duration) {
         self.tokenize.observe(took.as_secs_f64());
     }
@@ -151,6 +154,8 @@ impl Metrics {
         self.generated_tokens.inc_by(tokens as u64);
     }
 
+    /// Chat: `n` sequences are in the decode batch now (`accelrt_active_sequences`; saturates at
+    /// `i64::MAX`).
     pub fn set_active_sequences(&self, n: usize) {
         self.active_sequences.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
@@ -160,7 +165,8 @@ impl Metrics {
         self.cancelled.inc();
     }
 
-    /// Every metric in the Prometheus text format (version 0.0.4, [`CONTENT_TYPE`]).
+    /// Every metric in the Prometheus text format (version 0.0.4), to be served with
+    /// `Content-Type: text/plain; version=0.0.4; charset=utf-8`.
     pub fn render(&self) -> String {
         let mut out = String::new();
         prometheus_text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");

@@ -1,7 +1,8 @@
 //! Every request gets an id: the caller's `x-request-id` when it sends a usable one, else a fresh
-//! one. The id is on every log line of the request (a tracing span), in the response's
-//! `x-request-id` header, and in chat completion ids, so one slow or failed call can be followed
-//! from the load balancer's log to the server's.
+//! one. The id is on every log line of the request (a tracing span) and in the response's
+//! `x-request-id` header, so one slow or failed call can be followed from the load balancer's log
+//! to the server's. (A chat completion's `id` is its own, unique even when a client reuses a
+//! request id; the generation's log line carries both.)
 
 use axum::extract::Request;
 use axum::http::HeaderValue;
@@ -11,8 +12,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tracing::Instrument;
 
+/// The header that carries a request's id, in the request and in the response.
 pub const HEADER: &str = "x-request-id";
 
+/// A request's id, put in the request's extensions by the id middleware for handlers to read. The
+/// string is 1–64 printable ASCII characters (the caller's) or lower-case hex digits (fresh: 16,
+/// more after 2³² requests).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestId(pub String);
 
@@ -35,6 +40,9 @@ fn usable(value: &HeaderValue) -> Option<String> {
     (!s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_graphic())).then(|| s.to_string())
 }
 
+/// Gives the request its id (the caller's usable `x-request-id`, else a fresh one), runs the rest
+/// of the stack inside a tracing span carrying it, logs the status and time in ms when answered,
+/// and sets `x-request-id` on the response.
 pub async fn middleware(mut request: Request, next: Next) -> Response {
     let id = request.headers().get(HEADER).and_then(usable).unwrap_or_else(fresh);
     request.extensions_mut().insert(RequestId(id.clone()));

@@ -31,7 +31,9 @@ pub fn model_id(name: &str) -> Option<String> {
 
 /// The model behind the server.
 pub enum Engine {
+    /// A sentence-embedding model: serves `/v1/embeddings`; chat requests are refused (400).
     Embeddings(EmbeddingBatcher),
+    /// A generation model: serves `/v1/chat/completions`; embeddings requests are refused (400).
     Chat(ChatScheduler),
 }
 
@@ -58,23 +60,32 @@ impl From<ChatScheduler> for Engine {
     }
 }
 
+/// Everything the routes share: the model, the metrics, the limits and the draining flag. The
+/// limits are plain fields, set after [`AppState::new`] and before [`router`] or
+/// [`serve`](crate::serve) take the state.
 pub struct AppState {
+    /// The model behind the routes.
     pub engine: Engine,
+    /// The metrics `GET /metrics` reports and the routes record into; the engine should have
+    /// been started with the same handle.
     pub metrics: Arc<Metrics>,
+    /// What `GET /info` answers; its `model` is the id requests must name.
     pub info: ServerInfo,
-    /// Inputs per embeddings request.
+    /// The most inputs in one embeddings request (default 2048); more is refused (400).
     pub max_inputs: usize,
-    /// Request body bytes.
+    /// The largest request body in bytes (default 8 MiB); a larger one is refused (413).
     pub max_body_bytes: usize,
-    /// A request still unanswered after this is cut off (504) and its work cancelled.
+    /// A request still unanswered after this is cut off (504) and its work cancelled (default
+    /// 300 s).
     pub request_timeout: Duration,
     /// A connection whose request headers have not all arrived this long after it opened (or
-    /// after its previous answer, for a kept-alive connection) is closed.
+    /// after its previous answer, for a kept-alive connection) is closed (default 10 s).
     pub header_timeout: Duration,
     /// A request whose whole body has not arrived this long after its headers is answered 408
-    /// and its connection closed.
+    /// and its connection closed (default 60 s).
     pub body_timeout: Duration,
-    /// Connections served at once; further ones wait in the listen backlog until one closes.
+    /// Connections served at once; further ones wait in the listen backlog until one closes
+    /// (default 512).
     pub max_connections: usize,
     draining: tokio::sync::watch::Sender<bool>,
     /// Set once the model thread's end has been logged.
@@ -82,6 +93,8 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// A state with the default limits (see the fields), not draining. `metrics` should be the
+    /// handle the engine was started with, so one `/metrics` shows both.
     pub fn new(engine: impl Into<Engine>, metrics: Arc<Metrics>, info: ServerInfo) -> AppState {
         AppState {
             engine: engine.into(),
@@ -98,6 +111,8 @@ impl AppState {
         }
     }
 
+    /// Whether shutdown has begun ([`AppState::start_draining`]): health answers 503 and new
+    /// requests are refused (503).
     pub fn is_draining(&self) -> bool {
         *self.draining.borrow()
     }
@@ -117,6 +132,9 @@ impl AppState {
 /// The routes served.
 pub const ROUTES: [&str; 6] = ["/v1/embeddings", "/v1/chat/completions", "/v1/models", "/info", "/health", "/metrics"];
 
+/// The six routes (embeddings, chat completions, models, info, health, metrics) on `state`, with
+/// the body limit and body timeout applied before any handler runs and every request given an id
+/// (`x-request-id`). [`serve`](crate::serve) runs it; tests can call it directly.
 pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.max_body_bytes;
     Router::new()
@@ -230,6 +248,40 @@ mod tests {
         let limits = ChatLimits { max_sequences: usize::MAX, queue: 4 };
         let started = ChatScheduler::start(smollm2(), limits, Arc::new(Metrics::default()));
         assert!(started.is_err());
+    }
+
+    /// Over the body limit, declared (refused before reading) or not (refused when the limit is
+    /// passed): 413 naming the parameter that holds the bulk of a body on that route, never
+    /// `input` on the chat route (it has none), null where the route takes no body.
+    #[tokio::test]
+    async fn a_413_names_the_parameter_of_its_route() {
+        let metrics = Arc::new(Metrics::default());
+        let scheduler = ChatScheduler::start(smollm2(), ChatLimits { max_sequences: 1, queue: 1 }, metrics.clone());
+        let mut state = AppState::new(scheduler.unwrap(), metrics, info());
+        state.max_body_bytes = 64;
+        let state = Arc::new(state);
+        let body = serde_json::json!({ "model": "m", "messages": [{ "role": "user", "content": "x".repeat(200) }] });
+        let body = body.to_string();
+        for (method, path, param) in [
+            ("POST", "/v1/chat/completions", serde_json::json!("messages")),
+            ("POST", "/v1/embeddings", serde_json::json!("input")),
+            ("GET", "/v1/models", serde_json::Value::Null),
+        ] {
+            for declared in [true, false] {
+                let mut request =
+                    Request::builder().method(method).uri(path).header("content-type", "application/json");
+                if declared {
+                    request = request.header("content-length", body.len());
+                }
+                let response = router(state.clone()).oneshot(request.body(Body::from(body.clone())).unwrap()).await;
+                let response = response.unwrap();
+                assert_eq!(response.status(), 413, "{path}");
+                let bytes = response.into_body().collect().await.unwrap().to_bytes();
+                let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                assert_eq!(json["error"]["code"], "input_too_large", "{path}: {json}");
+                assert_eq!(json["error"]["param"], param, "{path} (declared: {declared}): {json}");
+            }
+        }
     }
 
     #[test]

@@ -135,14 +135,21 @@ fn answers_equal_the_library_and_streams_equal_whole_answers() {
     assert_eq!(status, 200, "{json}");
     assert_eq!(json["choices"][0]["message"]["content"], want.as_str());
 
-    // The caller's request id names the completion and comes back in the header.
-    let r = ureq::post(&format!("{}/v1/chat/completions", server.url))
-        .set("x-request-id", "trace-42")
-        .send_string(&request(user, 2).to_string())
-        .unwrap();
-    assert_eq!(r.header("x-request-id"), Some("trace-42"));
-    let json: Value = serde_json::from_str(&r.into_string().unwrap()).unwrap();
-    assert_eq!(json["id"], "chatcmpl-trace-42");
+    // The caller's request id comes back in the header; a completion's id is its own, so a client
+    // that reuses a request id still gets a different completion id each time.
+    let ids: Vec<String> = (0..2)
+        .map(|_| {
+            let r = ureq::post(&format!("{}/v1/chat/completions", server.url))
+                .set("x-request-id", "trace-42")
+                .send_string(&request(user, 2).to_string())
+                .unwrap();
+            assert_eq!(r.header("x-request-id"), Some("trace-42"));
+            let json: Value = serde_json::from_str(&r.into_string().unwrap()).unwrap();
+            json["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert!(ids.iter().all(|id| id.starts_with("chatcmpl-")), "{ids:?}");
+    assert_ne!(ids[0], ids[1], "a reused request id gave a repeated completion id");
 
     let (_, info) = server.get("/info");
     assert!(info.contains("\"task\":\"chat\"") && info.contains("\"max_input_tokens\":512"), "{info}");
@@ -242,6 +249,11 @@ fn bad_chat_requests_get_the_documented_status() {
         ("audio", json!({"voice": "alloy", "format": "wav"}), "audio"),
         ("max_completion_tokens", json!(7), "max_completion_tokens"),
         ("best_of", json!(2), "Unrecognized request argument supplied: best_of"),
+        (
+            "stream_options",
+            json!({"include_usage": true, "chunk_size": 2}),
+            "Unrecognized request argument supplied: chunk_size",
+        ),
     ] {
         let mut body = json!({"model": MODEL, "messages": x, "max_tokens": 5});
         body[field] = value;
@@ -256,6 +268,9 @@ fn bad_chat_requests_get_the_documented_status() {
         (json!({"role": "function", "name": "f", "content": "x"}), "role"),
         (json!({"role": "user", "content": "x", "weight": 2}), "Unrecognized request argument supplied: weight"),
         (json!({"role": "x".repeat(5000), "content": "x"}), "role"),
+        (json!({"role": "user"}), "a `user` message needs `content`"),
+        (json!({"role": "system", "content": null}), "a `system` message needs `content`"),
+        (json!({"role": "user", "content": [{"type": "text"}]}), "a text part has no `text`"),
     ] {
         cases.push((json!({"model": MODEL, "messages": [message]}).to_string(), 400, needle));
     }
@@ -269,6 +284,27 @@ fn bad_chat_requests_get_the_documented_status() {
             assert_eq!(json["error"]["code"], "context_length_exceeded");
             assert_eq!(json["error"]["type"], "invalid_request_error");
         }
+    }
+    // `param` names what is at fault: the field the client sent, or the message (and part).
+    for (body, param) in [
+        (json!({"model": MODEL, "max_completion_tokens": 0, "messages": x}), json!("max_completion_tokens")),
+        (json!({"model": MODEL, "max_tokens": 0, "messages": x}), json!("max_tokens")),
+        (json!({"model": MODEL, "stop": ["", "a", "b", "c", "d", "e"], "messages": x}), json!("stop")),
+        (
+            json!({"model": MODEL, "messages": [{"role": "user", "content": "x"}, {"role": "developer"}]}),
+            json!("messages[1].content"),
+        ),
+        (
+            json!({"model": MODEL, "messages": [{"role": "user", "content": ["not a part"]}]}),
+            Value::Null, // 422: the wrong shape, the body as a whole
+        ),
+        (
+            json!({"model": MODEL, "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text"}]}]}),
+            json!("messages[0].content[1].text"),
+        ),
+    ] {
+        let (_, json, _) = server.post("/v1/chat/completions", &body.to_string());
+        assert_eq!(json["error"]["param"], param, "{body}: {json}");
     }
     // Null and no-op values of the parameters OpenAI defines are accepted.
     let mut noop = request("Hi", 2);
@@ -291,6 +327,14 @@ fn bad_chat_requests_get_the_documented_status() {
         ("tools", json!([])),
         ("tool_choice", json!("none")),
         ("max_completion_tokens", json!(2)),
+        ("stream_options", json!({"include_usage": false, "include_obfuscation": true})),
+        // Empty stop strings never match: dropped, and not counted towards the 4.
+        ("stop", json!(["", "never1", "never2", "", "never3", "never4", ""])),
+        // An assistant turn may come without content (OpenAI: beside tool calls or a refusal).
+        (
+            "messages",
+            json!([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": null, "refusal": "No."}, {"role": "user", "content": "Hi"}]),
+        ),
     ] {
         noop[field] = value;
         let (status, json, _) = server.post("/v1/chat/completions", &noop.to_string());
