@@ -24,7 +24,7 @@ fn main() -> anyhow::Result<()> {
         max_input_tokens: embedder.max_tokens(),
     };
     let metrics = Arc::new(Metrics::default());
-    let batcher = EmbeddingBatcher::start(embedder, BatchLimits::default(), metrics.clone());
+    let batcher = EmbeddingBatcher::start(embedder, BatchLimits::default(), metrics.clone())?;
     let state = Arc::new(AppState::new(batcher, metrics, info));
     tokio::runtime::Runtime::new()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;

@@ -175,7 +175,7 @@ pub fn serve(store: &ModelStore, a: ServeArgs) -> Result<()> {
         let limits = BatchLimits { max_batch: a.max_batch, max_batch_tokens: a.max_batch_tokens, queue: a.queue }
             .fitting(embedder.max_tokens())
             .map_err(|(_, why)| anyhow::anyhow!("--{}", why.replacen("max_batch_tokens", "max-batch-tokens", 1)))?;
-        EmbeddingBatcher::start(embedder, limits, metrics.clone()).into()
+        EmbeddingBatcher::start(embedder, limits, metrics.clone())?.into()
     };
     let mut state = AppState::new(engine, metrics, info);
     state.request_timeout = request_timeout;

@@ -89,7 +89,7 @@ impl EmbeddingBatcher {
     ///
     /// `ModelError::InvalidInput` when the OS cannot start the thread (as
     /// [`ChatScheduler::start`](crate::ChatScheduler::start) reports it).
-    pub fn try_start(
+    pub fn start(
         embedder: SentenceEmbedder,
         limits: BatchLimits,
         metrics: Arc<Metrics>,
@@ -97,17 +97,7 @@ impl EmbeddingBatcher {
         EmbeddingBatcher::start_on(std::thread::Builder::new().name("accelrt-model".into()), embedder, limits, metrics)
     }
 
-    /// [`EmbeddingBatcher::try_start`] for callers that cannot handle the error; prefer
-    /// `try_start`.
-    ///
-    /// # Panics
-    ///
-    /// If the OS cannot start the thread.
-    pub fn start(embedder: SentenceEmbedder, limits: BatchLimits, metrics: Arc<Metrics>) -> EmbeddingBatcher {
-        EmbeddingBatcher::try_start(embedder, limits, metrics).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    /// `try_start` with the model thread started by `thread` (tests: one that cannot start).
+    /// `start` with the model thread started by `thread` (tests: one that cannot start).
     fn start_on(
         thread: std::thread::Builder,
         embedder: SentenceEmbedder,
@@ -306,7 +296,7 @@ mod tests {
     }
 
     /// A thread the OS cannot start (here: one asking for a stack larger than the address space)
-    /// is an error from `try_start`, as from `ChatScheduler::start`, not a panic.
+    /// is an error from `start`, as from `ChatScheduler::start`, not a panic.
     #[test]
     fn a_model_thread_that_cannot_start_is_an_error_not_a_panic() {
         use accelrt_models::{registry, ModelStore};

@@ -30,7 +30,7 @@ fn start(limits: BatchLimits, max_inputs: usize, max_body: usize) -> Server {
         max_input_tokens: embedder.max_tokens(),
     };
     let metrics = Arc::new(Metrics::default());
-    let batcher = EmbeddingBatcher::try_start(embedder, limits, metrics.clone()).unwrap();
+    let batcher = EmbeddingBatcher::start(embedder, limits, metrics.clone()).unwrap();
     let mut state = AppState::new(batcher, metrics, info);
     state.max_inputs = max_inputs;
     state.max_body_bytes = max_body;

@@ -314,7 +314,7 @@ fn embeddings_with_a_flood_of_huge_and_oversized_requests() {
     let metrics = Arc::new(Metrics::default());
     let limits = BatchLimits { max_batch: 32, max_batch_tokens: 8192, queue: 256 };
     let mut state =
-        AppState::new(EmbeddingBatcher::try_start(load_embedder(), limits, metrics.clone()).unwrap(), metrics, info);
+        AppState::new(EmbeddingBatcher::start(load_embedder(), limits, metrics.clone()).unwrap(), metrics, info);
     state.max_inputs = 2048;
     state.max_body_bytes = 1 << 20;
     let server = Server::start(state);
