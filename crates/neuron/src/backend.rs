@@ -19,6 +19,7 @@
 
 pub use crate::cache::bucket_key;
 use crate::cache::{read_checked, scan, CachedNeff, NeffKey};
+use crate::compile::TARGETS;
 use crate::runtime::{Model, Runtime, Tensor, TensorInfo, TensorRefs, TensorUsage};
 use crate::status::NeuronError;
 use accelrt_core::padding::{chunkable_symbol, pad, paddable_symbols, unpad};
@@ -74,19 +75,26 @@ impl NeuronOptions {
     ///
     /// # Errors
     ///
-    /// A message when the target is not `inf2`, `trn1` or `trn2`.
+    /// A message when the target is not one of [`TARGETS`] (`inf2`, `trn1`, `trn2`).
     pub fn from_env() -> std::result::Result<NeuronOptions, String> {
         let cache_dir = match std::env::var_os(NEFF_CACHE_ENV).filter(|v| !v.is_empty()) {
             Some(dir) => PathBuf::from(dir),
             None => default_cache_dir(),
         };
         let target = std::env::var(TARGET_ENV).ok().filter(|t| !t.is_empty()).unwrap_or_else(|| "inf2".into());
-        if !["inf2", "trn1", "trn2"].contains(&target.as_str()) {
-            return Err(format!("{TARGET_ENV}={target}: the targets are inf2, trn1 and trn2"));
-        }
+        check_target(&target).map_err(|reason| format!("{TARGET_ENV}={reason}"))?;
         let flags = std::env::var(FLAGS_ENV).ok().map(|f| f.split_whitespace().map(str::to_string).collect());
         Ok(NeuronOptions { cache_dir, target, flags })
     }
+}
+
+/// `Ok` for a target `accelrt compile` makes NEFFs for ([`TARGETS`]); otherwise the target and
+/// the list.
+fn check_target(target: &str) -> std::result::Result<(), String> {
+    if TARGETS.contains(&target) {
+        return Ok(());
+    }
+    Err(format!("{target}: the targets are {}", TARGETS.join(", ")))
 }
 
 /// `neff/` in accelrt's cache directory (`$ACCELRT_CACHE`, …): where `accelrt compile` puts NEFFs
@@ -493,6 +501,21 @@ enum Plan {
     Chunks { symbol: String, chunks: Vec<(usize, usize, usize)> },
 }
 
+/// Sets each cache's length in each slot of `lengths` (cache lengths in `caches` order) in a
+/// state where those slots are empty (just reset): a write from position 0 of at most what the
+/// slot held before, which the rules always accept.
+fn set_lengths(state: &mut SessionState, caches: &[CacheNode], lengths: &BTreeMap<usize, Vec<usize>>) -> Result<()> {
+    for (&slot, lengths) in lengths {
+        for (c, &len) in caches.iter().zip(lengths) {
+            let positions: Vec<i64> = (0..len as i64).collect();
+            state
+                .plan_cache_write(c.index, c.capacity, &positions, &[slot as i64])
+                .map_err(|e| Error::node(&c.name, format!("kv_cache: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
 impl NeuronExecutable {
     fn new(graph: &Graph, rt: Arc<Runtime>, manifests: Vec<Manifest>, cores: Vec<Mutex<Core>>) -> Result<Self> {
         let mut caches = Vec::new();
@@ -662,7 +685,9 @@ impl NeuronExecutable {
         buckets.iter().map(bucket_key).collect::<Vec<_>>().join("; ")
     }
 
-    /// A step (with a session state or without), planned, checked and run.
+    /// A step (with a session state or without), checked, planned and run. A step that is refused
+    /// (a bad cache write, no bucket that holds it) or fails leaves the session's slot lengths as
+    /// they were ([`NeuronExecutable::restore`] says what a failed run may cut).
     fn step(&self, state: Option<&mut SessionState>, inputs: &[(&str, &HostTensor)]) -> Result<Outputs> {
         let bindings = self.graph.bind_inputs(inputs)?;
         for (name, rows) in &self.id_inputs {
@@ -679,26 +704,60 @@ impl NeuronExecutable {
             input_symbols(&self.graph).into_iter().filter_map(|s| bindings.get(&s).map(|n| (s, n))).collect();
         // A stateless graph ignores a state (its sessions hold nothing).
         let mut state = if self.caches.is_empty() { None } else { state };
-        let mut kv_len = 0;
-        if !self.caches.is_empty() {
-            let state = state.as_deref_mut().ok_or_else(|| err("graphs with KV caches run with a session state"))?;
-            let input = |name: &str| inputs.iter().find(|(n, _)| *n == name).expect("inputs are bound").1;
-            for c in &self.caches {
-                let positions = input(&c.positions).to_i64_vec().expect("positions are integers");
-                let slots = input(&c.slots).to_i64_vec().expect("slots are integers");
-                let write = state
-                    .plan_cache_write(c.index, c.capacity, &positions, &slots)
-                    .map_err(|e| Error::node(&c.name, format!("kv_cache: {e}")))?;
-                kv_len = kv_len.max(write.kv_len);
-            }
-        }
-        let inner = match state {
-            Some(state) => Some(state.inner_mut::<NeuronState>(self.id)?),
+        let slots = match state.as_deref() {
+            Some(state) => Some(state.inner::<NeuronState>(self.id)?.slots),
+            None if !self.caches.is_empty() => return Err(err("graphs with KV caches run with a session state")),
             None => None,
         };
-        let slots = inner.as_ref().map(|s| s.slots);
-        match self.plan(&sizes, slots)? {
-            Plan::One { program } => self.run_program(program, inputs, &sizes, kv_len, inner),
+        // The cache writes are checked and recorded before the program runs (the device would
+        // clamp a bad one); a step that is then refused or fails puts the lengths back, and
+        // reports its own error rather than any from restoring.
+        let mut before = None;
+        let mut written = Vec::new();
+        let mut kv_len = 0;
+        if let Some(state) = state.as_deref_mut() {
+            let held = self.slot_lengths(state, inputs)?;
+            match self.write_caches(state, inputs) {
+                Ok((len, rows)) => (kv_len, written) = (len, rows),
+                Err(e) => {
+                    let _ = self.restore(state, &held, None);
+                    return Err(e);
+                }
+            }
+            before = Some(held);
+        }
+        let plan = match self.plan(&sizes, slots) {
+            Ok(plan) => plan,
+            Err(e) => {
+                if let (Some(state), Some(held)) = (state, &before) {
+                    let _ = self.restore(state, held, None);
+                }
+                return Err(e);
+            }
+        };
+        let result = match state.as_deref_mut() {
+            Some(state) => state
+                .inner_mut::<NeuronState>(self.id)
+                .and_then(|inner| self.run_plan(plan, inputs, &sizes, kv_len, Some(inner))),
+            None => self.run_plan(plan, inputs, &sizes, kv_len, None),
+        };
+        if let (Err(_), Some(state), Some(held)) = (&result, state, &before) {
+            let _ = self.restore(state, held, Some(&written));
+        }
+        result
+    }
+
+    /// Runs a planned step: one program, or its chunks one after the other on the same caches.
+    fn run_plan(
+        &self,
+        plan: Plan,
+        inputs: &[(&str, &HostTensor)],
+        sizes: &BTreeMap<String, usize>,
+        kv_len: usize,
+        inner: Option<&mut NeuronState>,
+    ) -> Result<Outputs> {
+        match plan {
+            Plan::One { program } => self.run_program(program, inputs, sizes, kv_len, inner),
             Plan::Chunks { symbol, chunks } => {
                 let mut inner = inner;
                 let mut last = None;
@@ -712,6 +771,85 @@ impl NeuronExecutable {
                 Ok(last.expect("a plan has at least one chunk"))
             }
         }
+    }
+
+    /// Every cache's length in each session slot the step writes (slot ids the session does not
+    /// have are left to [`NeuronExecutable::write_caches`] to refuse). A write of no positions
+    /// starts where the slot ends, so it reads the length and changes nothing.
+    fn slot_lengths(
+        &self,
+        state: &mut SessionState,
+        inputs: &[(&str, &HostTensor)],
+    ) -> Result<BTreeMap<usize, Vec<usize>>> {
+        let mut touched = BTreeSet::new();
+        for c in &self.caches {
+            let slots = input_of(inputs, &c.slots).to_i64_vec().expect("slots are integers");
+            touched.extend(slots.iter().filter_map(|&s| usize::try_from(s).ok()).filter(|&s| s < state.slots()));
+        }
+        let mut held = BTreeMap::new();
+        for slot in touched {
+            let lengths = self
+                .caches
+                .iter()
+                .map(|c| {
+                    let write = state.plan_cache_write(c.index, c.capacity, &[], &[slot as i64]);
+                    write.map(|w| w.kv_len).map_err(|e| Error::node(&c.name, format!("kv_cache: {e}")))
+                })
+                .collect::<Result<Vec<usize>>>()?;
+            held.insert(slot, lengths);
+        }
+        Ok(held)
+    }
+
+    /// Checks the step's write into every cache against the rules of `Op::KvCache` and records
+    /// it (`SessionState::plan_cache_write`): the cached length the step yields, and each cache's
+    /// rows. A refusal may leave earlier caches' writes recorded
+    /// ([`NeuronExecutable::restore`] undoes them).
+    fn write_caches(
+        &self,
+        state: &mut SessionState,
+        inputs: &[(&str, &HostTensor)],
+    ) -> Result<(usize, Vec<Vec<accelrt_core::RowWrite>>)> {
+        let mut kv_len = 0;
+        let mut rows = Vec::with_capacity(self.caches.len());
+        for c in &self.caches {
+            let positions = input_of(inputs, &c.positions).to_i64_vec().expect("positions are integers");
+            let slots = input_of(inputs, &c.slots).to_i64_vec().expect("slots are integers");
+            let write = state
+                .plan_cache_write(c.index, c.capacity, &positions, &slots)
+                .map_err(|e| Error::node(&c.name, format!("kv_cache: {e}")))?;
+            kv_len = kv_len.max(write.kv_len);
+            rows.push(write.rows);
+        }
+        Ok((kv_len, rows))
+    }
+
+    /// Puts back the slot lengths `held` ([`NeuronExecutable::slot_lengths`]) after a step that
+    /// was refused or failed. `ran` is the rows a step that failed in or after running its
+    /// program wrote (per cache): the device may then hold the step's entries at those positions,
+    /// which is harmless past what a slot held (a slot the step appended to keeps its length), but
+    /// a slot whose write started inside what it held is cut back to where the write started,
+    /// since device memory is not rolled back.
+    fn restore(
+        &self,
+        state: &mut SessionState,
+        held: &BTreeMap<usize, Vec<usize>>,
+        ran: Option<&[Vec<accelrt_core::RowWrite>]>,
+    ) -> Result<()> {
+        let mut lengths = held.clone();
+        if let Some(ran) = ran {
+            for (&slot, lengths) in &mut lengths {
+                for (len, rows) in lengths.iter_mut().zip(ran) {
+                    if let Some(r) = rows.iter().find(|r| r.slot == slot) {
+                        *len = (*len).min(r.start);
+                    }
+                }
+            }
+        }
+        for &slot in lengths.keys() {
+            state.reset_slot(slot);
+        }
+        set_lengths(state, &self.caches, &lengths)
     }
 
     /// Runs program `p` on real-sized `inputs`: pads them into its tensors, binds weights and
@@ -839,6 +977,11 @@ impl NeuronExecutable {
     }
 }
 
+/// The input named `name` (bound, so present).
+fn input_of<'a>(inputs: &[(&str, &'a HostTensor)], name: &str) -> &'a HostTensor {
+    inputs.iter().find(|(n, _)| *n == name).expect("inputs are bound").1
+}
+
 /// `inputs` with every axis of `symbol` cut to `start..start + len` (other inputs unchanged).
 fn slice_inputs(
     graph: &Graph,
@@ -939,5 +1082,23 @@ fn no_training_state() -> Error {
     Error::Unsupported {
         backend: BACKEND.into(),
         what: "graph variables (training state) in a Neuron program: training on Neuron is not supported yet".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `$ACCELRT_NEURON_TARGET` takes exactly the targets `accelrt compile` makes NEFFs for, and a
+    /// refusal names them all.
+    #[test]
+    fn the_backend_accepts_the_compile_targets_and_no_other() {
+        for target in TARGETS {
+            assert_eq!(check_target(target), Ok(()));
+        }
+        for bad in ["inf1", "trn3", "INF2", ""] {
+            let reason = check_target(bad).unwrap_err();
+            assert_eq!(reason, format!("{bad}: the targets are {}", TARGETS.join(", ")));
+        }
     }
 }

@@ -80,8 +80,8 @@ pub struct Api {
     _library: Library,
 }
 
-/// Where the library is looked for: `$ACCELRT_NEURON_LIB`, else the SDK's folder, else the loader's
-/// search path; the SONAME `libnrt.so.1` first, then `libnrt.so`.
+/// Where the library is looked for, in order: `$ACCELRT_NEURON_LIB` alone when set, else the SDK's
+/// folder, else the loader's search path; the SONAME `libnrt.so.1` first, then `libnrt.so`.
 fn candidates() -> Vec<PathBuf> {
     if let Some(path) = std::env::var_os(LIBRARY_ENV).filter(|p| !p.is_empty()) {
         return vec![PathBuf::from(path)];
@@ -95,17 +95,48 @@ fn candidates() -> Vec<PathBuf> {
 }
 
 impl Api {
-    /// Opens the first library that loads and resolves every symbol.
+    /// Opens the first candidate ([`candidates`]) that loads and resolves every symbol; a library
+    /// that opens but lacks a symbol is closed and the search goes on.
+    ///
+    /// # Errors
+    ///
+    /// As [`Api::load_from`] over the candidates.
     pub fn load() -> Result<Api> {
-        let mut tried = Vec::new();
-        for path in candidates() {
+        Api::load_from(&candidates())
+    }
+
+    /// Opens the first of `candidates` that loads and resolves every symbol.
+    ///
+    /// # Errors
+    ///
+    /// When none does: with a single candidate (`$ACCELRT_NEURON_LIB`), its own error
+    /// ([`NeuronError::LibraryNotFound`] naming it, or [`NeuronError::MissingSymbol`]); with
+    /// several, [`NeuronError::LibraryNotFound`] naming every candidate and why it failed (the
+    /// loader's message, or the symbol it lacks).
+    pub fn load_from(candidates: &[PathBuf]) -> Result<Api> {
+        let mut failures = Vec::new();
+        for path in candidates {
             // SAFETY: loading a shared library runs its initialisers; the Neuron runtime's (or the
             // simulator's) are the intended ones here.
-            match unsafe { Library::new(&path) } {
-                Ok(library) => return Api::resolve(&path, library),
-                Err(e) => tried.push(format!("{}: {e}", path.display())),
-            }
+            let error = match unsafe { Library::new(path) } {
+                Ok(library) => match Api::resolve(path, library) {
+                    Ok(api) => return Ok(api),
+                    Err(e) => e,
+                },
+                Err(e) => NeuronError::LibraryNotFound { tried: vec![format!("{}: {e}", path.display())] },
+            };
+            failures.push(error);
         }
+        if failures.len() == 1 {
+            return Err(failures.pop().expect("one failure"));
+        }
+        let tried = failures
+            .into_iter()
+            .flat_map(|e| match e {
+                NeuronError::LibraryNotFound { tried } => tried,
+                other => vec![other.to_string()],
+            })
+            .collect();
         Err(NeuronError::LibraryNotFound { tried })
     }
 
@@ -140,5 +171,49 @@ impl Api {
             tensor_get_size: sym!("nrt_tensor_get_size"),
             _library: library,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The runtime double (`accelrt-nrt-sim`, a dev-dependency) cargo built next to this test binary.
+    fn simulator_library() -> PathBuf {
+        let exe = std::env::current_exe().unwrap();
+        let deps = exe.parent().unwrap();
+        let name = format!("{}nrt_sim{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
+        [deps, deps.parent().unwrap()]
+            .iter()
+            .map(|d| d.join(&name))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| panic!("{name} was not built next to {}", exe.display()))
+    }
+
+    /// A library that opens but is not the runtime (no `nrt_init`) does not end the search: the
+    /// next candidate that resolves every symbol is used, and when none does, every candidate is
+    /// named with its reason.
+    #[test]
+    fn a_library_without_the_symbols_does_not_stop_the_search() {
+        let missing = PathBuf::from("/nonexistent/libnrt.so.1");
+        let not_the_runtime = PathBuf::from("libm.so.6");
+        let api = Api::load_from(&[missing.clone(), not_the_runtime.clone(), simulator_library()])
+            .unwrap_or_else(|e| panic!("the double after a foreign library should load: {e}"));
+        assert_eq!(api.path, simulator_library());
+
+        match Api::load_from(&[missing.clone(), not_the_runtime.clone()]) {
+            Err(NeuronError::LibraryNotFound { tried }) => {
+                assert_eq!(tried.len(), 2, "{tried:?}");
+                assert!(tried[0].starts_with("/nonexistent/libnrt.so.1:"), "{tried:?}");
+                assert!(tried[1].starts_with("libm.so.6:") && tried[1].contains("`nrt_init` is missing"), "{tried:?}");
+            }
+            other => panic!("expected LibraryNotFound naming both, got {:?}", other.err()),
+        }
+        // A single candidate (what `$ACCELRT_NEURON_LIB` gives) keeps its own error.
+        assert!(matches!(
+            Api::load_from(&[not_the_runtime]),
+            Err(NeuronError::MissingSymbol { symbol: "nrt_init", .. })
+        ));
+        assert!(matches!(Api::load_from(&[missing]), Err(NeuronError::LibraryNotFound { tried }) if tried.len() == 1));
     }
 }

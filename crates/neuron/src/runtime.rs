@@ -63,8 +63,10 @@ impl Runtime {
     ///
     /// # Errors
     ///
-    /// [`NeuronError::Closed`] after [`Runtime::shutdown`]; [`NeuronError::LibraryNotFound`] or
-    /// [`NeuronError::MissingSymbol`] when no usable library is found; [`NeuronError::Status`]
+    /// [`NeuronError::Closed`] after [`Runtime::shutdown`]; [`NeuronError::LibraryNotFound`] when
+    /// no usable library is found (every place searched, with why it failed; a library that opens
+    /// but lacks a symbol is skipped), or [`NeuronError::MissingSymbol`] when the one library
+    /// `$ACCELRT_NEURON_LIB` names lacks a symbol; [`NeuronError::Status`]
     /// when `nrt_init` fails (for example because another process holds the NeuronCores). A
     /// failed first call leaves the runtime uninitialised, so a later call tries again.
     pub fn get() -> Result<Arc<Runtime>> {

@@ -77,18 +77,21 @@ impl std::fmt::Display for NrtStatus {
 /// What can go wrong loading or calling the Neuron runtime.
 #[derive(Debug, thiserror::Error)]
 pub enum NeuronError {
-    /// No Neuron runtime library could be opened: not installed (package
-    /// `aws-neuronx-runtime-lib`, in `/opt/aws/neuron/lib`), or not where `ACCELRT_NEURON_LIB`
-    /// points. Install the runtime or set that variable to the library's path.
+    /// No usable Neuron runtime library was found: none of the places searched had a library
+    /// that opened and had every function the binding needs. Usually the runtime is not installed
+    /// (package `aws-neuronx-runtime-lib`, in `/opt/aws/neuron/lib`), or not where
+    /// `ACCELRT_NEURON_LIB` points. Install the runtime or set that variable to the library's path.
     #[error("the Neuron runtime library could not be loaded; tried: {}", tried.join("; "))]
     LibraryNotFound {
-        /// Each place tried, with the loader's reason.
+        /// Each place tried, with why it failed: the loader's reason, or the symbol the library
+        /// that opened there lacks.
         tried: Vec<String>,
     },
 
-    /// The library opened but lacks a function the binding needs: most likely not a Neuron
-    /// runtime 2.x library (its symbols are versioned `NRT_2.0.0`). Point `ACCELRT_NEURON_LIB` at
-    /// the SDK's `libnrt.so.1`.
+    /// The library `ACCELRT_NEURON_LIB` names opened but lacks a function the binding needs: most
+    /// likely not a Neuron runtime 2.x library (its symbols are versioned `NRT_2.0.0`). Point
+    /// `ACCELRT_NEURON_LIB` at the SDK's `libnrt.so.1`. (In the default search such a library is
+    /// skipped, and reported in [`NeuronError::LibraryNotFound`] if nothing else loads.)
     #[error("{library}: symbol `{symbol}` is missing ({message}); is this a Neuron runtime 2.x library?")]
     MissingSymbol {
         /// The library file that was opened.

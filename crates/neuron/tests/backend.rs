@@ -10,7 +10,7 @@ use accelrt_core::{
     reference, Backend, DType, DeviceSpec, Dim, Graph, GraphBuilder, HostTensor, HostWeights, Op, PrepareOptions, Shape,
 };
 use accelrt_neuron::{CompilerVersion, NeffManifest, NeuronBackend, NeuronOptions};
-use common::{compile_bucket, compile_with};
+use common::{compile_bucket, compile_with, decoder_step, last_position_decoder};
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -303,68 +303,4 @@ fn long_steps_of_a_session_run_as_chunks_of_compiled_sizes() {
     // A session of another slot count has no program.
     let err = exe.new_state(3).err().unwrap().to_string();
     assert!(err.contains("a session of 3 sequence(s)") && err.contains("slots=3"), "{err}");
-}
-
-const HIDDEN: usize = 8;
-
-/// x → k, v projections → caches → attention by position → the last position.
-fn last_position_decoder() -> (Graph, HostWeights) {
-    let (heads, d, capacity) = (2, HIDDEN / 2, 16);
-    let mut b = GraphBuilder::new("last_position_decoder");
-    let x = b.input("x", DType::F32, Shape(vec![Dim::sym("batch"), Dim::sym("seq"), Dim::Fixed(HIDDEN)])).unwrap();
-    let positions = b.input("positions", DType::U32, Shape(vec![Dim::sym("batch"), Dim::sym("seq")])).unwrap();
-    let slots = b.input("slots", DType::U32, Shape(vec![Dim::sym("batch")])).unwrap();
-    let mut weights = HostWeights::new();
-    let mut heads_of = |b: &mut GraphBuilder, name: &str, k: f32| {
-        let w = b.weight(name, DType::F32, Shape::new([HIDDEN, HIDDEN])).unwrap();
-        weights.insert(
-            name,
-            HostTensor::f32(
-                vec![HIDDEN, HIDDEN],
-                (0..HIDDEN * HIDDEN).map(|i| ((i * 7 % 13) as f32 - 6.0) * k).collect(),
-            )
-            .unwrap(),
-        );
-        let y = b.add(format!("{name}_y"), Op::Linear { x, weight: w, bias: None }).unwrap();
-        let r = b
-            .add(
-                format!("{name}_r"),
-                Op::Reshape {
-                    x: y,
-                    dims: vec![
-                        accelrt_core::ReshapeDim::Keep(0),
-                        accelrt_core::ReshapeDim::Keep(1),
-                        accelrt_core::ReshapeDim::Fixed(heads),
-                        accelrt_core::ReshapeDim::Fixed(d),
-                    ],
-                },
-            )
-            .unwrap();
-        b.add(format!("{name}_t"), Op::Permute { x: r, perm: vec![0, 2, 1, 3] }).unwrap()
-    };
-    let q = heads_of(&mut b, "wq", 0.05);
-    let k = heads_of(&mut b, "wk", 0.04);
-    let v = heads_of(&mut b, "wv", 0.03);
-    let kc = b.add("k_cache", Op::KvCache { x: k, positions, slots, capacity }).unwrap();
-    let vc = b.add("v_cache", Op::KvCache { x: v, positions, slots, capacity }).unwrap();
-    let a = b
-        .add(
-            "attn",
-            Op::Attention { q, k: kc, v: vc, mask: None, causal: false, scale: 0.5, q_positions: Some(positions) },
-        )
-        .unwrap();
-    let last = b.add("last_pos", Op::TakeLast { x: a, axis: 2 }).unwrap();
-    b.output("last", last);
-    (b.build().unwrap(), weights)
-}
-
-fn decoder_step(rows: &[(u32, u32, usize)], salt: usize) -> Vec<(String, HostTensor)> {
-    let (batch, n) = (rows.len(), rows[0].2);
-    let x = (0..batch * n * HIDDEN).map(|i| (((i + salt * 31) * 17 % 29) as f32 - 14.0) / 10.0).collect();
-    let positions = rows.iter().flat_map(|&(_, start, n)| start..start + n as u32).collect();
-    vec![
-        ("x".into(), HostTensor::f32(vec![batch, n, HIDDEN], x).unwrap()),
-        ("positions".into(), HostTensor::u32(vec![batch, n], positions).unwrap()),
-        ("slots".into(), HostTensor::u32(vec![batch], rows.iter().map(|r| r.0).collect()).unwrap()),
-    ]
 }

@@ -522,48 +522,97 @@ pub unsafe extern "C" fn nrt_add_tensor_to_tensor_set(
 /// evaluator (in f64, rounded to the outputs' dtypes); an HLO NEFF runs on XLA CPU. Missing or
 /// wrongly sized inputs are `NRT_EXEC_BAD_INPUT`, outputs `NRT_INVALID`; the evaluator or XLA
 /// failing is `NRT_FAILURE`; NaN or infinity in an output is `NRT_EXEC_COMPLETED_WITH_NUM_ERR`
-/// with the outputs written.
+/// with the outputs written. Every other failure writes no output (every output is checked
+/// first), and says why on stderr.
 #[no_mangle]
 pub unsafe extern "C" fn nrt_execute(model: *mut Model, inputs: *const TensorSet, outputs: *mut TensorSet) -> c_int {
     guarded("nrt_execute", true, || {
         if model.is_null() || inputs.is_null() || outputs.is_null() {
+            log_error("nrt_execute", "a null model or tensor set");
             return INVALID;
         }
-        let neff = match &(*model).program {
-            Program::Graph(neff) => neff,
-            Program::Hlo { neff, exe } => return execute_hlo(neff, exe, &*inputs, &*outputs),
-        };
-        let mut host = Vec::with_capacity(neff.inputs.len());
-        for decl in &neff.inputs {
-            let Some(t) = find(&*inputs, &decl.name) else { return EXEC_BAD_INPUT };
-            let t = &*t;
-            if t.data.len() != decl.bytes() {
-                return EXEC_BAD_INPUT;
-            }
-            match HostTensor::from_le_bytes(decl.dtype, decl.shape.clone(), &t.data) {
-                Ok(h) => host.push((decl.name.clone(), h)),
-                Err(_) => return EXEC_BAD_INPUT,
-            }
-        }
-        let feed: Vec<(&str, &HostTensor)> = host.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        let Ok(result) = reference::evaluate(&neff.graph, neff, &feed) else { return FAILURE };
-        let mut non_finite = false;
-        for decl in &neff.outputs {
-            let (Some(value), Some(t)) = (result.get(&decl.name), find(&*outputs, &decl.name)) else { return INVALID };
-            let t = &mut *t;
-            let bytes = value.to_le_bytes();
-            if bytes.len() != t.data.len() {
-                return INVALID;
-            }
-            non_finite |= value.to_f64_vec().iter().any(|v| !v.is_finite());
-            t.data.copy_from_slice(&bytes);
-        }
-        if non_finite {
-            EXEC_COMPLETED_WITH_NUM_ERR
-        } else {
-            SUCCESS
+        match &(*model).program {
+            Program::Graph(neff) => execute_graph(neff, &*inputs, &*outputs),
+            Program::Hlo { neff, exe } => execute_hlo(neff, exe, &*inputs, &*outputs),
         }
     })
+}
+
+/// Runs a graph NEFF in the reference evaluator. As for HLO NEFFs, the output set is checked
+/// before anything runs and every result is checked before any output is written, so a failed
+/// run writes nothing.
+unsafe fn execute_graph(neff: &SimNeff, inputs: &TensorSet, outputs: &TensorSet) -> c_int {
+    let mut targets = Vec::with_capacity(neff.outputs.len());
+    for decl in &neff.outputs {
+        match find(outputs, &decl.name) {
+            Some(t) if (*t).data.len() == decl.bytes() => targets.push(t),
+            Some(t) => {
+                let message = format!("{} is {} bytes, the model writes {}", decl.name, (*t).data.len(), decl.bytes());
+                log_error("nrt_execute", &message);
+                return INVALID;
+            }
+            None => {
+                log_error("nrt_execute", &format!("the output set has no tensor {}", decl.name));
+                return INVALID;
+            }
+        }
+    }
+    let mut host = Vec::with_capacity(neff.inputs.len());
+    for decl in &neff.inputs {
+        let Some(t) = find(inputs, &decl.name) else {
+            log_error("nrt_execute", &format!("the input set has no tensor {}", decl.name));
+            return EXEC_BAD_INPUT;
+        };
+        let data = &(*t).data;
+        if data.len() != decl.bytes() {
+            log_error(
+                "nrt_execute",
+                &format!("{} is {} bytes, the model reads {}", decl.name, data.len(), decl.bytes()),
+            );
+            return EXEC_BAD_INPUT;
+        }
+        match HostTensor::from_le_bytes(decl.dtype, decl.shape.clone(), data) {
+            Ok(h) => host.push((decl.name.clone(), h)),
+            Err(e) => {
+                log_error("nrt_execute", &format!("{}: {e}", decl.name));
+                return EXEC_BAD_INPUT;
+            }
+        }
+    }
+    let feed: Vec<(&str, &HostTensor)> = host.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let result = match reference::evaluate(&neff.graph, neff, &feed) {
+        Ok(r) => r,
+        Err(e) => {
+            log_error("nrt_execute", &e.to_string());
+            return FAILURE;
+        }
+    };
+    let mut values = Vec::with_capacity(neff.outputs.len());
+    for decl in &neff.outputs {
+        let Some(value) = result.get(&decl.name) else {
+            log_error("nrt_execute", &format!("the program computed no {}", decl.name));
+            return FAILURE;
+        };
+        let bytes = value.to_le_bytes();
+        if bytes.len() != decl.bytes() {
+            log_error(
+                "nrt_execute",
+                &format!("{}: the program computed {} bytes for {}", decl.name, bytes.len(), decl.bytes()),
+            );
+            return FAILURE;
+        }
+        values.push((bytes, value.to_f64_vec().iter().any(|v| !v.is_finite())));
+    }
+    let mut non_finite = false;
+    for (t, (bytes, bad)) in targets.into_iter().zip(values) {
+        non_finite |= bad;
+        (*t).data.copy_from_slice(&bytes);
+    }
+    if non_finite {
+        EXEC_COMPLETED_WITH_NUM_ERR
+    } else {
+        SUCCESS
+    }
 }
 
 fn find(set: &TensorSet, name: &str) -> Option<*mut Tensor> {
