@@ -7,6 +7,8 @@
 //! # Ok::<(), accelrt::Error>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub use accelrt_bench as bench;
 pub use accelrt_candle as candle;
 pub use accelrt_core as core;
@@ -52,7 +54,11 @@ pub fn open_backend(device: &str) -> Result<Box<dyn Backend>, Error> {
 /// Whether one kind of device can be used here, and what it is or why not.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct DeviceStatus {
+    /// The device string to pass to [`open_backend`] (`cpu`, `cuda:0`, `neuron:0`, `xla:cpu`,
+    /// `pjrt:PATH`); `pjrt:PATH` literally when no other PJRT plugin was found.
     pub device: String,
+    /// Whether the backend opened and reported the device's facts; when true `info` is set, when
+    /// false `reason` is.
     pub available: bool,
     /// The device's facts when available.
     pub info: Option<DeviceInfo>,

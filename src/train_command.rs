@@ -153,12 +153,12 @@ fn resolve_data(store: &ModelStore, data: &str, file: &str) -> Result<PathBuf> {
         return Ok(PathBuf::from(data));
     }
     let spec = dataset::lookup(data).with_context(|| format!("--data {data}: no such file or data set"))?;
-    Ok(DataStore::new(store.root()).ensure(spec)?.join(file))
+    Ok(DataStore::new(store.root()).fetch(spec)?.join(file))
 }
 
 /// One trainer for both tasks, so the loop is written once.
 enum Trainer {
-    Mnrl { trainer: MnrlTrainer, pairs: PairsFile },
+    Mnrl { trainer: Box<MnrlTrainer>, pairs: PairsFile },
     CausalLm { trainer: Box<CausalLmTrainer>, windows: TokenWindows },
 }
 
@@ -324,7 +324,7 @@ pub fn train(store: &ModelStore, a: TrainArgs) -> Result<()> {
             let trainer =
                 MnrlTrainer::with_options(&dir, backend.as_ref(), &options, a.batch_size, &config, &trainer_options)
                     .with_context(|| format!("preparing the training step of {}", dir.display()))?;
-            (Trainer::Mnrl { trainer, pairs }, "mnrl", data, None)
+            (Trainer::Mnrl { trainer: Box::new(trainer), pairs }, "mnrl", data, None)
         }
         Task::CausalLm { path } => {
             let seq_len = a.seq_len.unwrap_or(DEFAULT_SEQ_LEN);
@@ -398,14 +398,7 @@ pub fn train(store: &ModelStore, a: TrainArgs) -> Result<()> {
         tokens_total += out.tokens as u64;
         seconds_total += seconds;
         if let Some(log) = &mut log {
-            log.write(&StepRecord {
-                step: k + 1,
-                loss: out.loss,
-                lr,
-                tokens: out.tokens as u64,
-                seconds,
-                eval_loss: None,
-            })?;
+            log.write(&StepRecord { step: k + 1, loss: out.loss, lr, tokens: out.tokens as u64, seconds })?;
         }
         let done = k + 1 - start;
         let left = Duration::from_secs_f64(seconds_total / done as f64 * (a.steps - k - 1) as f64);

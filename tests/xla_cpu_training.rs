@@ -26,7 +26,7 @@ fn minilm() -> PathBuf {
 
 /// The fixture's first three batches: 8 Shakespeare training pairs each, in file order.
 fn batches() -> Vec<Vec<Pair>> {
-    let data = DataStore::new(common::cache_root()).ensure(&SHAKESPEARE).unwrap();
+    let data = DataStore::new(common::cache_root()).fetch(&SHAKESPEARE).unwrap();
     let mut pairs = PairsFile::open(data.join(dataset::PAIRS_TRAIN)).unwrap();
     let mut sampler = Sampler::new(pairs.len(), 8, Order::FileOrder).unwrap();
     (0..3).map(|_| pairs.batch(&sampler.next_batch()).unwrap()).collect()

@@ -10,20 +10,34 @@ use std::path::Path;
 /// The fields of a Hugging Face BERT `config.json` that shape the graph.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct BertConfig {
+    /// Rows of the word-embedding table; token ids must be below it. 1 to [`MAX_DIM`].
     pub vocab_size: usize,
+    /// Width of every token vector, and of the sentence vector; a multiple of
+    /// `num_attention_heads`. 1 to [`MAX_DIM`].
     pub hidden_size: usize,
+    /// Encoder layers, at most [`MAX_LAYERS`]; the weights must hold exactly this many.
     pub num_hidden_layers: usize,
+    /// Attention heads per layer, each `hidden_size / num_attention_heads` wide.
     pub num_attention_heads: usize,
+    /// Width of the feed-forward layer inside each encoder layer. 1 to [`MAX_DIM`].
     pub intermediate_size: usize,
+    /// The feed-forward activation, by its transformers name: `gelu` (erf form, the default),
+    /// `gelu_new` / `gelu_pytorch_tanh` / `gelu_fast` (tanh approximation), `relu`, `silu` /
+    /// `swish`. Others are refused.
     #[serde(default = "default_act")]
     pub hidden_act: String,
+    /// Rows of the position-embedding table: the longest input in tokens. 1 to [`MAX_DIM`].
     pub max_position_embeddings: usize,
+    /// Rows of the token-type (segment) table; default 2. 1 to [`MAX_DIM`].
     #[serde(default = "default_type_vocab")]
     pub type_vocab_size: usize,
+    /// Epsilon added to the variance in every LayerNorm; default 1e-12, finite and ≥ 0.
     #[serde(default = "default_eps")]
     pub layer_norm_eps: f64,
+    /// Only `absolute` (the default; learned position embeddings) is supported.
     #[serde(default = "default_position_type")]
     pub position_embedding_type: String,
+    /// `bert` when present; any other model type is refused.
     #[serde(default)]
     pub model_type: Option<String>,
 }
@@ -42,6 +56,14 @@ fn default_position_type() -> String {
 }
 
 impl BertConfig {
+    /// Reads and checks `config.json`: the keys above, their ranges, and that the activation and
+    /// position embedding are ones the graph can build (the weights are checked separately, by
+    /// [`BertConfig::check_weights`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::Io`] when the file cannot be read; [`ModelError::Config`] when it is not
+    /// valid JSON, lacks a required key, or fails a check.
     pub fn from_file(path: &Path) -> Result<BertConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
         let cfg: BertConfig = serde_json::from_str(&text).map_err(|e| ModelError::config(path, e.to_string()))?;
@@ -93,6 +115,10 @@ impl BertConfig {
     /// (biases and norms are checked when the weights are loaded), and the file holds no layer past
     /// `num_hidden_layers` (a config that drops layers would run a truncated model). `prefix` is the
     /// weight-name prefix given to [`build_graph`].
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::Config`], naming the missing or misshapen tensor, or the extra layer.
     pub fn check_weights(&self, weights: &SafetensorsWeights, prefix: &str) -> Result<()> {
         let expect = |name: String, shape: &[usize]| -> Result<()> {
             let name = format!("{prefix}{name}");
@@ -151,19 +177,28 @@ fn activation(name: &str) -> std::result::Result<UnaryOp, String> {
 pub enum Pooling {
     /// Mean over non-padding tokens.
     Mean,
-    /// The first ([CLS]) token.
+    /// The first token's vector (`[CLS]`).
     Cls,
 }
 
 /// The sentence-transformers modules after the encoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SentenceHead {
+    /// How the token vectors `[batch, seq, hidden]` become one `[batch, hidden]` vector.
     pub pooling: Pooling,
+    /// Whether each sentence vector is scaled to unit L2 length (a `Normalize` module follows the
+    /// pooling), so cosine similarity is a dot product.
     pub normalize: bool,
 }
 
 impl SentenceHead {
     /// Reads `modules.json` and the pooling module's `config.json` from a sentence-transformers folder.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::Io`] when a file is missing; [`ModelError::Config`] when it does not parse,
+    /// there is no Pooling module, or its config does not select exactly one of mean or CLS
+    /// pooling (max and mean-sqrt-len pooling are not supported).
     pub fn from_dir(dir: &Path) -> Result<SentenceHead> {
         #[derive(Deserialize)]
         struct Module {
@@ -210,12 +245,17 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T
     serde_json::from_str(&text).map_err(|e| ModelError::config(path, e.to_string()))
 }
 
-/// Names of the graph's inputs and output.
+/// Input: token ids, u32 `[batch, seq]`, each below `vocab_size`; what padding positions hold does
+/// not matter (the mask hides them) as long as it is a valid id.
 pub const INPUT_IDS: &str = "input_ids";
+/// Input: u32 `[batch, seq]`, 1 for a real token and 0 for padding. Attention ignores padded keys
+/// and mean pooling averages only real tokens.
 pub const ATTENTION_MASK: &str = "attention_mask";
+/// Input: segment ids, u32 `[batch, seq]`, each below `type_vocab_size` (all 0 for one sentence).
 pub const TOKEN_TYPE_IDS: &str = "token_type_ids";
+/// Output: the sentence vectors, f32 `[batch, hidden]` (unit length when the head normalises).
 pub const EMBEDDINGS: &str = "embeddings";
-/// The training graph's dropout seed input (u32, shape []), present only when some dropout
+/// The training graph's dropout seed input (u32, shape `[]`), present only when some dropout
 /// probability is positive; the trainer sets it every step (see `Op::Dropout`).
 pub const DROPOUT_SEED: &str = "dropout_seed";
 
@@ -226,8 +266,13 @@ pub const DROPOUT_SEED: &str = "dropout_seed";
 /// key is transformers' default, 0.1.
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 pub struct BertDropout {
+    /// Probability of zeroing an element of the hidden states (after the embeddings and after each
+    /// attention-output and FFN-output projection); kept elements are scaled by `1 / (1 - p)`.
+    /// In `[0, 1)`.
     #[serde(default = "default_dropout")]
     pub hidden_dropout_prob: f64,
+    /// Probability of zeroing an attention weight (after the softmax, before the product with the
+    /// values). In `[0, 1)`.
     #[serde(default = "default_dropout")]
     pub attention_probs_dropout_prob: f64,
 }
@@ -245,14 +290,20 @@ impl BertDropout {
         BertDropout { hidden_dropout_prob: p, attention_probs_dropout_prob: p }
     }
 
-    /// The probabilities `config.json` at `path` states; each must be in [0, 1).
+    /// The probabilities `config.json` at `path` states; each must be in `[0, 1)`.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::Io`] when the file cannot be read; [`ModelError::Config`] when it does not
+    /// parse or a probability is out of range.
     pub fn from_file(path: &Path) -> Result<BertDropout> {
         let d: BertDropout = read_json(path)?;
         d.check().map_err(|m| ModelError::config(path, m))?;
         Ok(d)
     }
 
-    /// Each probability is in [0, 1) (1 would drop everything; `Op::Dropout` refuses it).
+    /// Each probability is in `[0, 1)` (1 would drop everything; `Op::Dropout` refuses it). The
+    /// error is a message naming the key and its value.
     pub fn check(&self) -> std::result::Result<(), String> {
         for (name, p) in [
             ("hidden_dropout_prob", self.hidden_dropout_prob),
@@ -266,10 +317,14 @@ impl BertDropout {
     }
 }
 
-/// Builds the encoder + sentence head as a graph. Inputs (u32, [batch, seq]): `input_ids`,
-/// `attention_mask` (1 = token, 0 = padding) and `token_type_ids`; output `embeddings` [batch, hidden].
-/// Weight names follow the Hugging Face checkpoint, each prefixed with `prefix` (e.g. "" or "bert.").
-/// No dropout: this is the inference graph.
+/// Builds the encoder + sentence head as a graph. Inputs (u32, `[batch, seq]`): `input_ids`,
+/// `attention_mask` (1 = token, 0 = padding) and `token_type_ids`; output `embeddings`
+/// `[batch, hidden]`. Weight names follow the Hugging Face checkpoint, each prefixed with `prefix`
+/// (e.g. "" or "bert."), all f32. No dropout: this is the inference graph.
+///
+/// # Errors
+///
+/// [`ModelError::Core`] when the graph cannot be built (shapes that do not compose).
 pub fn build_graph(cfg: &BertConfig, head: SentenceHead, prefix: &str) -> Result<Graph> {
     build_training_graph(cfg, head, prefix, BertDropout::NONE)
 }
@@ -279,6 +334,11 @@ pub fn build_graph(cfg: &BertConfig, head: SentenceHead, prefix: &str) -> Result
 /// takes one more input, [`DROPOUT_SEED`], and attention computes its weights explicitly
 /// (`AttentionProbs`, dropout, then the product with the values) instead of the fused op. Each
 /// dropout node has its own `stream` (its index among them, in graph order).
+///
+/// # Errors
+///
+/// [`ModelError::InvalidInput`] when a dropout probability is outside `[0, 1)`;
+/// [`ModelError::Core`] when the graph cannot be built.
 pub fn build_training_graph(cfg: &BertConfig, head: SentenceHead, prefix: &str, dropout: BertDropout) -> Result<Graph> {
     dropout.check().map_err(|m| ModelError::InvalidInput(format!("dropout: {m}")))?;
     let b = GraphBuilder::new("bert-sentence-embedding");

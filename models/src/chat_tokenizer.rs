@@ -31,14 +31,18 @@ pub const MAX_TOKEN_BYTES: usize = 1024;
 const TOKEN_CONTROL: i64 = 3;
 const TOKEN_USER_DEFINED: i64 = 4;
 
-/// A message of a chat.
+/// A message of a chat, as OpenAI's chat API and Hugging Face chat templates shape it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChatMessage {
+    /// Who speaks: usually `system`, `user` or `assistant`. Passed to the template as it is; what
+    /// roles mean (or whether an unknown one is an error) is up to the model's template.
     pub role: String,
+    /// The message text. Tokenised as text, even where it spells a special token.
     pub content: String,
 }
 
 impl ChatMessage {
+    /// A message from borrowed strings (copied).
     pub fn new(role: &str, content: &str) -> ChatMessage {
         ChatMessage { role: role.into(), content: content.into() }
     }
@@ -96,6 +100,16 @@ enum Piece<'a> {
 }
 
 impl ChatTokenizer {
+    /// Builds the tokenizer from a GGUF file's `tokenizer.ggml.*` metadata and parses its
+    /// `tokenizer.chat_template`. A template that does not parse is kept as an error, reported
+    /// when a chat is rendered, so that plain-text prompts still work.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::Tokenizer`] when the tokenizer is not byte-level BPE (`gpt2`), its
+    /// pre-tokenizer is not `smollm`, `gpt2` or `default`, or the vocabulary, merges, token types
+    /// or special token ids are missing, inconsistent or out of range (a token over
+    /// [`MAX_TOKEN_BYTES`] bytes included).
     pub fn from_gguf(file: &GgufFile) -> Result<ChatTokenizer> {
         let bad = |m: String| ModelError::Tokenizer(format!("{}: {m}", file.path().display()));
         let model = file.value("tokenizer.ggml.model").and_then(GgufValue::as_str).unwrap_or("");
@@ -244,12 +258,17 @@ impl ChatTokenizer {
         })
     }
 
+    /// Tokens in the vocabulary, special tokens included; every id the tokenizer produces is below.
     pub fn vocab_size(&self) -> usize {
         self.tokenizer.get_vocab_size(true)
     }
 
     /// Token ids of `text`; special-token strings in it (e.g. `<|im_start|>`) become their ids.
     /// The BOS token is prepended when the model asks for it (`add_bos_token`).
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::Tokenizer`] when the tokenizer fails on the text.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self.tokenizer.encode(text, false).map_err(|e| ModelError::Tokenizer(e.to_string()))?;
         let mut ids = Vec::with_capacity(enc.len() + 1);
@@ -260,19 +279,28 @@ impl ChatTokenizer {
         Ok(ids)
     }
 
-    /// The text of `ids`, special tokens included (so encode → decode gives the text back).
+    /// The text of `ids`, special tokens included (so encode → decode gives the text back). Bytes
+    /// of an incomplete UTF-8 character at the end decode as U+FFFD.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::Tokenizer`] when the tokenizer's decoder fails.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         self.tokenizer.decode(ids, false).map_err(|e| ModelError::Tokenizer(e.to_string()))
     }
 
+    /// Whether `id` ends a generation: the EOS and end-of-turn tokens named in the metadata, and
+    /// any of `<|im_end|>`, `<|eot_id|>`, `<|endoftext|>`, `</s>` the vocabulary holds.
     pub fn is_stop(&self, id: u32) -> bool {
         self.stop.binary_search(&id).is_ok()
     }
 
+    /// The end-of-sequence token id (`tokenizer.ggml.eos_token_id`), if the file names one.
     pub fn eos(&self) -> Option<u32> {
         self.eos
     }
 
+    /// The Jinja source of the chat template (`tokenizer.chat_template`), if the file has one.
     pub fn chat_template(&self) -> Option<&str> {
         self.chat_template.as_deref()
     }
@@ -280,6 +308,12 @@ impl ChatTokenizer {
     /// The prompt text for `messages` by the model's own chat template (a Jinja template in the
     /// metadata), ending with the opening of the assistant's turn. The template's work is bounded
     /// by [`TEMPLATE_FUEL`] and its output by 64 MiB.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::InvalidInput`] when the model has no template, the template runs out of
+    /// fuel, or its output passes 64 MiB; [`ModelError::Tokenizer`] when the template does not
+    /// parse, fails while rendering, or writes text that is not UTF-8.
     pub fn apply_chat_template(&self, messages: &[ChatMessage]) -> Result<String> {
         const CAP: usize = 64 << 20;
         self.render(messages, CAP)?
@@ -293,7 +327,11 @@ impl ChatTokenizer {
 
     /// Refuses a text of `bytes` bytes before tokenising it when it cannot fit a context of
     /// `context` positions with room for one generated token: each token stands for at most
-    /// `max_token_bytes` bytes, so it has at least `bytes / max_token_bytes` tokens.
+    /// `max_token_bytes` bytes, so it has at least `bytes / max_token_bytes` tokens (plus BOS).
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::ContextLengthExceeded`] with `at_least` set.
     pub fn check_fits(&self, bytes: usize, context: usize) -> Result<()> {
         let at_least = bytes.div_ceil(self.max_token_bytes) + usize::from(self.add_bos && self.bos.is_some());
         if at_least >= context {
@@ -310,6 +348,13 @@ impl ChatTokenizer {
     /// Prompts without special-token text in any message tokenise exactly as the whole rendered
     /// text does; otherwise the prompt is cut where the template placed each message (found by
     /// rendering with markers) and its text runs are tokenised with special tokens read as text.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::ContextLengthExceeded`] as above; the errors of
+    /// [`ChatTokenizer::apply_chat_template`]; and [`ModelError::InvalidInput`] when a message
+    /// holds special-token text and the template alters message text, so the two cannot be kept
+    /// apart.
     pub fn encode_chat(&self, messages: &[ChatMessage], context: usize) -> Result<Vec<u32>> {
         self.check_fits(messages.iter().map(|m| m.content.len()).sum(), context)?;
         let cap = context.saturating_mul(self.max_token_bytes);

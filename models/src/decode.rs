@@ -103,13 +103,14 @@ impl Sequence {
 
     /// Takes this sequence's next-token logits (one per vocabulary entry) from the step that ran
     /// [`Sequence::next_input`]: samples a token and applies, in order, the end-of-sequence token
-    /// (unless `ignore_eos`), the stop strings, `max_tokens` and the context. Errors only when the
-    /// tokenizer cannot decode the output; calling it on a finished sequence is refused.
+    /// (unless `ignore_eos`), the stop strings, `max_tokens` and the context. Errors only when
+    /// `logits` is empty or the tokenizer cannot decode the output; calling it on a finished
+    /// sequence is refused.
     pub fn advance(&mut self, g: &TextGenerator, logits: &[f32]) -> Result<Advance> {
         if self.finish.is_some() {
             return Err(ModelError::InvalidInput("the sequence has already finished".into()));
         }
-        let id = self.sampler.sample(logits, &self.history);
+        let id = self.sampler.sample(logits, &self.history)?;
         if !self.limits.ignore_eos && g.tokenizer().is_stop(id) {
             return Ok(self.end(None, String::new(), FinishReason::Stop));
         }

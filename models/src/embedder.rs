@@ -10,8 +10,11 @@ use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams, Tr
 
 /// One tokenized batch, padded to its longest text.
 pub struct TokenBatch {
+    /// Token ids, u32 `[batch, seq]`; padding positions hold 0.
     pub input_ids: HostTensor,
+    /// u32 `[batch, seq]`: 1 for a real token, 0 for padding.
     pub attention_mask: HostTensor,
+    /// Segment ids, u32 `[batch, seq]`, all 0 (one sentence per text).
     pub token_type_ids: HostTensor,
     /// Non-padding tokens in the batch.
     pub tokens: usize,
@@ -23,11 +26,11 @@ pub struct TokenBatch {
 /// cut almost never reaches the tokens the model keeps; when it might (long whitespace runs, words
 /// over 100 characters, each one `[UNK]`), the text is looked at again with 8× the bytes, up to
 /// [`MAX_TEXT_BYTES_TOKENISED`] (see [`SentenceEmbedder::encode`]).
-pub const TEXT_BYTES_PER_TOKEN: usize = 100;
+pub(crate) const TEXT_BYTES_PER_TOKEN: usize = 100;
 
 /// The most bytes of one text ever tokenised (1 MiB). A longer text whose first MiB holds fewer
 /// tokens than the model keeps is refused rather than embedded differently.
-pub const MAX_TEXT_BYTES_TOKENISED: usize = 1 << 20;
+pub(crate) const MAX_TEXT_BYTES_TOKENISED: usize = 1 << 20;
 
 /// A sentence-embedding model prepared on one backend.
 pub struct SentenceEmbedder {
@@ -40,7 +43,15 @@ pub struct SentenceEmbedder {
 
 impl SentenceEmbedder {
     /// Loads a sentence-transformers model directory (config.json, tokenizer.json,
-    /// model.safetensors, modules.json, pooling config) and prepares it on `backend`.
+    /// model.safetensors, modules.json, pooling config) and prepares it on `backend`. Texts are
+    /// cut to `max_seq_length` of `sentence_bert_config.json` tokens, or to the position table's
+    /// size when that is smaller or the file is absent.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::Io`], [`ModelError::Config`], [`ModelError::Safetensors`] or
+    /// [`ModelError::Tokenizer`] for a missing or bad file; [`ModelError::Core`] when the backend
+    /// cannot prepare the graph.
     pub fn load(dir: &Path, backend: &dyn Backend, options: &PrepareOptions) -> Result<SentenceEmbedder> {
         let cfg = BertConfig::from_file(&dir.join("config.json"))?;
         let head = SentenceHead::from_dir(dir)?;
@@ -87,6 +98,7 @@ impl SentenceEmbedder {
         self.max_tokens
     }
 
+    /// The prepared graph (for device facts and lower-level runs, e.g. by the benchmark).
     pub fn executable(&self) -> &dyn Executable {
         self.exe.as_ref()
     }
@@ -110,7 +122,7 @@ impl SentenceEmbedder {
     /// A text over [`SentenceEmbedder::text_byte_budget`] bytes is cut to that budget first (at a
     /// character boundary). The ids are those of the whole text when the cut text was truncated and
     /// the tokens kept end before its last whitespace (tokens are made within whitespace-separated
-    /// words); otherwise the text is cut again 8× longer, up to [`MAX_TEXT_BYTES_TOKENISED`]. A text
+    /// words); otherwise the text is cut again 8× longer, up to 1 MiB (`MAX_TEXT_BYTES_TOKENISED`). A text
     /// still undecided there (thousands of bytes per token) is refused with `InvalidInput` naming
     /// it, never embedded differently.
     pub fn encode(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
@@ -180,7 +192,13 @@ impl SentenceEmbedder {
         })
     }
 
-    /// Runs one tokenized batch and returns one vector per text.
+    /// Runs one tokenized batch and returns one vector per text, each [`SentenceEmbedder::dimension`]
+    /// long.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::Core`] when the backend fails; [`ModelError::NonFinite`] when any output
+    /// value is NaN or infinite (broken weights; nothing is returned).
     pub fn run(&self, batch: &TokenBatch) -> Result<Vec<Vec<f32>>> {
         let mut out = self.exe.run(&[
             (bert::INPUT_IDS, &batch.input_ids),

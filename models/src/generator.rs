@@ -23,6 +23,7 @@ pub struct Generation {
     pub tokens: Vec<u32>,
     /// The generated text, cut before a stop string if one was reached.
     pub text: String,
+    /// Why it ended: an end-of-sequence token or stop string, or `max_tokens` / the context.
     pub finish_reason: FinishReason,
     /// From the start of the request to the first generated token (prefill + first sample); in a
     /// batch, from the start of the batch (prompts are prefilled one after another).
@@ -31,6 +32,8 @@ pub struct Generation {
     pub decode_times: Vec<Duration>,
 }
 
+/// A Llama-architecture GGUF model prepared on one backend, with its tokenizer: it builds prompts,
+/// runs steps over a session's KV caches, and generates text.
 pub struct TextGenerator {
     exe: Box<dyn Executable>,
     tokenizer: ChatTokenizer,
@@ -70,6 +73,13 @@ pub fn is_gguf_model(path: &Path) -> bool {
 impl TextGenerator {
     /// Loads a GGUF model (file, or directory holding one) and prepares it on `backend` with caches
     /// of `context` positions per sequence (at most the model's own context length).
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::Io`] or [`ModelError::Config`] for a missing, ambiguous or bad GGUF file
+    /// (including tensor types accelrt cannot run); [`ModelError::Tokenizer`] for tokenizer
+    /// metadata it cannot rebuild; [`ModelError::InvalidInput`] when `context` is 0 or over the
+    /// model's; [`ModelError::Core`] when the backend cannot prepare the graph.
     pub fn load(path: &Path, backend: &dyn Backend, options: &PrepareOptions, context: usize) -> Result<TextGenerator> {
         let path = find_gguf(path)?;
         let file = GgufFile::open(&path)?;
@@ -121,14 +131,17 @@ impl TextGenerator {
         Ok(ids)
     }
 
+    /// The tokenizer and chat template read from the GGUF file.
     pub fn tokenizer(&self) -> &ChatTokenizer {
         &self.tokenizer
     }
 
+    /// The model's hyper-parameters, as the GGUF metadata states them.
     pub fn config(&self) -> &LlamaConfig {
         &self.config
     }
 
+    /// The GGUF file the model was loaded from (the file itself, also when a directory was given).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -138,6 +151,7 @@ impl TextGenerator {
         self.context
     }
 
+    /// The prepared decoder graph (for device facts and lower-level runs, e.g. by the benchmark).
     pub fn executable(&self) -> &dyn Executable {
         self.exe.as_ref()
     }
@@ -155,6 +169,11 @@ impl TextGenerator {
     /// `slots × kv_cache_bytes_per_sequence()` bytes; more than the host's available memory
     /// (`MemAvailable`) is refused here, before anything is allocated, rather than failing (or the
     /// process aborting) when the caches fill up.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::InvalidInput`] when the caches could need more than `MemAvailable`;
+    /// [`ModelError::Core`] when the backend cannot create the session.
     pub fn new_session(&self, slots: usize) -> Result<SessionState> {
         let need = self.kv_cache_bytes_per_sequence().saturating_mul(slots as u64);
         if let Some(available) = accelrt_core::host::meminfo_bytes("MemAvailable") {
@@ -172,7 +191,13 @@ impl TextGenerator {
     }
 
     /// One step: each row (slot, first position, tokens) appends its tokens — every row the same
-    /// number — to its sequence; returns each row's next-token logits.
+    /// number — to its sequence; returns each row's next-token logits (`vocab_size` each).
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::InvalidInput`] when there are no rows or they differ in length;
+    /// [`ModelError::Core`] when the backend refuses or fails the run (e.g. a slot or position
+    /// past the session's caches); [`ModelError::NonFinite`] when a logit is NaN or infinite.
     pub fn step(&self, state: &mut SessionState, rows: &[(usize, usize, &[u32])]) -> Result<Vec<Vec<f32>>> {
         let n = rows.first().map(|r| r.2.len()).unwrap_or(0);
         if n == 0 || rows.iter().any(|r| r.2.len() != n) {

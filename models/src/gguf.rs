@@ -22,21 +22,34 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// A metadata value.
+/// A metadata value, one variant per GGUF value type (the type id in the file is given on each).
 #[derive(Debug, Clone, PartialEq)]
 pub enum GgufValue {
+    /// Type 0.
     U8(u8),
+    /// Type 1.
     I8(i8),
+    /// Type 2.
     U16(u16),
+    /// Type 3.
     I16(i16),
+    /// Type 4; the usual type of counts such as `llama.block_count`.
     U32(u32),
+    /// Type 5; token types (`tokenizer.ggml.token_type`) are arrays of these.
     I32(i32),
+    /// Type 10.
     U64(u64),
+    /// Type 11.
     I64(i64),
+    /// Type 6.
     F32(f32),
+    /// Type 12.
     F64(f64),
+    /// Type 7: one byte, any non-zero value is `true`.
     Bool(bool),
+    /// Type 8: a length-prefixed UTF-8 string (a string that is not UTF-8 is refused).
     String(String),
+    /// Type 9: items of one type. Arrays of arrays are refused (no model uses them).
     Array(Vec<GgufValue>),
 }
 
@@ -56,6 +69,8 @@ impl GgufValue {
         }
     }
 
+    /// The value as a float, if it is a float or a non-negative integer (converted, possibly
+    /// rounding past 2^53).
     pub fn as_f64(&self) -> Option<f64> {
         match *self {
             GgufValue::F32(v) => Some(v as f64),
@@ -64,6 +79,7 @@ impl GgufValue {
         }
     }
 
+    /// The text of a [`GgufValue::String`]; `None` for every other type.
     pub fn as_str(&self) -> Option<&str> {
         match self {
             GgufValue::String(s) => Some(s),
@@ -71,6 +87,7 @@ impl GgufValue {
         }
     }
 
+    /// The value of a [`GgufValue::Bool`]; integers are not read as booleans.
     pub fn as_bool(&self) -> Option<bool> {
         match *self {
             GgufValue::Bool(b) => Some(b),
@@ -78,6 +95,7 @@ impl GgufValue {
         }
     }
 
+    /// The items of a [`GgufValue::Array`]; `None` for every other type.
     pub fn as_array(&self) -> Option<&[GgufValue]> {
         match self {
             GgufValue::Array(a) => Some(a),
@@ -89,9 +107,11 @@ impl GgufValue {
 /// Where one tensor is and what it holds.
 #[derive(Debug, Clone)]
 pub struct GgufTensorInfo {
-    /// Row-major shape (GGUF stores dims innermost first; this is reversed to [rows, columns]).
+    /// Row-major shape, outermost first (GGUF stores dims innermost first; this is reversed, so a
+    /// matrix is `[rows, columns]`, as PyTorch writes it).
     pub shape: Vec<usize>,
-    /// The ggml type id.
+    /// The ggml type id (0 F32, 1 F16, 30 BF16, 2 Q4_0, 3 Q4_1, …; see ggml's `ggml_type`). Types
+    /// accelrt cannot run are kept here and refused by [`GgufTensorInfo::dtype`].
     pub type_id: u32,
     /// Byte range in the file.
     start: usize,
@@ -221,6 +241,7 @@ const ENTRY_COST: usize = 128;
 pub struct GgufFile {
     path: PathBuf,
     bytes: FileBytes,
+    /// The GGUF format version, 2 or 3 (others are refused).
     pub version: u32,
     metadata: BTreeMap<String, GgufValue>,
     tensors: BTreeMap<String, GgufTensorInfo>,
@@ -337,12 +358,22 @@ fn min_value_size(type_id: u32) -> Option<usize> {
 
 impl GgufFile {
     /// Maps and parses `path`, checking every count, size and tensor range (see the module docs).
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::Io`] when the file cannot be opened or mapped; [`ModelError::Config`] ("not a
+    /// valid GGUF file: …", saying where) when the header is truncated, corrupt, of an
+    /// unsupported version, or over [`MAX_DECODED_HEADER_BYTES`].
     pub fn open(path: &Path) -> Result<GgufFile> {
         GgufFile::new(path, FileBytes::map(path)?)
     }
 
     /// Parses a file held in memory, as [`GgufFile::open`] does one on disk (for tests and fuzzing);
     /// `path` only names it in messages.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::Config`], as [`GgufFile::open`].
     pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Result<GgufFile> {
         GgufFile::new(path, FileBytes::Owned(bytes))
     }
@@ -353,22 +384,30 @@ impl GgufFile {
         Ok(GgufFile { path: path.to_path_buf(), bytes, version, metadata, tensors })
     }
 
+    /// The path the file was opened from (for a file parsed from memory, the name given); errors
+    /// about the file name it.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// Every metadata key/value, sorted by key (e.g. `general.architecture`, `llama.block_count`,
+    /// `tokenizer.ggml.tokens`).
     pub fn metadata(&self) -> &BTreeMap<String, GgufValue> {
         &self.metadata
     }
 
+    /// The metadata value under `key` (a full dotted key such as `llama.context_length`), if any.
     pub fn value(&self, key: &str) -> Option<&GgufValue> {
         self.metadata.get(key)
     }
 
+    /// Every tensor's info, sorted by name (e.g. `blk.0.attn_q.weight`).
     pub fn tensors(&self) -> &BTreeMap<String, GgufTensorInfo> {
         &self.tensors
     }
 
+    /// The info of tensor `name`, if the file holds it; its bytes are read through
+    /// [`WeightSource::get`].
     pub fn tensor(&self, name: &str) -> Option<&GgufTensorInfo> {
         self.tensors.get(name)
     }

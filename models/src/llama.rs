@@ -10,28 +10,48 @@ use crate::gguf::{GgufFile, GgufValue};
 use crate::{ModelError, Result};
 use accelrt_core::{BinaryOp, DType, Dim, Graph, GraphBuilder, Op, ReshapeDim, RopeStyle, Shape, UnaryOp, ValueId};
 
-/// Names of the graph's inputs and output.
+/// Input: token ids, u32, each below `vocab_size`: `[batch, new]` (the new tokens of each row) in
+/// the inference graph, `[batch, seq]` (whole sequences) in the training graph.
 pub const TOKENS: &str = "tokens";
+/// Input of the inference graph: the cache position of each new token, u32 `[batch, new]`,
+/// consecutive along each row and below the cache capacity.
 pub const POSITIONS: &str = "positions";
+/// Input of the inference graph: each row's sequence slot in the session, u32 `[batch]`, below the
+/// number of slots the session was created with.
 pub const SLOTS: &str = "slots";
+/// Output: unnormalised next-token scores, f32: `[batch, vocab]` for each row's last new token
+/// (inference), `[batch, seq, vocab]` for every position (training).
 pub const LOGITS: &str = "logits";
-/// The training graph's dropout seed input (u32, shape []), present only with a positive
+/// The training graph's dropout seed input (u32, shape `[]`), present only with a positive
 /// attention dropout; the trainer sets it every step (see `Op::Dropout`).
 pub const DROPOUT_SEED: &str = "dropout_seed";
 
 /// The hyper-parameters of a Llama-architecture model, as the GGUF metadata states them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LlamaConfig {
+    /// Rows of `token_embd.weight` (GGUF stores no separate key); token ids must be below it.
     pub vocab_size: usize,
+    /// Width of the residual stream (`llama.embedding_length`).
     pub hidden_size: usize,
+    /// Width of the gated feed-forward layer (`llama.feed_forward_length`).
     pub intermediate_size: usize,
+    /// Decoder blocks (`llama.block_count`); the file must hold exactly this many.
     pub num_layers: usize,
+    /// Query heads per layer (`llama.attention.head_count`); divides `hidden_size`.
     pub num_heads: usize,
+    /// Key/value heads per layer (`llama.attention.head_count_kv`, default `num_heads`); divides
+    /// `num_heads`. Fewer than `num_heads` is grouped-query attention: each key/value head serves
+    /// `num_heads / num_kv_heads` query heads.
     pub num_kv_heads: usize,
+    /// Width of one head, `hidden_size / num_heads`; rotary embedding covers all of it.
     pub head_dim: usize,
+    /// Epsilon of every RMSNorm (`llama.attention.layer_norm_rms_epsilon`, default 1e-5).
     pub rms_norm_eps: f64,
+    /// Base of the rotary position frequencies, θ in RoFormer (Su et al., 2021)
+    /// (`llama.rope.freq_base`, default 10000).
     pub rope_base: f64,
-    /// The context length the model was trained for.
+    /// The context length the model was trained for, in tokens (`llama.context_length`); caches
+    /// may not be longer.
     pub context_length: usize,
     /// Whether the output projection is the token embedding (no `output.weight`).
     pub tied_embeddings: bool,
@@ -40,6 +60,12 @@ pub struct LlamaConfig {
 impl LlamaConfig {
     /// Reads the `llama.*` keys. Other architectures, and rope scaling this graph does not model,
     /// are refused with a message naming them.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::Config`] for another architecture, rope scaling, partial rotary embedding, a
+    /// missing or non-integer key, inconsistent head counts, or tensors whose shapes or number
+    /// disagree with the metadata.
     pub fn from_gguf(file: &GgufFile) -> Result<LlamaConfig> {
         let bad = |m: String| ModelError::config(file.path(), m);
         let arch = file
@@ -176,9 +202,14 @@ impl LlamaConfig {
 /// quantised: the backend runs them with quantised matmuls or refuses them by name); `capacity` is
 /// the number of positions each sequence's cache holds.
 ///
-/// Inputs: `tokens` and `positions` (u32, [batch, new]; positions consecutive per row), `slots`
-/// (u32, [batch]: each row's sequence in the session). Output: `logits` (f32, [batch, vocab]) of
+/// Inputs: `tokens` and `positions` (u32, `[batch, new]`; positions consecutive per row), `slots`
+/// (u32, `[batch]`: each row's sequence in the session). Output: `logits` (f32, `[batch, vocab]`) of
 /// each row's last new token.
+///
+/// # Errors
+///
+/// Whatever `dtype_of` returns for a weight, and [`ModelError::Core`] when the graph cannot be
+/// built (a weight type the ops refuse, shapes that do not compose).
 pub fn build_graph(cfg: &LlamaConfig, capacity: usize, dtype_of: &dyn Fn(&str) -> Result<DType>) -> Result<Graph> {
     let mut b = LlamaBuilder { cfg, dtype_of, b: GraphBuilder::new("llama-decoder"), attention_dropout: 0.0 };
     b.build(Some(capacity))
@@ -188,9 +219,13 @@ pub fn build_graph(cfg: &LlamaConfig, capacity: usize, dtype_of: &dyn Fn(&str) -
 /// key/value caches (each run sees whole sequences, so causal attention over the block replaces the
 /// cache) and with the logits of **every** position, which the next-token loss needs.
 ///
-/// Input: `tokens` (u32, [batch, seq]; positions are 0..seq in every row). Output: `logits`
-/// (f32, [batch, seq, vocab]). A separate builder rather than an option of the inference graph, so
+/// Input: `tokens` (u32, `[batch, seq]`; positions are `0..seq` in every row). Output: `logits`
+/// (f32, `[batch, seq, vocab]`). A separate builder rather than an option of the inference graph, so
 /// the inference graph (and every compiled artefact keyed by its hash) stays as it is.
+///
+/// # Errors
+///
+/// As [`build_graph`].
 pub fn build_training_graph(cfg: &LlamaConfig, dtype_of: &dyn Fn(&str) -> Result<DType>) -> Result<Graph> {
     build_training_graph_with_dropout(cfg, dtype_of, 0.0)
 }
@@ -202,6 +237,10 @@ pub fn build_training_graph(cfg: &LlamaConfig, dtype_of: &dyn Fn(&str) -> Result
 /// layer computes its attention weights explicitly (`AttentionProbs`, dropout, then the product
 /// with the values, query heads grouped over their key/value head), layer `l`'s dropout on stream
 /// `l`.
+///
+/// # Errors
+///
+/// [`ModelError::InvalidInput`] when `p` is outside `[0, 1)`; otherwise as [`build_graph`].
 pub fn build_training_graph_with_dropout(
     cfg: &LlamaConfig,
     dtype_of: &dyn Fn(&str) -> Result<DType>,

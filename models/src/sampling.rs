@@ -6,24 +6,38 @@ use crate::{ModelError, Result};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+/// How [`Sampler`] chooses tokens. The filters apply in the order Hugging Face's `generate`
+/// applies them: repetition penalty, then top-k, then top-p over the temperature-scaled softmax.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SamplingParams {
-    /// 0 means greedy (always the most likely token).
+    /// Divides the logits before the softmax: below 1 sharpens, above 1 flattens. 0 means greedy
+    /// (always the most likely token; `top_k`, `top_p` and `seed` then do nothing). Finite, ≥ 0.
     pub temperature: f32,
-    /// Keep only the k most likely tokens.
+    /// Keep only the k most likely tokens (≥ 1; `None` keeps all).
     pub top_k: Option<usize>,
-    /// Keep the smallest set of most likely tokens whose probabilities add up to at least p.
+    /// Keep the smallest set of most likely tokens whose probabilities add up to at least p, in
+    /// `(0, 1]` (nucleus sampling, Holtzman et al., 2019, "The Curious Case of Neural Text
+    /// Degeneration").
     pub top_p: Option<f32>,
-    /// > 1 makes tokens already in the prompt or output less likely (1 = off).
+    /// Above 1, makes tokens already in the prompt or output less likely (1 = off): a seen
+    /// token's positive logit is divided by it, a negative one multiplied (CTRL, Keskar et al.,
+    /// 2019, as transformers' `RepetitionPenaltyLogitsProcessor` does). Finite, > 0.
     pub repetition_penalty: f32,
+    /// Seeds the random generator (`StdRng`): the same seed, prompt and model give the same tokens.
     pub seed: u64,
 }
 
 impl SamplingParams {
+    /// Always the most likely token: temperature 0, no filters, no repetition penalty, seed 0.
     pub fn greedy() -> SamplingParams {
         SamplingParams { temperature: 0.0, top_k: None, top_p: None, repetition_penalty: 1.0, seed: 0 }
     }
 
+    /// Checks every field's range (see each field).
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::InvalidInput`] naming the first field out of range.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(ModelError::InvalidInput(m));
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
@@ -44,20 +58,41 @@ impl SamplingParams {
     }
 }
 
+/// Draws next tokens for one sequence by its [`SamplingParams`], with its own seeded generator (so
+/// each sequence's draws do not depend on the others').
 pub struct Sampler {
     params: SamplingParams,
     rng: StdRng,
 }
 
 impl Sampler {
+    /// A sampler whose generator is seeded with `params.seed`.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::InvalidInput`] when `params` fail [`SamplingParams::validate`].
     pub fn new(params: SamplingParams) -> Result<Sampler> {
         params.validate()?;
         let rng = StdRng::seed_from_u64(params.seed);
         Ok(Sampler { params, rng })
     }
 
-    /// The next token given `logits` (one per vocabulary entry) and the tokens so far.
-    pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
+    /// The next token given `logits` (one per vocabulary entry) and the tokens so far (read only
+    /// by the repetition penalty). When NaN or infinite logits leave no usable probabilities, it
+    /// falls back to the most likely token.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::InvalidInput`] when `logits` is empty (there is no token to choose; a loaded
+    /// model's vocabulary is never empty, so this is a caller's mistake).
+    pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> Result<u32> {
+        if logits.is_empty() {
+            return Err(ModelError::InvalidInput("no logits to sample from: the vocabulary is empty".into()));
+        }
+        Ok(self.sample_nonempty(logits, history))
+    }
+
+    fn sample_nonempty(&mut self, logits: &[f32], history: &[u32]) -> u32 {
         let mut logits = logits.to_vec();
         if self.params.repetition_penalty != 1.0 {
             let mut seen = history.to_vec();
@@ -136,7 +171,8 @@ impl Sampler {
     }
 }
 
-/// The index of the largest logit (the lowest index among equals; NaN never wins).
+/// The index of the largest logit (the lowest index among equals; NaN never wins); 0 for an empty
+/// slice, so check the length where that can happen ([`Sampler::sample`] refuses it).
 pub fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0;
     for (i, &l) in logits.iter().enumerate() {
@@ -158,7 +194,7 @@ mod tests {
     #[test]
     fn greedy_takes_the_largest_and_the_first_of_ties() {
         let mut s = Sampler::new(SamplingParams::greedy()).unwrap();
-        assert_eq!(s.sample(&[0.1, 3.0, -1.0, 3.0], &[]), 1);
+        assert_eq!(s.sample(&[0.1, 3.0, -1.0, 3.0], &[]).unwrap(), 1);
     }
 
     #[test]
@@ -167,9 +203,9 @@ mod tests {
         p.repetition_penalty = 2.0;
         let mut s = Sampler::new(p).unwrap();
         // 3.0 / 2 = 1.5 < 2.0: the seen token 1 loses to token 0.
-        assert_eq!(s.sample(&[2.0, 3.0, -1.0], &[1, 1]), 0);
+        assert_eq!(s.sample(&[2.0, 3.0, -1.0], &[1, 1]).unwrap(), 0);
         // Negative logits are multiplied, so the penalty still lowers them.
-        assert_eq!(s.sample(&[-2.0, -1.5, -3.0], &[1]), 0);
+        assert_eq!(s.sample(&[-2.0, -1.5, -3.0], &[1]).unwrap(), 0);
     }
 
     #[test]
@@ -177,7 +213,7 @@ mod tests {
         let logits: Vec<f32> = (0..50).map(|i| (i % 7) as f32 * 0.3).collect();
         let draw = |seed| {
             let mut s = sampler(1.0, None, None, seed);
-            (0..64).map(|_| s.sample(&logits, &[])).collect::<Vec<_>>()
+            (0..64).map(|_| s.sample(&logits, &[]).unwrap()).collect::<Vec<_>>()
         };
         assert_eq!(draw(7), draw(7));
         assert_ne!(draw(7), draw(8));
@@ -188,11 +224,11 @@ mod tests {
         let logits = [5.0, 4.9, 4.8, 0.0, -1.0];
         let mut s = sampler(1.0, Some(2), None, 1);
         for _ in 0..200 {
-            assert!(s.sample(&logits, &[]) < 2);
+            assert!(s.sample(&logits, &[]).unwrap() < 2);
         }
         // The first token alone has p ≈ 0.36 < 0.5, the first two ≈ 0.69 ≥ 0.5.
         let mut s = sampler(1.0, None, Some(0.5), 2);
-        let drawn: std::collections::BTreeSet<u32> = (0..400).map(|_| s.sample(&logits, &[])).collect();
+        let drawn: std::collections::BTreeSet<u32> = (0..400).map(|_| s.sample(&logits, &[]).unwrap()).collect();
         assert_eq!(drawn.into_iter().collect::<Vec<_>>(), vec![0, 1]);
     }
 
@@ -221,7 +257,7 @@ mod tests {
             let draws = 50_000;
             let mut counts = vec![0usize; n];
             for _ in 0..draws {
-                counts[s.sample(&logits, &[]) as usize] += 1;
+                counts[s.sample(&logits, &[]).unwrap() as usize] += 1;
             }
             assert!(counts[kept..].iter().all(|&c| c == 0), "{top_k:?} {top_p:?}: drew outside the kept set");
             // Compare the mass of ten equal slices of the kept set (per-token counts are too small).
@@ -232,6 +268,20 @@ mod tests {
                 let expect: f64 = want[range].iter().sum();
                 assert!((got - expect).abs() < 0.01, "{top_k:?} {top_p:?} slice {slice}: {got} vs {expect}");
             }
+        }
+    }
+
+    /// An empty vocabulary is an error whatever the temperature (it used to panic when sampling,
+    /// and to return token 0 when greedy).
+    #[test]
+    fn empty_logits_are_an_error() {
+        for mut s in [
+            Sampler::new(SamplingParams::greedy()).unwrap(),
+            sampler(1.0, None, None, 0),
+            sampler(0.7, Some(5), Some(0.9), 0),
+        ] {
+            let err = s.sample(&[], &[1, 2]).unwrap_err();
+            assert!(matches!(err, ModelError::InvalidInput(_)), "{err}");
         }
     }
 

@@ -38,6 +38,7 @@ impl fmt::Display for Task {
 pub struct ServerInfo {
     /// The model's id for clients (`model` in requests).
     pub model: String,
+    /// The API the server offers, which follows from the model's kind.
     pub task: Task,
     /// The backend's name (`candle`, `pjrt`, `neuron`).
     #[serde(default)]

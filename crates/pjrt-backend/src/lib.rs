@@ -14,6 +14,8 @@
 //! and test plugins on its own), while this crate is the only one that needs both the graph and
 //! the plugin.
 
+#![warn(missing_docs)]
+
 mod buckets;
 pub mod cache;
 mod executable;
@@ -33,6 +35,7 @@ pub(crate) const BACKEND: &str = "pjrt";
 /// How programs are bucketed and cached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PjrtOptions {
+    /// Which symbolic sizes a run is padded up to, so that fewer programs are compiled.
     pub buckets: BucketPolicy,
     /// The on-disk compile cache; `None` keeps programs in memory only.
     pub cache_dir: Option<PathBuf>,
@@ -40,6 +43,11 @@ pub struct PjrtOptions {
 
 impl PjrtOptions {
     /// `$ACCELRT_PJRT_BUCKETS` and `$ACCELRT_PJRT_CACHE` (see [`BUCKETS_ENV`], [`cache::CACHE_ENV`]).
+    ///
+    /// # Errors
+    /// A malformed `$ACCELRT_PJRT_BUCKETS`: the message names the variable, its value and what is
+    /// wrong. (Every value of `$ACCELRT_PJRT_CACHE` is a valid setting: `off`, a directory, or
+    /// empty for the default.)
     pub fn from_env() -> std::result::Result<PjrtOptions, String> {
         Ok(PjrtOptions { buckets: BucketPolicy::from_env()?, cache_dir: cache::cache_dir_from_env() })
     }
@@ -63,12 +71,24 @@ impl PjrtBackend {
     /// Opens `xla:cpu` or `pjrt:PATH[:N]` with options from the environment. A plugin that cannot
     /// be found, fetched, verified or loaded (wrong API version, not a plugin), or a device it does
     /// not have, is `Error::Unavailable` with the reason; nothing falls back to another device.
+    ///
+    /// # Errors
+    /// `Error::Backend` (backend `pjrt`) naming the variable and its value when
+    /// `$ACCELRT_PJRT_BUCKETS` is malformed (the device is not at fault, so it is not
+    /// `Error::InvalidDevice`); otherwise those of [`PjrtBackend::with_options`].
     pub fn new(spec: &DeviceSpec) -> Result<PjrtBackend> {
-        let options =
-            PjrtOptions::from_env().map_err(|reason| Error::InvalidDevice { spec: spec.to_string(), reason })?;
+        let options = PjrtOptions::from_env().map_err(|reason| {
+            backend_err(format!("bad configuration: {reason} (fix it, or unset it for the default)"))
+        })?;
         PjrtBackend::with_options(spec, options)
     }
 
+    /// Opens `spec` with explicit options instead of the environment's.
+    ///
+    /// # Errors
+    /// `Error::InvalidDevice` if `spec` is not `xla:cpu` or `pjrt:PATH[:N]`; `Error::Unavailable`
+    /// with the reason if the plugin cannot be found, fetched, verified or loaded, its client cannot
+    /// be created, or it has no device `N`.
     pub fn with_options(spec: &DeviceSpec, options: PjrtOptions) -> Result<PjrtBackend> {
         let unavailable = |reason: String| Error::Unavailable { device: spec.to_string(), reason };
         let (plugin, index) = match spec {
@@ -101,6 +121,7 @@ impl PjrtBackend {
         &self.client
     }
 
+    /// The bucket lists and compile cache every executable prepared here uses.
     pub fn options(&self) -> &PjrtOptions {
         &self.options
     }

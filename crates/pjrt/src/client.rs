@@ -11,8 +11,12 @@ use std::sync::Arc;
 /// PJRT objects alive for one client, counted by the wrappers (creation and destruction).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LiveObjects {
+    /// Device buffers ([`Buffer`](crate::Buffer)) not yet dropped.
     pub buffers: usize,
+    /// Loaded executables not yet dropped, plus the short-lived `PJRT_Executable` views taken to
+    /// read a program's metadata (those exist only inside a call).
     pub executables: usize,
+    /// `PJRT_Event`s not yet destroyed; 0 except while a call waits on one.
     pub events: usize,
 }
 
@@ -102,6 +106,10 @@ pub struct Client {
 
 impl Client {
     /// Creates a client of `plugin` with no platform options (`PJRT_Client_Create`).
+    ///
+    /// # Errors
+    /// [`PjrtError::Plugin`] if a call fails, [`PjrtError::Invalid`] if the plugin returns no
+    /// client or a client without addressable devices.
     pub fn new(plugin: &Arc<Plugin>) -> Result<Client> {
         let mut args = ffi::PJRT_Client_Create_Args::new();
         pjrt_call!(plugin, PJRT_Client_Create, &mut args)?;

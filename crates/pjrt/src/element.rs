@@ -5,18 +5,32 @@ use half::{bf16, f16};
 /// The element type of a buffer. The names are StableHLO's (`f32`, `bf16`, `i32`, …).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ElementType {
+    /// Booleans (`i1`), one byte each. No [`Element`] type reads them: not every byte is a valid
+    /// `bool`.
     Pred,
+    /// Signed 8-bit integers (`i8`); host type `i8`.
     I8,
+    /// Signed 16-bit integers (`i16`); host type `i16`.
     I16,
+    /// Signed 32-bit integers (`i32`); host type `i32`.
     I32,
+    /// Signed 64-bit integers (`i64`); host type `i64`.
     I64,
+    /// Unsigned 8-bit integers (`ui8`); host type `u8`.
     U8,
+    /// Unsigned 16-bit integers (`ui16`); host type `u16`.
     U16,
+    /// Unsigned 32-bit integers (`ui32`); host type `u32`.
     U32,
+    /// Unsigned 64-bit integers (`ui64`); host type `u64`.
     U64,
+    /// IEEE 754 binary16 (`f16`); host type `half::f16`.
     F16,
+    /// IEEE 754 binary32 (`f32`); host type `f32`.
     F32,
+    /// IEEE 754 binary64 (`f64`); host type `f64`.
     F64,
+    /// bfloat16 (`bf16`): f32's 8-bit exponent with a 7-bit mantissa; host type `half::bf16`.
     BF16,
     /// A type this binding has no host representation for, by its `PJRT_Buffer_Type` number.
     Other(i32),

@@ -26,6 +26,8 @@ pub const PYTHON_ENV: &str = "ACCELRT_PYTHON";
 pub struct PinnedFile {
     /// The path inside the wheel.
     pub member: &'static str,
+    /// The file's SHA-256, lowercase hex; checked as the file is unpacked and when the cache is
+    /// first used in a process.
     pub sha256: &'static str,
 }
 
@@ -34,9 +36,11 @@ pub struct PinnedFile {
 pub struct PinnedWheel {
     /// The package name on the Python package index.
     pub package: &'static str,
+    /// The exact version pip is asked for (`package==version`); also names the install directory.
     pub version: &'static str,
     /// The wheel's file name (it names the platform it is built for).
     pub file_name: &'static str,
+    /// The wheel file's SHA-256, lowercase hex; a downloaded wheel that differs is refused.
     pub sha256: &'static str,
     /// The plugin library.
     pub library: PinnedFile,
@@ -63,8 +67,11 @@ pub const XLA_CPU: PinnedWheel = PinnedWheel {
 /// An unpacked, verified plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstalledPlugin {
+    /// The install directory, `<cache>/pjrt/<package>-<version>` (see [`PluginStore::install_dir`]).
     pub dir: PathBuf,
+    /// The plugin library inside `dir`, to pass to [`Plugin::load`](crate::Plugin::load).
     pub library: PathBuf,
+    /// The `pjrt_c_api.h` the library was built with, inside `dir`.
     pub header: PathBuf,
 }
 
@@ -97,6 +104,8 @@ impl PluginStore {
         self
     }
 
+    /// The cache directory; plugins go under `<root>/pjrt`, downloaded wheels under
+    /// `<root>/downloads`.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -117,6 +126,13 @@ impl PluginStore {
 
     /// The verified plugin, fetching and unpacking the wheel first if the cache lacks it. A cached
     /// library whose hash is wrong is reported, not replaced.
+    ///
+    /// # Errors
+    /// [`PjrtError::Checksum`] for a cached or fetched file with the wrong hash (delete it to fetch
+    /// again), [`PjrtError::WheelMember`] if a file inside the verified wheel has not its pinned
+    /// hash (the pins disagree), [`PjrtError::Io`] if the cache cannot be read, and
+    /// [`PjrtError::FetchFailed`] listing what was tried when the cache lacks the plugin and pip
+    /// cannot get it (no Python, no network, a platform other than Linux x86-64).
     pub fn ensure(&self, wheel: &PinnedWheel) -> Result<InstalledPlugin> {
         let mut verified = VERIFIED.lock().unwrap_or_else(|e| e.into_inner());
         let verified = verified.get_or_insert_with(HashSet::new);
@@ -142,7 +158,7 @@ impl PluginStore {
                 verified.insert(installed.library.clone());
                 Ok(installed)
             }
-            Err(e @ PjrtError::Checksum { .. }) => Err(e),
+            Err(e @ (PjrtError::Checksum { .. } | PjrtError::WheelMember { .. })) => Err(e),
             Err(e) => {
                 tried.push(format!("{}=={} via pip: {e}", wheel.package, wheel.version));
                 Err(PjrtError::FetchFailed { plugin: wheel.package.into(), tried })
@@ -151,6 +167,15 @@ impl PluginStore {
     }
 
     /// Unpacks the plugin from a wheel file already on disk, verifying the wheel and each file.
+    /// Files are unpacked into a temporary directory beside the install directory, which is then
+    /// renamed into place, so a failure leaves no partial install. If another process installed the
+    /// plugin first, its library and header are verified and used.
+    ///
+    /// # Errors
+    /// [`PjrtError::Checksum`] if the wheel, or the library or header another process installed,
+    /// has the wrong hash, [`PjrtError::WheelMember`] if a file inside the wheel has the wrong hash,
+    /// [`PjrtError::Invalid`] if the wheel is not a readable zip or lacks a pinned file, and
+    /// [`PjrtError::Io`] for file system failures.
     pub fn install_from_wheel(&self, wheel: &PinnedWheel, wheel_path: &Path) -> Result<InstalledPlugin> {
         verify(wheel_path, wheel.sha256)?;
         let installed = self.installed(wheel);
@@ -171,6 +196,7 @@ impl PluginStore {
                 return Err(PjrtError::io(&installed.dir, e));
             }
             verify(&installed.library, wheel.library.sha256)?;
+            verify(&installed.header, wheel.header.sha256)?;
         }
         Ok(installed)
     }
@@ -209,6 +235,10 @@ impl PluginStore {
 
 /// The XLA CPU plugin library: `$ACCELRT_PJRT_PLUGIN` if set (used as is, not verified: it is the
 /// user's choice), else the pinned wheel from the cache, fetched on first use.
+///
+/// # Errors
+/// [`PjrtError::PluginNotFound`] if `$ACCELRT_PJRT_PLUGIN` names no file; otherwise those of
+/// [`PluginStore::ensure`].
 pub fn locate_xla_cpu(store: &PluginStore) -> Result<PathBuf> {
     if let Some(path) = std::env::var_os(PLUGIN_ENV).filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);
@@ -226,7 +256,10 @@ fn file_name(member: &str) -> &str {
     member.rsplit('/').next().unwrap_or(member)
 }
 
-/// Hex SHA-256 of a file, streamed.
+/// Hex SHA-256 of a file (lowercase), streamed.
+///
+/// # Errors
+/// [`PjrtError::Io`] if the file cannot be read.
 pub fn sha256_file(path: &Path) -> Result<String> {
     accelrt_core::files::sha256_file(path).map_err(|e| PjrtError::io(path, e))
 }
@@ -262,8 +295,107 @@ fn unpack(wheel_path: &Path, dir: &Path, files: &[PinnedFile]) -> Result<()> {
         out.sync_all().map_err(|e| PjrtError::io(&out_path, e))?;
         let actual = hex::encode(hasher.finalize());
         if actual != f.sha256 {
-            return Err(PjrtError::Checksum { file: PathBuf::from(f.member), expected: f.sha256.into(), actual });
+            return Err(PjrtError::WheelMember {
+                wheel: wheel_path.to_path_buf(),
+                member: f.member.into(),
+                expected: f.sha256.into(),
+                actual,
+            });
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha256_hex(bytes: &[u8]) -> String {
+        hex::encode(Sha256::digest(bytes))
+    }
+
+    fn leak(s: String) -> &'static str {
+        Box::leak(s.into_boxed_str())
+    }
+
+    /// A wheel at `path` holding `library` and `header` under XLA_CPU's member paths, pinned with
+    /// the wheel's real hash and the given member pins.
+    fn fake_wheel(path: &Path, library: &[u8], header: &[u8], pins: (&str, &str)) -> PinnedWheel {
+        let mut zip = zip::ZipWriter::new(fs::File::create(path).unwrap());
+        let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        for (member, bytes) in [(XLA_CPU.library.member, library), (XLA_CPU.header.member, header)] {
+            zip.start_file(member, options).unwrap();
+            zip.write_all(bytes).unwrap();
+        }
+        zip.finish().unwrap();
+        PinnedWheel {
+            package: "fake-pjrt",
+            version: "0.0.0",
+            file_name: "fake_pjrt-0.0.0-py3-none-any.whl",
+            sha256: leak(sha256_file(path).unwrap()),
+            library: PinnedFile { member: XLA_CPU.library.member, sha256: leak(pins.0.into()) },
+            header: PinnedFile { member: XLA_CPU.header.member, sha256: leak(pins.1.into()) },
+        }
+    }
+
+    #[test]
+    fn a_good_wheel_installs_both_files() {
+        let cache = tempfile::tempdir().unwrap();
+        let path = cache.path().join("fake.whl");
+        let wheel = fake_wheel(&path, b"library", b"header", (&sha256_hex(b"library"), &sha256_hex(b"header")));
+        let store = PluginStore::new(cache.path());
+        let installed = store.install_from_wheel(&wheel, &path).unwrap();
+        assert_eq!(fs::read(&installed.library).unwrap(), b"library");
+        assert_eq!(fs::read(&installed.header).unwrap(), b"header");
+    }
+
+    /// A member whose hash differs from its pin, inside a wheel that matches its own, names the
+    /// wheel and the member and says that fetching again will not help (it used to name the member
+    /// path alone, as if it were a file on disk to delete).
+    #[test]
+    fn a_wheel_member_with_the_wrong_hash_names_the_wheel_and_the_member() {
+        let cache = tempfile::tempdir().unwrap();
+        let path = cache.path().join("fake.whl");
+        let wheel = fake_wheel(&path, b"library", b"header", (&sha256_hex(b"other"), &sha256_hex(b"header")));
+        let store = PluginStore::new(cache.path());
+        let err = store.install_from_wheel(&wheel, &path).unwrap_err();
+        match &err {
+            PjrtError::WheelMember { wheel: w, member, expected, actual } => {
+                assert_eq!(w, &path);
+                assert_eq!(member, XLA_CPU.library.member);
+                assert_eq!(expected, &sha256_hex(b"other"));
+                assert_eq!(actual, &sha256_hex(b"library"));
+            }
+            other => panic!("expected WheelMember, got {other:?}"),
+        }
+        let text = err.to_string();
+        assert!(text.contains(&path.display().to_string()) && text.contains(XLA_CPU.library.member), "{text}");
+        assert!(!text.contains("delete"), "{text}");
+        assert!(!store.install_dir(&wheel).exists(), "nothing installed");
+    }
+
+    /// When another process installed the plugin first (the rename fails), its header is verified
+    /// as well as its library (only the library used to be).
+    #[test]
+    fn a_concurrent_install_with_a_tampered_header_is_refused() {
+        let cache = tempfile::tempdir().unwrap();
+        let path = cache.path().join("fake.whl");
+        let wheel = fake_wheel(&path, b"library", b"header", (&sha256_hex(b"library"), &sha256_hex(b"header")));
+        let store = PluginStore::new(cache.path());
+        // "Another process" got there first: a good library beside a tampered header.
+        let dir = store.install_dir(&wheel);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("xla_cpu_pjrt.so"), b"library").unwrap();
+        fs::write(dir.join("pjrt_c_api.h"), b"tampered").unwrap();
+        match store.install_from_wheel(&wheel, &path) {
+            Err(PjrtError::Checksum { file, expected, .. }) => {
+                assert_eq!(file, dir.join("pjrt_c_api.h"));
+                assert_eq!(expected, sha256_hex(b"header"));
+            }
+            other => panic!("expected Checksum for the header, got {other:?}"),
+        }
+        // With a good header the other process's install is used.
+        fs::write(dir.join("pjrt_c_api.h"), b"header").unwrap();
+        assert_eq!(store.install_from_wheel(&wheel, &path).unwrap().dir, dir);
+    }
 }

@@ -2,7 +2,7 @@
 //!
 //! A PJRT plugin (the XLA CPU or GPU plugin, AWS's Neuron plugin, …) is a shared library exporting
 //! `GetPjrtApi`, which returns a table of C functions. This crate opens the library with `dlopen`,
-//! checks the table's API version against the declarations in [`ffi`] (written by hand for PJRT C
+//! checks the table's API version against the declarations in `ffi.rs` (written by hand for PJRT C
 //! API 0.81; see docs/pjrt.md), initialises the plugin once per process, and wraps clients,
 //! compiled programs and device buffers so that every PJRT object is destroyed exactly once and
 //! every `PJRT_Error` becomes a [`PjrtError`] carrying the plugin's message and code.
@@ -22,6 +22,8 @@
 //! assert_eq!(sum, [11.0, 22.0]);
 //! # Ok::<(), accelrt_pjrt::PjrtError>(())
 //! ```
+
+#![warn(missing_docs)]
 
 mod buffer;
 mod client;
@@ -47,6 +49,9 @@ pub use signature::TensorType;
 use std::sync::Arc;
 
 /// The XLA CPU plugin, loaded: `$ACCELRT_PJRT_PLUGIN` if set, else fetched into the default cache.
+///
+/// # Errors
+/// Those of [`locate_xla_cpu`] and [`Plugin::load`].
 pub fn xla_cpu_plugin() -> Result<Arc<Plugin>> {
     Plugin::load(locate_xla_cpu(&PluginStore::from_env())?)
 }

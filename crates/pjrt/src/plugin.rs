@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex};
 /// The PJRT C API version a plugin implements (`PJRT_Api.pjrt_api_version`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ApiVersion {
+    /// Incremented for incompatible changes; must equal [`SUPPORTED_API`]'s.
     pub major: i32,
+    /// Incremented when fields and functions are appended; must be at least [`SUPPORTED_API`]'s.
     pub minor: i32,
 }
 
@@ -25,13 +27,21 @@ impl std::fmt::Display for ApiVersion {
 /// The version these declarations were written for.
 pub const SUPPORTED_API: ApiVersion = ApiVersion { major: ffi::API_MAJOR, minor: ffi::API_MINOR };
 
-/// A plugin attribute's value (`PJRT_NamedValue`).
+/// A plugin attribute's value (`PJRT_NamedValue`). Variants are its `PJRT_NamedValue_Type` tags
+/// (`PJRT_NamedValue_kString`, …).
 #[derive(Debug, Clone, PartialEq)]
 pub enum AttributeValue {
+    /// `kString`, lossily decoded as UTF-8. A value of a type this binding does not know is also
+    /// kept here, as a text naming its type number.
     String(String),
+    /// `kInt64`, e.g. `xla_version` = 2 on the XLA CPU plugin.
     Int64(i64),
+    /// `kInt64List`, e.g. `stablehlo_current_version` = `[1, 13, 3]`; empty if the plugin gave a
+    /// null list.
     Int64List(Vec<i64>),
+    /// `kFloat`: a 32-bit float.
     Float(f32),
+    /// `kBool`: a boolean.
     Bool(bool),
 }
 
@@ -78,6 +88,11 @@ pub(crate) use pjrt_call;
 impl Plugin {
     /// Loads the plugin at `path` (or returns the one already loaded from there), checks its API
     /// version and initialises it.
+    ///
+    /// # Errors
+    /// [`PjrtError::PluginNotFound`] if the library does not open, [`PjrtError::NotAPlugin`] without
+    /// `GetPjrtApi`, [`PjrtError::ApiVersion`] for an unsupported version, and
+    /// [`PjrtError::Plugin`] or [`PjrtError::Unimplemented`] if `PJRT_Plugin_Initialize` fails.
     pub fn load(path: impl AsRef<Path>) -> Result<Arc<Plugin>> {
         let path = path.as_ref();
         let mut loaded = LOADED.lock().unwrap_or_else(|e| e.into_inner());
@@ -186,6 +201,9 @@ impl std::fmt::Debug for Plugin {
 /// Same major version, and a minor at least the one the declarations were written for: minors only
 /// append fields and functions, so a newer plugin reads the structs written here correctly, while an
 /// older one may lack entry points or fields that have not been checked against its header.
+///
+/// # Errors
+/// [`PjrtError::ApiVersion`] naming `library` when `version` is not accepted.
 pub fn check_version(library: &Path, version: ApiVersion) -> Result<()> {
     if version.major != SUPPORTED_API.major || version.minor < SUPPORTED_API.minor {
         return Err(PjrtError::ApiVersion {

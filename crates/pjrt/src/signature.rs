@@ -11,7 +11,10 @@ use crate::element::ElementType;
 /// A ranked tensor type with static dimensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorType {
+    /// The element type.
     pub element_type: ElementType,
+    /// The dimensions, outermost first; empty for a scalar. All are static (≥ 0): a type with a
+    /// dynamic dimension (`?`) is never read into this struct.
     pub dims: Vec<i64>,
 }
 

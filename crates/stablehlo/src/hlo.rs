@@ -10,25 +10,37 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-/// Environment variable naming the Python interpreter with jaxlib (default `python3`).
+/// Environment variable naming the Python interpreter with jaxlib (default `python3`, also when it
+/// is set to the empty string).
 pub const PYTHON_ENV: &str = "ACCELRT_PYTHON";
 
 /// What can go wrong converting a module.
 #[derive(Debug, thiserror::Error)]
 pub enum HloError {
-    /// The interpreter could not be started.
+    /// The interpreter could not be started, or waiting for it failed. Set `$ACCELRT_PYTHON` to a
+    /// Python that has jaxlib.
     #[error(
         "could not run `{python}` to convert StableHLO to HLO ({source}); set {PYTHON_ENV} to a Python with jaxlib"
     )]
     Python {
+        /// The interpreter command, from `$ACCELRT_PYTHON` or (unset or empty) `python3`.
         python: String,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
-    /// jaxlib is not importable there.
+    /// jaxlib is not importable there, or has neither location of the MLIR bindings. Install jax
+    /// (jaxlib 0.4.30 or newer) into that Python.
     #[error("`{python}` has no usable jaxlib ({message}); install it with `{python} -m pip install jax` (any jaxlib from 0.4.30)")]
-    NoJaxlib { python: String, message: String },
-    /// XLA refused the module.
+    NoJaxlib {
+        /// The interpreter command.
+        python: String,
+        /// Python's exception, as `ModuleNotFoundError: No module named 'jax'`.
+        message: String,
+    },
+    /// XLA refused the module, or the converter failed otherwise; the text is its message (at most
+    /// 4000 characters of it) or its exit status. Usually a module this crate did not export, or a
+    /// jaxlib too old for the StableHLO it contains.
     #[error("XLA could not convert the module to HLO: {0}")]
     Convert(String),
 }
@@ -57,10 +69,20 @@ except Exception as e:
 sys.stdout.buffer.write(proto)
 "#;
 
+/// The interpreter named by a value of `$ACCELRT_PYTHON`: unset or empty means `python3`, as for
+/// the plugin and model fetchers (`accelrt_pjrt::fetch::PluginStore::new`).
+fn interpreter(value: Option<String>) -> String {
+    value.filter(|p| !p.is_empty()).unwrap_or_else(|| "python3".into())
+}
+
 /// Converts `mlir` (an exported module) to a serialized `HloModuleProto` with jaxlib in
-/// `$ACCELRT_PYTHON` (default `python3`).
+/// `$ACCELRT_PYTHON` (default `python3`, also when it is set to the empty string).
+///
+/// # Errors
+/// [`HloError::Python`] if the interpreter does not start, [`HloError::NoJaxlib`] if it lacks
+/// jaxlib, [`HloError::Convert`] if XLA refuses the module.
 pub fn hlo_proto(mlir: &str) -> Result<Vec<u8>, HloError> {
-    let python = std::env::var(PYTHON_ENV).unwrap_or_else(|_| "python3".into());
+    let python = interpreter(std::env::var(PYTHON_ENV).ok());
     let mut child = Command::new(&python)
         .args(["-c", SCRIPT])
         .stdin(Stdio::piped())
@@ -83,5 +105,19 @@ pub fn hlo_proto(mlir: &str) -> Result<Vec<u8>, HloError> {
         } else {
             stderr
         })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An empty `$ACCELRT_PYTHON` means the default, as in the plugin fetcher (it used to be run
+    /// as the command `""`, which cannot start).
+    #[test]
+    fn an_empty_python_variable_means_python3() {
+        assert_eq!(interpreter(None), "python3");
+        assert_eq!(interpreter(Some(String::new())), "python3");
+        assert_eq!(interpreter(Some("/opt/jax/bin/python".into())), "/opt/jax/bin/python");
     }
 }

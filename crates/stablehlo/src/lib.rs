@@ -16,6 +16,8 @@
 //! ```
 //! docs/stablehlo.md describes the format, the manifest and how each op lowers.
 
+#![warn(missing_docs)]
+
 mod bucket;
 mod emit;
 mod error;
@@ -47,6 +49,7 @@ pub struct ExportOptions {
 pub struct Module {
     /// `module { func.func public @main(…) … }`.
     pub mlir: String,
+    /// What `@main` takes and returns, in order; write it beside the text (`Manifest::to_json`).
     pub manifest: Manifest,
 }
 

@@ -43,6 +43,7 @@ pub struct Argument {
     pub dtype: DType,
     /// The static shape.
     pub shape: Vec<usize>,
+    /// Who supplies the value: the caller, the model file, or the session.
     pub role: ArgumentRole,
 }
 
@@ -55,14 +56,27 @@ pub enum ArgumentRole {
     /// A weight, read from the model file by `weight` and converted from `source_dtype` (its
     /// stored type, possibly block-quantised) to the argument's dtype, once, at upload; see
     /// [`crate::weight_argument`].
-    Weight { weight: String, source_dtype: DType },
-    /// The contents of a `KvCache` node's cache, [slots, heads, capacity, head size]: zeros for a
+    Weight {
+        /// The weight's name in the model file.
+        weight: String,
+        /// The dtype it is stored in.
+        source_dtype: DType,
+    },
+    /// The contents of a `KvCache` node's cache, `[slots, heads, capacity, head_dim]`: zeros for a
     /// new session, then the matching state output of the previous step.
-    State { cache: String },
+    State {
+        /// The `KvCache` node's name.
+        cache: String,
+    },
     /// The value of the graph variable `variable` (`Op::Variable`: a parameter in training, an
     /// optimiser moment), at its exact dtype and shape: `init` for a new session (the weight of
     /// that name, or zeros), then the matching variable output of the previous step.
-    Variable { variable: String, init: accelrt_core::VariableInit },
+    Variable {
+        /// The `Op::Variable` node's name.
+        variable: String,
+        /// How a new session fills it.
+        init: accelrt_core::VariableInit,
+    },
 }
 
 /// One result of the exported function.
@@ -70,9 +84,12 @@ pub enum ArgumentRole {
 pub struct Output {
     /// The graph output's name, or the `KvCache` node's name for state.
     pub name: String,
+    /// The element type returned: a graph output keeps the graph's dtype; state comes back in the
+    /// dtype it was passed in.
     pub dtype: DType,
     /// The static shape (a `kv_len` axis has the caches' capacity).
     pub shape: Vec<usize>,
+    /// Whether the result is for the caller or is state to pass back next step.
     pub role: OutputRole,
 }
 
@@ -83,18 +100,43 @@ pub enum OutputRole {
     /// A graph output.
     Output,
     /// The updated cache of `cache`, to pass as that state argument next step.
-    State { cache: String },
+    State {
+        /// The `KvCache` node's name, as in the matching [`ArgumentRole::State`].
+        cache: String,
+    },
     /// The next value of the variable `variable` (its `Assign`'s value, or the value it came in
     /// with when the graph does not assign it), to pass as that variable argument next step.
-    Variable { variable: String },
+    Variable {
+        /// The variable's name, as in the matching [`ArgumentRole::Variable`].
+        variable: String,
+    },
 }
 
 impl Manifest {
+    /// The manifest as pretty-printed JSON, the form written beside the module text.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a manifest always serialises")
     }
 
+    /// Reads a manifest written by [`Manifest::to_json`]. The `format` field is read first, so a
+    /// manifest of another format is refused as such (not with whatever field error its other
+    /// layout would give).
+    ///
+    /// # Errors
+    /// The JSON error if the text is not a manifest, or if its `format` is not
+    /// [`MANIFEST_FORMAT`] (the message names both: re-export the module with this accelrt).
     pub fn from_json(text: &str) -> Result<Manifest, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Format {
+            format: u32,
+        }
+        let Format { format } = serde_json::from_str(text)?;
+        if format != MANIFEST_FORMAT {
+            return Err(serde::de::Error::custom(format!(
+                "manifest format {format} is not supported: this accelrt reads format {MANIFEST_FORMAT} \
+                 (re-export the module with it)"
+            )));
+        }
         serde_json::from_str(text)
     }
 

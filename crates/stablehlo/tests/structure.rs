@@ -5,6 +5,7 @@ use accelrt_conformance::cases;
 use accelrt_core::{DType, Dim, GraphBuilder, HostTensor, Op, QuantType, Shape};
 use accelrt_stablehlo::{
     export, weight_argument, ArgumentRole, Bucket, ExportError, ExportOptions, Manifest, Module, OutputRole,
+    MANIFEST_FORMAT,
 };
 
 fn export_case(case: &accelrt_conformance::Case) -> Module {
@@ -93,6 +94,14 @@ fn manifest_lists_inputs_weights_then_state_and_round_trips() {
     assert_eq!(m.bucket.to_string(), "batch=1,seq=5,slots=2");
     assert_eq!(m.graph_hash, case.graph.content_hash());
     assert_eq!(Manifest::from_json(&m.to_json()).unwrap(), *m);
+    // A manifest of another format is refused as such (the format used not to be checked), also
+    // when the rest of its layout differs.
+    let other = m.to_json().replacen(&format!("\"format\": {MANIFEST_FORMAT}"), "\"format\": 99", 1);
+    assert_ne!(other, m.to_json());
+    let err = Manifest::from_json(&other).unwrap_err().to_string();
+    assert!(err.contains("manifest format 99") && err.contains(&format!("format {MANIFEST_FORMAT}")), "{err}");
+    let err = Manifest::from_json(r#"{"format": 2, "programs": []}"#).unwrap_err().to_string();
+    assert!(err.contains("manifest format 2"), "{err}");
     // The function's signature has the manifest's arguments, in order, and each cache is aliased
     // to its state output (so a runtime that donates it gets the update in place).
     let sig = module.mlir.lines().find(|l| l.contains("func.func")).unwrap();

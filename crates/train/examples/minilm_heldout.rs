@@ -18,7 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => accelrt_models::ModelStore::from_env().ensure(accelrt_models::lookup("all-minilm-l6-v2")?)?,
     };
     let batch: usize = args.next().map(|b| b.parse()).transpose()?.unwrap_or(8);
-    let data = DataStore::from_env().ensure(&SHAKESPEARE)?;
+    let data = DataStore::from_env().fetch(&SHAKESPEARE)?;
     let mut pairs = PairsFile::open(data.join(dataset::PAIRS_HELDOUT))?;
     let all = pairs.batch(&(0..pairs.len()).collect::<Vec<_>>())?;
 

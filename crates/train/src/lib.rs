@@ -21,6 +21,8 @@
 //!
 //! docs/training.md describes the data, its derivation and the formats.
 
+#![warn(missing_docs)]
+
 pub mod checkpoint;
 pub mod corpus;
 pub mod datafile;

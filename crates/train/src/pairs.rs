@@ -27,7 +27,9 @@ pub const MAX_PAIRS_FILE_BYTES: u64 = 1 << 30;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Pair {
+    /// The query side (JSON key `anchor`): non-empty and not only whitespace.
     pub anchor: String,
+    /// The text that should embed close to `anchor` (JSON key `positive`); the same rules.
     pub positive: String,
 }
 
@@ -50,6 +52,11 @@ pub struct PairsFile {
 }
 
 /// Parses one line (without its newline) as a [`Pair`]; `line` is 1-based, for the message.
+///
+/// # Errors
+///
+/// [`TrainError::BadLine`] when the line is not a JSON object with exactly the string keys
+/// `anchor` and `positive`, or when either text is empty or only whitespace.
 pub fn parse_pair_line(path: &Path, line: u64, bytes: &[u8]) -> Result<Pair> {
     let bad = |message: String| TrainError::BadLine { path: path.to_path_buf(), line, message };
     let expected = "expected a JSON object {\"anchor\": \"…\", \"positive\": \"…\"}";
@@ -100,6 +107,12 @@ impl PairsFile {
     /// indexes the examples. Blank lines are skipped (they still count for the line numbers of
     /// messages); anything else that is not a pair of two strings with something besides
     /// whitespace is an error naming the line.
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::Io`] or [`TrainError::BadFile`] from [`datafile::open_regular`];
+    /// [`TrainError::BadLine`] for a line over [`MAX_LINE_BYTES`] or not a pair;
+    /// [`TrainError::BadFile`] when the file holds no pair.
     pub fn open(path: impl AsRef<Path>) -> Result<PairsFile> {
         let path = path.as_ref().to_path_buf();
         let (file, len) = datafile::open_regular(&path, MAX_PAIRS_FILE_BYTES)?;
@@ -155,11 +168,21 @@ impl PairsFile {
     }
 
     /// The 1-based line of example `index` (for messages).
+    ///
+    /// # Panics
+    ///
+    /// If `index >= self.len()`.
     pub fn line_of(&self, index: usize) -> u64 {
         self.entries[index].line
     }
 
     /// Reads example `index` (0-based, in file order) back from the file.
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::InvalidArgument`] for an index past the end; [`TrainError::BadFile`] when
+    /// the file's length changed since it was indexed; [`TrainError::Io`] when reading fails;
+    /// [`TrainError::BadLine`] when the bytes at the offset no longer parse.
     pub fn get(&mut self, index: usize) -> Result<Pair> {
         let entry = *self.entries.get(index).ok_or_else(|| {
             TrainError::InvalidArgument(format!("pair {index} out of range ({} pairs)", self.entries.len()))

@@ -22,13 +22,18 @@ pub enum Order {
     /// File order every epoch (`--no-shuffle`): batch `b` is examples `b*B .. (b+1)*B`.
     FileOrder,
     /// A new seeded permutation every epoch (`--seed`).
-    Shuffled { seed: u64 },
+    Shuffled {
+        /// The run's seed; with the epoch it fixes every epoch's permutation.
+        seed: u64,
+    },
 }
 
 /// Where the next batch comes from: epoch and batch within it (both 0-based).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataPosition {
+    /// Passes over the data completed so far; at most [`MAX_EPOCH`].
     pub epoch: u64,
+    /// Batches already taken in this epoch; below [`Sampler::batches_per_epoch`].
     pub batch: u64,
 }
 
@@ -37,8 +42,11 @@ pub struct DataPosition {
 pub struct SamplerState {
     /// Number of examples of the data set it was made for (checked on restore).
     pub examples: u64,
+    /// Examples per batch, at least 1 and at most `examples`.
     pub batch_size: u64,
+    /// File order or the seeded shuffle.
     pub order: Order,
+    /// Where the next batch comes from.
     pub position: DataPosition,
 }
 
@@ -63,6 +71,11 @@ fn epoch_seed(seed: u64, epoch: u64) -> u64 {
 
 impl Sampler {
     /// A sampler at the start of epoch 0.
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::InvalidArgument`] for a batch size of 0, fewer examples than one batch, or
+    /// more than `u32::MAX` examples.
     pub fn new(examples: usize, batch_size: usize, order: Order) -> Result<Sampler> {
         Self::restore(
             SamplerState {
@@ -77,6 +90,12 @@ impl Sampler {
 
     /// Continues from a saved state, for a data set of `examples` examples (which must be the
     /// count the state was saved with: another file would give other batches).
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::Restore`] when `examples` differs from the saved count or the position is
+    /// past [`MAX_EPOCH`] or past the end of an epoch; [`TrainError::InvalidArgument`] as for
+    /// [`Sampler::new`].
     pub fn restore(state: SamplerState, examples: usize) -> Result<Sampler> {
         if state.batch_size == 0 {
             return Err(TrainError::InvalidArgument("--batch-size must be at least 1".into()));

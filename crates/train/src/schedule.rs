@@ -19,14 +19,31 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum LrSchedule {
     /// `lr * step / max(1, warmup_steps)` during warm-up, then `lr`.
-    Constant { lr: f64, warmup_steps: u64 },
+    Constant {
+        /// The peak learning rate, finite and ≥ 0.
+        lr: f64,
+        /// Optimiser steps of linear warm-up from 0; 0 means none.
+        warmup_steps: u64,
+    },
     /// Linear warm-up to `lr` over `warmup_steps`, then half a cosine from `lr` to 0 at
     /// `total_steps` (and 0 after it, where transformers' formula would climb again).
-    WarmupCosine { lr: f64, warmup_steps: u64, total_steps: u64 },
+    WarmupCosine {
+        /// The peak learning rate, reached at step `warmup_steps`; finite and ≥ 0.
+        lr: f64,
+        /// Optimiser steps of linear warm-up from 0; at most `total_steps`.
+        warmup_steps: u64,
+        /// The step at which the rate reaches 0 (warm-up included); at least 1.
+        total_steps: u64,
+    },
 }
 
 impl LrSchedule {
     /// Checks the parameters once, so [`LrSchedule::lr_at`] can be a total function.
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::InvalidArgument`] for a learning rate that is negative or not finite, and,
+    /// for the cosine schedule, `total_steps` 0 or `warmup_steps > total_steps`.
     pub fn validate(&self) -> Result<()> {
         let (lr, warmup, total) = match *self {
             LrSchedule::Constant { lr, warmup_steps } => (lr, warmup_steps, None),

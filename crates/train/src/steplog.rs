@@ -9,8 +9,9 @@
 //! `step` counts optimiser steps from 1 (the line is written after the step); `loss` is the
 //! training loss of that step's batch (before the update); `lr` the learning rate the update used;
 //! `tokens` the non-padding input tokens of the batch; `seconds` the wall time of the step (data,
-//! forward, backward, update). `eval_loss`, when present, is the held-out loss measured after the
-//! step. Only finite numbers are written: a non-finite loss is an error for the caller to stop on.
+//! forward, backward, update). Only finite numbers are written: a non-finite loss is an error for
+//! the caller to stop on. No held-out loss is logged: `accelrt train` runs no evaluation during
+//! training. Reading ignores keys it does not know.
 
 use crate::{Result, TrainError};
 use serde::{Deserialize, Serialize};
@@ -21,13 +22,18 @@ use std::path::{Path, PathBuf};
 /// One line of the step log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepRecord {
+    /// Optimiser steps done, counting from 1; strictly increasing within a log.
     pub step: u64,
+    /// Training loss of the step's batch before the update (MNRL or causal-LM cross-entropy,
+    /// natural log); finite.
     pub loss: f64,
+    /// The learning rate the update used (from the [`LrSchedule`](crate::LrSchedule)); finite.
     pub lr: f64,
+    /// Non-padding input tokens of the step's batch (every micro-batch of a
+    /// gradient-accumulation step).
     pub tokens: u64,
+    /// Wall time of the step in seconds: data, forward, backward and update; finite.
     pub seconds: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub eval_loss: Option<f64>,
 }
 
 /// An open step log.
@@ -55,6 +61,11 @@ fn check_regular_or_missing(path: &Path) -> Result<()> {
 
 impl StepLog {
     /// Starts a new log at `path` (an existing regular file is replaced).
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::BadFile`] when `path` exists and is not a regular file;
+    /// [`TrainError::Io`] when it cannot be created.
     pub fn create(path: impl AsRef<Path>) -> Result<StepLog> {
         let path = path.as_ref().to_path_buf();
         check_regular_or_missing(&path)?;
@@ -67,6 +78,12 @@ impl StepLog {
     /// before the run stopped; those steps run again). The lines kept are kept **byte for byte**
     /// (never parsed and written again, which could change a float's last digit). A missing file
     /// starts a new log.
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::BadLine`] for a line up to the cut that is longer than 64 KiB, not UTF-8 or
+    /// not a step record (the file is then left as it was); [`TrainError::BadFile`] and
+    /// [`TrainError::Io`] as for [`StepLog::create`], or when copying and renaming fail.
     pub fn resume(path: impl AsRef<Path>, checkpoint_step: u64) -> Result<StepLog> {
         let path = path.as_ref().to_path_buf();
         check_regular_or_missing(&path)?;
@@ -100,9 +117,15 @@ impl StepLog {
     }
 
     /// Appends one step's line and flushes it. Steps must increase; numbers must be finite.
+    ///
+    /// # Errors
+    ///
+    /// [`TrainError::InvalidArgument`] for a non-finite `loss`, `lr` or `seconds`, or a step not
+    /// above the last one logged (nothing is written then); [`TrainError::Io`]
+    /// when writing fails.
     pub fn write(&mut self, record: &StepRecord) -> Result<()> {
         let numbers = [("loss", record.loss), ("lr", record.lr), ("seconds", record.seconds)];
-        for (name, v) in numbers.into_iter().chain(record.eval_loss.map(|v| ("eval_loss", v))) {
+        for (name, v) in numbers {
             if !v.is_finite() {
                 return Err(TrainError::InvalidArgument(format!("step {}: {name} is {v}", record.step)));
             }
@@ -134,19 +157,8 @@ fn kept_prefix(file: &File, path: &Path, checkpoint_step: u64) -> Result<(u64, O
     let (mut keep, mut last_step, mut ends_with_newline) = (0u64, None, true);
     let mut buf = Vec::new();
     for line in 1u64.. {
-        buf.clear();
-        let n =
-            (&mut reader).take(MAX_LOG_LINE + 1).read_until(b'\n', &mut buf).map_err(|e| TrainError::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        let bad = |message: String| TrainError::BadLine { path: path.to_path_buf(), line, message };
-        if n as u64 > MAX_LOG_LINE {
-            return Err(bad(format!("line longer than {MAX_LOG_LINE} bytes: not a step log")));
-        }
-        let text = std::str::from_utf8(&buf).map_err(|_| bad("not UTF-8: not a step log".into()))?;
-        if !text.trim().is_empty() {
-            let r: StepRecord = serde_json::from_str(text).map_err(|e| bad(format!("not a step record: {e}")))?;
+        let Some((n, record)) = read_line(&mut reader, &mut buf, path, line)? else { break };
+        if let Some(r) = record {
             if r.step > checkpoint_step {
                 break;
             }
@@ -158,24 +170,50 @@ fn kept_prefix(file: &File, path: &Path, checkpoint_step: u64) -> Result<(u64, O
     Ok((keep, last_step, ends_with_newline))
 }
 
-fn read_records(reader: impl BufRead, path: &Path) -> Result<Vec<StepRecord>> {
-    let mut out = Vec::new();
-    for (i, line) in reader.lines().enumerate() {
-        let line = line.map_err(|e| TrainError::io(path, e))?;
-        if line.trim().is_empty() {
-            continue;
+/// Reads line number `line` of a log into `buf` (with its newline, if any), reading at most
+/// [`MAX_LOG_LINE`] + 1 bytes. Returns `None` at the end of the file, else the bytes read and the
+/// record (`None` for a blank line).
+fn read_line(
+    reader: &mut impl BufRead,
+    buf: &mut Vec<u8>,
+    path: &Path,
+    line: u64,
+) -> Result<Option<(usize, Option<StepRecord>)>> {
+    buf.clear();
+    let n = reader.by_ref().take(MAX_LOG_LINE + 1).read_until(b'\n', buf).map_err(|e| TrainError::io(path, e))?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let bad = |message: String| TrainError::BadLine { path: path.to_path_buf(), line, message };
+    if n as u64 > MAX_LOG_LINE {
+        return Err(bad(format!("line longer than {MAX_LOG_LINE} bytes: not a step log")));
+    }
+    let text = std::str::from_utf8(buf).map_err(|_| bad("not UTF-8: not a step log".into()))?;
+    if text.trim().is_empty() {
+        return Ok(Some((n, None)));
+    }
+    let record = serde_json::from_str(text).map_err(|e| bad(format!("not a step record: {e}")))?;
+    Ok(Some((n, Some(record))))
+}
+
+fn read_records(mut reader: impl BufRead, path: &Path) -> Result<Vec<StepRecord>> {
+    let (mut out, mut buf) = (Vec::new(), Vec::new());
+    for line in 1u64.. {
+        match read_line(&mut reader, &mut buf, path, line)? {
+            None => break,
+            Some((_, Some(r))) => out.push(r),
+            Some((_, None)) => {}
         }
-        let r = serde_json::from_str(&line).map_err(|e| TrainError::BadLine {
-            path: path.to_path_buf(),
-            line: i as u64 + 1,
-            message: format!("not a step record: {e}"),
-        })?;
-        out.push(r);
     }
     Ok(out)
 }
 
-/// Reads a whole step log (for tools and tests).
+/// Reads a whole step log (for tools and tests); blank lines are skipped.
+///
+/// # Errors
+///
+/// [`TrainError::Io`] when the file cannot be read; [`TrainError::BadLine`] for a line that is
+/// longer than 64 KiB (refused after reading at most that much), not UTF-8 or not a step record.
 pub fn read_step_log(path: impl AsRef<Path>) -> Result<Vec<StepRecord>> {
     let path = path.as_ref();
     let f = File::open(path).map_err(|e| TrainError::io(path, e))?;
@@ -187,7 +225,7 @@ mod tests {
     use super::*;
 
     fn rec(step: u64, loss: f64) -> StepRecord {
-        StepRecord { step, loss, lr: 1e-4, tokens: 512, seconds: 0.25, eval_loss: None }
+        StepRecord { step, loss, lr: 1e-4, tokens: 512, seconds: 0.25 }
     }
 
     #[test]
@@ -196,12 +234,34 @@ mod tests {
         let path = dir.path().join("log.jsonl");
         let mut log = StepLog::create(&path).unwrap();
         log.write(&rec(1, 2.5)).unwrap();
-        log.write(&StepRecord { eval_loss: Some(2.25), ..rec(2, 2.0) }).unwrap();
+        log.write(&rec(2, 2.0)).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], r#"{"step":1,"loss":2.5,"lr":0.0001,"tokens":512,"seconds":0.25}"#);
-        assert!(lines[1].ends_with(r#""eval_loss":2.25}"#), "{}", lines[1]);
-        assert_eq!(read_step_log(&path).unwrap()[1].eval_loss, Some(2.25));
+        assert_eq!(read_step_log(&path).unwrap()[1], rec(2, 2.0));
+        // A line with a key this build does not write (older builds declared `eval_loss`) reads.
+        std::fs::write(&path, "{\"step\":1,\"loss\":1,\"lr\":0,\"tokens\":1,\"seconds\":1,\"eval_loss\":2}\n").unwrap();
+        assert_eq!(read_step_log(&path).unwrap()[0].step, 1);
+    }
+
+    /// The fields docs/training.md lists for a step-log line are exactly the ones every line has
+    /// (it listed an `eval_loss` that `accelrt train` never wrote).
+    #[test]
+    fn the_documented_fields_are_the_written_ones() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/training.md")).unwrap();
+        let section = doc.split("## The step log").nth(1).expect("docs/training.md has the step-log section");
+        let table = section.split("| field | meaning |").nth(1).expect("the step log's field table");
+        let mut documented: Vec<&str> = table
+            .lines()
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| l.trim_start_matches("| `").split('`').next().unwrap())
+            .collect();
+        let line = serde_json::to_value(rec(1, 1.0)).unwrap();
+        let mut written: Vec<&str> = line.as_object().unwrap().keys().map(String::as_str).collect();
+        documented.sort_unstable();
+        written.sort_unstable();
+        assert_eq!(documented, written);
     }
 
     #[test]
@@ -211,7 +271,7 @@ mod tests {
         assert!(log.write(&rec(1, f64::NAN)).unwrap_err().to_string().contains("loss is NaN"));
         log.write(&rec(1, 1.0)).unwrap();
         assert!(log.write(&rec(1, 1.0)).is_err());
-        assert!(log.write(&StepRecord { eval_loss: Some(f64::INFINITY), ..rec(2, 1.0) }).is_err());
+        assert!(log.write(&StepRecord { seconds: f64::INFINITY, ..rec(2, 1.0) }).is_err());
     }
 
     #[test]
@@ -274,5 +334,34 @@ mod tests {
         std::fs::write(&path, "{\"step\":1,\"loss\":1,\"lr\":0,\"tokens\":1,\"seconds\":1}\ngarbage\n").unwrap();
         let msg = StepLog::resume(&path, 5).unwrap_err().to_string();
         assert!(msg.contains(":2: not a step record"), "{msg}");
+        let msg = read_step_log(&path).unwrap_err().to_string();
+        assert!(msg.contains(":2: not a step record"), "{msg}");
+    }
+
+    /// `read_step_log` caps a line at 64 KiB as `resume` does: a huge line is an error naming the
+    /// file and the line, read no further than the cap (it used to be read whole into memory).
+    #[test]
+    fn read_step_log_refuses_a_line_over_64_kib() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        let first = "{\"step\":1,\"loss\":1,\"lr\":0,\"tokens\":1,\"seconds\":1}\n";
+        // A valid record padded with spaces past the cap: only the cap rejects it.
+        let long = format!("{{\"step\":2,\"loss\":1,\"lr\":0,\"tokens\":1,\"seconds\":1{}}}\n", " ".repeat(1 << 17));
+        std::fs::write(&path, format!("{first}{long}")).unwrap();
+        let err = read_step_log(&path).unwrap_err();
+        match &err {
+            TrainError::BadLine { path: p, line, message } => {
+                assert_eq!((p.as_path(), *line), (path.as_path(), 2));
+                assert!(message.contains("longer than 65536 bytes"), "{message}");
+            }
+            other => panic!("expected BadLine, got {other:?}"),
+        }
+        assert!(err.to_string().starts_with(&format!("{}:2:", path.display())), "{err}");
+        // A line of exactly 64 KiB, newline included, is still read.
+        let head = "{\"step\":1,\"loss\":1,\"lr\":0,\"tokens\":1,\"seconds\":1";
+        let at_cap = format!("{head}{}}}\n", " ".repeat(MAX_LOG_LINE as usize - head.len() - 2));
+        assert_eq!(at_cap.len() as u64, MAX_LOG_LINE);
+        std::fs::write(&path, &at_cap).unwrap();
+        assert_eq!(read_step_log(&path).unwrap().len(), 1);
     }
 }

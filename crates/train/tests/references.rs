@@ -36,7 +36,7 @@ fn check_precisions_agree(results: &Value, rel: f64) {
 fn minilm_reference_batches_are_the_pipelines_file_order_batches() {
     let f = fixture("minilm-mnrl-reference.json");
     assert_eq!(f["data_sha256"], pinned(dataset::PAIRS_TRAIN), "the fixture was made from other pairs");
-    let dir = DataStore::from_env().ensure(&SHAKESPEARE).unwrap();
+    let dir = DataStore::from_env().fetch(&SHAKESPEARE).unwrap();
     let mut pairs = PairsFile::open(dir.join(dataset::PAIRS_TRAIN)).unwrap();
     let b = f["batch_size"].as_u64().unwrap() as usize;
     let mut sampler = Sampler::new(pairs.len(), b, Order::FileOrder).unwrap();
@@ -75,7 +75,7 @@ fn minilm_reference_batches_are_the_pipelines_file_order_batches() {
 fn smollm2_reference_windows_are_accelrts_token_stream() {
     let f = fixture("smollm2-ce-reference.json");
     assert_eq!(f["data_sha256"], pinned(dataset::CORPUS_TRAIN), "the fixture was made from another corpus");
-    let dir = DataStore::from_env().ensure(&SHAKESPEARE).unwrap();
+    let dir = DataStore::from_env().fetch(&SHAKESPEARE).unwrap();
     let gguf = accelrt_models::generator::find_gguf(&model_dir("smollm2-135m-instruct")).unwrap();
     let tokenizer = accelrt_models::ChatTokenizer::from_gguf(&accelrt_models::GgufFile::open(&gguf).unwrap()).unwrap();
     let seq_len = f["seq_len"].as_u64().unwrap() as usize;

@@ -5,7 +5,7 @@ use accelrt_train::dataset::{self, DataStore, SHAKESPEARE};
 use accelrt_train::{Order, Pair, PairsFile, Sampler, TokenWindows};
 
 fn dataset_dir() -> std::path::PathBuf {
-    DataStore::from_env().ensure(&SHAKESPEARE).expect("fetch the data set: accelrt fetch shakespeare")
+    DataStore::from_env().fetch(&SHAKESPEARE).expect("fetch the data set: accelrt fetch shakespeare")
 }
 
 #[test]

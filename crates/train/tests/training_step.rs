@@ -62,7 +62,7 @@ fn minilm_mnrl_steps_match_pytorch() {
     let f = fixture("minilm-mnrl-reference.json");
     assert_eq!(f["dropout"].as_f64(), Some(0.0));
     let dir = model_dir("all-minilm-l6-v2");
-    let data = DataStore::from_env().ensure(&SHAKESPEARE).unwrap();
+    let data = DataStore::from_env().fetch(&SHAKESPEARE).unwrap();
     let mut pairs = PairsFile::open(data.join(dataset::PAIRS_TRAIN)).unwrap();
     let b = f["batch_size"].as_u64().unwrap() as usize;
     let mut sampler = Sampler::new(pairs.len(), b, Order::FileOrder).unwrap();
@@ -198,7 +198,7 @@ fn smollm2_causal_lm_steps_match_pytorch() {
 fn minilm_step1_gradient_norm_matches_pytorch() {
     let f = fixture("minilm-mnrl-reference.json");
     let dir = model_dir("all-minilm-l6-v2");
-    let data = DataStore::from_env().ensure(&SHAKESPEARE).unwrap();
+    let data = DataStore::from_env().fetch(&SHAKESPEARE).unwrap();
     let mut pairs = PairsFile::open(data.join(dataset::PAIRS_TRAIN)).unwrap();
     let b = f["batch_size"].as_u64().unwrap() as usize;
     let mut sampler = Sampler::new(pairs.len(), b, Order::FileOrder).unwrap();
@@ -223,7 +223,7 @@ fn smollm2_heldout_loss_matches_pytorch() {
     let backend = accelrt_candle::CandleBackend::new(&"cpu".parse().unwrap()).unwrap();
     let dir = model_dir("smollm2-135m-instruct");
     let evaluator = accelrt_train::eval::CausalLmEvaluator::from_gguf(&dir, &backend, &Default::default()).unwrap();
-    let data = DataStore::from_env().ensure(&SHAKESPEARE).unwrap().join(dataset::CORPUS_HELDOUT);
+    let data = DataStore::from_env().fetch(&SHAKESPEARE).unwrap().join(dataset::CORPUS_HELDOUT);
     let tokenizer = evaluator.tokenizer().unwrap();
     let corpus = accelrt_train::TokenWindows::from_file(&data, seq_len, 1 << 30, |t| tokenizer.encode(t)).unwrap();
     assert_eq!(corpus.tokens().len() as u64, want["stream_tokens"].as_u64().unwrap());
