@@ -290,13 +290,15 @@ struct BenchArgs {
     /// Device the peers run on: cpu or cuda
     #[arg(long, default_value = "cpu")]
     peer_device: String,
-    /// Dtype the peers run in: f32, bf16 (PyTorch on the CPU) or f16 (PyTorch on a GPU)
-    #[arg(long, default_value = "f32")]
-    peer_dtype: String,
+    /// Dtype the peers run in: f32, bf16 (PyTorch on the CPU) or f16 (PyTorch on a GPU).
+    /// Default: f32; for training, --dtype's (the peer trains as accelrt does)
+    #[arg(long)]
+    peer_dtype: Option<String>,
     /// Folder holding the peer runner scripts
     #[arg(long, default_value = "benches/peers")]
     peers_dir: PathBuf,
-    /// Compute dtype: f32 (default), bf16 or f16
+    /// Compute dtype: f32 (default), bf16 or f16. Training: f32, or bf16 for mixed precision
+    /// (products in bf16, f32 master weights; the PyTorch peer under torch.autocast)
     #[arg(long)]
     dtype: Option<DType>,
     /// Seed of the server scenario's arrival times
@@ -592,7 +594,10 @@ fn run_bench(store: &ModelStore, a: BenchArgs) -> Result<()> {
             texts: texts.clone(),
             peers: peers.clone(),
             peer_device: a.peer_device.clone(),
-            peer_dtype: a.peer_dtype.clone(),
+            peer_dtype: a.peer_dtype.clone().unwrap_or_else(|| match a.scenario.contains(&ScenarioKind::Training) {
+                true => a.dtype.unwrap_or(DType::F32).to_string(),
+                false => "f32".into(),
+            }),
             pricing: Pricing {
                 instance_type: instance_type.clone(),
                 instance_type_source: instance_type_source.into(),

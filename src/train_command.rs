@@ -5,6 +5,7 @@
 
 use accelrt::core::optim::AdamW;
 use accelrt::core::training::{Optimizer, TrainingConfig};
+use accelrt::core::DType;
 use accelrt::models::{self, ModelStore};
 use accelrt::train::checkpoint::{self, TrainerState, MAX_GRAD_ACCUM, MAX_STEPS};
 use accelrt::train::step::{
@@ -86,12 +87,29 @@ pub struct TrainArgs {
     /// Continue from DIR/checkpoint exactly (weights, optimiser moments, step, data position)
     #[arg(long)]
     resume: bool,
+    /// Mixed precision: `bf16` runs the matrix products (linear layers, matmuls, attention) of
+    /// the forward and backward passes in bf16, and norms, softmax, the loss and the optimiser in
+    /// f32 on f32 master weights (torch.autocast's policy). Off by default (all f32)
+    #[arg(long, value_parser = parse_mixed_precision)]
+    mixed_precision: Option<DType>,
     /// Device to train on: cpu (candle), cuda:N, xla:cpu
     #[arg(long, default_value = "cpu")]
     backend: String,
     /// No progress bar
     #[arg(long)]
     no_progress: bool,
+}
+
+/// `--mixed-precision`: only bf16 (f16 would need loss scaling, which accelrt does not do).
+fn parse_mixed_precision(s: &str) -> std::result::Result<DType, String> {
+    match s {
+        "bf16" => Ok(DType::BF16),
+        "f16" => {
+            Err("f16 mixed precision needs loss scaling (its gradients underflow), which accelrt does not do; use bf16"
+                .into())
+        }
+        other => Err(format!("`{other}` is not a mixed-precision dtype; use bf16")),
+    }
 }
 
 /// Tokens per window for decoders when --seq-len is not given.
@@ -295,6 +313,7 @@ pub fn train(store: &ModelStore, a: TrainArgs) -> Result<()> {
     let config = TrainingConfig {
         optimizer: Optimizer::AdamW(AdamW { weight_decay: a.weight_decay, ..AdamW::default() }),
         clip_norm: a.clip_norm,
+        mixed_precision: a.mixed_precision,
     };
     let trainer_options = TrainerOptions { grad_accum: a.grad_accum, dropout, seed: a.seed };
     let backend = accelrt::open_backend(&a.backend)?;
@@ -355,6 +374,7 @@ pub fn train(store: &ModelStore, a: TrainArgs) -> Result<()> {
         seq_len,
         dropout: rates,
         dropout_seed: rates.any().then_some(a.seed),
+        mixed_precision: config.mixed_precision,
     };
 
     let mut log = if a.resume {

@@ -252,7 +252,8 @@ fn training_refusals_are_clear() {
     let cases: &[(&[&str], &str)] = &[
         (&["--scenario", "training,offline"], "runs on its own"),
         (&["--scenario", "training", "--peers", "onnxruntime"], "training peers: pytorch"),
-        (&["--scenario", "training", "--dtype", "bf16"], "mixed precision"),
+        (&["--scenario", "training", "--dtype", "f16"], "not f16"),
+        (&["--scenario", "training", "--dtype", "bf16", "--peer-dtype", "f32"], "--peer-dtype f32 with --dtype bf16"),
         (&["--scenario", "training", "--lr", "20"], "--lr"),
         (&["--scenario", "training", "--data", "no-such-data"], "no-such-data"),
         (&["--scenario", "training", "--url", "http://127.0.0.1:9"], "does not train"),
@@ -349,4 +350,67 @@ fn misbehaving_training_peers_end_as_peer_failures() {
             assert!(!stderr.contains("panicked"), "{name}: {stderr}");
         }
     }
+}
+
+/// `--dtype bf16` trains in bf16 mixed precision on accelrt's side (recorded in its result) and
+/// asks the peer for the same (`--dtype bf16`, which the stand-in checks); accelrt's first loss is
+/// PyTorch f32's on that batch within bf16's 2 %.
+#[test]
+fn training_in_bf16_is_mixed_precision_on_both_sides() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("results");
+    let peers = dir.path().join("peers");
+    std::fs::create_dir_all(&peers).unwrap();
+    let checks_dtype = STAND_IN.replacen(
+        "import json, sys\n",
+        "import json, sys\nassert sys.argv[sys.argv.index('--dtype') + 1] == 'bf16', sys.argv\n",
+        1,
+    );
+    assert_ne!(checks_dtype, STAND_IN);
+    std::fs::write(peers.join("standin_train_runner.py"), checks_dtype).unwrap();
+    let o = accelrt(&[
+        "bench",
+        "--scenario",
+        "training",
+        "--dtype",
+        "bf16",
+        "--data",
+        "shakespeare",
+        "--batch-size",
+        "8",
+        "--lr",
+        "1e-4",
+        "--weight-decay",
+        "0.01",
+        "--warmup",
+        "0",
+        "--min-duration",
+        "0",
+        "--min-queries",
+        "1",
+        "--peers",
+        "standin",
+        "--peers-dir",
+        peers.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--no-progress",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let results = results_in(&out);
+    let ours = results.iter().find(|r| r["system"] == "accelrt").unwrap();
+    let details = ours["environment"]["details"].to_string();
+    assert!(details.contains("bf16 mixed"), "{details}");
+    // The stand-in ran (its assertion on --dtype held) and produced a result.
+    assert!(results.iter().any(|r| r["system"] == "standin"), "{results:?}");
+    let fixture: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/train/tests/fixtures/minilm-mnrl-reference.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let want = f(&fixture["results"]["float32"]["losses"][0]);
+    let first = f(&ours["training"]["losses"][0]);
+    assert!((first - want).abs() <= 0.02 * want && first != want, "{first} vs PyTorch f32 {want}");
 }

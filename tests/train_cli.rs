@@ -415,3 +415,45 @@ fn hostile_inputs_are_refused_clearly() {
     let err = refused(train_small(&data, &out, 1, &["--log", missing.to_str().unwrap()]), "log.jsonl");
     assert_eq!(err.matches("No such file or directory").count(), 1, "the OS error once: {err}");
 }
+
+/// `--mixed-precision bf16`: the run trains (the log's losses are finite and near the f32 run's
+/// on the same batches), the saved model and checkpoint are f32, the checkpoint records the
+/// precision, and resuming with another precision, or asking for f16, is refused by name.
+#[test]
+fn mixed_precision_trains_saves_f32_and_resumes_only_as_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = small_pairs(dir.path(), 6);
+    let (full, mixed) = (dir.path().join("f32"), dir.path().join("bf16"));
+    let log = |out: &Path| out.with_extension("jsonl");
+    let run = |out: &Path, extra: &[&str]| {
+        let log = log(out);
+        let mut args = vec!["--dropout", "0", "--no-shuffle", "--log", log.to_str().unwrap()];
+        args.extend(extra);
+        let o = train_small(&data, out, 2, &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        accelrt::train::steplog::read_step_log(log).unwrap()
+    };
+    let a = run(&full, &[]);
+    let b = run(&mixed, &["--mixed-precision", "bf16"]);
+    for (x, y) in a.iter().zip(&b) {
+        // These easy pairs have losses near 0 (of at most ln 2 for 2 in-batch candidates), where
+        // bf16's cosines move the loss by a few hundredths; crates/train/tests/mixed_precision.rs
+        // checks real batches against PyTorch to 2 %.
+        assert!(y.loss.is_finite() && (x.loss - y.loss).abs() <= 0.05, "f32 {a:?} vs bf16 {b:?}");
+        assert_eq!(x.tokens, y.tokens);
+    }
+    assert_ne!(a[0].loss, b[0].loss, "the products ran in bf16");
+    let weights = SafetensorsWeights::open(&mixed.join("model.safetensors")).unwrap();
+    for name in weights.names() {
+        // Every float tensor is f32 (integer buffers such as BERT's position ids stay integers).
+        let dtype = weights.get(&name).unwrap().dtype;
+        assert!(!dtype.is_float() || dtype == accelrt::DType::F32, "{name}: {dtype}");
+    }
+    let state: accelrt::train::TrainerState =
+        serde_json::from_str(&std::fs::read_to_string(mixed.join("checkpoint").join("trainer.json")).unwrap()).unwrap();
+    assert_eq!(state.mixed_precision, Some(accelrt::DType::BF16));
+    let o = train_small(&data, &mixed, 3, &["--dropout", "0", "--no-shuffle", "--resume"]);
+    assert!(!o.status.success() && stderr(&o).contains("--mixed-precision"), "{}", stderr(&o));
+    let o = train_small(&data, &dir.path().join("f16"), 1, &["--mixed-precision", "f16"]);
+    assert!(!o.status.success() && stderr(&o).contains("loss scaling"), "{}", stderr(&o));
+}

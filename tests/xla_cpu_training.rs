@@ -33,10 +33,15 @@ fn batches() -> Vec<Vec<Pair>> {
 }
 
 fn trainer(backend: &str) -> MnrlTrainer {
+    trainer_in(backend, None)
+}
+
+fn trainer_in(backend: &str, mixed_precision: Option<accelrt::DType>) -> MnrlTrainer {
     let backend = accelrt::open_backend(backend).unwrap_or_else(|e| panic!("{backend}: {e}"));
     let config = TrainingConfig {
         optimizer: Optimizer::AdamW(AdamW { weight_decay: 0.01, ..AdamW::default() }),
         clip_norm: None,
+        mixed_precision,
     };
     MnrlTrainer::new(&minilm(), backend.as_ref(), &Default::default(), 8, &config).unwrap()
 }
@@ -105,4 +110,19 @@ fn an_xla_cpu_training_session_restores_from_its_saved_state() {
     let name = "encoder.layer.0.attention.self.query.weight";
     let (x, y) = (straight.session().parameter(name).unwrap(), resumed.session().parameter(name).unwrap());
     assert_eq!(x.to_f64_vec(), y.to_f64_vec());
+}
+
+/// bf16 mixed precision compiles and runs as one program on xla:cpu too (the casts are in the
+/// exported module, as a Trainium compile would see them): the first loss is within bf16's reach
+/// of PyTorch's f32 loss and is not the f32 loss, and the parameters stay f32.
+#[test]
+fn bf16_mixed_precision_runs_on_xla_cpu() {
+    let batches = batches();
+    let want = fixture()["results"]["float32"]["losses"][0].as_f64().unwrap();
+    let mut xla = trainer_in("xla:cpu", Some(accelrt::DType::BF16));
+    let loss = xla.step(&batches[0], 1e-4).unwrap().loss;
+    assert!((loss - want).abs() <= 0.02 * want && (loss - want).abs() > 1e-6, "{loss} vs PyTorch f32 {want}");
+    for (name, p) in xla.session().parameters().unwrap() {
+        assert_eq!(p.dtype(), accelrt::DType::F32, "{name}");
+    }
 }

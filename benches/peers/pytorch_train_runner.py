@@ -53,7 +53,9 @@ def main():
     ap.add_argument("--model-dir", required=True)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
-    ap.add_argument("--dtype", default="f32", choices=["f32"])
+    ap.add_argument("--dtype", default="f32", choices=["f32", "bf16"],
+                    help="bf16: mixed precision, forward and loss under torch.autocast(bfloat16), "
+                         "f32 master weights and AdamW (accelrt's --mixed-precision bf16)")
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--weight-decay", type=float, default=0.01)
     ap.add_argument("--dropout", type=float, default=0.0)
@@ -141,7 +143,11 @@ def main():
             batch = json.loads(line)["train"]
             start = time.perf_counter()
             opt.zero_grad(set_to_none=True)
-            loss, tokens, rows = loss_and_tokens(batch)
+            # Mixed precision as PyTorch users run it: autocast around forward and loss only; the
+            # backward follows the forward's dtypes, and the optimiser updates the f32 parameters.
+            with torch.autocast(device_type=a.device.split(":")[0], dtype=torch.bfloat16,
+                                enabled=a.dtype == "bf16"):
+                loss, tokens, rows = loss_and_tokens(batch)
             loss.backward()
             opt.step()
             value = float(loss.detach())  # waits for the device, so the time below is the whole step

@@ -48,7 +48,7 @@ fn ids(step: u32) -> HostTensor {
 fn adamw_steps_match_the_reference_and_checkpoints_resume_exactly() {
     let (forward, weights) = tiny_lm();
     let params = ["embed", "norm", "up", "down", "head"];
-    let config = TrainingConfig { optimizer: Optimizer::AdamW(AdamW::default()), clip_norm: Some(1.0) };
+    let config = TrainingConfig { optimizer: Optimizer::AdamW(AdamW::default()), clip_norm: Some(1.0), mixed_precision: None };
     let training = training_graph(&forward, "ce", &params, &config).unwrap();
     let backend = CandleBackend::cpu();
     let mut session = TrainingSession::new(&backend, &training, &weights, &PrepareOptions::default()).unwrap();
@@ -99,7 +99,7 @@ fn adamw_steps_match_the_reference_and_checkpoints_resume_exactly() {
 fn sgd_steps_match_the_reference() {
     let (forward, weights) = tiny_lm();
     let sgd = Sgd { momentum: 0.9, weight_decay: 0.0, nesterov: false };
-    let config = TrainingConfig { optimizer: Optimizer::Sgd(sgd), clip_norm: None };
+    let config = TrainingConfig { optimizer: Optimizer::Sgd(sgd), clip_norm: None, mixed_precision: None };
     let training = training_graph(&forward, "ce", &["head", "up"], &config).unwrap();
     let backend = CandleBackend::cpu();
     let mut session = TrainingSession::new(&backend, &training, &weights, &PrepareOptions::default()).unwrap();

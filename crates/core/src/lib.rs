@@ -3,6 +3,7 @@
 
 #![warn(missing_docs)]
 
+pub mod autocast;
 pub mod autodiff;
 mod backend;
 mod device;

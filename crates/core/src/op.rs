@@ -591,6 +591,58 @@ impl Op {
         }
     }
 
+    /// The operands as places to rewrite, in the order of [`Op::operands`] (a test in the
+    /// conformance crate checks the two agree on every op of the suite).
+    pub fn operands_mut(&mut self) -> Vec<&mut ValueId> {
+        match self {
+            Op::Input { .. } | Op::Weight { .. } | Op::Variable { .. } => vec![],
+            Op::Assign { var, value } => vec![var, value],
+            Op::AdamWStep { param, grad, m, v, lr, step, .. } => vec![param, grad, m, v, lr, step],
+            Op::Embedding { table, ids } => vec![table, ids],
+            Op::MatMul { a, b, .. } | Op::Binary { a, b, .. } => vec![a, b],
+            Op::Linear { x, weight, bias } => [Some(x), Some(weight), bias.as_mut()].into_iter().flatten().collect(),
+            Op::Unary { x, .. }
+            | Op::Affine { x, .. }
+            | Op::Softmax { x }
+            | Op::LogSoftmax { x }
+            | Op::ReduceSum { x, .. }
+            | Op::Reshape { x, .. }
+            | Op::Permute { x, .. }
+            | Op::Slice { x, .. }
+            | Op::L2Normalize { x, .. }
+            | Op::Cast { x, .. } => vec![x],
+            Op::LayerNorm { x, gamma, beta, .. } => {
+                [Some(x), Some(gamma), beta.as_mut()].into_iter().flatten().collect()
+            }
+            Op::RmsNorm { x, gamma, .. } => vec![x, gamma],
+            Op::Attention { q, k, v, mask, q_positions, .. } => {
+                [Some(q), Some(k), Some(v), mask.as_mut(), q_positions.as_mut()].into_iter().flatten().collect()
+            }
+            Op::KvCache { x, positions, slots, .. } => vec![x, positions, slots],
+            Op::TakeLast { x, .. } => vec![x],
+            Op::Rope { x, positions, .. } => vec![x, positions],
+            Op::Concat { xs, .. } => xs.iter_mut().collect(),
+            Op::MeanPool { x, mask } => vec![x, mask],
+            Op::Positions { like, .. } => vec![like],
+            Op::OneHot { ids, .. } => vec![ids],
+            Op::IndexAdd { ids, src, .. } => vec![ids, src],
+            Op::Dropout { x, seed, .. } => vec![x, seed],
+            Op::AttentionProbs { q, k, mask, q_positions, .. } => {
+                [Some(q), Some(k), mask.as_mut(), q_positions.as_mut()].into_iter().flatten().collect()
+            }
+        }
+    }
+
+    /// This op with every operand replaced by `f(operand)`: how a graph pass that inserts or
+    /// moves nodes (so that value ids change) carries an op over to the new graph.
+    pub fn map_operands(&self, mut f: impl FnMut(ValueId) -> ValueId) -> Op {
+        let mut op = self.clone();
+        for operand in op.operands_mut() {
+            *operand = f(*operand);
+        }
+        op
+    }
+
     /// A short name of the operation kind, for messages and statistics.
     pub fn kind(&self) -> &'static str {
         match self {

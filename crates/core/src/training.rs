@@ -28,6 +28,7 @@
 //! restore the optimiser state. Between optimiser steps the accumulators are always zero, so a
 //! checkpoint holds only the parameters and the optimiser's moments.
 
+use crate::autocast;
 use crate::autodiff::{grad, AutodiffError};
 use crate::optim::{adamw_update, clip_by_global_norm, sgd_update, AdamW, Sgd};
 use crate::{
@@ -66,6 +67,12 @@ pub struct TrainingConfig {
     pub optimizer: Optimizer,
     /// Clip gradients to this global norm first (`clip_grad_norm_`), or not at all.
     pub clip_norm: Option<f64>,
+    /// Mixed precision: `Some(DType::BF16)` runs the matrix products (linear layers, matmuls,
+    /// attention) of the forward and backward passes in bf16 and everything else — norms,
+    /// softmax, the loss, gradient sums, clipping and the optimiser — in f32 on f32 master
+    /// weights, as `torch.autocast(dtype=torch.bfloat16)` does (see [`autocast`]). `None`: all f32.
+    /// f16 is refused: without loss scaling its gradients underflow.
+    pub mixed_precision: Option<DType>,
 }
 
 /// The graph of one training step and the names of what persists between steps.
@@ -170,6 +177,15 @@ pub fn accumulating_training_graph(
     if micro_batches == 0 {
         return Err(Error::Graph("gradient accumulation needs at least 1 micro-batch per step".into()).into());
     }
+    match config.mixed_precision {
+        None | Some(DType::BF16) => {}
+        Some(DType::F16) => return Err(Error::Graph(
+            "mixed precision in f16 needs loss scaling (its gradients underflow), which accelrt does not do; use bf16"
+                .into(),
+        )
+        .into()),
+        Some(other) => return Err(Error::Graph(format!("mixed precision computes in bf16, not {other}")).into()),
+    }
     let find = |name: &str| -> std::result::Result<ValueId, AutodiffError> {
         forward
             .outputs()
@@ -203,20 +219,29 @@ pub fn accumulating_training_graph(
         }
         param_ids.push(id);
     }
-    // The same nodes in the same order (so every ValueId stays), trained weights as variables.
+    // The forward nodes in their order, trained weights as variables; with mixed precision, casts
+    // around the matrix products, so value ids move: `remap` takes a forward id to its new one.
     let mut b = GraphBuilder::new(forward.name());
+    let mut remap: Vec<ValueId> = Vec::with_capacity(forward.nodes().len());
+    let mut lowered = std::collections::HashMap::new();
     for (i, node) in forward.nodes().iter().enumerate() {
         let op = match &node.op {
             Op::Weight { dtype, shape } if param_ids.iter().any(|p| p.index() == i) => {
                 Op::Variable { dtype: *dtype, shape: shape.clone(), init: VariableInit::Weight }
             }
-            op => op.clone(),
+            op => op.map_operands(|o| remap[o.index()]),
         };
-        b.add(node.name.clone(), op)?;
+        let id = match config.mixed_precision {
+            Some(low) if autocast::runs_low(&op) => autocast::add_low(&mut b, &node.name, op, low, &mut lowered)?,
+            _ => b.add(node.name.clone(), op)?,
+        };
+        remap.push(id);
     }
     for (name, id) in forward.outputs() {
-        b.output(name, *id);
+        b.output(name, remap[id.index()]);
     }
+    let loss = remap[loss.index()];
+    let param_ids: Vec<ValueId> = param_ids.iter().map(|p| remap[p.index()]).collect();
     let lr = b.input(LR_INPUT, DType::F32, Shape(vec![]))?;
     let step = b.input(STEP_INPUT, DType::F32, Shape(vec![]))?;
     let mut grads = grad(&mut b, loss, &param_ids)?;
@@ -229,7 +254,7 @@ pub fn accumulating_training_graph(
         let mut totals = Vec::with_capacity(grads.len());
         let mut accumulators = Vec::with_capacity(grads.len());
         for (&p, &g) in param_ids.iter().zip(&grads) {
-            let name = forward.node(p).name.clone();
+            let name = b.node(p).name.clone();
             let node = b.node(p);
             let init = Op::Variable { dtype: node.dtype, shape: node.shape.clone(), init: VariableInit::Zeros };
             let acc = b.add(format!("{name}{GRAD_ACC_SUFFIX}"), init)?;
@@ -268,7 +293,7 @@ pub fn accumulating_training_graph(
     match config.optimizer {
         Optimizer::AdamW(adamw) => {
             for (&p, &g) in param_ids.iter().zip(&grads) {
-                let name = forward.node(p).name.clone();
+                let name = b.node(p).name.clone();
                 let m = variable(&mut b, format!("{name}.adam_m"), p)?;
                 let v = variable(&mut b, format!("{name}.adam_v"), p)?;
                 let (p2, m2, v2) = adamw_update(&mut b, &format!("optim.{name}"), &adamw, lr, step, p, g, m, v)?;
@@ -280,7 +305,7 @@ pub fn accumulating_training_graph(
         }
         Optimizer::Sgd(sgd) => {
             for (&p, &g) in param_ids.iter().zip(&grads) {
-                let name = forward.node(p).name.clone();
+                let name = b.node(p).name.clone();
                 let buf = variable(&mut b, format!("{name}.momentum"), p)?;
                 let (p2, buf2) = sgd_update(&mut b, &format!("optim.{name}"), &sgd, lr, p, g, buf)?;
                 let p2 = select(&mut b, format!("optim.{name}.param"), p2, p)?;
@@ -485,7 +510,11 @@ mod tests {
     #[test]
     fn the_reference_evaluator_runs_steps_that_lower_the_loss_and_keep_state() {
         let (forward, weights) = regression();
-        let config = TrainingConfig { optimizer: Optimizer::AdamW(AdamW::default()), clip_norm: Some(1.0) };
+        let config = TrainingConfig {
+            optimizer: Optimizer::AdamW(AdamW::default()),
+            clip_norm: Some(1.0),
+            mixed_precision: None,
+        };
         let training = training_graph(&forward, "sq", &["w", "b"], &config).unwrap();
         assert_eq!(training.optimizer_state, ["w.adam_m", "w.adam_v", "b.adam_m", "b.adam_v"]);
         let (x, t) = batch();
@@ -508,6 +537,76 @@ mod tests {
         let inputs = [("x", &x), ("t", &t), (LR_INPUT, &lr), (STEP_INPUT, &s)];
         let once = reference::evaluate(&training.graph, &weights, &inputs).unwrap();
         assert_eq!(once.get(LOSS_OUTPUT).unwrap().to_f64_vec()[0], losses[0]);
+    }
+
+    #[test]
+    fn mixed_precision_runs_the_products_in_bf16_and_keeps_f32_master_weights() {
+        let (forward, weights) = regression();
+        let f32_config =
+            TrainingConfig { optimizer: Optimizer::Sgd(Sgd::default()), clip_norm: None, mixed_precision: None };
+        let mixed_config = TrainingConfig { mixed_precision: Some(DType::BF16), ..f32_config };
+        let full = training_graph(&forward, "sq", &["w", "b"], &f32_config).unwrap();
+        let mixed = training_graph(&forward, "sq", &["w", "b"], &mixed_config).unwrap();
+        let node = |g: &Graph, name: &str| g.nodes().iter().find(|n| n.name == name).unwrap().clone();
+        // The linear layer computes in bf16 on cast operands; its result, the loss, the
+        // parameters and their moments stay f32.
+        assert_eq!(node(&mixed.graph, "y").dtype, DType::BF16);
+        assert!(matches!(node(&mixed.graph, "autocast:w:bf16").op, Op::Cast { dtype: DType::BF16, .. }));
+        assert_eq!(node(&mixed.graph, "autocast:y:f32").dtype, DType::F32);
+        assert_eq!(node(&mixed.graph, "d").dtype, DType::F32);
+        for var in ["w", "b", "w.momentum", "b.momentum"] {
+            let n = node(&mixed.graph, var);
+            assert!(matches!(n.op, Op::Variable { .. }) && n.dtype == DType::F32, "{var}: {n:?}");
+        }
+        // No bf16 value reaches the update: everything after the backward products is f32.
+        let update = mixed.graph.nodes().iter().filter(|n| n.name.starts_with("optim."));
+        assert!(update.clone().count() > 0 && update.clone().all(|n| n.dtype == DType::F32));
+        assert_eq!(mixed.params, full.params);
+        assert_eq!(mixed.optimizer_state, full.optimizer_state);
+
+        // One step on the f64 oracle (which rounds each value to its dtype): the loss and the
+        // update agree with f32's to bf16's precision, and differ from it (the casts are real).
+        let (x, t) = batch();
+        let lr = HostTensor::f32(vec![], vec![0.1]).unwrap();
+        let s = HostTensor::f32(vec![], vec![1.0]).unwrap();
+        let inputs = [("x", &x), ("t", &t), (LR_INPUT, &lr), (STEP_INPUT, &s)];
+        let run = |g: &Graph| {
+            let mut state = reference::new_state(0);
+            let out = reference::evaluate_with_state(g, &weights, &inputs, &mut state).unwrap();
+            let w = reference::read_variable(g, &weights, &state, "w").unwrap();
+            assert_eq!(w.dtype(), DType::F32);
+            (out.get(LOSS_OUTPUT).unwrap().to_f64_vec()[0], w.to_f64_vec())
+        };
+        let (loss32, w32) = run(&full.graph);
+        let (loss16, w16) = run(&mixed.graph);
+        assert!(((loss16 - loss32) / loss32).abs() < 2e-2, "{loss16} vs {loss32}");
+        assert_ne!(loss16, loss32);
+        for (a, b) in w16.iter().zip(&w32) {
+            assert!((a - b).abs() < 2e-2, "{w16:?} vs {w32:?}");
+        }
+        // The update is applied to the f32 master weight: a step far below bf16's resolution of
+        // the weight still moves it (bf16 has 8 bits of mantissa; 0.5 + 1e-4 rounds to 0.5).
+        let tiny = HostTensor::f32(vec![], vec![1e-6]).unwrap();
+        let inputs = [("x", &x), ("t", &t), (LR_INPUT, &tiny), (STEP_INPUT, &s)];
+        let mut state = reference::new_state(0);
+        reference::evaluate_with_state(&mixed.graph, &weights, &inputs, &mut state).unwrap();
+        let moved = reference::read_variable(&mixed.graph, &weights, &state, "w").unwrap().to_f64_vec();
+        let start = weights.get_tensor("w").unwrap().to_f64_vec();
+        assert!(moved.iter().zip(&start).any(|(a, b)| a != b && (a - b).abs() < 1e-4), "{moved:?} vs {start:?}");
+    }
+
+    #[test]
+    fn mixed_precision_in_f16_or_a_non_float_is_refused() {
+        let (forward, _) = regression();
+        for dtype in [DType::F16, DType::U32, DType::F32] {
+            let config = TrainingConfig {
+                optimizer: Optimizer::Sgd(Sgd::default()),
+                clip_norm: None,
+                mixed_precision: Some(dtype),
+            };
+            let err = training_graph(&forward, "sq", &["w", "b"], &config).unwrap_err().to_string();
+            assert!(err.contains("bf16"), "{dtype}: {err}");
+        }
     }
 
     /// y = x·wᵀ + b with the **mean** squared error over the batch's elements (sum / count, like
@@ -537,7 +636,11 @@ mod tests {
     #[test]
     fn accumulated_micro_batches_update_like_one_big_batch() {
         let (forward, weights) = mean_regression();
-        let config = TrainingConfig { optimizer: Optimizer::AdamW(AdamW::default()), clip_norm: Some(0.3) };
+        let config = TrainingConfig {
+            optimizer: Optimizer::AdamW(AdamW::default()),
+            clip_norm: Some(0.3),
+            mixed_precision: None,
+        };
         let big = training_graph(&forward, "mse", &["w", "b"], &config).unwrap();
         let acc = accumulating_training_graph(&forward, "mse", &["w", "b"], &config, 2).unwrap();
         assert_eq!(acc.micro_batches, 2);
@@ -594,7 +697,8 @@ mod tests {
     #[test]
     fn check_state_names_missing_extra_and_misshaped_tensors() {
         let (forward, weights) = regression();
-        let config = TrainingConfig { optimizer: Optimizer::AdamW(AdamW::default()), clip_norm: None };
+        let config =
+            TrainingConfig { optimizer: Optimizer::AdamW(AdamW::default()), clip_norm: None, mixed_precision: None };
         let training = training_graph(&forward, "sq", &["w", "b"], &config).unwrap();
         let state = reference::new_state(0);
         let full: Vec<(String, HostTensor)> = training
@@ -628,7 +732,8 @@ mod tests {
     #[test]
     fn training_graphs_refuse_what_they_cannot_train() {
         let (forward, _) = regression();
-        let config = TrainingConfig { optimizer: Optimizer::Sgd(Sgd::default()), clip_norm: None };
+        let config =
+            TrainingConfig { optimizer: Optimizer::Sgd(Sgd::default()), clip_norm: None, mixed_precision: None };
         assert!(matches!(training_graph(&forward, "nope", &["w"], &config), Err(AutodiffError::UnknownName(_))));
         let err = training_graph(&forward, "sq", &["x"], &config).unwrap_err().to_string();
         assert!(err.contains("must be an f32 weight"), "{err}");

@@ -52,6 +52,10 @@ pub struct TrainerState {
     pub dropout: DropoutRates,
     /// The run seed the dropout masks derive from (only with dropout).
     pub dropout_seed: Option<u64>,
+    /// The compute dtype of mixed precision (`--mixed-precision`), `None` for all-f32 training
+    /// (also what a checkpoint written before the option existed reads as).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mixed_precision: Option<accelrt_core::DType>,
 }
 
 impl TrainerState {
@@ -133,6 +137,9 @@ impl TrainerState {
         differ("--seq-len", format!("{:?}", self.seq_len), format!("{:?}", run.seq_len));
         differ("dropout", format!("{:?}", self.dropout), format!("{:?}", run.dropout));
         differ("the dropout seed (--seed)", format!("{:?}", self.dropout_seed), format!("{:?}", run.dropout_seed));
+        let precision =
+            |p: Option<accelrt_core::DType>| p.map_or("f32".to_string(), |d| format!("{d} mixed precision"));
+        differ("--mixed-precision", precision(self.mixed_precision), precision(run.mixed_precision));
         out
     }
 }
@@ -160,6 +167,7 @@ mod tests {
             seq_len: None,
             dropout: DropoutRates { hidden: 0.1, attention: 0.1 },
             dropout_seed: Some(7),
+            mixed_precision: None,
         }
     }
 
@@ -240,12 +248,25 @@ mod tests {
             seq_len: Some(128),
             dropout: DropoutRates { hidden: 0.0, attention: 0.1 },
             dropout_seed: Some(8),
+            mixed_precision: Some(accelrt_core::DType::BF16),
             sampler: SamplerState { batch_size: 8, order: Order::FileOrder, ..state().sampler },
             ..state()
         };
         let d = state().differences(&other).join("\n");
-        for needle in ["--grad-accum", "--seq-len", "--batch-size", "order", "dropout:", "dropout seed"] {
+        for needle in
+            ["--grad-accum", "--seq-len", "--batch-size", "order", "dropout:", "dropout seed", "bf16 mixed precision"]
+        {
             assert!(d.contains(needle), "{d}");
         }
+    }
+
+    #[test]
+    fn a_checkpoint_without_a_precision_reads_as_f32_and_f32_writes_none() {
+        let json = serde_json::to_string(&state()).unwrap();
+        assert!(!json.contains("mixed_precision"), "{json}");
+        let mixed = TrainerState { mixed_precision: Some(accelrt_core::DType::BF16), ..state() };
+        let back: TrainerState = serde_json::from_str(&serde_json::to_string(&mixed).unwrap()).unwrap();
+        assert_eq!(back, mixed);
+        assert_eq!(serde_json::from_str::<TrainerState>(&json).unwrap().mixed_precision, None);
     }
 }

@@ -67,6 +67,7 @@ fn session(cfg: &LlamaConfig, w: &HostWeights, grad_accum: usize) -> TrainingSes
     let config = TrainingConfig {
         optimizer: Optimizer::AdamW(AdamW { weight_decay: 0.01, ..AdamW::default() }),
         clip_norm: Some(1.0),
+        mixed_precision: None,
     };
     let training = causal_lm_graph(cfg, &config, grad_accum, 0.0).unwrap();
     let backend = accelrt_candle::CandleBackend::new(&"cpu".parse().unwrap()).unwrap();

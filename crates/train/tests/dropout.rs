@@ -90,14 +90,14 @@ fn dropouts(graph: &Graph) -> Vec<(String, f64, u32)> {
 }
 
 fn adamw() -> TrainingConfig {
-    TrainingConfig { optimizer: Optimizer::AdamW(AdamW::default()), clip_norm: None }
+    TrainingConfig { optimizer: Optimizer::AdamW(AdamW::default()), clip_norm: None, mixed_precision: None }
 }
 
 /// Plain SGD: the update is lr × the gradient, so two gradients' rounding differences stay that
 /// small. (Adam's first update is ±lr for any gradient far above eps, so a gradient that is zero
 /// in exact arithmetic — a key bias's, softmax does not see it — gets a random sign from rounding.)
 fn sgd() -> TrainingConfig {
-    TrainingConfig { optimizer: Optimizer::Sgd(Sgd::default()), clip_norm: None }
+    TrainingConfig { optimizer: Optimizer::Sgd(Sgd::default()), clip_norm: None, mixed_precision: None }
 }
 
 fn session(training: &TrainingGraph, w: &HostWeights) -> TrainingSession {

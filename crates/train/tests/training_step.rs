@@ -30,7 +30,7 @@ fn reference_config(f: &Value) -> TrainingConfig {
         eps: o["eps"].as_f64().unwrap(),
         weight_decay: o["weight_decay"].as_f64().unwrap(),
     };
-    TrainingConfig { optimizer: Optimizer::AdamW(adamw), clip_norm: None }
+    TrainingConfig { optimizer: Optimizer::AdamW(adamw), clip_norm: None, mixed_precision: None }
 }
 
 /// Compares a tensor with a fixture's view of it (norm of the whole tensor, 8 values of listed

@@ -49,7 +49,8 @@ pub struct BenchConfig {
     pub peers: Vec<(String, PathBuf)>,
     /// The device string passed to every peer runner (`cpu`, `cuda`).
     pub peer_device: String,
-    /// The dtype passed to every peer runner (`f32`, `bf16`, `f16`); training requires `f32`.
+    /// The dtype passed to every peer runner (`f32`, `bf16`, `f16`); training requires the same
+    /// as accelrt's (`f32`, or `bf16` for mixed precision).
     pub peer_dtype: String,
     /// The instance type and price every result is priced with.
     pub pricing: Pricing,
@@ -254,15 +255,19 @@ pub fn validate(config: &BenchConfig) -> Result<()> {
         if let Some(n) = config.training.seq_len {
             check_flag("--seq-len", n as f64, Limit::TOKENS)?;
         }
-        if config.options.compute_dtype.is_some_and(|d| d != accelrt_core::DType::F32) {
-            return Err(BenchError::Invalid(
-                "training runs in f32 (mixed precision is not implemented): drop --dtype".into(),
-            ));
+        // Training: --dtype bf16 is mixed precision (products in bf16, f32 master weights), and
+        // the peer trains the same way, so the two sides are one comparison.
+        let dtype = config.options.compute_dtype.unwrap_or(accelrt_core::DType::F32);
+        if !matches!(dtype, accelrt_core::DType::F32 | accelrt_core::DType::BF16) {
+            return Err(BenchError::Invalid(format!(
+                "training runs in f32 or bf16 mixed precision, not {dtype} (f16 would need loss scaling)"
+            )));
         }
-        if config.peer_dtype != "f32" {
-            return Err(BenchError::Invalid(
-                "training peers run in f32, as accelrt's side does: drop --peer-dtype".into(),
-            ));
+        if config.peer_dtype != dtype.to_string() {
+            return Err(BenchError::Invalid(format!(
+                "training peers train as accelrt does: --peer-dtype {} with --dtype {dtype}",
+                config.peer_dtype
+            )));
         }
     }
     if config.scenarios.contains(&ScenarioKind::Server) {
