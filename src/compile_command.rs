@@ -162,7 +162,7 @@ fn check_sizes(bucket: &Bucket, manifest: &Manifest) -> Result<()> {
     for (name, dtype, shape) in shapes.chain(manifest.outputs.iter().map(|o| (&o.name, o.dtype, &o.shape))) {
         let elements = shape.iter().try_fold(1u128, |n, &d| n.checked_mul(d as u128));
         let bytes = elements.and_then(|n| n.checked_mul(dtype.storage_bytes(1).unwrap_or(1) as u128));
-        if !bytes.is_some_and(|b| b <= MAX_TENSOR_BYTES) {
+        if bytes.is_none_or(|b| b > MAX_TENSOR_BYTES) {
             bail!("--bucket {bucket}: `{name}` ({dtype}{shape:?}) would need more than 96 GiB of device memory");
         }
     }

@@ -600,7 +600,7 @@ impl CausalLmTrainer {
     pub fn step(&mut self, tokens: &[u32], lr: f64) -> Result<StepOutcome> {
         let n = self.session.micro_batches();
         let window = self.seq_len * n;
-        if tokens.is_empty() || tokens.len() % window != 0 {
+        if tokens.is_empty() || !tokens.len().is_multiple_of(window) {
             return Err(TrainError::InvalidArgument(format!(
                 "{} tokens are not {n} equal micro-batch(es) of whole windows of {}",
                 tokens.len(),
