@@ -7,7 +7,7 @@ use crate::padding::RowSkip;
 use crate::quantized::QuantWeight;
 use accelrt_core::{
     load_weight, one_shot_slots, DType, Error, Executable, ExecutableId, Graph, HostTensor, Op, Outputs, Result,
-    SessionState, ValueId, VariableInit, WeightSource,
+    SessionState, SlotLengths, ValueId, VariableInit, WeightSource,
 };
 use candle_core::{Device, Tensor};
 use std::collections::{HashMap, HashSet};
@@ -243,10 +243,49 @@ fn host_ints(t: &Tensor) -> std::result::Result<Vec<i64>, String> {
         .map_err(|e| e.to_string())
 }
 
+/// What a step changed in a session, to put back when it does not succeed (a refused or failed step
+/// changes nothing): the lengths of the slots its caches wrote, taken before each write, and —
+/// since the caches are written in place as the graph runs — the entries it overwrote that a
+/// slot held, and the cache tensors it put in place.
+#[derive(Default)]
+struct StepUndo {
+    lengths: SlotLengths,
+    /// (cache node, slot, first position, the entries there before the step).
+    overwritten: Vec<(usize, usize, usize, Tensor)>,
+    /// (cache node, slot, the slot's cache tensor before the step, if it had one) where the step
+    /// put a new tensor in place.
+    replaced: Vec<(usize, usize, Option<Tensor>)>,
+}
+
+impl StepUndo {
+    /// Puts the session back as it was before the step. Should copying saved entries back fail,
+    /// that cache is cut back to where the step's write started (`restore_lengths_cut_back`), so
+    /// the session never counts entries it does not hold.
+    fn roll_back(self, state: &mut SessionState, owner: ExecutableId) {
+        let mut lost = Vec::new();
+        if let Ok(caches) = state.inner_mut::<Caches>(owner) {
+            for (node, slot, start, saved) in self.overwritten.into_iter().rev() {
+                let cache = caches.kv.get(&node).and_then(|s| s.get(slot)).and_then(Option::as_ref);
+                if cache.is_none_or(|c| c.slice_set(&saved, 1, start).is_err()) {
+                    lost.push((node, accelrt_core::RowWrite { slot, start, count: saved.dims()[1] }));
+                }
+            }
+            for (node, slot, previous) in self.replaced.into_iter().rev() {
+                if let Some(per_slot) = caches.kv.get_mut(&node) {
+                    per_slot[slot] = previous;
+                }
+            }
+        }
+        state.restore_lengths_cut_back(&self.lengths, lost);
+    }
+}
+
 /// Writes a step's entries into the session's cache for node `node` and returns the rows' caches
-/// up to the step's kv length (see `Op::KvCache`).
+/// up to the step's kv length (see `Op::KvCache`). What it changes goes into `undo` first.
+#[allow(clippy::too_many_arguments)]
 fn kv_cache(
     state: &mut SessionState,
+    undo: &mut StepUndo,
     node: usize,
     x: &Tensor,
     positions: &Tensor,
@@ -264,6 +303,7 @@ fn kv_cache(
             x.dims()
         ));
     }
+    state.record_lengths(&mut undo.lengths, &slot_ids);
     let plan = state.plan_cache_write(node, capacity, &pos, &slot_ids).map_err(|e| e.to_string())?;
     let n_slots = state.slots();
     // `run_steps` checked the owner before the step began.
@@ -271,21 +311,27 @@ fn kv_cache(
     let caches = state.inner_mut::<Caches>(owner).map_err(|e| e.to_string())?;
     let per_slot = caches.kv.entry(node).or_insert_with(|| vec![None; n_slots]);
     let mut rows = Vec::with_capacity(b);
-    let run =
-        |r: usize, w: &accelrt_core::RowWrite, per_slot: &mut Vec<Option<Tensor>>| -> candle_core::Result<Tensor> {
-            let cache = match &per_slot[w.slot] {
-                Some(c) if c.dtype() == x.dtype() => c.clone(),
-                _ => {
-                    let c = Tensor::zeros((h, capacity, d), x.dtype(), device)?;
-                    per_slot[w.slot] = Some(c.clone());
-                    c
+    let mut run = |r: usize, w: &accelrt_core::RowWrite| -> candle_core::Result<Tensor> {
+        let cache = match &per_slot[w.slot] {
+            Some(c) if c.dtype() == x.dtype() => {
+                let held = undo.lengths.overwritten(node, w);
+                if !held.is_empty() {
+                    let saved = c.narrow(1, held.start, held.len())?.force_contiguous()?;
+                    undo.overwritten.push((node, w.slot, held.start, saved));
                 }
-            };
-            cache.slice_set(&x.get(r)?.contiguous()?, 1, w.start)?;
-            cache.narrow(1, 0, plan.kv_len)
+                c.clone()
+            }
+            _ => {
+                let c = Tensor::zeros((h, capacity, d), x.dtype(), device)?;
+                undo.replaced.push((node, w.slot, per_slot[w.slot].replace(c.clone())));
+                c
+            }
         };
+        cache.slice_set(&x.get(r)?.contiguous()?, 1, w.start)?;
+        cache.narrow(1, 0, plan.kv_len)
+    };
     for (r, w) in plan.rows.iter().enumerate() {
-        rows.push(run(r, w, per_slot).map_err(|e| e.to_string())?);
+        rows.push(run(r, w).map_err(|e| e.to_string())?);
     }
     let out = if b == 1 { rows[0].unsqueeze(0) } else { Tensor::stack(&rows, 0) };
     out.map_err(|e| e.to_string())
@@ -374,6 +420,31 @@ impl CandleExecutable {
         state.check_owner(self.id)?;
         self.graph.bind_inputs(inputs)?;
         self.check_ids(inputs)?;
+        // A step that fails part-way (a cache's write refused, an op failing at run time) leaves
+        // the session as it was: what its caches recorded and overwrote so far is put back, and
+        // the variables it assigns are stored only once its outputs are read.
+        let mut undo = StepUndo::default();
+        let result = self.evaluate(state, inputs, &mut undo).and_then(|(outputs, assigned)| {
+            if !assigned.is_empty() {
+                state.inner_mut::<Caches>(self.id)?.variables.extend(assigned);
+            }
+            Ok(outputs)
+        });
+        if result.is_err() {
+            undo.roll_back(state, self.id);
+        }
+        result
+    }
+
+    /// Evaluates the graph for one step: its outputs, and the variables it assigns (by node
+    /// index, in their declared dtypes), not stored yet. Cache writes are made in place, with
+    /// what they change recorded in `undo`.
+    fn evaluate(
+        &self,
+        state: &mut SessionState,
+        inputs: &[(&str, &HostTensor)],
+        undo: &mut StepUndo,
+    ) -> Result<(Outputs, Vec<(usize, Tensor)>)> {
         let mut ctx = RunContext {
             device: &self.device,
             compute_override: self.compute_override,
@@ -442,7 +513,7 @@ impl CandleExecutable {
                 }
                 Op::KvCache { x, positions, slots, capacity } => {
                     let get = |id: ValueId| vals[id.index()].as_ref().expect("operands are evaluated first");
-                    kv_cache(state, i, get(*x), get(*positions), get(*slots), *capacity, &self.device)
+                    kv_cache(state, undo, i, get(*x), get(*positions), get(*slots), *capacity, &self.device)
                         .map_err(|e| Error::node(&node.name, format!("kv_cache: {e}")))?
                 }
                 op => {
@@ -463,14 +534,11 @@ impl CandleExecutable {
                 }
             }
         }
-        if !assigned.is_empty() {
-            state.inner_mut::<Caches>(self.id)?.variables.extend(assigned);
-        }
         let mut outputs = Vec::with_capacity(self.graph.outputs().len());
         for (name, id) in self.graph.outputs() {
             let t = vals[id.index()].as_ref().expect("outputs are kept");
             outputs.push((name.clone(), download(t, self.graph.node(*id).dtype)?));
         }
-        Ok(Outputs::new(outputs))
+        Ok((Outputs::new(outputs), assigned))
     }
 }

@@ -624,6 +624,51 @@ pub fn kv_cache_session() -> Case {
     case
 }
 
+/// A session like [`kv_cache_session`]'s whose value cache takes its positions from an input of its
+/// own (`v_positions`; the key cache and attention read `positions`), so that one cache's write
+/// can be refused after the other's was accepted. Its steps are valid (both position inputs equal):
+/// a prompt in each of two slots, a decode step of both, two more tokens of one and a rewind.
+/// Not one of [`all`]: `crate::check_refused_steps` runs it, with refused steps between these.
+pub(crate) fn kv_cache_own_positions() -> Case {
+    let (hq, hkv, d, capacity) = (4, 2, 8, 16);
+    let mut m = Maker::new("kv_cache_own_positions");
+    let rows = [sym("batch"), sym("seq")];
+    let heads = |h: usize| [sym("batch"), fixed(h), sym("seq"), fixed(d)];
+    let q = m.b.input("q", DType::F32, Shape(heads(hq).to_vec())).unwrap();
+    let k = m.b.input("k", DType::F32, Shape(heads(hkv).to_vec())).unwrap();
+    let v = m.b.input("v", DType::F32, Shape(heads(hkv).to_vec())).unwrap();
+    let positions = m.b.input("positions", DType::U32, Shape(rows.to_vec())).unwrap();
+    let v_positions = m.b.input("v_positions", DType::U32, Shape(rows.to_vec())).unwrap();
+    let slots = m.b.input("slots", DType::U32, Shape(vec![sym("batch")])).unwrap();
+    let kc = m.op("k_cache", Op::KvCache { x: k, positions, slots, capacity });
+    let vc = m.op("v_cache", Op::KvCache { x: v, positions: v_positions, slots, capacity });
+    let scale = 1.0 / (d as f64).sqrt();
+    let a =
+        m.op("attn", Op::Attention { q, k: kc, v: vc, mask: None, causal: false, scale, q_positions: Some(positions) });
+    // (slot, first position, new tokens) per row of each step.
+    let steps: [&[(u32, u32, usize)]; 5] =
+        [&[(0, 0, 4)], &[(1, 0, 3)], &[(0, 4, 1), (1, 3, 1)], &[(0, 5, 2)], &[(0, 3, 2)]];
+    let mut all = Vec::new();
+    for rows in steps {
+        let (b, n) = (rows.len(), rows[0].2);
+        let mut step = Vec::new();
+        for (name, h) in [("q", hq), ("k", hkv), ("v", hkv)] {
+            let data = m.normal(b * h * n * d, 1.0);
+            step.push((name.to_string(), HostTensor::f32(vec![b, h, n, d], data).unwrap()));
+        }
+        let pos: Vec<u32> = rows.iter().flat_map(|&(_, start, n)| start..start + n as u32).collect();
+        step.push(("positions".into(), HostTensor::u32(vec![b, n], pos.clone()).unwrap()));
+        step.push(("v_positions".into(), HostTensor::u32(vec![b, n], pos).unwrap()));
+        step.push(("slots".into(), HostTensor::u32(vec![b], rows.iter().map(|r| r.0).collect()).unwrap()));
+        all.push(step);
+    }
+    let mut case = m.finish(&[("out", a)]);
+    case.inputs = all.remove(0);
+    case.later_steps = all;
+    case.slots = 2;
+    case
+}
+
 /// The ops added for training, forward only: log-softmax, one-hot rows (an id out of range gives
 /// zeros, as an ignore index does), sums over axes, the new unary ops, a scatter-add of rows and
 /// the attention weights (grouped heads, padded, causal).

@@ -66,7 +66,9 @@ pub fn run_case(backend: &dyn Backend, case: &Case, options: &PrepareOptions) ->
     Ok(())
 }
 
-fn compare(want: &Outputs, got: &Outputs, tol: Tolerance) -> Result<(), String> {
+/// The first output of `want` that `got` lacks, or holds at another dtype or shape, or outside
+/// `tol`.
+pub(crate) fn compare(want: &Outputs, got: &Outputs, tol: Tolerance) -> Result<(), String> {
     for (name, w) in want.iter() {
         let g = got.get(name).ok_or_else(|| format!("output `{name}` missing"))?;
         if g.shape() != w.shape() || g.dtype() != w.dtype() {

@@ -22,7 +22,7 @@ mod sessions;
 
 pub use cases::{Case, CaseWeights};
 pub use compare::{assert_case, run_case, Tolerance};
-pub use sessions::{check_session_owner, session_owner_cases};
+pub use sessions::{check_refused_steps, check_session_owner, refused_step_cases, session_owner_cases};
 
 /// Expands to one `#[test]` per conformance case, each preparing the case on `$backend` with
 /// `$options` and comparing every output with the reference evaluator.

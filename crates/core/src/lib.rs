@@ -33,6 +33,6 @@ pub use graph::{Graph, GraphBuilder, Node, GRAPH_FORMAT_VERSION};
 pub use infer::{reshape_target, KV_LEN};
 pub use op::{BinaryOp, Op, ReshapeDim, RopeStyle, UnaryOp, ValueId, VariableInit};
 pub use shape::{Bindings, Dim, Shape};
-pub use state::{one_shot_slots, CacheWrite, CacheWriteError, ExecutableId, RowWrite, SessionState};
+pub use state::{one_shot_slots, CacheWrite, CacheWriteError, ExecutableId, RowWrite, SessionState, SlotLengths};
 pub use tensor::{HostTensor, TensorData};
 pub use weights::{load_weight, HostWeights, WeightSource, WeightView};

@@ -3,10 +3,26 @@
 //! The bookkeeping every backend needs (which slot holds how many positions, whether a write is
 //! valid) lives here, so that all backends accept and refuse the same steps; the cache tensors
 //! themselves are backend-specific and sit behind `inner`.
+//!
+//! # A refused or failed step changes nothing
+//!
+//! A step records its cache writes ([`SessionState::plan_cache_write`]) before it has run, and may
+//! still be refused or fail after that: a later cache's write is refused, the backend has no
+//! program for the step's sizes, an op fails at run time, the device fails. Every backend keeps the
+//! same rule: such a step leaves the session exactly as it was, and the next valid step gives what
+//! it would have given had the failed one never been sent. So a backend takes the lengths of the
+//! slots a step writes before it records anything ([`SessionState::record_lengths`], into a
+//! [`SlotLengths`]) and, when the step does not succeed, puts them back
+//! ([`SessionState::restore_lengths`]). A backend whose caches are written in place as the step
+//! goes (on the host, or on a device that can copy back) also puts back the entries the step
+//! overwrote that a slot already held ([`SlotLengths::overwritten`] says which). One that cannot
+//! undo what the device wrote uses [`SessionState::restore_lengths_cut_back`] and says so where
+//! it does.
 
 use crate::{Error, Result};
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One row's write into a cache: positions `start..start + count` of slot `slot`.
@@ -29,6 +45,42 @@ pub struct CacheWrite {
     /// The largest `start + count` over the rows: how many cache positions attention reads this
     /// step.
     pub kv_len: usize,
+}
+
+/// Every cache's length in some slots of a session, taken before a step writes them
+/// ([`SessionState::record_lengths`]), so that a step that is refused or fails can put them back
+/// ([`SessionState::restore_lengths`]; see the module's documentation).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlotLengths {
+    /// By slot: each cache's length (by node index) when the slot was recorded; a cache missing
+    /// here held nothing in it.
+    held: BTreeMap<usize, BTreeMap<usize, usize>>,
+}
+
+impl SlotLengths {
+    /// Nothing recorded yet.
+    pub fn new() -> SlotLengths {
+        SlotLengths::default()
+    }
+
+    /// Whether no slot is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    /// The positions cache `node` held in `slot` when the slot was recorded; `None` when it was not.
+    pub fn held(&self, node: usize, slot: usize) -> Option<usize> {
+        self.held.get(&slot).map(|caches| caches.get(&node).copied().unwrap_or(0))
+    }
+
+    /// The positions of `write` (into cache `node`) that overwrite entries its slot held when it
+    /// was recorded: what a backend that writes its caches in place saves first, to put back if
+    /// the step does not succeed. Empty when the write only appends (or its slot was not
+    /// recorded).
+    pub fn overwritten(&self, node: usize, write: &RowWrite) -> Range<usize> {
+        let held = self.held(node, write.slot).unwrap_or(0);
+        write.start..(write.start + write.count).min(held).max(write.start)
+    }
 }
 
 /// Which executable made a session state: unique within the process. Each executable takes one
@@ -100,6 +152,57 @@ impl SessionState {
     /// How many positions slot `slot` holds (the most over the graph's caches).
     pub fn slot_len(&self, slot: usize) -> usize {
         self.written.values().filter_map(|w| w.get(slot)).copied().max().unwrap_or(0)
+    }
+
+    /// Records in `into` every cache's length in each slot of `slots` (slot ids as a step gives
+    /// them) that `into` does not hold yet. Call it before the step records a write into those
+    /// slots: a backend that knows the step's slots before it runs records them all at once, one
+    /// that learns them as the graph runs records each cache's slots just before its write (a
+    /// slot recorded earlier in the step keeps its first record). Ids outside the session are
+    /// skipped (the write plan refuses them).
+    pub fn record_lengths(&self, into: &mut SlotLengths, slots: &[i64]) {
+        for &slot in slots {
+            let Some(slot) = usize::try_from(slot).ok().filter(|&s| s < self.slots) else { continue };
+            into.held.entry(slot).or_insert_with(|| {
+                self.written
+                    .iter()
+                    .filter_map(|(&node, w)| Some((node, *w.get(slot)?)))
+                    .filter(|&(_, n)| n > 0)
+                    .collect()
+            });
+        }
+    }
+
+    /// Puts back every cache's length in the slots recorded in `before`
+    /// ([`SessionState::record_lengths`]), after a step that was refused or failed: those slots
+    /// hold what they held before it, in every cache (one the step wrote first holds nothing
+    /// again). Slots not recorded are left alone.
+    pub fn restore_lengths(&mut self, before: &SlotLengths) {
+        for (&slot, held) in &before.held {
+            for (node, w) in &mut self.written {
+                if let Some(len) = w.get_mut(slot) {
+                    *len = held.get(node).copied().unwrap_or(0);
+                }
+            }
+        }
+    }
+
+    /// [`SessionState::restore_lengths`] for a backend that cannot undo what a failed run wrote
+    /// into its caches: `ran` is the rows the run may have written, per cache node. A write past
+    /// what its slot held is harmless (it is not counted, and attention never reads past a row's
+    /// positions), but a write that started inside what the slot held may have replaced entries
+    /// the slot still counts, so that cache is cut back to where the write started. The next step
+    /// must then write from there; the backend documents where it does this.
+    pub fn restore_lengths_cut_back(&mut self, before: &SlotLengths, ran: impl IntoIterator<Item = (usize, RowWrite)>) {
+        self.restore_lengths(before);
+        for (node, row) in ran {
+            if !before.held.contains_key(&row.slot) {
+                continue;
+            }
+            if let Some(len) = self.written.get_mut(&node).and_then(|w| w.get_mut(row.slot)) {
+                *len = (*len).min(row.start);
+            }
+        }
     }
 
     /// Forgets the sequence in `slot`, so a new one can start there at position 0.
@@ -305,5 +408,86 @@ mod tests {
         let mut state = SessionState::new("test", ExecutableId::fresh(), 1, Box::new(()));
         let err = state.plan_cache_write(0, 8, &[i64::MAX, i64::MIN], &[0]).unwrap_err();
         assert!(matches!(err, CacheWriteError::NotConsecutive { row: 0, .. }), "{err:?}");
+    }
+
+    /// A state of `slots` slots where caches 0 and 1 hold `held` positions in slot 0.
+    fn holding(slots: usize, held: usize) -> SessionState {
+        let mut state = SessionState::new("test", ExecutableId::fresh(), slots, Box::new(()));
+        let positions: Vec<i64> = (0..held as i64).collect();
+        for node in [0, 1] {
+            state.plan_cache_write(node, 8, &positions, &[0]).unwrap();
+        }
+        state
+    }
+
+    #[test]
+    fn restoring_puts_back_what_a_step_recorded_before_it_was_refused() {
+        let mut state = holding(3, 3);
+        let mut before = SlotLengths::new();
+        assert!(before.is_empty());
+        state.record_lengths(&mut before, &[0, 1, -1, 7]);
+        assert_eq!((before.held(0, 0), before.held(1, 1), before.held(0, 2)), (Some(3), Some(0), None));
+        // Cache 0 accepts both rows, cache 1 refuses the second, cache 2 (new) took slot 1 first.
+        state.plan_cache_write(2, 8, &[0, 1], &[1]).unwrap();
+        state.plan_cache_write(0, 8, &[3, 0], &[0, 1]).unwrap();
+        assert!(state.plan_cache_write(1, 8, &[3, 5], &[0, 1]).is_err());
+        assert_eq!((state.slot_len(0), state.slot_len(1)), (4, 2));
+        state.restore_lengths(&before);
+        assert_eq!((state.slot_len(0), state.slot_len(1), state.slot_len(2)), (3, 0, 0));
+        // Every cache is as before: caches 0 and 1 hold 3 positions of slot 0, none of slot 1;
+        // cache 2 holds nothing.
+        let err = state.plan_cache_write(2, 8, &[1], &[1]).unwrap_err();
+        assert!(matches!(err, CacheWriteError::Gap { held: 0, .. }), "{err:?}");
+        for node in [0, 1] {
+            assert_eq!(state.plan_cache_write(node, 8, &[3, 0], &[0, 1]).unwrap().kv_len, 4);
+        }
+    }
+
+    #[test]
+    fn a_slot_keeps_its_first_record_and_unrecorded_slots_are_left_alone() {
+        let mut state = holding(2, 3);
+        let mut before = SlotLengths::new();
+        state.record_lengths(&mut before, &[0]);
+        state.plan_cache_write(0, 8, &[3, 4], &[0]).unwrap();
+        // Recorded again later in the step (a second cache's slots): the first record stands.
+        state.record_lengths(&mut before, &[0, 1]);
+        assert_eq!((before.held(0, 0), before.held(1, 0), before.held(0, 1)), (Some(3), Some(3), Some(0)));
+        let mut only_slot_1 = SlotLengths::new();
+        state.record_lengths(&mut only_slot_1, &[1]);
+        state.restore_lengths(&only_slot_1);
+        assert_eq!(state.slot_len(0), 5, "slot 0 was not recorded in this snapshot");
+        state.restore_lengths(&before);
+        assert_eq!(state.slot_len(0), 3);
+    }
+
+    #[test]
+    fn overwritten_is_the_part_of_a_write_inside_what_the_slot_held() {
+        let state = holding(2, 5);
+        let mut before = SlotLengths::new();
+        state.record_lengths(&mut before, &[0, 1]);
+        let row = |slot, start, count| RowWrite { slot, start, count };
+        assert_eq!(before.overwritten(0, &row(0, 3, 4)), 3..5);
+        assert_eq!(before.overwritten(1, &row(0, 0, 2)), 0..2);
+        assert!(before.overwritten(0, &row(0, 5, 2)).is_empty(), "an append overwrites nothing");
+        assert!(before.overwritten(0, &row(1, 0, 2)).is_empty(), "slot 1 held nothing");
+        assert!(before.overwritten(7, &row(0, 0, 2)).is_empty(), "cache 7 held nothing");
+        assert!(SlotLengths::new().overwritten(0, &row(0, 0, 2)).is_empty(), "not recorded");
+    }
+
+    #[test]
+    fn cutting_back_keeps_only_what_came_before_a_rewrite_in_each_cache_it_ran() {
+        let mut state = holding(2, 6);
+        let mut before = SlotLengths::new();
+        state.record_lengths(&mut before, &[0, 1]);
+        // A run that rewrote 2..4 of slot 0 in cache 0 and appended to slot 1 in both caches.
+        let w0 = state.plan_cache_write(0, 8, &[2, 3, 0, 1], &[0, 1]).unwrap();
+        let w1 = state.plan_cache_write(1, 8, &[0, 1], &[1]).unwrap();
+        let ran = w0.rows.iter().map(|&r| (0, r)).chain(w1.rows.iter().map(|&r| (1, r)));
+        state.restore_lengths_cut_back(&before, ran);
+        assert_eq!(state.slot_len(1), 0, "an append is not counted");
+        // Cache 0 holds 2 positions of slot 0 now, cache 1 (not rewritten) still 6.
+        let err = state.plan_cache_write(0, 8, &[3], &[0]).unwrap_err();
+        assert!(matches!(err, CacheWriteError::Gap { held: 2, .. }), "{err:?}");
+        assert_eq!(state.plan_cache_write(1, 8, &[6], &[0]).unwrap().kv_len, 7);
     }
 }

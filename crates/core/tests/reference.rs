@@ -122,3 +122,85 @@ fn a_reference_session_runs_one_graph_only() {
     let err = reference::evaluate_with_state(&second, &w, &[("x", &x)], &mut state).unwrap_err().to_string();
     assert!(err.contains("ran another graph") && err.contains("second"), "{err}");
 }
+
+/// Two caches, and an op after them that fails at run time: `TakeLast` along `tail`'s axis 1,
+/// empty when a step gives `tail` no columns.
+fn cached_graph_with_a_late_failure() -> Graph {
+    let mut b = GraphBuilder::new("late_failure");
+    let heads = || Shape(vec![Dim::sym("batch"), Dim::Fixed(2), Dim::sym("seq"), Dim::Fixed(3)]);
+    let (q, k, v) = (
+        b.input("q", DType::F32, heads()).unwrap(),
+        b.input("k", DType::F32, heads()).unwrap(),
+        b.input("v", DType::F32, heads()).unwrap(),
+    );
+    let positions = b.input("positions", DType::U32, Shape(vec![Dim::sym("batch"), Dim::sym("seq")])).unwrap();
+    let slots = b.input("slots", DType::U32, Shape(vec![Dim::sym("batch")])).unwrap();
+    let tail = b.input("tail", DType::F32, Shape(vec![Dim::sym("batch"), Dim::sym("m")])).unwrap();
+    let kc = b.add("k_cache", Op::KvCache { x: k, positions, slots, capacity: 8 }).unwrap();
+    let vc = b.add("v_cache", Op::KvCache { x: v, positions, slots, capacity: 8 }).unwrap();
+    let attn = Op::Attention { q, k: kc, v: vc, mask: None, causal: false, scale: 0.5, q_positions: Some(positions) };
+    let a = b.add("attn", attn).unwrap();
+    let last = b.add("tail_last", Op::TakeLast { x: tail, axis: 1 }).unwrap();
+    b.output("out", a);
+    b.output("last", last);
+    b.build().unwrap()
+}
+
+/// One row into slot 0 from `start`, `tokens` tokens, `tail` of `m` columns; `salt` varies values.
+fn cached_step(
+    graph: &Graph,
+    state: &mut SessionState,
+    start: u32,
+    tokens: usize,
+    m: usize,
+    salt: usize,
+) -> Result<Outputs> {
+    let values = |n: usize, k: usize| (0..n).map(|i| (((i + 5 * k + 11 * salt) * 7 % 19) as f32 - 9.0) / 6.0).collect();
+    let shape = vec![1, 2, tokens, 3];
+    let inputs = [
+        ("q", HostTensor::f32(shape.clone(), values(6 * tokens, 1)).unwrap()),
+        ("k", HostTensor::f32(shape.clone(), values(6 * tokens, 2)).unwrap()),
+        ("v", HostTensor::f32(shape, values(6 * tokens, 3)).unwrap()),
+        ("positions", HostTensor::u32(vec![1, tokens], (start..start + tokens as u32).collect()).unwrap()),
+        ("slots", HostTensor::u32(vec![1], vec![0]).unwrap()),
+        ("tail", HostTensor::f32(vec![1, m], values(m, 4)).unwrap()),
+    ];
+    let feed: Vec<(&str, &HostTensor)> = inputs.iter().map(|(n, t)| (*n, t)).collect();
+    reference::evaluate_with_state(graph, &HostWeights::new(), &feed, state)
+}
+
+#[test]
+fn a_reference_step_that_fails_part_way_leaves_the_session_as_it_was() {
+    let graph = cached_graph_with_a_late_failure();
+    let mut clean = reference::new_state(1);
+    let want =
+        [cached_step(&graph, &mut clean, 0, 4, 1, 0).unwrap(), cached_step(&graph, &mut clean, 4, 1, 1, 1).unwrap()];
+    let mut state = reference::new_state(1);
+    let fails = |state: &mut SessionState, start: u32, tokens: usize| {
+        let err = cached_step(&graph, state, start, tokens, 0, 9).unwrap_err().to_string();
+        assert!(err.contains("tail_last"), "{err}");
+    };
+    fails(&mut state, 0, 3);
+    assert_eq!(state.slot_len(0), 0, "a failed step records nothing");
+    // A fresh state whose only step failed is not tied to that graph.
+    let other = {
+        let mut b = GraphBuilder::new("other");
+        let x = b.input("x", DType::F32, Shape::new([1])).unwrap();
+        b.output("x", x);
+        b.build().unwrap()
+    };
+    let one = HostTensor::f32(vec![1], vec![1.0]).unwrap();
+    reference::evaluate_with_state(&other, &HostWeights::new(), &[("x", &one)], &mut reference::new_state(1)).unwrap();
+    let mut fresh = reference::new_state(1);
+    fails(&mut fresh, 0, 2);
+    reference::evaluate_with_state(&other, &HostWeights::new(), &[("x", &one)], &mut fresh).unwrap();
+
+    assert_eq!(cached_step(&graph, &mut state, 0, 4, 1, 0).unwrap(), want[0]);
+    // Rewriting positions 1..3 that the slot holds, and appending: the caches' entries must be
+    // the first step's again.
+    fails(&mut state, 1, 3);
+    fails(&mut state, 4, 2);
+    assert_eq!(state.slot_len(0), 4, "a failed step records nothing");
+    assert_eq!(cached_step(&graph, &mut state, 4, 1, 1, 1).unwrap(), want[1]);
+    assert_eq!(state.slot_len(0), 5);
+}

@@ -25,7 +25,7 @@ use crate::status::NeuronError;
 use accelrt_core::padding::{chunkable_symbol, pad, paddable_symbols, unpad};
 use accelrt_core::{
     Backend, DType, DeviceInfo, DeviceKind, DeviceSpec, Dim, Error, Executable, ExecutableId, Graph, HostTensor, Op,
-    Outputs, PrepareOptions, Result, SessionState, WeightSource, KV_LEN,
+    Outputs, PrepareOptions, Result, SessionState, SlotLengths, WeightSource, KV_LEN,
 };
 use accelrt_stablehlo::{export, weight_argument, ArgumentRole, Bucket, ExportOptions, Manifest, OutputRole};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -501,21 +501,6 @@ enum Plan {
     Chunks { symbol: String, chunks: Vec<(usize, usize, usize)> },
 }
 
-/// Sets each cache's length in each slot of `lengths` (cache lengths in `caches` order) in a
-/// state where those slots are empty (just reset): a write from position 0 of at most what the
-/// slot held before, which the rules always accept.
-fn set_lengths(state: &mut SessionState, caches: &[CacheNode], lengths: &BTreeMap<usize, Vec<usize>>) -> Result<()> {
-    for (&slot, lengths) in lengths {
-        for (c, &len) in caches.iter().zip(lengths) {
-            let positions: Vec<i64> = (0..len as i64).collect();
-            state
-                .plan_cache_write(c.index, c.capacity, &positions, &[slot as i64])
-                .map_err(|e| Error::node(&c.name, format!("kv_cache: {e}")))?;
-        }
-    }
-    Ok(())
-}
-
 impl NeuronExecutable {
     fn new(graph: &Graph, rt: Arc<Runtime>, manifests: Vec<Manifest>, cores: Vec<Mutex<Core>>) -> Result<Self> {
         let mut caches = Vec::new();
@@ -686,8 +671,11 @@ impl NeuronExecutable {
     }
 
     /// A step (with a session state or without), checked, planned and run. A step that is refused
-    /// (a bad cache write, no bucket that holds it) or fails leaves the session's slot lengths as
-    /// they were ([`NeuronExecutable::restore`] says what a failed run may cut).
+    /// (a bad cache write, no bucket that holds it) leaves the session's slot lengths as they were;
+    /// one that fails in or after running a program too, except that a slot whose write started
+    /// inside what it held is cut back to where the write started
+    /// (`SessionState::restore_lengths_cut_back`): the device may have written the step's entries
+    /// there, and device memory is not rolled back.
     fn step(&self, state: Option<&mut SessionState>, inputs: &[(&str, &HostTensor)]) -> Result<Outputs> {
         let bindings = self.graph.bind_inputs(inputs)?;
         for (name, rows) in &self.id_inputs {
@@ -710,27 +698,29 @@ impl NeuronExecutable {
             None => None,
         };
         // The cache writes are checked and recorded before the program runs (the device would
-        // clamp a bad one); a step that is then refused or fails puts the lengths back, and
-        // reports its own error rather than any from restoring.
-        let mut before = None;
+        // clamp a bad one); a step that is then refused or fails puts the lengths of the slots it
+        // writes back, and reports its own error.
+        let mut before = SlotLengths::new();
         let mut written = Vec::new();
         let mut kv_len = 0;
         if let Some(state) = state.as_deref_mut() {
-            let held = self.slot_lengths(state, inputs)?;
+            for c in &self.caches {
+                state
+                    .record_lengths(&mut before, &input_of(inputs, &c.slots).to_i64_vec().expect("slots are integers"));
+            }
             match self.write_caches(state, inputs) {
                 Ok((len, rows)) => (kv_len, written) = (len, rows),
                 Err(e) => {
-                    let _ = self.restore(state, &held, None);
+                    state.restore_lengths(&before);
                     return Err(e);
                 }
             }
-            before = Some(held);
         }
         let plan = match self.plan(&sizes, slots) {
             Ok(plan) => plan,
             Err(e) => {
-                if let (Some(state), Some(held)) = (state, &before) {
-                    let _ = self.restore(state, held, None);
+                if let Some(state) = state {
+                    state.restore_lengths(&before);
                 }
                 return Err(e);
             }
@@ -741,8 +731,9 @@ impl NeuronExecutable {
                 .and_then(|inner| self.run_plan(plan, inputs, &sizes, kv_len, Some(inner))),
             None => self.run_plan(plan, inputs, &sizes, kv_len, None),
         };
-        if let (Err(_), Some(state), Some(held)) = (&result, state, &before) {
-            let _ = self.restore(state, held, Some(&written));
+        if let (Err(_), Some(state)) = (&result, state) {
+            let ran = self.caches.iter().zip(&written).flat_map(|(c, rows)| rows.iter().map(move |&r| (c.index, r)));
+            state.restore_lengths_cut_back(&before, ran);
         }
         result
     }
@@ -773,38 +764,9 @@ impl NeuronExecutable {
         }
     }
 
-    /// Every cache's length in each session slot the step writes (slot ids the session does not
-    /// have are left to [`NeuronExecutable::write_caches`] to refuse). A write of no positions
-    /// starts where the slot ends, so it reads the length and changes nothing.
-    fn slot_lengths(
-        &self,
-        state: &mut SessionState,
-        inputs: &[(&str, &HostTensor)],
-    ) -> Result<BTreeMap<usize, Vec<usize>>> {
-        let mut touched = BTreeSet::new();
-        for c in &self.caches {
-            let slots = input_of(inputs, &c.slots).to_i64_vec().expect("slots are integers");
-            touched.extend(slots.iter().filter_map(|&s| usize::try_from(s).ok()).filter(|&s| s < state.slots()));
-        }
-        let mut held = BTreeMap::new();
-        for slot in touched {
-            let lengths = self
-                .caches
-                .iter()
-                .map(|c| {
-                    let write = state.plan_cache_write(c.index, c.capacity, &[], &[slot as i64]);
-                    write.map(|w| w.kv_len).map_err(|e| Error::node(&c.name, format!("kv_cache: {e}")))
-                })
-                .collect::<Result<Vec<usize>>>()?;
-            held.insert(slot, lengths);
-        }
-        Ok(held)
-    }
-
     /// Checks the step's write into every cache against the rules of `Op::KvCache` and records
     /// it (`SessionState::plan_cache_write`): the cached length the step yields, and each cache's
-    /// rows. A refusal may leave earlier caches' writes recorded
-    /// ([`NeuronExecutable::restore`] undoes them).
+    /// rows. A refusal may leave earlier caches' writes recorded (the step puts the lengths back).
     fn write_caches(
         &self,
         state: &mut SessionState,
@@ -822,34 +784,6 @@ impl NeuronExecutable {
             rows.push(write.rows);
         }
         Ok((kv_len, rows))
-    }
-
-    /// Puts back the slot lengths `held` ([`NeuronExecutable::slot_lengths`]) after a step that
-    /// was refused or failed. `ran` is the rows a step that failed in or after running its
-    /// program wrote (per cache): the device may then hold the step's entries at those positions,
-    /// which is harmless past what a slot held (a slot the step appended to keeps its length), but
-    /// a slot whose write started inside what it held is cut back to where the write started,
-    /// since device memory is not rolled back.
-    fn restore(
-        &self,
-        state: &mut SessionState,
-        held: &BTreeMap<usize, Vec<usize>>,
-        ran: Option<&[Vec<accelrt_core::RowWrite>]>,
-    ) -> Result<()> {
-        let mut lengths = held.clone();
-        if let Some(ran) = ran {
-            for (&slot, lengths) in &mut lengths {
-                for (len, rows) in lengths.iter_mut().zip(ran) {
-                    if let Some(r) = rows.iter().find(|r| r.slot == slot) {
-                        *len = (*len).min(r.start);
-                    }
-                }
-            }
-        }
-        for &slot in lengths.keys() {
-            state.reset_slot(slot);
-        }
-        set_lengths(state, &self.caches, &lengths)
     }
 
     /// Runs program `p` on real-sized `inputs`: pads them into its tensors, binds weights and

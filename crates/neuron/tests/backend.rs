@@ -78,6 +78,20 @@ fn a_session_state_runs_only_with_the_executable_that_made_it() {
     accelrt_conformance::check_session_owner(&b, &PrepareOptions::default()).unwrap();
 }
 
+/// A step whose second cache's write is refused after the first's was accepted leaves the
+/// session as it was (the shared check; the refused steps have the sizes of the valid ones).
+#[test]
+fn a_refused_step_leaves_the_session_as_it_was() {
+    let cache = tempfile::tempdir().unwrap();
+    for case in accelrt_conformance::refused_step_cases() {
+        for bucket in case_buckets(&case) {
+            compile_bucket(cache.path(), &case.graph, &bucket, &[]);
+        }
+    }
+    let b = backend("neuron:0", cache.path());
+    accelrt_conformance::check_refused_steps(&b, &PrepareOptions::default()).unwrap();
+}
+
 /// Masked mean pooling over a linear layer: padding rows and positions must not change the result.
 fn pooled_graph() -> (Graph, HostWeights) {
     let mut b = GraphBuilder::new("pooled");

@@ -7,7 +7,7 @@ use crate::{backend_err, PjrtBackend, BACKEND};
 use accelrt_core::padding::{pad, unpad};
 use accelrt_core::{
     one_shot_slots, Bindings, DType, Dim, Error, Executable, ExecutableId, Graph, HostTensor, Op, Outputs,
-    PrepareOptions, Result, SessionState, VariableInit, WeightSource, KV_LEN,
+    PrepareOptions, Result, SessionState, SlotLengths, VariableInit, WeightSource, KV_LEN,
 };
 use accelrt_pjrt::{
     Argument as PjrtArgument, Buffer, Client, CompileOptions, Device, ElementType, LoadedExecutable, ProgramFormat,
@@ -60,6 +60,9 @@ struct PjrtState {
 /// A bucket's program once compiled; its own lock makes concurrent first runs compile it once.
 type ProgramSlot = Arc<Mutex<Option<Arc<Program>>>>;
 
+/// A graph prepared by [`PjrtBackend`](crate::PjrtBackend): its weights uploaded once as device
+/// buffers, and one program per shape bucket, exported to StableHLO and compiled on first use (or
+/// loaded from the compile cache). Sessions keep KV caches and graph variables on the device.
 pub struct PjrtExecutable {
     /// Stamped into every session state this executable makes; only it may run with them.
     id: ExecutableId,
@@ -406,9 +409,33 @@ impl PjrtExecutable {
         Ok(&mut inner.variables)
     }
 
-    fn step(&self, state: Option<&mut SessionState>, inputs: &[(&str, &HostTensor)]) -> Result<Outputs> {
+    /// A step (with a session state or without), checked and run. Its cache writes are checked
+    /// and recorded first; a step that is then refused or fails (a later cache's write, a program
+    /// that cannot be exported, compiled or loaded for its bucket, the run) puts back the lengths
+    /// of the slots it writes (`SessionState::restore_lengths`) and reports its own error. Nothing
+    /// is cut back: the device's caches change only by a run, and a run that fails (or whose
+    /// outputs cannot be read) has consumed the donated caches, so the session refuses every
+    /// later step.
+    fn step(&self, mut state: Option<&mut SessionState>, inputs: &[(&str, &HostTensor)]) -> Result<Outputs> {
         let bindings = self.graph.bind_inputs(inputs)?;
         self.check_ids(inputs)?;
+        let mut before = SlotLengths::new();
+        let result = self.recorded_step(state.as_deref_mut(), inputs, &bindings, &mut before);
+        if let (Err(_), Some(state)) = (&result, state) {
+            state.restore_lengths(&before);
+        }
+        result
+    }
+
+    /// [`PjrtExecutable::step`] after the checks that record nothing: records the step's cache
+    /// writes (the lengths they change go into `before` first), then runs it.
+    fn recorded_step(
+        &self,
+        mut state: Option<&mut SessionState>,
+        inputs: &[(&str, &HostTensor)],
+        bindings: &Bindings,
+        before: &mut SlotLengths,
+    ) -> Result<Outputs> {
         let input = |name: &str| inputs.iter().find(|(n, _)| *n == name).expect("inputs are bound").1;
         let real: BTreeMap<String, usize> =
             self.symbols.iter().filter_map(|s| bindings.get(s).map(|n| (s.clone(), n))).collect();
@@ -416,12 +443,12 @@ impl PjrtExecutable {
         // Caches: the host checks every write before the device runs (the program would clamp).
         let mut kv_len = 0;
         let mut starts: Vec<Vec<usize>> = Vec::new();
-        let mut state = state;
         if !self.caches.is_empty() {
             let state = state.as_deref_mut().expect("graphs with caches run with a state");
             for c in &self.caches {
                 let positions = input(&c.positions).to_i64_vec().expect("positions are integers");
                 let slots = input(&c.slots).to_i64_vec().expect("slots are integers");
+                state.record_lengths(before, &slots);
                 let write = state
                     .plan_cache_write(c.index, c.capacity, &positions, &slots)
                     .map_err(|e| Error::node(&c.name, format!("kv_cache: {e}")))?;
@@ -536,7 +563,7 @@ impl PjrtExecutable {
                     let want = self.real_shape(
                         node.shape.dims(),
                         graph_output - 1,
-                        &bindings,
+                        bindings,
                         kv_len,
                         &bucket,
                         padded,

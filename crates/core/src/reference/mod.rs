@@ -58,18 +58,28 @@ pub fn evaluate_with_state(
     inputs: &[(&str, &HostTensor)],
     state: &mut SessionState,
 ) -> Result<Outputs> {
-    state::check_graph(state, graph)?;
-    let vals = eval_nodes(graph, weights, inputs, state, None)?;
-    let mut outputs = Vec::with_capacity(graph.outputs().len());
-    for (name, id) in graph.outputs() {
-        let node = graph.node(*id);
-        let (shape, values) = match &vals[id.index()] {
-            Val::F(a) => (a.shape().to_vec(), a.iter().copied().collect::<Vec<_>>()),
-            Val::I(a) => (a.shape().to_vec(), a.iter().map(|&v| v as f64).collect()),
-        };
-        outputs.push((name.clone(), HostTensor::from_f64(node.dtype, shape, &values)?));
+    // A step that fails part-way leaves the session as it was (`crate::state`): what its caches
+    // recorded and overwrote is put back, and its assignments are stored only once it succeeded.
+    let mut undo = state::StepUndo::default();
+    let result = state::check_graph(state, graph, &mut undo)
+        .and_then(|()| eval_nodes(graph, weights, inputs, state, &mut undo, None))
+        .and_then(|(vals, assigned)| {
+            let mut outputs = Vec::with_capacity(graph.outputs().len());
+            for (name, id) in graph.outputs() {
+                let node = graph.node(*id);
+                let (shape, values) = match &vals[id.index()] {
+                    Val::F(a) => (a.shape().to_vec(), a.iter().copied().collect::<Vec<_>>()),
+                    Val::I(a) => (a.shape().to_vec(), a.iter().map(|&v| v as f64).collect()),
+                };
+                outputs.push((name.clone(), HostTensor::from_f64(node.dtype, shape, &values)?));
+            }
+            state::commit_assignments(state, graph, assigned)?;
+            Ok(Outputs::new(outputs))
+        });
+    if result.is_err() {
+        undo.roll_back(state);
     }
-    Ok(Outputs::new(outputs))
+    result
 }
 
 /// Evaluates `graph` in f64 **without rounding** any value to its declared dtype, with the float
@@ -84,7 +94,7 @@ pub fn evaluate_exact(
     values: &HashMap<String, ArrayD<f64>>,
 ) -> Result<Vec<(String, ArrayD<f64>)>> {
     let mut state = new_state(one_shot_slots(graph, inputs));
-    let vals = eval_nodes(graph, weights, inputs, &mut state, Some(values))?;
+    let (vals, _) = eval_nodes(graph, weights, inputs, &mut state, &mut state::StepUndo::default(), Some(values))?;
     Ok(graph.outputs().iter().map(|(name, id)| (name.clone(), as_f64(&vals[id.index()]))).collect())
 }
 
@@ -120,14 +130,20 @@ impl<'a> Args<'a> {
     }
 }
 
-/// Every node's value. With `exact`, nothing is rounded and named leaves take the given values.
+/// A step's assignments to variables: (variable node index, value), applied once the step succeeded.
+type Assignments = Vec<(usize, ArrayD<f64>)>;
+
+/// Every node's value, and the step's assignments to variables (by node index, not stored yet:
+/// `state::commit_assignments`). With `exact`, nothing is rounded and named leaves take the given
+/// values. Cache writes go into `session` as the nodes run, with what they change in `undo`.
 fn eval_nodes(
     graph: &Graph,
     weights: &dyn WeightSource,
     inputs: &[(&str, &HostTensor)],
     session: &mut SessionState,
+    undo: &mut state::StepUndo,
     exact: Option<&HashMap<String, ArrayD<f64>>>,
-) -> Result<Vec<Val>> {
+) -> Result<(Vec<Val>, Assignments)> {
     graph.bind_inputs(inputs)?;
     let mut vals: Vec<Val> = Vec::with_capacity(graph.nodes().len());
     // Variables take their new values only once the whole step has run.
@@ -149,7 +165,7 @@ fn eval_nodes(
                 Val::F(v)
             }
             Op::KvCache { x, positions, slots, capacity } => {
-                state::kv_cache(&a, session, index, *x, *positions, *slots, *capacity)?
+                state::kv_cache(&a, session, undo, index, *x, *positions, *slots, *capacity)?
             }
             Op::Binary { op, a: l, b: r } => elementwise::binary(&a, *op, *l, *r)?,
             Op::Unary { op, x } => elementwise::unary(&a, *op, *x)?,
@@ -187,8 +203,7 @@ fn eval_nodes(
         };
         vals.push(if exact.is_some() { value } else { round_to(value, node.dtype) });
     }
-    state::commit_assignments(session, graph, assigned, exact.is_some())?;
-    Ok(vals)
+    Ok((vals, assigned))
 }
 
 fn concrete(shape: &[usize]) -> Shape {

@@ -2,7 +2,9 @@
 //! assignments, applied after the step), KV caches — and the reference's session state.
 
 use super::{as_f64, round_to, to_val, Args, Val};
-use crate::{load_weight, Error, Graph, HostTensor, Node, Op, Result, SessionState, ValueId, WeightSource};
+use crate::{
+    load_weight, Error, Graph, HostTensor, Node, Op, Result, SessionState, SlotLengths, ValueId, WeightSource,
+};
 use ndarray::{s, ArrayD, IxDyn};
 use std::collections::HashMap;
 
@@ -33,9 +35,37 @@ fn caches_mut(state: &mut SessionState) -> Result<&mut Caches> {
     state.inner_mut::<Caches>(owner)
 }
 
+/// What a step changed in a reference session, to put back when it fails part-way (a failed step
+/// changes nothing, `crate::state`): the lengths of the slots its caches wrote, taken before each
+/// write; the entries it overwrote that a slot held (the caches are written in place as the graph
+/// runs); and whether it tied a fresh state to its graph.
+#[derive(Default)]
+pub(super) struct StepUndo {
+    lengths: SlotLengths,
+    /// (cache node, slot, first position, the entries there before the step).
+    overwritten: Vec<(usize, usize, usize, ArrayD<f64>)>,
+    tied: bool,
+}
+
+impl StepUndo {
+    /// Puts the session back as it was before the step.
+    pub(super) fn roll_back(self, state: &mut SessionState) {
+        state.restore_lengths(&self.lengths);
+        let Ok(caches) = caches_mut(state) else { return };
+        for (node, slot, start, saved) in self.overwritten.into_iter().rev() {
+            if let Some(Some(cache)) = caches.kv.get_mut(&node).and_then(|s| s.get_mut(slot)) {
+                cache.slice_mut(s![.., start..start + saved.shape()[1], ..]).assign(&saved);
+            }
+        }
+        if self.tied {
+            caches.graph = None;
+        }
+    }
+}
+
 /// Refuses a session state that ran another graph before (its caches and variables are that
-/// graph's); a fresh state takes `graph`.
-pub(super) fn check_graph(state: &mut SessionState, graph: &Graph) -> Result<()> {
+/// graph's); a fresh state takes `graph` (noted in `undo`, so that a failed first step unties it).
+pub(super) fn check_graph(state: &mut SessionState, graph: &Graph, undo: &mut StepUndo) -> Result<()> {
     let hash = graph.content_hash();
     let caches = caches_mut(state)?;
     match &caches.graph {
@@ -46,8 +76,10 @@ pub(super) fn check_graph(state: &mut SessionState, graph: &Graph) -> Result<()>
                 graph.name()
             ),
         }),
-        _ => {
+        Some(_) => Ok(()),
+        None => {
             caches.graph = Some(hash);
+            undo.tied = true;
             Ok(())
         }
     }
@@ -85,16 +117,15 @@ pub(super) fn variable(state: &SessionState, weights: &dyn WeightSource, index: 
     }
 }
 
-/// Stores the step's assignments (rounded to the variables' dtypes unless `exact`).
+/// Stores the step's assignments, rounded to the variables' dtypes.
 pub(super) fn commit_assignments(
     state: &mut SessionState,
     graph: &Graph,
     assigned: Vec<(usize, ArrayD<f64>)>,
-    exact: bool,
 ) -> Result<()> {
     let caches = caches_mut(state)?;
     for (var, value) in assigned {
-        let value = if exact { Val::F(value) } else { round_to(Val::F(value), graph.nodes()[var].dtype) };
+        let value = round_to(Val::F(value), graph.nodes()[var].dtype);
         caches.variables.insert(var, as_f64(&value));
     }
     Ok(())
@@ -133,9 +164,12 @@ pub fn read_variable(
 
 /// Writes x `[b, h, n, d]` into the slots' caches at the step's positions (the plan checked by
 /// `SessionState::plan_cache_write`) and yields every row's cache up to the step's kv length.
+/// What it changes goes into `undo` first.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn kv_cache(
     a: &Args<'_>,
     state: &mut SessionState,
+    undo: &mut StepUndo,
     index: usize,
     x: ValueId,
     positions: ValueId,
@@ -149,6 +183,7 @@ pub(super) fn kv_cache(
     if pos.len() != b * n || slot_ids.len() != b {
         return Err(a.fail(format!("positions/slots do not match x {:?}", x.shape())));
     }
+    state.record_lengths(&mut undo.lengths, &slot_ids);
     let plan = state.plan_cache_write(index, capacity, &pos, &slot_ids).map_err(|e| a.fail(e.to_string()))?;
     let n_slots = state.slots();
     let per_slot = caches_mut(state)?.kv.entry(index).or_insert_with(|| vec![None; n_slots]);
@@ -157,6 +192,15 @@ pub(super) fn kv_cache(
         let cache = per_slot[w.slot].get_or_insert_with(|| ArrayD::zeros(IxDyn(&[h, capacity, d])));
         if cache.shape() != [h, capacity, d] {
             return Err(a.fail(format!("slot {} holds a cache of {:?}", w.slot, cache.shape())));
+        }
+        let held = undo.lengths.overwritten(index, w);
+        if !held.is_empty() {
+            undo.overwritten.push((
+                index,
+                w.slot,
+                held.start,
+                cache.slice(s![.., held.clone(), ..]).to_owned().into_dyn(),
+            ));
         }
         cache.slice_mut(s![.., w.start..w.start + w.count, ..]).assign(&x.slice(s![r, .., .., ..]));
         out.slice_mut(s![r, .., .., ..]).assign(&cache.slice(s![.., ..plan.kv_len, ..]));
