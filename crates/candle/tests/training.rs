@@ -48,7 +48,8 @@ fn ids(step: u32) -> HostTensor {
 fn adamw_steps_match_the_reference_and_checkpoints_resume_exactly() {
     let (forward, weights) = tiny_lm();
     let params = ["embed", "norm", "up", "down", "head"];
-    let config = TrainingConfig { optimizer: Optimizer::AdamW(AdamW::default()), clip_norm: Some(1.0), mixed_precision: None };
+    let config =
+        TrainingConfig { optimizer: Optimizer::AdamW(AdamW::default()), clip_norm: Some(1.0), mixed_precision: None };
     let training = training_graph(&forward, "ce", &params, &config).unwrap();
     let backend = CandleBackend::cpu();
     let mut session = TrainingSession::new(&backend, &training, &weights, &PrepareOptions::default()).unwrap();

@@ -39,8 +39,7 @@ fn start(l: Limits) -> Server {
     };
     let metrics = Arc::new(Metrics::default());
     let limits = BatchLimits { max_batch: 8, max_batch_tokens: 2048, queue: 16 };
-    let mut state =
-        AppState::new(EmbeddingBatcher::start(embedder, limits, metrics.clone()).unwrap(), metrics, info);
+    let mut state = AppState::new(EmbeddingBatcher::start(embedder, limits, metrics.clone()).unwrap(), metrics, info);
     state.header_timeout = l.header;
     state.body_timeout = l.body;
     state.max_connections = l.connections;

@@ -268,7 +268,7 @@ mod tests {
     #[test]
     fn an_overlong_line_is_refused_without_reading_it_whole() {
         let mut content = b"{\"anchor\":\"a\",\"positive\":\"p\"}\n{\"anchor\":\"".to_vec();
-        content.extend(std::iter::repeat(b'x').take(MAX_LINE_BYTES + 10));
+        content.extend(std::iter::repeat_n(b'x', MAX_LINE_BYTES + 10));
         content.extend(b"\",\"positive\":\"p\"}\n");
         let f = file_with(&content);
         let msg = PairsFile::open(f.path()).unwrap_err().to_string();
