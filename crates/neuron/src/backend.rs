@@ -16,6 +16,16 @@
 //! program of its own runs as consecutive chunks of the compiled sizes when the graph allows it
 //! (`accelrt_core::padding::chunkable_symbol`: Llama's prompt of 13 tokens runs as 8 + 4 + 1),
 //! so prompts need a handful of prefill programs, not one per length.
+//!
+//! **Training graphs** (`Op::Variable` / `Op::Assign`: parameters, optimiser moments, gradient
+//! accumulators) keep their variables in the session too, as device tensors on the session's
+//! core, initialised from the weights (or zeros) when the session is made. Each variable has two
+//! tensors: a step binds the current one as the program's variable argument and the other as the
+//! aliased result carrying its next value, and the two change places only once the run has
+//! succeeded and its outputs have been read. So a step that is refused or fails — even one whose
+//! program wrote its results before failing (`NRT_EXEC_COMPLETED_WITH_NUM_ERR`: an update that
+//! produced NaN) — leaves every variable as it was, at the cost of twice the variables' device
+//! memory.
 
 pub use crate::cache::bucket_key;
 use crate::cache::{read_checked, scan, CachedNeff, NeffKey};
@@ -25,7 +35,7 @@ use crate::status::NeuronError;
 use accelrt_core::padding::{chunkable_symbol, pad, paddable_symbols, unpad};
 use accelrt_core::{
     Backend, DType, DeviceInfo, DeviceKind, DeviceSpec, Dim, Error, Executable, ExecutableId, Graph, HostTensor, Op,
-    Outputs, PrepareOptions, Result, SessionState, SlotLengths, WeightSource, KV_LEN,
+    Outputs, PrepareOptions, Result, SessionState, SlotLengths, VariableInit, WeightSource, KV_LEN,
 };
 use accelrt_stablehlo::{export, weight_argument, ArgumentRole, Bucket, ExportOptions, Manifest, OutputRole};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -105,7 +115,8 @@ pub fn default_cache_dir() -> PathBuf {
 
 /// The Neuron backend for a range of NeuronCores (`neuron:N`, `neuron:A-B`): runs graphs whose
 /// NEFFs are in the cache, on every core of the range, through the Neuron runtime loaded at run
-/// time. Training graphs (variables) are refused.
+/// time. Training graphs keep their variables (parameters, optimiser moments) on the device in
+/// the session ([`NeuronExecutable`]).
 pub struct NeuronBackend {
     spec: DeviceSpec,
     first: u32,
@@ -248,13 +259,31 @@ impl Backend for NeuronBackend {
         weights: &dyn WeightSource,
         options: &PrepareOptions,
     ) -> Result<Box<dyn Executable>> {
-        // Training state would have to persist between runs on the device; the export does not
-        // carry it yet (it refuses Variable/Assign), so neither does this backend.
-        if let Some(node) = graph.nodes().iter().find(|n| matches!(n.op, Op::Variable { .. } | Op::Assign { .. })) {
+        // A session step of a cache graph may run as several programs (chunks); variables are
+        // swapped per program, so a step failing after its first chunk would leave them half
+        // updated. No graph accelrt trains has both: refuse the mix by name.
+        let cache = graph.nodes().iter().find(|n| matches!(n.op, Op::KvCache { .. }));
+        let variable = graph.nodes().iter().find(|n| matches!(n.op, Op::Variable { .. }));
+        if let (Some(cache), Some(variable)) = (cache, variable) {
             return Err(Error::Unsupported {
                 backend: BACKEND.into(),
-                what: format!("training state (`{}` is a {}): train on cpu or cuda", node.name, node.op.kind()),
+                what: format!(
+                    "a graph with both KV caches (`{}`) and training variables (`{}`)",
+                    cache.name, variable.name
+                ),
             });
+        }
+        // Variables start from their weight (read and checked now, written per session) or zeros.
+        let mut variables = Vec::new();
+        for node in graph.nodes() {
+            if let Op::Variable { init, .. } = node.op {
+                let shape = node.shape.concrete().expect("variables have fixed shapes");
+                let initial = match init {
+                    VariableInit::Weight => Some(accelrt_core::load_weight(weights, node)?.to_host()?.to_le_bytes()),
+                    VariableInit::Zeros => None,
+                };
+                variables.push(VariableNode { name: node.name.clone(), dtype: node.dtype, shape, initial });
+            }
         }
         let compute = options.compute_dtype.unwrap_or(DType::F32);
         let export_options = ExportOptions { compute_dtype: Some(compute) };
@@ -314,8 +343,13 @@ impl Backend for NeuronBackend {
             }
             cores.push(Mutex::new(Core { index: core, weights, programs: loaded }));
         }
-        let exe =
-            NeuronExecutable::new(graph, self.rt.clone(), programs.into_iter().map(|(m, ..)| m).collect(), cores)?;
+        let exe = NeuronExecutable::new(
+            graph,
+            self.rt.clone(),
+            programs.into_iter().map(|(m, ..)| m).collect(),
+            cores,
+            variables,
+        )?;
         exe.warm_up()?;
         Ok(Box::new(exe))
     }
@@ -334,21 +368,43 @@ fn missing_neffs_message(graph: &Graph, options: &NeuronOptions, compute: DType,
     // The context is part of the program (the caches' capacity): NEFFs of another context are
     // another graph, so the advice must carry this one.
     let context = capacity.map(|c| format!(" --context {c}")).unwrap_or_default();
-    let mut text = format!(
-        "no NEFF for graph `{}` ({}) computing in {compute} for target {} in {}; compile them with \
+    let mut text = if is_training(graph) {
+        format!(
+            "no NEFF for training graph `{}` ({}) computing in {compute} for target {} in {}: a training step \
+             runs from NEFFs of its own graph, one per step shape ({}), with every training setting (batch size, \
+             optimiser, clipping, dropout, mixed precision, accumulation) part of the graph; {TRAINING_NEFFS}",
+            graph.name(),
+            graph.content_hash(),
+            options.target,
+            NeffKey::dir_for(&options.cache_dir, &graph.content_hash(), &options.target).display(),
+            example.join(","),
+        )
+    } else {
+        format!(
+            "no NEFF for graph `{}` ({}) computing in {compute} for target {} in {}; compile them with \
          `accelrt compile --model MODEL --target {}{context} --bucket {}{slots} [--bucket …]` (docs/neuron.md)",
-        graph.name(),
-        graph.content_hash(),
-        options.target,
-        NeffKey::dir_for(&options.cache_dir, &graph.content_hash(), &options.target).display(),
-        options.target,
-        example.join(","),
-    );
+            graph.name(),
+            graph.content_hash(),
+            options.target,
+            NeffKey::dir_for(&options.cache_dir, &graph.content_hash(), &options.target).display(),
+            options.target,
+            example.join(","),
+        )
+    };
     if !refused.is_empty() {
         text.push_str("; NEFFs there that were not used: ");
         text.push_str(&refused.join("; "));
     }
     text
+}
+
+/// What to say about compiling a training step's NEFFs: no accelrt command makes them yet.
+const TRAINING_NEFFS: &str = "`accelrt compile` compiles inference graphs only: it has no command for training steps \
+    yet (docs/neuron.md, \"Training\")";
+
+/// Whether `graph` holds training state (graph variables).
+fn is_training(graph: &Graph) -> bool {
+    graph.nodes().iter().any(|n| matches!(n.op, Op::Variable { .. }))
 }
 
 /// The symbols of the graph's inputs, in name order.
@@ -440,8 +496,7 @@ impl Loaded {
             let bytes = check(&name, TensorUsage::Output, out.dtype, &out.shape)?;
             outputs.push(match out.role {
                 OutputRole::Output => Some(Tensor::allocate(rt, core, bytes, &name).map_err(backend_err)?),
-                OutputRole::State { .. } => None,
-                OutputRole::Variable { .. } => return Err(no_training_state()),
+                OutputRole::State { .. } | OutputRole::Variable { .. } => None,
             });
         }
         Ok(Loaded { model, inputs, outputs })
@@ -464,13 +519,38 @@ struct CacheNode {
     capacity: usize,
 }
 
-/// A session's caches: device tensors on one core, with one spare slot for padded rows.
+/// A graph variable (`Op::Variable`: training state) and its value before any step.
+struct VariableNode {
+    name: String,
+    dtype: DType,
+    shape: Vec<usize>,
+    /// The weight it starts from (`VariableInit::Weight`), read once at prepare, as bytes;
+    /// `None`: zeros.
+    initial: Option<Vec<u8>>,
+}
+
+impl VariableNode {
+    fn bytes(&self) -> usize {
+        self.dtype.storage_bytes(self.shape.iter().product()).expect("variables are plain types")
+    }
+}
+
+/// One variable of a session: the tensor holding its value and the one the next step writes.
+struct VariableTensors {
+    current: Tensor,
+    next: Tensor,
+}
+
+/// A session's state on one core: its caches, with one spare slot for padded rows, and its
+/// variables.
 struct NeuronState {
     core: usize,
-    /// Slots including the spare one.
+    /// Slots including the spare one (0 for a graph without caches).
     slots: usize,
     /// By cache, in the manifests' state-argument order.
     caches: Vec<Tensor>,
+    /// By variable, in graph order ([`NeuronExecutable::variables`]).
+    variables: Vec<VariableTensors>,
 }
 
 /// A graph prepared by [`NeuronBackend`]: every cached bucket's program loaded on every core of
@@ -490,6 +570,8 @@ pub struct NeuronExecutable {
     paddable: BTreeSet<String>,
     chunkable: Option<String>,
     caches: Vec<CacheNode>,
+    /// The graph's variables, in graph order: the session holds one value of each.
+    variables: Vec<VariableNode>,
     /// Inputs that feed an embedding straight away, with the table's row count: the device's
     /// gather would clamp an id out of range instead of failing, so the host checks them.
     id_inputs: Vec<(String, usize)>,
@@ -502,7 +584,39 @@ enum Plan {
 }
 
 impl NeuronExecutable {
-    fn new(graph: &Graph, rt: Arc<Runtime>, manifests: Vec<Manifest>, cores: Vec<Mutex<Core>>) -> Result<Self> {
+    fn new(
+        graph: &Graph,
+        rt: Arc<Runtime>,
+        manifests: Vec<Manifest>,
+        cores: Vec<Mutex<Core>>,
+        variables: Vec<VariableNode>,
+    ) -> Result<Self> {
+        // Every program takes and gives every variable at its declared dtype and shape.
+        for m in &manifests {
+            let args = m.arguments.iter().filter(|a| matches!(a.role, ArgumentRole::Variable { .. }));
+            let outs = m.outputs.iter().filter(|o| matches!(o.role, OutputRole::Variable { .. }));
+            for (what, name, dtype, shape) in args
+                .map(|a| ("argument", &a.name, a.dtype, &a.shape))
+                .chain(outs.map(|o| ("result", &o.name, o.dtype, &o.shape)))
+            {
+                let known = variables.iter().find(|v| v.name == *name);
+                if !known.is_some_and(|v| v.dtype == dtype && v.shape == *shape) {
+                    return Err(err(format!(
+                        "bucket {}: variable {what} `{name}` ({dtype} {shape:?}) is not a variable of the graph \
+                         at that dtype and shape",
+                        bucket_key(&m.bucket)
+                    )));
+                }
+            }
+            let count = m.outputs.iter().filter(|o| matches!(o.role, OutputRole::Variable { .. })).count();
+            if count != variables.len() {
+                return Err(err(format!(
+                    "bucket {}: the program returns {count} variables, the graph has {}",
+                    bucket_key(&m.bucket),
+                    variables.len()
+                )));
+            }
+        }
         let mut caches = Vec::new();
         for (index, node) in graph.nodes().iter().enumerate() {
             if let Op::KvCache { positions, slots, capacity, .. } = node.op {
@@ -544,6 +658,7 @@ impl NeuronExecutable {
             paddable: paddable_symbols(graph),
             chunkable: chunkable_symbol(graph),
             caches,
+            variables,
             id_inputs,
         })
     }
@@ -560,7 +675,11 @@ impl NeuronExecutable {
             let mut core = core.lock().unwrap_or_else(|e| e.into_inner());
             let core = &mut *core;
             for (p, manifest) in self.manifests.iter().enumerate() {
-                if manifest.arguments.iter().any(|a| matches!(a.role, ArgumentRole::State { .. })) {
+                if manifest
+                    .arguments
+                    .iter()
+                    .any(|a| matches!(a.role, ArgumentRole::State { .. } | ArgumentRole::Variable { .. }))
+                {
                     continue;
                 }
                 let loaded = &core.programs[p];
@@ -646,9 +765,10 @@ impl NeuronExecutable {
         Err(Error::Unsupported {
             backend: BACKEND.into(),
             what: format!(
-                "a step of sizes {sizes:?}{} without a compiled bucket that holds it (loaded: {}; compile one with `accelrt compile`)",
+                "a step of sizes {sizes:?}{} without a compiled bucket that holds it (loaded: {}; {})",
                 slots.map(|s| format!(" with {} session slots", s - 1)).unwrap_or_default(),
-                self.loaded_buckets()
+                self.loaded_buckets(),
+                if self.variables.is_empty() { "compile one with `accelrt compile`" } else { TRAINING_NEFFS }
             ),
         })
     }
@@ -691,10 +811,15 @@ impl NeuronExecutable {
         let sizes: BTreeMap<String, usize> =
             input_symbols(&self.graph).into_iter().filter_map(|s| bindings.get(&s).map(|n| (s, n))).collect();
         // A stateless graph ignores a state (its sessions hold nothing).
-        let mut state = if self.caches.is_empty() { None } else { state };
+        let mut state = if self.has_state() { state } else { None };
         let slots = match state.as_deref() {
-            Some(state) => Some(state.inner::<NeuronState>(self.id)?.slots),
-            None if !self.caches.is_empty() => return Err(err("graphs with KV caches run with a session state")),
+            Some(state) => {
+                let slots = state.inner::<NeuronState>(self.id)?.slots;
+                (!self.caches.is_empty()).then_some(slots)
+            }
+            None if self.has_state() => {
+                return Err(err("graphs with KV caches or training variables run with a session state"))
+            }
             None => None,
         };
         // The cache writes are checked and recorded before the program runs (the device would
@@ -810,7 +935,7 @@ impl NeuronExecutable {
             }
         };
         let core = &mut *guard;
-        let spare = state.as_ref().map(|s| s.slots - 1);
+        let spare = state.as_ref().and_then(|s| s.slots.checked_sub(1));
         let loaded = &mut core.programs[p];
         for (i, arg) in manifest.arguments.iter().enumerate() {
             if arg.role != ArgumentRole::Input {
@@ -835,6 +960,12 @@ impl NeuronExecutable {
             loaded.inputs[i].as_mut().expect("allocated for inputs").write(&bytes, 0).map_err(backend_err)?;
         }
         let caches: &[Tensor] = state.as_ref().map(|s| s.caches.as_slice()).unwrap_or(&[]);
+        let variables: &[VariableTensors] = state.as_ref().map(|s| s.variables.as_slice()).unwrap_or(&[]);
+        // A variable's value is its `current` tensor; the program writes the next one into `next`.
+        let variable = |name: &str| -> Result<&VariableTensors> {
+            let k = self.variable_index(name)?;
+            variables.get(k).ok_or_else(|| err("a program with training variables run without a session"))
+        };
         let mut ins = TensorRefs::new(&self.rt).map_err(backend_err)?;
         let mut outs = TensorRefs::new(&self.rt).map_err(backend_err)?;
         let mut cache = 0;
@@ -846,7 +977,7 @@ impl NeuronExecutable {
                     cache += 1;
                     &caches[cache - 1]
                 }
-                ArgumentRole::Variable { .. } => return Err(no_training_state()),
+                ArgumentRole::Variable { variable: name, .. } => &variable(name)?.current,
             };
             ins.add(&input_name(i), t).map_err(backend_err)?;
         }
@@ -866,7 +997,7 @@ impl NeuronExecutable {
                     let k = state_args.iter().position(|c| c == cache).expect("every state output has its argument");
                     &caches[k]
                 }
-                OutputRole::Variable { .. } => return Err(no_training_state()),
+                OutputRole::Variable { variable: name } => &variable(name)?.next,
             };
             outs.add(&output_name(j), t).map_err(backend_err)?;
         }
@@ -907,7 +1038,27 @@ impl NeuronExecutable {
             let bytes = unpad(&buf, elem, &out.shape, &real);
             results.push((name.clone(), HostTensor::from_le_bytes(out.dtype, real, &bytes)?));
         }
+        // The run succeeded and its outputs are read: the variables' next values become current.
+        // Nothing before this point touched them, so a step refused or failed above left them as
+        // they were.
+        if let Some(state) = state {
+            for out in &manifest.outputs {
+                if let OutputRole::Variable { variable } = &out.role {
+                    let v = &mut state.variables[self.variable_index(variable)?];
+                    std::mem::swap(&mut v.current, &mut v.next);
+                }
+            }
+        }
         Ok(Outputs::new(results))
+    }
+
+    /// Whether runs need a session state: the graph has caches or variables.
+    fn has_state(&self) -> bool {
+        !self.caches.is_empty() || !self.variables.is_empty()
+    }
+
+    fn variable_index(&self, name: &str) -> Result<usize> {
+        self.variables.iter().position(|v| v.name == name).ok_or_else(|| Error::Graph(format!("no variable `{name}`")))
     }
 }
 
@@ -957,7 +1108,8 @@ impl Executable for NeuronExecutable {
     }
 
     fn run(&self, inputs: &[(&str, &HostTensor)]) -> Result<Outputs> {
-        if self.caches.is_empty() {
+        // A graph with caches runs on empty ones, and one with variables on their initial values.
+        if !self.has_state() {
             self.step(None, inputs)
         } else {
             let mut state = self.new_state(accelrt_core::one_shot_slots(&self.graph, inputs))?;
@@ -966,10 +1118,21 @@ impl Executable for NeuronExecutable {
     }
 
     /// Allocates every cache of the graph on one core (taken in turn), zeroed, with `slots + 1`
-    /// rows: the last is the spare slot padded batch rows write to.
+    /// rows: the last is the spare slot padded batch rows write to. A training graph's variables
+    /// go on that core too (two tensors each, the current one holding the initial value).
     fn new_state(&self, slots: usize) -> Result<SessionState> {
-        if self.caches.is_empty() {
+        if !self.has_state() {
             return Ok(SessionState::new(BACKEND, self.id, slots, Box::new(())));
+        }
+        if self.caches.is_empty() {
+            let core = self.next.fetch_add(1, Ordering::Relaxed) % self.cores.len();
+            let variables = self.new_variables(core)?;
+            return Ok(SessionState::new(
+                BACKEND,
+                self.id,
+                slots,
+                Box::new(NeuronState { core, slots: 0, caches: Vec::new(), variables }),
+            ));
         }
         // The smallest compiled session that holds `slots` sequences (and its spare row): a session
         // of 1 runs on programs compiled for 8, its caches simply have rows it never uses.
@@ -995,7 +1158,12 @@ impl Executable for NeuronExecutable {
             caches.push(t);
         }
         let total = manifest.bucket.slots.expect("filtered above");
-        Ok(SessionState::new(BACKEND, self.id, slots, Box::new(NeuronState { core, slots: total, caches })))
+        Ok(SessionState::new(
+            BACKEND,
+            self.id,
+            slots,
+            Box::new(NeuronState { core, slots: total, caches, variables: Vec::new() }),
+        ))
     }
 
     fn run_with_state(&self, state: &mut SessionState, inputs: &[(&str, &HostTensor)]) -> Result<Outputs> {
@@ -1008,14 +1176,63 @@ impl Executable for NeuronExecutable {
     fn synchronize(&self) -> Result<()> {
         Ok(())
     }
+
+    /// Reads the variable's current tensor back from the session's core.
+    fn read_variable(&self, state: &SessionState, name: &str) -> Result<HostTensor> {
+        state.check_owner(self.id)?;
+        let k = self.variable_index(name)?;
+        let inner = state.inner::<NeuronState>(self.id)?;
+        let v = &self.variables[k];
+        let mut bytes = vec![0u8; v.bytes()];
+        // One call on a core at a time, as for runs.
+        let _core = self.cores[inner.core].lock().unwrap_or_else(|e| e.into_inner());
+        inner.variables[k].current.read(&mut bytes, 0).map_err(backend_err)?;
+        HostTensor::from_le_bytes(v.dtype, v.shape.clone(), &bytes)
+    }
+
+    /// Writes `value` into the variable's spare tensor, which then becomes its current one: a
+    /// write that fails leaves the variable as it was.
+    fn write_variable(&self, state: &mut SessionState, name: &str, value: &HostTensor) -> Result<()> {
+        state.check_owner(self.id)?;
+        let k = self.variable_index(name)?;
+        let v = &self.variables[k];
+        if value.dtype() != v.dtype || value.shape() != v.shape.as_slice() {
+            return Err(Error::Graph(format!(
+                "variable `{name}` is {} {:?}; got {} {:?}",
+                v.dtype,
+                v.shape,
+                value.dtype(),
+                value.shape()
+            )));
+        }
+        let inner = state.inner_mut::<NeuronState>(self.id)?;
+        let _core = self.cores[inner.core].lock().unwrap_or_else(|e| e.into_inner());
+        let pair = &mut inner.variables[k];
+        pair.next.write(&value.to_le_bytes(), 0).map_err(backend_err)?;
+        std::mem::swap(&mut pair.current, &mut pair.next);
+        Ok(())
+    }
 }
 
-/// A program with training state (graph variables): this backend does not hold variables yet
-/// (graphs with them are refused at prepare; a NEFF built from one is refused here).
-fn no_training_state() -> Error {
-    Error::Unsupported {
-        backend: BACKEND.into(),
-        what: "graph variables (training state) in a Neuron program: training on Neuron is not supported yet".into(),
+impl NeuronExecutable {
+    /// Every variable of the graph on core `core` (an index into `cores`): its current tensor
+    /// holding the initial value, and the tensor the next step writes.
+    fn new_variables(&self, core: usize) -> Result<Vec<VariableTensors>> {
+        let core_index = self.cores[core].lock().unwrap_or_else(|e| e.into_inner()).index;
+        let mut out = Vec::with_capacity(self.variables.len());
+        for v in &self.variables {
+            let bytes = v.bytes();
+            let mut current = Tensor::allocate(&self.rt, core_index, bytes, &v.name).map_err(backend_err)?;
+            match &v.initial {
+                Some(initial) => current.write(initial, 0),
+                None => current.write(&vec![0u8; bytes], 0),
+            }
+            .map_err(backend_err)?;
+            let next =
+                Tensor::allocate(&self.rt, core_index, bytes, &format!("{}.next", v.name)).map_err(backend_err)?;
+            out.push(VariableTensors { current, next });
+        }
+        Ok(out)
     }
 }
 
