@@ -40,8 +40,9 @@ impl Limit {
     pub const BATCH: Limit = Limit { min: 1.0, max: 1e6, unit: "samples" };
     /// `--search-steps`: server runs in the load search.
     pub const STEPS: Limit = Limit { min: 1.0, max: 100.0, unit: "runs" };
-    /// `--concurrency`: clients with a request out at once.
-    pub const CLIENTS: Limit = Limit { min: 1.0, max: 1e5, unit: "clients" };
+    /// `--concurrency`: clients with a request out at once; at most the HTTP client's bound on
+    /// requests out ([`crate::http_target::MAX_IN_FLIGHT`], 4096).
+    pub const CLIENTS: Limit = Limit { min: 1.0, max: 4096.0, unit: "clients" };
     /// `--max-tokens`, `--context`: tokens per sequence.
     pub const TOKENS: Limit = Limit { min: 1.0, max: 1e7, unit: "tokens" };
     /// A probability below 1 (dropout).

@@ -9,6 +9,11 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, Exp};
 use std::time::Duration;
 
+/// The most arrivals one server-scenario run may plan (`--qps` × `--min-duration`, or
+/// `--min-queries` if larger): each is kept in memory for the run (16 bytes, and its latency after),
+/// so a plan beyond this is refused before anything is allocated.
+pub const MAX_ARRIVALS: usize = 10_000_000;
+
 /// When each query of a server-scenario run arrives, and when the run gives up.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Arrivals {
@@ -24,15 +29,33 @@ impl Arrivals {
     /// Poisson arrivals at `qps` per second (exponential gaps, seeded: the same seed gives the same
     /// schedule in-process and over HTTP), until both the rules' minimum query count (at least 1)
     /// and minimum duration are covered. `qps` must be finite and > 0.
+    ///
+    /// Errors: [`crate::BenchError::Invalid`] for a load that is not > 0, or a plan of more than
+    /// [`MAX_ARRIVALS`] arrivals (refused before they are generated).
     pub fn poisson(qps: f64, rules: &RunRules, seed: u64) -> Result<Arrivals> {
         let gap = Exp::new(qps)
             .ok()
             .filter(|_| qps.is_finite() && qps > 0.0)
             .ok_or_else(|| crate::BenchError::Invalid(format!("the server scenario needs a load > 0, got {qps}")))?;
+        let too_many = || {
+            crate::BenchError::Invalid(format!(
+                "the server scenario at {qps} queries/s for at least {} s and {} queries would plan more than \
+                 {MAX_ARRIVALS} arrivals, the limit of one run: lower --qps, --min-duration or --min-queries",
+                rules.min_duration.as_secs_f64(),
+                rules.min_queries
+            ))
+        };
+        let expected = (qps * rules.min_duration.as_secs_f64()).max(rules.min_queries as f64);
+        if expected > MAX_ARRIVALS as f64 {
+            return Err(too_many());
+        }
         let mut rng = StdRng::seed_from_u64(seed);
         let mut t = 0.0f64;
-        let mut at = Vec::new();
+        let mut at = Vec::with_capacity(expected as usize + 1);
         while at.len() < rules.min_queries.max(1) || t < rules.min_duration.as_secs_f64() {
+            if at.len() >= MAX_ARRIVALS {
+                return Err(too_many());
+            }
             t += gap.sample(&mut rng);
             at.push(Duration::from_secs_f64(t));
         }
@@ -40,9 +63,17 @@ impl Arrivals {
         Ok(Arrivals { at, give_up })
     }
 
-    /// Why a run that gave up is invalid: `done` of the planned queries were answered.
-    pub fn gave_up(&self, qps: f64, done: usize) -> String {
-        format!("could not keep up with {qps:.1} queries/s ({done} of {} answered)", self.at.len())
+    /// Why a run that gave up is invalid: `answered` of the planned queries were answered, and
+    /// (shown when not 0) `failed` failed and `unsent` were never sent; the rest were still out.
+    pub fn gave_up(&self, qps: f64, answered: usize, failed: usize, unsent: usize) -> String {
+        let mut counts = format!("{answered} of {} answered", self.at.len());
+        if failed > 0 {
+            counts.push_str(&format!(", {failed} failed"));
+        }
+        if unsent > 0 {
+            counts.push_str(&format!(", {unsent} not sent"));
+        }
+        format!("could not keep up with {qps:.1} queries/s ({counts})")
     }
 }
 
@@ -170,6 +201,29 @@ mod tests {
         assert_ne!(a, Arrivals::poisson(50.0, &rules(10, 2), 8).unwrap());
         assert!(Arrivals::poisson(0.0, &rules(1, 1), 1).is_err());
         assert!(Arrivals::poisson(f64::NAN, &rules(1, 1), 1).is_err());
+    }
+
+    /// A plan of more arrivals than the limit is refused before any is generated (this would be
+    /// 160 GB), naming the limit; one at the limit is not.
+    #[test]
+    fn a_plan_of_more_arrivals_than_the_limit_is_refused_before_allocating() {
+        let err = Arrivals::poisson(1e9, &rules(1, 10), 1).unwrap_err().to_string();
+        assert!(err.contains(&MAX_ARRIVALS.to_string()) && err.contains("--qps"), "{err}");
+        assert!(Arrivals::poisson(1.0, &rules(MAX_ARRIVALS + 1, 0), 1).is_err());
+        assert!(Arrivals::poisson(1e6, &rules(1, 11), 1).is_err());
+        let a = Arrivals::poisson(1e5, &rules(1, 1), 1).unwrap();
+        assert!(a.at.len() > 90_000 && a.at.len() < 110_000, "{}", a.at.len());
+    }
+
+    #[test]
+    fn giving_up_counts_answered_failed_and_unsent_apart() {
+        let a = Arrivals::poisson(10.0, &rules(10, 0), 1).unwrap();
+        let n = a.at.len();
+        assert_eq!(a.gave_up(10.0, 3, 0, 0), format!("could not keep up with 10.0 queries/s (3 of {n} answered)"));
+        assert_eq!(
+            a.gave_up(10.0, 0, 4, 5),
+            format!("could not keep up with 10.0 queries/s (0 of {n} answered, 4 failed, 5 not sent)")
+        );
     }
 
     fn run(qps: f64, throughput: f64, valid: bool) -> (Measurement, f64) {

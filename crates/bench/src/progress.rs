@@ -55,6 +55,8 @@ pub struct Progress {
     rules: RunRules,
     mode: Mode,
     last: Mutex<(Duration, usize)>,
+    /// Queries that failed, and arrivals never sent (shown when not 0).
+    unanswered: Mutex<(usize, usize)>,
 }
 
 impl Progress {
@@ -93,7 +95,13 @@ impl Progress {
     }
 
     fn with_mode(label: &str, rules: &RunRules, mode: Mode) -> Progress {
-        Progress { label: label.to_string(), rules: *rules, mode, last: Mutex::new((Duration::ZERO, 0)) }
+        Progress {
+            label: label.to_string(),
+            rules: *rules,
+            mode,
+            last: Mutex::new((Duration::ZERO, 0)),
+            unanswered: Mutex::new((0, 0)),
+        }
     }
 
     /// No display.
@@ -109,10 +117,24 @@ impl Progress {
         }
     }
 
+    /// `answered` queries answered, and (when not 0) how many failed and were not sent.
+    fn counts(&self, answered: usize) -> String {
+        let (failed, unsent) = *self.unanswered.lock().unwrap_or_else(|e| e.into_inner());
+        let mut text = format!("{answered} queries answered");
+        if failed > 0 {
+            text.push_str(&format!(", {failed} failed"));
+        }
+        if unsent > 0 {
+            text.push_str(&format!(", {unsent} not sent"));
+        }
+        text
+    }
+
     fn status(&self, elapsed: Duration, queries: usize) -> (f64, String) {
         let (fraction, left) = estimate(&self.rules, elapsed, queries);
         let text = format!(
-            "{queries}/{} queries, {} of ≥ {}, about {} left",
+            "{} (≥ {} needed), {} of ≥ {}, about {} left",
+            self.counts(queries),
             self.rules.min_queries,
             seconds(elapsed),
             seconds(self.rules.min_duration),
@@ -121,7 +143,13 @@ impl Progress {
         (fraction, text)
     }
 
-    /// `queries` completed after `elapsed` of measured time.
+    /// Queries that failed and arrivals never sent so far (shown beside the answered ones; call
+    /// before [`Progress::update`]).
+    pub fn set_unanswered(&self, failed: usize, not_sent: usize) {
+        *self.unanswered.lock().unwrap_or_else(|e| e.into_inner()) = (failed, not_sent);
+    }
+
+    /// `queries` answered after `elapsed` of measured time.
     pub fn update(&self, elapsed: Duration, queries: usize) {
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = (elapsed, queries);
         match &self.mode {
@@ -149,7 +177,7 @@ impl Progress {
         match &self.mode {
             Mode::Off => {}
             Mode::Bar(bar) => bar.finish_and_clear(),
-            Mode::Lines { .. } => self.line(&format!("done: {queries} queries in {}", seconds(elapsed))),
+            Mode::Lines { .. } => self.line(&format!("done: {} in {}", self.counts(queries), seconds(elapsed))),
         }
     }
 }
@@ -192,6 +220,19 @@ mod tests {
         }
     }
 
+    /// Failed queries and arrivals not sent are shown apart from the answered ones, never as done.
+    #[test]
+    fn failed_and_unsent_queries_are_not_counted_as_answered() {
+        let out = Shared::default();
+        let p = Progress::lines("s", &rules(3, 2), Box::new(out.clone()), Duration::from_secs(5));
+        p.set_unanswered(4094, 25_599);
+        p.update(Duration::from_secs(3), 0);
+        p.finish();
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("0 queries answered, 4094 failed, 25599 not sent (≥ 2 needed)"), "{text}");
+        assert!(text.contains("done: 0 queries answered, 4094 failed, 25599 not sent in 3 s"), "{text}");
+    }
+
     #[test]
     fn off_a_terminal_one_line_per_interval_with_the_time_left() {
         let out = Shared::default();
@@ -205,8 +246,8 @@ mod tests {
         // started, t = 1, 6, 11, done.
         assert_eq!(lines.len(), 5, "{text}");
         assert!(lines[0].starts_with("[accelrt offline] started: warm-up 2 s, then at least 10 s and 64 queries"));
-        assert!(lines[1].contains("6 % 4/64 queries, 1 s of ≥ 10 s, about 15 s left"), "{text}");
-        assert!(lines[3].contains("69 % 44/64 queries, 11 s of ≥ 10 s, about 5 s left"), "{text}");
-        assert_eq!(lines[4], "[accelrt offline] done: 48 queries in 12 s");
+        assert!(lines[1].contains("6 % 4 queries answered (≥ 64 needed), 1 s of ≥ 10 s, about 15 s left"), "{text}");
+        assert!(lines[3].contains("69 % 44 queries answered (≥ 64 needed), 11 s of ≥ 10 s, about 5 s left"), "{text}");
+        assert_eq!(lines[4], "[accelrt offline] done: 48 queries answered in 12 s");
     }
 }

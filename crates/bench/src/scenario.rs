@@ -250,7 +250,7 @@ pub fn server(
         stop_if_interrupted()?;
         let now = clock.now();
         if now > give_up {
-            reasons.push(schedule.gave_up(qps, next));
+            reasons.push(schedule.gave_up(qps, next, 0, 0));
             break;
         }
         if arrivals[next] > now {

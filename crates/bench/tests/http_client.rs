@@ -25,6 +25,12 @@ enum Post {
     Chat,
     /// `429 Too Many Requests`.
     TooMany,
+    /// The chat stream of `Chat` with its events separated by CRLF CRLF (valid SSE).
+    ChatCrlf,
+    /// One text chunk, with a usage chunk claiming this many completion tokens.
+    ChatClaims(u64),
+    /// `503` with terminal escapes in its status text and escapes and CR/LF in its body.
+    Escapes,
 }
 
 const TOKENS: usize = 4;
@@ -104,22 +110,31 @@ fn serve_connection(stream: TcpStream, info: &str, post: Post, seen: &Seen) -> s
                     answer.len()
                 )?;
             }
-            Post::Chat => {
+            Post::Chat | Post::ChatCrlf | Post::ChatClaims(_) => {
                 write!(
                     out,
                     "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
                 )?;
+                let (chunks, claimed) = match post {
+                    Post::ChatClaims(n) => (1, n),
+                    _ => (TOKENS, TOKENS as u64),
+                };
                 let mut events =
                     vec![r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#.to_string()];
-                events.extend((0..TOKENS).map(|_| r#"{"choices":[{"index":0,"delta":{"content":"ab"}}]}"#.to_string()));
-                events.push(format!(r#"{{"choices":[],"usage":{{"prompt_tokens":3,"completion_tokens":{TOKENS}}}}}"#));
+                events.extend((0..chunks).map(|_| r#"{"choices":[{"index":0,"delta":{"content":"ab"}}]}"#.to_string()));
+                events.push(format!(r#"{{"choices":[],"usage":{{"prompt_tokens":3,"completion_tokens":{claimed}}}}}"#));
                 events.push("[DONE]".into());
+                let end = if matches!(post, Post::ChatCrlf) { "\r\n\r\n" } else { "\n\n" };
                 for e in events {
-                    let event = format!("data: {e}\n\n");
+                    let event = format!("data: {e}{end}");
                     write!(out, "{:x}\r\n{event}\r\n", event.len())?;
                     out.flush()?;
                 }
                 write!(out, "0\r\n\r\n")?;
+            }
+            Post::Escapes => {
+                let answer = "\x1b[2J\x1b]0;owned-title\x07\x1b[1;31mFAKE OK\x1b[0m\r\n\r\nvalid: yes";
+                write!(out, "HTTP/1.1 503 \x1b[31mRED\x1b[0m\r\nContent-Length: {}\r\n\r\n{answer}", answer.len())?;
             }
             Post::TooMany => {
                 let answer = r#"{"error":{"message":"the queue is full"}}"#;
@@ -256,4 +271,51 @@ fn an_error_status_is_a_failed_request() {
     assert!(!r.valid && r.queries == 0, "{r:?}");
     let reasons = r.invalid_reasons.join("\n");
     assert!(reasons.contains("3 of 3 requests failed (first: HTTP 429 Too Many Requests: {\"error\""), "{reasons}");
+}
+
+/// SSE events separated by CRLF CRLF (valid SSE, as some servers and proxies send) are read.
+#[test]
+fn a_chat_stream_with_crlf_line_endings_is_read() {
+    let (url, _) = server(info("chat"), Post::ChatCrlf);
+    let config = config(&[ScenarioKind::Offline], rules(4, 0.2, 0.0), 10.0);
+    let outcome = run_within(config, url, Duration::from_secs(600)).unwrap();
+    let r = &outcome.results[0];
+    assert!(r.valid && r.queries >= 4, "{r:?}");
+    assert_eq!(r.generation.as_ref().unwrap().output_tokens, r.queries * TOKENS);
+}
+
+/// A server's token count is not taken on trust: a stream that reports other than the exactly
+/// `--max-tokens` asked for (1000 with one chunk: absurd tokens/s; 10¹²: a result that broke its
+/// limits and failed the whole run) is a failed request, with the reason, and the run still ends
+/// with a result.
+#[test]
+fn a_chat_stream_reporting_other_than_the_tokens_asked_for_is_a_failed_request() {
+    for claimed in [1000, 1_000_000_000_000] {
+        let (url, _) = server(info("chat"), Post::ChatClaims(claimed));
+        let config = config(&[ScenarioKind::SingleStream], rules(3, 0.0, 0.0), 10.0);
+        let outcome = run_within(config, url, Duration::from_secs(600)).unwrap();
+        let r = &outcome.results[0];
+        assert!(!r.valid && r.queries == 0, "{r:?}");
+        let reasons = r.invalid_reasons.join("\n");
+        let why =
+            format!("3 of 3 requests failed (first: the server reported {claimed} completion tokens; {TOKENS} were");
+        assert!(reasons.contains(&why), "{reasons}");
+    }
+}
+
+/// A server's status text and error body reach the reasons (printed, and stored in results) with
+/// their control characters escaped: no terminal escapes, no forged lines.
+#[test]
+fn control_characters_in_a_servers_error_are_escaped() {
+    let (url, _) = server(info("embeddings"), Post::Escapes);
+    let config = config(&[ScenarioKind::SingleStream], rules(2, 0.0, 0.0), 10.0);
+    let outcome = run_within(config, url, Duration::from_secs(600)).unwrap();
+    let r = &outcome.results[0];
+    assert!(!r.valid, "{r:?}");
+    for reason in &r.invalid_reasons {
+        assert!(!reason.chars().any(char::is_control), "{reason:?}");
+    }
+    let reasons = r.invalid_reasons.join("\n");
+    assert!(reasons.contains("HTTP 503 \\u{1b}[31mRED\\u{1b}[0m: \\u{1b}[2J"), "{reasons}");
+    assert!(reasons.contains("\\u{d}\\u{a}\\u{d}\\u{a}valid: yes"), "{reasons}");
 }
