@@ -399,8 +399,17 @@ fn training_in_bf16_is_mixed_precision_on_both_sides() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let results = results_in(&out);
     let ours = results.iter().find(|r| r["system"] == "accelrt").unwrap();
-    let details = ours["environment"]["details"].to_string();
-    assert!(details.contains("bf16 mixed"), "{details}");
+    // Both sides' results say the precision; so do the summary and the report's labels.
+    for r in &results {
+        assert_eq!(r["training"]["precision"], "bf16-mixed", "{r}");
+    }
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("bf16-mixed precision"), "{stdout}");
+    let report_dir = dir.path().join("report");
+    let report = accelrt(&["report", out.to_str().unwrap(), "--out", report_dir.to_str().unwrap()]);
+    assert!(report.status.success(), "{}", String::from_utf8_lossy(&report.stderr));
+    let md = std::fs::read_to_string(report_dir.join("report.md")).unwrap();
+    assert!(md.contains("AdamW lr 1e-4, bf16-mixed"), "{md}");
     // The stand-in ran (its assertion on --dtype held) and produced a result.
     assert!(results.iter().any(|r| r["system"] == "standin"), "{results:?}");
     let fixture: serde_json::Value = serde_json::from_str(

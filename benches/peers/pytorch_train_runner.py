@@ -74,6 +74,12 @@ def main():
     ggufs = [f for f in os.listdir(a.model_dir) if f.endswith(".gguf")] if os.path.isdir(a.model_dir) else []
     versions = {"torch": torch.__version__, "transformers": transformers.__version__}
 
+    def autocast():
+        """Mixed precision as PyTorch users run it (--dtype bf16): autocast around the forward pass
+        only; the backward follows the forward's dtypes and AdamW updates the f32 parameters."""
+        return torch.autocast(device_type=a.device.split(":")[0], dtype=torch.bfloat16,
+                              enabled=a.dtype == "bf16")
+
     if ggufs:
         if len(ggufs) != 1:
             fail(f"{a.model_dir} holds {len(ggufs)} .gguf files; give a directory with one")
@@ -88,7 +94,11 @@ def main():
             if not rows or len({len(r) for r in rows}) != 1:
                 raise ValueError("a causal-lm step needs {\"windows\": [[ids...], ...]} of equal length")
             x = torch.tensor(rows, dtype=torch.long, device=a.device)
-            return model(input_ids=x, labels=x, use_cache=False).loss, x.numel(), len(rows)
+            # transformers computes the loss from logits cast to f32, so under autocast only the
+            # products run in bf16 (accelrt's --mixed-precision policy).
+            with autocast():
+                loss = model(input_ids=x, labels=x, use_cache=False).loss
+            return loss, x.numel(), len(rows)
     else:
         try:
             import sentence_transformers
@@ -109,7 +119,16 @@ def main():
             feats = [model.tokenize([p["anchor"] for p in pairs]), model.tokenize([p["positive"] for p in pairs])]
             feats = [{k: v.to(a.device) if torch.is_tensor(v) else v for k, v in f.items()} for f in feats]
             tokens = int(sum(f["attention_mask"].sum() for f in feats))
-            return loss_fn(feats, None), tokens, len(pairs)
+            if a.dtype == "f32":
+                return loss_fn(feats, None), tokens, len(pairs)
+            # bf16: the encoder under autocast, then MNRL's own formula (cos_sim × 20, cross-entropy
+            # over the in-batch candidates) on the embeddings cast to f32 — CPU autocast would run
+            # the softmax in bf16, where accelrt's policy (and PyTorch's on CUDA) keeps it in f32.
+            with autocast():
+                reps = [model(f)["sentence_embedding"] for f in feats]
+            scores = util.cos_sim(reps[0].float(), reps[1].float()) * loss_fn.scale
+            labels = torch.arange(len(scores), device=scores.device)
+            return torch.nn.functional.cross_entropy(scores, labels), tokens, len(pairs)
 
     set_dropout(model, a.dropout)
     model.train()
@@ -143,11 +162,7 @@ def main():
             batch = json.loads(line)["train"]
             start = time.perf_counter()
             opt.zero_grad(set_to_none=True)
-            # Mixed precision as PyTorch users run it: autocast around forward and loss only; the
-            # backward follows the forward's dtypes, and the optimiser updates the f32 parameters.
-            with torch.autocast(device_type=a.device.split(":")[0], dtype=torch.bfloat16,
-                                enabled=a.dtype == "bf16"):
-                loss, tokens, rows = loss_and_tokens(batch)
+            loss, tokens, rows = loss_and_tokens(batch)
             loss.backward()
             opt.step()
             value = float(loss.detach())  # waits for the device, so the time below is the whole step

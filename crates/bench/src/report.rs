@@ -320,11 +320,12 @@ pub fn write_report_with(results: &[BenchResult], out: &Path, options: &ReportOp
                         Cell::plain(&r.system),
                         Cell::plain(&r.backend),
                         Cell::plain(format!(
-                            "{}{} on {}, AdamW lr {:e}",
+                            "{}{} on {}, AdamW lr {:e}, {}",
                             plain_text(&t.task),
                             t.seq_len.map(|n| format!(" × {n} tokens")).unwrap_or_default(),
                             plain_text(&t.data),
-                            t.lr
+                            t.lr,
+                            plain_text(&t.precision)
                         )),
                         Cell::plain(r.batch_size.to_string()),
                         Cell::plain(format!("{:.2}", r.throughput_per_s)),
@@ -785,7 +786,11 @@ fn instance(r: &BenchResult) -> &str {
 }
 
 fn label(r: &BenchResult) -> String {
-    format!("{} {}", instance(r), r.system)
+    // Training in another precision is another configuration: say so wherever results are named.
+    match r.training.as_ref().map(|t| t.precision.as_str()) {
+        Some(p) if p != crate::training::PRECISION_F32 => format!("{} {} ({p})", instance(r), r.system),
+        _ => format!("{} {}", instance(r), r.system),
+    }
 }
 
 /// Text on one line: line breaks, tabs, other control characters and invisible direction

@@ -172,6 +172,10 @@ fn training_table(s: &mut String, results: &[&BenchResult]) {
         Some(n) => format!("{}, windows of {n} tokens", first.task),
         None => first.task.clone(),
     };
+    let what = match first.precision.as_str() {
+        crate::training::PRECISION_F32 => what,
+        other => format!("{what}, {other} precision"),
+    };
     writeln!(
         s,
         "training ({what}; AdamW lr {:e}, weight decay {:e}; {} data; steps on the same batches on every system):",

@@ -12,6 +12,15 @@ use serde::{Deserialize, Serialize};
 /// this bounds what a hostile file can make the report read).
 pub const MAX_LOSSES: usize = 1_000_000;
 
+/// [`TrainingMetrics::precision`] of a run in f32 throughout.
+pub const PRECISION_F32: &str = "f32";
+/// [`TrainingMetrics::precision`] of a run in bf16 mixed precision.
+pub const PRECISION_BF16_MIXED: &str = "bf16-mixed";
+
+fn f32_precision() -> String {
+    PRECISION_F32.into()
+}
+
 /// A training run's own measures.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainingMetrics {
@@ -27,6 +36,11 @@ pub struct TrainingMetrics {
     pub weight_decay: f64,
     /// Dropout probability of the run (0: the harness trains without dropout on every side).
     pub dropout: f64,
+    /// [`PRECISION_F32`], or [`PRECISION_BF16_MIXED`] (`--dtype bf16`: products in bf16, f32
+    /// master weights and optimiser; the PyTorch peer under `torch.autocast`). Result files
+    /// written before the field existed were all f32.
+    #[serde(default = "f32_precision")]
+    pub precision: String,
     /// Unmeasured steps before the measured ones.
     pub warmup_steps: usize,
     /// Non-padding input tokens of the measured steps, warm-up excluded.
@@ -71,6 +85,12 @@ impl TrainingMetrics {
     /// the result's `duration_s`, and the cost = price × 10⁶ / (3600 × tokens/s), each within 1e-6
     /// relative (a hand-edited file must not show a throughput or cost it did not measure).
     pub(crate) fn check_consistent(&self, duration_s: f64, usd_per_hour: Option<f64>) -> Result<(), String> {
+        if ![PRECISION_F32, PRECISION_BF16_MIXED].contains(&self.precision.as_str()) {
+            return Err(format!(
+                "`training.precision` {:?} is neither {PRECISION_F32} nor {PRECISION_BF16_MIXED}",
+                self.precision
+            ));
+        }
         let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * a.abs().max(b.abs());
         if duration_s > 0.0 && !close(self.tokens_per_s, self.tokens as f64 / duration_s) {
             return Err(format!(
@@ -126,6 +146,7 @@ mod tests {
             lr: 5e-5,
             weight_decay: 0.01,
             dropout: 0.0,
+            precision: PRECISION_F32.into(),
             warmup_steps: 1,
             tokens: 5120,
             tokens_per_s: 1000.0,
@@ -140,6 +161,18 @@ mod tests {
         assert!((TrainingMetrics::usd_per_million_tokens(Some(3.6), 1000.0).unwrap() - 1.0).abs() < 1e-12);
         assert_eq!(TrainingMetrics::usd_per_million_tokens(None, 1000.0), None);
         assert_eq!(TrainingMetrics::usd_per_million_tokens(Some(3.6), 0.0), None);
+    }
+
+    #[test]
+    fn a_precision_other_than_the_two_is_refused_and_a_missing_one_reads_as_f32() {
+        let m = metrics();
+        let mut bad = m.clone();
+        bad.precision = "fp8\u{1b}[2J".into();
+        let err = bad.check_consistent(0.0, None).unwrap_err();
+        assert!(err.contains("training.precision"), "{err}");
+        let mut json = serde_json::to_value(&m).unwrap();
+        json.as_object_mut().unwrap().remove("precision");
+        assert_eq!(serde_json::from_value::<TrainingMetrics>(json).unwrap().precision, PRECISION_F32);
     }
 
     #[test]

@@ -54,8 +54,32 @@ pub struct TrainerState {
     pub dropout_seed: Option<u64>,
     /// The compute dtype of mixed precision (`--mixed-precision`), `None` for all-f32 training
     /// (also what a checkpoint written before the option existed reads as).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "mixed_precision_name")]
     pub mixed_precision: Option<accelrt_core::DType>,
+}
+
+/// `mixed_precision` as the CLI spells it (`"bf16"`), not as `DType`'s serde names it; any other
+/// value is refused when trainer.json is read, since nothing else is a mixed precision.
+mod mixed_precision_name {
+    use accelrt_core::DType;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Option<DType>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(d) => s.serialize_str(&d.to_string()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DType>, D::Error> {
+        match Option::<String>::deserialize(d)?.as_deref() {
+            None => Ok(None),
+            Some("bf16") => Ok(Some(DType::BF16)),
+            Some(other) => {
+                Err(serde::de::Error::custom(format!("mixed_precision `{other}` is not one (only `bf16` is)")))
+            }
+        }
+    }
 }
 
 impl TrainerState {
@@ -268,5 +292,13 @@ mod tests {
         let back: TrainerState = serde_json::from_str(&serde_json::to_string(&mixed).unwrap()).unwrap();
         assert_eq!(back, mixed);
         assert_eq!(serde_json::from_str::<TrainerState>(&json).unwrap().mixed_precision, None);
+        // Written and read as the CLI spells it; nothing else is a mixed precision.
+        let text = serde_json::to_string(&mixed).unwrap();
+        assert!(text.contains(r#""mixed_precision":"bf16""#), "{text}");
+        for junk in ["u32", "f32", "f16", "b_f16", "quant"] {
+            let bad = text.replace(r#""mixed_precision":"bf16""#, &format!(r#""mixed_precision":"{junk}""#));
+            let err = serde_json::from_str::<TrainerState>(&bad).unwrap_err().to_string();
+            assert!(err.contains("only `bf16`"), "{junk}: {err}");
+        }
     }
 }

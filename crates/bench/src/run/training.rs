@@ -17,7 +17,7 @@ use crate::result::BenchResult;
 use crate::scenario::{check_rules, Measurement, RunRules, ScenarioKind};
 use crate::stats::Latency;
 use crate::train_peer::{TrainBatch, TrainHyper, TrainingPeer};
-use crate::training::TrainingMetrics;
+use crate::training::{TrainingMetrics, PRECISION_BF16_MIXED, PRECISION_F32};
 use crate::{BenchError, Result};
 use accelrt_core::optim::AdamW;
 use accelrt_core::training::{Optimizer, TrainingConfig};
@@ -231,6 +231,7 @@ pub(super) fn run_training(
         data: &data_path,
         seq_len: (kind == ModelKind::TextGeneration).then_some(seq_len),
         options: t,
+        precision: if mixed_precision.is_some() { PRECISION_BF16_MIXED } else { PRECISION_F32 },
     };
     let mut outcome = Outcome::default();
     let first_loss;
@@ -244,8 +245,6 @@ pub(super) fn run_training(
                 first_loss = run.warmup.first().map(|s| s.loss);
                 let mut env = Environment::capture(backend.name(), &device);
                 env.host_load = load;
-                let precision = if mixed_precision.is_some() { "bf16 mixed (f32 master weights)" } else { "f32" };
-                env.details.push(("dtype".into(), precision.into()));
                 let r = result(config, "accelrt", env, device_bytes(backend), false, &describe, &run);
                 outcome.keep(config, r)?;
             }
@@ -358,6 +357,8 @@ struct TrainingDescription<'a> {
     data: &'a Path,
     seq_len: Option<usize>,
     options: &'a TrainingOptions,
+    /// `TrainingMetrics::precision` of both sides (the peer trains as accelrt does).
+    precision: &'static str,
 }
 
 /// One system's result: throughput over the summed step times of the measured steps (what a
@@ -405,6 +406,7 @@ fn result(
         lr: d.options.lr,
         weight_decay: d.options.weight_decay,
         dropout: 0.0,
+        precision: d.precision.into(),
         warmup_steps: run.warmup.len(),
         tokens,
         tokens_per_s,
