@@ -163,9 +163,9 @@ impl ApiError {
         ApiError { param: Some(Cow::Owned(param)), ..ApiError::invalid(message, None) }
     }
 
-    /// The request body is over the byte limit (the only cause of 413). `param` names the
-    /// parameter that holds the bulk of a body on the route it was sent to: `input` for
-    /// embeddings, `messages` for chat, `None` (`null`) on routes that take no body.
+    /// The request body is over the byte limit (the only cause of 413; only the route the model
+    /// serves reads a body). `param` names the parameter that holds the bulk of a body on the
+    /// route it was sent to: `input` for embeddings, `messages` for chat.
     pub fn too_large(message: impl Into<String>, param: Option<&'static str>) -> ApiError {
         ApiError {
             status: StatusCode::PAYLOAD_TOO_LARGE,
@@ -304,9 +304,32 @@ pub(crate) fn body_param(route: &str) -> Option<&'static str> {
     }
 }
 
+/// A request body that checks the shape of its JSON before it is deserialized: serde's derived
+/// `Deserialize` also takes a struct from a JSON array (its fields in order), so every place where
+/// OpenAI has an object is checked to hold one (or null where the field is optional).
+pub(crate) trait RequestBody: serde::de::DeserializeOwned {
+    /// 400 naming the field where an object is expected and something else is found, or where
+    /// a nested object has a key it cannot have; the body itself is known to be an object.
+    fn check_shape(_body: &serde_json::Map<String, serde_json::Value>) -> Result<(), ApiError> {
+        Ok(())
+    }
+}
+
+impl RequestBody for EmbeddingRequest {}
+
+/// `path.field`, or `field` at the top (`path` empty).
+pub(crate) fn join(path: &str, field: &str) -> String {
+    if path.is_empty() {
+        field.to_string()
+    } else {
+        format!("{path}.{field}")
+    }
+}
+
 /// A request body for `route` as `T`: 413 past the body limit (naming [`body_param`]), 400 for
-/// malformed JSON, 422 for JSON of the wrong shape or types.
-pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(
+/// malformed JSON, a body that is not a JSON object, or JSON of the wrong shape or types (`param`
+/// the field at fault: a path such as `messages[0].role` or `stream_options`).
+pub(crate) fn parse_body<T: RequestBody>(
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
     max_body_bytes: usize,
     route: &str,
@@ -317,20 +340,67 @@ pub(crate) fn parse_body<T: serde::de::DeserializeOwned>(
         }
         _ => ApiError::invalid(e.body_text(), None),
     })?;
-    serde_json::from_slice(&body).map_err(|e| {
-        // serde's messages quote what they could not take (a string value, a field name): clipped.
-        let message = e.to_string();
-        if let Some(field) = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next()) {
-            // OpenAI's answer to a parameter it does not define.
-            return ApiError::invalid(format!("Unrecognized request argument supplied: {}", quoted(field)), None);
-        }
-        if e.is_data() {
-            ApiError {
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-                ..ApiError::invalid(format!("invalid request: {}", clip(&message, 4 * QUOTED_CHARS)), None)
-            }
-        } else {
-            ApiError::invalid(format!("the body is not valid JSON: {}", clip(&message, 4 * QUOTED_CHARS)), None)
-        }
+    let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        // serde's messages quote what they could not take: clipped.
+        ApiError::invalid(format!("the body is not valid JSON: {}", clip(&e.to_string(), 4 * QUOTED_CHARS)), None)
+    })?;
+    let Some(object) = value.as_object() else {
+        return Err(ApiError::invalid("the request body must be a JSON object", None));
+    };
+    T::check_shape(object)?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        data_error(&path, &e.inner().to_string())
     })
+}
+
+/// The 400 for a body of the right JSON shape but a wrong type or a missing or unknown field at
+/// `path` (empty: the body itself), with serde's message `message` put in the API's words: never
+/// a Rust type name.
+fn data_error(path: &str, message: &str) -> ApiError {
+    if let Some(field) = message.strip_prefix("unknown field `").and_then(|m| m.split('`').next()) {
+        // OpenAI's answer to a parameter it does not define; at the top `param` is null, as there,
+        // inside an object it is the key's path (which `path` already ends with).
+        let message = format!("Unrecognized request argument supplied: {}", quoted(field));
+        let nested = path != field;
+        return match nested {
+            false => ApiError::invalid(message, None),
+            true => ApiError::invalid_at(message, clip(path, 4 * QUOTED_CHARS)),
+        };
+    }
+    if let Some(field) = message.strip_prefix("missing field `").and_then(|m| m.split('`').next()) {
+        let param = join(path, field);
+        return ApiError::invalid_at(format!("`{param}` is required"), param);
+    }
+    let what = if path.is_empty() { "the request body".to_string() } else { format!("`{path}`") };
+    // An untagged enum names itself and nothing useful: said here as what the field takes.
+    let expected = [
+        ("MessageContent", "a string or an array of content parts"),
+        ("StopInput", "a string or an array of strings"),
+        ("EmbeddingInput", "a string, an array of strings, an array of token ids or an array of token-id arrays"),
+    ]
+    .into_iter()
+    .find(|(name, _)| message.contains(&format!("untagged enum {name}")));
+    let message = match expected {
+        Some((_, takes)) => format!("invalid value for {what}: expected {takes}"),
+        None => {
+            // `expected struct X` / `enum X`: the API's words, not the server's type names.
+            let mut m = clip(message, 4 * QUOTED_CHARS);
+            for kind in ["struct ", "enum "] {
+                if let Some(at) = m.find(&format!("expected {kind}")) {
+                    let name_end = m[at + 9 + kind.len()..]
+                        .find(|c: char| !c.is_alphanumeric() && c != '_')
+                        .map_or(m.len(), |n| at + 9 + kind.len() + n);
+                    let takes = if kind == "struct " { "expected an object" } else { "expected a known value" };
+                    m.replace_range(at..name_end, takes);
+                }
+            }
+            format!("invalid value for {what}: {m}")
+        }
+    };
+    match path {
+        "" => ApiError::invalid(message, None),
+        _ => ApiError::invalid_at(message, path.to_string()),
+    }
 }

@@ -1,6 +1,6 @@
 //! The OpenAI chat-completions request, its checks, and the response and stream-chunk shapes.
 
-use crate::api::{quoted, ApiError};
+use crate::api::{quoted, ApiError, RequestBody};
 use accelrt_models::{ChatMessage, FinishReason, SamplingParams};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -16,13 +16,15 @@ pub enum MessageContent {
     Parts(Vec<ContentPart>),
 }
 
-/// One OpenAI content part, e.g. `{"type": "text", "text": "…"}`.
+/// One OpenAI content part, e.g. `{"type": "text", "text": "…"}`. A text part with any other key
+/// is refused (400, "Unrecognized request argument supplied", `param` the key's path); other
+/// kinds of part are refused whole.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ContentPart {
     /// OpenAI `type`: only `"text"` is accepted.
     #[serde(rename = "type")]
     pub kind: String,
-    /// OpenAI `text`: required when `type` is `"text"`. Other fields of a part are ignored.
+    /// OpenAI `text`: required when `type` is `"text"`.
     #[serde(default)]
     pub text: Option<String>,
 }
@@ -220,7 +222,59 @@ pub struct ChatCompletionRequest {
 /// The most stop strings per request (OpenAI's limit).
 pub const MAX_STOPS: usize = 4;
 
+impl RequestBody for ChatCompletionRequest {
+    /// Objects where OpenAI has them: each message, each content part and `stream_options` (or
+    /// null); a text part with only `type` and `text`. serde would take an array for each.
+    fn check_shape(body: &serde_json::Map<String, Value>) -> Result<(), ApiError> {
+        let object = |v: &Value, path: String| {
+            if v.is_object() {
+                Ok(())
+            } else {
+                Err(ApiError::invalid_at(format!("`{path}` must be an object"), path))
+            }
+        };
+        if let Some(options) = body.get("stream_options").filter(|o| !o.is_null()) {
+            object(options, "stream_options".into())?;
+        }
+        let Some(messages) = body.get("messages").and_then(Value::as_array) else { return Ok(()) };
+        for (i, m) in messages.iter().enumerate() {
+            object(m, format!("messages[{i}]"))?;
+            let Some(parts) = m.get("content").and_then(Value::as_array) else { continue };
+            for (j, p) in parts.iter().enumerate() {
+                object(p, format!("messages[{i}].content[{j}]"))?;
+                if p["type"] == "text" {
+                    if let Some(key) =
+                        p.as_object().into_iter().flat_map(|p| p.keys()).find(|k| *k != "type" && *k != "text")
+                    {
+                        return Err(ApiError::invalid_at(
+                            format!("Unrecognized request argument supplied: {}", quoted(key)),
+                            format!("messages[{i}].content[{j}].{}", quoted(key)),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl ChatCompletionRequest {
+    /// `stream_options` is for streams: refused (400, `param` `stream_options`) when set (not
+    /// null) without `stream: true`, as OpenAI refuses it.
+    ///
+    /// # Errors
+    ///
+    /// 400 as above.
+    pub fn check_stream_options(&self) -> Result<(), ApiError> {
+        if self.stream_options.is_some() && !self.streaming() {
+            return Err(ApiError::invalid(
+                "stream_options are only allowed when stream is true",
+                Some("stream_options"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether the answer is a stream of server-sent events (`stream: true`).
     pub fn streaming(&self) -> bool {
         self.stream == Some(true)
@@ -235,11 +289,13 @@ impl ChatCompletionRequest {
     ///
     /// # Errors
     ///
-    /// 400 (`param` `messages`) for an empty list, a role other than system, developer, user or
-    /// assistant, a set `name`, `tool_calls`, `tool_call_id`, `function_call` or `audio`, a
-    /// `refusal` that is not a string, or a content part other than text; 400 with `param`
-    /// `messages[i].content` for a system, developer or user message without content (absent or
-    /// null), and `messages[i].content[j].text` for a text part without `text`.
+    /// 400 (`param` `messages`) for an empty list; `messages[i].role` for a role other than
+    /// system, developer, user or assistant; `messages[i].name` (and so on) for a set `name`,
+    /// `tool_calls`, `tool_call_id`, `function_call` or `audio`, or a `refusal` that is not a
+    /// string; `messages[i].content[j]` for a content part other than text;
+    /// `messages[i].content` for a system, developer or user message without content (absent,
+    /// null or an empty array of parts), and `messages[i].content[j].text` for a text part
+    /// without `text`.
     pub fn chat_messages(&self) -> Result<Vec<ChatMessage>, ApiError> {
         if self.messages.is_empty() {
             return Err(ApiError::invalid("`messages` is empty", Some("messages")));
@@ -249,12 +305,12 @@ impl ChatCompletionRequest {
             .enumerate()
             .map(|(i, m)| {
                 if !matches!(m.role.as_str(), "system" | "developer" | "user" | "assistant") {
-                    return Err(ApiError::invalid(
+                    return Err(ApiError::invalid_at(
                         format!(
                             "messages[{i}]: role `{}` is not supported (system, developer, user, assistant)",
                             quoted(&m.role)
                         ),
-                        Some("messages"),
+                        format!("messages[{i}].role"),
                     ));
                 }
                 for (name, value) in [
@@ -265,21 +321,31 @@ impl ChatCompletionRequest {
                     ("audio", &m.audio),
                 ] {
                     if is_set(value) {
-                        return Err(ApiError::invalid(
+                        return Err(ApiError::invalid_at(
                             format!("messages[{i}].{name} is not supported"),
-                            Some("messages"),
+                            format!("messages[{i}].{name}"),
                         ));
                     }
                 }
                 if m.refusal.as_ref().is_some_and(|r| !r.is_null() && !r.is_string()) {
-                    return Err(ApiError::invalid(format!("messages[{i}].refusal must be a string"), Some("messages")));
+                    return Err(ApiError::invalid_at(
+                        format!("messages[{i}].refusal must be a string"),
+                        format!("messages[{i}].refusal"),
+                    ));
                 }
                 let content = match &m.content {
                     // OpenAI requires content for system, developer and user messages; only an
-                    // assistant's may be left out (beside tool calls or a refusal).
+                    // assistant's may be left out (beside tool calls or a refusal). No parts at
+                    // all is no content.
                     None if m.role != "assistant" => {
                         return Err(ApiError::invalid_at(
                             format!("messages[{i}]: a `{}` message needs `content`", m.role),
+                            format!("messages[{i}].content"),
+                        ))
+                    }
+                    Some(MessageContent::Parts(parts)) if parts.is_empty() && m.role != "assistant" => {
+                        return Err(ApiError::invalid_at(
+                            format!("messages[{i}]: a `{}` message needs `content` (an empty array has none)", m.role),
                             format!("messages[{i}].content"),
                         ))
                     }
@@ -297,12 +363,12 @@ impl ChatCompletionRequest {
                                     ))
                                 }
                                 (kind, _) => {
-                                    return Err(ApiError::invalid(
+                                    return Err(ApiError::invalid_at(
                                         format!(
                                             "messages[{i}]: content part `{}` is not supported (text only)",
                                             quoted(kind)
                                         ),
-                                        Some("messages"),
+                                        format!("messages[{i}].content[{j}]"),
                                     ))
                                 }
                             }
@@ -483,20 +549,15 @@ fn rand_seed() -> u64 {
     h.finish()
 }
 
-/// `chatcmpl-`, a random per-process prefix (16 hex digits) and a counter (8 or more): unique
-/// within a process (whatever the clients send), and practically so across processes.
+/// Characters of randomness in a completion id.
+const ID_CHARS: usize = 29;
+
+/// `chatcmpl-` and 29 random letters and digits (about 172 bits, from the thread's
+/// cryptographically secure generator): fresh for every completion, so an id tells nothing of how
+/// many completions the server has made, and two ids colliding is not a practical possibility.
 fn completion_id() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let prefix = PREFIX.get_or_init(|| {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u32(std::process::id());
-        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
-        h.finish()
-    });
-    format!("chatcmpl-{prefix:016x}{:08x}", NEXT.fetch_add(1, Ordering::Relaxed))
+    use rand::distributions::{Alphanumeric, DistString};
+    format!("chatcmpl-{}", Alphanumeric.sample_string(&mut rand::thread_rng(), ID_CHARS))
 }
 
 fn unix_now() -> u64 {
@@ -516,7 +577,7 @@ pub fn usage(prompt_tokens: usize, completion_tokens: usize) -> Value {
 /// What every object of one completion carries (id, model, creation time), and those objects.
 #[derive(Debug, Clone)]
 pub struct Completion {
-    /// OpenAI `id`: `chatcmpl-` followed by 24 or more lower-case hex digits, unique to this
+    /// OpenAI `id`: `chatcmpl-` followed by 29 random letters and digits, unique to this
     /// completion (never taken from the client, so a reused `x-request-id` cannot repeat it), the
     /// same in every chunk of a stream.
     pub id: String,
@@ -680,16 +741,126 @@ mod tests {
     }
 
     #[test]
-    fn completion_ids_are_unique_per_completion() {
+    fn completion_ids_are_random_and_unique_per_completion() {
         let ids: std::collections::HashSet<String> = (0..1000).map(|_| Completion::new("m").id).collect();
         assert_eq!(ids.len(), 1000);
-        for id in &ids {
-            let hex = id.strip_prefix("chatcmpl-").unwrap();
-            assert!(hex.len() >= 24 && hex.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        let tails: Vec<&str> = ids.iter().map(|id| id.strip_prefix("chatcmpl-").unwrap()).collect();
+        for tail in &tails {
+            assert!(tail.len() >= 24 && tail.bytes().all(|b| b.is_ascii_alphanumeric()), "{tail}");
         }
+        // No shared prefix or counter to count completions by: ids share at most a few leading
+        // characters (with 62 per position, a common first 4 in 1000 ids is ~1e-4 likely).
+        let longest_common = tails
+            .iter()
+            .zip(tails.iter().skip(1))
+            .map(|(a, b)| a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count())
+            .max()
+            .unwrap();
+        assert!(longest_common < 4, "ids share a prefix of {longest_common}");
         // Every object of one completion carries its id.
         let c = Completion::new("m");
         assert_eq!(c.chunk(json!({}), None)["id"], c.id.as_str());
         assert_eq!(c.whole("t", FinishReason::Stop, 1, 1)["id"], c.id.as_str());
+    }
+
+    /// `body` with `messages` replaced, as the route parses it.
+    fn with(field: &str, value: Value) -> Value {
+        let mut body = json!({ "model": "m", "messages": [{ "role": "user", "content": "x" }] });
+        body[field] = value;
+        body
+    }
+
+    #[test]
+    fn arrays_are_refused_where_openai_has_objects_naming_the_field() {
+        for (body, at) in [
+            (with("messages", json!([["user", "hi"]])), Some("messages[0]")),
+            (
+                with("messages", json!([{ "role": "user", "content": [["text", "hi"]] }])),
+                Some("messages[0].content[0]"),
+            ),
+            (json!({ "model": "m", "messages": [], "stream": true, "stream_options": [true] }), Some("stream_options")),
+            (json!({ "model": "m", "messages": [], "stream": true, "stream_options": [] }), Some("stream_options")),
+            (
+                json!({ "model": "m", "messages": [], "stream": true, "stream_options": [true, false, 1] }),
+                Some("stream_options"),
+            ),
+            (json!(["m", [{ "role": "user", "content": "x" }]]), None),
+            (json!("m"), None),
+        ] {
+            let e = parse(body.clone()).unwrap_err();
+            assert_eq!(e.status, 400, "{body}");
+            assert_eq!(param(&e), at, "{body}: {}", e.message);
+            assert!(!e.message.contains("not valid JSON"), "{body}: {}", e.message);
+            assert!(e.message.contains("must be") && e.message.contains("object"), "{body}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn content_checks_are_consistent() {
+        // A text part with a key OpenAI does not define is refused like any other unknown key.
+        let body =
+            with("messages", json!([{ "role": "user", "content": [{ "type": "text", "text": "hi", "extra": 1 }] }]));
+        let e = parse(body).unwrap_err();
+        assert_eq!((e.status.as_u16(), param(&e)), (400, Some("messages[0].content[0].extra")));
+        assert_eq!(e.message, "Unrecognized request argument supplied: extra");
+        // No parts is no content, as null is, for every role that needs content.
+        for role in ["system", "developer", "user"] {
+            let messages = json!([{ "role": "user", "content": "u" }, { "role": role, "content": [] }]);
+            let e = request(json!({ "messages": messages })).chat_messages().unwrap_err();
+            assert_eq!((e.status.as_u16(), param(&e)), (400, Some("messages[1].content")), "{role}");
+        }
+        let messages = json!([{ "role": "user", "content": "u" }, { "role": "assistant", "content": [] }]);
+        assert_eq!(request(json!({ "messages": messages })).chat_messages().unwrap().len(), 2);
+        // stream_options only with stream: true.
+        for stream in [json!(false), json!(null)] {
+            let r = request(json!({ "stream": stream, "stream_options": { "include_usage": true } }));
+            let e = r.check_stream_options().unwrap_err();
+            assert_eq!((e.status.as_u16(), param(&e)), (400, Some("stream_options")));
+        }
+        let r = request(json!({ "stream_options": { "include_usage": true } }));
+        assert_eq!(param(&r.check_stream_options().unwrap_err()), Some("stream_options"));
+        request(json!({ "stream": true, "stream_options": {} })).check_stream_options().unwrap();
+        request(json!({ "stream_options": null })).check_stream_options().unwrap();
+    }
+
+    #[test]
+    fn wrong_types_are_400_naming_the_field_without_serde_internals() {
+        for (body, param_is) in [
+            (with("messages", json!("hi")), "messages"),
+            (with("messages", json!([{ "role": "user", "content": 5 }])), "messages[0].content"),
+            (with("messages", json!([{ "role": "user", "content": ["not a part"] }])), "messages[0].content[0]"),
+            (with("messages", json!([{ "role": 1, "content": "x" }])), "messages[0].role"),
+            (with("messages", json!([{ "content": "x" }])), "messages[0].role"),
+            (with("stop", json!(5)), "stop"),
+            (with("max_tokens", json!("ten")), "max_tokens"),
+            (with("stream_options", json!(5)), "stream_options"),
+            (with("stream_options", json!({ "include_usage": "yes" })), "stream_options.include_usage"),
+            (with("stream_options", json!({ "include_tokens": true })), "stream_options.include_tokens"),
+            (with("messages", json!([{ "role": "user", "content": "x", "weight": 2 }])), "messages[0].weight"),
+            (json!({ "messages": [] }), "model"),
+        ] {
+            let e = parse(body.clone()).unwrap_err();
+            assert_eq!(e.status, 400, "{body}: {}", e.message);
+            assert_eq!(e.kind, "invalid_request_error");
+            assert_eq!(param(&e), Some(param_is), "{body}: {}", e.message);
+            for internal in ["untagged", "MessageContent", "StopInput", "StreamOptions", "RequestMessage", "struct"] {
+                assert!(!e.message.contains(internal), "{body}: {}", e.message);
+            }
+        }
+        // At the top, an unknown argument is OpenAI's message with `param` null.
+        let e = parse(with("best_of", json!(2))).unwrap_err();
+        assert_eq!((e.status.as_u16(), param(&e)), (400, None));
+        assert_eq!(e.message, "Unrecognized request argument supplied: best_of");
+    }
+
+    #[test]
+    fn unsupported_roles_and_parts_name_their_path() {
+        let e = request(json!({ "messages": [{ "role": "bogus", "content": "x" }] })).chat_messages().unwrap_err();
+        assert_eq!((e.status.as_u16(), param(&e)), (400, Some("messages[0].role")));
+        let messages = json!([{ "role": "user", "content": [{ "type": "image_url", "image_url": { "url": "u" } }] }]);
+        let e = request(json!({ "messages": messages })).chat_messages().unwrap_err();
+        assert_eq!((e.status.as_u16(), param(&e)), (400, Some("messages[0].content[0]")));
+        let e = request(json!({ "messages": [{ "role": "user", "content": "x", "name": "n" }] })).chat_messages();
+        assert_eq!(param(&e.unwrap_err()), Some("messages[0].name"));
     }
 }

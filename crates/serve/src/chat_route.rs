@@ -38,6 +38,18 @@ pub async fn chat_completions(State(state): State<Arc<AppState>>, body: Result<B
     response
 }
 
+/// `POST /v1/chat/completions` on an embeddings model: 400 naming the route to use (503 while
+/// draining), without reading the body, so its size does not matter.
+pub async fn wrong_model(State(state): State<Arc<AppState>>) -> Response {
+    let error = if state.is_draining() {
+        ApiError::unavailable("the server is shutting down")
+    } else {
+        ApiError::wrong_task(&state.info.model, "a sentence-embedding model", "/v1/embeddings")
+    };
+    state.metrics.request(ROUTE, error.status.as_u16(), Duration::ZERO);
+    error.into_response()
+}
+
 /// A request that passed its checks, ready for the model.
 struct Accepted {
     completion: Completion,
@@ -58,6 +70,7 @@ async fn chat(state: &Arc<AppState>, body: Result<Bytes, BytesRejection>) -> Res
     let Engine::Chat(scheduler) = &state.engine else {
         return Err(ApiError::wrong_task(&state.info.model, "a sentence-embedding model", "/v1/embeddings"));
     };
+    request.check_stream_options()?;
     let messages = request.chat_messages()?;
     let params = request.sampling()?;
     let max_tokens = request.max_tokens()?;

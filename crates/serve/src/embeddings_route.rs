@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub async fn embeddings(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
     let started = Instant::now();
@@ -30,6 +30,18 @@ pub async fn embeddings(State(state): State<Arc<AppState>>, body: Result<Bytes, 
     };
     state.metrics.request("/v1/embeddings", response.status().as_u16(), started.elapsed());
     response
+}
+
+/// `POST /v1/embeddings` on a chat model: 400 naming the route to use (503 while draining),
+/// without reading the body, so its size does not matter.
+pub async fn wrong_model(State(state): State<Arc<AppState>>) -> Response {
+    let error = if state.is_draining() {
+        ApiError::unavailable("the server is shutting down")
+    } else {
+        ApiError::wrong_task(&state.info.model, "a chat model", "/v1/chat/completions")
+    };
+    state.metrics.request("/v1/embeddings", error.status.as_u16(), Duration::ZERO);
+    error.into_response()
 }
 
 async fn embed(state: &Arc<AppState>, body: Result<Bytes, BytesRejection>) -> Result<EmbeddingResponse, ApiError> {

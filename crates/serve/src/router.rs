@@ -132,20 +132,31 @@ impl AppState {
 /// The routes served.
 pub const ROUTES: [&str; 6] = ["/v1/embeddings", "/v1/chat/completions", "/v1/models", "/info", "/health", "/metrics"];
 
-/// The six routes (embeddings, chat completions, models, info, health, metrics) on `state`, with
-/// the body limit and body timeout applied before any handler runs and every request given an id
-/// (`x-request-id`). [`serve`](crate::serve) runs it; tests can call it directly.
+/// The six routes (embeddings, chat completions, models, info, health, metrics) on `state`, every
+/// request given an id (`x-request-id`). Routing comes first: an unknown path is 404 and a wrong
+/// method 405, whatever the body. The body limit and body timeout apply before the handler runs,
+/// and only on the route that reads a body (the one the model serves); the route the model does not
+/// serve answers 400 without reading the body, and the `GET` routes never read one.
+/// [`serve`](crate::serve) runs it; tests can call it directly.
 pub fn router(state: Arc<AppState>) -> Router {
     let limit = state.max_body_bytes;
+    let read_body = || axum::middleware::from_fn_with_state(state.clone(), body::read_whole_body);
+    let (embeddings, chat) = match &state.engine {
+        Engine::Embeddings(_) => {
+            (post(embeddings_route::embeddings).route_layer(read_body()), post(chat_route::wrong_model))
+        }
+        Engine::Chat(_) => {
+            (post(embeddings_route::wrong_model), post(chat_route::chat_completions).route_layer(read_body()))
+        }
+    };
     Router::new()
-        .route("/v1/embeddings", post(embeddings_route::embeddings))
-        .route("/v1/chat/completions", post(chat_route::chat_completions))
+        .route("/v1/embeddings", embeddings)
+        .route("/v1/chat/completions", chat)
         .route("/v1/models", get(models))
         .route("/info", get(info))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(limit))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), body::read_whole_body))
         .layer(axum::middleware::from_fn(request_id::middleware))
         .with_state(state)
 }
@@ -251,21 +262,31 @@ mod tests {
     }
 
     /// Over the body limit, declared (refused before reading) or not (refused when the limit is
-    /// passed): 413 naming the parameter that holds the bulk of a body on that route, never
-    /// `input` on the chat route (it has none), null where the route takes no body.
+    /// passed): 413 naming `messages`, on the one route that reads a body. Routing comes first:
+    /// an unknown path is 404 and a wrong method 405 whatever the body, the `GET` routes ignore
+    /// one, and embeddings on a chat model is the same 400 at any size.
     #[tokio::test]
-    async fn a_413_names_the_parameter_of_its_route() {
+    async fn only_a_route_that_reads_a_body_answers_413_after_routing() {
         let metrics = Arc::new(Metrics::default());
         let scheduler = ChatScheduler::start(smollm2(), ChatLimits { max_sequences: 1, queue: 1 }, metrics.clone());
         let mut state = AppState::new(scheduler.unwrap(), metrics, info());
         state.max_body_bytes = 64;
         let state = Arc::new(state);
-        let body = serde_json::json!({ "model": "m", "messages": [{ "role": "user", "content": "x".repeat(200) }] });
-        let body = body.to_string();
-        for (method, path, param) in [
-            ("POST", "/v1/chat/completions", serde_json::json!("messages")),
-            ("POST", "/v1/embeddings", serde_json::json!("input")),
-            ("GET", "/v1/models", serde_json::Value::Null),
+        let big = serde_json::json!({ "model": "m", "messages": [{ "role": "user", "content": "x".repeat(200) }] });
+        let big = big.to_string();
+        let small = r#"{"model": "m", "input": "x"}"#.to_string();
+        let null = serde_json::Value::Null;
+        for (method, path, body, status, param) in [
+            ("POST", "/v1/chat/completions", &big, 413, serde_json::json!("messages")),
+            ("POST", "/v1/embeddings", &big, 400, serde_json::json!("model")),
+            ("POST", "/v1/embeddings", &small, 400, serde_json::json!("model")),
+            ("GET", "/v1/models", &big, 200, null.clone()),
+            ("GET", "/health", &big, 200, null.clone()),
+            ("POST", "/nope", &big, 404, null.clone()),
+            ("POST", "/v1/completions", &big, 404, null.clone()),
+            ("POST", "/v1/chat/completions/", &big, 404, null.clone()),
+            ("GET", "/v1/chat/completions", &big, 405, null.clone()),
+            ("POST", "/health", &big, 405, null.clone()),
         ] {
             for declared in [true, false] {
                 let mut request =
@@ -275,11 +296,17 @@ mod tests {
                 }
                 let response = router(state.clone()).oneshot(request.body(Body::from(body.clone())).unwrap()).await;
                 let response = response.unwrap();
-                assert_eq!(response.status(), 413, "{path}");
+                assert_eq!(response.status(), status, "{method} {path} (declared: {declared})");
                 let bytes = response.into_body().collect().await.unwrap().to_bytes();
-                let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-                assert_eq!(json["error"]["code"], "input_too_large", "{path}: {json}");
-                assert_eq!(json["error"]["param"], param, "{path} (declared: {declared}): {json}");
+                if status == 413 || status == 400 {
+                    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                    assert_eq!(json["error"]["param"], param, "{path} (declared: {declared}): {json}");
+                    if status == 413 {
+                        assert_eq!(json["error"]["code"], "input_too_large", "{path}: {json}");
+                    } else {
+                        assert!(json["error"]["message"].as_str().unwrap().contains("a chat model"), "{json}");
+                    }
+                }
             }
         }
     }

@@ -205,7 +205,10 @@ fn bad_chat_requests_get_the_documented_status() {
     let long = "word ".repeat(CONTEXT);
     let cases: Vec<(String, u16, &str)> = vec![
         ("{oops".into(), 400, "not valid JSON"),
-        (json!({"model": MODEL, "messages": "hi"}).to_string(), 422, "invalid request"),
+        (json!({"model": MODEL, "messages": "hi"}).to_string(), 400, "invalid value for `messages`"),
+        (json!({"model": MODEL, "messages": [["user", "hi"]]}).to_string(), 400, "must be an object"),
+        (json!({"model": MODEL, "messages": [{"role": "user", "content": []}]}).to_string(), 400, "needs `content`"),
+        (json!({"model": MODEL, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "x"}]}).to_string(), 400, "stream is true"),
         (json!({"model": MODEL, "messages": []}).to_string(), 400, "empty"),
         (json!({"model": MODEL, "messages": [{"role": "tool", "content": "x"}]}).to_string(), 400, "role"),
         (json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}).to_string(), 404, "does not exist"),
@@ -296,8 +299,24 @@ fn bad_chat_requests_get_the_documented_status() {
         ),
         (
             json!({"model": MODEL, "messages": [{"role": "user", "content": ["not a part"]}]}),
-            Value::Null, // 422: the wrong shape, the body as a whole
+            json!("messages[0].content[0]"),
         ),
+        (json!({"model": MODEL, "messages": [{"role": "bogus", "content": "x"}]}), json!("messages[0].role")),
+        (
+            json!({"model": MODEL, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "u"}}]}]}),
+            json!("messages[0].content[0]"),
+        ),
+        (
+            json!({"model": MODEL, "messages": [{"role": "user", "content": [{"type": "text", "text": "hi", "extra": 1}]}]}),
+            json!("messages[0].content[0].extra"),
+        ),
+        (
+            json!({"model": MODEL, "stream": true, "stream_options": {"include_tokens": true}, "messages": x}),
+            json!("stream_options.include_tokens"),
+        ),
+        (json!({"model": MODEL, "stream": true, "stream_options": [true], "messages": x}), json!("stream_options")),
+        (json!({"model": MODEL, "stream_options": {}, "messages": x}), json!("stream_options")),
+        (json!({"model": MODEL, "max_tokens": "ten", "messages": x}), json!("max_tokens")),
         (
             json!({"model": MODEL, "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text"}]}]}),
             json!("messages[0].content[1].text"),
@@ -327,7 +346,6 @@ fn bad_chat_requests_get_the_documented_status() {
         ("tools", json!([])),
         ("tool_choice", json!("none")),
         ("max_completion_tokens", json!(2)),
-        ("stream_options", json!({"include_usage": false, "include_obfuscation": true})),
         // Empty stop strings never match: dropped, and not counted towards the 4.
         ("stop", json!(["", "never1", "never2", "", "never3", "never4", ""])),
         // An assistant turn may come without content (OpenAI: beside tool calls or a refusal).
@@ -340,6 +358,11 @@ fn bad_chat_requests_get_the_documented_status() {
         let (status, json, _) = server.post("/v1/chat/completions", &noop.to_string());
         assert_eq!(status, 200, "{field}: {json}");
     }
+    // stream_options (both fields OpenAI defines) with a stream; without one it is refused (above).
+    let mut streamed = request("Hi", 2);
+    streamed["stream"] = json!(true);
+    streamed["stream_options"] = json!({"include_usage": false, "include_obfuscation": true});
+    assert_eq!(post_text(&server, &streamed).0, 200);
     // Embeddings on a chat model: a clear 400, not a crash.
     let (status, json, _) = server.post("/v1/embeddings", &json!({"model": MODEL, "input": "x"}).to_string());
     assert_eq!(status, 400, "{json}");

@@ -94,8 +94,9 @@ fn bad_requests_get_the_documented_status_in_the_openai_shape() {
     let long_ids: Vec<u32> = vec![101; 300];
     for (body, status, needle) in [
         ("{not json".to_string(), 400, "not valid JSON"),
-        (r#"{"model": "all-minilm-l6-v2", "input": 42}"#.to_string(), 422, "invalid request"),
-        (r#"{"input": "hi"}"#.to_string(), 422, "model"),
+        (r#"{"model": "all-minilm-l6-v2", "input": 42}"#.to_string(), 400, "invalid value for `input`"),
+        (r#"["all-minilm-l6-v2", "hi"]"#.to_string(), 400, "must be a JSON object"),
+        (r#"{"input": "hi"}"#.to_string(), 400, "`model` is required"),
         (r#"{"model": "all-minilm-l6-v2", "input": []}"#.to_string(), 400, "empty"),
         (r#"{"model": "gpt-4", "input": "hi"}"#.to_string(), 404, "does not exist"),
         (
