@@ -365,18 +365,7 @@ impl Executable for CandleExecutable {
         let index = self.variable_index(name)?;
         let node = &self.graph.nodes()[index];
         let declared = node.shape.concrete().expect("variables have fixed shapes");
-        if value.dtype() != node.dtype || value.shape() != declared.as_slice() {
-            return Err(Error::Input {
-                name: name.into(),
-                message: format!(
-                    "variable is {} {:?}, value is {} {:?}",
-                    node.dtype,
-                    declared,
-                    value.dtype(),
-                    value.shape()
-                ),
-            });
-        }
+        accelrt_core::check_variable_value(name, node.dtype, &declared, value)?;
         let t = upload(value, &self.device)?;
         state.inner_mut::<Caches>(self.id)?.variables.insert(index, t);
         Ok(())

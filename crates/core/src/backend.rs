@@ -77,6 +77,22 @@ pub trait Executable: Send + Sync {
     }
 }
 
+/// The check every [`Executable::write_variable`] makes before it writes anything: `value` has
+/// the variable's declared `dtype` and (fixed) `shape`.
+///
+/// # Errors
+/// `Error::Graph` naming the variable, its declared type and the value's.
+pub fn check_variable_value(name: &str, dtype: DType, shape: &[usize], value: &HostTensor) -> Result<()> {
+    if value.dtype() == dtype && value.shape() == shape {
+        return Ok(());
+    }
+    Err(crate::Error::Graph(format!(
+        "variable `{name}` is {dtype} {shape:?}; got {} {:?}",
+        value.dtype(),
+        value.shape()
+    )))
+}
+
 /// Named output tensors, in the graph's output order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outputs(Vec<(String, HostTensor)>);

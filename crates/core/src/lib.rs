@@ -25,7 +25,7 @@ mod tensor;
 pub mod training;
 mod weights;
 
-pub use backend::{Backend, Executable, Outputs, PrepareOptions};
+pub use backend::{check_variable_value, Backend, Executable, Outputs, PrepareOptions};
 pub use device::{DeviceInfo, DeviceKind, DeviceSpec};
 pub use dtype::{DType, QuantType};
 pub use error::{Error, Result};

@@ -1196,15 +1196,7 @@ impl Executable for NeuronExecutable {
         state.check_owner(self.id)?;
         let k = self.variable_index(name)?;
         let v = &self.variables[k];
-        if value.dtype() != v.dtype || value.shape() != v.shape.as_slice() {
-            return Err(Error::Graph(format!(
-                "variable `{name}` is {} {:?}; got {} {:?}",
-                v.dtype,
-                v.shape,
-                value.dtype(),
-                value.shape()
-            )));
-        }
+        accelrt_core::check_variable_value(name, v.dtype, &v.shape, value)?;
         let inner = state.inner_mut::<NeuronState>(self.id)?;
         let _core = self.cores[inner.core].lock().unwrap_or_else(|e| e.into_inner());
         let pair = &mut inner.variables[k];

@@ -542,35 +542,16 @@ pub unsafe extern "C" fn nrt_execute(model: *mut Model, inputs: *const TensorSet
 /// before anything runs and every result is checked before any output is written, so a failed
 /// run writes nothing.
 unsafe fn execute_graph(neff: &SimNeff, inputs: &TensorSet, outputs: &TensorSet) -> c_int {
-    let mut targets = Vec::with_capacity(neff.outputs.len());
-    for decl in &neff.outputs {
-        match find(outputs, &decl.name) {
-            Some(t) if (*t).data.len() == decl.bytes() => targets.push(t),
-            Some(t) => {
-                let message = format!("{} is {} bytes, the model writes {}", decl.name, (*t).data.len(), decl.bytes());
-                log_error("nrt_execute", &message);
-                return INVALID;
-            }
-            None => {
-                log_error("nrt_execute", &format!("the output set has no tensor {}", decl.name));
-                return INVALID;
-            }
-        }
-    }
+    let targets = match output_targets(&neff.outputs, outputs) {
+        Ok(t) => t,
+        Err(status) => return status,
+    };
     let mut host = Vec::with_capacity(neff.inputs.len());
     for decl in &neff.inputs {
-        let Some(t) = find(inputs, &decl.name) else {
-            log_error("nrt_execute", &format!("the input set has no tensor {}", decl.name));
-            return EXEC_BAD_INPUT;
+        let data = match input_bytes(decl, inputs) {
+            Ok(d) => d,
+            Err(status) => return status,
         };
-        let data = &(*t).data;
-        if data.len() != decl.bytes() {
-            log_error(
-                "nrt_execute",
-                &format!("{} is {} bytes, the model reads {}", decl.name, data.len(), decl.bytes()),
-            );
-            return EXEC_BAD_INPUT;
-        }
         match HostTensor::from_le_bytes(decl.dtype, decl.shape.clone(), data) {
             Ok(h) => host.push((decl.name.clone(), h)),
             Err(e) => {
@@ -619,6 +600,42 @@ fn find(set: &TensorSet, name: &str) -> Option<*mut Tensor> {
     set.tensors.iter().find(|(n, _)| n == name).map(|(_, t)| *t)
 }
 
+/// The output tensors `decls` name, each present in `outputs` with the declared size, in
+/// `decls`' order; else the reason is logged and the status is `INVALID`.
+unsafe fn output_targets(decls: &[TensorDecl], outputs: &TensorSet) -> Result<Vec<*mut Tensor>, c_int> {
+    let mut targets = Vec::with_capacity(decls.len());
+    for decl in decls {
+        match find(outputs, &decl.name) {
+            Some(t) if (*t).data.len() == decl.bytes() => targets.push(t),
+            Some(t) => {
+                let message = format!("{} is {} bytes, the model writes {}", decl.name, (*t).data.len(), decl.bytes());
+                log_error("nrt_execute", &message);
+                return Err(INVALID);
+            }
+            None => {
+                log_error("nrt_execute", &format!("the output set has no tensor {}", decl.name));
+                return Err(INVALID);
+            }
+        }
+    }
+    Ok(targets)
+}
+
+/// The bytes of the input `decl` names, present in `inputs` with the declared size; else the
+/// reason is logged and the status is `EXEC_BAD_INPUT`.
+unsafe fn input_bytes<'a>(decl: &TensorDecl, inputs: &'a TensorSet) -> Result<&'a [u8], c_int> {
+    let Some(t) = find(inputs, &decl.name) else {
+        log_error("nrt_execute", &format!("the input set has no tensor {}", decl.name));
+        return Err(EXEC_BAD_INPUT);
+    };
+    let data = &(*t).data;
+    if data.len() != decl.bytes() {
+        log_error("nrt_execute", &format!("{} is {} bytes, the model reads {}", decl.name, data.len(), decl.bytes()));
+        return Err(EXEC_BAD_INPUT);
+    }
+    Ok(data)
+}
+
 /// Runs an HLO NEFF on XLA CPU. One nrt tensor may be bound both as `input{i}` and `output{j}`
 /// (how a KV cache stays on the device): every input is copied into a PJRT buffer before the run
 /// and no output is written until the run has finished and every output has been checked, so the
@@ -626,21 +643,10 @@ fn find(set: &TensorSet, name: &str) -> Option<*mut Tensor> {
 /// reference to a tensor is held across that boundary (they are raw pointers, not locked objects).
 unsafe fn execute_hlo(neff: &HloNeff, exe: &LoadedExecutable, inputs: &TensorSet, outputs: &TensorSet) -> c_int {
     // The output set is checked first: a bad one fails before anything runs.
-    let mut targets = Vec::with_capacity(neff.header.outputs.len());
-    for decl in &neff.header.outputs {
-        match find(outputs, &decl.name) {
-            Some(t) if (*t).data.len() == decl.bytes() => targets.push(t),
-            Some(t) => {
-                let message = format!("{} is {} bytes, the model writes {}", decl.name, (*t).data.len(), decl.bytes());
-                log_error("nrt_execute", &message);
-                return INVALID;
-            }
-            None => {
-                log_error("nrt_execute", &format!("the output set has no tensor {}", decl.name));
-                return INVALID;
-            }
-        }
-    }
+    let targets = match output_targets(&neff.header.outputs, outputs) {
+        Ok(t) => t,
+        Err(status) => return status,
+    };
     let client = match hlo::client() {
         Ok(c) => c,
         Err(e) => {
@@ -650,18 +656,10 @@ unsafe fn execute_hlo(neff: &HloNeff, exe: &LoadedExecutable, inputs: &TensorSet
     };
     let mut buffers = Vec::with_capacity(neff.header.inputs.len());
     for decl in &neff.header.inputs {
-        let Some(t) = find(inputs, &decl.name) else {
-            log_error("nrt_execute", &format!("the input set has no tensor {}", decl.name));
-            return EXEC_BAD_INPUT;
+        let data = match input_bytes(decl, inputs) {
+            Ok(d) => d,
+            Err(status) => return status,
         };
-        let data = &(*t).data;
-        if data.len() != decl.bytes() {
-            log_error(
-                "nrt_execute",
-                &format!("{} is {} bytes, the model reads {}", decl.name, data.len(), decl.bytes()),
-            );
-            return EXEC_BAD_INPUT;
-        }
         let element = hlo::element_type(decl.dtype).expect("dtypes are checked at load");
         let dims: Vec<i64> = decl.shape.iter().map(|&d| d as i64).collect();
         match client.buffer_from_bytes(element, data, &dims, None) {

@@ -5,61 +5,19 @@
 mod common;
 
 use accelrt_core::{BinaryOp, DType, GraphBuilder, HostTensor, HostWeights, Op, Shape};
-use common::{f32_bytes, f32s};
-use nrt_sim::{Model, Tensor, TensorSet};
-use std::ffi::{c_void, CString};
+use common::{destroy, execute, f32_bytes, f32s, live, read, serial, set};
+use nrt_sim::Tensor;
 use std::ptr::null_mut;
-use std::sync::Mutex;
 
 const SUCCESS: i32 = 0;
 const INVALID: i32 = 2;
 const EXEC_BAD_INPUT: i32 = 1002;
-
-/// The simulator's runtime and live counts are process-wide: the tests of this binary take turns.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    static INIT: std::sync::Once = std::sync::Once::new();
-    INIT.call_once(|| assert_eq!(unsafe { nrt_sim::nrt_init(1, c"".as_ptr(), c"".as_ptr()) }, SUCCESS));
-    guard
-}
-
-fn live() -> [i64; 4] {
-    let mut out = [0i64; 4];
-    unsafe { nrt_sim::nrt_sim_live_objects(out.as_mut_ptr()) };
-    out
-}
 
 fn tensor(data: &[u8]) -> *mut Tensor {
     let mut t = null_mut();
     assert_eq!(unsafe { nrt_sim::nrt_tensor_allocate(0, 0, data.len(), c"t".as_ptr(), &mut t) }, SUCCESS);
     assert_eq!(unsafe { nrt_sim::nrt_tensor_write(t, data.as_ptr().cast(), 0, data.len()) }, SUCCESS);
     t
-}
-
-fn read(t: *mut Tensor) -> Vec<u8> {
-    let mut buf = vec![0u8; unsafe { nrt_sim::nrt_tensor_get_size(t) }];
-    assert_eq!(unsafe { nrt_sim::nrt_tensor_read(t, buf.as_mut_ptr() as *mut c_void, 0, buf.len()) }, SUCCESS);
-    buf
-}
-
-fn set(tensors: &[(&str, *mut Tensor)]) -> *mut TensorSet {
-    let mut s = null_mut();
-    assert_eq!(unsafe { nrt_sim::nrt_allocate_tensor_set(&mut s) }, SUCCESS);
-    for (name, t) in tensors {
-        let name = CString::new(*name).unwrap();
-        assert_eq!(unsafe { nrt_sim::nrt_add_tensor_to_tensor_set(s, name.as_ptr(), *t) }, SUCCESS);
-    }
-    s
-}
-
-fn destroy(mut s: *mut TensorSet) {
-    unsafe { nrt_sim::nrt_destroy_tensor_set(&mut s) };
-}
-
-fn execute(model: *mut Model, ins: *mut TensorSet, outs: *mut TensorSet) -> i32 {
-    unsafe { nrt_sim::nrt_execute(model, ins, outs) }
 }
 
 /// A graph NEFF of x: f32[2] with two outputs, `a` = x + x and `b` = x · x.

@@ -8,12 +8,8 @@ use accelrt_core::DType;
 use accelrt_stablehlo::{ArgumentRole, OutputRole};
 use common::*;
 use nrt_sim::{Model, Tensor, TensorSet};
-use std::ffi::{c_char, c_void, CStr, CString};
+use std::ffi::{c_char, CStr, CString};
 use std::ptr::null_mut;
-use std::sync::Mutex;
-
-/// Failure injection and live counts are process-wide: the tests of this binary take turns.
-static SERIAL: Mutex<()> = Mutex::new(());
 
 const SUCCESS: i32 = 0;
 const FAILURE: i32 = 1;
@@ -21,19 +17,6 @@ const INVALID: i32 = 2;
 const UNSUPPORTED_NEFF_VERSION: i32 = 10;
 const EXEC_BAD_INPUT: i32 = 1002;
 const EXEC_COMPLETED_WITH_NUM_ERR: i32 = 1003;
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    static INIT: std::sync::Once = std::sync::Once::new();
-    INIT.call_once(|| assert_eq!(unsafe { nrt_sim::nrt_init(1, c"".as_ptr(), c"".as_ptr()) }, SUCCESS));
-    guard
-}
-
-fn live() -> [i64; 4] {
-    let mut out = [0i64; 4];
-    unsafe { nrt_sim::nrt_sim_live_objects(out.as_mut_ptr()) };
-    out
-}
 
 fn inject(call: &str, status: i32, times: u32) {
     let c = CString::new(call).unwrap();
@@ -97,38 +80,6 @@ fn tensor(size: usize, data: Option<&[u8]>) -> *mut Tensor {
         write(t, d);
     }
     t
-}
-
-fn write(t: *mut Tensor, data: &[u8]) {
-    assert_eq!(unsafe { nrt_sim::nrt_tensor_write(t, data.as_ptr().cast(), 0, data.len()) }, SUCCESS);
-}
-
-fn read(t: *mut Tensor) -> Vec<u8> {
-    let mut buf = vec![0u8; unsafe { nrt_sim::nrt_tensor_get_size(t) }];
-    assert_eq!(unsafe { nrt_sim::nrt_tensor_read(t, buf.as_mut_ptr() as *mut c_void, 0, buf.len()) }, SUCCESS);
-    buf
-}
-
-fn free(mut t: *mut Tensor) {
-    unsafe { nrt_sim::nrt_tensor_free(&mut t) };
-}
-
-fn set(tensors: &[(&str, *mut Tensor)]) -> *mut TensorSet {
-    let mut s = null_mut();
-    assert_eq!(unsafe { nrt_sim::nrt_allocate_tensor_set(&mut s) }, SUCCESS);
-    for (name, t) in tensors {
-        let name = CString::new(*name).unwrap();
-        assert_eq!(unsafe { nrt_sim::nrt_add_tensor_to_tensor_set(s, name.as_ptr(), *t) }, SUCCESS);
-    }
-    s
-}
-
-fn destroy(mut s: *mut TensorSet) {
-    unsafe { nrt_sim::nrt_destroy_tensor_set(&mut s) };
-}
-
-fn execute(model: *mut Model, ins: *mut TensorSet, outs: *mut TensorSet) -> i32 {
-    unsafe { nrt_sim::nrt_execute(model, ins, outs) }
 }
 
 /// The KV model's tensors: x, w, the cache (zeros), pos, s.

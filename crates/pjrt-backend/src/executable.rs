@@ -721,15 +721,7 @@ impl Executable for PjrtExecutable {
         state.check_owner(self.id)?;
         let index = self.variable_index(name)?;
         let v = &self.variables[index];
-        if value.dtype() != v.dtype || value.shape() != v.shape.as_slice() {
-            return Err(Error::Graph(format!(
-                "variable `{name}` is {} {:?}; got {} {:?}",
-                v.dtype,
-                v.shape,
-                value.dtype(),
-                value.shape()
-            )));
-        }
+        accelrt_core::check_variable_value(name, v.dtype, &v.shape, value)?;
         let buffer = upload(&self.client, value, &v.shape, self.portable.then_some(&self.device))?;
         self.variables_of(state)?[index] = buffer;
         Ok(())

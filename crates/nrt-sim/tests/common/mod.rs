@@ -1,11 +1,71 @@
-//! Shared by the HLO NEFF tests: StableHLO → HLO proto with XLA's own converter (jaxlib, as
-//! `accelrt compile` does it), manifests, and the simulator's C functions called from the rlib.
+//! Shared by the simulator's tests: StableHLO → HLO proto with XLA's own converter (jaxlib, as
+//! `accelrt compile` does it), manifests, and thin wrappers of the simulator's C functions called
+//! from the rlib (each asserts success).
 #![allow(dead_code)]
 
 use accelrt_core::DType;
 use accelrt_stablehlo::{Argument, ArgumentRole, Bucket, Manifest, Output, OutputRole, MANIFEST_FORMAT};
+use nrt_sim::{Model, Tensor, TensorSet};
+use std::ffi::{c_void, CString};
 use std::path::Path;
 use std::process::Command;
+use std::ptr::null_mut;
+use std::sync::Mutex;
+
+const SUCCESS: i32 = 0;
+
+/// The simulator's runtime, failure injection and live counts are process-wide: the tests of one
+/// binary take turns through this lock (each test binary has its own).
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Takes the binary's turn and initialises the runtime once.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| assert_eq!(unsafe { nrt_sim::nrt_init(1, c"".as_ptr(), c"".as_ptr()) }, SUCCESS));
+    guard
+}
+
+/// The simulator's live object counts (`nrt_sim_live_objects`).
+pub fn live() -> [i64; 4] {
+    let mut out = [0i64; 4];
+    unsafe { nrt_sim::nrt_sim_live_objects(out.as_mut_ptr()) };
+    out
+}
+
+pub fn write(t: *mut Tensor, data: &[u8]) {
+    assert_eq!(unsafe { nrt_sim::nrt_tensor_write(t, data.as_ptr().cast(), 0, data.len()) }, SUCCESS);
+}
+
+pub fn read(t: *mut Tensor) -> Vec<u8> {
+    let mut buf = vec![0u8; unsafe { nrt_sim::nrt_tensor_get_size(t) }];
+    assert_eq!(unsafe { nrt_sim::nrt_tensor_read(t, buf.as_mut_ptr() as *mut c_void, 0, buf.len()) }, SUCCESS);
+    buf
+}
+
+pub fn free(mut t: *mut Tensor) {
+    unsafe { nrt_sim::nrt_tensor_free(&mut t) };
+}
+
+/// A tensor set holding `tensors` under their names.
+pub fn set(tensors: &[(&str, *mut Tensor)]) -> *mut TensorSet {
+    let mut s = null_mut();
+    assert_eq!(unsafe { nrt_sim::nrt_allocate_tensor_set(&mut s) }, SUCCESS);
+    for (name, t) in tensors {
+        let name = CString::new(*name).unwrap();
+        assert_eq!(unsafe { nrt_sim::nrt_add_tensor_to_tensor_set(s, name.as_ptr(), *t) }, SUCCESS);
+    }
+    s
+}
+
+pub fn destroy(mut s: *mut TensorSet) {
+    unsafe { nrt_sim::nrt_destroy_tensor_set(&mut s) };
+}
+
+/// `nrt_execute`'s status.
+pub fn execute(model: *mut Model, ins: *mut TensorSet, outs: *mut TensorSet) -> i32 {
+    unsafe { nrt_sim::nrt_execute(model, ins, outs) }
+}
 
 /// The serialized `HloModuleProto` of a StableHLO module, converted by
 /// `tests/stablehlo_to_hlo.py` (python3 + jax). A missing Python or jax fails the test with the
