@@ -57,7 +57,7 @@ pub struct CompileArgs {
     #[arg(long = "bucket", required = true)]
     buckets: Vec<String>,
     /// Directory for the modules (`<bucket>.mlir`, `.json`; Neuron targets also `.hlo.pb`, `.neff`
-    /// and `compile.sh`); created if missing [Neuron targets: default a temporary directory]
+    /// and `compile.sh`); created if missing [Neuron targets: default a temporary directory, removed when the command ends unless it holds the compile.sh to run]
     #[arg(long)]
     out: Option<PathBuf>,
     /// Compute dtype of the module: f32 (default), bf16 or f16
@@ -254,17 +254,20 @@ fn compile_neuron(graph: &Graph, buckets: &[Bucket], options: &ExportOptions, ar
     std::fs::create_dir_all(&cache_dir).with_context(|| format!("creating the NEFF cache {}", cache_dir.display()))?;
     tempfile::NamedTempFile::new_in(&cache_dir)
         .with_context(|| format!("the NEFF cache {} is not writable", cache_dir.display()))?;
-    let out = match &args.out {
+    // Without --out: a private new directory (a fixed name under /tmp could be prepared by another
+    // user), removed when the command ends unless compile.sh was written there for the user to run.
+    let (out, scratch) = match &args.out {
         Some(dir) => {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            dir.clone()
+            (dir.clone(), None)
         }
-        // A private new directory: a fixed name under /tmp could be prepared by another user.
-        None => tempfile::Builder::new()
-            .prefix(&format!("accelrt-compile-{target}-"))
-            .tempdir()
-            .context("creating a directory for the modules")?
-            .keep(),
+        None => {
+            let tmp = tempfile::Builder::new()
+                .prefix(&format!("accelrt-compile-{target}-"))
+                .tempdir()
+                .context("creating a directory for the modules")?;
+            (tmp.path().to_path_buf(), Some(tmp))
+        }
     };
     // HLO for every bucket, checked by XLA itself where this build can.
     let mut hlo_paths = Vec::new();
@@ -310,7 +313,12 @@ fn compile_neuron(graph: &Graph, buckets: &[Bucket], options: &ExportOptions, ar
                     .map(|(b, m)| (b.to_string(), m.manifest.mlir_sha256.clone()))
                     .collect(),
             };
-            install_or_script(&plan, &buckets, &modules, &hlo_paths, &cache_dir, &out)
+            install_or_script(&plan, &buckets, &modules, &hlo_paths, &cache_dir, &out)?;
+            // The script and its modules are what the user runs next: kept.
+            if let Some(tmp) = scratch {
+                let _ = tmp.keep();
+            }
+            Ok(())
         }
     }
 }

@@ -173,6 +173,47 @@ fn compile_for_inf2_fills_the_cache_and_embed_runs_on_neuron() {
     );
 }
 
+/// Without `--out` the modules go to a private temporary directory: removed when the NEFFs are in
+/// the cache or the compile failed, kept only when it holds the compile.sh the user must run (CI
+/// ran out of disk with 22 MB left behind by every such compile).
+#[test]
+fn compile_without_out_leaves_a_directory_only_for_the_script() {
+    let root = tempfile::tempdir().unwrap();
+    let neff = root.path().join("neff");
+    let tmp = root.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let compile = |bucket: &str, path: &str, fail: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_accelrt"));
+        cmd.args(["compile", "--model", "all-minilm-l6-v2", "--target", "inf2", "--bucket", bucket])
+            .env("ACCELRT_CACHE", common::cache_root())
+            .env("ACCELRT_NEFF_CACHE", &neff)
+            .env_remove("ACCELRT_NEURONX_CC")
+            .env("PATH", path)
+            .env("TMPDIR", &tmp)
+            .stdin(Stdio::null());
+        if let Some(message) = fail {
+            cmd.env("NRT_SIM_CC_FAIL", message);
+        }
+        cmd.output().unwrap()
+    };
+    let left = || std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().path()).collect::<Vec<_>>();
+    let with_compiler = path_with(Some(&compiler_dir(root.path())));
+
+    let printed = ok(&compile("batch=1,seq=8", &with_compiler, None));
+    assert!(printed.trim().ends_with(".neff") && Path::new(printed.trim()).is_file(), "{printed}");
+    assert!(left().is_empty(), "compiled into the cache, yet left {:?}", left());
+
+    let o = compile("batch=2,seq=8", &with_compiler, Some("internal error in tiling pass"));
+    assert!(!o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(left().is_empty(), "a failed compile left {:?}", left());
+
+    let printed = ok(&compile("batch=2,seq=8", &path_with(None), None));
+    let kept = left();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(Path::new(printed.trim()), kept[0].join("compile.sh"), "{printed}");
+    assert!(kept[0].join("batch=2,seq=8.hlo.pb").is_file());
+}
+
 #[test]
 fn without_a_compiler_the_command_writes_a_script_and_installs_what_it_made() {
     let root = tempfile::tempdir().unwrap();
