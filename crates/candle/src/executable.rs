@@ -21,14 +21,16 @@ pub struct CandleExecutable {
     /// Stamped into every session state this executable makes; only it may run with them.
     id: ExecutableId,
     device: Device,
-    /// The dtype floating-point work runs in, when the caller overrode the graph's.
+    /// The dtype floating-point work runs in, when the caller overrode the graph's. `None` also
+    /// when bf16 was asked for on a CPU with AVX-512 BF16: then only the linear layers' products
+    /// are bf16 (their weights are packed so), as under torch.autocast.
     compute_override: Option<candle_core::DType>,
     /// Uploaded weights, by node index.
     weights: HashMap<usize, Tensor>,
     /// Block-quantised weights, by node index (they stay quantised; see `QuantWeight`).
     quant: HashMap<usize, QuantWeight>,
-    /// f32 linear-layer weights packed for the CPU kernels (`crate::linear`; in bf16 when that is
-    /// the compute dtype), by node index; they are not uploaded as tensors.
+    /// f32 linear-layer weights packed for the CPU kernels (`crate::linear`; in bf16 when bf16 was
+    /// asked for), by node index; they are not uploaded as tensors.
     packed: HashMap<usize, PackedLinear>,
     /// Linear layers that may leave padded rows uncomputed, and the mask input that says which
     /// rows are padding (`crate::padding`).
@@ -81,14 +83,16 @@ impl CandleExecutable {
             Some(d) => return Err(Error::Unsupported { backend: BACKEND.into(), what: format!("compute dtype {d}") }),
         };
         let transposed = linear_only_weights(graph);
-        // f32 linear weights go to the packed CPU kernels when the work stays in f32, or runs in
-        // bf16 on a CPU with AVX-512 BF16.
-        let pack = device.is_cpu()
-            && match compute_override {
-                None => crate::linear::available(),
-                Some(candle_core::DType::BF16) => crate::linear::available_bf16(),
-                Some(_) => false,
-            };
+        // On a CPU with AVX-512 BF16, bf16 work follows torch.autocast's CPU policy: the linear
+        // layers multiply bf16 weights by bf16 activations with f32 sums (the packed kernel), and
+        // everything else stays in f32. candle's bf16 element-wise ops, norms and softmax convert
+        // element by element, which made a bf16 MiniLM forward slower than the f32 one
+        // (docs/PERFORMANCE.md); f32 there is both faster and closer to the reference.
+        let bf16_products =
+            device.is_cpu() && compute_override == Some(candle_core::DType::BF16) && crate::linear::available_bf16();
+        let compute_override = if bf16_products { None } else { compute_override };
+        // f32 linear weights go to the packed CPU kernels (bf16-packed under `bf16_products`).
+        let pack = device.is_cpu() && compute_override.is_none() && crate::linear::available();
         let mut uploaded = HashMap::new();
         let mut quant = HashMap::new();
         let mut packed = HashMap::new();
@@ -103,14 +107,13 @@ impl CandleExecutable {
             {
                 let w = view.to_host()?;
                 let w = w.as_f32().expect("an f32 weight holds f32 values");
-                if compute_override.is_none() {
-                    packed.insert(id.index(), PackedLinear::pack(w, *n, *k));
-                    continue;
-                }
-                if k % 2 == 0 {
-                    packed.insert(id.index(), PackedLinear::pack_bf16(w, *n, *k));
-                    continue;
-                }
+                // The bf16 kernel multiplies pairs of features; an odd count stays in f32.
+                let layer = match bf16_products && k.is_multiple_of(2) {
+                    true => PackedLinear::pack_bf16(w, *n, *k),
+                    false => PackedLinear::pack(w, *n, *k),
+                };
+                packed.insert(id.index(), layer);
+                continue;
             }
             let mut t = upload_weight(&view, &device)?;
             if let (true, Some(compute)) = (node.dtype.is_float(), compute_override) {

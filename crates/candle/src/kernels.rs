@@ -33,7 +33,7 @@ fn erf(x: f32) -> f32 {
 }
 
 /// e^(−v) for v ≥ 0, branch-free: 2^n by building the exponent bits, 2^f by a degree-7 polynomial.
-/// Relative error below 1e-7 over the range that matters (results under 1e-38 flush to 0).
+/// Relative error below 1e-7 for v ≤ 87; 0 beyond (e^-87 ≈ 1.6e-38).
 #[inline(always)]
 fn exp_neg(v: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
@@ -48,7 +48,13 @@ fn exp_neg(v: f32) -> f32 {
             + z * (0.5
                 + z * (1.0 / 6.0 + z * (1.0 / 24.0 + z * (1.0 / 120.0 + z * (1.0 / 720.0 + z * (1.0 / 5040.0)))))));
     let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
-    p * scale
+    // Past e^-87 the result is 0, not a value at the bottom of f32's normal range: softmax would
+    // otherwise scale it into subnormals, which every later multiply-add with it pays for.
+    if v > 87.0 {
+        0.0
+    } else {
+        p * scale
+    }
 }
 
 #[inline(always)]
@@ -115,6 +121,91 @@ impl CustomOp1 for GeluErf {
 mod tests {
     use super::*;
 
+    /// softmax(q·kᵀ·scale + bias)·v in f64, one (batch, head, query) at a time.
+    fn attention_f64(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        bias: Option<(&[f32], usize)>,
+        s: AttentionShape,
+        scale: f32,
+    ) -> Vec<f64> {
+        let mut out = Vec::new();
+        for b in 0..s.batch {
+            for h in 0..s.q_heads {
+                let kh = h / (s.q_heads / s.kv_heads);
+                for i in 0..s.q_len {
+                    let query = &q[((b * s.q_heads + h) * s.q_len + i) * s.head_dim..][..s.head_dim];
+                    let scores: Vec<f64> = (0..s.kv_len)
+                        .map(|j| {
+                            let key = &k[((b * s.kv_heads + kh) * s.kv_len + j) * s.head_dim..][..s.head_dim];
+                            let dot: f64 = query.iter().zip(key).map(|(&a, &b)| a as f64 * b as f64).sum();
+                            let add = bias.map_or(0.0, |(bias, rows)| {
+                                let r = if rows == 1 { 0 } else { b };
+                                bias[(r * s.q_len + i) * s.kv_len + j] as f64
+                            });
+                            dot * scale as f64 + add
+                        })
+                        .collect();
+                    let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                    let weights: Vec<f64> = scores.iter().map(|x| (x - max).exp()).collect();
+                    let total: f64 = weights.iter().sum();
+                    for c in 0..s.v_dim {
+                        out.push(
+                            (0..s.kv_len)
+                                .map(|j| {
+                                    weights[j] / total * v[((b * s.kv_heads + kh) * s.kv_len + j) * s.v_dim + c] as f64
+                                })
+                                .sum(),
+                        );
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Both score paths (one dot per key for a few queries, transposed keys in register blocks for
+    /// more), key counts on and off the block size, value widths on and off it, grouped-query
+    /// heads, and a padding bias per row that hides keys with the backend's finite "−∞".
+    #[test]
+    fn attention_matches_f64_on_every_path() {
+        let values = |n: usize, seed: usize| -> Vec<f32> {
+            (0..n).map(|i| (((i + seed) * 7919) % 1000) as f32 / 500.0 - 1.0).collect()
+        };
+        for (batch, q_heads, kv_heads, q_len, kv_len, head_dim, v_dim) in [
+            (1, 2, 2, 1, 5, 8, 8),
+            (2, 6, 2, 3, 37, 16, 48),
+            (2, 4, 4, 5, 32, 32, 32),
+            (3, 6, 3, 9, 70, 24, 64),
+            (1, 2, 1, 40, 40, 64, 20),
+        ] {
+            let shape = AttentionShape { batch, q_heads, q_len, head_dim, kv_heads, kv_len, v_dim };
+            let q = values(batch * q_heads * q_len * head_dim, 1);
+            let k = values(batch * kv_heads * kv_len * head_dim, 2);
+            let v = values(batch * kv_heads * kv_len * v_dim, 3);
+            // Row r hides its last r keys.
+            let mut bias = vec![0f32; batch * q_len * kv_len];
+            for r in 0..batch {
+                for i in 0..q_len {
+                    for j in kv_len - r.min(kv_len - 1)..kv_len {
+                        bias[(r * q_len + i) * kv_len + j] = -1.0e30;
+                    }
+                }
+            }
+            let scale = (head_dim as f32).powf(-0.5);
+            for bias in [None, Some((bias.as_slice(), batch))] {
+                let got = attention_f32(&q, &k, &v, bias, shape, scale);
+                let want = attention_f64(&q, &k, &v, bias, shape, scale);
+                assert_eq!(got.len(), want.len());
+                for (n, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!((*g as f64 - w).abs() <= 1e-5, "{shape:?} bias {} [{n}]: {g} vs {w}", bias.is_some());
+                    assert!(g.is_normal() || *g == 0.0, "{g} is subnormal or not finite");
+                }
+            }
+        }
+    }
+
     #[test]
     fn gelu_matches_the_exact_erf_form() {
         let xs: Vec<f32> = (-20_000..=20_000).map(|i| i as f32 * 0.0007).collect();
@@ -146,7 +237,15 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
             lanes[i] += x[i] * y[i];
         }
     }
-    lanes.iter().sum::<f32>() + tail
+    // Pairwise, so the 16 lanes fold in 4 vector steps instead of 15 dependent adds.
+    let mut width = 8;
+    while width > 0 {
+        for i in 0..width {
+            lanes[i] += lanes[i + width];
+        }
+        width /= 2;
+    }
+    lanes[0] + tail
 }
 
 /// Shapes of one attention call: q `[batch, q_heads, q_len, head_dim]`, k
@@ -263,6 +362,13 @@ unsafe fn attention_row_avx2(
     attention_row(q, k, v, bias, shape, scale, row, out)
 }
 
+/// Query blocks at least this long transpose the row's keys once and compute each query's scores
+/// in register blocks of [`KEY_BLOCK`] keys, as d multiply-adds along the keys (no horizontal sums);
+/// shorter ones (decode steps) take one dot product per key, which reads the keys once.
+const TRANSPOSED_KEYS_MIN_QUERIES: usize = 4;
+/// Keys per register block of scores, and value columns per register block of the output.
+const KEY_BLOCK: usize = 32;
+
 /// The queries of one (batch, head) row: out is [q_len, v_dim].
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
@@ -281,32 +387,96 @@ fn attention_row(
     let kh = h / (hq / hkv);
     let keys = &k[(bi * hkv + kh) * t * d..][..t * d];
     let values = &v[(bi * hkv + kh) * t * dv..][..t * dv];
-    let mut scores = vec![0f32; t];
+    // Keys as [d][t rounded up to KEY_BLOCK], pre-scaled and zero-padded, for long query blocks.
+    let padded = t.next_multiple_of(KEY_BLOCK);
+    let keys_t: Option<Vec<f32>> = (sq >= TRANSPOSED_KEYS_MIN_QUERIES).then(|| {
+        let mut kt = vec![0f32; d * padded];
+        for (j, key) in keys.chunks_exact(d).enumerate() {
+            for (e, &x) in key.iter().enumerate() {
+                kt[e * padded + j] = x * scale;
+            }
+        }
+        kt
+    });
+    let mut scores = vec![0f32; padded];
     for i in 0..sq {
         let query = &q[((bi * hq + h) * sq + i) * d..][..d];
-        for (s, key) in scores.iter_mut().zip(keys.chunks_exact(d)) {
-            *s = dot(query, key) * scale;
-        }
-        if let Some((bias, rows)) = bias {
+        let bias_row = bias.map(|(bias, rows)| {
             let r = if rows == 1 { 0 } else { bi };
-            for (s, add) in scores.iter_mut().zip(&bias[(r * sq + i) * t..][..t]) {
+            &bias[(r * sq + i) * t..][..t]
+        });
+        match &keys_t {
+            Some(kt) => {
+                for (block, chunk) in scores.chunks_exact_mut(KEY_BLOCK).enumerate() {
+                    let mut acc = [0f32; KEY_BLOCK];
+                    for (&qe, kt_row) in query.iter().zip(kt.chunks_exact(padded)) {
+                        let keys: &[f32; KEY_BLOCK] =
+                            kt_row[block * KEY_BLOCK..][..KEY_BLOCK].try_into().expect("a block");
+                        for l in 0..KEY_BLOCK {
+                            acc[l] = qe.mul_add(keys[l], acc[l]);
+                        }
+                    }
+                    chunk.copy_from_slice(&acc);
+                }
+            }
+            None => {
+                for (s, key) in scores.iter_mut().zip(keys.chunks_exact(d)) {
+                    *s = dot(query, key) * scale;
+                }
+            }
+        }
+        let scores = &mut scores[..t];
+        if let Some(b) = bias_row {
+            for (s, add) in scores.iter_mut().zip(b) {
                 *s += add;
             }
         }
-        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut total = 0f32;
-        for s in scores.iter_mut() {
-            *s = exp_neg(max - *s);
-            total += *s;
-        }
-        let inv = 1.0 / total;
+        softmax_in_place(scores);
         let o = &mut out[i * dv..(i + 1) * dv];
-        for (&w, value) in scores.iter().zip(values.chunks_exact(dv)) {
-            let w = w * inv;
-            for (acc, &x) in o.iter_mut().zip(value) {
-                *acc += w * x;
+        if dv.is_multiple_of(KEY_BLOCK) {
+            // The output in register blocks of KEY_BLOCK columns, summed over the keys.
+            for (block, o) in o.chunks_exact_mut(KEY_BLOCK).enumerate() {
+                let mut acc = [0f32; KEY_BLOCK];
+                for (&w, value) in scores.iter().zip(values.chunks_exact(dv)) {
+                    let value: &[f32; KEY_BLOCK] = value[block * KEY_BLOCK..][..KEY_BLOCK].try_into().expect("a block");
+                    for l in 0..KEY_BLOCK {
+                        acc[l] = w.mul_add(value[l], acc[l]);
+                    }
+                }
+                o.copy_from_slice(&acc);
+            }
+        } else {
+            for (&w, value) in scores.iter().zip(values.chunks_exact(dv)) {
+                for (acc, &x) in o.iter_mut().zip(value) {
+                    *acc += w * x;
+                }
             }
         }
+    }
+}
+
+/// softmax(x) in place: exp(x − max) / Σ, the max and the sum in 16 lanes so they vectorise.
+#[inline(always)]
+fn softmax_in_place(x: &mut [f32]) {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    for chunk in x.chunks(16) {
+        for (m, &v) in lanes.iter_mut().zip(chunk) {
+            *m = if v > *m { v } else { *m };
+        }
+    }
+    let max = lanes.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for v in x.iter_mut() {
+        *v = exp_neg(max - *v);
+    }
+    let mut sums = [0f32; 16];
+    for chunk in x.chunks(16) {
+        for (s, &v) in sums.iter_mut().zip(chunk) {
+            *s += v;
+        }
+    }
+    let inv = 1.0 / sums.iter().sum::<f32>();
+    for v in x.iter_mut() {
+        *v *= inv;
     }
 }
 

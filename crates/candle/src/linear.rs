@@ -257,17 +257,72 @@ pub(crate) fn forward_tensor(
     if rows.is_some_and(|rows| rows.iter().any(|&r| r >= m)) {
         candle_core::bail!("linear: row index out of range for {m} rows");
     }
-    let x = x.to_dtype(if w.is_bf16() { DType::BF16 } else { DType::F32 })?.contiguous()?;
+    // f32 activations reach a bf16 weight under bf16 autocast (`CandleExecutable`): rounded here,
+    // 16 at a time, rather than by candle's element-by-element cast.
+    let f32_into_bf16 = w.is_bf16() && dtype == DType::F32;
+    let x = x.to_dtype(if w.is_bf16() && !f32_into_bf16 { DType::BF16 } else { DType::F32 })?.contiguous()?;
     let y = {
         let (storage, layout) = x.storage_and_layout();
         let candle_core::Storage::Cpu(cpu) = &*storage else { candle_core::bail!("linear: not a CPU tensor") };
         let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("linear: not contiguous") };
-        match w.is_bf16() {
-            true => w.forward_rows_bf16(&cpu.as_slice::<half::bf16>()?[start..end], m, bias.as_deref(), rows),
-            false => w.forward_rows(&cpu.as_slice::<f32>()?[start..end], m, bias.as_deref(), rows),
+        match (w.is_bf16(), f32_into_bf16) {
+            (true, true) => ROUNDED.with(|scratch| {
+                // One buffer per thread, reused: a fresh one per layer was page-faulted in every time.
+                let mut scratch = scratch.borrow_mut();
+                round_to_bf16_into(&cpu.as_slice::<f32>()?[start..end], &mut scratch);
+                Ok::<_, candle_core::Error>(w.forward_rows_bf16(&scratch, m, bias.as_deref(), rows))
+            })?,
+            (true, false) => w.forward_rows_bf16(&cpu.as_slice::<half::bf16>()?[start..end], m, bias.as_deref(), rows),
+            (false, _) => w.forward_rows(&cpu.as_slice::<f32>()?[start..end], m, bias.as_deref(), rows),
         }
     };
     Tensor::from_vec(y, shape, x.device())?.to_dtype(dtype)
+}
+
+/// x rounded to bf16, to nearest even as `half::bf16::from_f32` rounds: 16 values per
+/// `vcvtneps2bf16` where the CPU has AVX-512 BF16, which also flushes subnormal inputs (below
+/// 1.2e-38) to zero.
+pub fn round_to_bf16(x: &[f32]) -> Vec<half::bf16> {
+    let mut out = Vec::new();
+    round_to_bf16_into(x, &mut out);
+    out
+}
+
+/// As [`round_to_bf16`], into `out` (resized to `x.len()`, its allocation reused).
+pub fn round_to_bf16_into(x: &[f32], out: &mut Vec<half::bf16>) {
+    out.clear();
+    out.resize(x.len(), half::bf16::ZERO);
+    #[cfg(target_arch = "x86_64")]
+    if available_bf16() {
+        // SAFETY: the features were just detected; the slices have the same length.
+        unsafe { round_to_bf16_avx512(x, out) };
+        return;
+    }
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = half::bf16::from_f32(v);
+    }
+}
+
+thread_local! {
+    /// The bf16 copy of a linear layer's f32 input (`forward_tensor`), reused across layers.
+    static ROUNDED: std::cell::RefCell<Vec<half::bf16>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn round_to_bf16_avx512(x: &[f32], out: &mut [half::bf16]) {
+    let blocks = x.len() / 16;
+    for b in 0..blocks {
+        let v = _mm512_loadu_ps(x.as_ptr().add(b * 16));
+        let rounded: __m256bh = _mm512_cvtneps_pbh(v);
+        _mm256_storeu_si256(
+            out.as_mut_ptr().add(b * 16) as *mut __m256i,
+            std::mem::transmute::<__m256bh, __m256i>(rounded),
+        );
+    }
+    for (o, &v) in out[blocks * 16..].iter_mut().zip(&x[blocks * 16..]) {
+        *o = half::bf16::from_f32(v);
+    }
 }
 
 /// `y`'s base pointer, shared by tasks that write disjoint tiles.
@@ -421,6 +476,30 @@ mod tests {
 
     fn values(n: usize, seed: usize) -> Vec<f32> {
         (0..n).map(|i| (((i + seed) * 7919) % 1000) as f32 / 500.0 - 1.0).collect()
+    }
+
+    #[test]
+    fn rounding_to_bf16_matches_half_at_every_length() {
+        let mut special = vec![0.0, -0.0, 1.0, f32::MAX, f32::MIN_POSITIVE, 1e-40, f32::INFINITY, -f32::INFINITY];
+        // Halfway cases round to even: 1 + 2^-8 is exactly between two bf16 values.
+        special.extend([1.0 + 1.0 / 256.0, 1.0 + 3.0 / 256.0, -(1.0 + 1.0 / 256.0)]);
+        for len in [0, 1, 15, 16, 17, 33, 1000] {
+            let mut x = values(len, 4);
+            for (v, s) in x.iter_mut().zip(&special) {
+                *v = *s;
+            }
+            let rounded = round_to_bf16(&x);
+            assert_eq!(rounded.len(), len);
+            for (r, &v) in rounded.iter().zip(&x) {
+                // AVX-512 BF16 flushes subnormal inputs to zero; the portable path keeps them.
+                let want = half::bf16::from_f32(v);
+                let flushed = v.is_subnormal() && *r == half::bf16::from_f32(0.0f32.copysign(v));
+                assert!(r.to_bits() == want.to_bits() || flushed, "{v:e} (length {len}): {r} vs {want}");
+            }
+        }
+        let mut reused = vec![half::bf16::ONE; 5];
+        round_to_bf16_into(&[2.0, 3.0], &mut reused);
+        assert_eq!(reused, [half::bf16::from_f32(2.0), half::bf16::from_f32(3.0)]);
     }
 
     #[test]

@@ -124,8 +124,12 @@ pub(crate) fn eval(op: &Op, val: &dyn Fn(ValueId) -> Tensor, ctx: &mut RunContex
         Op::Attention { q, k, v, mask, causal, scale, q_positions } => {
             let (q, k, v) = (val(*q), val(*k), val(*v));
             let (key, hq, hkv, q_len) = attention_shape_and_bias(&q, &k, *mask, *causal, *q_positions, val, ctx)?;
-            if q.device().is_cpu() && q.dtype() == DType::F32 && q_len <= SMALL_QUERY {
-                return small_query_attention(&q, &k, &v, ctx.attention_bias[&key].as_ref(), *scale);
+            let (batch, kv_len) = (q.dim(0)?, k.dim(2)?);
+            if q.device().is_cpu()
+                && q.dtype() == DType::F32
+                && direct_attention_pays(batch * hq * q_len, q_len, kv_len)
+            {
+                return direct_attention(&q, &k, &v, ctx.attention_bias[&key].as_ref(), *scale);
             }
             let (k, v) = (repeat_kv(&k, hq / hkv)?, repeat_kv(&v, hq / hkv)?);
             let scores = q.contiguous()?.matmul(&k.contiguous()?.t()?)?.affine(*scale, 0.0)?;
@@ -259,9 +263,14 @@ pub(crate) fn eval(op: &Op, val: &dyn Fn(ValueId) -> Tensor, ctx: &mut RunContex
     }
 }
 
-/// Query blocks up to this long take the direct CPU kernel (decode steps); longer ones (prefill)
-/// use candle's matmuls, which are faster for big blocks.
-const SMALL_QUERY: usize = 8;
+/// Whether f32 attention on the CPU takes the direct kernel (`kernels::attention_f32`) rather
+/// than candle's composition (repeat the KV heads, two matmuls, mask, softmax). Measured with
+/// `cargo bench -p accelrt-candle --bench attention` (docs/PERFORMANCE.md): the kernel wins for
+/// decode steps, for one or a few sequences (candle's per-op overhead dominates) and for keys of
+/// 64 and more; candle's batched GEMMs win for many short sequences (MiniLM at batch 32).
+fn direct_attention_pays(queries: usize, q_len: usize, kv_len: usize) -> bool {
+    q_len <= 8 || kv_len >= 64 || queries <= 1024
+}
 
 /// The checks and the cached additive mask (`ctx.attention_bias[key]`) that Attention and
 /// AttentionProbs share: returns the bias key, the query and kv head counts and the query length.
@@ -295,22 +304,37 @@ fn attention_shape_and_bias(
     Ok((key, hq, hkv, q_len))
 }
 
-fn small_query_attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>, scale: f64) -> Result<Tensor> {
+/// `Op::Attention` in f32 on the CPU through `kernels::attention_f32`, reading q, k, v and the
+/// bias in place (copied only when not contiguous).
+fn direct_attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>, scale: f64) -> Result<Tensor> {
     let (b, hq, sq, d) = q.dims4()?;
     let (_, hkv, t, dv) = v.dims4()?;
-    let flat = |x: &Tensor| -> Result<Vec<f32>> { x.flatten_all()?.to_vec1() };
+    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
     // Masks come as [b | 1, 1, q_len | 1, kv_len]; the kernel reads [b | 1, 1, q_len, kv_len].
-    let bias = bias
-        .map(|bias| -> Result<(Vec<f32>, usize)> {
-            let rows = bias.dim(0)?;
-            Ok((flat(&bias.broadcast_as((rows, 1, sq, t))?.contiguous()?)?, rows))
-        })
-        .transpose()?;
+    let bias = bias.map(|bias| -> Result<Tensor> { bias.broadcast_as((bias.dim(0)?, 1, sq, t))?.contiguous() });
+    let bias = bias.transpose()?;
+    let guards = [Some(&q), Some(&k), Some(&v), bias.as_ref()].map(|t| t.map(|t| t.storage_and_layout()));
+    let mut slices: Vec<Option<&[f32]>> = Vec::with_capacity(4);
+    for guard in &guards {
+        slices.push(match guard {
+            None => None,
+            Some((storage, layout)) => {
+                let candle_core::Storage::Cpu(cpu) = &**storage else {
+                    candle_core::bail!("attention: not a CPU tensor")
+                };
+                let Some((start, end)) = layout.contiguous_offsets() else {
+                    candle_core::bail!("attention: not contiguous")
+                };
+                Some(&cpu.as_slice::<f32>()?[start..end])
+            }
+        });
+    }
+    let rows = bias.as_ref().map(|bias| bias.dim(0)).transpose()?.unwrap_or(1);
     let out = crate::kernels::attention_f32(
-        &flat(q)?,
-        &flat(k)?,
-        &flat(v)?,
-        bias.as_ref().map(|(values, rows)| (values.as_slice(), *rows)),
+        slices[0].expect("q"),
+        slices[1].expect("k"),
+        slices[2].expect("v"),
+        slices[3].map(|values| (values, rows)),
         crate::kernels::AttentionShape {
             batch: b,
             q_heads: hq,
@@ -322,6 +346,7 @@ fn small_query_attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tenso
         },
         scale as f32,
     );
+    drop(guards);
     Tensor::from_vec(out, (b, hq, sq, dv), q.device())
 }
 

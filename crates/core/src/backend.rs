@@ -10,8 +10,11 @@ use crate::{DType, DeviceInfo, DeviceSpec, Graph, HostTensor, Result, SessionSta
 /// Choices a caller makes when preparing a graph.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PrepareOptions {
-    /// Run floating-point work in this dtype instead of the graph's own (e.g. f16 on a GPU).
-    /// Outputs are still returned in the graph's declared dtypes. `None` keeps the graph's dtypes.
+    /// Run floating-point work in this dtype instead of the graph's own (e.g. f16 on a GPU): the
+    /// linear layers at least; a backend may keep the other ops in f32 where that is faster on its
+    /// hardware, as torch.autocast does (the candle backend does so for bf16 on CPUs with AVX-512
+    /// BF16). Outputs are still returned in the graph's declared dtypes, within the conformance
+    /// tolerance of this dtype. `None` keeps the graph's dtypes.
     pub compute_dtype: Option<DType>,
 }
 
