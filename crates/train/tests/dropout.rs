@@ -159,14 +159,16 @@ fn inference_graphs_never_contain_dropout_and_training_graphs_put_it_where_the_r
 
 /// With a negligible probability (⌊1e-9 · 2³²⌋ = 4 of 2³² hash values drop) the explicit
 /// attention path gives the fused attention's loss and first (SGD) update: the grouped-query
-/// product (Llama) and the padded-key mask (BERT) and their gradients are right.
+/// product (Llama) and the padded-key mask (BERT) and their gradients are right. The two paths sum
+/// in different orders (the CPU backend's attention kernel against a softmax and two matmuls), so
+/// they agree to f32 rounding over these sums, 1e-5, not bit for bit.
 #[test]
 fn explicit_attention_matches_the_fused_one() {
     let seed = HostTensor::u32(vec![], vec![dropout_seed(1, 1, 0)]).unwrap();
     let compare = |fused: &TrainingSession, explicit: &TrainingSession, what: &str| {
         for ((name, x), (_, y)) in fused.parameters().unwrap().iter().zip(explicit.parameters().unwrap()) {
             for (p, q) in x.to_f64_vec().iter().zip(y.to_f64_vec()) {
-                assert!((p - q).abs() <= 1e-6, "{what} `{name}`: {p} vs {q}");
+                assert!((p - q).abs() <= 1e-5, "{what} `{name}`: {p} vs {q}");
             }
         }
     };
@@ -180,7 +182,7 @@ fn explicit_attention_matches_the_fused_one() {
     let ids = HostTensor::u32(vec![3, SEQ], (0..3 * SEQ).map(|_| rng.below(40) as u32).collect()).unwrap();
     let a = fused.step(&[(llama::TOKENS, &ids)], 0.1).unwrap().loss;
     let b = explicit.step(&[(llama::TOKENS, &ids), (llama::DROPOUT_SEED, &seed)], 0.1).unwrap().loss;
-    assert!((a - b).abs() <= 1e-6 * a, "llama loss {a} vs {b}");
+    assert!((a - b).abs() <= 1e-5 * a, "llama loss {a} vs {b}");
     compare(&fused, &explicit, "llama");
 
     let cfg = tiny_bert();
@@ -199,7 +201,7 @@ fn explicit_attention_matches_the_fused_one() {
     let mut with_seed = inputs.to_vec();
     with_seed.push((bert::DROPOUT_SEED, &seed));
     let b = explicit.step(&with_seed, 0.1).unwrap().loss;
-    assert!((a - b).abs() <= 1e-6 * a, "bert loss {a} vs {b}");
+    assert!((a - b).abs() <= 1e-5 * a, "bert loss {a} vs {b}");
     compare(&fused, &explicit, "bert");
 }
 
