@@ -62,3 +62,15 @@ pub(crate) fn download(t: &Tensor, dtype: DType) -> Result<HostTensor> {
     .map_err(candle_err)?;
     HostTensor::new(shape, data)
 }
+
+/// The f32 values of a contiguous CPU tensor's storage, borrowed in place (`op` names the caller
+/// in the errors: not on the CPU, not contiguous, not f32).
+pub(crate) fn cpu_f32<'a>(
+    storage: &'a candle_core::Storage,
+    layout: &candle_core::Layout,
+    op: &str,
+) -> candle_core::Result<&'a [f32]> {
+    let candle_core::Storage::Cpu(cpu) = storage else { candle_core::bail!("{op}: not a CPU tensor") };
+    let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("{op}: not contiguous") };
+    Ok(&cpu.as_slice::<f32>()?[start..end])
+}

@@ -496,12 +496,11 @@ pub(crate) fn adamw_f32(
     let guards = [p.storage_and_layout(), g.storage_and_layout(), m.storage_and_layout(), v.storage_and_layout()];
     let mut slices: Vec<&[f32]> = Vec::with_capacity(4);
     for (storage, layout) in &guards {
-        let candle_core::Storage::Cpu(cpu) = &**storage else { candle_core::bail!("adamw: not a CPU tensor") };
-        let Some((start, end)) = layout.contiguous_offsets() else { candle_core::bail!("adamw: not contiguous") };
-        if end - start != n {
+        let slice = crate::convert::cpu_f32(storage, layout, "adamw")?;
+        if slice.len() != n {
             candle_core::bail!("adamw: param, grad, m and v differ in size");
         }
-        slices.push(&cpu.as_slice::<f32>()?[start..end]);
+        slices.push(slice);
     }
     let (ps, gs, ms, vs) = (slices[0], slices[1], slices[2], slices[3]);
     let (decay, step_size, inv_sqrt_bc2) = (c.decay as f32, c.step_size as f32, (1.0 / c.sqrt_bc2) as f32);

@@ -316,18 +316,12 @@ fn direct_attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>, s
     let guards = [Some(&q), Some(&k), Some(&v), bias.as_ref()].map(|t| t.map(|t| t.storage_and_layout()));
     let mut slices: Vec<Option<&[f32]>> = Vec::with_capacity(4);
     for guard in &guards {
-        slices.push(match guard {
-            None => None,
-            Some((storage, layout)) => {
-                let candle_core::Storage::Cpu(cpu) = &**storage else {
-                    candle_core::bail!("attention: not a CPU tensor")
-                };
-                let Some((start, end)) = layout.contiguous_offsets() else {
-                    candle_core::bail!("attention: not contiguous")
-                };
-                Some(&cpu.as_slice::<f32>()?[start..end])
-            }
-        });
+        slices.push(
+            guard
+                .as_ref()
+                .map(|(storage, layout)| crate::convert::cpu_f32(storage, layout, "attention"))
+                .transpose()?,
+        );
     }
     let rows = bias.as_ref().map(|bias| bias.dim(0)).transpose()?.unwrap_or(1);
     let out = crate::kernels::attention_f32(
